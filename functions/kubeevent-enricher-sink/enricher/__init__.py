@@ -1,0 +1,1 @@
+"""kubeevent-enricher-sink: join a Kubernetes Event to its object, emit an enriched CloudEvent."""

@@ -1,0 +1,88 @@
+"""The enricher's handler: core logic plus its two dependencies (API server, broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import requests
+from cloudevents.http import CloudEvent
+
+from . import core
+from .config import Config
+from .shared import logs
+from .shared.errors import RateLimited, TemporaryError
+from .shared.events import Outcome, binary_http, json_data
+from .shared.kube import Kube
+
+
+class Enricher:
+    def __init__(self, config: Config, kube: Kube, session: requests.Session | None = None) -> None:
+        self.config = config
+        self.kube = kube
+        self.session = session or requests.Session()
+
+    def ready(self) -> bool:
+        return True
+
+    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+        mode, action = core.action_of(event["type"])
+        if action == "delete":
+            return Outcome.ack("deleted Events are not enriched")
+        # Check where it goes before any I/O: a refused broker is bad input.
+        target = self._target(params)
+        data = json_data(event)
+        if mode == "ref":
+            api_version, name, namespace = core.parse_event_ref(data)
+            fetched = self.kube.get(api_version, "Event", name, namespace or None)
+            if fetched is None:
+                logs.warning("referenced Event is gone; nothing to enrich",
+                             event_ref=f"{namespace}/{name}")
+                return Outcome.ack("referenced Event no longer exists")
+            data = fetched
+        kube_event = core.parse_kube_event(data)
+        ref = kube_event.involved
+        object_ref = {"kind": ref.kind, "apiVersion": ref.api_version,
+                      "namespace": ref.namespace or None, "name": ref.name}
+        if not core.kind_wanted(ref, self.config.involved_object_kinds):
+            return Outcome.ack("kind not in INVOLVED_OBJECT_KINDS", object=object_ref)
+        obj = self.kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None)
+        if obj is None:
+            logs.warning("involved object not found; emitting with object null",
+                         object=object_ref)
+        enriched = core.enrich(kube_event, obj)
+        fields = {"object": object_ref, "enriched_id": enriched["id"],
+                  "enriched_type": enriched["type"]}
+        if target is None:
+            return Outcome.reply(enriched, **fields)
+        self._post(target, enriched)
+        return Outcome.ack("", delivered_to=target, **fields)
+
+    def _target(self, params: Mapping[str, str]) -> str | None:
+        broker = params.get("broker")
+        if broker is not None:
+            return core.broker_url(
+                broker,
+                ingress=self.config.broker_ingress_url,
+                default_namespace=self.config.default_broker_namespace,
+                allowed=self.config.allowed_brokers,
+            )
+        return self.config.k_sink
+
+    def _post(self, url: str, event: CloudEvent) -> None:
+        headers, body = binary_http(event)
+        try:
+            response = self.session.post(url, data=body, headers=headers,
+                                         timeout=(3.0, self.config.http_timeout))
+        except requests.RequestException as exc:
+            raise TemporaryError(f"sink {url} unreachable ({type(exc).__name__})") from None
+        if response.status_code == 429:
+            raise RateLimited(f"sink {url} is throttling (429)")
+        if not 200 <= response.status_code < 300:
+            raise TemporaryError(f"sink {url} answered {response.status_code}")
+
+
+def build(environ: Mapping[str, str] | None = None) -> Enricher:
+    """Read configuration and connect; called once when the process starts."""
+    logs.configure()
+    config = Config.from_env(environ)
+    return Enricher(config, Kube(timeout=(3.0, config.kube_timeout)))

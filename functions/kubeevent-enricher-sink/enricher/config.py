@@ -1,0 +1,47 @@
+"""The enricher's configuration, read once at start (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .shared.config import ConfigError, env, env_float, env_list
+
+DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
+
+
+def _url(name: str, value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Config:
+    broker_ingress_url: str = DEFAULT_BROKER_INGRESS
+    default_broker_namespace: str = "cpaas-system"
+    allowed_brokers: frozenset[str] = frozenset()
+    k_sink: str | None = None
+    involved_object_kinds: frozenset[str] = frozenset()
+    http_timeout: float = 10.0
+    kube_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        kinds = env_list("INVOLVED_OBJECT_KINDS", environ)
+        brokers = env_list("ALLOWED_BROKERS", environ)
+        for broker in brokers:
+            if broker.count("/") != 1 or not all(broker.split("/")):
+                raise ConfigError(f"ALLOWED_BROKERS entries must be namespace/name, got {broker!r}")
+        sink = env("K_SINK", "", environ)
+        return cls(
+            broker_ingress_url=_url(
+                "BROKER_INGRESS_URL", env("BROKER_INGRESS_URL", DEFAULT_BROKER_INGRESS, environ)
+            ),
+            default_broker_namespace=env("DEFAULT_BROKER_NAMESPACE", "cpaas-system", environ),
+            allowed_brokers=frozenset(brokers),
+            k_sink=_url("K_SINK", sink) if sink else None,
+            involved_object_kinds=frozenset(k.lower() for k in kinds),
+            http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
+            kube_timeout=env_float("KUBE_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
+        )

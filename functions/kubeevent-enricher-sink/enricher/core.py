@@ -1,0 +1,187 @@
+"""Pure logic: read a Kubernetes Event, decide, and build the enriched CloudEvent.
+
+Nothing here does I/O, so it is tested with plain data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+from .shared.errors import BadRequest, Forbidden
+from .shared.events import deterministic_id, new_event
+
+RESOURCE_TYPE = "dev.knative.apiserver.resource."
+REF_TYPE = "dev.knative.apiserver.ref."
+ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
+ENRICHED_SUFFIX = ".v1alpha1"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The object an Event is about."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def kind_key(self) -> str:
+        """``kind.group`` in lowercase, the form INVOLVED_OBJECT_KINDS uses."""
+        return f"{self.kind}.{self.group}".lower() if self.group else self.kind.lower()
+
+
+@dataclass(frozen=True)
+class KubeEvent:
+    """A core/v1 or events.k8s.io/v1 Event, normalised for enrichment."""
+
+    raw: dict[str, Any]
+    involved: ObjectRef
+    reason: str
+    type: str
+    time: str | None
+    revision: str
+
+
+def action_of(ce_type: str) -> tuple[str, str]:
+    """Split an ApiServerSource type into (mode, action): ('resource'|'ref', 'add'|...)."""
+    for prefix, mode in ((RESOURCE_TYPE, "resource"), (REF_TYPE, "ref")):
+        if ce_type.startswith(prefix):
+            return mode, ce_type[len(prefix):]
+    raise BadRequest(
+        f"unsupported event type {ce_type!r}: expected {RESOURCE_TYPE}* or {REF_TYPE}*"
+    )
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def parse_event_ref(data: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(apiVersion, name, namespace) of the Event a Reference-mode event points at."""
+    kind, name = _text(data.get("kind")), _text(data.get("name"))
+    if kind != "Event" or not name:
+        raise BadRequest("reference-mode data must name an Event (kind, name, namespace)")
+    return _text(data.get("apiVersion")) or "v1", name, _text(data.get("namespace"))
+
+
+def parse_kube_event(data: Mapping[str, Any]) -> KubeEvent:
+    """Validate and normalise an Event object; bad shapes raise ``BadRequest``."""
+    kind = data.get("kind")
+    if kind is not None and kind != "Event":
+        raise BadRequest(f"data is a {kind!r}, not an Event")
+    api_version = _text(data.get("apiVersion"))
+    if api_version.startswith("events.k8s.io/"):
+        involved_raw, reason_key = data.get("regarding"), "reason"
+        shape = "regarding"
+    else:
+        involved_raw, reason_key = data.get("involvedObject"), "reason"
+        shape = "involvedObject"
+        if involved_raw is None and isinstance(data.get("regarding"), dict):
+            involved_raw, shape = data.get("regarding"), "regarding"
+    if not isinstance(involved_raw, dict) or not involved_raw:
+        raise BadRequest("not an Event: no involvedObject (or regarding)")
+    involved = ObjectRef(
+        api_version=_text(involved_raw.get("apiVersion")),
+        kind=_text(involved_raw.get("kind")),
+        name=_text(involved_raw.get("name")),
+        namespace=_text(involved_raw.get("namespace")),
+    )
+    for field_name, value in (("apiVersion", involved.api_version), ("kind", involved.kind),
+                              ("name", involved.name)):
+        if not value:
+            raise BadRequest(f"not an Event: {shape}.{field_name} is missing")
+    reason = _text(data.get(reason_key))
+    if not reason:
+        raise BadRequest("not an Event: reason is missing")
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    time = next(
+        (
+            _text(data.get(key))
+            for key in ("lastTimestamp", "eventTime", "firstTimestamp", "deprecatedLastTimestamp")
+            if _text(data.get(key))
+        ),
+        _text(metadata.get("creationTimestamp")) or None,
+    )
+    identity = _text(metadata.get("uid")) or (
+        f"{_text(metadata.get('namespace'))}/{_text(metadata.get('name'))}"
+    )
+    revision = _text(metadata.get("resourceVersion")) or "|".join(
+        str(data.get(k, "")) for k in ("count", "lastTimestamp", "eventTime", "message", "note")
+    )
+    return KubeEvent(
+        raw=dict(data),
+        involved=involved,
+        reason=reason,
+        type=_text(data.get("type")),
+        time=time,
+        revision=f"{identity}@{revision}",
+    )
+
+
+def kind_wanted(ref: ObjectRef, kinds: frozenset[str]) -> bool:
+    """Is this object's kind enriched? An empty set means every kind."""
+    return not kinds or ref.kind_key in kinds or ref.kind.lower() in kinds
+
+
+def enriched_type(kind: str, reason: str) -> str:
+    return f"{ENRICHED_PREFIX}{kind.lower()}.{reason.lower()}{ENRICHED_SUFFIX}"
+
+
+def enriched_source(ref: ObjectRef) -> str:
+    base = f"/apis/{ref.group}/{ref.version}" if ref.group else f"/api/{ref.version}"
+    scope = f"/namespaces/{ref.namespace}" if ref.namespace else ""
+    return f"{base}{scope}/{ref.kind.lower()}/{ref.name}/"
+
+
+def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> CloudEvent:
+    """The seed's enriched CloudEvent: id is fixed by the Event's revision."""
+    ref = event.involved
+    return new_event(
+        type=enriched_type(ref.kind, event.reason),
+        source=enriched_source(ref),
+        id=deterministic_id("kubeevent", event.revision),
+        time=event.time,
+        data={"event": event.raw, "object": dict(obj) if obj is not None else None},
+        extensions={
+            "involvedobjectgroup": ref.group,
+            "involvedobjectversion": ref.version,
+            "involvedobjectkind": ref.kind,
+            "involvedobjectname": ref.name,
+            "involvedobjectnamespace": ref.namespace,
+            "eventreason": event.reason.lower(),
+            "eventtype": event.type,
+        },
+    )
+
+
+def broker_url(param: str, *, ingress: str, default_namespace: str,
+               allowed: frozenset[str]) -> str:
+    """``?broker=<name>`` or ``?broker=<ns>/<name>`` → the broker ingress URL."""
+    parts = param.strip().split("/")
+    if len(parts) == 1:
+        namespace, name = default_namespace, parts[0]
+    elif len(parts) == 2:
+        namespace, name = parts
+    else:
+        raise BadRequest(f"broker {param!r} must be <name> or <namespace>/<name>")
+    for part in (namespace, name):
+        if not _DNS_LABEL.match(part):
+            raise BadRequest(f"broker {param!r}: {part!r} is not a valid Kubernetes name")
+    if allowed and f"{namespace}/{name}" not in allowed:
+        raise Forbidden(f"broker {namespace}/{name} is not in ALLOWED_BROKERS")
+    return f"{ingress}/{namespace}/{name}"

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.support.factory import promotion_run
+from tests.support.procs import FunctionProcess
+from tests.support.sink import RecordingSink
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKubeAPI]:
+    with FakeKubeAPI() as api:
+        api.kubeconfig_path = api.write_kubeconfig(  # type: ignore[attr-defined]
+            tmp_path_factory.mktemp("kube") / "config")
+        api.add(promotion_run("my-promotion", "devops"))
+        yield api
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RecordingSink]:
+    with RecordingSink() as sink:
+        yield sink
+
+
+@pytest.fixture(autouse=True)
+def _clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    for name in ("broker", "kube"):
+        if name in request.fixturenames:
+            value = request.getfixturevalue(name)
+            if isinstance(value, RecordingSink):
+                value.clear()
+            else:
+                value.clear_faults()
+
+
+def enricher_env(kube: FakeKubeAPI, broker: RecordingSink, **extra: str) -> dict[str, str]:
+    env = {"KUBECONFIG": str(kube.kubeconfig_path),  # type: ignore[attr-defined]
+           "BROKER_INGRESS_URL": broker.url, "KUBE_TIMEOUT_SECONDS": "1",
+           "HTTP_TIMEOUT_SECONDS": "2"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module", params=["ff", "parliament"])
+def enricher(request: pytest.FixtureRequest, kube: FakeKubeAPI,
+             broker: RecordingSink) -> Iterator[FunctionProcess]:
+    with FunctionProcess("kubeevent-enricher-sink", runtime=request.param,
+                         env=enricher_env(kube, broker)) as proc:
+        yield proc
+
+
+def start_enricher(kube: FakeKubeAPI, broker: RecordingSink, **extra: str) -> FunctionProcess:
+    return FunctionProcess("kubeevent-enricher-sink", env=enricher_env(kube, broker, **extra))
+
+

@@ -1,0 +1,131 @@
+"""The enricher's pure core with plain data."""
+
+from __future__ import annotations
+
+import pytest
+
+from enricher import core
+from enricher.config import Config
+from enricher.shared.config import ConfigError
+from enricher.shared.errors import BadRequest, Forbidden
+from tests.support.factory import events_v1, kube_event, promotion_run
+
+SEED_TYPE = "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.approvalpending.v1alpha1"
+
+
+def test_enriched_event_has_the_seed_shape_field_by_field() -> None:
+    obj = promotion_run("my-promotion", "default")
+    raw = kube_event("ApprovalPending", obj=obj, type="Normal")
+    event = core.enrich(core.parse_kube_event(raw), obj)
+    assert event["specversion"] == "1.0"
+    assert event["type"] == SEED_TYPE
+    assert event["source"] == (
+        "/apis/artifacts.katanomi.dev/v1alpha1/namespaces/default/artifactpromotionrun/my-promotion/"
+    )
+    assert event["datacontenttype"] == "application/json"
+    assert {k: event[k] for k in ("involvedobjectgroup", "involvedobjectversion",
+                                  "involvedobjectkind", "involvedobjectname",
+                                  "involvedobjectnamespace", "eventreason", "eventtype")} == {
+        "involvedobjectgroup": "artifacts.katanomi.dev",
+        "involvedobjectversion": "v1alpha1",
+        "involvedobjectkind": "ArtifactPromotionRun",
+        "involvedobjectname": "my-promotion",
+        "involvedobjectnamespace": "default",
+        "eventreason": "approvalpending",
+        "eventtype": "Normal",
+    }
+    assert event.data == {"event": raw, "object": obj}
+    assert event["time"].startswith("2026-11-28T10:00:00")
+
+
+def test_id_is_fixed_by_the_event_revision() -> None:
+    raw = kube_event(uid="u-1", resource_version="42")
+    first = core.enrich(core.parse_kube_event(raw), None)
+    again = core.enrich(core.parse_kube_event(dict(raw)), None)
+    raw2 = dict(raw, metadata=dict(raw["metadata"], resourceVersion="43"))
+    later = core.enrich(core.parse_kube_event(raw2), None)
+    assert first["id"] == again["id"] != later["id"]
+
+
+def test_core_group_source_and_cluster_scoped_objects() -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
+    event = core.enrich(core.parse_kube_event(kube_event("BackOff", obj=pod)), pod)
+    assert event["source"] == "/api/v1/namespaces/ns/pod/p/"
+    assert event["type"] == "dev.katanomi.cloudevents.kubeevent.pod.backoff.v1alpha1"
+    assert event.get("involvedobjectgroup") is None
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}
+    raw = kube_event("NodeReady", obj=node)
+    raw["involvedObject"].pop("namespace")
+    event = core.enrich(core.parse_kube_event(raw), node)
+    assert event["source"] == "/api/v1/node/n1/"
+    assert event.get("involvedobjectnamespace") is None
+
+
+def test_events_k8s_io_shape_is_accepted() -> None:
+    raw = events_v1(kube_event("ApprovalDenied", message="no"))
+    parsed = core.parse_kube_event(raw)
+    assert parsed.involved.kind == "ArtifactPromotionRun"
+    assert parsed.reason == "ApprovalDenied"
+    assert core.enrich(parsed, None).data["event"]["note"] == "no"
+
+
+@pytest.mark.parametrize(("mutate", "match"), [
+    (lambda e: e.pop("involvedObject"), "no involvedObject"),
+    (lambda e: e.update(involvedObject={}), "no involvedObject"),
+    (lambda e: e["involvedObject"].pop("kind"), "involvedObject.kind is missing"),
+    (lambda e: e["involvedObject"].pop("name"), "involvedObject.name is missing"),
+    (lambda e: e["involvedObject"].pop("apiVersion"), "involvedObject.apiVersion is missing"),
+    (lambda e: e.pop("reason"), "reason is missing"),
+    (lambda e: e.update(kind="Pod"), "not an Event"),
+])
+def test_malformed_events_are_bad_requests(mutate, match: str) -> None:
+    raw = kube_event()
+    mutate(raw)
+    with pytest.raises(BadRequest, match=match):
+        core.parse_kube_event(raw)
+
+
+def test_action_and_mode() -> None:
+    assert core.action_of("dev.knative.apiserver.resource.update") == ("resource", "update")
+    assert core.action_of("dev.knative.apiserver.ref.delete") == ("ref", "delete")
+    with pytest.raises(BadRequest, match="unsupported event type"):
+        core.action_of("com.example.other")
+    assert core.parse_event_ref({"kind": "Event", "name": "e", "namespace": "n",
+                                 "apiVersion": "v1"}) == ("v1", "e", "n")
+    with pytest.raises(BadRequest):
+        core.parse_event_ref({"kind": "Pod", "name": "p"})
+
+
+def test_kind_filter() -> None:
+    ref = core.parse_kube_event(kube_event()).involved
+    assert core.kind_wanted(ref, frozenset())
+    assert core.kind_wanted(ref, frozenset({"artifactpromotionrun.artifacts.katanomi.dev"}))
+    assert not core.kind_wanted(ref, frozenset({"pod"}))
+
+
+def test_broker_urls_and_the_allow_list() -> None:
+    url = core.broker_url("cloudevents-katanomi-dev", ingress="http://ingress",
+                          default_namespace="cpaas-system", allowed=frozenset())
+    assert url == "http://ingress/cpaas-system/cloudevents-katanomi-dev"
+    assert core.broker_url("team/b", ingress="http://i", default_namespace="x",
+                           allowed=frozenset({"team/b"})) == "http://i/team/b"
+    with pytest.raises(Forbidden, match="ALLOWED_BROKERS"):
+        core.broker_url("other/b", ingress="http://i", default_namespace="x",
+                        allowed=frozenset({"team/b"}))
+    for bad in ("a/b/c", "Bad_Name", "../x", ""):
+        with pytest.raises(BadRequest):
+            core.broker_url(bad, ingress="http://i", default_namespace="x", allowed=frozenset())
+
+
+def test_config_from_env() -> None:
+    config = Config.from_env({"ALLOWED_BROKERS": "a/b, c/d", "INVOLVED_OBJECT_KINDS":
+                              "ArtifactPromotionRun.artifacts.katanomi.dev",
+                              "BROKER_INGRESS_URL": "http://x/"})
+    assert config.allowed_brokers == frozenset({"a/b", "c/d"})
+    assert config.broker_ingress_url == "http://x"
+    assert config.default_broker_namespace == "cpaas-system"
+    assert config.k_sink is None
+    with pytest.raises(ConfigError, match="ALLOWED_BROKERS"):
+        Config.from_env({"ALLOWED_BROKERS": "justname"})
+    with pytest.raises(ConfigError, match="K_SINK"):
+        Config.from_env({"K_SINK": "not-a-url"})

@@ -1,0 +1,214 @@
+"""The enricher over HTTP: both runtimes, both content modes, real fakes around it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.support.factory import (
+    apiserver_event,
+    binary_headers,
+    events_v1,
+    kube_event,
+    post,
+    post_raw,
+    promotion_run,
+)
+from tests.support.procs import FunctionProcess
+from tests.support.sink import RecordingSink
+
+from .conftest import start_enricher
+
+PENDING = "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.approvalpending.v1alpha1"
+SEED_BROKER = {"broker": "cloudevents-katanomi-dev"}
+
+
+def the_object(kube: FakeKubeAPI) -> dict:
+    obj = kube.get_object("artifacts.katanomi.dev/v1alpha1", "ArtifactPromotionRun",
+                          "my-promotion", "devops")
+    assert obj is not None
+    return obj
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_seed_event_reaches_the_broker_in_the_seed_shape(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink, mode: str) -> None:
+    raw = kube_event("ApprovalPending", obj=the_object(kube))
+    response = post(enricher.url, apiserver_event(raw), mode=mode, params=SEED_BROKER)
+    assert response.status_code == 202, response.text
+    assert response.content == b""
+    assert [r.path for r in broker.received] == ["/cpaas-system/cloudevents-katanomi-dev"]
+    received = broker.received[0]
+    assert "ce-type" in received.headers, "broker gets binary mode"
+    event = received.event()
+    assert event["type"] == PENDING
+    assert event["source"] == ("/apis/artifacts.katanomi.dev/v1alpha1/namespaces/devops/"
+                               "artifactpromotionrun/my-promotion/")
+    assert event["involvedobjectkind"] == "ArtifactPromotionRun"
+    assert event["involvedobjectgroup"] == "artifacts.katanomi.dev"
+    assert event["involvedobjectversion"] == "v1alpha1"
+    assert event["involvedobjectname"] == "my-promotion"
+    assert event["involvedobjectnamespace"] == "devops"
+    assert event["eventreason"] == "approvalpending"
+    assert event["eventtype"] == "Normal"
+    assert event["datacontenttype"] == "application/json"
+    assert event.data["event"] == raw
+    assert event.data["object"] == the_object(kube), "the object fresh from the API server"
+    gets = kube.request_log("GET", "/apis/artifacts.katanomi.dev/v1alpha1/namespaces/devops/"
+                                   "artifactpromotionruns/my-promotion")
+    assert gets, "the object was read from the API server"
+
+
+def test_same_event_revision_gives_the_same_id(enricher: FunctionProcess,
+                                               broker: RecordingSink) -> None:
+    raw = kube_event("ApprovalPending", uid="fixed-uid", resource_version="77")
+    for _ in range(2):
+        assert post(enricher.url, apiserver_event(raw, action="update"),
+                    params=SEED_BROKER).status_code == 202
+    ids = [e["id"] for e in broker.events()]
+    assert len(ids) == 2 and ids[0] == ids[1]
+
+
+def test_namespaced_broker_and_the_allow_list(kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    with start_enricher(kube, broker, ALLOWED_BROKERS="team-a/events") as proc:
+        ok = post(proc.url, apiserver_event(kube_event()), params={"broker": "team-a/events"})
+        assert ok.status_code == 202
+        refused = post(proc.url, apiserver_event(kube_event()), params=SEED_BROKER)
+        assert refused.status_code == 403
+        assert "ALLOWED_BROKERS" in refused.text and "\n" not in refused.text.strip()
+    assert [r.path for r in broker.received] == ["/team-a/events"]
+
+
+def test_without_broker_it_replies_or_posts_to_k_sink(enricher: FunctionProcess, kube: FakeKubeAPI,
+                                                      broker: RecordingSink) -> None:
+    reply = post(enricher.url, apiserver_event(kube_event()))
+    assert reply.status_code == 200
+    assert reply.headers["ce-type"] == PENDING
+    assert reply.headers["content-type"].startswith("application/json")
+    assert json.loads(reply.content)["object"]["metadata"]["name"] == "my-promotion"
+    assert broker.received == []
+    with RecordingSink() as k_sink, start_enricher(kube, broker, K_SINK=k_sink.url) as proc:
+        assert post(proc.url, apiserver_event(kube_event())).status_code == 202
+        assert [e["type"] for e in k_sink.events()] == [PENDING]
+
+
+def test_delete_and_unwanted_kinds_emit_nothing(kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "devops"}}
+    kinds = "ArtifactPromotionRun.artifacts.katanomi.dev"
+    with start_enricher(kube, broker, INVOLVED_OBJECT_KINDS=kinds) as proc:
+        deleted = post(proc.url, apiserver_event(kube_event(), action="delete"), params=SEED_BROKER)
+        other = post(proc.url, apiserver_event(kube_event("BackOff", obj=pod)), params=SEED_BROKER)
+        wanted = post(proc.url, apiserver_event(kube_event()), params=SEED_BROKER)
+    assert (deleted.status_code, other.status_code, wanted.status_code) == (202, 202, 202)
+    assert len(broker.received) == 1
+
+
+def test_missing_object_is_emitted_with_null_object(enricher: FunctionProcess,
+                                                    broker: RecordingSink) -> None:
+    gone = promotion_run("already-deleted", "devops")
+    response = post(enricher.url, apiserver_event(kube_event("Failed", obj=gone)),
+                    params=SEED_BROKER)
+    assert response.status_code == 202
+    [event] = broker.events()
+    assert event.data["object"] is None
+    assert event["involvedobjectname"] == "already-deleted"
+    assert any("not found" in r.get("message", "") for r in enricher.log_records())
+
+
+def test_events_k8s_io_shape(enricher: FunctionProcess, broker: RecordingSink) -> None:
+    raw = events_v1(kube_event("ApprovalDenied", message="rejected"))
+    assert post(enricher.url, apiserver_event(raw), params=SEED_BROKER).status_code == 202
+    [event] = broker.events()
+    assert event["type"].endswith(".approvaldenied.v1alpha1")
+    assert event.data["event"]["note"] == "rejected"
+
+
+def test_reference_mode_fetches_the_event(enricher: FunctionProcess, kube: FakeKubeAPI,
+                                          broker: RecordingSink) -> None:
+    raw = kube_event("Running")
+    stored = kube.add({k: v for k, v in raw.items()})
+    ref = {"apiVersion": "v1", "kind": "Event", "name": stored["metadata"]["name"],
+           "namespace": "devops"}
+    assert post(enricher.url, apiserver_event(ref, mode="ref"),
+                params=SEED_BROKER).status_code == 202
+    [event] = broker.events()
+    assert event["eventreason"] == "running"
+    assert event.data["event"]["metadata"]["uid"] == stored["metadata"]["uid"]
+    missing = dict(ref, name="no-such-event")
+    assert post(enricher.url, apiserver_event(missing, mode="ref"),
+                params=SEED_BROKER).status_code == 202
+    assert len(broker.received) == 1
+
+
+BAD_INPUTS = [
+    ("not a CloudEvent", {"content-type": "application/json"}, b'{"a": 1}', 400),
+    ("data not JSON", binary_headers(), b"{nope", 400),
+    ("not an Event", binary_headers(), json.dumps({"kind": "Pod", "metadata": {}}).encode(), 400),
+    ("no involvedObject", binary_headers(),
+     json.dumps({"kind": "Event", "reason": "X"}).encode(), 400),
+    ("unsupported type", binary_headers(type="com.example.other"), b'{"a": 1}', 400),
+    ("over 1 MiB", binary_headers(), b'{"x": "' + b"a" * (1024 * 1024) + b'"}', 413),
+]
+
+
+@pytest.mark.parametrize(("label", "headers", "body", "status"), BAD_INPUTS,
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_4xx_with_a_one_line_reason(enricher: FunctionProcess, broker: RecordingSink,
+                                                 label: str, headers: dict, body: bytes,
+                                                 status: int) -> None:
+    response = post_raw(enricher.url, body, headers, params=SEED_BROKER)
+    assert response.status_code == status, (label, response.text)
+    text = response.text.strip()
+    assert text and "\n" not in text and "Traceback" not in text
+    assert broker.received == []
+
+
+def test_api_server_errors_are_retryable(enricher: FunctionProcess, kube: FakeKubeAPI,
+                                         broker: RecordingSink) -> None:
+    kube.fail("GET", r"/artifactpromotionruns/my-promotion$", status=500, times=None)
+    assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 503
+    kube.clear_faults()
+    kube.fail("GET", r"/artifactpromotionruns/my-promotion$", status=None, delay=2.5, times=2)
+    assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 503
+    assert broker.received == []
+
+
+def test_missing_rbac_is_logged_by_permission(enricher: FunctionProcess, kube: FakeKubeAPI,
+                                              broker: RecordingSink) -> None:
+    kube.forbid("get", "artifactpromotionruns.artifacts.katanomi.dev")
+    response = post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER)
+    assert response.status_code == 503
+    lines = [r for r in enricher.log_records() if r.get("message") == "missing permission"]
+    assert lines and lines[-1]["permission"] == (
+        "get artifactpromotionruns.artifacts.katanomi.dev my-promotion in namespace devops")
+    assert broker.received == []
+
+
+def test_broker_trouble_is_retryable(enricher: FunctionProcess, broker: RecordingSink) -> None:
+    broker.respond_with(500)
+    assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 503
+    broker.respond_with(429)
+    assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 429
+
+
+def test_unreachable_broker_is_503(kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    with start_enricher(kube, broker, BROKER_INGRESS_URL="http://127.0.0.1:9") as proc:
+        response = post(proc.url, apiserver_event(kube_event()), params=SEED_BROKER)
+    assert response.status_code == 503
+    assert "unreachable" in response.text
+
+
+def test_health_endpoints(enricher: FunctionProcess) -> None:
+    assert requests.get(enricher.url + "/health/liveness", timeout=5).status_code == 200
+    assert requests.get(enricher.url + "/health/readiness", timeout=5).status_code == 200
+
+
+def test_missing_kube_config_fails_start(broker: RecordingSink, tmp_path) -> None:
+    proc = FunctionProcess("kubeevent-enricher-sink",
+                           env={"KUBECONFIG": str(tmp_path / "none"), "BROKER_INGRESS_URL":
+                                broker.url, "KUBERNETES_SERVICE_HOST": ""})
+    with pytest.raises(RuntimeError, match="no Kubernetes configuration"):
+        proc.start(timeout=20)

@@ -1,0 +1,82 @@
+"""The repository's structure: vendored copies, func.yaml files, entries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.tools import vendor
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT.parent / "shared" / "reference" / "func_yaml-schema.json"
+FUNCTIONS = ["kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier"]
+
+
+def present_functions() -> list[Path]:
+    return vendor.function_dirs()
+
+
+def test_top_level_layout_is_the_designed_one() -> None:
+    for name in ("functions", "func.yaml", "shared", "manifests", "tests", "requirements.txt",
+                 "README.md"):
+        assert (ROOT / name).exists(), name
+    allowed = {"functions", "func.yaml", "shared", "manifests", "tests", "requirements.txt",
+               "README.md", "Makefile", ".ci", "pyproject.toml", "bench", ".git", ".gitignore"}
+    tracked = {p.name for p in ROOT.iterdir() if not p.name.startswith((".venv", ".pytest",
+                                                                          ".ruff", ".dev"))}
+    assert tracked <= allowed, tracked - allowed
+
+
+def test_every_vendored_copy_matches_shared() -> None:
+    assert present_functions(), "no functions found"
+    for function in present_functions():
+        drift = vendor.copy_drift(vendor.package_of(function) / "shared")
+        assert drift == [], f"run `python tests/tools/vendor.py`: {drift}"
+
+
+def test_drift_is_detected(tmp_path: Path) -> None:
+    target = tmp_path / "shared"
+    shutil.copytree(vendor.SHARED, target)
+    assert vendor.copy_drift(target) == []
+    (target / "errors.py").write_text("# edited in the copy\n")
+    (target / "stray.py").write_text("x = 1\n")
+    drift = vendor.copy_drift(target)
+    assert any(d.endswith("errors.py") for d in drift)
+    assert any("stray.py" in d and "not in shared/" in d for d in drift)
+
+
+def test_func_yaml_files_are_generated_from_the_defaults() -> None:
+    defaults = yaml.safe_load((ROOT / "func.yaml").read_text())
+    for function in present_functions():
+        text = (function / "func.yaml").read_text()
+        assert text == vendor.dump(vendor.merged_func_yaml(function, defaults)), function.name
+        data = yaml.safe_load(text)
+        assert data["name"] == function.name
+        assert data["build"]["builder"] in ("pack", "s2i")
+        assert data["deploy"]["options"]["scale"]["min"] == 0
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason=f"func.yaml schema not found at {SCHEMA}")
+def test_func_yaml_files_validate_against_the_knative_schema() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    for path in [ROOT / "func.yaml"] + [f / "func.yaml" for f in present_functions()]:
+        data = yaml.safe_load(path.read_text())
+        # created is a date-time; YAML may load it as str already (quoted)
+        jsonschema.validate(data, schema)
+
+
+def test_each_function_has_both_entries_and_a_procfile() -> None:
+    for function in present_functions():
+        assert (function / "Procfile").read_text().strip() == "web: python -m parliament ."
+        assert "parliament_main(" in (function / "func.py").read_text()
+        assert "functions_framework_target(" in (function / "main.py").read_text()
+        reqs = (function / "requirements.txt").read_text()
+        assert "cloudevents==1.12.0" in reqs
+        for line in reqs.splitlines():
+            if line.strip() and not line.startswith("#"):
+                assert "==" in line, f"{function.name}: unpinned {line}"

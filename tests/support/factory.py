@@ -1,0 +1,160 @@
+"""Small builders for the objects and events tests pass around (seed-shaped)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from typing import Any
+
+import requests
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+APR_API_VERSION = "artifacts.katanomi.dev/v1alpha1"
+APR_KIND = "ArtifactPromotionRun"
+KUBEEVENT = "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.{}.v1alpha1"
+NOTIFICATION_REQUESTED = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
+# K8s Event reason → the lowercase reason in the CloudEvent type (the seed's four).
+REASONS = {
+    "approvalpending": "ApprovalPending",
+    "approvaldenied": "ApprovalDenied",
+    "running": "Running",
+    "failed": "Failed",
+}
+_counter = itertools.count(1)
+
+
+def promotion_run(name: str = "my-promotion", namespace: str = "devops", *,
+                  requester: str = "alice", approvers: tuple[str, ...] = ("admin", "bob"),
+                  artifact: str = "registry.example.com/devops/app:v1.2.3",
+                  source: str = "registry.example.com/devops/app",
+                  target: str = "registry.example.com/prod/app",
+                  phase: str = "Pending") -> dict[str, Any]:
+    return {
+        "apiVersion": APR_API_VERSION,
+        "kind": APR_KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                     "labels": {"app": "demo"}},
+        "spec": {"artifactPromotionRef": {"name": "promote-to-prod"}, "artifact": artifact},
+        "status": {
+            "phase": phase,
+            "triggeredBy": {"user": {"kind": "User", "name": requester}},
+            "artifactPromotionSpec": {
+                "source": {"uri": source},
+                "target": {"uri": target},
+                "approvalSpec": {"users": [{"kind": "User", "name": a} for a in approvers]},
+            },
+        },
+    }
+
+
+def kube_event(reason: str = "ApprovalPending", *, obj: dict[str, Any] | None = None,
+               message: str | None = None, type: str = "Normal", uid: str | None = None,
+               resource_version: str | None = None,
+               involved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A core/v1 Event about ``obj`` (an ArtifactPromotionRun by default)."""
+    obj = obj or promotion_run()
+    meta = obj["metadata"]
+    n = next(_counter)
+    event: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}.{n:016x}",
+            "namespace": meta.get("namespace", "default"),
+            "uid": uid or str(uuid.uuid4()),
+            "resourceVersion": resource_version or str(1000 + n),
+        },
+        "involvedObject": involved if involved is not None else {
+            "apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
+            "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "type": type,
+        "source": {"component": "artifactpromotionrun-controller"},
+        "firstTimestamp": "2026-11-28T10:00:00Z",
+        "lastTimestamp": "2026-11-28T10:00:00Z",
+        "count": 1,
+    }
+    if message is not None:
+        event["message"] = message
+    return event
+
+
+def events_v1(core_event: dict[str, Any]) -> dict[str, Any]:
+    """The same Event in the events.k8s.io/v1 shape (regarding/note)."""
+    event = {k: v for k, v in core_event.items()
+             if k not in ("involvedObject", "message", "source", "firstTimestamp",
+                          "lastTimestamp", "count")}
+    event["apiVersion"] = "events.k8s.io/v1"
+    event["regarding"] = core_event["involvedObject"]
+    event["eventTime"] = "2026-11-28T10:00:00.000000Z"
+    event["reportingController"] = "artifactpromotionrun-controller"
+    if "message" in core_event:
+        event["note"] = core_event["message"]
+    return event
+
+
+def apiserver_event(data: Any, *, action: str = "add", mode: str = "resource",
+                    id: str | None = None) -> CloudEvent:
+    """What ApiServerSource sends for ``data`` (an Event, or a ref in ref mode)."""
+    return CloudEvent({
+        "specversion": "1.0",
+        "type": f"dev.knative.apiserver.{mode}.{action}",
+        "source": "https://10.96.0.1:443",
+        "id": id or str(uuid.uuid4()),
+        "subject": "/apis/v1/namespaces/devops/events/x",
+        "datacontenttype": "application/json",
+    }, data)
+
+
+def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | None = None,
+                   message: str | None = None, id: str | None = None,
+                   event: dict[str, Any] | None = None) -> CloudEvent:
+    """An enriched event as the enricher emits it (DESIGN §5), built by hand."""
+    obj = obj if obj is not None else promotion_run()
+    kevent = event or kube_event(REASONS.get(reason, reason), obj=obj, message=message)
+    meta = obj["metadata"] if obj else {}
+    api_version = obj.get("apiVersion", APR_API_VERSION) if obj else APR_API_VERSION
+    group, _, version = api_version.rpartition("/")
+    kind = obj.get("kind", APR_KIND) if obj else APR_KIND
+    ns = meta.get("namespace", "devops")
+    name = meta.get("name", "my-promotion")
+    return CloudEvent({
+        "specversion": "1.0",
+        "type": KUBEEVENT.format(reason),
+        "source": f"/apis/{group}/{version}/namespaces/{ns}/{kind.lower()}/{name}/",
+        "id": id or str(uuid.uuid4()),
+        "datacontenttype": "application/json",
+        "involvedobjectgroup": group,
+        "involvedobjectversion": version,
+        "involvedobjectkind": kind,
+        "involvedobjectname": name,
+        "involvedobjectnamespace": ns,
+        "eventreason": reason,
+        "eventtype": "Normal",
+    }, {"event": kevent, "object": obj})
+
+
+def post(url: str, event: CloudEvent, *, mode: str = "binary",
+         params: dict[str, str] | None = None, timeout: float = 30) -> requests.Response:
+    """POST ``event`` in binary or structured content mode."""
+    headers, body = (to_binary if mode == "binary" else to_structured)(event)
+    return requests.post(url, data=body, headers=dict(headers), params=params, timeout=timeout)
+
+
+def post_raw(url: str, body: bytes | str, headers: dict[str, str] | None = None,
+             params: dict[str, str] | None = None) -> requests.Response:
+    return requests.post(url, data=body, headers=headers or {}, params=params, timeout=30)
+
+
+def binary_headers(type: str = "dev.knative.apiserver.resource.add",
+                   content_type: str = "application/json") -> dict[str, str]:
+    return {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": "test",
+            "ce-type": type, "content-type": content_type}
+
+
+def as_json(event: CloudEvent) -> dict[str, Any]:
+    _, body = to_structured(event)
+    return json.loads(body)

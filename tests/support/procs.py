@@ -1,0 +1,112 @@
+"""Run a function as a real HTTP server process, through either runtime.
+
+``functions-framework`` is started exactly as documented
+(``functions-framework --target handle --port N`` in the function folder).
+parliament's ``python -m parliament .`` always binds port 8080, so tests run
+the same ``parliament.server.create(load(dir))`` app under waitress on a free
+port instead: the function code path is identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = ROOT / "functions"
+_PARLIAMENT_ON_PORT = (
+    "import sys; from parliament import server; from waitress import serve; "
+    "serve(server.create(server.load(sys.argv[1])), host='127.0.0.1', port=int(sys.argv[2]), "
+    "threads=8)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class FunctionProcess:
+    def __init__(self, name: str, *, runtime: str = "ff", env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        if runtime not in ("ff", "parliament"):
+            raise ValueError(runtime)
+        self.name = name
+        self.runtime = runtime
+        self.port = port or free_port()
+        self.dir = FUNCTIONS / name
+        self.env = env or {}
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.runtime == "ff":
+            return [sys.executable, "-m", "functions_framework", "--target", "handle",
+                    "--host", "127.0.0.1", "--port", str(self.port)]
+        return [sys.executable, "-c", _PARLIAMENT_ON_PORT, str(self.dir), str(self.port)]
+
+    def start(self, timeout: float = 30.0, wait_ready: bool = False) -> FunctionProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env.update({"PYTHONUNBUFFERED": "1", "WORKERS": "1", "THREADS": "8"})
+        env.update(self.env)
+        self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        path = "/health/readiness" if wait_ready else "/health/liveness"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                   f"{self.output()[-3000:]}")
+            try:
+                if requests.get(self.url + path, timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start in {timeout}s:\n{self.output()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def output(self) -> str:
+        self._log.flush()
+        return Path(self._log.name).read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The JSON log lines the function wrote (other lines are skipped)."""
+        records = []
+        for line in self.output().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return records
+
+    def __enter__(self) -> FunctionProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
