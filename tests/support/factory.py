@@ -158,3 +158,104 @@ def binary_headers(type: str = "dev.knative.apiserver.resource.add",
 def as_json(event: CloudEvent) -> dict[str, Any]:
     _, body = to_structured(event)
     return json.loads(body)
+
+
+def recipient(name: str = "admin", *, mail: str | None = None, id: str | None = None,
+              channels: tuple[str, ...] = ("corpwechat",),
+              subscription: str | None = None) -> dict[str, Any]:
+    """One entry of a notification request's ``recipients`` (DESIGN §5)."""
+    info: dict[str, Any] = {}
+    if id is not None:
+        info["id"] = id
+    if mail is not None:
+        info["mail"] = mail
+    return {
+        "subscription": subscription or f"{name}-artifactpromotionrun-subscription",
+        "subscriber": {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name,
+                       "info": info},
+        "channels": list(channels),
+    }
+
+
+def seed_recipient() -> dict[str, Any]:
+    """The seed's ClusterSubscription subscriber ``admin`` as a recipient."""
+    return recipient("admin", id="21232f297a57a5a743894a0e4a801fc3", mail="admin@example.com",
+                     subscription="admin-artifactpromotionrun-subscription")
+
+
+def notification_request(enriched: CloudEvent | None = None, *,
+                         recipients: list[dict[str, Any]] | None = None,
+                         id: str | None = None) -> CloudEvent:
+    """What subscription-filter emits for ``enriched`` (default: a seed approval-pending)."""
+    enriched = enriched if enriched is not None else enriched_event("approvalpending")
+    return CloudEvent({
+        "specversion": "1.0",
+        "type": NOTIFICATION_REQUESTED,
+        "source": "/apis/core.katanomi.dev/v1alpha1/clustersubscriptions",
+        "id": id or str(uuid.uuid4()),
+        "datacontenttype": "application/json",
+    }, {"event": as_json(enriched),
+        "recipients": recipients if recipients is not None else [seed_recipient()]})
+
+
+# --- ClusterSubscriptions (subscription-filter) -------------------------------------
+
+CLUSTER_SUBSCRIPTION_API_VERSION = "core.katanomi.dev/v1alpha1"
+
+
+def seed_subscription() -> dict[str, Any]:
+    """The seed's ClusterSubscription for ``admin``, exactly as documented."""
+    import yaml
+
+    from tests.support.seed import example
+
+    return yaml.safe_load(example("seed-clustersubscription-admin.yaml"))
+
+
+def cluster_subscription(subscriber: str, *, name: str | None = None, owner: str | None = None,
+                         channels: str | None = "corpwechat", namespace: str | None = "devops",
+                         events: list[dict[str, Any]] | None = None,
+                         info: dict[str, Any] | None = None,
+                         subscriber_kind: str = "User") -> dict[str, Any]:
+    """The seed's subscription rewritten for ``subscriber``.
+
+    ``owner`` sets ``katanomi.dev/owned.username`` (default: the subscriber);
+    ``channels=None`` drops the channel annotation; ``namespace=None`` drops
+    ``object.namespace`` (every namespace); ``events`` replaces the seed's four.
+    """
+    doc = seed_subscription()
+    meta = doc["metadata"]
+    meta["name"] = name or f"{subscriber}-artifactpromotionrun-subscription"
+    annotations = meta["annotations"]
+    annotations["katanomi.dev/owned.username"] = subscriber if owner is None else owner
+    if channels is None:
+        annotations.pop("core.katanomi.dev/sink.pluginclasses")
+    else:
+        annotations["core.katanomi.dev/sink.pluginclasses"] = channels
+    spec = doc["spec"]
+    spec["subscriber"]["name"] = subscriber
+    spec["subscriber"]["kind"] = subscriber_kind
+    spec["subscriber"]["info"] = info if info is not None else {
+        "id": uuid.uuid5(uuid.NAMESPACE_DNS, subscriber).hex,
+        "mail": f"{subscriber}@example.com",
+    }
+    target = spec["subscriptions"][0]
+    if namespace is None:
+        target["object"].pop("namespace")
+    else:
+        target["object"]["namespace"] = namespace
+    if events is not None:
+        target["events"] = events
+    return doc
+
+
+def subscription_event(reason: str, cel: str | None = None, *,
+                       exact: dict[str, str] | None = None) -> dict[str, Any]:
+    """One ``events[]`` entry for an ArtifactPromotionRun reason (``approvalpending`` …)."""
+    entry: dict[str, Any] = {"type": KUBEEVENT.format(reason), "filter": {
+        "exact": exact if exact is not None else {
+            "involvedobjectkind": APR_KIND, "involvedobjectgroup": "artifacts.katanomi.dev"},
+    }}
+    if cel is not None:
+        entry["filter"]["cel"] = cel
+    return entry

@@ -1,0 +1,1 @@
+"""corpwechat-notifier: renders NotificationTemplates and sends them through the WeCom API."""

@@ -1,0 +1,187 @@
+"""The notifier's handler: a notification request in, WeCom messages out, 202 back."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+from . import core
+from .config import Config
+from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore
+from .render import Message, Renderer, RenderError, fallback_message, template_context
+from .shared import logs
+from .shared.events import Outcome, json_data
+from .shared.kube import AccessDenied, Kube, NotFound, translate
+from .templates import CONFIG_MAP, TemplateStore
+from .users import DIRECTORY, UserDirectory
+from .wecom import WeComClient, WeComRejected
+
+TEMPLATE_GROUP, TEMPLATE_VERSION, TEMPLATE_PLURAL = "core.katanomi.dev", "v1alpha1", \
+    "notificationtemplates"
+
+
+class KubeReads:
+    """The three things the notifier reads from the API server, all in SYSTEM_NAMESPACE."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    def config_map(self, name: str) -> dict[str, str] | None:
+        try:
+            with translate(f"get configmaps {name} in namespace {self.namespace}"):
+                found = self.kube.core().read_namespaced_config_map(
+                    name, self.namespace, _request_timeout=self.kube.timeout)
+        except NotFound:
+            return None
+        return dict(found.data or {})
+
+    def template(self, name: str) -> dict[str, Any] | None:
+        what = f"get {TEMPLATE_PLURAL}.{TEMPLATE_GROUP} {name} in namespace {self.namespace}"
+        try:
+            with translate(what):
+                found = self.kube.custom().get_namespaced_custom_object(
+                    TEMPLATE_GROUP, TEMPLATE_VERSION, self.namespace, TEMPLATE_PLURAL, name,
+                    _request_timeout=self.kube.timeout)
+        except NotFound:
+            return None
+        return found if isinstance(found, dict) else None
+
+    def server_secrets(self) -> list[Any]:
+        """The labelled notification server Secrets. The guide's Secret is read by name
+        first, so RBAC can be limited to ``get`` that one Secret; listing by label (which
+        needs ``list secrets``) is only tried when it is not there."""
+        try:
+            with translate(f"get secrets {PREFERRED_SECRET} in namespace {self.namespace}"):
+                named = self.kube.core().read_namespaced_secret(
+                    PREFERRED_SECRET, self.namespace, _request_timeout=self.kube.timeout)
+            key, _, value = SECRET_LABEL.partition("=")
+            if ((named.metadata.labels or {}).get(key)) == value:
+                return [named]
+        except (NotFound, AccessDenied):
+            pass
+        with translate(f"list secrets in namespace {self.namespace}"):
+            found = self.kube.core().list_namespaced_secret(
+                self.namespace, label_selector=SECRET_LABEL,
+                _request_timeout=self.kube.timeout)
+        return list(found.items or [])
+
+
+class Notifier:
+    def __init__(self, config: Config, reads: KubeReads, client: WeComClient) -> None:
+        self.config = config
+        self.client = client
+        self.templates = TemplateStore(
+            lambda: reads.config_map(CONFIG_MAP), reads.template,
+            namespace=config.system_namespace, ttl=config.template_cache_seconds)
+        self.credentials = CredentialStore(
+            {"corp_id": config.corp_id, "corp_secret": config.corp_secret,
+             "agent_id": config.agent_id},
+            reads.server_secrets, config.system_namespace, config.credentials_cache_seconds)
+        self.renderer = Renderer()
+        self.sent = core.SentRecord(config.sent_record_size)
+        self.locks = core.KeyedLocks()
+        self.users = UserDirectory(
+            lambda: reads.config_map(DIRECTORY) or {},
+            lambda mail: self.client.userid_by_email(self.credentials.get(), mail),
+            directory_ttl=config.template_cache_seconds, ttl=config.user_id_cache_seconds,
+            size=config.user_id_cache_size)
+
+    def ready(self) -> bool:
+        return True
+
+    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+        request = core.parse_request(event["type"], event["id"], json_data(event))
+        fields: dict[str, Any] = {"notification_type": request.event_type}
+        recipients = core.for_channel(request.recipients)
+        if not recipients:
+            return Outcome.ack("no corpwechat recipients", recipients=0, **fields)
+        with self.locks.hold(request.id):
+            return self._notify(request, recipients, fields)
+
+    def _notify(self, request: core.NotificationRequest, recipients: list[core.Recipient],
+                fields: dict[str, Any]) -> Outcome:
+        pending = [r for r in recipients if not self.sent.sent(request.id, core.CHANNEL, r.name)]
+        skipped = len(recipients) - len(pending)
+        if not pending:
+            return Outcome.ack("already sent", recipients=len(recipients), skipped=skipped,
+                               **fields)
+        credentials = self.credentials.get()
+        rendered, template = self._render(request, pending)
+        # message → user id → the subscriber names behind it (two names may share an id)
+        plan: OrderedDict[Message, OrderedDict[str, list[str]]] = OrderedDict()
+        resolved: dict[str, int] = {}
+        for message, group in rendered:
+            for recipient in group:
+                userid, how = self.users.resolve(recipient.name, recipient.mail)
+                resolved[how] = resolved.get(how, 0) + 1
+                plan.setdefault(message, OrderedDict()).setdefault(userid, []).append(
+                    recipient.name)
+        sent: list[str] = []
+        invalid: list[str] = []
+        calls = 0
+        unreachable: list[WeComRejected] = []
+        for message, by_user in plan.items():
+            def record(batch: list[str], by_user: Mapping[str, list[str]] = by_user) -> None:
+                self.sent.add(request.id, core.CHANNEL,
+                              [name for userid in batch for name in by_user[userid]])
+
+            report = self.client.send(credentials, message, list(by_user), on_sent=record)
+            calls += report.calls
+            sent.extend(report.delivered)
+            invalid.extend(report.invalid + report.unlicensed)
+            unreachable.extend(report.unreachable)
+        if unreachable:
+            # Everything reachable went out; what is left will not get better: dead-letter.
+            raise unreachable[0]
+        return Outcome.ack("", recipients=len(recipients), skipped=skipped or None,
+                           sent=len(sent), users=sent[:50], invalid=invalid or None, calls=calls,
+                           messages=len(plan), template=template, resolved=resolved, **fields)
+
+    def _render(self, request: core.NotificationRequest, recipients: list[core.Recipient]
+                ) -> tuple[list[tuple[Message, list[core.Recipient]]], str]:
+        """Messages and who gets each; the template name or ``builtin``."""
+        platform_url = self.config.platform_url
+        lookup = self.templates.lookup(request.event_type)
+        compiled = None
+        problem = lookup.missing
+        if lookup.spec is not None:
+            try:
+                compiled = self.renderer.compile(lookup.spec)
+            except RenderError as exc:
+                problem = str(exc)
+        if compiled is None:
+            logs.warning("no usable template; sending the built-in message",
+                         problem=problem, template=lookup.name or None,
+                         notification=request.id, notification_type=request.event_type)
+            return [(fallback_message(request.event, platform_url), recipients)], "builtin"
+
+        def one(subscriber: Mapping[str, Any] | None) -> Message:
+            try:
+                return self.renderer.render(
+                    compiled, template_context(request.event, subscriber, platform_url))
+            except RenderError as exc:
+                logs.warning("template failed; sending the built-in message",
+                             problem=str(exc), template=lookup.name, notification=request.id)
+                return fallback_message(request.event, platform_url)
+
+        if not compiled.uses_subscriber:
+            return [(one(None), recipients)], lookup.name
+        groups: OrderedDict[Message, list[core.Recipient]] = OrderedDict()
+        for recipient in recipients:
+            groups.setdefault(one(recipient.subscriber), []).append(recipient)
+        return list(groups.items()), lookup.name
+
+
+def build(environ: Mapping[str, str] | None = None) -> Notifier:
+    """Read configuration and connect; called once when the process starts."""
+    logs.configure()
+    config = Config.from_env(environ)
+    logs.register_secret(config.corp_secret)
+    client = WeComClient(config.api_url, timeout=config.timeout,
+                         attempts=config.retry_attempts, backoff=config.retry_backoff,
+                         duplicate_check_interval=config.duplicate_check_interval)
+    return Notifier(config, KubeReads(Kube(), config.system_namespace), client)

@@ -1,0 +1,79 @@
+"""The notifier's configuration, read once at start (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .shared.config import ConfigError, env, env_float, env_int
+
+DEFAULT_API_URL = "https://qyapi.weixin.qq.com/cgi-bin"
+# WeCom accepts duplicate_check_interval up to four hours.
+MAX_DUPLICATE_CHECK_INTERVAL = 4 * 3600
+
+
+def _url(name: str, value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Config:
+    system_namespace: str = "cpaas-system"
+    api_url: str = DEFAULT_API_URL
+    # Credentials from the environment; each may be empty (then the Secret fills it in).
+    corp_id: str = ""
+    corp_secret: str = field(default="", repr=False)
+    agent_id: str = ""
+    platform_url: str = ""
+    duplicate_check_interval: int = 1800
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    retry_attempts: int = 3
+    retry_backoff: float = 0.2
+    template_cache_seconds: float = 30.0
+    credentials_cache_seconds: float = 300.0
+    user_id_cache_seconds: float = 3600.0
+    user_id_cache_size: int = 10000
+    sent_record_size: int = 10000
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds for every WeCom request."""
+        return (self.connect_timeout, self.read_timeout)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        agent_id = env("CORPWECHAT_AGENT_ID", "", environ)
+        if agent_id and not agent_id.isdigit():
+            raise ConfigError(f"CORPWECHAT_AGENT_ID must be a number, got {agent_id!r}")
+        platform_url = env("PLATFORM_URL", "", environ)
+        if platform_url:
+            platform_url = _url("PLATFORM_URL", platform_url)
+        interval = env_int("CORPWECHAT_DUPLICATE_CHECK_INTERVAL", 1800, environ, minimum=1)
+        if interval > MAX_DUPLICATE_CHECK_INTERVAL:
+            raise ConfigError(
+                f"CORPWECHAT_DUPLICATE_CHECK_INTERVAL must be at most "
+                f"{MAX_DUPLICATE_CHECK_INTERVAL} seconds (WeCom's limit), got {interval}"
+            )
+        return cls(
+            system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
+            api_url=_url("CORPWECHAT_API_URL", env("CORPWECHAT_API_URL", DEFAULT_API_URL,
+                                                   environ)),
+            corp_id=env("CORPWECHAT_CORP_ID", "", environ),
+            corp_secret=env("CORPWECHAT_CORP_SECRET", "", environ),
+            agent_id=agent_id,
+            platform_url=platform_url,
+            duplicate_check_interval=interval,
+            connect_timeout=env_float("CORPWECHAT_CONNECT_TIMEOUT_SECONDS", 3.0, environ,
+                                      minimum=0.05),
+            read_timeout=env_float("CORPWECHAT_TIMEOUT_SECONDS", 10.0, environ, minimum=0.05),
+            retry_attempts=env_int("CORPWECHAT_RETRY_ATTEMPTS", 3, environ, minimum=1),
+            retry_backoff=env_float("CORPWECHAT_RETRY_BACKOFF_SECONDS", 0.2, environ),
+            template_cache_seconds=env_float("TEMPLATE_CACHE_SECONDS", 30.0, environ),
+            credentials_cache_seconds=env_float("CREDENTIALS_CACHE_SECONDS", 300.0, environ),
+            user_id_cache_seconds=env_float("USER_ID_CACHE_SECONDS", 3600.0, environ),
+            user_id_cache_size=env_int("USER_ID_CACHE_SIZE", 10000, environ, minimum=1),
+            sent_record_size=env_int("SENT_RECORD_SIZE", 10000, environ, minimum=1),
+        )

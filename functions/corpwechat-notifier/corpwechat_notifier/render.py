@@ -1,0 +1,325 @@
+"""NotificationTemplate rendering: a Jinja2 sandbox, WeCom's size limits, the fallback text.
+
+Templates are written by cluster administrators, the values they print come from events
+and objects. Values are data and are never compiled; the template itself runs in an
+immutable sandbox where every underscore attribute, every unsafe callable and every
+mutating method is refused with a ``SecurityError`` (the caller then sends the built-in
+message and logs a warning). Undefined values chain (``a.b.c | default('-')`` works even
+when ``a`` is missing) and ``None`` prints as an empty string, so a template survives an
+object with missing fields.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import ChainableUndefined, meta
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+MSGTYPES = ("text", "markdown", "textcard")
+FIELDS = ("title", "content", "url", "btntxt")
+# WeCom message/send limits, in UTF-8 bytes (btntxt: characters).
+CONTENT_LIMIT = 2048
+TITLE_LIMIT = 128
+DESCRIPTION_LIMIT = 512
+URL_LIMIT = 2048
+BTNTXT_LIMIT = 4
+CUT_MARK = "…"
+# Rendering stops once a field's output grows past this many characters.
+MAX_RENDER_CHARS = 64 * 1024
+# Largest string/list a template may build with ``*``, largest exponent for ``**``.
+MAX_REPEAT = 100_000
+MAX_EXPONENT = 256
+
+
+class RenderError(Exception):
+    """A template that cannot be used: invalid, refused by the sandbox, or failing."""
+
+
+def truncate_utf8(text: str, limit: int, mark: str = CUT_MARK) -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes, cut on a character boundary and ending
+    with ``mark`` when something was cut. Unencodable code points become ``?``."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    tail = mark.encode("utf-8")
+    if len(tail) > limit:
+        tail = b""
+    # Only the last character can be split by the cut; "ignore" drops its partial bytes.
+    head = data[: limit - len(tail)].decode("utf-8", errors="ignore")
+    return head + tail.decode("utf-8")
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", errors="replace"))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, made loud and bounded."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    @staticmethod
+    def _refuse_private(obj: Any, name: Any) -> None:
+        # Keys of data (dicts from the event) are plain values; any other name with a
+        # leading underscore is an attempt to reach Python internals, even on an Undefined.
+        if isinstance(name, str) and name.startswith("_") \
+                and not (isinstance(obj, dict) and name in obj):
+            raise SecurityError(f"access to {name!r} of {type(obj).__name__!r} is not allowed")
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        self._refuse_private(obj, attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        self._refuse_private(obj, argument)
+        return super().getitem(obj, argument)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        # The stock sandbox returns an Undefined that fails only when used; refuse at once,
+        # so an attempt never renders silently as an empty string.
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                        and len(seq) * times > MAX_REPEAT:
+                    raise SecurityError("the result of '*' would be too large")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT \
+                and left not in (0, 1, -1):
+            raise SecurityError("the exponent of '**' is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _finalize(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def new_environment() -> ImmutableSandboxedEnvironment:
+    env = _Sandbox(autoescape=False, undefined=ChainableUndefined, finalize=_finalize,
+                   keep_trailing_newline=False)
+    # Helpers that only widen the attack surface of a notification template.
+    for name in ("lipsum", "cycler", "joiner"):
+        env.globals.pop(name, None)
+    return env
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """``spec.corpwechat`` of a NotificationTemplate (sources, not yet rendered)."""
+
+    name: str
+    msgtype: str
+    title: str = ""
+    content: str = ""
+    url: str = ""
+    btntxt: str = ""
+
+    def sources(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in FIELDS if getattr(self, f)}
+
+
+def parse_template(obj: Mapping[str, Any]) -> TemplateSpec:
+    """A NotificationTemplate object → ``TemplateSpec``; unusable ones raise ``RenderError``."""
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    name = str(metadata.get("name") or "")
+    spec = obj.get("spec")
+    section = spec.get("corpwechat") if isinstance(spec, dict) else None
+    if not isinstance(section, dict):
+        raise RenderError(f"template {name!r} has no spec.corpwechat")
+    msgtype = section.get("msgtype") or "text"
+    if msgtype not in MSGTYPES:
+        raise RenderError(f"template {name!r}: msgtype {msgtype!r} is not one of "
+                          f"{', '.join(MSGTYPES)}")
+    values: dict[str, str] = {}
+    for key in FIELDS:
+        value = section.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise RenderError(f"template {name!r}: spec.corpwechat.{key} must be a string")
+        values[key] = value
+    if not values.get("content") and not values.get("title"):
+        raise RenderError(f"template {name!r}: spec.corpwechat has neither title nor content")
+    return TemplateSpec(name=name, msgtype=msgtype, **values)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as message/send takes it: ``msgtype`` and its section, hashable."""
+
+    msgtype: str
+    fields: tuple[tuple[str, str], ...]
+
+    def section(self) -> dict[str, str]:
+        return dict(self.fields)
+
+    def get(self, name: str) -> str:
+        return self.section().get(name, "")
+
+
+def _with_suffix(body: str, suffix: str, limit: int) -> str:
+    """``body`` cut to fit ``limit`` with ``suffix`` (a link) kept intact after it."""
+    if suffix and utf8_len(suffix) <= limit // 2:
+        return truncate_utf8(body, limit - utf8_len(suffix)) + suffix
+    return truncate_utf8(body + suffix, limit)
+
+
+def build_message(msgtype: str, *, title: str = "", content: str = "", url: str = "",
+                  btntxt: str = "") -> Message:
+    """Fit rendered fields into a WeCom message of ``msgtype`` within the byte limits.
+
+    A textcard without a url becomes a text message (nothing is dropped); text and
+    markdown carry the title above and the url below the content.
+    """
+    title, content, url, btntxt = (v.strip() for v in (title, content, url, btntxt))
+    if not title and not content:
+        raise RenderError("the rendered message is empty")
+    if msgtype == "textcard" and url:
+        fields = [
+            ("title", truncate_utf8(title or content.splitlines()[0], TITLE_LIMIT)),
+            ("description", truncate_utf8(content or title, DESCRIPTION_LIMIT)),
+            ("url", truncate_utf8(url, URL_LIMIT)),
+        ]
+        if btntxt:
+            fields.append(("btntxt", btntxt[:BTNTXT_LIMIT]))
+        return Message("textcard", tuple(fields))
+    if msgtype == "markdown":
+        body = "\n".join(part for part in (f"**{title}**" if title else "", content) if part)
+        suffix = f"\n[查看详情 View details]({url})" if url and url not in body else ""
+        return Message("markdown", (("content", _with_suffix(body, suffix, CONTENT_LIMIT)),))
+    body = "\n".join(part for part in (title, content) if part)
+    suffix = f"\n{url}" if url and url not in body else ""
+    return Message("text", (("content", _with_suffix(body, suffix, CONTENT_LIMIT)),))
+
+
+@dataclass(frozen=True)
+class Compiled:
+    spec: TemplateSpec
+    templates: dict[str, Any]
+    uses_subscriber: bool
+
+
+class Renderer:
+    """Compiles templates once (cached by source) and renders them in the sandbox."""
+
+    def __init__(self, cache_size: int = 256) -> None:
+        self.env = new_environment()
+        self._cache: OrderedDict[TemplateSpec, Compiled] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def compile(self, spec: TemplateSpec) -> Compiled:
+        with self._lock:
+            hit = self._cache.get(spec)
+            if hit is not None:
+                self._cache.move_to_end(spec)
+                return hit
+        templates: dict[str, Any] = {}
+        uses_subscriber = False
+        for key, source in spec.sources().items():
+            try:
+                ast = self.env.parse(source)
+                uses_subscriber |= "subscriber" in meta.find_undeclared_variables(ast)
+                templates[key] = self.env.from_string(source)
+            except TemplateError as exc:
+                raise RenderError(f"template {spec.name!r}: {key}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        compiled = Compiled(spec, templates, uses_subscriber)
+        with self._lock:
+            self._cache[spec] = compiled
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
+        values: dict[str, str] = {}
+        for key, template in compiled.templates.items():
+            try:
+                values[key] = _bounded(template.generate(dict(context)))
+            except SecurityError as exc:
+                raise RenderError(f"template {compiled.spec.name!r}: {key}: refused by the "
+                                  f"sandbox: {exc}") from None
+            except Exception as exc:  # any failure of a template means: use the fallback
+                raise RenderError(f"template {compiled.spec.name!r}: {key}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        return build_message(compiled.spec.msgtype, **values)
+
+
+def _bounded(chunks: Any) -> str:
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_RENDER_CHARS:
+            break  # the rest would be cut by the WeCom limits anyway
+    return "".join(parts)[:MAX_RENDER_CHARS]
+
+
+def template_context(event: Mapping[str, Any], subscriber: Mapping[str, Any] | None,
+                     platform_url: str) -> dict[str, Any]:
+    """The names a template sees (DESIGN §5)."""
+    return {"event": event, "subscriber": subscriber or {}, "platform_url": platform_url}
+
+
+def _dig(value: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _first(*values: Any) -> str:
+    for value in values:
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
+def console_link(platform_url: str, kind: str, namespace: str, name: str) -> str:
+    """Where the console shows an object: the run page for an ArtifactPromotionRun."""
+    if not platform_url:
+        return ""
+    if kind.lower() == "artifactpromotionrun" and namespace and name:
+        return f"{platform_url}/console-devops/workspace/{namespace}/artifactpromotionruns/{name}"
+    return platform_url
+
+
+def fallback_message(event: Mapping[str, Any], platform_url: str = "") -> Message:
+    """The built-in plain-text message, used when no template applies. It cannot fail."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    kube_event = data.get("event") if isinstance(data.get("event"), dict) else {}
+    obj = data.get("object") if isinstance(data.get("object"), dict) else {}
+    involved = _dig(kube_event, "involvedObject") or _dig(kube_event, "regarding") or {}
+    kind = _first(event.get("involvedobjectkind"), obj.get("kind"), _dig(involved, "kind"))
+    namespace = _first(event.get("involvedobjectnamespace"), _dig(obj, "metadata", "namespace"),
+                       _dig(involved, "namespace"))
+    name = _first(event.get("involvedobjectname"), _dig(obj, "metadata", "name"),
+                  _dig(involved, "name"))
+    reason = _first(kube_event.get("reason"), event.get("eventreason"))
+    severity = _first(event.get("eventtype"), kube_event.get("type"))
+    message = _first(kube_event.get("message"), kube_event.get("note"))
+    target = "/".join(part for part in (namespace, name) if part) or "-"
+    lines = [
+        f"事件 Event: {reason or '-'}" + (f" ({severity})" if severity else ""),
+        f"对象 Object: {kind or '-'} {target}",
+        f"类型 Type: {_first(event.get('type')) or '-'}",
+    ]
+    if message:
+        lines.append(f"消息 Message: {message}")
+    return build_message(
+        "text",
+        title=f"【通知 Notification】{kind or 'Event'} {target}: {reason or '-'}",
+        content="\n".join(lines),
+        url=console_link(platform_url, kind, namespace, name),
+    )

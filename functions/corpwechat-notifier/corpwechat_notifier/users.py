@@ -1,0 +1,101 @@
+"""CorpWeChat user ids of subscribers (DESIGN §5), first hit wins:
+
+1. the ConfigMap ``corpwechat-users`` in SYSTEM_NAMESPACE (key = username, value = user id),
+2. WeCom ``user/get_userid_by_email`` with the subscriber's mail (cached, bounded),
+3. the username itself.
+
+A mail WeCom does not know falls through to the username. A lookup that fails for a
+reason that may pass (WeCom busy, network) is an error (503): guessing could send the
+message to the wrong member.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from .shared import logs
+
+DIRECTORY = "corpwechat-users"
+
+
+class TTLCache:
+    """A small bounded map whose entries expire; values may be ``None`` (negative hits)."""
+
+    _MISSING = object()
+
+    def __init__(self, ttl: float, size: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.size = max(1, size)
+        self.clock = clock
+        self._data: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bool, str | None]:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return False, None
+            if self.clock() >= entry[0]:
+                del self._data[key]
+                return False, None
+            self._data.move_to_end(key)
+            return True, entry[1]
+
+    def put(self, key: str, value: str | None) -> None:
+        with self._lock:
+            self._data[key] = (self.clock() + self.ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+class UserDirectory:
+    """Resolves subscribers to WeCom user ids.
+
+    ``read_directory()`` returns the ConfigMap's data (``{}`` when it does not exist) and
+    raises a typed error when the API server is in trouble; ``lookup_email(mail)``
+    returns the user id or ``None`` and raises typed errors for anything else.
+    """
+
+    def __init__(self, read_directory: Callable[[], Mapping[str, str]],
+                 lookup_email: Callable[[str], str | None], *, directory_ttl: float = 30.0,
+                 ttl: float = 3600.0, size: int = 10000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.read_directory = read_directory
+        self.lookup_email = lookup_email
+        self.directory_ttl = directory_ttl
+        self.clock = clock
+        self.by_mail = TTLCache(ttl, size, clock)
+        self._directory: tuple[float, dict[str, str]] | None = None
+        self._lock = threading.Lock()
+
+    def directory(self) -> dict[str, str]:
+        with self._lock:
+            if self._directory and self.clock() - self._directory[0] < self.directory_ttl:
+                return self._directory[1]
+        data = {str(k): str(v).strip() for k, v in (self.read_directory() or {}).items()
+                if isinstance(v, str) and v.strip()}
+        with self._lock:
+            self._directory = (self.clock(), data)
+        return data
+
+    def resolve(self, name: str, mail: str = "") -> tuple[str, str]:
+        """(user id, how it was found: ``configmap`` | ``email`` | ``username``)."""
+        mapped = self.directory().get(name)
+        if mapped:
+            return mapped, "configmap"
+        if mail:
+            key = mail.strip().lower()
+            hit, userid = self.by_mail.get(key)
+            if not hit:
+                userid = self.lookup_email(mail.strip())
+                self.by_mail.put(key, userid)
+                if userid is None:
+                    logs.info("WeCom knows no member with this mail; using the username",
+                              subscriber=name)
+            if userid:
+                return userid, "email"
+        return name, "username"

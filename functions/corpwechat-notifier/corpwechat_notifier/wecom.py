@@ -1,0 +1,370 @@
+"""A WeCom (CorpWeChat) server API client: gettoken, message/send, user/get_userid_by_email.
+
+One pooled ``requests.Session`` with (connect, read) timeouts. The access token is cached
+per app behind a lock and refreshed before it expires; a token the API refuses (40014,
+42001, 41001) is dropped, fetched once more and the call retried once -- never a loop.
+
+Errors are decided on ``errcode`` (WeCom answers HTTP 200 with ``{"errcode", "errmsg"}``):
+
+=================================================  =========================================
+errcode / failure                                   outcome
+=================================================  =========================================
+-1, 45033, timeout, connection error, HTTP 5xx      retried (bounded backoff), then 503
+45009                                               429 (rate limited, Retry-After 60)
+40014, 42001, 41001                                 token dropped, fetched once, retried once
+40001, 40013, 60020, 301002, 40056, 48002, 81013,   422 with errcode and errmsg in the reason
+any other errcode, HTTP 4xx                         (never retried: dead-lettered)
+invaliduser / unlicenseduser in an ok answer        warning, not retried
+=================================================  =========================================
+
+A read timeout on message/send may mean "delivered, answer lost": the retry is safe
+because every message is sent with ``enable_duplicate_check`` (WeCom drops the same
+content to the same member within ``duplicate_check_interval``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .credentials import Credentials
+from .render import Message
+from .shared import logs
+from .shared.errors import RateLimited, TemporaryError, Unprocessable
+
+GETTOKEN = "gettoken"
+MESSAGE_SEND = "message/send"
+USERID_BY_EMAIL = "user/get_userid_by_email"
+MAX_USERS = 1000  # touser entries per message/send
+
+TOKEN_ERRORS = frozenset({40014, 42001, 41001})
+RETRYABLE = frozenset({-1, 45033})
+RATE_LIMITED = 45009
+ALL_UNREACHABLE = 81013
+CONFIG_ERRORS = frozenset({40001, 40013, 60020, 301002, 40056, 48002, 81013})
+# user/get_userid_by_email: "no such member" (or not visible to this app): fall through.
+EMAIL_NOT_FOUND = frozenset({46004, 60105, 40058, 60111, 60011, 48002})
+_HINTS = {
+    40001: "check the corp secret (CORPWECHAT_CORP_SECRET or the Secret's corpSecret)",
+    40013: "check the corp id (CORPWECHAT_CORP_ID or the Secret's corpId)",
+    60020: "add this egress IP to the app's trusted IPs in the WeCom admin console",
+    301002: "the secret belongs to another app than the agent id",
+    40056: "check the agent id (CORPWECHAT_AGENT_ID or the Secret's agentId)",
+    48002: "the app may not use this API",
+    81013: "none of the recipients is a member the app can reach",
+}
+
+
+class WeComError:
+    """Mixin: the WeCom errcode behind a typed error (``None`` for transport failures)."""
+
+    errcode: int | None = None
+    errmsg: str = ""
+
+
+class WeComUnavailable(TemporaryError, WeComError):
+    """WeCom busy or unreachable after the bounded retries (503)."""
+
+
+class WeComRateLimited(RateLimited, WeComError):
+    """45009: over the API frequency limit (429)."""
+
+
+class WeComRejected(Unprocessable, WeComError):
+    """A configuration or permission error, or a request WeCom refuses (422)."""
+
+
+def _with_code(error: Any, errcode: int | None, errmsg: str) -> Any:
+    error.errcode = errcode
+    error.errmsg = errmsg
+    return error
+
+
+def classify(errcode: int, errmsg: str, endpoint: str) -> Exception:
+    """The typed error for an errcode the client does not handle itself."""
+    detail = f"errcode {errcode}: {errmsg}".strip()
+    if errcode == RATE_LIMITED:
+        return _with_code(WeComRateLimited(f"WeCom {endpoint} rate limited ({detail})",
+                                           retry_after=60), errcode, errmsg)
+    if errcode in RETRYABLE:
+        return _with_code(WeComUnavailable(f"WeCom {endpoint} busy ({detail})"), errcode, errmsg)
+    hint = _HINTS.get(errcode)
+    reason = f"WeCom {endpoint} refused: {detail}" + (f" ({hint})" if hint else "")
+    return _with_code(WeComRejected(reason), errcode, errmsg)
+
+
+class _Transient(Exception):
+    """A transport failure worth retrying; ``str()`` says what, never the URL."""
+
+
+@dataclass
+class SendReport:
+    """What message/send answered for every batch of one message."""
+
+    calls: int = 0
+    users: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    unlicensed: list[str] = field(default_factory=list)
+    msgids: list[str] = field(default_factory=list)
+    # Batches WeCom refused because none of their members is reachable (81013).
+    unreachable: list[WeComRejected] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> list[str]:
+        missed = {u.lower() for u in self.invalid + self.unlicensed}
+        return [u for u in self.users if u.lower() not in missed]
+
+
+@dataclass
+class _Token:
+    value: str
+    refresh_at: float
+
+
+def _split(value: Any) -> list[str]:
+    return [p for p in str(value or "").split("|") if p]
+
+
+def batches(users: Sequence[str], size: int = MAX_USERS) -> list[list[str]]:
+    return [list(users[i:i + size]) for i in range(0, len(users), size)]
+
+
+class WeComClient:
+    def __init__(self, api_url: str, *, timeout: tuple[float, float] = (3.0, 10.0),
+                 attempts: int = 3, backoff: float = 0.2,
+                 duplicate_check_interval: int = 1800, pool_size: int = 16,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.duplicate_check_interval = duplicate_check_interval
+        self.sleep = sleep
+        self.clock = clock
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._tokens: dict[str, _Token] = {}
+        self._app_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(self, method: str, endpoint: str, params: dict[str, Any],
+                 body: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self.api_url}/{endpoint}"
+        kwargs: dict[str, Any] = {"params": params, "timeout": self.timeout}
+        if body is not None:
+            kwargs["data"] = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            kwargs["headers"] = {"Content-Type": "application/json; charset=utf-8"}
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.Timeout as exc:
+            raise _Transient(f"timed out ({type(exc).__name__})") from None
+        except requests.RequestException as exc:
+            raise _Transient(f"unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if status == 429:
+            raise _with_code(WeComRateLimited(f"WeCom {endpoint} answered HTTP 429",
+                                              retry_after=60), None, "")
+        if status >= 500:
+            raise _Transient(f"answered HTTP {status}")
+        if status != 200:
+            raise _with_code(WeComRejected(
+                f"WeCom {endpoint} answered HTTP {status} (check CORPWECHAT_API_URL)"), None, "")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise _Transient("answered something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise _Transient("answered JSON that is not an object")
+        try:
+            answer["errcode"] = int(answer.get("errcode") or 0)
+        except (TypeError, ValueError):
+            raise _Transient("answered an errcode that is not a number") from None
+        return answer
+
+    def _pause(self, failures: int) -> None:
+        if self.backoff > 0:
+            self.sleep(self.backoff * (2 ** (failures - 1)))
+
+    # ------------------------------------------------------------------ access token
+
+    def _app_lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._app_locks.setdefault(key, threading.Lock())
+
+    def token(self, credentials: Credentials) -> str:
+        """The cached access token of the app, fetched when missing or about to expire."""
+        key = credentials.app_key
+        with self._app_lock(key):
+            cached = self._tokens.get(key)
+            if cached is not None and self.clock() < cached.refresh_at:
+                return cached.value
+            value, expires_in = self._gettoken(credentials)
+            margin = min(300.0, expires_in * 0.1)
+            self._tokens[key] = _Token(value, self.clock() + expires_in - margin)
+            return value
+
+    def drop_token(self, credentials: Credentials, value: str) -> None:
+        """Forget ``value`` unless another caller already replaced it."""
+        key = credentials.app_key
+        with self._app_lock(key):
+            cached = self._tokens.get(key)
+            if cached is not None and cached.value == value:
+                del self._tokens[key]
+
+    def _gettoken(self, credentials: Credentials) -> tuple[str, float]:
+        params = {"corpid": credentials.corp_id, "corpsecret": credentials.corp_secret}
+        failures = 0
+        while True:
+            try:
+                answer = self._request("GET", GETTOKEN, params)
+            except _Transient as exc:
+                failures += 1
+                if failures >= self.attempts:
+                    raise _with_code(WeComUnavailable(
+                        f"WeCom gettoken {exc} after {failures} attempts"), None, "") from None
+                logs.warning("WeCom call failed; retrying", endpoint=GETTOKEN, error=str(exc),
+                             attempt=failures)
+                self._pause(failures)
+                continue
+            errcode = answer["errcode"]
+            if errcode == 0:
+                value = answer.get("access_token")
+                if not isinstance(value, str) or not value:
+                    raise _with_code(WeComUnavailable("WeCom gettoken answered no access_token"),
+                                     None, "")
+                logs.register_secret(value)
+                try:
+                    expires_in = float(answer.get("expires_in") or 7200)
+                except (TypeError, ValueError):
+                    expires_in = 7200.0
+                return value, max(1.0, expires_in)
+            errmsg = str(answer.get("errmsg") or "")
+            if errcode in RETRYABLE:
+                failures += 1
+                if failures < self.attempts:
+                    logs.warning("WeCom busy; retrying", endpoint=GETTOKEN, errcode=errcode,
+                                 attempt=failures)
+                    self._pause(failures)
+                    continue
+            raise classify(errcode, errmsg, GETTOKEN)
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, credentials: Credentials, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``endpoint`` with the app's token; the ok answer, else a typed error."""
+        renewed = False
+        failures = 0
+        while True:
+            token = self.token(credentials)
+            try:
+                answer = self._request("POST", endpoint, {"access_token": token}, body)
+            except _Transient as exc:
+                failures += 1
+                if failures >= self.attempts:
+                    raise _with_code(WeComUnavailable(
+                        f"WeCom {endpoint} {exc} after {failures} attempts"), None, "") from None
+                # A timed-out message/send may have been delivered: the duplicate check
+                # makes WeCom drop the repeat.
+                logs.warning("WeCom call failed; retrying", endpoint=endpoint, error=str(exc),
+                             attempt=failures)
+                self._pause(failures)
+                continue
+            errcode = answer["errcode"]
+            if errcode == 0:
+                return answer
+            errmsg = str(answer.get("errmsg") or "")
+            if errcode in TOKEN_ERRORS:
+                self.drop_token(credentials, token)
+                logs.info("WeCom refused the access token; fetching a new one",
+                          endpoint=endpoint, errcode=errcode, again=renewed or None)
+                if renewed:
+                    raise _with_code(WeComUnavailable(
+                        f"WeCom {endpoint} refused a fresh access token (errcode {errcode})"),
+                        errcode, errmsg)
+                renewed = True
+                continue
+            if errcode in RETRYABLE:
+                failures += 1
+                if failures < self.attempts:
+                    logs.warning("WeCom busy; retrying", endpoint=endpoint, errcode=errcode,
+                                 attempt=failures)
+                    self._pause(failures)
+                    continue
+                error = classify(errcode, errmsg, endpoint)
+                raise _with_code(WeComUnavailable(f"{error} after {failures} attempts"),
+                                 errcode, errmsg)
+            raise classify(errcode, errmsg, endpoint)
+
+    def send(self, credentials: Credentials, message: Message, users: Sequence[str], *,
+             on_sent: Callable[[list[str]], None] | None = None) -> SendReport:
+        """Send ``message`` to ``users`` in batches of at most 1000 (one call per batch).
+
+        ``on_sent(batch)`` runs after each accepted batch, before the next one, so a
+        failure later on leaves a record of what already went out. A batch of which no
+        member is reachable (81013) is noted in ``report.unreachable`` and the next batch
+        still goes; any other error ends the send.
+        """
+        report = SendReport()
+        for batch in batches(users):
+            body = {
+                "touser": "|".join(batch),
+                "msgtype": message.msgtype,
+                "agentid": credentials.agent_id,
+                message.msgtype: message.section(),
+                "safe": 0,
+                "enable_duplicate_check": 1,
+                "duplicate_check_interval": self.duplicate_check_interval,
+            }
+            try:
+                answer = self.call(credentials, MESSAGE_SEND, body)
+            except WeComRejected as exc:
+                if exc.errcode != ALL_UNREACHABLE:
+                    raise
+                # Only this batch's members are unreachable: go on with the next batch.
+                logs.warning("WeCom reached none of a batch's members", users=batch,
+                             errcode=exc.errcode)
+                report.calls += 1
+                report.unreachable.append(exc)
+                continue
+            report.calls += 1
+            report.users.extend(batch)
+            report.msgids.append(str(answer.get("msgid") or ""))
+            invalid, unlicensed = _split(answer.get("invaliduser")), \
+                _split(answer.get("unlicenseduser"))
+            if invalid or unlicensed:
+                logs.warning("WeCom did not deliver to some members (not retried)",
+                             invaliduser=invalid or None, unlicenseduser=unlicensed or None)
+            report.invalid.extend(invalid)
+            report.unlicensed.extend(unlicensed)
+            if on_sent is not None:
+                on_sent(batch)
+        return report
+
+    def userid_by_email(self, credentials: Credentials, mail: str) -> str | None:
+        """The member's user id for an enterprise mail address, or ``None`` if unknown."""
+        try:
+            answer = self.call(credentials, USERID_BY_EMAIL, {"email": mail, "email_type": 1})
+        except WeComRejected as exc:
+            if exc.errcode in EMAIL_NOT_FOUND:
+                if exc.errcode in (48002, 60011):
+                    logs.warning("WeCom does not let this app look up members by mail",
+                                 errcode=exc.errcode)
+                return None
+            raise
+        userid = answer.get("userid")
+        return userid.strip() if isinstance(userid, str) and userid.strip() else None
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,37 @@
+"""Helpers shared by the corpwechat-notifier tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_FILE = ROOT / "manifests" / "templates" / "kubeevent.artifactpromotionrun.template.yaml"
+CRD_FILE = ROOT / "manifests" / "crds" / "notificationtemplates.yaml"
+PLATFORM_URL = "https://acp.example.com"
+
+
+def envsubst(text: str, **variables: str) -> str:
+    """Run the real ``envsubst`` (gettext-base) exactly as the guide's pipeline does."""
+    binary = shutil.which("envsubst")
+    if binary is None:
+        pytest.fail("envsubst is not installed (Debian/Ubuntu: apt-get install gettext-base)")
+    env = {k: v for k, v in os.environ.items() if k != "PLATFORM_URL"}
+    env.update(variables)
+    done = subprocess.run([binary], input=text, env=env, capture_output=True, text=True,
+                          check=True, timeout=30)
+    return done.stdout
+
+
+def installed_templates(platform_url: str | None = PLATFORM_URL) -> list[dict[str, Any]]:
+    """The shipped templates after ``export PLATFORM_URL=...; cat ... | envsubst``."""
+    variables = {} if platform_url is None else {"PLATFORM_URL": platform_url}
+    text = envsubst(TEMPLATE_FILE.read_text(encoding="utf-8"), **variables)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+

@@ -1,0 +1,296 @@
+"""Pure parts: request parsing, the sent record, credentials, user ids, template lookup."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from corpwechat_notifier import core
+from corpwechat_notifier.config import Config
+from corpwechat_notifier.credentials import CredentialStore, from_secret_data, unwrap
+from corpwechat_notifier.shared import logs
+from corpwechat_notifier.shared.config import ConfigError
+from corpwechat_notifier.shared.errors import BadRequest, TemporaryError, Unprocessable
+from corpwechat_notifier.templates import TemplateStore, parse_mapping
+from corpwechat_notifier.users import TTLCache, UserDirectory
+from tests.corpwechat_notifier.support import installed_templates
+from tests.support import factory
+from tests.support.seed import example
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def request_data(**overrides: Any) -> dict[str, Any]:
+    data = factory.notification_request().data
+    data.update(overrides)
+    return data
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------- requests
+
+
+def test_parse_request_reads_the_seed_subscriber():
+    request = core.parse_request(core.NOTIFICATION_REQUESTED, "n-1", request_data())
+    assert request.id == "n-1"
+    assert request.event_type == factory.KUBEEVENT.format("approvalpending")
+    (recipient,) = request.recipients
+    assert (recipient.name, recipient.mail, recipient.channels) == (
+        "admin", "admin@example.com", ("corpwechat",))
+    assert recipient.subscriber["info"]["id"] == "21232f297a57a5a743894a0e4a801fc3"
+
+
+@pytest.mark.parametrize("event_type, data, reason", [
+    ("dev.katanomi.cloudevents.kubeevent.x.y.v1alpha1", request_data(), "unsupported event type"),
+    (core.NOTIFICATION_REQUESTED, request_data(event="x"), "data.event"),
+    (core.NOTIFICATION_REQUESTED, request_data(event={"data": {}}), "data.event.type"),
+    (core.NOTIFICATION_REQUESTED, request_data(event={"type": "t", "data": []}), "data.event.data"),
+    (core.NOTIFICATION_REQUESTED, request_data(recipients=None), "data.recipients"),
+    (core.NOTIFICATION_REQUESTED, request_data(recipients=["x"]), r"recipients\[0\]"),
+    (core.NOTIFICATION_REQUESTED, request_data(recipients=[{"subscriber": {"info": {}}}]),
+     "subscriber.name"),
+    (core.NOTIFICATION_REQUESTED,
+     request_data(recipients=[{"subscriber": {"name": "a", "info": "x"}}]), "info"),
+    (core.NOTIFICATION_REQUESTED,
+     request_data(recipients=[{"subscriber": {"name": "a"}, "channels": [1]}]), "channels"),
+    (core.NOTIFICATION_REQUESTED,
+     request_data(recipients=[{"subscriber": {"name": "a"}, "channels": {"a": 1}}]), "channels"),
+])
+def test_malformed_requests_are_bad_requests(event_type, data, reason):
+    with pytest.raises(BadRequest, match=reason) as caught:
+        core.parse_request(event_type, "id", data)
+    assert "\n" not in caught.value.reason
+
+
+def test_only_corpwechat_recipients_once_each():
+    data = request_data(recipients=[
+        factory.recipient("a", channels=("email",)),
+        factory.recipient("b", channels=("email", "CorpWeChat")),
+        factory.recipient("c", channels=()),
+        factory.recipient("b", subscription="another"),
+        {"subscriber": {"name": "d"}, "channels": "wechat, corpwechat"},
+    ])
+    request = core.parse_request(core.NOTIFICATION_REQUESTED, "id", data)
+    assert [(r.name, r.subscription) for r in core.for_channel(request.recipients)] == [
+        ("b", "b-artifactpromotionrun-subscription"), ("d", "")]
+
+
+def test_sent_record_is_bounded_and_keyed_by_notification():
+    record = core.SentRecord(size=3)
+    record.add("n1", "corpwechat", ["a", "b"])
+    assert record.sent("n1", "corpwechat", "a") and not record.sent("n2", "corpwechat", "a")
+    assert not record.sent("n1", "email", "a")
+    record.add("n2", "corpwechat", ["c", "d"])
+    assert len(record) == 3
+    # least recently used goes first: "a" was just looked at, "b" was not
+    assert not record.sent("n1", "corpwechat", "b")
+    assert record.sent("n1", "corpwechat", "a") and record.sent("n2", "corpwechat", "d")
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_config_defaults_and_validation():
+    config = Config.from_env({})
+    assert config.system_namespace == "cpaas-system"
+    assert config.api_url == "https://qyapi.weixin.qq.com/cgi-bin"
+    assert config.duplicate_check_interval == 1800 and config.timeout == (3.0, 10.0)
+    assert "s3cret" not in repr(Config.from_env({"CORPWECHAT_CORP_SECRET": "s3cret"}))
+    for bad in ({"CORPWECHAT_AGENT_ID": "abc"}, {"CORPWECHAT_API_URL": "ftp://x"},
+                {"CORPWECHAT_DUPLICATE_CHECK_INTERVAL": "99999"},
+                {"CORPWECHAT_RETRY_ATTEMPTS": "0"}, {"PLATFORM_URL": "acp.example.com"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            Config.from_env(bad)
+
+
+# ---------------------------------------------------------------- credentials
+
+
+@pytest.mark.parametrize("value, numeric, expected", [
+    (b64("ww1234567890abcdef"), False, "ww1234567890abcdef"),       # the seed's base64 text
+    ("ww1234567890abcdef", False, "ww1234567890abcdef"),            # plain corp id
+    (b64("Ab3_-cD" * 6 + "x"), False, "Ab3_-cD" * 6 + "x"),         # 43-char secret, encoded
+    ("Ab3_-cD" * 6 + "x", False, "Ab3_-cD" * 6 + "x"),              # plain secret
+    (b64("1000002"), True, "1000002"),
+    ("1000002", True, "1000002"),
+    ("10000020", True, "10000020"),                                 # digits stay digits
+    (b64("not a token!"), False, b64("not a token!")),              # decodes to other text
+    ("abcd", False, "abcd"),                                        # decodes to binary
+])
+def test_unwrap_removes_only_an_unambiguous_base64_layer(value, numeric, expected):
+    assert unwrap(value, numeric=numeric) == expected
+
+
+def secret(name: str = "platform-corpwechat-server", **data: str) -> SimpleNamespace:
+    return SimpleNamespace(metadata=SimpleNamespace(name=name), data=data)
+
+
+def test_seed_secret_values_are_decoded_twice():
+    # stringData holds base64 text; the API returns data = base64(stringData value)
+    data = {"corpId": b64(b64("ww-corp")), "corpSecret": b64(b64("s3cret-value")),
+            "agentId": b64(b64("1000002")), "displayNameEn": b64("xx")}
+    credentials = from_secret_data(data, "platform-corpwechat-server")
+    assert (credentials.corp_id, credentials.corp_secret, credentials.agent_id) == (
+        "ww-corp", "s3cret-value", 1000002)
+    assert "s3cret" not in repr(credentials)
+    assert logs.redact_text("x s3cret-value y") == "x *** y"
+
+
+@pytest.mark.parametrize("data, reason", [
+    ({"corpId": b64("ww"), "corpSecret": b64("s")}, "no agentId"),
+    ({"corpId": "!!", "corpSecret": b64("s"), "agentId": b64("1")}, "corpId is not valid base64"),
+    ({"corpId": b64("ww"), "corpSecret": b64("s"), "agentId": b64("app")}, "agentId must be"),
+])
+def test_broken_secrets_are_unprocessable(data, reason):
+    with pytest.raises(Unprocessable, match=reason):
+        from_secret_data(data, "s")
+
+
+def test_credential_store_prefers_env_and_caches():
+    calls: list[int] = []
+
+    def listing() -> list[Any]:
+        calls.append(1)
+        return [secret("other", corpId=b64("ww-other"), corpSecret=b64("x1234"),
+                       agentId=b64("7")),
+                secret(corpId=b64(b64("ww-seed")), corpSecret=b64(b64("seed-secret")),
+                       agentId=b64(b64("1000002")))]
+
+    clock = Clock()
+    store = CredentialStore({"corp_id": "", "corp_secret": "", "agent_id": "42"}, listing,
+                            "cpaas-system", ttl=60, clock=clock)
+    got = store.get()
+    assert (got.corp_id, got.corp_secret, got.agent_id) == ("ww-seed", "seed-secret", 42)
+    assert store.get() is got and len(calls) == 1
+    clock.now += 61
+    store.get()
+    assert len(calls) == 2
+    env_only = CredentialStore({"corp_id": "ww", "corp_secret": "sec-ret", "agent_id": "5"},
+                               listing, "ns")
+    assert env_only.get().source == "env" and len(calls) == 2
+
+
+def test_no_credentials_anywhere_is_unprocessable():
+    store = CredentialStore({}, lambda: [], "cpaas-system")
+    with pytest.raises(Unprocessable, match="no CorpWeChat credentials: set CORPWECHAT_CORP_ID"):
+        store.get()
+
+
+# ---------------------------------------------------------------- user ids
+
+
+def test_user_ids_first_hit_wins_and_are_cached():
+    lookups: list[str] = []
+    emails = {"carol@example.com": "carol-mail", "dave@example.com": "dave-mail"}
+
+    def lookup(mail: str) -> str | None:
+        lookups.append(mail)
+        return emails.get(mail.lower())
+
+    directory = UserDirectory(lambda: {"carol": "carol-cm", "blank": " "}, lookup)
+    assert directory.resolve("carol", "carol@example.com") == ("carol-cm", "configmap")
+    assert directory.resolve("dave", "Dave@Example.com ") == ("dave-mail", "email")
+    assert directory.resolve("dave", "dave@example.com") == ("dave-mail", "email")
+    assert directory.resolve("erin", "erin@example.com") == ("erin", "username")
+    assert directory.resolve("erin", "erin@example.com") == ("erin", "username")
+    assert directory.resolve("blank") == ("blank", "username")
+    assert lookups == ["Dave@Example.com", "erin@example.com"]
+
+
+def test_user_id_lookup_trouble_is_not_guessed_around():
+    def lookup(mail: str) -> str | None:
+        raise TemporaryError("WeCom busy")
+
+    directory = UserDirectory(dict, lookup)
+    with pytest.raises(TemporaryError):
+        directory.resolve("dave", "dave@example.com")
+    assert directory.resolve("frank") == ("frank", "username")
+
+
+def test_ttl_cache_expires_and_is_bounded():
+    clock = Clock()
+    cache = TTLCache(ttl=10, size=2, clock=clock)
+    cache.put("a", "1")
+    cache.put("b", None)
+    assert cache.get("a") == (True, "1") and cache.get("b") == (True, None)
+    cache.put("c", "3")
+    assert cache.get("a") == (False, None)
+    clock.now += 11
+    assert cache.get("c") == (False, None)
+
+
+# ---------------------------------------------------------------- template lookup
+
+
+def test_seed_mapping_is_understood():
+    text = yaml.safe_load(example("seed-katanomi-config-patch.yaml"))["data"][
+        "notification.templates"]
+    assert parse_mapping(text)[factory.KUBEEVENT.format("running")] == \
+        "kubeevent.artifactpromotionrun.running"
+
+
+def test_broken_mapping_is_ignored_with_a_warning():
+    out = io.StringIO()
+    logs.set_stream(out)
+    try:
+        assert parse_mapping("- type: [unclosed") == {}
+        assert parse_mapping("type: a") == {}
+        assert parse_mapping("- type: a\n- templateRef: {name: b}\n- type: c\n  templateRef:"
+                             " {name: d}\n- type: c\n  templateRef: {name: e}") == {"c": "d"}
+    finally:
+        logs.set_stream(None)
+    warnings = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(warnings) == 4 and all(w["severity"] == "WARNING" for w in warnings)
+
+
+def test_template_store_caches_for_its_ttl_and_says_what_is_missing():
+    reads: list[str] = []
+    templates = {d["metadata"]["name"]: d for d in installed_templates()}
+    mapping_text = yaml.safe_load(example("seed-katanomi-config-patch.yaml"))["data"][
+        "notification.templates"]
+    config: dict[str, Any] = {"data": {"notification.templates": mapping_text}}
+
+    def read_config() -> dict[str, str] | None:
+        reads.append("config")
+        return config["data"]
+
+    def read_template(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return templates.get(name)
+
+    clock = Clock()
+    store = TemplateStore(read_config, read_template, ttl=30, clock=clock)
+    pending = factory.KUBEEVENT.format("approvalpending")
+    assert store.lookup(pending).spec.msgtype == "textcard"
+    assert store.lookup(pending).name == "kubeevent.artifactpromotionrun.approvalpending"
+    assert reads == ["config", "kubeevent.artifactpromotionrun.approvalpending"]
+    assert "no template mapped" in store.lookup("other.type").missing
+    del templates["kubeevent.artifactpromotionrun.failed"]
+    assert "not found" in store.lookup(factory.KUBEEVENT.format("failed")).missing
+    clock.now += 31
+    config["data"] = None
+    assert "katanomi-config not found" in store.lookup(pending).missing
+    assert reads.count("config") == 2
+
+
+def test_template_store_lets_api_trouble_through():
+    def down() -> dict[str, str] | None:
+        raise TemporaryError("API server unreachable")
+
+    with pytest.raises(TemporaryError):
+        TemplateStore(down, lambda name: None).lookup("t")

@@ -1,0 +1,515 @@
+"""The notifier as a running function: fake API server + WeCom sandbox, over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from cloudevents.http import CloudEvent
+
+from tests.corpwechat_notifier.support import CRD_FILE, PLATFORM_URL, installed_templates
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
+from tests.support import factory
+from tests.support.procs import FunctionProcess
+from tests.support.seed import example
+
+CORP_ID, AGENT = "ww0123456789abcdef", 1000002
+SECRET = "Fx7_Qp-s3cret-Vw9zKd2LmN4bR8tY6uJ1hG5cX3eA0"  # 43 characters, like a real one
+NS = "cpaas-system"
+USERS = {"AdminWx", "bob.wx", "alice", "carol-cm", "carol-mail", "dave-mail", "erin", "frank",
+         "ann", "amy", "bob"}
+EMAILS = {"admin@example.com": "AdminWx", "carol@example.com": "carol-mail",
+          "dave@example.com": "dave-mail"}
+PERSONAL = factory.KUBEEVENT.format("personal")
+RUN_URL = f"{PLATFORM_URL}/console-devops/workspace/devops/artifactpromotionruns/my-promotion"
+RETRIED = {404, 408, 409, 429}  # and every 5xx: what Knative delivery retries
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def katanomi_config() -> dict[str, Any]:
+    data = yaml.safe_load(example("seed-katanomi-config-patch.yaml"))["data"]
+    data["notification.templates"] += (f'- type: "{PERSONAL}"\n'
+                                       "  templateRef:\n    name: test.personal\n")
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "katanomi-config", "namespace": NS}, "data": data}
+
+
+def seed_secret() -> str:
+    """The seed's Secret with the placeholders filled in as the guide says: base64 text."""
+    return (example("seed-corpwechat-server-secret.yaml")
+            .replace("<BASE64_ENCODED_CORP_ID>", b64(CORP_ID))
+            .replace("<BASE64_ENCODED_CORP_SECRET>", b64(SECRET))
+            .replace("<BASE64_ENCODED_AGENT_ID>", b64(str(AGENT))))
+
+
+PERSONAL_TEMPLATE = {
+    "apiVersion": "core.katanomi.dev/v1alpha1", "kind": "NotificationTemplate",
+    "metadata": {"name": "test.personal", "namespace": NS},
+    "spec": {"corpwechat": {
+        "msgtype": "text",
+        "content": "Hi {{ subscriber.name[:1] }}: {{ event.involvedobjectname }}",
+    }},
+}
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[FakeKubeAPI]:
+    with FakeKubeAPI() as api:
+        api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        api.load_yaml(CRD_FILE)
+        for doc in installed_templates():
+            api.add(doc)
+        api.add(PERSONAL_TEMPLATE)
+        api.add(katanomi_config())
+        api.add({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "corpwechat-users", "namespace": NS},
+                 "data": {"bob": "bob.wx", "carol": "carol-cm"}})
+        api.load_yaml(seed_secret())
+        yield api
+
+
+@pytest.fixture(scope="module")
+def wecom() -> Iterator[WeComSandbox]:
+    with WeComSandbox(corp_id=CORP_ID, corp_secret=SECRET, agent_id=AGENT, users=USERS,
+                      emails=EMAILS, hang_seconds=1.5) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def issued_tokens() -> set[str]:
+    return set()
+
+
+@pytest.fixture(autouse=True)
+def clean(kube: FakeKubeAPI, wecom: WeComSandbox, issued_tokens: set[str]) -> Iterator[None]:
+    wecom.reset()
+    kube.clear_faults()
+    yield
+    wecom.release_hangs()
+    wecom.on_delivery = None
+    issued_tokens.update(c.response["access_token"] for c in wecom.calls_to(GETTOKEN)
+                         if c.response and c.response.get("access_token"))
+
+
+def environment(kube: FakeKubeAPI, wecom: WeComSandbox, path: Any, **extra: str) -> dict[str, str]:
+    env = {
+        "KUBECONFIG": str(kube.write_kubeconfig(path / "kubeconfig")),
+        "SYSTEM_NAMESPACE": NS,
+        "CORPWECHAT_API_URL": wecom.api_url,
+        "PLATFORM_URL": PLATFORM_URL,
+        "CORPWECHAT_TIMEOUT_SECONDS": "0.4",
+        "CORPWECHAT_RETRY_BACKOFF_SECONDS": "0.01",
+        "TEMPLATE_CACHE_SECONDS": "0",
+        "USER_ID_CACHE_SECONDS": "0",
+    }
+    env.update(extra)
+    return env
+
+
+def start(runtime: str, env: dict[str, str]) -> FunctionProcess:
+    return FunctionProcess("corpwechat-notifier", runtime=runtime, env=env).start()
+
+
+ENV_CREDENTIALS = {"CORPWECHAT_CORP_ID": CORP_ID, "CORPWECHAT_CORP_SECRET": SECRET,
+                   "CORPWECHAT_AGENT_ID": str(AGENT)}
+
+
+@pytest.fixture(scope="module")
+def ff(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
+    proc = start("ff", environment(kube, wecom, tmp_path_factory.mktemp("ff"), **ENV_CREDENTIALS))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def parliament(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
+    proc = start("parliament", environment(kube, wecom, tmp_path_factory.mktemp("parliament"),
+                                           **ENV_CREDENTIALS))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def from_secret(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
+    proc = start("ff", environment(kube, wecom, tmp_path_factory.mktemp("secret"),
+                                   CREDENTIALS_CACHE_SECONDS="0"))
+    yield proc
+    proc.stop()
+
+
+def deliver(proc: FunctionProcess, event: CloudEvent, *, mode: str = "binary",
+            attempts: int = 6) -> list[requests.Response]:
+    """POST like a Knative delivery: again while the status is one Knative retries."""
+    answers = []
+    for _ in range(attempts):
+        answer = factory.post(proc.url, event, mode=mode)
+        answers.append(answer)
+        if answer.status_code < 500 and answer.status_code not in RETRIED:
+            break
+    return answers
+
+
+def approval_pending(**kwargs: Any) -> CloudEvent:
+    """The seed's approval-pending request: approvers admin (the seed subscriber) and bob."""
+    return factory.notification_request(
+        factory.enriched_event("approvalpending"),
+        recipients=[factory.seed_recipient(), factory.recipient("bob")], **kwargs)
+
+
+def deliveries(wecom: WeComSandbox) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for delivery in wecom.delivered:
+        counts[delivery.userid] = counts.get(delivery.userid, 0) + 1
+    return counts
+
+
+def logged(proc: FunctionProcess, message: str, notification: str) -> list[dict[str, Any]]:
+    return [r for r in proc.log_records()
+            if r.get("message") == message and notification in (r.get("notification"), r.get("id"))]
+
+
+# ---------------------------------------------------------------- acceptance
+
+
+@pytest.mark.parametrize("runtime", ["ff", "parliament"])
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_seed_approval_pending_is_one_message_to_the_right_users(request, wecom, runtime, mode):
+    proc = request.getfixturevalue(runtime)
+    answer = factory.post(proc.url, approval_pending(), mode=mode)
+    assert answer.status_code == 202, answer.text
+    assert answer.content == b""
+    (call,) = wecom.calls_to(MESSAGE_SEND)
+    assert sorted(call.body["touser"].split("|")) == ["AdminWx", "bob.wx"]
+    assert call.body["agentid"] == AGENT and call.body["enable_duplicate_check"] == 1
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    card = wecom.delivered[0]
+    assert card.msgtype == "textcard" and card.url == RUN_URL
+    assert "待您审批" in card.title and "awaiting your approval" in card.title
+    for expected in ("Requested by: alice", "registry.example.com/devops/app:v1.2.3",
+                     "From: registry.example.com/devops/app",
+                     "To: registry.example.com/prod/app", "devops/my-promotion"):
+        assert expected in card.description
+
+
+def test_user_ids_come_from_configmap_then_mail_then_username(ff, wecom):
+    recipients = [factory.recipient("carol", mail="carol@example.com"),
+                  factory.recipient("dave", mail="dave@example.com"),
+                  factory.recipient("erin", mail="erin@example.com"),
+                  factory.recipient("frank")]
+    answer = factory.post(ff.url, factory.notification_request(recipients=recipients))
+    assert answer.status_code == 202, answer.text
+    (call,) = wecom.calls_to(MESSAGE_SEND)
+    assert call.body["touser"] == "carol-cm|dave-mail|erin|frank"
+    looked_up = [c.body["email"] for c in wecom.calls_to(USERID_BY_EMAIL)]
+    assert looked_up == ["dave@example.com", "erin@example.com"]
+    assert deliveries(wecom) == {"carol-cm": 1, "dave-mail": 1, "erin": 1, "frank": 1}
+
+
+def test_mail_lookup_trouble_is_retried_never_guessed(ff, wecom):
+    wecom.inject(USERID_BY_EMAIL, -1, times=3)
+    event = factory.notification_request(
+        recipients=[factory.recipient("dave", mail="dave@example.com")])
+    answers = deliver(ff, event)
+    assert [a.status_code for a in answers] == [503, 202]
+    assert deliveries(wecom) == {"dave-mail": 1}
+
+
+def test_credentials_from_the_seed_secret(from_secret, wecom):
+    answer = factory.post(from_secret.url, approval_pending())
+    assert answer.status_code == 202, answer.text
+    token_call = wecom.calls_to(GETTOKEN)[-1]
+    assert token_call.query == {"corpid": CORP_ID, "corpsecret": SECRET}
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    (loaded, *_) = [r for r in from_secret.log_records()
+                    if r.get("message") == "CorpWeChat credentials loaded"]
+    assert loaded["source"] == "secret/platform-corpwechat-server"
+
+
+def test_secret_is_read_by_name_first_then_found_by_label(kube, from_secret, wecom):
+    kube.forbid("list", "secrets")  # RBAC limited to get on the guide's Secret
+    assert factory.post(from_secret.url, approval_pending()).status_code == 202
+    assert kube.request_log("GET", path_regex=r"/secrets$") == []
+    kube.clear_faults()
+    saved = kube.delete_object("v1", "Secret", "platform-corpwechat-server", NS)
+    renamed = copy.deepcopy(saved)
+    renamed["metadata"] = {"name": "corpwechat-prod", "namespace": NS,
+                           "labels": saved["metadata"]["labels"]}
+    kube.add(renamed)
+    try:
+        wecom.reset()
+        assert factory.post(from_secret.url, approval_pending()).status_code == 202
+    finally:
+        kube.delete_object("v1", "Secret", "corpwechat-prod", NS)
+        kube.add(saved)
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    listed = kube.request_log("GET", path_regex=r"/namespaces/cpaas-system/secrets$")
+    assert listed and "notification.server.type=CorpWeChat" in listed[-1].query["labelSelector"]
+
+
+def test_no_credentials_anywhere_is_422(kube, from_secret, wecom):
+    saved = kube.delete_object("v1", "Secret", "platform-corpwechat-server", NS)
+    try:
+        answer = factory.post(from_secret.url, approval_pending())
+    finally:
+        kube.add(saved)
+    assert answer.status_code == 422
+    assert answer.text.startswith("no CorpWeChat credentials: set CORPWECHAT_CORP_ID")
+    assert "cpaas.io/notification.server.type=CorpWeChat" in answer.text
+    assert not wecom.delivered
+
+
+# ---------------------------------------------------------------- templates
+
+
+def test_unmapped_event_type_gets_the_builtin_message(ff, wecom):
+    event = factory.notification_request(
+        factory.enriched_event("succeeded", message="promoted"),
+        recipients=[factory.recipient("alice")])
+    answer = factory.post(ff.url, event)
+    assert answer.status_code == 202, answer.text
+    (message,) = wecom.delivered
+    assert message.msgtype == "text" and message.userid == "alice"
+    for expected in ("【通知 Notification】", "ArtifactPromotionRun devops/my-promotion",
+                     factory.KUBEEVENT.format("succeeded"), "消息 Message: promoted", RUN_URL):
+        assert expected in message.content
+    (warning,) = logged(ff, "no usable template; sending the built-in message", event["id"])
+    assert warning["severity"] == "WARNING" and "no template mapped" in warning["problem"]
+
+
+def test_missing_template_gets_the_builtin_message(kube, ff, wecom):
+    name = "kubeevent.artifactpromotionrun.approvaldenied"
+    saved = kube.delete_object("core.katanomi.dev/v1alpha1", "NotificationTemplate", name, NS)
+    event = factory.notification_request(factory.enriched_event("approvaldenied"),
+                                         recipients=[factory.recipient("alice")])
+    try:
+        answer = factory.post(ff.url, event)
+    finally:
+        kube.add(saved)
+    assert answer.status_code == 202, answer.text
+    (message,) = wecom.delivered
+    assert message.msgtype == "text" and "ApprovalDenied" in message.content
+    (warning,) = logged(ff, "no usable template; sending the built-in message", event["id"])
+    assert warning["template"] == name and "not found" in warning["problem"]
+
+
+def test_template_injection_gets_the_builtin_message(kube, ff, wecom):
+    name = "kubeevent.artifactpromotionrun.failed"
+    saved = kube.get_object("core.katanomi.dev/v1alpha1", "NotificationTemplate", name, NS)
+    evil = copy.deepcopy(saved)
+    evil["spec"]["corpwechat"]["content"] = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    kube.update_object(evil)
+    event = factory.notification_request(factory.enriched_event("failed", message="boom"),
+                                         recipients=[factory.recipient("alice")])
+    try:
+        answer = factory.post(ff.url, event)
+    finally:
+        kube.update_object(saved)
+    assert answer.status_code == 202, answer.text
+    (message,) = wecom.delivered
+    assert message.msgtype == "text" and "boom" in message.content
+    assert "class" not in message.content
+    (warning,) = logged(ff, "template failed; sending the built-in message", event["id"])
+    assert "refused by the sandbox" in warning["problem"]
+
+
+def test_api_server_trouble_is_503_not_a_fallback(kube, ff, wecom):
+    kube.fail("GET", r"/notificationtemplates/", 503, times=None)
+    event = approval_pending()
+    answer = factory.post(ff.url, event)
+    assert answer.status_code == 503 and not wecom.delivered
+    kube.clear_faults()
+    kube.fail("GET", r"/configmaps/katanomi-config$", 500, times=1)
+    answers = deliver(ff, event)
+    assert [a.status_code for a in answers] == [503, 202]
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    assert all(m.msgtype == "textcard" for m in wecom.delivered)
+
+
+def test_long_values_are_cut_to_what_wecom_accepts(ff, wecom):
+    # The sandbox refuses oversized fields (45002): only a correctly cut message gets through.
+    obj = factory.promotion_run(artifact="registry.example.com/" + "制品" * 60)
+    event = factory.notification_request(
+        factory.enriched_event("failed", obj=obj, message="扫描失败：" + "漏洞" * 400),
+        recipients=[factory.recipient("alice")])
+    answer = factory.post(ff.url, event)
+    assert answer.status_code == 202, answer.text
+    (card,) = wecom.delivered
+    assert len(card.description.encode()) <= 512 and card.description.endswith("…")
+    assert "Requested by: alice" in card.description and card.url == RUN_URL
+
+
+def test_recipients_with_the_same_rendering_share_one_call(ff, wecom):
+    event = factory.notification_request(
+        factory.enriched_event("personal"),
+        recipients=[factory.recipient(n) for n in ("ann", "bob", "amy")])
+    answer = factory.post(ff.url, event)
+    assert answer.status_code == 202, answer.text
+    calls = wecom.calls_to(MESSAGE_SEND)
+    assert sorted(c.body["touser"] for c in calls) == ["ann|amy", "bob.wx"]
+    by_user = {d.userid: d.content for d in wecom.delivered}
+    assert by_user == {"ann": "Hi a: my-promotion", "amy": "Hi a: my-promotion",
+                       "bob.wx": "Hi b: my-promotion"}
+
+
+def test_no_corpwechat_recipient_is_202_without_calls(ff, wecom):
+    event = factory.notification_request(
+        recipients=[factory.recipient("alice", channels=("email",))])
+    answer = factory.post(ff.url, event)
+    assert answer.status_code == 202
+    assert wecom.calls == []
+
+
+# ---------------------------------------------------------------- exactly once
+
+
+def test_redelivery_sends_nothing_twice(ff, wecom):
+    event = approval_pending()
+    assert factory.post(ff.url, event).status_code == 202
+    assert factory.post(ff.url, event, mode="structured").status_code == 202
+    assert wecom.send_count == 1
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    handled = [r for r in ff.log_records() if r.get("id") == event["id"]
+               and r.get("message") == "handled"]
+    assert [r.get("reason") for r in handled] == [None, "already sent"]
+
+
+def test_redelivery_to_another_replica_is_dropped_by_the_duplicate_check(ff, parliament, wecom):
+    event = approval_pending()
+    assert factory.post(ff.url, event).status_code == 202
+    assert factory.post(parliament.url, event).status_code == 202
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    assert len(wecom.suppressed) == 2
+
+
+def test_partial_failure_resends_only_what_is_missing(ff, wecom):
+    injected: list[bool] = []
+
+    def fail_the_next_call(_: Any) -> None:
+        if not injected:
+            injected.append(True)
+            wecom.inject(MESSAGE_SEND, -1, times=3)
+
+    wecom.on_delivery = fail_the_next_call
+    event = factory.notification_request(
+        factory.enriched_event("personal"),
+        recipients=[factory.recipient("ann"), factory.recipient("bob")])
+    answers = deliver(ff, event)
+    assert [a.status_code for a in answers] == [503, 202]
+    assert deliveries(wecom) == {"ann": 1, "bob.wx": 1}
+    assert [c.body["touser"] for c in wecom.calls_to(MESSAGE_SEND) if c.errcode == 0] == [
+        "ann", "bob.wx"]
+
+
+def test_unreachable_members_do_not_hold_back_the_others(ff, wecom):
+    event = factory.notification_request(
+        factory.enriched_event("personal"),
+        recipients=[factory.recipient("zed"), factory.recipient("ann")])
+    first = factory.post(ff.url, event)
+    assert first.status_code == 422 and "errcode 81013" in first.text
+    assert deliveries(wecom) == {"ann": 1}
+    replay = factory.post(ff.url, event)  # e.g. replayed from the dead-letter sink
+    assert replay.status_code == 422 and deliveries(wecom) == {"ann": 1}
+    assert [c.body["touser"] for c in wecom.calls_to(MESSAGE_SEND)] == ["zed", "ann", "zed"]
+
+
+RECOVERABLE = [
+    (MESSAGE_SEND, -1, 1), (MESSAGE_SEND, -1, 3), (MESSAGE_SEND, 45033, 2),
+    (MESSAGE_SEND, 45009, 1), (MESSAGE_SEND, 42001, 1), (MESSAGE_SEND, 40014, 1),
+    (MESSAGE_SEND, 41001, 1), (MESSAGE_SEND, 40014, 2),
+    (MESSAGE_SEND, "timeout", 1), (MESSAGE_SEND, "timeout_after_delivery", 2),
+    (MESSAGE_SEND, "timeout_after_delivery", 3),  # every attempt "maybe delivered": 503
+    (MESSAGE_SEND, "disconnect", 3), (MESSAGE_SEND, "http500", 1), (MESSAGE_SEND, "http503", 4),
+    (GETTOKEN, -1, 2), (GETTOKEN, "timeout", 1), (GETTOKEN, "disconnect", 3),
+    (GETTOKEN, 45009, 1), (USERID_BY_EMAIL, 45033, 4), (USERID_BY_EMAIL, "http502", 1),
+]
+PERMANENT = [
+    (MESSAGE_SEND, 40001), (MESSAGE_SEND, 40013), (MESSAGE_SEND, 60020),
+    (MESSAGE_SEND, 301002), (MESSAGE_SEND, 40056), (MESSAGE_SEND, 48002),
+    (MESSAGE_SEND, 81013), (MESSAGE_SEND, "http400"), (GETTOKEN, 40001), (GETTOKEN, 40013),
+    (GETTOKEN, 60020), (USERID_BY_EMAIL, 60020),
+]
+
+
+@pytest.mark.parametrize("endpoint, fault, times", RECOVERABLE)
+def test_recoverable_faults_end_in_exactly_one_delivery(ff, wecom, endpoint, fault, times):
+    if endpoint == GETTOKEN:
+        wecom.revoke_tokens()  # make the function fetch a token while the fault is on
+    wecom.inject(endpoint, fault, times=times)
+    answers = deliver(ff, approval_pending())
+    assert answers[-1].status_code == 202, [(a.status_code, a.text) for a in answers]
+    assert all(a.status_code >= 500 or a.status_code in RETRIED for a in answers[:-1])
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    assert wecom.pending_faults(endpoint) == 0
+
+
+@pytest.mark.parametrize("endpoint, fault", PERMANENT)
+def test_permanent_faults_end_in_a_dead_letterable_4xx(ff, wecom, endpoint, fault):
+    if endpoint == GETTOKEN:
+        wecom.revoke_tokens()
+    wecom.inject(endpoint, fault)
+    answers = deliver(ff, approval_pending())
+    assert len(answers) == 1
+    answer = answers[0]
+    assert 400 <= answer.status_code < 500 and answer.status_code not in RETRIED
+    assert answer.status_code == 422
+    expected = f"errcode {fault}" if isinstance(fault, int) else "HTTP 400"
+    assert expected in answer.text and "\n" not in answer.text.strip()
+    if fault == 60020:
+        assert "from ip: 127.0.0.1" in answer.text
+    assert not wecom.delivered
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("body, headers, reason", [
+    (b'{"event": {"type": "t"}, "recipients": []}',
+     factory.binary_headers(type="dev.katanomi.cloudevents.kubeevent.x.y.v1alpha1"),
+     "unsupported event type"),
+    (b"[1, 2]", factory.binary_headers(type=factory.NOTIFICATION_REQUESTED),
+     "must be a JSON object"),
+    (b'{"event": {"type": "t"}}', factory.binary_headers(type=factory.NOTIFICATION_REQUESTED),
+     "data.recipients must be a list"),
+    (b'{"event": {"type": "t"}, "recipients": [{"subscriber": {}}]}',
+     factory.binary_headers(type=factory.NOTIFICATION_REQUESTED), "subscriber.name"),
+    (b"not json", factory.binary_headers(type=factory.NOTIFICATION_REQUESTED), "not valid JSON"),
+    (b"hello", {"Content-Type": "text/plain"}, "not a CloudEvent"),
+])
+def test_bad_input_is_400_with_a_reason(ff, wecom, body, headers, reason):
+    answer = factory.post_raw(ff.url, body, headers)
+    assert answer.status_code == 400
+    assert reason in answer.text and answer.text.count("\n") == 1
+    assert wecom.calls == []
+
+
+def test_health_endpoints(ff):
+    assert requests.get(ff.url + "/health/liveness", timeout=5).status_code == 200
+    assert requests.get(ff.url + "/health/readiness", timeout=5).status_code == 200
+
+
+# ---------------------------------------------------------------- logs (keep last)
+
+
+def test_no_secret_or_token_in_any_log_line(ff, parliament, from_secret, wecom, issued_tokens):
+    wecom.revoke_tokens()
+    assert factory.post(from_secret.url, approval_pending()).status_code == 202
+    issued_tokens.update(c.response["access_token"] for c in wecom.calls_to(GETTOKEN)
+                         if c.response and c.response.get("access_token"))
+    assert len(issued_tokens) >= 2
+    # the scan means something: token refreshes, retries and refusals were all logged
+    messages = {r.get("message") for r in ff.log_records()}
+    assert {"handled", "rejected", "failed", "WeCom call failed; retrying"} <= messages
+    for proc in (ff, parliament, from_secret):
+        output = proc.output()
+        assert '"message": "handled"' in output
+        for value in (SECRET, b64(SECRET), *issued_tokens):
+            assert value not in output, proc.runtime

@@ -1,0 +1,307 @@
+"""Rendering: the shipped templates, the sandbox, WeCom's size limits, the fallback text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from corpwechat_notifier.render import (
+    CONTENT_LIMIT,
+    DESCRIPTION_LIMIT,
+    TITLE_LIMIT,
+    URL_LIMIT,
+    Renderer,
+    RenderError,
+    TemplateSpec,
+    build_message,
+    fallback_message,
+    parse_template,
+    template_context,
+    truncate_utf8,
+    utf8_len,
+)
+from corpwechat_notifier.templates import parse_mapping
+from tests.corpwechat_notifier.support import (
+    CRD_FILE,
+    PLATFORM_URL,
+    TEMPLATE_FILE,
+    installed_templates,
+)
+from tests.support import factory
+from tests.support.seed import example
+
+REASONS = ("approvalpending", "approvaldenied", "running", "failed")
+RUN_URL = f"{PLATFORM_URL}/console-devops/workspace/devops/artifactpromotionruns/my-promotion"
+
+
+def event_dict(reason: str = "approvalpending", **kwargs: Any) -> dict[str, Any]:
+    """The enriched event as a template sees it (structured JSON: attributes + data)."""
+    return factory.as_json(factory.enriched_event(reason, **kwargs))
+
+
+def render(spec: TemplateSpec, event: dict[str, Any] | None = None,
+           subscriber: dict[str, Any] | None = None, platform_url: str = ""):
+    renderer = Renderer()
+    return renderer.render(renderer.compile(spec),
+                           template_context(event or event_dict(), subscriber, platform_url))
+
+
+def text_spec(content: str, **fields: str) -> TemplateSpec:
+    return TemplateSpec(name="test", msgtype=fields.pop("msgtype", "text"), content=content,
+                        **fields)
+
+
+# ---------------------------------------------------------------- the shipped file
+
+
+def test_template_file_has_no_dollar_but_the_platform_url():
+    text = TEMPLATE_FILE.read_text(encoding="utf-8")
+    assert text.count("${PLATFORM_URL}") == 4
+    assert text.count("$") == 4
+
+
+def test_envsubst_output_holds_the_four_seed_templates(templates):
+    mapping = parse_mapping(yaml.safe_load(example("seed-katanomi-config-patch.yaml"))
+                            ["data"]["notification.templates"])
+    assert sorted(mapping) == sorted(factory.KUBEEVENT.format(r) for r in REASONS)
+    assert sorted(templates) == sorted(mapping.values())
+    for doc in templates.values():
+        assert doc["apiVersion"] == "core.katanomi.dev/v1alpha1"
+        assert doc["kind"] == "NotificationTemplate"
+        assert doc["metadata"]["namespace"] == "cpaas-system"
+        assert doc["spec"]["corpwechat"]["msgtype"] == "textcard"
+        assert PLATFORM_URL in doc["spec"]["corpwechat"]["url"]
+        assert "$" not in yaml.safe_dump(doc, allow_unicode=True)
+
+
+def test_templates_are_valid_against_the_crd(templates):
+    crd = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
+    assert crd["metadata"]["name"] == "notificationtemplates.core.katanomi.dev"
+    assert crd["spec"]["scope"] == "Namespaced"
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for doc in templates.values():
+        jsonschema.validate(doc, schema)
+    bad = {**next(iter(templates.values()))}
+    bad["spec"] = {"corpwechat": {"msgtype": "news", "content": "x"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_seed_templates_render_a_complete_bilingual_card(templates, reason):
+    spec = parse_template(templates[f"kubeevent.artifactpromotionrun.{reason}"])
+    message = render(spec, event_dict(reason, message="image scan failed"
+                                      if reason in ("failed", "approvaldenied") else None))
+    assert message.msgtype == "textcard"
+    title, description = message.get("title"), message.get("description")
+    assert "制品晋级" in title and "Artifact promotion" in title
+    # who asked, what artifact, from where to where, which run
+    for expected in ("申请人", "Requested by", "alice", "制品", "Artifact",
+                     "registry.example.com/devops/app:v1.2.3", "From",
+                     "registry.example.com/devops/app", "To", "registry.example.com/prod/app",
+                     "devops/my-promotion"):
+        assert expected in description, (reason, expected)
+    assert message.get("url") == RUN_URL
+    if reason in ("failed", "approvaldenied"):
+        assert "image scan failed" in description
+    assert utf8_len(title) <= TITLE_LIMIT and utf8_len(description) <= DESCRIPTION_LIMIT
+    assert "None" not in description and "{{" not in description
+
+
+def test_each_template_says_what_happened(templates):
+    titles = {reason: render(parse_template(templates[f"kubeevent.artifactpromotionrun.{reason}"]),
+                             event_dict(reason)).get("title") for reason in REASONS}
+    assert "审批" in titles["approvalpending"] and "approval" in titles["approvalpending"]
+    assert "拒绝" in titles["approvaldenied"] and "denied" in titles["approvaldenied"]
+    assert "执行" in titles["running"] and "running" in titles["running"]
+    assert "失败" in titles["failed"] and "failed" in titles["failed"]
+
+
+def test_templates_installed_without_platform_url_use_the_notifier_setting():
+    docs = {d["metadata"]["name"]: d for d in installed_templates(platform_url=None)}
+    spec = parse_template(docs["kubeevent.artifactpromotionrun.running"])
+    message = render(spec, event_dict("running"), platform_url="https://console.example.org")
+    assert message.get("url") == ("https://console.example.org/console-devops/workspace/devops/"
+                                  "artifactpromotionruns/my-promotion")
+
+
+def test_templates_survive_an_object_with_missing_fields(templates):
+    obj = factory.promotion_run()
+    del obj["status"]
+    del obj["spec"]
+    spec = parse_template(templates["kubeevent.artifactpromotionrun.approvalpending"])
+    message = render(spec, event_dict(obj=obj))
+    assert "Requested by: -" in message.get("description")
+    assert "devops/my-promotion" in message.get("description")
+    assert "None" not in message.get("description")
+
+
+def test_templates_survive_a_deleted_object(templates):
+    event = event_dict("failed", message="gone")
+    event["data"]["object"] = None
+    spec = parse_template(templates["kubeevent.artifactpromotionrun.failed"])
+    message = render(spec, event)
+    assert message.get("url") == RUN_URL  # from the event's attributes
+    assert "gone" in message.get("description")
+
+
+def test_values_are_data_never_template_code(templates):
+    obj = factory.promotion_run(requester="{{ 7*7 }}{% raw %}", artifact="{{ ''.__class__ }}")
+    spec = parse_template(templates["kubeevent.artifactpromotionrun.approvaldenied"])
+    description = render(spec, event_dict("approvaldenied", obj=obj)).get("description")
+    assert "{{ 7*7 }}{% raw %}" in description and "49" not in description
+    assert "{{ ''.__class__ }}" in description
+
+
+# ---------------------------------------------------------------- the sandbox
+
+SSTI = [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ joiner.__init__.__globals__.os }}",
+    "{{ lipsum.__globals__['os'].popen('id').read() }}",
+    "{{ self._TemplateReference__context }}",
+    "{{ self.__init__.__globals__ }}",
+    "{{ namespace.__init__.__globals__ }}",
+    "{{ range.__self__ }}",
+    "{{ event.__class__.__base__ }}",
+    "{{ event['__class__'] }}",
+    "{{ event|attr('__class__') }}",
+    "{{ event.data|attr('\\x5f\\x5fclass\\x5f\\x5f') }}",
+    "{{ [event]|map(attribute='__class__')|list }}",
+    "{{ '{0.__class__}'.format(event) }}",
+    "{{ subscriber.name.__class__ }}",
+    "{{ undefined_thing.__class__ }}",
+    "{{ event.update({'type': 'x'}) }}",
+    "{{ event.data.object.metadata.labels.clear() }}",
+    "{{ 'x' * 10000000 }}",
+    "{{ 9 ** 9999999 }}",
+]
+
+
+@pytest.mark.parametrize("payload", SSTI)
+def test_template_injection_is_refused(payload):
+    with pytest.raises(RenderError, match=r"refused by the sandbox|not allowed|unsafe"):
+        render(text_spec(payload), subscriber={"name": "bob"})
+
+
+def test_a_syntax_error_is_a_render_error():
+    with pytest.raises(RenderError, match="test"):
+        Renderer().compile(text_spec("{{ event.type "))
+
+
+def test_plain_jinja_still_works():
+    message = render(text_spec(
+        "{% for u in event.data.object.status.artifactPromotionSpec.approvalSpec.users %}"
+        "{{ u.name }}{{ ', ' if not loop.last }}{% endfor %} / {{ event.get('type') | upper }}"
+        " / {{ event.data.object.metadata.labels.app }} / {{ missing.deep.path | default('-') }}"))
+    assert message.get("content") == (
+        "admin, bob / " + factory.KUBEEVENT.format("approvalpending").upper() + " / demo / -")
+
+
+def test_subscriber_use_is_detected_and_rendered():
+    renderer = Renderer()
+    personal = renderer.compile(text_spec("Hi {{ subscriber.name }} ({{ subscriber.info.mail }})"))
+    shared = renderer.compile(text_spec("{{ event.type }}"))
+    assert personal.uses_subscriber and not shared.uses_subscriber
+    context = template_context(event_dict(), {"name": "bob", "info": {"mail": "b@x"}}, "")
+    assert renderer.render(personal, context).get("content") == "Hi bob (b@x)"
+
+
+def test_rendering_output_is_bounded():
+    message = render(text_spec("{% for i in range(100000) %}中文{% endfor %}"))
+    assert utf8_len(message.get("content")) <= CONTENT_LIMIT
+    assert message.get("content").endswith("…")
+
+
+@pytest.mark.parametrize("section, error", [
+    ({"msgtype": "news", "content": "x"}, "msgtype"),
+    ({"msgtype": "text", "content": 5}, "must be a string"),
+    ({"msgtype": "text"}, "neither title nor content"),
+    (None, "no spec.corpwechat"),
+])
+def test_unusable_templates_are_refused(section, error):
+    obj = {"metadata": {"name": "t"}, "spec": {} if section is None else {"corpwechat": section}}
+    with pytest.raises(RenderError, match=error):
+        parse_template(obj)
+
+
+# ---------------------------------------------------------------- limits
+
+
+@pytest.mark.parametrize("text, limit, expected", [
+    ("中" * 682, CONTENT_LIMIT, "中" * 682),            # 2046 bytes: fits
+    ("中" * 682 + "ab", CONTENT_LIMIT, "中" * 682 + "ab"),  # exactly 2048 bytes
+    ("中" * 683, CONTENT_LIMIT, "中" * 681 + "…"),      # 2049 bytes: cut, mark fits
+    ("a" * 2049, CONTENT_LIMIT, "a" * 2045 + "…"),
+    ("中" * 43, TITLE_LIMIT, "中" * 41 + "…"),          # 129 bytes
+    ("a中" * 200, DESCRIPTION_LIMIT, None),
+    ("😀" * 600, URL_LIMIT, "😀" * 511 + "…"),
+    ("abc", 2, "ab"),                                   # no room for the mark
+])
+def test_truncation_cuts_on_character_boundaries(text, limit, expected):
+    result = truncate_utf8(text, limit)
+    assert utf8_len(result) <= limit
+    result.encode("utf-8").decode("utf-8")  # valid UTF-8
+    if expected is not None:
+        assert result == expected
+    else:
+        assert result.endswith("…") and text.startswith(result[:-1])
+
+
+def test_textcard_fields_are_cut_to_their_limits():
+    message = build_message("textcard", title="标题" * 100, content="内容" * 1000,
+                            url="https://x/" + "中" * 1000, btntxt="查看详情按钮")
+    assert utf8_len(message.get("title")) <= TITLE_LIMIT
+    assert utf8_len(message.get("description")) <= DESCRIPTION_LIMIT
+    assert utf8_len(message.get("url")) <= URL_LIMIT
+    assert message.get("btntxt") == "查看详情"
+    for name in ("title", "description", "url"):
+        assert message.get(name).endswith("…")
+
+
+def test_long_text_keeps_its_link():
+    message = build_message("text", title="标题", content="长" * 3000, url=RUN_URL)
+    content = message.get("content")
+    assert utf8_len(content) <= CONTENT_LIMIT
+    assert content.endswith("…\n" + RUN_URL)
+    markdown = build_message("markdown", title="T", content="x" * 5000, url=RUN_URL)
+    assert utf8_len(markdown.get("content")) <= CONTENT_LIMIT
+    assert markdown.get("content").endswith(f"({RUN_URL})")
+
+
+def test_textcard_without_url_becomes_text():
+    message = build_message("textcard", title="T", content="body", url="  ")
+    assert message.msgtype == "text" and message.get("content") == "T\nbody"
+
+
+def test_an_empty_rendering_is_an_error():
+    with pytest.raises(RenderError, match="empty"):
+        render(text_spec("{{ nothing }}  "))
+
+
+# ---------------------------------------------------------------- fallback
+
+
+def test_fallback_message_names_the_event_bilingually():
+    event = event_dict("failed", message="pull denied")
+    message = fallback_message(event, PLATFORM_URL)
+    content = message.get("content")
+    assert message.msgtype == "text"
+    for expected in ("通知", "Notification", "ArtifactPromotionRun", "devops/my-promotion",
+                     "Failed", factory.KUBEEVENT.format("failed"), "消息 Message: pull denied",
+                     RUN_URL):
+        assert expected in content
+
+
+def test_fallback_message_survives_any_shape():
+    assert fallback_message({"type": "x"}).get("content").startswith("【通知 Notification】")
+    weird = {"type": "t", "data": {"event": "nope", "object": 5}, "eventreason": None}
+    assert "Event" in fallback_message(weird, "").get("content")
+    other = event_dict()
+    other["involvedobjectkind"] = "Pod"
+    assert fallback_message(other, PLATFORM_URL).get("content").endswith("\n" + PLATFORM_URL)
