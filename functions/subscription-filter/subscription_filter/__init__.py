@@ -1,0 +1,1 @@
+"""subscription-filter: match enriched kube events against personal ClusterSubscriptions."""

@@ -1,0 +1,124 @@
+"""The filter's handler: core matching plus its dependencies (the subscription store
+and SubjectAccessReview)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+from . import core
+from .celengine import Engine, select
+from .config import Config
+from .rbac import AccessReviewer
+from .shared import logs
+from .shared.events import Outcome
+from .shared.kube import Kube
+from .store import SubscriptionStore
+from .subscriptions import Compiler, Subscription
+
+# How long a request or a readiness probe waits for the first list at start.
+STARTUP_WAIT_SECONDS = 5.0
+
+
+class SubscriptionFilter:
+    def __init__(self, config: Config, kube: Kube, engine: Engine) -> None:
+        self.config = config
+        self.kube = kube
+        self.engine = engine
+        self.compiler = Compiler(engine)
+        self.reviewer = (AccessReviewer(kube, config.rbac_cache_seconds)
+                         if config.rbac_check else None)
+        self.startup_wait = STARTUP_WAIT_SECONDS
+        self.store = self._new_store()
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _new_store(self) -> SubscriptionStore:
+        return SubscriptionStore(
+            self.kube, self.compiler, watch_timeout=self.config.watch_timeout_seconds,
+            retry_seconds=self.config.watch_retry_seconds,
+            write_status=self.config.status_updates,
+        )
+
+    def start(self) -> None:
+        """Start the watch in this process (again after a fork: threads do not survive it)."""
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._lock:
+            if self._pid == pid:
+                return
+            if self._pid is not None:
+                self.store = self._new_store()
+            self.store.start()
+            self._pid = pid
+            logs.info("subscription filter started", cel_engine=self.engine.name,
+                      rbac_check=self.config.rbac_check)
+
+    def stop(self) -> None:
+        self.store.stop()
+
+    def ready(self) -> bool:
+        """True once the first list is loaded; a cold start waits briefly for it, so the
+        first event after scaling from zero is served instead of refused."""
+        self.start()
+        return self.store.ready() or self.store.wait_ready(self.startup_wait)
+
+    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+        self.start()
+        enriched = core.parse_enriched(event)
+        snapshot = self.store.snapshot()
+        result = core.match(snapshot.index, enriched, self.engine)
+        for error in result.errors:
+            logs.warning("filter could not be evaluated; treated as no match",
+                         id=enriched.id, subscription=error.subscription, where=error.where,
+                         error=error.message)
+        recipients, denied = self._readers(result.matched, enriched)
+        fields: dict[str, Any] = {
+            "object": enriched.object_ref, "candidates": result.candidates,
+            "matched": [s.name for s in result.matched], "denied": denied or None,
+        }
+        if not recipients:
+            return Outcome.ack("no recipient", **fields)
+        reply = core.notification(event, recipients)
+        return Outcome.reply(reply, recipients=[s.name for s in recipients],
+                             notification_id=reply["id"], **fields)
+
+    def _readers(self, matched: Sequence[Subscription],
+                 enriched: core.Enriched) -> tuple[list[Subscription], list[str]]:
+        """The matched subscriptions whose subscriber may ``get`` the object."""
+        if not matched or self.reviewer is None:
+            return list(matched), []
+        target = self.reviewer.target(enriched)
+        allowed: list[Subscription] = []
+        denied: list[str] = []
+        for sub in matched:
+            ok, reason = self.reviewer.allowed(sub.subscriber, target)
+            if ok:
+                allowed.append(sub)
+            else:
+                denied.append(sub.name)
+                logs.info("recipient dropped: may not read the object", id=enriched.id,
+                          subscription=sub.name, subscriber=sub.subscriber.name,
+                          object=enriched.object_ref, reason=reason or None)
+        return allowed, denied
+
+
+def build(environ: Mapping[str, str] | None = None, *, kube: Kube | None = None,
+          start: bool = False) -> SubscriptionFilter:
+    """Read configuration and set up clients.
+
+    The watch starts on the first readiness probe or request, in the process that
+    serves it (functions-framework forks its worker after importing ``main.py``).
+    ``start=True`` starts it now: parliament serves in the process that built it.
+    """
+    logs.configure()
+    config = Config.from_env(environ)
+    function = SubscriptionFilter(config, kube or Kube(), select(config.cel_engine))
+    if start:
+        function.start()
+    return function

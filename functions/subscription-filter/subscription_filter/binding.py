@@ -1,0 +1,336 @@
+"""``$(subscriber.<field>)`` in a CEL filter is bound as data, never pasted as text.
+
+A small scanner that knows CEL's lexical rules for string literals and comments
+rewrites each placeholder into a reference to a bound variable before the
+expression is compiled:
+
+* ``"$(subscriber.name)"`` (the whole literal)  → ``(__subscriber__["name"])``
+* ``"team-$(subscriber.name)"``                  → ``("team-" + __subscriber__["name"])``
+* a bare ``$(subscriber.name)`` outside literals → ``(__subscriber__["name"])``
+
+The field path is the only text that reaches the compiled expression, and it is
+restricted to ``[A-Za-z0-9_-]`` segments, so nothing a subscriber's data holds
+(quotes, operators, comments) can change what an expression means. Bytes
+literals and comments are left alone. Every path must name a text field of
+``spec.subscriber`` (``name``, ``kind``, ``apiGroup``, ``info.mail`` …); an
+unknown path is a compile error, so a typo shows in the subscription's status
+instead of silently never matching.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+BINDING_VARIABLE = "__subscriber__"
+PLACEHOLDER = re.compile(r"\$\(subscriber((?:\.[A-Za-z0-9_-]+)+)\)")
+MAX_BINDING_DEPTH = 16
+_PREFIXES = frozenset(
+    {"r", "R", "b", "B", "rb", "rB", "Rb", "RB", "br", "bR", "Br", "BR"}
+)
+_IDENT_START = re.compile(r"[A-Za-z_]")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\", "'": "'", '"': '"', "`": "`", "?": "?",
+}
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
+class BindingError(ValueError):
+    """A placeholder or literal that cannot be bound (reported as a compile error)."""
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A string or bytes literal as written, split into its parts."""
+
+    prefix: str
+    quote: str
+    body: str
+    closed: bool
+
+    @property
+    def raw(self) -> bool:
+        return "r" in self.prefix.lower()
+
+    @property
+    def is_bytes(self) -> bool:
+        return "b" in self.prefix.lower()
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.quote + self.body + (self.quote if self.closed else "")
+
+
+@dataclass(frozen=True)
+class Token:
+    """``kind`` is ``literal``, ``comment``, ``placeholder``, ``ident`` or ``char``."""
+
+    kind: str
+    text: str
+    literal: Literal | None = None
+
+
+def scan(expression: str) -> Iterator[Token]:
+    """Split ``expression`` into literals, comments, bare placeholders, identifiers and
+    single characters (enough of CEL's lexer to know what is inside a literal)."""
+    i, n = 0, len(expression)
+    while i < n:
+        ch = expression[i]
+        if expression.startswith("//", i):
+            end = expression.find("\n", i)
+            end = n if end < 0 else end
+            yield Token("comment", expression[i:end])
+            i = end
+            continue
+        prefix = ""
+        start = i
+        if _IDENT_START.match(ch):
+            ident = _IDENT.match(expression, i)
+            assert ident is not None
+            word = ident.group(0)
+            after = ident.end()
+            if word in _PREFIXES and after < n and expression[after] in "\"'":
+                prefix, i = word, after
+            else:
+                yield Token("ident", word)
+                i = after
+                continue
+        ch = expression[i]
+        if ch in "\"'":
+            literal, i = _literal(expression, i, prefix)
+            yield Token("literal", expression[start:i], literal)
+            continue
+        if ch == "$":
+            placeholder = PLACEHOLDER.match(expression, i)
+            if placeholder is not None:
+                yield Token("placeholder", placeholder.group(0))
+                i = placeholder.end()
+                continue
+        yield Token("char", ch)
+        i += 1
+
+
+def _literal(expression: str, i: int, prefix: str) -> tuple[Literal, int]:
+    quote = expression[i] * 3 if expression.startswith(expression[i] * 3, i) else expression[i]
+    raw = "r" in prefix.lower()
+    k, n = i + len(quote), len(expression)
+    body_start = k
+    while k < n:
+        if expression.startswith(quote, k):
+            return Literal(prefix, quote, expression[body_start:k], True), k + len(quote)
+        if len(quote) == 1 and expression[k] in "\r\n":
+            break
+        k += 2 if (not raw and expression[k] == "\\") else 1
+    # Unterminated: hand the rest over unchanged; the engine reports the syntax error.
+    return Literal(prefix, quote, expression[body_start:], False), n
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the limits look at, outside literals and comments."""
+
+    nesting: int
+    logical_operators: int
+    unary_run: int
+
+
+def shape(expression: str) -> Shape:
+    """Deepest ``( [ {`` nesting, the number of ``&&``/``||``, and the longest run of
+    prefix ``!``/``-`` operators."""
+    tokens = [t for t in scan(expression)
+              if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    depth = deepest = logical = run = longest = 0
+    pending_second = False
+    for i, token in enumerate(tokens):
+        ch = token.text if token.kind == "char" else ""
+        following = tokens[i + 1].text if i + 1 < len(tokens) else ""
+        if not ch:
+            run = 0
+        elif ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch in "&|" and following == ch and not pending_second:
+            logical += 1
+        pending_second = ch in "&|" and following == ch and not pending_second
+        if ch == "-" or (ch == "!" and following != "="):
+            run += 1
+            longest = max(longest, run)
+        else:
+            run = 0
+    return Shape(deepest, logical, longest)
+
+
+def nesting_depth(expression: str) -> int:
+    """Deepest nesting of ``( [ {`` outside literals and comments."""
+    return shape(expression).nesting
+
+
+def check_escapes(expression: str) -> None:
+    """``BindingError`` for an invalid escape in any non-raw string or bytes literal."""
+    for token in scan(expression):
+        literal = token.literal
+        if literal is not None and literal.closed and not literal.raw:
+            decode(literal.body)
+
+
+def reference(path: str, variable: str = BINDING_VARIABLE) -> str:
+    """CEL that reads the bound field ``path`` (``info.mail`` → ``v["info"]["mail"]``)."""
+    return variable + "".join(f'["{segment}"]' for segment in path.split("."))
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    expression: str
+    fields: tuple[str, ...]
+
+
+def rewrite(expression: str, variable: str = BINDING_VARIABLE) -> Rewritten:
+    """Replace every placeholder with a reference to ``variable`` (see the module doc)."""
+    out: list[str] = []
+    fields: list[str] = []
+
+    def use(path: str) -> str:
+        if path not in fields:
+            fields.append(path)
+        return reference(path, variable)
+
+    for token in scan(expression):
+        if token.kind == "literal" and token.literal is not None:
+            out.append(_rewrite_literal(token.literal, use))
+        elif token.kind == "placeholder":
+            match = PLACEHOLDER.fullmatch(token.text)
+            assert match is not None
+            out.append(f"({use(match.group(1)[1:])})")
+        else:
+            out.append(token.text)
+    return Rewritten("".join(out), tuple(fields))
+
+
+def _rewrite_literal(literal: Literal, use: Callable[[str], str]) -> str:
+    if literal.is_bytes or not literal.closed:
+        return literal.text
+    pieces = list(_split_body(literal.body, literal.raw))
+    if not any(kind == "field" for kind, _ in pieces):
+        return literal.text
+    parts: list[str] = []
+    for kind, value in pieces:
+        if kind == "field":
+            parts.append(use(value))
+        else:
+            text = value if literal.raw else decode(value)
+            if text:
+                parts.append(encode(text))
+    return "(" + " + ".join(parts) + ")"
+
+
+def _split_body(body: str, raw: bool) -> Iterator[tuple[str, str]]:
+    """(``text``, source) and (``field``, path) pieces; escapes are never split."""
+    start = k = 0
+    while k < len(body):
+        if not raw and body[k] == "\\":
+            k += 2
+            continue
+        if body[k] == "$":
+            match = PLACEHOLDER.match(body, k)
+            if match is not None:
+                if k > start:
+                    yield "text", body[start:k]
+                yield "field", match.group(1)[1:]
+                k = start = match.end()
+                continue
+        k += 1
+    if start < len(body):
+        yield "text", body[start:]
+
+
+def decode(source: str) -> str:
+    """The value of a non-raw CEL string literal's body."""
+    out: list[str] = []
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise BindingError("string literal ends with a lone backslash")
+        esc = source[i + 1]
+        if esc in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[esc])
+            i += 2
+        elif esc in "xXuU":
+            width = {"x": 2, "X": 2, "u": 4, "U": 8}[esc]
+            digits = source[i + 2:i + 2 + width]
+            if len(digits) != width or not _HEX.fullmatch(digits):
+                raise BindingError(f"invalid escape \\{esc}{digits} in a string literal")
+            code = int(digits, 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise BindingError(f"invalid code point \\{esc}{digits} in a string literal")
+            out.append(chr(code))
+            i += 2 + width
+        elif esc in "0123":
+            digits = source[i + 1:i + 4]
+            if len(digits) != 3 or any(d not in "01234567" for d in digits):
+                raise BindingError(f"invalid octal escape \\{digits} in a string literal")
+            out.append(chr(int(digits, 8)))
+            i += 4
+        else:
+            raise BindingError(f"invalid escape \\{esc} in a string literal")
+    return "".join(out)
+
+
+def encode(text: str) -> str:
+    """A double-quoted CEL string literal whose value is ``text``."""
+    out = ['"']
+    for ch in text:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def subscriber_binding(subscriber: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec.subscriber`` as bound to CEL: scalar leaves become text, nulls are dropped."""
+
+    def convert(value: Any, depth: int) -> Any:
+        if depth > MAX_BINDING_DEPTH:
+            raise BindingError(f"spec.subscriber is nested deeper than {MAX_BINDING_DEPTH} levels")
+        if isinstance(value, Mapping):
+            return {str(k): convert(v, depth + 1) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [convert(v, depth + 1) for v in value if v is not None]
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    result = convert(subscriber, 0)
+    return result if isinstance(result, dict) else {}
+
+
+def resolve(binding: Mapping[str, Any], path: str) -> str:
+    """The text a placeholder stands for; ``BindingError`` if it names no text field."""
+    value: Any = binding
+    for segment in path.split("."):
+        if not isinstance(value, Mapping) or segment not in value:
+            raise BindingError(f"$(subscriber.{path}): spec.subscriber.{path} is not set")
+        value = value[segment]
+    if not isinstance(value, str):
+        raise BindingError(f"$(subscriber.{path}): spec.subscriber.{path} is not a text field")
+    return value

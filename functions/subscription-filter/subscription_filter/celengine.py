@@ -1,0 +1,501 @@
+"""CEL behind one small adapter, with two engines that pass one conformance suite.
+
+* ``celpy`` (cel-python): pure Python, always installed.
+* ``cel-expr`` (cel-expr-python, Google's cel-cpp binding): much faster; used when
+  importable (``CEL_ENGINE=auto``) or when asked for (``CEL_ENGINE=cel-expr``).
+
+Both see the same variables: ``ce`` (the CloudEvent: attributes, extensions and
+``data``), ``subscriber`` (``spec.subscriber`` with text leaves) and the internal
+``__subscriber__`` that ``$(subscriber.*)`` placeholders are rewritten to.
+
+Absurd expressions are refused at compile time, before either engine sees them, by
+the same lexical rules for both: at most ``MAX_EXPRESSION_BYTES`` bytes, brackets
+nested at most ``MAX_NESTING`` deep, at most ``MAX_LOGICAL`` ``&&``/``||`` operators,
+at most ``MAX_UNARY_RUN`` ``!``/``-`` in a row, and valid string escapes (cel-python
+is lenient about invalid ones, cel-cpp is not). Then each engine keeps its own
+depth limit: cel-cpp refuses chains nested over 32 levels while parsing, and for
+cel-python the abstract syntax tree is measured on its parse tree (built without
+recursion) and refused over ``MAX_DEPTH`` levels. So neither a recursion limit nor
+a native stack can be reached by a subscription's text, and both engines refuse
+the same absurd expressions.
+
+Results: ``True`` matches; ``False`` does not; an evaluation error or a non-bool
+result raises ``CelEvalError`` (the caller treats it as "does not match").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .binding import BINDING_VARIABLE, BindingError, check_escapes, shape
+
+MAX_EXPRESSION_BYTES = 4096
+MAX_NESTING = 32
+MAX_DEPTH = 32
+MAX_LOGICAL = 64
+MAX_UNARY_RUN = 8
+MAX_DATA_DEPTH = 64
+VARIABLES = ("ce", "subscriber", BINDING_VARIABLE)
+ENGINES = ("celpy", "cel-expr")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class CelError(Exception):
+    """Carries a one-line message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split())[:500])
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class CelCompileError(CelError):
+    pass
+
+
+class CelEvalError(CelError):
+    pass
+
+
+class Program(Protocol):
+    source: str
+
+    def evaluate(self, activation: Any) -> bool:
+        """``True``/``False``; ``CelEvalError`` for errors and non-bool results."""
+        ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def compile(self, expression: str) -> Program: ...
+
+    def value(self, plain_value: Any) -> Any:
+        """A plain JSON value (see ``plain``) in this engine's own representation."""
+        ...
+
+    def activation(self, values: Mapping[str, Any]) -> Any:
+        """Variables (already converted with ``value``) ready for ``Program.evaluate``."""
+        ...
+
+
+# --------------------------------------------------------------------- shared rules
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """JSON data as both engines read it alike.
+
+    Integers outside int64 become doubles (no engine has bigger ints); mapping keys
+    become text; anything else that is not JSON (e.g. a datetime) becomes its text.
+    ``ValueError`` beyond ``MAX_DATA_DEPTH`` levels.
+    """
+    if depth > MAX_DATA_DEPTH:
+        raise ValueError(f"data is nested deeper than {MAX_DATA_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, depth + 1) for v in value]
+    return str(value)
+
+
+_parse_lock = threading.Lock()
+_parse_env: Any = None
+
+
+def _parser() -> Any:
+    global _parse_env
+    if _parse_env is None:
+        import celpy
+
+        _parse_env = celpy.Environment()
+    return _parse_env
+
+
+# Parse-tree nodes that are an AST level of their own; the precedence levels
+# (conditionalor … member) only count when they hold an operator (two children).
+_ALWAYS = frozenset({
+    "member_dot", "member_dot_arg", "member_index", "member_object", "dot_ident_arg",
+    "ident_arg", "list_lit", "map_lit", "literal", "ident", "dot_ident",
+})
+# ``&&``/``||`` chains are not counted: cel-cpp balances them, and their length is
+# limited by ``MAX_LOGICAL`` instead.
+_OPERATOR_LEVELS = frozenset({"relation", "addition", "multiplication", "unary"})
+
+
+def check_limits(expression: str) -> None:
+    """The limits both engines apply before compiling; ``CelCompileError`` if refused."""
+    size = len(expression.encode("utf-8"))
+    if size > MAX_EXPRESSION_BYTES:
+        raise CelCompileError(
+            f"expression is {size} bytes, over the limit of {MAX_EXPRESSION_BYTES}"
+        )
+    if not expression.strip():
+        raise CelCompileError("expression is empty")
+    measured = shape(expression)
+    if measured.nesting > MAX_NESTING:
+        raise CelCompileError(
+            f"brackets are nested {measured.nesting} deep, over the limit of {MAX_NESTING}"
+        )
+    if measured.logical_operators > MAX_LOGICAL:
+        raise CelCompileError(
+            f"expression has {measured.logical_operators} && and || operators, over the "
+            f"limit of {MAX_LOGICAL}"
+        )
+    if measured.unary_run > MAX_UNARY_RUN:
+        raise CelCompileError(
+            f"{measured.unary_run} ! or - operators in a row, over the limit of "
+            f"{MAX_UNARY_RUN}"
+        )
+    try:
+        check_escapes(expression)
+    except BindingError as exc:
+        raise CelCompileError(str(exc)) from None
+
+
+def parse(expression: str) -> Any:
+    """cel-python's parse tree, within the limits and at most ``MAX_DEPTH`` deep."""
+    check_limits(expression)
+    from celpy.celparser import CELParseError
+
+    try:
+        with _parse_lock:
+            tree = _parser().compile(expression)
+    except CELParseError as exc:
+        raise CelCompileError(f"syntax error: {_parse_error(exc)}") from None
+    except RecursionError:
+        raise CelCompileError("expression is nested too deeply") from None
+    depth = tree_depth(tree)
+    if depth > MAX_DEPTH:
+        raise CelCompileError(f"expression is {depth} levels deep, over the limit of {MAX_DEPTH}")
+    return tree
+
+
+def _parse_error(exc: Exception) -> str:
+    """Position and what was unexpected, from cel-python's parse error (and lark's)."""
+    line = getattr(exc, "line", None)
+    column = getattr(exc, "column", None)
+    cause = exc.__cause__ or exc.__context__
+    what = "unexpected input"
+    token = getattr(cause, "token", None)
+    if token is not None:
+        what = ("unexpected end of expression" if getattr(token, "type", "") == "$END"
+                else f"unexpected {str(token)!r}")
+    elif getattr(cause, "char", None):
+        what = f"unexpected character {cause.char!r}"  # type: ignore[union-attr]
+    where = f"line {line}, column {column}: " if line is not None and column is not None else ""
+    return f"{where}{what}"
+
+
+def _children(node: Any) -> list[Any]:
+    return [c for c in getattr(node, "children", []) if c is not None]
+
+
+def tree_depth(tree: Any) -> int:
+    """AST depth of a cel-python parse tree, computed without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        kids = _children(node)
+        data = str(getattr(node, "data", ""))
+        counts = (
+            data in _ALWAYS
+            or (data in _OPERATOR_LEVELS and len(kids) == 2)
+            or (data == "expr" and len(kids) == 3)
+        )
+        depth += 1 if counts else 0
+        deepest = max(deepest, depth)
+        stack.extend((kid, depth) for kid in kids if hasattr(kid, "children"))
+    return deepest
+
+
+# ------------------------------------------------------------------------- celpy
+
+# Identifiers CEL knows without declarations (type names used as values).
+_TYPE_NAMES = frozenset({
+    "bool", "bytes", "double", "int", "list", "map", "null_type", "string", "type", "uint",
+    "dyn", "google",
+})
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+
+class CelPyProgram:
+    def __init__(self, source: str, runner: Any) -> None:
+        self.source = source
+        self._runner = runner
+
+    def evaluate(self, activation: Any) -> bool:
+        from celpy import celtypes
+        from celpy.evaluation import CELEvalError
+
+        try:
+            result = self._runner.evaluate(activation)
+        except CELEvalError as exc:
+            raise CelEvalError(_celpy_error(exc)) from None
+        except RecursionError:
+            raise CelEvalError("expression is too deeply nested to evaluate") from None
+        except Exception as exc:
+            raise CelEvalError(f"{type(exc).__name__}: {exc}") from None
+        if isinstance(result, CELEvalError):
+            raise CelEvalError(_celpy_error(result))
+        if not isinstance(result, celtypes.BoolType):
+            raise CelEvalError(f"result is {_celpy_type(result)}, not bool")
+        return bool(result)
+
+
+def _celpy_error(exc: Exception) -> str:
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
+def _celpy_type(value: Any) -> str:
+    name = type(value).__name__
+    return {"IntType": "int", "UintType": "uint", "DoubleType": "double",
+            "StringType": "string", "BytesType": "bytes", "ListType": "list",
+            "MapType": "map", "NoneType": "null"}.get(name, name)
+
+
+def _numeric_functions() -> dict[str, Any]:
+    """Numeric comparisons across int, uint and double, as cel-cpp does them."""
+    import operator
+
+    from celpy import celtypes
+    from celpy.evaluation import base_functions
+
+    numbers = (celtypes.IntType, celtypes.UintType, celtypes.DoubleType)
+
+    def mixed(a: Any, b: Any) -> bool:
+        return (
+            isinstance(a, numbers) and isinstance(b, numbers)
+            and not isinstance(a, celtypes.BoolType) and not isinstance(b, celtypes.BoolType)
+            and type(a) is not type(b)
+        )
+
+    def native(x: Any) -> int | float:
+        return float(x) if isinstance(x, celtypes.DoubleType) else int(x)
+
+    def wrap(name: str, op: Any) -> Any:
+        fallback = base_functions[name]
+
+        def compare(a: Any, b: Any) -> Any:
+            if mixed(a, b):
+                x, y = native(a), native(b)
+                if (isinstance(x, float) and math.isnan(x)) or (
+                    isinstance(y, float) and math.isnan(y)
+                ):
+                    return celtypes.BoolType(name == "_!=_")
+                return celtypes.BoolType(op(x, y))
+            return fallback(a, b)
+
+        return compare
+
+    return {
+        "_==_": wrap("_==_", operator.eq), "_!=_": wrap("_!=_", operator.ne),
+        "_<_": wrap("_<_", operator.lt), "_<=_": wrap("_<=_", operator.le),
+        "_>_": wrap("_>_", operator.gt), "_>=_": wrap("_>=_", operator.ge),
+    }
+
+
+class CelPyEngine:
+    """cel-python: interpreted, pure Python."""
+
+    name = "celpy"
+
+    def __init__(self) -> None:
+        from celpy.evaluation import base_functions
+
+        self._functions = _numeric_functions()
+        self._known_functions = frozenset(base_functions) | {"has", "dyn"} | _MACROS
+        with _parse_lock:
+            _parser()  # build the grammar now (about a second), not on the first compile
+
+    def compile(self, expression: str) -> Program:
+        tree = parse(expression)
+        self._check_references(tree)
+        try:
+            with _parse_lock:
+                runner = _parser().program(tree, functions=self._functions)
+        except RecursionError:
+            raise CelCompileError("expression is too deeply nested") from None
+        except Exception as exc:
+            raise CelCompileError(f"{type(exc).__name__}: {exc}") from None
+        return CelPyProgram(expression, runner)
+
+    def _check_references(self, tree: Any) -> None:
+        """Refuse undeclared variables and unknown functions at compile time, as the
+        cel-cpp type checker does (cel-python would only fail when evaluating)."""
+        bound: set[str] = set()
+        names: list[tuple[str, str]] = []
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            kids = _children(node)
+            data = str(getattr(node, "data", ""))
+            tokens = [str(k) for k in kids if not hasattr(k, "children")]
+            if data in ("ident", "dot_ident") and tokens:
+                names.append(("variable", tokens[0]))
+            elif data in ("ident_arg", "dot_ident_arg") and tokens:
+                names.append(("function", tokens[0]))
+            elif data == "member_dot_arg" and tokens:
+                names.append(("function", tokens[0]))
+                if tokens[0] in _MACROS:
+                    bound.update(_macro_variable(kids))
+            stack.extend(k for k in kids if hasattr(k, "children"))
+        for kind, name in names:
+            if kind == "variable" and name not in VARIABLES and name not in _TYPE_NAMES \
+                    and name not in bound:
+                raise CelCompileError(f"undeclared reference to '{name}'")
+            if kind == "function" and name not in self._known_functions:
+                raise CelCompileError(f"undeclared reference to function '{name}'")
+
+    def value(self, plain_value: Any) -> Any:
+        from celpy.adapter import json_to_cel
+
+        return json_to_cel(plain_value)
+
+    def activation(self, values: Mapping[str, Any]) -> Any:
+        return dict(values)
+
+
+def _macro_variable(kids: list[Any]) -> set[str]:
+    """The iteration variable of ``x.exists(v, …)``: the first argument when it is a
+    bare identifier."""
+    exprlists = [k for k in kids if str(getattr(k, "data", "")) == "exprlist"]
+    if not exprlists:
+        return set()
+    args = _children(exprlists[0])
+    if not args:
+        return set()
+    node = args[0]
+    while True:
+        kids = [k for k in _children(node) if hasattr(k, "children")]
+        if str(getattr(node, "data", "")) == "ident":
+            tokens = [str(k) for k in _children(node) if not hasattr(k, "children")]
+            return set(tokens[:1])
+        if len(kids) != 1 or len(_children(node)) != 1:
+            return set()
+        node = kids[0]
+
+
+# ---------------------------------------------------------------------- cel-expr
+
+
+class CelExprProgram:
+    def __init__(self, source: str, expression: Any, cel: Any) -> None:
+        self.source = source
+        self._expression = expression
+        self._cel = cel
+
+    def evaluate(self, activation: Any) -> bool:
+        try:
+            result = self._expression.eval(activation)
+        except Exception as exc:
+            raise CelEvalError(_cel_expr_error(str(exc))) from None
+        kind = result.type()
+        if kind == self._cel.Type.BOOL:
+            return bool(result.value())
+        if kind == self._cel.Type.ERROR:
+            raise CelEvalError(_cel_expr_error(str(result.value())))
+        raise CelEvalError(f"result is {kind.name().lower()}, not bool")
+
+
+_CEL_EXPR_POSITION = re.compile(r"ERROR: <input>:(-?\d+):(-?\d+): ")
+
+
+def _cel_expr_error(text: str) -> str:
+    """cel-cpp's status text in the words cel-python's errors use: no status codes, no
+    source excerpt, no list of expected tokens."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("|")]
+    message = " ".join(" ".join(lines).split())
+    if "recursion" in message.lower():
+        return f"expression is nested too deeply (over {MAX_DEPTH} levels)"
+    for code in ("INVALID_ARGUMENT: ", "NOT_FOUND: ", "UNKNOWN: ", "CANCELLED: "):
+        message = message.replace(code, "")
+    message = re.sub(r" \[[A-Z_]+\]$", "", message)
+    message = re.sub(r" expecting (\{[^}]*\}|\S+)", "", message)
+    message = message.replace(" (in container '')", "")
+    message = message.replace("mismatched input '<EOF>'", "unexpected end of expression")
+    message = re.sub(r"(mismatched|extraneous) input ('[^']*')", r"unexpected \2", message)
+    message = _CEL_EXPR_POSITION.sub(
+        lambda m: f"line {m.group(1)}, column {m.group(2)}: " if m.group(1) != "-1" else "",
+        message, count=1)
+    message = re.sub(r" ?" + _CEL_EXPR_POSITION.pattern, "; ", message)
+    message = message.replace(": Syntax error: ", ": ").strip()
+    if "Syntax error" in text:
+        message = "syntax error: " + message.replace("Syntax error: ", "")
+    return message
+
+
+class CelExprEngine:
+    """cel-expr-python: Google's cel-cpp with its type checker."""
+
+    name = "cel-expr"
+
+    def __init__(self) -> None:
+        from cel_expr_python import cel
+
+        self._cel = cel
+        subscriber = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
+        self._env = cel.NewEnv(variables={
+            "ce": cel.Type.DYN, "subscriber": subscriber, BINDING_VARIABLE: subscriber,
+        })
+        self._lock = threading.Lock()
+
+    def compile(self, expression: str) -> Program:
+        check_limits(expression)
+        try:
+            with self._lock:
+                compiled = self._env.compile(expression)
+        except Exception as exc:
+            raise CelCompileError(_cel_expr_error(str(exc))) from None
+        returns = compiled.return_type()
+        if returns not in (self._cel.Type.BOOL, self._cel.Type.DYN):
+            raise CelCompileError(
+                f"expression returns {returns.name().lower()}, but a filter must return bool"
+            )
+        return CelExprProgram(expression, compiled, self._cel)
+
+    def value(self, plain_value: Any) -> Any:
+        return plain_value
+
+    def activation(self, values: Mapping[str, Any]) -> Any:
+        try:
+            return self._env.Activation(dict(values))
+        except Exception as exc:
+            raise CelEvalError(f"cannot bind variables: {exc}") from None
+
+
+# -------------------------------------------------------------------------- choice
+
+
+def cel_expr_available() -> bool:
+    try:
+        import cel_expr_python.cel  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def select(name: str) -> Engine:
+    """``auto`` → cel-expr when importable, else celpy; ``ValueError`` if unknown or
+    unavailable."""
+    if name == "celpy":
+        return CelPyEngine()
+    if name == "cel-expr":
+        if not cel_expr_available():
+            raise ValueError("cel-expr-python is not installed")
+        return CelExprEngine()
+    if name == "auto":
+        return CelExprEngine() if cel_expr_available() else CelPyEngine()
+    raise ValueError(f"unknown CEL engine {name!r}: use auto, celpy or cel-expr")

@@ -1,0 +1,40 @@
+"""The filter's configuration, read once at start (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .celengine import ENGINES, cel_expr_available
+from .shared.config import ConfigError, env, env_bool, env_float, env_int
+
+CEL_ENGINES = ("auto", *ENGINES)
+
+
+@dataclass(frozen=True)
+class Config:
+    rbac_check: bool = True
+    rbac_cache_seconds: float = 30.0
+    cel_engine: str = "auto"
+    watch_timeout_seconds: int = 60
+    watch_retry_seconds: float = 1.0
+    status_updates: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        engine = env("CEL_ENGINE", "auto", environ).lower()
+        if engine not in CEL_ENGINES:
+            raise ConfigError(f"CEL_ENGINE must be one of {', '.join(CEL_ENGINES)}, "
+                              f"got {engine!r}")
+        if engine == "cel-expr" and not cel_expr_available():
+            raise ConfigError("CEL_ENGINE is cel-expr but cel-expr-python is not installed")
+        return cls(
+            rbac_check=env_bool("SUBSCRIPTION_RBAC_CHECK", True, environ),
+            rbac_cache_seconds=env_float("SUBSCRIPTION_RBAC_CACHE_SECONDS", 30.0, environ),
+            cel_engine=engine,
+            watch_timeout_seconds=env_int("SUBSCRIPTION_WATCH_TIMEOUT_SECONDS", 60, environ,
+                                          minimum=1),
+            watch_retry_seconds=env_float("SUBSCRIPTION_WATCH_RETRY_SECONDS", 1.0, environ,
+                                          minimum=0.05),
+            status_updates=env_bool("SUBSCRIPTION_STATUS_UPDATES", True, environ),
+        )

@@ -1,0 +1,101 @@
+"""May this subscriber read the object? Asked with a SubjectAccessReview, cached briefly.
+
+A subscriber becomes a recipient only when the API server says the user (or group)
+may ``get`` the involved object. Decisions, allowed or denied, are cached for
+``ttl`` seconds. A review the API server cannot answer raises a typed error
+(``TemporaryError`` → 503) so the broker retries the event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .core import Enriched
+from .shared.kube import Kube, translate
+from .subscriptions import Subscriber
+
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class Target:
+    """The object a review asks about (``resource`` is the plural; ``namespace`` ``""``
+    for a cluster-scoped object)."""
+
+    group: str
+    version: str
+    resource: str
+    namespace: str
+    name: str
+
+
+def review_body(subscriber: Subscriber, target: Target, verb: str = "get") -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "group": target.group, "version": target.version, "resource": target.resource,
+        "name": target.name, "verb": verb,
+    }
+    if target.namespace:
+        attributes["namespace"] = target.namespace
+    spec: dict[str, Any] = {"resourceAttributes": attributes}
+    if subscriber.kind == "Group":
+        spec["groups"] = [subscriber.name]
+    else:
+        spec["user"] = subscriber.name
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": spec}
+
+
+class AccessReviewer:
+    def __init__(self, kube: Kube, ttl: float, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_entries: int = MAX_ENTRIES) -> None:
+        self.kube = kube
+        self.ttl = ttl
+        self.clock = clock
+        self.max_entries = max_entries
+        self._cache: dict[tuple[str, str, Target], tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+        self.reviews = 0
+
+    def target(self, enriched: Enriched) -> Target:
+        """Discovery gives the plural and the scope of the involved object's kind."""
+        resource = self.kube.resource(enriched.api_version, enriched.kind)
+        namespace = enriched.namespace if resource.namespaced else ""
+        return Target(str(resource.group or ""), str(resource.api_version or enriched.version),
+                      str(resource.name), namespace, enriched.name)
+
+    def allowed(self, subscriber: Subscriber, target: Target) -> tuple[bool, str]:
+        """(allowed, reason); ``reason`` is ``"cached"`` for a cached decision."""
+        key = (subscriber.kind, subscriber.name, target)
+        now = self.clock()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[1] > now:
+                return hit[0], "cached"
+        body = review_body(subscriber, target)
+        what = f"create subjectaccessreviews.authorization.k8s.io (for {subscriber.name})"
+        with translate(what):
+            review = self.kube.authorization().create_subject_access_review(
+                body, _request_timeout=self.kube.timeout)
+        status = getattr(review, "status", None)
+        allowed = bool(getattr(status, "allowed", False))
+        reason = str(getattr(status, "reason", "") or getattr(status, "evaluation_error", "")
+                     or "")
+        with self._lock:
+            self.reviews += 1
+            if self.ttl > 0:
+                if len(self._cache) >= self.max_entries:
+                    self._prune(now)
+                self._cache[key] = (allowed, now + self.ttl)
+        return allowed, reason
+
+    def _prune(self, now: float) -> None:
+        expired = [k for k, (_, until) in self._cache.items() if until <= now]
+        for k in expired:
+            del self._cache[k]
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()

@@ -1,0 +1,121 @@
+"""The HTTP boundary: the one place an outcome or an error becomes a status.
+
+Both runtime adapters (parliament's ``main(context)`` and functions-framework's
+``handle(request)``) hand the raw request to ``dispatch``; nothing else in a
+function touches HTTP.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cloudevents.http import CloudEvent
+
+from . import logs
+from .errors import FunctionError, TemporaryError, status_for
+from .events import Outcome, binary_http, parse_event
+
+
+class Function(Protocol):
+    """A function's pure core as the boundary sees it."""
+
+    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome: ...
+
+    def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_tuple(self) -> tuple[bytes, int, dict[str, str]]:
+        return self.body, self.status, self.headers
+
+
+def _text(status: int, reason: str, extra: Mapping[str, str] | None = None) -> Response:
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    headers.update(extra or {})
+    return Response(status, (reason + "\n").encode("utf-8") if reason else b"", headers)
+
+
+def _health(function: Function, path: str) -> Response:
+    if path.rstrip("/").endswith("/health/liveness"):
+        return _text(200, "OK")
+    ready = function.ready()
+    return _text(200 if ready else 503, "OK" if ready else "not ready")
+
+
+def dispatch(function: Function, request: Request) -> Response:
+    if request.method in ("GET", "HEAD"):
+        return _health(function, request.path)
+    if request.method != "POST":
+        reason = f"method {request.method} not allowed; POST a CloudEvent"
+        return _text(405, reason, {"Allow": "POST"})
+    event: CloudEvent | None = None
+    context: dict[str, Any] = {}
+    try:
+        event = parse_event(request.headers, request.body)
+        context = {"id": event["id"], "type": event["type"]}
+        if not function.ready():
+            raise TemporaryError("not ready yet: still loading its initial state")
+        outcome = function.handle(event, request.params)
+    except FunctionError as exc:
+        status = status_for(exc)
+        severity = "ERROR" if status >= 500 else "WARNING"
+        logs.log(severity, "rejected" if status < 500 else "failed", status=status,
+                 reason=exc.reason, **context)
+        extra: dict[str, str] = {}
+        if isinstance(exc, TemporaryError) and exc.retry_after:
+            extra["Retry-After"] = str(exc.retry_after)
+        return _text(status, exc.reason, extra)
+    except Exception as exc:  # a bug: 500, details in the log only
+        logs.error("internal error", status=500, error=f"{type(exc).__name__}: {exc}",
+                   exception=traceback.format_exc(), **context)
+        return _text(500, "internal error")
+    logs.info("handled", status=outcome.status, reason=outcome.reason or None,
+              reply_type=outcome.event["type"] if outcome.event is not None else None,
+              **context, **outcome.fields)
+    if outcome.event is not None:
+        headers, body = binary_http(outcome.event)
+        return Response(200, body, headers)
+    return _text(outcome.status, "" if outcome.status == 202 else outcome.reason)
+
+
+def parliament_main(function: Function) -> Any:
+    """``main(context)`` for ``python -m parliament .`` (func.py)."""
+
+    def main(context: Any) -> tuple[bytes, int, dict[str, str]]:
+        req = context.request
+        return dispatch(
+            function,
+            Request(req.method, req.path, dict(req.headers), req.get_data(), dict(req.args)),
+        ).as_tuple()
+
+    return main
+
+
+def functions_framework_target(function: Function) -> Any:
+    """``handle(request)`` for ``functions-framework --target handle`` (main.py)."""
+
+    def handle(request: Any) -> tuple[bytes, int, dict[str, str]]:
+        return dispatch(
+            function,
+            Request(request.method, request.path, dict(request.headers), request.get_data(),
+                    dict(request.args)),
+        ).as_tuple()
+
+    return handle

@@ -1,0 +1,129 @@
+"""CloudEvent in and out, via the ``cloudevents`` SDK (binary and structured mode)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloudevents.conversion import to_binary, to_dict
+from cloudevents.exceptions import GenericException
+from cloudevents.http import CloudEvent, from_http
+
+from .errors import BadRequest, PayloadTooLarge
+
+MAX_BODY_BYTES = 1024 * 1024
+JSON = "application/json"
+_CORE_ATTRIBUTES = frozenset(
+    {"specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time"}
+)
+
+
+def parse_event(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """Read a binary- or structured-mode CloudEvent; bad input raises ``BadRequest``."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
+    plain = {str(k).lower(): str(v) for k, v in headers.items()}
+    try:
+        event = from_http(plain, body)
+    except GenericException as exc:
+        raise BadRequest(f"not a CloudEvent: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"not a CloudEvent: {exc}") from None
+    for name in ("id", "source", "type"):
+        if not event.get(name):
+            raise BadRequest(f"not a CloudEvent: attribute {name!r} is empty")
+    return event
+
+
+def json_data(event: CloudEvent) -> dict[str, Any]:
+    """The event's data as a JSON object, else ``BadRequest``."""
+    data = event.data
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise BadRequest("event data is not valid JSON") from None
+    elif isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError:
+            raise BadRequest("event data is not valid JSON") from None
+    if data is None:
+        raise BadRequest("event has no data")
+    if not isinstance(data, dict):
+        raise BadRequest(f"event data must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def new_event(
+    *,
+    type: str,
+    source: str,
+    id: str,
+    data: Any,
+    extensions: Mapping[str, str] | None = None,
+    time: str | None = None,
+    subject: str | None = None,
+) -> CloudEvent:
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "type": type,
+        "source": source,
+        "id": id,
+        "datacontenttype": JSON,
+    }
+    if time:
+        attributes["time"] = time
+    if subject:
+        attributes["subject"] = subject
+    for key, value in (extensions or {}).items():
+        if value is not None and value != "":
+            attributes[key] = str(value)
+    return CloudEvent(attributes, data)
+
+
+def attributes(event: CloudEvent) -> dict[str, Any]:
+    """All context attributes, extensions included (no data)."""
+    return dict(event.get_attributes())
+
+
+def extensions(event: CloudEvent) -> dict[str, Any]:
+    return {k: v for k, v in event.get_attributes().items() if k not in _CORE_ATTRIBUTES}
+
+
+def as_json_dict(event: CloudEvent) -> dict[str, Any]:
+    """The structured-mode JSON form (attributes plus ``data``)."""
+    return to_dict(event)
+
+
+def binary_http(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    headers, body = to_binary(event)
+    return {str(k): str(v) for k, v in headers.items()}, body if isinstance(body, bytes) else b""
+
+
+def deterministic_id(*parts: str) -> str:
+    """A UUID-shaped id that depends only on ``parts``: same input, same id."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a function's core decided: the HTTP status and, for 200, the reply."""
+
+    status: int
+    event: CloudEvent | None = None
+    reason: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def reply(cls, event: CloudEvent, **fields: Any) -> Outcome:
+        return cls(200, event, "", fields)
+
+    @classmethod
+    def ack(cls, reason: str = "", **fields: Any) -> Outcome:
+        return cls(202, None, reason, fields)

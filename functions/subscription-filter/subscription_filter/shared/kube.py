@@ -1,0 +1,177 @@
+"""Kubernetes access: one pooled client per process, discovery cached, errors typed.
+
+In-cluster configuration first, else ``KUBECONFIG`` / ``~/.kube/config``. Every
+call goes through ``translate`` so that a library exception never picks a status:
+an API server that is down or slow becomes a ``TemporaryError`` (503), a missing
+RBAC permission is logged by name and also retried (an operator can fix it), and
+an unknown kind is a ``PermanentError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ApiException as DynamicApiException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from . import logs
+from .errors import FunctionError, PermanentError, RateLimited, TemporaryError, Unprocessable
+
+# (connect, read) seconds for ordinary requests.
+DEFAULT_TIMEOUT = (3.0, 10.0)
+
+
+class NotFound(PermanentError):
+    status = 404
+
+
+class AccessDenied(TemporaryError):
+    """The function's own ServiceAccount lacks a permission (retry after RBAC is fixed)."""
+
+
+def load_configuration() -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        try:
+            k8s_config.load_kube_config(client_configuration=configuration)
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise k8s_config.ConfigException(
+                f"no Kubernetes configuration: not in a cluster and KUBECONFIG unusable ({exc})"
+            ) from None
+    configuration.retries = 1
+    configuration.connection_pool_maxsize = 16
+    # Both config loaders install a hook that re-assigns ``host`` before every request,
+    # and assigning ``host`` re-reads the proxy settings from the whole environment
+    # while the proxy still "comes from the environment" (a scan of every variable per
+    # call; pods carry one set of service variables per Service). Pin the value it has
+    # now: the environment does not change, and the connection pool already uses it.
+    configuration.proxy = configuration.proxy
+    if configuration.api_key:
+        for value in configuration.api_key.values():
+            logs.register_secret(str(value).removeprefix("Bearer ").strip())
+    return configuration
+
+
+class Kube:
+    """A pooled API client plus a lazily built, cached dynamic client."""
+
+    def __init__(self, configuration: k8s.Configuration | None = None,
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+        self.configuration = configuration or load_configuration()
+        self.api = k8s.ApiClient(self.configuration)
+        self.timeout = timeout
+        self._dynamic: DynamicClient | None = None
+        self._lock = threading.Lock()
+        self._discovery_cache = os.path.join(
+            tempfile.mkdtemp(prefix="kubeevent-discovery-"), "discovery.json"
+        )
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic is None:
+                with translate("discover the API"):
+                    self._dynamic = DynamicClient(self.api, cache_file=self._discovery_cache)
+            return self._dynamic
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        try:
+            with translate(f"discover {kind} {api_version}"):
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise Unprocessable(f"the API server has no kind {kind} in {api_version}") from None
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None:
+        """The object as a plain dict, or ``None`` when it does not exist."""
+        resource = self.resource(api_version, kind)
+        what = describe("get", resource, name, namespace)
+        try:
+            with translate(what):
+                kwargs: dict[str, Any] = {"name": name, "_request_timeout": self.timeout}
+                if resource.namespaced:
+                    kwargs["namespace"] = namespace
+                # The raw body, parsed once: the dynamic client's own result wraps every
+                # field in a ResourceField and ``to_dict()`` unwraps them again (a
+                # recursive walk each way per call, growing with the object's size).
+                response = resource.get(serialize=False, **kwargs)
+        except NotFound:
+            return None
+        try:
+            obj = json.loads(response.data)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise TemporaryError(f"{what}: the API server answered with no JSON object")
+        return obj
+
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api)
+
+    def authorization(self) -> k8s.AuthorizationV1Api:
+        return k8s.AuthorizationV1Api(self.api)
+
+    def custom(self) -> k8s.CustomObjectsApi:
+        return k8s.CustomObjectsApi(self.api)
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def describe(verb: str, resource: Resource, name: str | None = None,
+             namespace: str | None = None) -> str:
+    plural = resource.name if not resource.group else f"{resource.name}.{resource.group}"
+    where = f" in namespace {namespace}" if namespace and resource.namespaced else ""
+    target = f" {name}" if name else ""
+    return f"{verb} {plural}{target}{where}"
+
+
+def _status_message(exc: ApiException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body.strip().startswith("{"):
+        try:
+            return str(json.loads(body).get("message") or exc.reason)
+        except ValueError:
+            pass
+    return str(exc.reason or exc)
+
+
+@contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Turn client library failures during ``what`` into typed errors."""
+    try:
+        yield
+    except FunctionError:
+        raise
+    except (ApiException, DynamicApiException) as exc:
+        status = int(getattr(exc, "status", 0) or 0)
+        message = _status_message(exc)
+        if status == 404:
+            raise NotFound(f"{what}: not found") from None
+        if status in (401, 403):
+            logs.error("missing permission", permission=what, status=status, detail=message)
+            raise AccessDenied(f"{what}: forbidden by the API server (missing RBAC permission)") \
+                from None
+        if status == 429:
+            raise RateLimited(f"{what}: API server is throttling") from None
+        if status >= 500 or status == 0:
+            raise TemporaryError(f"{what}: API server error {status}: {message}") from None
+        raise Unprocessable(f"{what}: API server refused with {status}: {message}") from None
+    except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
+        raise TemporaryError(f"{what}: API server unreachable ({type(exc).__name__})") from None

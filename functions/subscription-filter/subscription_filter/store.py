@@ -1,0 +1,304 @@
+"""Every ClusterSubscription in memory, kept current by list + watch.
+
+One daemon thread lists (in pages), then watches from the list's resourceVersion,
+resuming from the last version it saw (events and bookmarks) each time a watch
+ends; a 410 Gone (as an HTTP status or as an ERROR event) makes it list again.
+The store is ready after the first list. Each change rebuilds an immutable
+``Snapshot`` that request threads read without locks.
+
+Status: after loading an object the store writes its ``Ready`` condition with a
+merge patch on ``/status`` when, and only when, it differs from what the object
+already says. Its own write comes back through the watch; until it has, an older
+copy of the object does not trigger a second write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import watch as k8s_watch
+from kubernetes.client.rest import ApiException
+
+from .shared import logs
+from .shared.errors import FunctionError
+from .shared.kube import Kube, translate
+from .subscriptions import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Compiler,
+    Loaded,
+    Snapshot,
+    build_snapshot,
+    status_patch,
+)
+
+LIST_PAGE = 500
+MAX_BACKOFF = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class _Written:
+    key: tuple[str, tuple[str, str, str, int | None]]
+    resource_version: str
+    seen: bool = False
+
+
+class Expired(Exception):
+    """The watch's resourceVersion is gone: list again."""
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+class SubscriptionStore:
+    def __init__(self, kube: Kube, compiler: Compiler, *, watch_timeout: int = 60,
+                 retry_seconds: float = 1.0, write_status: bool = True,
+                 list_page: int = LIST_PAGE) -> None:
+        self.kube = kube
+        self.list_page = list_page
+        self.compiler = compiler
+        self.watch_timeout = watch_timeout
+        self.retry_seconds = retry_seconds
+        self.write_status = write_status
+        self.resource_version: str | None = None
+        self.lists = 0
+        self.status_writes = 0
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._loaded: dict[str, Loaded] = {}
+        self._written: dict[str, _Written] = {}
+        self._snapshot = Snapshot()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watch: k8s_watch.Watch | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="subscription-watch",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread: an open watch is cut off rather than waited for."""
+        self._stop.set()
+        thread = self._thread
+        deadline = time.monotonic() + timeout
+        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+            self._cut_watch()
+            thread.join(0.05)
+
+    def _cut_watch(self) -> None:
+        current = self._watch
+        if current is None:
+            return
+        current.stop()
+        shutdown = getattr(getattr(current, "_resp", None), "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except Exception as exc:  # best effort: the thread is a daemon anyway
+                logs.debug("could not cut the watch off", error=str(exc))
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # ------------------------------------------------------------------ thread
+
+    def _run(self) -> None:
+        backoff = self.retry_seconds
+        while not self._stop.is_set():
+            try:
+                if self.resource_version is None:
+                    self._relist()
+                self._watch_once()
+                backoff = self.retry_seconds
+            except Expired as exc:
+                logs.info("subscription watch expired; listing again", detail=str(exc))
+                self.resource_version = None
+            except Exception as exc:  # keep watching whatever happens; log why
+                if self._stop.is_set():
+                    return
+                status = getattr(exc, "status", None)
+                if status == 410:
+                    logs.info("subscription watch expired; listing again", status=410)
+                    self.resource_version = None
+                    continue
+                logs.warning("subscription list/watch failed; retrying",
+                             error=_describe(exc), retry_in=backoff,
+                             resource_version=self.resource_version)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _relist(self) -> None:
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        resource_version = ""
+        while True:
+            kwargs: dict[str, Any] = {"limit": self.list_page,
+                                      "_request_timeout": self.kube.timeout}
+            if token:
+                kwargs["_continue"] = token
+            with translate(f"list {PLURAL}.{GROUP}"):
+                page = self.kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL,
+                                                                     **kwargs)
+            meta = page.get("metadata") or {}
+            items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
+            resource_version = str(meta.get("resourceVersion") or resource_version)
+            token = meta.get("continue") or None
+            if not token:
+                break
+        self._objects = {}
+        self._loaded = {}
+        for obj in items:
+            name = str(_meta(obj).get("name") or "")
+            if name:
+                self._objects[name] = obj
+                self._loaded[name] = self.compiler.load(obj)
+        self.compiler.retain(self._objects)
+        self._written.clear()
+        self._publish()
+        self.resource_version = resource_version
+        self.lists += 1
+        ready = sum(1 for item in self._loaded.values() if item.subscription is not None)
+        logs.info("subscriptions listed", total=len(self._loaded), ready=ready,
+                  not_ready=len(self._loaded) - ready, resource_version=resource_version)
+        for name, item in self._loaded.items():
+            if item.subscription is None:
+                logs.warning("subscription not used", subscription=name,
+                             reason=item.readiness.reason, detail=item.readiness.message)
+        self._ready.set()
+        for name, obj in list(self._objects.items()):
+            self._sync_status(obj, self._loaded[name])
+
+    def _watch_once(self) -> None:
+        watcher = k8s_watch.Watch()
+        self._watch = watcher
+        connect = self.kube.timeout[0]
+        try:
+            stream = watcher.stream(
+                self.kube.custom().list_cluster_custom_object, GROUP, VERSION, PLURAL,
+                resource_version=self.resource_version, allow_watch_bookmarks=True,
+                timeout_seconds=self.watch_timeout,
+                _request_timeout=(connect, self.watch_timeout + 15),
+            )
+            for event in stream:
+                if self._stop.is_set():
+                    break
+                self._on_event(event)
+        finally:
+            watcher.stop()
+            self._watch = None
+
+    def _on_event(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("raw_object")
+        if not isinstance(obj, dict):
+            return
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Expired(str(obj.get("message") or "410 Gone"))
+            raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
+        rv = str(_meta(obj).get("resourceVersion") or "")
+        if kind == "BOOKMARK":
+            if rv:
+                self.resource_version = rv
+            return
+        name = str(_meta(obj).get("name") or "")
+        if not name:
+            return
+        if kind == "DELETED":
+            self._objects.pop(name, None)
+            self._written.pop(name, None)
+            self.compiler.forget(name)
+            if self._loaded.pop(name, None) is not None:
+                self._publish()
+                logs.info("subscription removed", subscription=name)
+        elif kind in ("ADDED", "MODIFIED"):
+            self._objects[name] = obj
+            loaded = self.compiler.load(obj)
+            previous = self._loaded.get(name)
+            self._loaded[name] = loaded
+            if previous is None or previous.subscription != loaded.subscription \
+                    or previous.readiness != loaded.readiness:
+                self._publish()
+                if loaded.subscription is not None:
+                    logs.info("subscription in use", subscription=name,
+                              subscriber=loaded.subscription.subscriber.name,
+                              generation=loaded.readiness.generation)
+                else:
+                    logs.warning("subscription not used", subscription=name,
+                                 reason=loaded.readiness.reason,
+                                 detail=loaded.readiness.message)
+            self._sync_status(obj, loaded)
+        if rv:
+            self.resource_version = rv
+
+    def _publish(self) -> None:
+        self._snapshot = build_snapshot(self._loaded.values())
+
+    # ------------------------------------------------------------------ status
+
+    def _sync_status(self, obj: Mapping[str, Any], loaded: Loaded) -> None:
+        if not self.write_status or self._stop.is_set():
+            return
+        meta = _meta(obj)
+        name = str(meta.get("name") or "")
+        rv = str(meta.get("resourceVersion") or "")
+        written = self._written.get(name)
+        if written is not None and written.resource_version == rv:
+            written.seen = True
+        patch = status_patch(obj, loaded.readiness, utc_now())
+        if patch is None:
+            self._written.pop(name, None)
+            return
+        key = (str(meta.get("uid") or ""), loaded.readiness.condition_key())
+        if written is not None and written.key == key and not written.seen:
+            return  # our own write is still on its way back through the watch
+        try:
+            with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
+                result = self.kube.custom().patch_cluster_custom_object_status(
+                    GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
+                    _request_timeout=self.kube.timeout)
+        except FunctionError as exc:
+            logs.warning("could not write subscription status", subscription=name,
+                         error=exc.reason)
+            return
+        new_rv = str(_meta(result).get("resourceVersion") or "") if isinstance(result, dict) \
+            else ""
+        self._written[name] = _Written(key, new_rv)
+        self.status_writes += 1
+        logs.info("subscription status written", subscription=name,
+                  ready=loaded.readiness.ready, reason=loaded.readiness.reason)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FunctionError):
+        return exc.reason
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ApiException):
+        return f"API server answered {status}: {reason}"
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,416 @@
+"""ClusterSubscription objects → validated, compiled subscriptions, their Ready
+condition, and the index an event is matched through. Pure: plain dicts in.
+
+A subscription is used only when it is valid as a whole; otherwise it gets
+``Ready=False`` with the reason, and it never affects another subscription.
+Reasons, checked in this order:
+
+* ``InvalidSpec``   – a required field is missing or has the wrong shape
+  (e.g. ``spec.subscriber.name is required``);
+* ``OwnerMismatch`` – ``katanomi.dev/owned.username`` differs from ``spec.subscriber.name``;
+* ``NoChannels``    – ``core.katanomi.dev/sink.pluginclasses`` names no channel
+  (nobody could be notified);
+* ``InvalidCEL``    – a filter does not compile (the message carries the error).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .binding import BINDING_VARIABLE, BindingError, resolve, rewrite, subscriber_binding
+from .celengine import CelCompileError, Engine, Program, plain
+
+GROUP = "core.katanomi.dev"
+VERSION = "v1alpha1"
+PLURAL = "clustersubscriptions"
+KIND = "ClusterSubscription"
+OWNER_ANNOTATION = "katanomi.dev/owned.username"
+CHANNELS_ANNOTATION = "core.katanomi.dev/sink.pluginclasses"
+SUBSCRIBER_KINDS = ("User", "Group")
+CONDITION = "Ready"
+
+
+class Invalid(Exception):
+    """Why a subscription is not used: a condition reason and a one-line message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = " ".join(message.split())[:1000]
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    name: str
+    kind: str
+    api_group: str
+    info: Mapping[str, Any]
+    binding: Mapping[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "apiGroup": self.api_group,
+                "info": dict(self.info)}
+
+
+@dataclass(frozen=True)
+class EventRule:
+    type: str
+    exact: tuple[tuple[str, str], ...]
+    cel: Program | None
+    where: str
+
+
+@dataclass(frozen=True)
+class ObjectRule:
+    group: str
+    kind: str
+    namespace: str
+    events: tuple[EventRule, ...]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    name: str
+    uid: str
+    generation: int
+    subscriber: Subscriber
+    channels: tuple[str, ...]
+    objects: tuple[ObjectRule, ...]
+    # The subscriber's binding in the engine's own representation (converted once).
+    bound: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+    message: str
+    generation: int | None
+
+    def condition_key(self) -> tuple[str, str, str, int | None]:
+        return ("True" if self.ready else "False", self.reason, self.message, self.generation)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    name: str
+    subscription: Subscription | None
+    readiness: Readiness
+
+
+# ------------------------------------------------------------------------ parsing
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _mapping(value: Any, where: str, *, required: bool = True) -> Mapping[str, Any]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, Mapping):
+        raise Invalid("InvalidSpec", f"{where} must be an object")
+    return value
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def parse_subscriber(spec: Mapping[str, Any]) -> Subscriber:
+    raw = spec.get("subscriber")
+    if raw is None:
+        raise Invalid("InvalidSpec", "spec.subscriber.name is required")
+    raw = _mapping(raw, "spec.subscriber")
+    name = _text(raw.get("name"))
+    if not name:
+        raise Invalid("InvalidSpec", "spec.subscriber.name is required")
+    kind = _text(raw.get("kind")) or "User"
+    if kind not in SUBSCRIBER_KINDS:
+        raise Invalid("InvalidSpec",
+                      f"spec.subscriber.kind must be one of {', '.join(SUBSCRIBER_KINDS)}, "
+                      f"got {kind!r}")
+    info = _mapping(raw.get("info"), "spec.subscriber.info", required=False)
+    try:
+        binding = subscriber_binding(raw)
+        info_plain = plain(info)
+    except (BindingError, ValueError) as exc:
+        raise Invalid("InvalidSpec", str(exc)) from None
+    binding["name"] = name
+    binding["kind"] = kind
+    return Subscriber(name, kind, _text(raw.get("apiGroup")), info_plain, binding)
+
+
+def channels_of(annotations: Mapping[str, Any]) -> tuple[str, ...]:
+    """``"wechat, CorpWeChat"`` → ``("wechat", "corpwechat")``: split, trimmed,
+    lowercased, duplicates dropped, order kept."""
+    raw = annotations.get(CHANNELS_ANNOTATION)
+    seen: list[str] = []
+    for item in str(raw or "").split(","):
+        channel = item.strip().lower()
+        if channel and channel not in seen:
+            seen.append(channel)
+    return tuple(seen)
+
+
+def _split_api_version(api_version: str) -> tuple[str, str]:
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def compile_objects(spec: Mapping[str, Any], subscriber: Subscriber,
+                    engine: Engine) -> tuple[ObjectRule, ...]:
+    """``spec.subscriptions`` → rules, every CEL filter compiled; ``Invalid`` if not."""
+    entries = spec.get("subscriptions")
+    if not isinstance(entries, list) or not entries:
+        raise Invalid("InvalidSpec", "spec.subscriptions must list at least one object")
+    objects: list[ObjectRule] = []
+    for i, entry in enumerate(entries):
+        where = f"spec.subscriptions[{i}]"
+        entry = _mapping(entry, where)
+        obj = _mapping(entry.get("object"), f"{where}.object")
+        kind = _text(obj.get("kind"))
+        api_version = _text(obj.get("apiVersion"))
+        if not kind or not api_version:
+            raise Invalid("InvalidSpec", f"{where}.object needs kind and apiVersion")
+        namespace = obj.get("namespace")
+        if namespace is not None and not isinstance(namespace, str):
+            raise Invalid("InvalidSpec", f"{where}.object.namespace must be text")
+        events_raw = entry.get("events")
+        if events_raw is None:
+            events_raw = []
+        if not isinstance(events_raw, list):
+            raise Invalid("InvalidSpec", f"{where}.events must be a list")
+        rules = tuple(
+            _compile_event(event, f"{where}.events[{j}]", subscriber, engine)
+            for j, event in enumerate(events_raw)
+        )
+        group, _ = _split_api_version(api_version)
+        objects.append(ObjectRule(group.lower(), kind.lower(), (namespace or "").strip(), rules))
+    if not any(o.events for o in objects):
+        raise Invalid("InvalidSpec", "spec.subscriptions[].events lists no event type")
+    return tuple(objects)
+
+
+def _compile_event(raw: Any, where: str, subscriber: Subscriber, engine: Engine) -> EventRule:
+    event = _mapping(raw, where)
+    type_ = _text(event.get("type"))
+    if not type_:
+        raise Invalid("InvalidSpec", f"{where}.type is required")
+    filt = _mapping(event.get("filter"), f"{where}.filter", required=False)
+    exact_raw = _mapping(filt.get("exact"), f"{where}.filter.exact", required=False)
+    exact: list[tuple[str, str]] = []
+    for key, value in exact_raw.items():
+        if isinstance(value, (Mapping, list)):
+            raise Invalid("InvalidSpec", f"{where}.filter.exact.{key} must be text")
+        exact.append((str(key).lower(), _scalar_text(value)))
+    cel_raw = filt.get("cel")
+    program: Program | None = None
+    if cel_raw is not None and not isinstance(cel_raw, str):
+        raise Invalid("InvalidSpec", f"{where}.filter.cel must be text")
+    if isinstance(cel_raw, str) and cel_raw.strip():
+        program = compile_cel(cel_raw, subscriber, engine, f"{where}.filter.cel")
+    return EventRule(type_, tuple(sorted(exact)), program, where)
+
+
+def compile_cel(source: str, subscriber: Subscriber, engine: Engine, where: str) -> Program:
+    """Bind placeholders, then compile; ``Invalid('InvalidCEL', …)`` on any failure."""
+    try:
+        rewritten = rewrite(source, BINDING_VARIABLE)
+        for path in rewritten.fields:
+            resolve(subscriber.binding, path)
+        return engine.compile(rewritten.expression)
+    except (BindingError, CelCompileError) as exc:
+        raise Invalid("InvalidCEL", f"{where}: {exc}") from None
+
+
+# ------------------------------------------------------------------------ loading
+
+
+class Compiler:
+    """Loads ClusterSubscription objects; compiles each one once per generation."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cache: dict[str, tuple[tuple[str, int], tuple[ObjectRule, ...] | Invalid]] = {}
+        self._lock = threading.Lock()
+        self.compilations = 0
+
+    def load(self, obj: Mapping[str, Any]) -> Loaded:
+        meta = _meta(obj)
+        name = _text(meta.get("name"))
+        generation = meta.get("generation")
+        generation = generation if isinstance(generation, int) else None
+        try:
+            subscription = self._load(obj, name, generation)
+        except Invalid as exc:
+            return Loaded(name, None, Readiness(False, exc.reason, exc.message, generation))
+        events = sum(len(o.events) for o in subscription.objects)
+        message = (f"{events} event filter{'s' if events != 1 else ''} for "
+                   f"{subscription.subscriber.name}, channels: {', '.join(subscription.channels)}")
+        return Loaded(name, subscription, Readiness(True, "Ready", message, generation))
+
+    def _load(self, obj: Mapping[str, Any], name: str, generation: int | None) -> Subscription:
+        meta = _meta(obj)
+        spec = _mapping(obj.get("spec"), "spec")
+        subscriber = parse_subscriber(spec)
+        annotations = meta.get("annotations")
+        annotations = annotations if isinstance(annotations, Mapping) else {}
+        owner = annotations.get(OWNER_ANNOTATION)
+        if owner != subscriber.name:
+            shown = "is missing" if owner is None else f"is {str(owner)!r}"
+            raise Invalid("OwnerMismatch",
+                          f"annotation {OWNER_ANNOTATION} {shown}; it must equal "
+                          f"spec.subscriber.name {subscriber.name!r}")
+        channels = channels_of(annotations)
+        if not channels:
+            raise Invalid("NoChannels",
+                          f"annotation {CHANNELS_ANNOTATION} names no notification channel")
+        objects = self._compiled(name, _text(meta.get("uid")), generation, spec, subscriber)
+        return Subscription(
+            name=name, uid=_text(meta.get("uid")), generation=generation or 0,
+            subscriber=subscriber, channels=channels, objects=objects,
+            bound=self.engine.value(dict(subscriber.binding)),
+        )
+
+    def _compiled(self, name: str, uid: str, generation: int | None, spec: Mapping[str, Any],
+                  subscriber: Subscriber) -> tuple[ObjectRule, ...]:
+        key = (uid, generation if generation is not None else -1)
+        with self._lock:
+            cached = self._cache.get(name)
+        if cached is not None and cached[0] == key and generation is not None:
+            result = cached[1]
+        else:
+            try:
+                result = compile_objects(spec, subscriber, self.engine)
+            except Invalid as exc:
+                result = exc
+            with self._lock:
+                self.compilations += 1
+                self._cache[name] = (key, result)
+        if isinstance(result, Invalid):
+            raise result
+        return result
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name, None)
+
+    def retain(self, names: Iterable[str]) -> None:
+        keep = set(names)
+        with self._lock:
+            for name in [n for n in self._cache if n not in keep]:
+                del self._cache[name]
+
+
+# -------------------------------------------------------------------------- index
+
+IndexKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subscription: Subscription
+    rule: EventRule
+
+
+class Index:
+    """(event type, group, kind, namespace) → candidates; namespace ``""`` = every one."""
+
+    def __init__(self, subscriptions: Iterable[Subscription]) -> None:
+        by_key: dict[IndexKey, list[Candidate]] = {}
+        for sub in sorted(subscriptions, key=lambda s: s.name):
+            for obj in sub.objects:
+                for rule in obj.events:
+                    key = (rule.type, obj.group, obj.kind, obj.namespace)
+                    by_key.setdefault(key, []).append(Candidate(sub, rule))
+        self._by_key = {k: tuple(v) for k, v in by_key.items()}
+
+    def candidates(self, type_: str, group: str, kind: str, namespace: str) -> list[Candidate]:
+        group, kind = group.lower(), kind.lower()
+        found = list(self._by_key.get((type_, group, kind, namespace), ()))
+        if namespace:
+            found.extend(self._by_key.get((type_, group, kind, ""), ()))
+        found.sort(key=lambda c: c.subscription.name)
+        return found
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_key.values())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of every subscription the filter knows (swapped whole)."""
+
+    subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
+    readiness: Mapping[str, Readiness] = field(default_factory=dict)
+    index: Index = field(default_factory=lambda: Index(()))
+
+
+def build_snapshot(loaded: Iterable[Loaded]) -> Snapshot:
+    subs: dict[str, Subscription] = {}
+    readiness: dict[str, Readiness] = {}
+    for item in loaded:
+        readiness[item.name] = item.readiness
+        if item.subscription is not None:
+            subs[item.name] = item.subscription
+    return Snapshot(subs, readiness, Index(subs.values()))
+
+
+# ------------------------------------------------------------------------- status
+
+
+def current_ready(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Any]:
+    """(the Ready condition or ``None``, ``status.observedGeneration``) of ``obj``."""
+    status = obj.get("status")
+    if not isinstance(status, Mapping):
+        return None, None
+    conditions = status.get("conditions")
+    ready = None
+    if isinstance(conditions, list):
+        ready = next((c for c in conditions
+                      if isinstance(c, Mapping) and c.get("type") == CONDITION), None)
+    return ready, status.get("observedGeneration")
+
+
+def status_patch(obj: Mapping[str, Any], readiness: Readiness,
+                 now: str) -> dict[str, Any] | None:
+    """The merge patch for ``/status``, or ``None`` when the object already says so.
+
+    Other conditions are kept (a merge patch replaces a list whole); the Ready
+    condition's ``lastTransitionTime`` only moves when its status flips.
+    """
+    ready, observed = current_ready(obj)
+    want_status, reason, message, generation = readiness.condition_key()
+    if ready is not None and (
+        ready.get("status"), ready.get("reason"), ready.get("message") or "",
+        ready.get("observedGeneration"),
+    ) == (want_status, reason, message, generation) and observed == generation:
+        return None
+    transition = now
+    if ready is not None and ready.get("status") == want_status and ready.get(
+            "lastTransitionTime"):
+        transition = str(ready["lastTransitionTime"])
+    condition: dict[str, Any] = {
+        "type": CONDITION, "status": want_status, "reason": reason, "message": message,
+        "lastTransitionTime": transition,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+    others = [c for c in (status or {}).get("conditions") or []
+              if isinstance(c, Mapping) and c.get("type") != CONDITION]
+    body: dict[str, Any] = {"conditions": [*others, condition]}
+    if generation is not None:
+        body["observedGeneration"] = generation
+    return {"status": body}
