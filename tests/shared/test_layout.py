@@ -26,7 +26,8 @@ def test_top_level_layout_is_the_designed_one() -> None:
                  "README.md"):
         assert (ROOT / name).exists(), name
     allowed = {"functions", "func.yaml", "shared", "manifests", "tests", "requirements.txt",
-               "README.md", "Makefile", ".ci", "pyproject.toml", "bench", ".git", ".gitignore"}
+               "README.md", "Makefile", ".ci", "pyproject.toml", "bench", ".git", ".gitignore",
+               "cli"}  # cli/: the kubeevent command (lint, simulate), an addition to DESIGN §2
     tracked = {p.name for p in ROOT.iterdir() if not p.name.startswith((".venv", ".pytest",
                                                                           ".ruff", ".dev"))}
     assert tracked <= allowed, tracked - allowed

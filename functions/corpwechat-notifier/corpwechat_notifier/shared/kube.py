@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -130,6 +131,7 @@ class Kube:
 
     def close(self) -> None:
         self.api.close()
+        shutil.rmtree(os.path.dirname(self._discovery_cache), ignore_errors=True)
 
 
 def describe(verb: str, resource: Resource, name: str | None = None,

@@ -9,7 +9,9 @@ an unknown kind is a ``PermanentError``.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -53,6 +55,12 @@ def load_configuration() -> k8s.Configuration:
             ) from None
     configuration.retries = 1
     configuration.connection_pool_maxsize = 16
+    # Both config loaders install a hook that re-assigns ``host`` before every request,
+    # and assigning ``host`` re-reads the proxy settings from the whole environment
+    # while the proxy still "comes from the environment" (a scan of every variable per
+    # call; pods carry one set of service variables per Service). Pin the value it has
+    # now: the environment does not change, and the connection pool already uses it.
+    configuration.proxy = configuration.proxy
     if configuration.api_key:
         for value in configuration.api_key.values():
             logs.register_secret(str(value).removeprefix("Bearer ").strip())
@@ -98,9 +106,19 @@ class Kube:
                 kwargs: dict[str, Any] = {"name": name, "_request_timeout": self.timeout}
                 if resource.namespaced:
                     kwargs["namespace"] = namespace
-                return resource.get(**kwargs).to_dict()
+                # The raw body, parsed once: the dynamic client's own result wraps every
+                # field in a ResourceField and ``to_dict()`` unwraps them again (a
+                # recursive walk each way per call, growing with the object's size).
+                response = resource.get(serialize=False, **kwargs)
         except NotFound:
             return None
+        try:
+            obj = json.loads(response.data)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise TemporaryError(f"{what}: the API server answered with no JSON object")
+        return obj
 
     def core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(self.api)
@@ -113,6 +131,7 @@ class Kube:
 
     def close(self) -> None:
         self.api.close()
+        shutil.rmtree(os.path.dirname(self._discovery_cache), ignore_errors=True)
 
 
 def describe(verb: str, resource: Resource, name: str | None = None,
@@ -128,8 +147,6 @@ def _status_message(exc: ApiException) -> str:
     if isinstance(body, (bytes, bytearray)):
         body = body.decode("utf-8", "replace")
     if isinstance(body, str) and body.strip().startswith("{"):
-        import json
-
         try:
             return str(json.loads(body).get("message") or exc.reason)
         except ValueError:

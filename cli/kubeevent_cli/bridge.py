@@ -1,0 +1,76 @@
+"""The functions' own code, made importable from their folders next to the CLI.
+
+The CLI has no matching, CEL or rendering code of its own: everything it decides is
+decided by ``subscription_filter``, ``corpwechat_notifier`` and ``enricher`` exactly as
+they run in the cluster. This module finds their folders (``functions/<name>`` beside
+``cli/``), puts them on ``sys.path`` and captures their JSON log lines, which a
+command-line tool shows only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from .errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = ROOT / "functions"
+FOLDERS = ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier")
+MANIFESTS = ROOT / "manifests"
+
+
+def ensure_path() -> None:
+    for folder in FOLDERS:
+        path = FUNCTIONS / folder
+        if not path.is_dir():
+            raise UserError(
+                f"cannot find the function folder functions/{folder} next to the CLI "
+                "(install the CLI from the repository with 'pip install -e cli')")
+        if str(path) not in sys.path:
+            sys.path.append(str(path))
+
+
+ensure_path()
+
+from corpwechat_notifier import core as notifier_core  # noqa: E402
+from corpwechat_notifier import render, templates  # noqa: E402
+from corpwechat_notifier.shared import logs as notifier_logs  # noqa: E402
+from enricher import core as enricher_core  # noqa: E402
+from enricher.shared import events as shared_events  # noqa: E402
+from enricher.shared import logs as enricher_logs  # noqa: E402
+from subscription_filter import binding, celengine, subscriptions  # noqa: E402
+from subscription_filter import core as filter_core  # noqa: E402
+from subscription_filter.shared import errors as filter_errors  # noqa: E402
+from subscription_filter.shared import logs as filter_logs  # noqa: E402
+
+__all__ = [
+    "binding", "celengine", "enricher_core", "filter_core", "filter_errors", "notifier_core",
+    "render", "shared_events", "subscriptions", "templates",
+]
+
+log_stream: TextIO = io.StringIO()
+
+
+def capture_logs(verbose: bool) -> None:
+    """Send the functions' log lines to stderr (verbose) or to a buffer nobody reads."""
+    global log_stream
+    log_stream = sys.stderr if verbose else io.StringIO()
+    for module in (notifier_logs, enricher_logs, filter_logs):
+        module.set_stream(log_stream)
+
+
+def engine(name: str | None) -> celengine.Engine:
+    """The filter's CEL engine: ``--cel-engine``, else ``CEL_ENGINE``, else auto."""
+    import os
+
+    chosen = (name or os.environ.get("CEL_ENGINE") or "auto").lower()
+    try:
+        return celengine.select(chosen)
+    except ValueError as exc:
+        raise UserError(f"--cel-engine: {exc}") from None
+
+
+capture_logs(False)

@@ -1,0 +1,455 @@
+"""``kubeevent lint FILE...``: what would go wrong once these documents are applied.
+
+Every verdict comes from the functions' own code: the filter's ``Compiler`` (schema,
+owner annotation, channels, CEL), the notifier's ``parse_mapping``, ``parse_template``
+and ``Renderer``, the enricher's ``enrich`` for the sample event. This module only
+finds where in the file each problem is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+
+from . import bridge, crds, inputs, pipeline, samples
+from .errors import FINDINGS, UserError
+from .report import ERROR, WARNING, Finding, plural, print_findings, print_json, sort_key
+from .yamlio import (
+    Document,
+    Position,
+    YamlError,
+    content_position,
+    expand,
+    loads,
+    parse_path,
+    read_text,
+)
+
+subs_mod = bridge.subscriptions
+KUBEEVENT_ATTRIBUTES = frozenset({
+    "specversion", "id", "source", "type", "time", "datacontenttype", "subject",
+    "involvedobjectgroup", "involvedobjectversion", "involvedobjectkind",
+    "involvedobjectname", "involvedobjectnamespace", "eventreason", "eventtype",
+})
+CHECKS = {
+    "InvalidSpec": "schema", "OwnerMismatch": "owner", "NoChannels": "channels",
+    "InvalidCEL": "cel",
+}
+_SPEC_PATH = re.compile(r"^(spec(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
+_CEL_POSITION = re.compile(r"line (\d+), column (\d+)|\bat (\d+):(\d+)")
+
+
+@dataclass
+class Subscribed:
+    """An event type a linted subscription asks for."""
+
+    type: str
+    position: Position
+    document: str
+    subscriber: dict[str, Any] | None
+
+
+@dataclass
+class Linter:
+    engine: Any
+    platform_url: str
+    findings: list[Finding] = field(default_factory=list)
+    documents: int = 0
+    subscribed: list[Subscribed] = field(default_factory=list)
+    templates: inputs.TemplateSet = field(default_factory=inputs.TemplateSet)
+    linted_templates: list[Document] = field(default_factory=list)
+    configs: list[Document] = field(default_factory=list)
+    kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def add(self, severity: str, check: str, message: str, position: Position | None,
+            doc: Document | str | None = None) -> None:
+        label = doc.label if isinstance(doc, Document) else doc or ""
+        self.findings.append(Finding(severity, check, message, position, label))
+
+    # ------------------------------------------------------------------ documents
+
+    def document(self, doc: Document) -> None:
+        self.documents += 1
+        for path, position in doc.duplicates:
+            self.add(ERROR, "yaml", f"key {str(path[-1])!r} appears twice in one mapping "
+                     "(kubectl refuses the document)", position, doc)
+        what = inputs.role(doc)
+        if what == "subscription":
+            self.subscription(doc)
+        elif what == "template":
+            self.template(doc)
+        elif what == "config":
+            self.configs.append(doc)
+        elif what == "configmap":
+            self.add(WARNING, "kind", f"ConfigMap {doc.name!r} is not {inputs.CONFIG_NAME}: "
+                     "not checked", doc.position, doc)
+        else:
+            self.add(ERROR, "kind", inputs.describe_unknown(doc).split(": ", 1)[-1],
+                     doc.position, doc)
+
+    def api_version(self, doc: Document, kind: str) -> bool:
+        """False when the apiVersion is not one the project's functions read."""
+        want = inputs.KATANOMI_API_VERSION
+        got = doc.get("apiVersion")
+        if got == want:
+            return True
+        shown = "is missing" if got is None else f"is {got!r}"
+        self.add(ERROR, "schema", f"apiVersion {shown}; a {kind} is {want}",
+                 doc.at("apiVersion") if got is not None else doc.position, doc)
+        return False
+
+    def schema(self, doc: Document, kind: str) -> None:
+        for error in crds.validate(doc.api_version, kind, doc.data):
+            self.add(ERROR, "schema", error.message, doc.at(*error.path), doc)
+
+    # --------------------------------------------------------------- subscriptions
+
+    def subscription(self, doc: Document) -> None:
+        self.api_version(doc, inputs.SUBSCRIPTION)
+        self.schema(doc, inputs.SUBSCRIPTION)
+        if not doc.name:
+            self.add(ERROR, "schema", "metadata.name is missing", doc.at("metadata"), doc)
+        if doc.get("metadata", "namespace"):
+            self.add(WARNING, "schema", "a ClusterSubscription is cluster-scoped: "
+                     "metadata.namespace is ignored", doc.at("metadata", "namespace"), doc)
+        loaded = subs_mod.Compiler(self.engine).load(doc.data)
+        cel_errors = self.cel_filters(doc)
+        readiness = loaded.readiness
+        if not readiness.ready and not (readiness.reason == "InvalidCEL" and cel_errors):
+            self.add(ERROR, CHECKS.get(readiness.reason, "schema"),
+                     f"not used ({readiness.reason}): {readiness.message}",
+                     self.reason_position(doc, readiness.reason, readiness.message), doc)
+        subscriber = loaded.subscription.subscriber.as_json() if loaded.subscription else None
+        self.entries(doc, subscriber)
+
+    def reason_position(self, doc: Document, reason: str, message: str) -> Position:
+        annotations = ("metadata", "annotations")
+        if reason == "OwnerMismatch":
+            return doc.at(*annotations, subs_mod.OWNER_ANNOTATION)
+        if reason == "NoChannels":
+            return doc.at(*annotations, subs_mod.CHANNELS_ANNOTATION)
+        match = _SPEC_PATH.match(message)
+        if match is None:
+            return doc.at("spec")
+        return doc.at(*parse_path(match.group(1)))
+
+    def cel_filters(self, doc: Document) -> int:
+        """Compile every CEL filter (not only the first bad one); errors found."""
+        spec = doc.get("spec")
+        if not isinstance(spec, dict):
+            return 0
+        try:
+            subscriber = subs_mod.parse_subscriber(spec)
+        except subs_mod.Invalid:
+            return 0
+        errors = 0
+        for i, entry in enumerate(_list(spec.get("subscriptions"))):
+            for j, event in enumerate(_list(_dict(entry).get("events"))):
+                source = _dict(_dict(event).get("filter")).get("cel")
+                if not isinstance(source, str) or not source.strip():
+                    continue
+                where = f"spec.subscriptions[{i}].events[{j}].filter.cel"
+                try:
+                    subs_mod.compile_cel(source, subscriber, self.engine, where)
+                except subs_mod.Invalid as exc:
+                    errors += 1
+                    path = ("spec", "subscriptions", i, "events", j, "filter", "cel")
+                    message, position = cel_position(doc, path, source, exc.message)
+                    self.add(ERROR, "cel", message, position, doc)
+        return errors
+
+    def entries(self, doc: Document, subscriber: dict[str, Any] | None) -> None:
+        """Filters that can never match, and the event types asked for."""
+        for i, entry in enumerate(_list(doc.get("spec", "subscriptions"))):
+            obj = _dict(_dict(entry).get("object"))
+            kind = obj.get("kind") if isinstance(obj.get("kind"), str) else ""
+            api_version = obj.get("apiVersion") if isinstance(obj.get("apiVersion"), str) else ""
+            if kind and api_version:
+                self.kinds.setdefault(kind.lower(), (kind, api_version))
+            for j, event in enumerate(_list(_dict(entry).get("events"))):
+                base = ("spec", "subscriptions", i, "events", j)
+                event_type = _dict(event).get("type")
+                if not isinstance(event_type, str) or not event_type.strip():
+                    continue
+                event_type = event_type.strip()
+                where = doc.at(*base, "type")
+                self.subscribed.append(Subscribed(event_type, where, doc.label, subscriber))
+                split = samples.split_type(event_type)
+                if split is None:
+                    self.add(WARNING, "type", f"{event_type!r} is not an enriched Kubernetes "
+                             f"event type ({pipeline.ENRICHED_PREFIX}<kind>.<reason>"
+                             f"{pipeline.ENRICHED_SUFFIX}): the filter never receives it",
+                             where, doc)
+                elif kind and split[0] != kind.lower():
+                    self.add(WARNING, "type", f"event type {event_type!r} is about kind "
+                             f"{split[0]!r} but this entry's object is {kind}: it never "
+                             "matches", where, doc)
+                exact = _dict(_dict(_dict(event).get("filter")).get("exact"))
+                for key, value in exact.items():
+                    name = str(key).lower()
+                    at = doc.at(*base, "filter", "exact", str(key))
+                    if name not in KUBEEVENT_ATTRIBUTES:
+                        self.add(WARNING, "exact", f"exact filter {key!r}: enriched events have "
+                                 "no such attribute, so this filter never matches", at, doc)
+                    elif name == "involvedobjectkind" and kind and str(value) != kind:
+                        self.add(WARNING, "exact", f"exact filter {key}: {value!r} differs "
+                                 f"from the object kind {kind!r}: it never matches", at, doc)
+                    elif name == "involvedobjectgroup" and api_version \
+                            and str(value) != api_version.rpartition("/")[0]:
+                        self.add(WARNING, "exact", f"exact filter {key}: {value!r} differs "
+                                 f"from the object's group "
+                                 f"{api_version.rpartition('/')[0]!r}: it never matches",
+                                 at, doc)
+
+    # ------------------------------------------------------------------- templates
+
+    def template(self, doc: Document) -> None:
+        inputs.prepare_template(doc, self.platform_url)
+        self.api_version(doc, inputs.TEMPLATE)
+        self.schema(doc, inputs.TEMPLATE)
+        if not doc.name:
+            self.add(ERROR, "schema", "metadata.name is missing", doc.at("metadata"), doc)
+            return
+        previous = self.templates.add(doc)
+        if previous is not None:
+            self.add(WARNING, "template", f"another NotificationTemplate named {doc.name!r} "
+                     f"is at {previous.position}: the later one wins", doc.position, doc)
+        self.linted_templates.append(doc)
+
+    def compiled(self, doc: Document, renderer: Any) -> Any:
+        try:
+            spec = bridge.render.parse_template(doc.data)
+        except bridge.render.RenderError as exc:
+            self.add(ERROR, "template", str(exc), doc.at("spec", "corpwechat"), doc)
+            return None
+        try:
+            return renderer.compile(spec)
+        except bridge.render.RenderError as exc:
+            self.add(ERROR, "template", str(exc), syntax_position(doc, spec, renderer), doc)
+            return None
+
+    # ------------------------------------------------------------------- mapping
+
+    def finish(self, config: inputs.Config | None, sample: Any | None) -> None:
+        if config is not None:
+            for message, position in config.warnings:
+                self.add(WARNING, "mapping", message, position)
+        self.mapping(config)
+        renderer = bridge.render.Renderer()
+        for doc in self.linted_templates:
+            compiled = self.compiled(doc, renderer)
+            if compiled is None:
+                continue
+            types = config.types_for(doc.name) if config is not None else []
+            if config is not None and not types:
+                self.add(WARNING, "mapping", f"no event type maps to this template in "
+                         f"{inputs.CONFIG_NAME} {inputs.MAPPING_KEY} ({config.source}): it is "
+                         "never used", doc.position, doc)
+            for event_type in types or [guess_type(doc.name)]:
+                self.render(doc, compiled, renderer, event_type, sample)
+
+    def mapping(self, config: inputs.Config | None) -> None:
+        if config is None:
+            if self.subscribed or self.linted_templates:
+                self.add(WARNING, "mapping", f"no {inputs.CONFIG_NAME} given (--config): "
+                         "the template mapping is not checked", None)
+            return
+        seen: set[tuple[str, str]] = set()
+        for item in self.subscribed:
+            if (item.type, item.document) in seen:
+                continue
+            seen.add((item.type, item.document))
+            name = config.mapping.get(item.type)
+            if name is None:
+                if samples.split_type(item.type) is not None:
+                    self.add(WARNING, "mapping", f"no template maps event type {item.type} "
+                             f"in {inputs.CONFIG_NAME} {inputs.MAPPING_KEY} ({config.source}):"
+                             " the notifier sends its built-in message", item.position,
+                             item.document)
+                continue
+            if self.templates.docs and name not in self.templates.docs:
+                self.add(WARNING, "mapping", f"event type {item.type} maps to template "
+                         f"{name!r}, which is not among the given templates", item.position,
+                         item.document)
+
+    def render(self, doc: Document, compiled: Any, renderer: Any, event_type: str,
+               sample: Any | None) -> None:
+        event = sample if sample is not None else samples.enriched_sample(event_type,
+                                                                          self.kinds)
+        subscriber = next((s.subscriber for s in self.subscribed
+                           if s.type == event_type and s.subscriber), samples.SAMPLE_SUBSCRIBER)
+        split = samples.split_type(event_type)
+        short = ".".join(split) if split else event_type
+        against = "the given event" if sample is not None else f"a sample {short} event"
+        context = bridge.render.template_context(pipeline.event_json(event), subscriber,
+                                                 self.platform_url)
+        try:
+            message = renderer.render(compiled, context)
+        except bridge.render.RenderError as exc:
+            self.add(ERROR, "render", f"fails against {against}: {exc} (the notifier would "
+                     "send its built-in message)", doc.at("spec", "corpwechat"), doc)
+            return
+        self.rendered(doc, compiled.spec, message, against)
+
+    def rendered(self, doc: Document, spec: Any, message: Any, against: str) -> None:
+        section = message.section()
+        if spec.msgtype == "textcard" and message.msgtype != "textcard":
+            self.add(WARNING, "render", f"the url renders empty against {against}: the "
+                     "textcard is sent as a text message", doc.at("spec", "corpwechat", "url"),
+                     doc)
+        url = section.get("url", "")
+        if url and not url.startswith(("http://", "https://")):
+            self.add(WARNING, "render", f"url is not an absolute link against {against} "
+                     f"({url[:60]!r}): set --platform-url (PLATFORM_URL)",
+                     doc.at("spec", "corpwechat", "url"), doc)
+        for name, value in section.items():
+            if value.endswith(bridge.render.CUT_MARK) and name != "url":
+                self.add(WARNING, "render", f"{name} is cut to WeCom's limit against {against}",
+                         doc.at("spec", "corpwechat"), doc)
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def guess_type(template: str) -> str:
+    """``kubeevent.<kind>.<reason>`` → its event type (the seed's naming)."""
+    parts = template.split(".")
+    if len(parts) == 3 and parts[0] == "kubeevent":
+        return f"{pipeline.ENRICHED_PREFIX}{parts[1]}.{parts[2]}{pipeline.ENRICHED_SUFFIX}"
+    return f"{pipeline.ENRICHED_PREFIX}artifactpromotionrun.approvalpending" \
+        f"{pipeline.ENRICHED_SUFFIX}"
+
+
+def original_position(source: str, line: int, column: int) -> tuple[int, int]:
+    """A (line, column) in the compiled expression (placeholders rewritten) → the same
+    place in ``source`` as written."""
+    binding = bridge.binding
+    pieces: list[tuple[int, str, str]] = []  # (offset in source, original, rewritten)
+    offset = 0
+    for token in binding.scan(source):
+        rewritten = token.text
+        if token.kind in ("literal", "placeholder"):
+            rewritten = binding.rewrite(token.text).expression
+        pieces.append((offset, token.text, rewritten))
+        offset += len(token.text)
+    compiled = "".join(p[2] for p in pieces)
+    if compiled != binding.rewrite(source).expression:
+        return line, column
+    lines = compiled.split("\n")
+    if not 1 <= line <= len(lines):
+        return line, column
+    target = sum(len(text) + 1 for text in lines[: line - 1]) + max(column - 1, 0)
+    position = 0
+    result = len(source)
+    for start, original, rewritten in pieces:
+        if position <= target < position + len(rewritten):
+            result = start + (target - position if original == rewritten else 0)
+            break
+        position += len(rewritten)
+    before = source[:result]
+    return before.count("\n") + 1, result - (before.rfind("\n") + 1) + 1
+
+
+def cel_position(doc: Document, path: tuple[str | int, ...], source: str,
+                 message: str) -> tuple[str, Position]:
+    """The file position of a CEL compile error, and its message without the position
+    inside the expression (which counts in the expression as compiled)."""
+    match = _CEL_POSITION.search(message)
+    if match is None:
+        return message, doc.at(*path)
+    numbers = [int(g) for g in match.groups() if g is not None]
+    line, column = original_position(source, numbers[0], numbers[1])
+    cleaned = (message[:match.start()] + message[match.end():].lstrip(": ")).replace(
+        ": : ", ": ")
+    return cleaned, content_position(doc, path, line, column)
+
+
+def syntax_position(doc: Document, spec: Any, renderer: Any) -> Position:
+    """Where the first field with a Jinja2 syntax error has it."""
+    for name, source in spec.sources().items():
+        try:
+            renderer.env.parse(source)
+        except TemplateSyntaxError as exc:
+            return content_position(doc, ("spec", "corpwechat", name), exc.lineno or 1, 1)
+    return doc.at("spec", "corpwechat")
+
+
+def lint_files(linter: Linter, files: Iterable[str]) -> list[str]:
+    sources: list[str] = []
+    for path in files:
+        source, text = read_text(path)
+        sources.append(source)
+        try:
+            docs = loads(text, source)
+        except YamlError as exc:
+            linter.add(ERROR, "yaml", f"invalid YAML: {exc.problem}", exc.position)
+            continue
+        if not docs:
+            linter.add(WARNING, "yaml", "no document in this file", Position(source, 1, 1))
+        for doc in docs:
+            linter.document(doc)
+    return sources
+
+
+def run(args: argparse.Namespace) -> int:
+    bridge.capture_logs(args.verbose)
+    if args.object and not args.event:
+        raise UserError("--object needs --event")
+    if sum(1 for f in args.files if f == "-") > 1:
+        raise UserError("'-' (standard input) can be given once")
+    linter = Linter(bridge.engine(args.cel_engine), inputs.platform_url(args.platform_url))
+    files = expand(args.files)
+    sample = None
+    if args.event:
+        event = pipeline.read_event(args.event)
+        obj = pipeline.single_document(args.object, "--object").data if args.object else None
+        sample = pipeline.enriched_event(event, obj, replace_object=obj is not None)
+    if args.templates:
+        for doc in inputs.gather([args.templates], lambda d: inputs.role(d) == "template"):
+            linter.templates.docs.setdefault(
+                doc.name, inputs.prepare_template(doc, linter.platform_url))
+    sources = lint_files(linter, files)
+    config = choose_config(linter, args.config)
+    linter.finish(config, sample)
+    findings = sorted(linter.findings, key=sort_key)
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    warnings = len(findings) - errors
+    failed = errors > 0 or (args.strict and warnings > 0)
+    if args.json:
+        print_json({
+            "ok": not failed, "errors": errors, "warnings": warnings, "files": sources,
+            "documents": linter.documents,
+            "mapping": config.source if config is not None else None,
+            "findings": [f.as_json() for f in findings],
+        })
+    else:
+        mapping = f"; template mapping from {config.source}" if config is not None else ""
+        print_findings(findings, f"{plural(errors, 'error')}, {plural(warnings, 'warning')} "
+                       f"in {plural(linter.documents, 'document')} "
+                       f"({plural(len(sources), 'file')}){mapping}")
+    return FINDINGS if failed else 0
+
+
+def choose_config(linter: Linter, option: str | None) -> inputs.Config | None:
+    """``--config``, else a katanomi-config among the linted files, else the project's."""
+    if option:
+        return inputs.load_config(option)
+    if linter.configs:
+        for extra in linter.configs[:-1]:
+            linter.add(WARNING, "mapping", f"more than one {inputs.CONFIG_NAME}: the one at "
+                       f"{linter.configs[-1].position} is used", extra.position, extra)
+        return inputs.config_from(linter.configs[-1])
+    return inputs.default_config()

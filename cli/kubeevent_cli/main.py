@@ -1,0 +1,156 @@
+"""``kubeevent``: lint and dry-run ClusterSubscriptions and NotificationTemplates.
+
+Exit codes: 0 fine; 1 lint found errors (or warnings with ``--strict``); 2 a usage
+or input mistake (missing file, bad YAML in an input of ``simulate``, unknown kind),
+always as one line on standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+from .errors import USAGE, UserError
+
+PROG = "kubeevent"
+INTERNAL = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2), no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document instead of text")
+    parser.add_argument("--platform-url", metavar="URL", default=None,
+                        help="PLATFORM_URL for templates: replaces $PLATFORM_URL in "
+                             "NotificationTemplates (as the install command's envsubst does) "
+                             "and is their platform_url (default: $PLATFORM_URL, else empty)")
+    parser.add_argument("--cel-engine", choices=("auto", "celpy", "cel-expr"), default=None,
+                        help="CEL engine, as the filter's CEL_ENGINE (default: $CEL_ENGINE, "
+                             "else auto)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="katanomi-config: a ConfigMap, or the patch with "
+                             "data.\"notification.templates\" (event type -> template)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the functions' own log lines (on stderr)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Lint and dry-run ClusterSubscriptions and NotificationTemplates with the "
+                    "functions' own matching and rendering code, before they reach a cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    lint = commands.add_parser(
+        "lint", help="check subscriptions and templates in YAML files",
+        description="Check ClusterSubscriptions, NotificationTemplates and katanomi-config in "
+                    "YAML/JSON files (multi-document; '-' reads standard input; a directory "
+                    "means its *.yaml, *.yml and *.json files). Exit 1 on any error.")
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument("--templates", metavar="DIR",
+                      help="more NotificationTemplates to check the mapping against "
+                           "(not linted themselves)")
+    lint.add_argument("--event", metavar="FILE",
+                      help="render templates against this Event (or enriched CloudEvent) "
+                           "instead of the built-in sample")
+    lint.add_argument("--object", metavar="FILE", help="the involved object for --event")
+    lint.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    _common(lint)
+
+    sim = commands.add_parser(
+        "simulate", help="show who would be notified of an event, with which message",
+        description="Run an event through the subscription filter and the notifier's "
+                    "rendering without sending anything: which subscriptions match, who "
+                    "receives which message on which channel, and why every other "
+                    "subscription does not match. No network unless --kubeconfig is given.")
+    sim.add_argument("--event", metavar="FILE", required=True,
+                     help="a Kubernetes Event (core/v1 or events.k8s.io/v1), an "
+                          "ApiServerSource CloudEvent, or an enriched CloudEvent (YAML/JSON)")
+    sim.add_argument("--object", metavar="FILE",
+                     help="the involved object (default: read it with --kubeconfig, else none)")
+    sim.add_argument("--subscriptions", metavar="DIR", required=True,
+                     help="ClusterSubscriptions: a directory or a file")
+    sim.add_argument("--templates", metavar="DIR",
+                     help="NotificationTemplates: a directory or a file (none: the built-in "
+                          "message)")
+    sim.add_argument("--rbac", metavar="allow|deny|live|FILE", default="allow",
+                     help="may each subscriber get the object? allow (default), deny, live "
+                          "(SubjectAccessReview via --kubeconfig) or a rules FILE "
+                          "(see the README)")
+    sim.add_argument("--kubeconfig", metavar="FILE",
+                     help="read the involved object from this cluster (when --object is not "
+                          "given) and allow --rbac live")
+    _common(sim)
+    return parser
+
+
+def _tolerant_streams() -> None:
+    """A terminal that cannot show a character gets a replacement, not a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (OSError, ValueError):
+                pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _tolerant_streams()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list or os.environ.get("KUBEEVENT_DEBUG") == "1"
+    try:
+        args = build_parser().parse_args(args_list)
+        if args.command is None:
+            raise UserError(f"a command is needed: lint or simulate (see '{PROG} --help')")
+        if args.command == "lint":
+            from .lint import run as run_lint
+
+            return run_lint(args)
+        from .simulate import run as run_simulate
+
+        return run_simulate(args)
+    except UserError as exc:
+        _stderr(f"{PROG}: error: {exc.message}")
+        return USAGE
+    except KeyboardInterrupt:
+        _stderr(f"{PROG}: interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): nothing more to say.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        _stderr(f"{PROG}: internal error: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:300]} (set KUBEEVENT_DEBUG=1 for details)")
+        return INTERNAL
+
+
+def _stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

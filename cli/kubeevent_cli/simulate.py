@@ -1,0 +1,453 @@
+"""``kubeevent simulate``: who would be notified of an event, with which message, and why
+every other subscription stays silent.
+
+The decisions are the functions' own: the enricher's ``enrich`` builds the event, the
+filter's ``Compiler``, ``Index`` and ``match`` decide who matches, the filter's
+``notification`` builds the request, the notifier's ``parse_request``, ``for_channel``,
+``TemplateStore`` and ``Renderer`` make the messages. ``explain`` only says *why*, by
+running the filter's pieces (index, exact filters, CEL program) one entry at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import bridge, inputs, pipeline, rbac
+from .errors import UserError
+from .report import plural, print_json
+from .yamlio import Document, parse_path
+
+subs_mod = bridge.subscriptions
+filter_core = bridge.filter_core
+CHANNEL = bridge.notifier_core.CHANNEL
+READINESS_CHECKS = {
+    "InvalidSpec": "invalid", "OwnerMismatch": "owner", "NoChannels": "channels",
+    "InvalidCEL": "cel-compile",
+}
+# How far an (object, event) entry got; the furthest one explains a subscription.
+STAGES = ("object", "namespace", "type", "exact", "cel", "match")
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of one ``spec.subscriptions[i].events[j]`` entry for the event."""
+
+    stage: int
+    check: str
+    message: str
+    where: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"check": self.check, "message": self.message, "where": self.where}
+
+
+@dataclass
+class Verdict:
+    """One ClusterSubscription: matched or not, why, and what it would receive."""
+
+    name: str
+    doc: Document
+    subscription: Any = None
+    matched: bool = False
+    reason: Step | None = None
+    matched_by: str = ""
+    rbac: tuple[bool, str] | None = None
+    note: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "MATCH" if self.matched else "NO MATCH"
+
+    def subscriber_json(self) -> dict[str, Any]:
+        if self.subscription is not None:
+            return dict(self.subscription.subscriber.as_json())
+        raw = self.doc.get("spec", "subscriber")
+        return dict(raw) if isinstance(raw, dict) else {}
+
+    def channels(self) -> list[str]:
+        if self.subscription is not None:
+            return list(self.subscription.channels)
+        annotations = self.doc.get("metadata", "annotations")
+        return list(subs_mod.channels_of(annotations if isinstance(annotations, dict) else {}))
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name, "file": self.doc.source, "line": self.doc.position.line,
+            "status": self.status, "match": self.matched,
+            "subscriber": self.subscriber_json(), "channels": self.channels(),
+        }
+        if self.matched:
+            out["matched_by"] = self.matched_by
+        else:
+            out["reason"] = self.reason.as_json() if self.reason else None
+        if self.rbac is not None:
+            out["rbac"] = {"allowed": self.rbac[0], "reason": self.rbac[1]}
+        if self.note:
+            out["note"] = self.note
+        if self.matched:
+            out["messages"] = self.messages
+        return out
+
+
+# ------------------------------------------------------------------- explaining
+
+
+def _cel_source(doc: Document, where: str) -> str:
+    """The CEL text as the subscription writes it (``where`` is the rule's path)."""
+    value = doc.get(*parse_path(where), "filter", "cel")
+    return " ".join(value.split()) if isinstance(value, str) else ""
+
+
+def _object_text(doc: Document, index: int) -> str:
+    obj = doc.get("spec", "subscriptions", index, "object")
+    obj = obj if isinstance(obj, dict) else {}
+    group = str(obj.get("apiVersion") or "").rpartition("/")[0]
+    namespace = obj.get("namespace") or ""
+    kind = f"{obj.get('kind')}" + (f" ({group})" if group else "")
+    return kind + (f" in namespace {namespace}" if namespace else " in every namespace")
+
+
+def examine(sub: Any, doc: Document, index: int, obj_rule: Any, rule: Any, enriched: Any,
+            engine: Any, ce_value: Any) -> Step:
+    """How far one entry gets, by the filter's own pieces."""
+    where = rule.where
+    single = replace(sub, objects=(replace(obj_rule, events=(rule,)),))
+    candidates = subs_mod.Index([single]).candidates(
+        enriched.type, enriched.group, enriched.kind, enriched.namespace)
+    if not candidates:
+        event_kind = enriched.kind + (f" ({enriched.group})" if enriched.group else "")
+        if (obj_rule.group, obj_rule.kind) != (enriched.group.lower(), enriched.kind.lower()):
+            return Step(0, "object", f"the event is about {event_kind}; this entry subscribes "
+                        f"to {_object_text(doc, index)}", f"spec.subscriptions[{index}].object")
+        if obj_rule.namespace and obj_rule.namespace != enriched.namespace:
+            shown = enriched.namespace or "(cluster scope)"
+            return Step(1, "namespace", f"the object is in namespace {shown}; this entry "
+                        f"subscribes to namespace {obj_rule.namespace}",
+                        f"spec.subscriptions[{index}].object.namespace")
+        return Step(2, "type", f"event type {enriched.type} is not subscribed", where)
+    attrs = enriched.attributes
+    if not filter_core.exact_matches(rule.exact, attrs):
+        for name, want in rule.exact:
+            if not filter_core.exact_matches(((name, want),), attrs):
+                got = f"got {attrs[name]!r}" if name in attrs else "the event has no such " \
+                    "attribute"
+                return Step(3, "exact", f"exact filter {name}: expected {want!r}, {got}",
+                            f"{where}.filter.exact.{name}")
+    if rule.cel is not None:
+        activation = engine.activation({"ce": ce_value, "subscriber": sub.bound,
+                                        bridge.binding.BINDING_VARIABLE: sub.bound})
+        try:
+            result = rule.cel.evaluate(activation)
+        except bridge.celengine.CelEvalError as exc:
+            return Step(4, "cel-error", f"CEL error (treated as no match): {exc.message}; "
+                        f"expression: {_cel_source(doc, where)}", f"{where}.filter.cel")
+        if not result:
+            return Step(4, "cel", f"CEL returned false: {_cel_source(doc, where)}",
+                        f"{where}.filter.cel")
+    return Step(5, "match", "object, event type, exact filters and CEL all match", where)
+
+
+def explain(sub: Any, doc: Document, enriched: Any, engine: Any, ce_value: Any) -> Step:
+    """The matching entry, else the entry that got furthest (its failed check)."""
+    steps: list[Step] = []
+    for index, obj_rule in enumerate(sub.objects):
+        for rule in obj_rule.events:
+            steps.append(examine(sub, doc, index, obj_rule, rule, enriched, engine, ce_value))
+    if not steps:
+        return Step(0, "object", "the subscription lists no event", "spec.subscriptions")
+    best = max(steps, key=lambda s: s.stage)
+    best = next(s for s in steps if s.stage == best.stage)
+    if best.check == "type":
+        wanted = sorted({r.type.removeprefix(pipeline.ENRICHED_PREFIX)
+                         .removesuffix(pipeline.ENRICHED_SUFFIX)
+                         for o in sub.objects for r in o.events
+                         if (o.group, o.kind) == (enriched.group.lower(), enriched.kind.lower())})
+        return replace(best, message=f"event type {enriched.type} is not subscribed "
+                       f"(subscribed: {', '.join(wanted)})", where="spec.subscriptions")
+    return best
+
+
+# --------------------------------------------------------------------- the run
+
+
+def connect(path: str) -> Any:
+    """A client for the cluster of ``--kubeconfig`` (the functions' own ``Kube``)."""
+    if not Path(path).is_file():
+        raise UserError(f"--kubeconfig {path}: no such file")
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    from subscription_filter.shared.kube import Kube
+
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_kube_config(config_file=path, client_configuration=configuration)
+    except Exception as exc:  # the loader raises many kinds for one bad file
+        raise UserError(f"--kubeconfig {path}: unusable ({' '.join(str(exc).split())[:200]})") \
+            from None
+    return Kube(configuration)
+
+
+def close(kube: Any) -> None:
+    kube.close()
+
+
+def involved_object(event: pipeline.EventInput, option: str | None,
+                    kube: Any | None) -> tuple[dict[str, Any] | None, str]:
+    """(the object, where it came from)."""
+    if option:
+        doc = pipeline.single_document(option, "--object")
+        return doc.data, f"from {option}"
+    if event.shape == "enriched":
+        return None, "from the enriched event"
+    if kube is None:
+        return None, "none: give --object FILE (or --kubeconfig); data.object is null"
+    ref = pipeline.parse_kube_event(event).involved
+    try:
+        obj = kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None)
+    except bridge.filter_errors.FunctionError as exc:
+        raise UserError(f"--kubeconfig: cannot read the involved object: {exc}") from None
+    if obj is None:
+        return None, "not found in the cluster; data.object is null (as the enricher sends it)"
+    return obj, "read from the cluster"
+
+
+def object_mismatch(event: pipeline.EventInput, obj: dict[str, Any]) -> str:
+    if event.shape != "kube":
+        return ""
+    ref = pipeline.parse_kube_event(event).involved
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    have = (obj.get("apiVersion"), obj.get("kind"), meta.get("name"),
+            meta.get("namespace") or "")
+    want = (ref.api_version, ref.kind, ref.name, ref.namespace)
+    if have == want:
+        return ""
+    return (f"--object is {have[1]} {have[3]}/{have[2]} ({have[0]}) but the Event is about "
+            f"{want[1]} {want[3]}/{want[2]} ({want[0]})")
+
+
+def run(args: argparse.Namespace) -> int:
+    bridge.capture_logs(args.verbose)
+    engine = bridge.engine(args.cel_engine)
+    url = inputs.platform_url(args.platform_url)
+    kube = connect(args.kubeconfig) if args.kubeconfig else None
+    try:
+        return _run(args, engine, url, kube)
+    finally:
+        if kube is not None:
+            close(kube)
+
+
+def _run(args: argparse.Namespace, engine: Any, url: str, kube: Any | None) -> int:
+    policy = rbac.policy(args.rbac, kube)
+    event_input = pipeline.read_event(args.event)
+    obj, object_from = involved_object(event_input, args.object, kube)
+    warnings: list[str] = []
+    if obj is not None and (mismatch := object_mismatch(event_input, obj)):
+        warnings.append(mismatch)
+    event = pipeline.enriched_event(event_input, obj, replace_object=bool(args.object))
+    enriched = pipeline.parse_enriched(event, args.event)
+
+    sub_docs = inputs.gather([args.subscriptions], lambda d: inputs.role(d) == "subscription")
+    if not sub_docs:
+        raise UserError(f"{args.subscriptions}: no ClusterSubscription found")
+    template_docs = inputs.gather([args.templates], lambda d: inputs.role(d) in (
+        "template", "config")) if args.templates else []
+    templates = inputs.TemplateSet()
+    for doc in template_docs:
+        if inputs.role(doc) == "template":
+            templates.add(inputs.prepare_template(doc, url))
+    config = choose_config(args.config, [d for d in template_docs
+                                         if inputs.role(d) == "config"])
+    if config is not None:
+        warnings.extend(message for message, _ in config.warnings)
+
+    verdicts, recipients = decide(sub_docs, enriched, engine, policy, warnings)
+    reply, request = pipeline.notification_request(event, recipients)
+    rendering = render(request, templates, config, url, verdicts)
+    problem = rendering.problem
+    if problem and not args.templates:
+        problem += " (no --templates given)"
+    payload = {
+        "event": {
+            "type": enriched.type, "id": enriched.id,
+            "source": enriched.attributes.get("source"),
+            "object": enriched.object_ref, "object_from": object_from,
+        },
+        "mapping": config.source if config is not None else None,
+        "template": {"name": rendering.template_name or None,
+                     "used": rendering.compiled is not None, "problem": problem or None},
+        "subscriptions": [v.as_json() for v in verdicts],
+        "recipients": [bridge.filter_core.recipient(s) for s in recipients],
+        "notification": {"type": reply["type"], "id": reply["id"]} if recipients else None,
+        "warnings": warnings,
+    }
+    if args.json:
+        print_json(payload)
+    else:
+        print_text(payload, sys.stdout)
+    return 0
+
+
+def choose_config(option: str | None, found: Sequence[Document]) -> inputs.Config | None:
+    if option:
+        return inputs.load_config(option)
+    if found:
+        return inputs.config_from(found[-1])
+    return inputs.default_config()
+
+
+def decide(sub_docs: Sequence[Document], enriched: Any, engine: Any, policy: rbac.Policy,
+           warnings: list[str]) -> tuple[list[Verdict], list[Any]]:
+    """Every subscription's verdict, and the recipients (matched and allowed)."""
+    compiler = subs_mod.Compiler(engine)
+    by_name: dict[str, tuple[Document, Any]] = {}
+    for doc in sub_docs:
+        loaded = compiler.load(doc.data)
+        if loaded.name in by_name:
+            warnings.append(f"two ClusterSubscriptions are named {loaded.name!r} "
+                            f"({by_name[loaded.name][0].position}, {doc.position}): the "
+                            "later one is used, as in a cluster")
+        by_name[loaded.name] = (doc, loaded)
+    snapshot = subs_mod.build_snapshot(loaded for _, loaded in by_name.values())
+    result = filter_core.match(snapshot.index, enriched, engine)
+    matched = {s.name for s in result.matched}
+    ce_value = engine.value(enriched.ce())
+    verdicts: list[Verdict] = []
+    for name, (doc, loaded) in sorted(by_name.items()):
+        verdict = Verdict(name or "(no name)", doc, loaded.subscription)
+        verdicts.append(verdict)
+        if loaded.subscription is None:
+            readiness = loaded.readiness
+            verdict.reason = Step(-1, READINESS_CHECKS.get(readiness.reason, "invalid"),
+                                  f"not used ({readiness.reason}): {readiness.message}", "")
+            continue
+        step = explain(loaded.subscription, doc, enriched, engine, ce_value)
+        verdict.matched = name in matched
+        if verdict.matched != (step.check == "match"):
+            verdict.note = (f"the filter decided {verdict.status} but the explanation found "
+                            f"{step.check}: {step.message}")
+        if verdict.matched:
+            verdict.matched_by = step.where if step.check == "match" else ""
+        else:
+            verdict.reason = step
+    recipients: list[Any] = []
+    matched_verdicts = [v for v in verdicts if v.matched]
+    if matched_verdicts:
+        target = policy.target(enriched)
+        for verdict in matched_verdicts:
+            allowed, reason = policy.decide(verdict.subscription.subscriber, target)
+            verdict.rbac = (allowed, reason)
+            if allowed:
+                recipients.append(verdict.subscription)
+            else:
+                verdict.matched = False
+                verdict.reason = Step(6, "rbac", f"RBAC denied: "
+                                      f"{verdict.subscription.subscriber.name} may not "
+                                      f"{target.describe()} ({reason})", "")
+    return verdicts, recipients
+
+
+def render(request: Any, templates: inputs.TemplateSet, config: inputs.Config | None,
+           url: str, verdicts: Sequence[Verdict]) -> pipeline.Rendering:
+    """Each recipient's messages, as the notifier would send them."""
+    rendering = pipeline.Rendering(templates.store(config), request.event_type, url)
+    by_subscription = {v.name: v for v in verdicts}
+    chosen = {r.subscription for r in bridge.notifier_core.for_channel(request.recipients)}
+    first_for: dict[str, str] = {}
+    for recipient in request.recipients:
+        verdict = by_subscription.get(recipient.subscription)
+        if verdict is None:
+            continue
+        for channel in recipient.channels:
+            if channel != CHANNEL:
+                verdict.messages.append({"channel": channel, "rendered": False,
+                                         "note": f"no {channel} notifier in this project"})
+                continue
+            if recipient.subscription not in chosen:
+                verdict.messages.append({
+                    "channel": channel, "rendered": False,
+                    "note": f"{recipient.name} already gets this notification through "
+                            f"{first_for.get(recipient.name, 'another subscription')} "
+                            "(one message per person)"})
+                continue
+            first_for.setdefault(recipient.name, recipient.subscription)
+            rendered = rendering.render(request.event, recipient.subscriber)
+            verdict.messages.append({"channel": channel, "rendered": True,
+                                     "to": recipient.name, **rendered.as_json()})
+    return rendering
+
+
+# ---------------------------------------------------------------------- output
+
+FIELD_ORDER = ("title", "description", "content", "url", "btntxt")
+
+
+def print_text(payload: dict[str, Any], out: TextIO) -> None:
+    event = payload["event"]
+    ref = event["object"]
+    target = "/".join(p for p in (ref.get("namespace"), ref.get("name")) if p)
+    w = out.write
+    w(f"event     {event['type']}\n")
+    w(f"          id {event['id']}, {ref.get('kind')} {target} (object {event['object_from']})\n")
+    template = payload["template"]
+    if payload["mapping"] is None:
+        w("mapping   none (no katanomi-config): the built-in message\n")
+    else:
+        shown = template["name"] if template["used"] else \
+            f"fallback (built-in message: {template['problem']})"
+        w(f"mapping   {payload['mapping']} -> {shown}\n")
+    for warning in payload["warnings"]:
+        w(f"warning   {warning}\n")
+    for item in payload["subscriptions"]:
+        w("\n")
+        w(f"{item['status']:<9} {item['name']}  ({item['file']}:{item['line']})\n")
+        sub = item["subscriber"]
+        details = [str(sub.get("kind") or "User")]
+        info = sub.get("info") if isinstance(sub.get("info"), dict) else {}
+        if info.get("mail"):
+            details.append(str(info["mail"]))
+        w(f"  subscriber  {sub.get('name') or '-'} ({', '.join(details)})\n")
+        w(f"  channels    {', '.join(item['channels']) or '-'}\n")
+        if item["match"]:
+            w(f"  matched by  {item['matched_by']}\n")
+        elif item.get("reason"):
+            reason = item["reason"]
+            where = f"{reason['where']}: " if reason["where"] else ""
+            w(f"  why         [{reason['check']}] {where}{reason['message']}\n")
+        if item.get("rbac") and item["rbac"]["allowed"]:
+            w(f"  rbac        {item['rbac']['reason']}\n")
+        if item.get("note"):
+            w(f"  note        {item['note']}\n")
+        for message in item.get("messages", []):
+            _print_message(message, w)
+    recipients = payload["recipients"]
+    names = sorted({r["subscriber"]["name"] for r in recipients})
+    w("\n")
+    w(f"{len(recipients)} of {plural(len(payload['subscriptions']), 'subscription')} matched; "
+      f"{'notified: ' + ', '.join(names) if names else 'nobody is notified'}\n")
+
+
+def _print_message(message: dict[str, Any], w: Any) -> None:
+    channel = message["channel"]
+    if not message.get("rendered"):
+        w(f"  {channel:<11} not sent here: {message.get('note')}\n")
+        return
+    template = message["template"]
+    if message.get("fallback_reason"):
+        template += f" ({message['fallback_reason']})"
+    w(f"  {channel:<11} to {message.get('to')}, template {template}\n")
+    w(f"    msgtype      {message['msgtype']}\n")
+    for name in FIELD_ORDER:
+        if name not in message:
+            continue
+        lines = str(message[name]).splitlines() or [""]
+        w(f"    {name:<12} {lines[0]}\n")
+        for line in lines[1:]:
+            w(f"    {'':<12} {line}\n")

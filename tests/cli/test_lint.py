@@ -1,0 +1,161 @@
+"""``kubeevent lint`` on the seed's files and on broken ones made here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.cli.support import (
+    PLATFORM_URL,
+    SEED_ADMIN,
+    SEED_CONFIG_PATCH,
+    TEMPLATES,
+    TYPE,
+    run,
+    subscription_for,
+    write_yaml,
+)
+
+SEED_TEXT = SEED_ADMIN.read_text(encoding="utf-8")
+
+
+def where(text: str, needle: str, offset: int = 0) -> tuple[int, int]:
+    """1-based (line, column) of ``needle`` (plus ``offset`` characters) in ``text``."""
+    index = text.index(needle) + offset
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def findings(payload: dict[str, Any], check: str) -> list[dict[str, Any]]:
+    return [f for f in payload["findings"] if f["check"] == check]
+
+
+def test_the_seed_files_are_clean() -> None:
+    done = run("lint", SEED_ADMIN, TEMPLATES, SEED_CONFIG_PATCH, "--platform-url", PLATFORM_URL)
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert done.stdout.strip() == (
+        f"0 errors, 0 warnings in 6 documents (3 files); template mapping from "
+        f"{SEED_CONFIG_PATCH}")
+    payload = run("lint", "--json", "--strict", SEED_ADMIN, TEMPLATES, SEED_CONFIG_PATCH,
+                  "--platform-url", PLATFORM_URL).json()
+    assert payload["ok"] is True
+    assert (payload["errors"], payload["warnings"], payload["documents"]) == (0, 0, 6)
+
+
+def test_standard_input_and_warnings_with_strict() -> None:
+    clean = run("lint", "-", stdin=SEED_TEXT)
+    assert clean.returncode == 0, clean.stdout
+    # Without a platform URL the templates' links are relative: a warning, fatal with --strict.
+    relaxed = run("lint", TEMPLATES, "--json")
+    assert relaxed.returncode == 0
+    warnings = findings(relaxed.json(), "render")
+    assert len(warnings) == 4 and all("not an absolute link" in w["message"] for w in warnings)
+    assert run("lint", TEMPLATES, "--strict").returncode == 1
+
+
+def test_cel_errors_point_into_the_file(tmp_path: Path) -> None:
+    text = SEED_TEXT.replace('item.name == "$(subscriber.name)")',
+                             'item.name == "$(subscriber.name)" ||)')
+    text = text.replace("!has(ce.data.event.message) &&",
+                        "!has(ce.data.event.message) && foo(1) &&")
+    bad = tmp_path / "bad-cel.yaml"
+    bad.write_text(text, encoding="utf-8")
+    done = run("lint", bad)
+    assert done.returncode == 1
+    line, column = where(text, '" ||)', 4)  # the ")" the parser trips on
+    assert f"{bad}:{line}:{column}: error: [cel] " \
+        "ClusterSubscription/admin-artifactpromotionrun-subscription: " \
+        "spec.subscriptions[0].events[0].filter.cel: syntax error: unexpected ')'" in done.stdout
+    payload = run("lint", "--json", bad).json()
+    cel = findings(payload, "cel")
+    assert len(cel) == 2  # every filter is compiled, not only the first bad one
+    assert cel[1]["line"] == where(text, "foo(1)")[0]
+    assert "foo" in cel[1]["message"]
+    assert cel[1]["message"].startswith("spec.subscriptions[0].events[2].filter.cel: ")
+    assert payload["ok"] is False and payload["errors"] == 2
+
+
+def test_every_kind_of_problem_is_reported(tmp_path: Path) -> None:
+    owner = write_yaml(tmp_path / "owner.yaml", subscription_for("bob", owner="alice"))
+    unmapped = subscription_for("carol", reasons=("approvalpending",))
+    unmapped["spec"]["subscriptions"][0]["events"][0]["type"] = TYPE.format("succeeded")
+    unknown = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}
+    mixed = write_yaml(tmp_path / "mixed.yaml", unmapped, unknown)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("kind: ClusterSubscription\nmetadata: [1,\n", encoding="utf-8")
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text(SEED_TEXT.replace("  subscriber:\n", "  subscriber: {}\n  subscriber:\n"),
+                         encoding="utf-8")
+    templates = tmp_path / "templates.yaml"
+    templates.write_text(
+        "apiVersion: core.katanomi.dev/v1alpha1\n"
+        "kind: NotificationTemplate\n"
+        "metadata:\n  name: kubeevent.artifactpromotionrun.approvalpending\n"
+        "spec:\n  corpwechat:\n    msgtype: markdown\n    title: Pending\n"
+        "    content: |\n      line one\n      {{ event.type\n"
+        "---\n"
+        "apiVersion: core.katanomi.dev/v1alpha1\n"
+        "kind: NotificationTemplate\n"
+        "metadata:\n  name: kubeevent.artifactpromotionrun.failed\n"
+        "spec:\n  corpwechat:\n    msgtype: markdown\n"
+        "    content: '{{ event.data.object.metadata.name.upper(1, 2) }}'\n"
+        "---\n"
+        "apiVersion: core.katanomi.dev/v1alpha1\n"
+        "kind: NotificationTemplate\n"
+        "metadata:\n  name: kubeevent.artifactpromotionrun.running\n"
+        "spec:\n  corpwechat:\n    msgtype: card\n    content: hi\n",
+        encoding="utf-8")
+    done = run("lint", "--json", owner, mixed, bad_yaml, duplicate, templates)
+    assert done.returncode == 1
+    payload = done.json()
+    [owner_error] = findings(payload, "owner")
+    owner_line = where(owner.read_text(encoding="utf-8"), "katanomi.dev/owned.username")[0]
+    assert (owner_error["file"], owner_error["line"]) == (str(owner), owner_line)
+    assert "katanomi.dev/owned.username is 'alice'; it must equal spec.subscriber.name 'bob'" \
+        in owner_error["message"]
+    [kind] = findings(payload, "kind")
+    assert kind["document"] == "Deployment/web" and "unknown kind 'Deployment'" in kind["message"]
+    yaml_errors = findings(payload, "yaml")
+    assert {(f["file"], f["line"]) for f in yaml_errors} == {
+        (str(bad_yaml), 3), (str(duplicate), where(SEED_TEXT, "  subscriber:\n")[0] + 1)}
+    mapping = findings(payload, "mapping")
+    assert {f["severity"] for f in mapping} == {"warning"}
+    [unmapped_type] = [f for f in mapping if f["file"] == str(mixed)]
+    assert f"no template maps event type {TYPE.format('succeeded')}" in unmapped_type["message"]
+    assert unmapped_type["document"] == \
+        "ClusterSubscription/carol-artifactpromotionrun-subscription"
+    # Only some of the four templates were given: the others cannot be checked.
+    assert any("maps to template 'kubeevent.artifactpromotionrun.approvaldenied', which is "
+               "not among the given templates" in f["message"] for f in mapping)
+    template_errors = findings(payload, "template")
+    syntax = next(f for f in template_errors if "TemplateSyntaxError" in f["message"])
+    assert (syntax["line"], syntax["column"]) == (11, 7)
+    assert any("msgtype 'card'" in f["message"] for f in template_errors)
+    schema = [f for f in findings(payload, "schema") if f["file"] == str(templates)]
+    assert [f["message"] for f in schema] == [
+        "spec.corpwechat.msgtype: 'card' is not one of ['text', 'markdown', 'textcard']"]
+    [render] = findings(payload, "render")
+    assert render["document"] == "NotificationTemplate/kubeevent.artifactpromotionrun.failed"
+    assert "fails against a sample artifactpromotionrun.failed event" in render["message"]
+    assert payload["errors"] == len([f for f in payload["findings"] if f["severity"] == "error"])
+
+
+def test_templates_render_against_a_given_event(tmp_path: Path) -> None:
+    from tests.support.factory import kube_event, promotion_run
+
+    obj = promotion_run(name="release-42", requester="zoe")
+    event = write_yaml(tmp_path / "event.yaml", kube_event("ApprovalPending", obj=obj))
+    obj_file = write_yaml(tmp_path / "object.yaml", obj)
+    template = {
+        "apiVersion": "core.katanomi.dev/v1alpha1", "kind": "NotificationTemplate",
+        "metadata": {"name": "kubeevent.artifactpromotionrun.approvalpending"},
+        "spec": {"corpwechat": {"msgtype": "textcard", "title": "{{ 'x' * 200 }}",
+                                "content": "{{ event.data.object.metadata.name }}",
+                                "url": "{{ platform_url }}/runs"}},
+    }
+    path = write_yaml(tmp_path / "template.yaml", template)
+    payload = run("lint", "--json", path, "--event", event, "--object", obj_file).json()
+    messages = [f["message"] for f in payload["findings"]]
+    assert "title is cut to WeCom's limit against the given event" in messages
+    assert any("url is not an absolute link against the given event ('/runs')" in m
+               for m in messages)
