@@ -89,6 +89,11 @@ class FunctionProcess:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    @property
+    def log_path(self) -> Path:
+        """The file the process's stdout and stderr go to."""
+        return Path(self._log.name)
+
     def output(self) -> str:
         self._log.flush()
         return Path(self._log.name).read_text(errors="replace")
