@@ -59,8 +59,8 @@ def text_spec(content: str, **fields: str) -> TemplateSpec:
 
 def test_template_file_has_no_dollar_but_the_platform_url():
     text = TEMPLATE_FILE.read_text(encoding="utf-8")
-    assert text.count("${PLATFORM_URL}") == 4
-    assert text.count("$") == 4
+    assert text.count("${PLATFORM_URL}") == 8
+    assert text.count("$") == 8
 
 
 def test_envsubst_output_holds_the_four_seed_templates(templates):
@@ -125,6 +125,16 @@ def test_templates_installed_without_platform_url_use_the_notifier_setting():
     spec = parse_template(docs["kubeevent.artifactpromotionrun.running"])
     message = render(spec, event_dict("running"), platform_url="https://console.example.org")
     assert message.get("url") == ("https://console.example.org/console-devops/workspace/devops/"
+                                  "artifactpromotionruns/my-promotion")
+
+
+def test_templates_applied_without_envsubst_use_the_notifier_setting():
+    """`kubectl apply -k manifests` leaves the placeholder as it is written."""
+    raw = yaml.safe_load_all(TEMPLATE_FILE.read_text(encoding="utf-8"))
+    docs = {d["metadata"]["name"]: d for d in raw if d}
+    spec = parse_template(docs["kubeevent.artifactpromotionrun.approvalpending"])
+    message = render(spec, event_dict("approvalpending"), platform_url="https://acp.local")
+    assert message.get("url") == ("https://acp.local/console-devops/workspace/devops/"
                                   "artifactpromotionruns/my-promotion")
 
 
