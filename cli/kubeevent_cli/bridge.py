@@ -3,8 +3,8 @@
 The CLI has no matching, CEL or rendering code of its own: everything it decides is
 decided by ``subscription_filter``, ``corpwechat_notifier`` and ``enricher`` exactly as
 they run in the cluster. This module finds their folders (``functions/<name>`` beside
-``cli/``), puts them on ``sys.path`` and captures their JSON log lines, which a
-command-line tool shows only with ``--verbose``.
+``cli/``), puts them on ``sys.path`` and sends their JSON log lines nowhere, or to
+stderr with ``--verbose``.
 """
 
 from __future__ import annotations
@@ -51,15 +51,11 @@ __all__ = [
     "render", "shared_events", "subscriptions", "templates",
 ]
 
-log_stream: TextIO = io.StringIO()
-
-
 def capture_logs(verbose: bool) -> None:
     """Send the functions' log lines to stderr (verbose) or to a buffer nobody reads."""
-    global log_stream
-    log_stream = sys.stderr if verbose else io.StringIO()
+    stream: TextIO = sys.stderr if verbose else io.StringIO()
     for module in (notifier_logs, enricher_logs, filter_logs):
-        module.set_stream(log_stream)
+        module.set_stream(stream)
 
 
 def engine(name: str | None) -> celengine.Engine:

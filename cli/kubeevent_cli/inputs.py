@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,9 +109,8 @@ def config_from(doc: Document) -> Config:
     values = {str(k): v if isinstance(v, str) else json.dumps(v)
               for k, v in (data or {}).items()}
     config = Config(str(doc.position.source), values, doc)
-    with captured_warnings() as warnings:
-        config.mapping = bridge.templates.parse_mapping(values.get(MAPPING_KEY))
-    config.warnings = [(message, mapping_position(doc, message)) for message in warnings]
+    config.mapping, problems = bridge.templates.parse_mapping(values.get(MAPPING_KEY))
+    config.warnings = [(p.message, mapping_position(doc, p.entry)) for p in problems]
     if MAPPING_KEY not in values:
         config.warnings.append(
             (f"{CONFIG_NAME} has no {MAPPING_KEY}: every notification gets the built-in "
@@ -142,15 +140,11 @@ def default_config() -> Config | None:
     return config_from(configs[0]) if configs else None
 
 
-_ENTRY = re.compile(r"entry (\d+)")
-
-
-def mapping_position(doc: Document, message: str) -> Position:
-    """Where in ``notification.templates`` the mapping entry a warning names is written."""
+def mapping_position(doc: Document, entry: int | None) -> Position:
+    """Where in ``notification.templates`` its ``entry``-th list entry is written."""
     path = ("data", MAPPING_KEY)
-    match = _ENTRY.search(message)
     text = doc.get(*path)
-    if match is None or not isinstance(text, str):
+    if entry is None or not isinstance(text, str):
         return doc.at(*path)
     try:
         inner = loads(text, doc.source)
@@ -158,30 +152,8 @@ def mapping_position(doc: Document, message: str) -> Position:
         return doc.at(*path)
     if not inner:
         return doc.at(*path)
-    where = inner[0].at(int(match.group(1)))
+    where = inner[0].at(entry)
     return content_position(doc, path, where.line, where.column)
-
-
-@contextmanager
-def captured_warnings() -> Iterator[list[str]]:
-    """The messages the notifier's code logs while the block runs (their log lines are
-    JSON objects; a command-line tool turns them into findings)."""
-    import io
-
-    stream = io.StringIO()
-    found: list[str] = []
-    bridge.notifier_logs.set_stream(stream)
-    try:
-        yield found
-    finally:
-        bridge.notifier_logs.set_stream(bridge.log_stream)
-        for line in stream.getvalue().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("severity") in ("WARNING", "ERROR"):
-                found.append(str(record.get("message", "")))
 
 
 # --------------------------------------------------------------------- templates

@@ -1,9 +1,10 @@
 """``kubeevent lint FILE...``: what would go wrong once these documents are applied.
 
-Every verdict comes from the functions' own code: the filter's ``Compiler`` (schema,
-owner annotation, channels, CEL), the notifier's ``parse_mapping``, ``parse_template``
-and ``Renderer``, the enricher's ``enrich`` for the sample event. This module only
-finds where in the file each problem is written.
+Every verdict comes from the functions' own code: the filter's ``problems`` (the checks
+its ``Compiler`` runs: schema, owner annotation, channels, CEL, every problem at once),
+the notifier's ``parse_mapping``, ``parse_template``, ``Renderer`` and ``message_for``,
+the enricher's ``enrich`` for the sample event. This module only finds where in the
+file each problem is written.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ CHECKS = {
     "InvalidCEL": "cel",
 }
 _SPEC_PATH = re.compile(r"^(spec(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
-_CEL_POSITION = re.compile(r"line (\d+), column (\d+)|\bat (\d+):(\d+)")
 
 
 @dataclass
@@ -117,14 +117,18 @@ class Linter:
         if doc.get("metadata", "namespace"):
             self.add(WARNING, "schema", "a ClusterSubscription is cluster-scoped: "
                      "metadata.namespace is ignored", doc.at("metadata", "namespace"), doc)
-        loaded = subs_mod.Compiler(self.engine).load(doc.data)
-        cel_errors = self.cel_filters(doc)
-        readiness = loaded.readiness
-        if not readiness.ready and not (readiness.reason == "InvalidCEL" and cel_errors):
-            self.add(ERROR, CHECKS.get(readiness.reason, "schema"),
-                     f"not used ({readiness.reason}): {readiness.message}",
-                     self.reason_position(doc, readiness.reason, readiness.message), doc)
-        subscriber = loaded.subscription.subscriber.as_json() if loaded.subscription else None
+        problems = subs_mod.problems(doc.data, self.engine)
+        for problem in problems:
+            if isinstance(problem, subs_mod.InvalidCel):
+                self.cel_problem(doc, problem)
+            else:
+                self.add(ERROR, CHECKS.get(problem.reason, "schema"),
+                         f"not used ({problem.reason}): {problem.message}",
+                         self.reason_position(doc, problem.reason, problem.message), doc)
+        subscriber = None
+        if not problems:
+            spec = subs_mod.check_spec(doc.data)
+            subscriber = subs_mod.parse_subscriber(spec).as_json()
         self.entries(doc, subscriber)
 
     def reason_position(self, doc: Document, reason: str, message: str) -> Position:
@@ -138,30 +142,13 @@ class Linter:
             return doc.at("spec")
         return doc.at(*parse_path(match.group(1)))
 
-    def cel_filters(self, doc: Document) -> int:
-        """Compile every CEL filter (not only the first bad one); errors found."""
-        spec = doc.get("spec")
-        if not isinstance(spec, dict):
-            return 0
-        try:
-            subscriber = subs_mod.parse_subscriber(spec)
-        except subs_mod.Invalid:
-            return 0
-        errors = 0
-        for i, entry in enumerate(_list(spec.get("subscriptions"))):
-            for j, event in enumerate(_list(_dict(entry).get("events"))):
-                source = _dict(_dict(event).get("filter")).get("cel")
-                if not isinstance(source, str) or not source.strip():
-                    continue
-                where = f"spec.subscriptions[{i}].events[{j}].filter.cel"
-                try:
-                    subs_mod.compile_cel(source, subscriber, self.engine, where)
-                except subs_mod.Invalid as exc:
-                    errors += 1
-                    path = ("spec", "subscriptions", i, "events", j, "filter", "cel")
-                    message, position = cel_position(doc, path, source, exc.message)
-                    self.add(ERROR, "cel", message, position, doc)
-        return errors
+    def cel_problem(self, doc: Document, problem: Any) -> None:
+        """A filter that does not compile, at its place in the file."""
+        path = parse_path(problem.where)
+        position = doc.at(*path)
+        if problem.position is not None:
+            position = content_position(doc, path, *problem.position)
+        self.add(ERROR, "cel", f"{problem.where}: {problem.error}", position, doc)
 
     def entries(self, doc: Document, subscriber: dict[str, Any] | None) -> None:
         """Filters that can never match, and the event types asked for."""
@@ -286,13 +273,13 @@ class Linter:
         split = samples.split_type(event_type)
         short = ".".join(split) if split else event_type
         against = "the given event" if sample is not None else f"a sample {short} event"
-        context = bridge.render.template_context(pipeline.event_json(event), subscriber,
-                                                 self.platform_url)
-        try:
-            message = renderer.render(compiled, context)
-        except bridge.render.RenderError as exc:
-            self.add(ERROR, "render", f"fails against {against}: {exc} (the notifier would "
-                     "send its built-in message)", doc.at("spec", "corpwechat"), doc)
+        templates = bridge.templates
+        message, _, problem = templates.message_for(
+            templates.Selected(doc.name, compiled), renderer, pipeline.event_json(event),
+            subscriber, self.platform_url)
+        if problem:
+            self.add(ERROR, "render", f"fails against {against}: {problem} (the notifier "
+                     "would send its built-in message)", doc.at("spec", "corpwechat"), doc)
             return
         self.rendered(doc, compiled.spec, message, against)
 
@@ -331,50 +318,6 @@ def guess_type(template: str) -> str:
         return f"{pipeline.ENRICHED_PREFIX}{parts[1]}.{parts[2]}{pipeline.ENRICHED_SUFFIX}"
     return f"{pipeline.ENRICHED_PREFIX}artifactpromotionrun.approvalpending" \
         f"{pipeline.ENRICHED_SUFFIX}"
-
-
-def original_position(source: str, line: int, column: int) -> tuple[int, int]:
-    """A (line, column) in the compiled expression (placeholders rewritten) → the same
-    place in ``source`` as written."""
-    binding = bridge.binding
-    pieces: list[tuple[int, str, str]] = []  # (offset in source, original, rewritten)
-    offset = 0
-    for token in binding.scan(source):
-        rewritten = token.text
-        if token.kind in ("literal", "placeholder"):
-            rewritten = binding.rewrite(token.text).expression
-        pieces.append((offset, token.text, rewritten))
-        offset += len(token.text)
-    compiled = "".join(p[2] for p in pieces)
-    if compiled != binding.rewrite(source).expression:
-        return line, column
-    lines = compiled.split("\n")
-    if not 1 <= line <= len(lines):
-        return line, column
-    target = sum(len(text) + 1 for text in lines[: line - 1]) + max(column - 1, 0)
-    position = 0
-    result = len(source)
-    for start, original, rewritten in pieces:
-        if position <= target < position + len(rewritten):
-            result = start + (target - position if original == rewritten else 0)
-            break
-        position += len(rewritten)
-    before = source[:result]
-    return before.count("\n") + 1, result - (before.rfind("\n") + 1) + 1
-
-
-def cel_position(doc: Document, path: tuple[str | int, ...], source: str,
-                 message: str) -> tuple[str, Position]:
-    """The file position of a CEL compile error, and its message without the position
-    inside the expression (which counts in the expression as compiled)."""
-    match = _CEL_POSITION.search(message)
-    if match is None:
-        return message, doc.at(*path)
-    numbers = [int(g) for g in match.groups() if g is not None]
-    line, column = original_position(source, numbers[0], numbers[1])
-    cleaned = (message[:match.start()] + message[match.end():].lstrip(": ")).replace(
-        ": : ", ": ")
-    return cleaned, content_position(doc, path, line, column)
 
 
 def syntax_position(doc: Document, spec: Any, renderer: Any) -> Position:

@@ -5,8 +5,8 @@
 * ``enriched_event``: the enricher's ``parse_kube_event`` + ``enrich``.
 * ``notification_request``: the filter's ``notification`` (the request it would emit),
   read back with the notifier's ``parse_request``.
-* ``Rendering``: the notifier's ``TemplateStore`` lookup, ``Renderer`` and
-  ``fallback_message``, in the order the notifier applies them.
+* ``Rendering``: the notifier's ``select_template`` once per event type, then its
+  ``message_for`` per subscriber, as the notifier sends them.
 """
 
 from __future__ import annotations
@@ -139,16 +139,13 @@ def event_json(event: CloudEvent) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ rendering
 
-FALLBACK = "fallback"
-
-
 @dataclass(frozen=True)
 class Rendered:
-    """A message for one recipient; ``template`` is its name or ``fallback``."""
+    """A message for one recipient; ``template`` is its name or ``builtin``."""
 
-    template: str
     message: Any
-    problem: str = ""
+    template: str
+    problem: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"template": self.template, "msgtype": self.message.msgtype,
@@ -159,31 +156,13 @@ class Rendered:
 
 
 class Rendering:
-    """The notifier's template resolution for one event type, then one render per
-    subscriber (the notifier's order: mapping → template → compile → render, and the
-    built-in message whenever a step has no answer)."""
+    """The notifier's template for one event type, then one message per subscriber."""
 
-    def __init__(self, store: Any, event_type: str, platform_url: str,
-                 renderer: Any | None = None) -> None:
+    def __init__(self, store: Any, event_type: str, platform_url: str) -> None:
         self.platform_url = platform_url
-        self.renderer = renderer or bridge.render.Renderer()
-        self.lookup = store.lookup(event_type)
-        self.template_name: str = self.lookup.name
-        self.problem: str = self.lookup.missing
-        self.compiled: Any = None
-        if self.lookup.spec is not None:
-            try:
-                self.compiled = self.renderer.compile(self.lookup.spec)
-            except bridge.render.RenderError as exc:
-                self.problem = str(exc)
+        self.renderer = bridge.render.Renderer()
+        self.selected = bridge.templates.select_template(store, self.renderer, event_type)
 
     def render(self, event: Mapping[str, Any], subscriber: Mapping[str, Any] | None) -> Rendered:
-        if self.compiled is None:
-            return Rendered(FALLBACK, bridge.render.fallback_message(event, self.platform_url),
-                            self.problem)
-        context = bridge.render.template_context(event, subscriber, self.platform_url)
-        try:
-            return Rendered(self.template_name, self.renderer.render(self.compiled, context))
-        except bridge.render.RenderError as exc:
-            return Rendered(FALLBACK, bridge.render.fallback_message(event, self.platform_url),
-                            str(exc))
+        return Rendered(*bridge.templates.message_for(self.selected, self.renderer, event,
+                                                      subscriber, self.platform_url))

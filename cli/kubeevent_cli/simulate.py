@@ -2,10 +2,10 @@
 every other subscription stays silent.
 
 The decisions are the functions' own: the enricher's ``enrich`` builds the event, the
-filter's ``Compiler``, ``Index`` and ``match`` decide who matches, the filter's
-``notification`` builds the request, the notifier's ``parse_request``, ``for_channel``,
-``TemplateStore`` and ``Renderer`` make the messages. ``explain`` only says *why*, by
-running the filter's pieces (index, exact filters, CEL program) one entry at a time.
+filter's ``Compiler``, ``Index`` and ``match`` decide who matches and its ``explain``
+says why (by the same evaluation ``match`` runs), the filter's ``notification`` builds
+the request, the notifier's ``parse_request``, ``for_channel``, ``select_template`` and
+``message_for`` make the messages.
 """
 
 from __future__ import annotations
@@ -13,31 +13,29 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import bridge, inputs, pipeline, rbac
 from .errors import UserError
 from .report import plural, print_json
-from .yamlio import Document, parse_path
+from .yamlio import Document
 
 subs_mod = bridge.subscriptions
 filter_core = bridge.filter_core
 CHANNEL = bridge.notifier_core.CHANNEL
+BUILTIN = bridge.templates.BUILTIN
 READINESS_CHECKS = {
     "InvalidSpec": "invalid", "OwnerMismatch": "owner", "NoChannels": "channels",
     "InvalidCEL": "cel-compile",
 }
-# How far an (object, event) entry got; the furthest one explains a subscription.
-STAGES = ("object", "namespace", "type", "exact", "cel", "match")
 
 
 @dataclass(frozen=True)
-class Step:
-    """The outcome of one ``spec.subscriptions[i].events[j]`` entry for the event."""
+class Reason:
+    """Why a subscription is not notified: the failed check and where it is written."""
 
-    stage: int
     check: str
     message: str
     where: str
@@ -54,10 +52,9 @@ class Verdict:
     doc: Document
     subscription: Any = None
     matched: bool = False
-    reason: Step | None = None
+    reason: Reason | None = None
     matched_by: str = ""
     rbac: tuple[bool, str] | None = None
-    note: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -88,8 +85,6 @@ class Verdict:
             out["reason"] = self.reason.as_json() if self.reason else None
         if self.rbac is not None:
             out["rbac"] = {"allowed": self.rbac[0], "reason": self.rbac[1]}
-        if self.note:
-            out["note"] = self.note
         if self.matched:
             out["messages"] = self.messages
         return out
@@ -98,79 +93,21 @@ class Verdict:
 # ------------------------------------------------------------------- explaining
 
 
-def _cel_source(doc: Document, where: str) -> str:
-    """The CEL text as the subscription writes it (``where`` is the rule's path)."""
-    value = doc.get(*parse_path(where), "filter", "cel")
-    return " ".join(value.split()) if isinstance(value, str) else ""
-
-
-def _object_text(doc: Document, index: int) -> str:
-    obj = doc.get("spec", "subscriptions", index, "object")
-    obj = obj if isinstance(obj, dict) else {}
-    group = str(obj.get("apiVersion") or "").rpartition("/")[0]
-    namespace = obj.get("namespace") or ""
-    kind = f"{obj.get('kind')}" + (f" ({group})" if group else "")
-    return kind + (f" in namespace {namespace}" if namespace else " in every namespace")
-
-
-def examine(sub: Any, doc: Document, index: int, obj_rule: Any, rule: Any, enriched: Any,
-            engine: Any, ce_value: Any) -> Step:
-    """How far one entry gets, by the filter's own pieces."""
-    where = rule.where
-    single = replace(sub, objects=(replace(obj_rule, events=(rule,)),))
-    candidates = subs_mod.Index([single]).candidates(
-        enriched.type, enriched.group, enriched.kind, enriched.namespace)
-    if not candidates:
-        event_kind = enriched.kind + (f" ({enriched.group})" if enriched.group else "")
-        if (obj_rule.group, obj_rule.kind) != (enriched.group.lower(), enriched.kind.lower()):
-            return Step(0, "object", f"the event is about {event_kind}; this entry subscribes "
-                        f"to {_object_text(doc, index)}", f"spec.subscriptions[{index}].object")
-        if obj_rule.namespace and obj_rule.namespace != enriched.namespace:
-            shown = enriched.namespace or "(cluster scope)"
-            return Step(1, "namespace", f"the object is in namespace {shown}; this entry "
-                        f"subscribes to namespace {obj_rule.namespace}",
-                        f"spec.subscriptions[{index}].object.namespace")
-        return Step(2, "type", f"event type {enriched.type} is not subscribed", where)
-    attrs = enriched.attributes
-    if not filter_core.exact_matches(rule.exact, attrs):
-        for name, want in rule.exact:
-            if not filter_core.exact_matches(((name, want),), attrs):
-                got = f"got {attrs[name]!r}" if name in attrs else "the event has no such " \
-                    "attribute"
-                return Step(3, "exact", f"exact filter {name}: expected {want!r}, {got}",
-                            f"{where}.filter.exact.{name}")
-    if rule.cel is not None:
-        activation = engine.activation({"ce": ce_value, "subscriber": sub.bound,
-                                        bridge.binding.BINDING_VARIABLE: sub.bound})
-        try:
-            result = rule.cel.evaluate(activation)
-        except bridge.celengine.CelEvalError as exc:
-            return Step(4, "cel-error", f"CEL error (treated as no match): {exc.message}; "
-                        f"expression: {_cel_source(doc, where)}", f"{where}.filter.cel")
-        if not result:
-            return Step(4, "cel", f"CEL returned false: {_cel_source(doc, where)}",
-                        f"{where}.filter.cel")
-    return Step(5, "match", "object, event type, exact filters and CEL all match", where)
-
-
-def explain(sub: Any, doc: Document, enriched: Any, engine: Any, ce_value: Any) -> Step:
-    """The matching entry, else the entry that got furthest (its failed check)."""
-    steps: list[Step] = []
-    for index, obj_rule in enumerate(sub.objects):
-        for rule in obj_rule.events:
-            steps.append(examine(sub, doc, index, obj_rule, rule, enriched, engine, ce_value))
-    if not steps:
-        return Step(0, "object", "the subscription lists no event", "spec.subscriptions")
-    best = max(steps, key=lambda s: s.stage)
-    best = next(s for s in steps if s.stage == best.stage)
-    if best.check == "type":
-        wanted = sorted({r.type.removeprefix(pipeline.ENRICHED_PREFIX)
+def reason(explanation: Any, sub: Any, enriched: Any) -> Reason | None:
+    """The filter's failed check, in the CLI's words; ``None`` when nothing failed."""
+    failed = explanation.failed
+    if failed is None:
+        return None
+    if failed.name == "ready":
+        return Reason(READINESS_CHECKS.get(failed.detail, "invalid"), failed.message, "")
+    if failed.name == "type":
+        rules = {rule.where: rule for obj in sub.objects for rule in obj.events}
+        wanted = sorted({rules[t.where].type.removeprefix(pipeline.ENRICHED_PREFIX)
                          .removesuffix(pipeline.ENRICHED_SUFFIX)
-                         for o in sub.objects for r in o.events
-                         if (o.group, o.kind) == (enriched.group.lower(), enriched.kind.lower())})
-        return replace(best, message=f"event type {enriched.type} is not subscribed "
-                       f"(subscribed: {', '.join(wanted)})", where="spec.subscriptions")
-    return best
+                         for t in explanation.trials if t.last.name == "type"})
+        return Reason("type", f"event type {enriched.type} is not subscribed "
+                      f"(subscribed: {', '.join(wanted)})", "spec.subscriptions")
+    return Reason(failed.name, failed.message, failed.where)
 
 
 # --------------------------------------------------------------------- the run
@@ -270,8 +207,8 @@ def _run(args: argparse.Namespace, engine: Any, url: str, kube: Any | None) -> i
 
     verdicts, recipients = decide(sub_docs, enriched, engine, policy, warnings)
     reply, request = pipeline.notification_request(event, recipients)
-    rendering = render(request, templates, config, url, verdicts)
-    problem = rendering.problem
+    selected = render(request, templates, config, url, verdicts).selected
+    problem = selected.problem
     if problem and not args.templates:
         problem += " (no --templates given)"
     payload = {
@@ -281,8 +218,8 @@ def _run(args: argparse.Namespace, engine: Any, url: str, kube: Any | None) -> i
             "object": enriched.object_ref, "object_from": object_from,
         },
         "mapping": config.source if config is not None else None,
-        "template": {"name": rendering.template_name or None,
-                     "used": rendering.compiled is not None, "problem": problem or None},
+        "template": {"name": selected.name or None,
+                     "used": selected.compiled is not None, "problem": problem or None},
         "subscriptions": [v.as_json() for v in verdicts],
         "recipients": [bridge.filter_core.recipient(s) for s in recipients],
         "notification": {"type": reply["type"], "id": reply["id"]} if recipients else None,
@@ -316,41 +253,34 @@ def decide(sub_docs: Sequence[Document], enriched: Any, engine: Any, policy: rba
                             "later one is used, as in a cluster")
         by_name[loaded.name] = (doc, loaded)
     snapshot = subs_mod.build_snapshot(loaded for _, loaded in by_name.values())
-    result = filter_core.match(snapshot.index, enriched, engine)
+    scope = filter_core.Scope(enriched, engine)
+    result = filter_core.match(snapshot.index, enriched, engine, scope)
     matched = {s.name for s in result.matched}
-    ce_value = engine.value(enriched.ce())
     verdicts: list[Verdict] = []
     for name, (doc, loaded) in sorted(by_name.items()):
         verdict = Verdict(name or "(no name)", doc, loaded.subscription)
         verdicts.append(verdict)
-        if loaded.subscription is None:
-            readiness = loaded.readiness
-            verdict.reason = Step(-1, READINESS_CHECKS.get(readiness.reason, "invalid"),
-                                  f"not used ({readiness.reason}): {readiness.message}", "")
-            continue
-        step = explain(loaded.subscription, doc, enriched, engine, ce_value)
+        explanation = filter_core.explain(loaded, scope)
         verdict.matched = name in matched
-        if verdict.matched != (step.check == "match"):
-            verdict.note = (f"the filter decided {verdict.status} but the explanation found "
-                            f"{step.check}: {step.message}")
-        if verdict.matched:
-            verdict.matched_by = step.where if step.check == "match" else ""
-        else:
-            verdict.reason = step
+        deciding = explanation.deciding
+        if verdict.matched and deciding is not None:
+            verdict.matched_by = deciding.where
+        elif not verdict.matched:
+            verdict.reason = reason(explanation, loaded.subscription, enriched)
     recipients: list[Any] = []
     matched_verdicts = [v for v in verdicts if v.matched]
     if matched_verdicts:
         target = policy.target(enriched)
         for verdict in matched_verdicts:
-            allowed, reason = policy.decide(verdict.subscription.subscriber, target)
-            verdict.rbac = (allowed, reason)
+            allowed, why = policy.decide(verdict.subscription.subscriber, target)
+            verdict.rbac = (allowed, why)
             if allowed:
                 recipients.append(verdict.subscription)
             else:
                 verdict.matched = False
-                verdict.reason = Step(6, "rbac", f"RBAC denied: "
-                                      f"{verdict.subscription.subscriber.name} may not "
-                                      f"{target.describe()} ({reason})", "")
+                verdict.reason = Reason("rbac", f"RBAC denied: "
+                                        f"{verdict.subscription.subscriber.name} may not "
+                                        f"{target.describe()} ({why})", "")
     return verdicts, recipients
 
 
@@ -401,7 +331,7 @@ def print_text(payload: dict[str, Any], out: TextIO) -> None:
         w("mapping   none (no katanomi-config): the built-in message\n")
     else:
         shown = template["name"] if template["used"] else \
-            f"fallback (built-in message: {template['problem']})"
+            f"{BUILTIN} (the built-in message: {template['problem']})"
         w(f"mapping   {payload['mapping']} -> {shown}\n")
     for warning in payload["warnings"]:
         w(f"warning   {warning}\n")
@@ -423,8 +353,6 @@ def print_text(payload: dict[str, Any], out: TextIO) -> None:
             w(f"  why         [{reason['check']}] {where}{reason['message']}\n")
         if item.get("rbac") and item["rbac"]["allowed"]:
             w(f"  rbac        {item['rbac']['reason']}\n")
-        if item.get("note"):
-            w(f"  note        {item['note']}\n")
         for message in item.get("messages", []):
             _print_message(message, w)
     recipients = payload["recipients"]

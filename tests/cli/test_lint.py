@@ -159,3 +159,55 @@ def test_templates_render_against_a_given_event(tmp_path: Path) -> None:
     assert "title is cut to WeCom's limit against the given event" in messages
     assert any("url is not an absolute link against the given event ('/runs')" in m
                for m in messages)
+
+
+def test_every_problem_of_a_subscription_is_reported(tmp_path: Path) -> None:
+    text = SEED_TEXT.replace('katanomi.dev/owned.username: "admin"',
+                             'katanomi.dev/owned.username: "mallory"')
+    text = text.replace('"core.katanomi.dev/sink.pluginclasses": "corpwechat"',
+                        '"core.katanomi.dev/sink.pluginclasses": " , "')
+    text = text.replace('item.name == "$(subscriber.name)")',
+                        'item.name == "$(subscriber.name)") &&\n          )')
+    text = text.replace('    - type: "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.'
+                        'running.v1alpha1"', '    - type: ""')
+    bad = tmp_path / "many.yaml"
+    bad.write_text(text, encoding="utf-8")
+    payload = run("lint", "--json", bad).json()
+    assert payload["ok"] is False
+    errors = [(f["check"], f["line"], f["column"]) for f in payload["findings"]
+              if f["severity"] == "error"]
+    # The CEL error is on the second line of the filter, after a placeholder: its column
+    # counts in the text as written, not in the expression the filter compiles.
+    lines = text.splitlines()
+    cel_line = next(i for i, line in enumerate(lines, 1) if line == "          )")
+    assert sorted(errors) == sorted([
+        ("owner", *where(text, '"mallory"')),
+        ("channels", *where(text, '" , "')),
+        ("schema", *where(text, '- type: ""', 8)),
+        ("cel", cel_line, 11),
+    ])
+    messages = {f["check"]: f["message"] for f in payload["findings"]}
+    assert messages["schema"] == \
+        "not used (InvalidSpec): spec.subscriptions[0].events[2].type is required"
+    assert messages["cel"] == "spec.subscriptions[0].events[0].filter.cel: syntax error: " \
+        "unexpected ')'"
+
+
+def test_a_broken_mapping_entry_is_a_warning_where_it_is_written(tmp_path: Path) -> None:
+    text = SEED_CONFIG_PATCH.read_text(encoding="utf-8").replace(
+        "      templateRef:\n        name: kubeevent.artifactpromotionrun.running\n",
+        "      templateref:\n        name: kubeevent.artifactpromotionrun.running\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(text, encoding="utf-8")
+    payload = run("lint", "--json", config).json()
+    [broken] = [f for f in findings(payload, "mapping") if "entry" in f["message"]]
+    assert broken["severity"] == "warning"
+    assert broken["message"] == \
+        "katanomi-config notification.templates: entry 2 needs type and templateRef.name; skipped"
+    running = '- type: "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.running'
+    assert (broken["line"], broken["column"]) == where(text, running, 2)  # the entry
+    yaml_error = tmp_path / "unparsable.yaml"
+    yaml_error.write_text(text.replace("    - type:", "    - type: [", 1), encoding="utf-8")
+    payload = run("lint", "--json", yaml_error).json()
+    [broken] = [f for f in findings(payload, "mapping") if "not valid YAML" in f["message"]]
+    assert broken["line"] == where(text, "notification.templates:")[0]

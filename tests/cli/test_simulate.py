@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from corpwechat_notifier.templates import BUILTIN
 from tests.cli.conftest import Case, make_case
 from tests.cli.support import (
     CONFIG_MAP,
@@ -197,7 +198,7 @@ def test_without_templates_the_builtin_message_is_shown(pending: Case) -> None:
     assert payload["template"]["used"] is False
     assert "not found (no --templates given)" in payload["template"]["problem"]
     [message] = by_name(payload)[ADMIN]["messages"]
-    assert message["template"] == "fallback"
+    assert message["template"] == BUILTIN == "builtin"  # as the notifier logs it
     assert message["msgtype"] == "text"
     assert "ApprovalPending" in message["content"]
     assert "not found" in message["fallback_reason"]
@@ -215,7 +216,7 @@ def test_a_template_that_fails_to_render_falls_back(pending: Case, tmp_path: Pat
     args[args.index(TEMPLATES)] = templates.parent
     payload = run(*args).json()
     [message] = by_name(payload)[ADMIN]["messages"]
-    assert message["template"] == "fallback"
+    assert message["template"] == BUILTIN == "builtin"  # as the notifier logs it
     assert PENDING_TEMPLATE in message["fallback_reason"]
     assert message["msgtype"] == "text"
 

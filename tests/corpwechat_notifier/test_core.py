@@ -240,22 +240,51 @@ def test_ttl_cache_expires_and_is_bounded():
 def test_seed_mapping_is_understood():
     text = yaml.safe_load(example("seed-katanomi-config-patch.yaml"))["data"][
         "notification.templates"]
-    assert parse_mapping(text)[factory.KUBEEVENT.format("running")] == \
+    mapping, problems = parse_mapping(text)
+    assert mapping[factory.KUBEEVENT.format("running")] == \
         "kubeevent.artifactpromotionrun.running"
+    assert problems == []
 
 
-def test_broken_mapping_is_ignored_with_a_warning():
+BROKEN_ENTRIES = ("- type: a\n- templateRef: {name: b}\n- type: c\n  templateRef: {name: d}\n"
+                  "- type: c\n  templateRef: {name: e}")
+
+
+def test_broken_mapping_is_ignored_and_each_problem_is_returned():
+    mapping, [problem] = parse_mapping("- type: [unclosed")
+    assert mapping == {}
+    assert problem.message == "katanomi-config notification.templates is not valid YAML; " \
+        "ignoring it"
+    assert problem.entry is None and "flow sequence" in problem.error
+    mapping, [problem] = parse_mapping("type: a")
+    assert mapping == {} and "is not a YAML list" in problem.message and problem.entry is None
+    mapping, problems = parse_mapping(BROKEN_ENTRIES)
+    assert mapping == {"c": "d"}
+    assert [p.entry for p in problems] == [0, 1]
+    assert problems[1].message == "katanomi-config notification.templates: entry 1 needs " \
+        "type and templateRef.name; skipped"
+
+
+def test_the_store_logs_each_mapping_problem_once_per_read():
     out = io.StringIO()
     logs.set_stream(out)
+    data = {"notification.templates": BROKEN_ENTRIES}
+    clock = Clock()
     try:
-        assert parse_mapping("- type: [unclosed") == {}
-        assert parse_mapping("type: a") == {}
-        assert parse_mapping("- type: a\n- templateRef: {name: b}\n- type: c\n  templateRef:"
-                             " {name: d}\n- type: c\n  templateRef: {name: e}") == {"c": "d"}
+        store = TemplateStore(lambda: data, lambda name: None, ttl=30, clock=clock)
+        assert store.mapping() == {"c": "d"}
+        assert store.mapping() == {"c": "d"}  # from the cache: not parsed, not logged again
+        data["notification.templates"] = "- type: [unclosed"
+        clock.now += 31
+        assert store.mapping() == {}
     finally:
         logs.set_stream(None)
     warnings = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert len(warnings) == 4 and all(w["severity"] == "WARNING" for w in warnings)
+    assert [w["severity"] for w in warnings] == ["WARNING"] * 3
+    assert [w["message"] for w in warnings[:2]] == [
+        f"katanomi-config notification.templates: entry {i} needs type and "
+        "templateRef.name; skipped" for i in (0, 1)]
+    assert "error" not in warnings[0] and "flow sequence" in warnings[2]["error"]
 
 
 def test_template_store_caches_for_its_ttl_and_says_what_is_missing():

@@ -23,7 +23,13 @@ from corpwechat_notifier.render import (
     truncate_utf8,
     utf8_len,
 )
-from corpwechat_notifier.templates import parse_mapping
+from corpwechat_notifier.templates import (
+    BUILTIN,
+    TemplateStore,
+    message_for,
+    parse_mapping,
+    select_template,
+)
 from tests.corpwechat_notifier.support import (
     CRD_FILE,
     PLATFORM_URL,
@@ -64,8 +70,9 @@ def test_template_file_has_no_dollar_but_the_platform_url():
 
 
 def test_envsubst_output_holds_the_four_seed_templates(templates):
-    mapping = parse_mapping(yaml.safe_load(example("seed-katanomi-config-patch.yaml"))
-                            ["data"]["notification.templates"])
+    mapping, problems = parse_mapping(yaml.safe_load(example("seed-katanomi-config-patch.yaml"))
+                                      ["data"]["notification.templates"])
+    assert problems == []
     assert sorted(mapping) == sorted(factory.KUBEEVENT.format(r) for r in REASONS)
     assert sorted(templates) == sorted(mapping.values())
     for doc in templates.values():
@@ -315,3 +322,72 @@ def test_fallback_message_survives_any_shape():
     other = event_dict()
     other["involvedobjectkind"] = "Pod"
     assert fallback_message(other, PLATFORM_URL).get("content").endswith("\n" + PLATFORM_URL)
+
+
+# ------------------------------------------------------- template, then message, then fallback
+
+
+def store_for(templates: dict[str, dict[str, Any]], mapping: str | None) -> TemplateStore:
+    data = None if mapping is None else {"notification.templates": mapping}
+    return TemplateStore(lambda: data, templates.get, ttl=0)
+
+
+def mapped(event_type: str, name: str) -> str:
+    return f"- type: {event_type}\n  templateRef: {{name: {name}}}\n"
+
+
+def test_the_mapped_template_makes_the_message(templates):
+    event = event_dict("approvalpending")
+    renderer = Renderer()
+    name = "kubeevent.artifactpromotionrun.approvalpending"
+    selected = select_template(store_for(templates, mapped(event["type"], name)), renderer,
+                               event["type"])
+    assert (selected.name, selected.template, selected.problem) == (name, name, None)
+    message, template, problem = message_for(selected, renderer, event, {"name": "admin"},
+                                             PLATFORM_URL)
+    assert (template, problem) == (name, None)
+    assert message == render(selected.compiled.spec, event, {"name": "admin"}, PLATFORM_URL)
+    assert message != fallback_message(event, PLATFORM_URL)
+
+
+@pytest.mark.parametrize(("mapping", "problem"), [
+    (None, "ConfigMap cpaas-system/katanomi-config not found"),
+    ("", "no template mapped to"),
+    ("name-of-nothing", "NotificationTemplate cpaas-system/name-of-nothing not found"),
+    ("broken", "template 'broken': msgtype 'card'"),
+    ("unclosed", "template 'unclosed': content: TemplateSyntaxError"),
+])
+def test_without_a_usable_template_the_builtin_message_is_sent(templates, mapping, problem):
+    event = event_dict("failed")
+    extra = {
+        "broken": {"metadata": {"name": "broken"},
+                   "spec": {"corpwechat": {"msgtype": "card", "content": "x"}}},
+        "unclosed": {"metadata": {"name": "unclosed"},
+                     "spec": {"corpwechat": {"content": "{{ event.type"}}},
+    }
+    text = None if mapping is None else mapped(event["type"], mapping) if mapping else ""
+    renderer = Renderer()
+    selected = select_template(store_for({**templates, **extra}, text), renderer,
+                               event["type"])
+    assert selected.compiled is None and selected.template == BUILTIN == "builtin"
+    assert problem in selected.problem
+    assert selected.name == (mapping or "")
+    assert message_for(selected, renderer, event, {"name": "alice"}, PLATFORM_URL) == (
+        fallback_message(event, PLATFORM_URL), BUILTIN, selected.problem)
+
+
+def test_a_template_that_fails_for_one_subscriber_falls_back_for_that_one(templates):
+    event = event_dict("failed")
+    failing = {"metadata": {"name": "per-person"}, "spec": {"corpwechat": {
+        "content": "{{ subscriber.info.mail.upper(1, 2) if subscriber.name == 'bob' "
+                   "else 'hello ' ~ subscriber.name }}"}}}
+    renderer = Renderer()
+    selected = select_template(store_for({"per-person": failing},
+                                         mapped(event["type"], "per-person")),
+                               renderer, event["type"])
+    assert selected.uses_subscriber and selected.template == "per-person"
+    alice = message_for(selected, renderer, event, {"name": "alice"}, "")
+    assert alice[1:] == ("per-person", None) and alice[0].get("content") == "hello alice"
+    bob = message_for(selected, renderer, event, {"name": "bob", "info": {"mail": "b@x"}}, "")
+    assert bob[0] == fallback_message(event, "") and bob[1] == BUILTIN
+    assert "template 'per-person': content: TypeError" in bob[2]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from subscription_filter.binding import BINDING_VARIABLE, resolve, rewrite, subscriber_binding
+from subscription_filter.binding import resolve, rewrite, subscriber_binding
 from subscription_filter.celengine import (
     CelCompileError,
     CelEvalError,
@@ -15,6 +15,7 @@ from subscription_filter.celengine import (
     plain,
     select,
 )
+from subscription_filter.core import activation
 
 ENGINE_NAMES = ["celpy", "cel-expr"]
 
@@ -41,10 +42,8 @@ def outcome(engine: Engine, source: str, ce: dict[str, Any],
         program = engine.compile(rewritten.expression)
     except (CelCompileError, ValueError):
         return "compile-error"
-    bound = engine.value(binding)
     try:
-        activation = engine.activation(
-            {"ce": engine.value(plain(ce)), "subscriber": bound, BINDING_VARIABLE: bound})
-        return "true" if program.evaluate(activation) else "false"
+        bound = activation(engine, engine.value(plain(ce)), engine.value(binding))
+        return "true" if program.evaluate(bound) else "false"
     except CelEvalError:
         return "eval-error"

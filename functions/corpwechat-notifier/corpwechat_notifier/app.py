@@ -11,11 +11,11 @@ from cloudevents.http import CloudEvent
 from . import core
 from .config import Config
 from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore
-from .render import Message, Renderer, RenderError, fallback_message, template_context
+from .render import Message, Renderer
 from .shared import logs
 from .shared.events import Outcome, json_data
 from .shared.kube import AccessDenied, Kube, NotFound, translate
-from .templates import CONFIG_MAP, TemplateStore
+from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, UserDirectory
 from .wecom import WeComClient, WeComRejected
 
@@ -144,36 +144,26 @@ class Notifier:
     def _render(self, request: core.NotificationRequest, recipients: list[core.Recipient]
                 ) -> tuple[list[tuple[Message, list[core.Recipient]]], str]:
         """Messages and who gets each; the template name or ``builtin``."""
-        platform_url = self.config.platform_url
-        lookup = self.templates.lookup(request.event_type)
-        compiled = None
-        problem = lookup.missing
-        if lookup.spec is not None:
-            try:
-                compiled = self.renderer.compile(lookup.spec)
-            except RenderError as exc:
-                problem = str(exc)
-        if compiled is None:
+        selected = select_template(self.templates, self.renderer, request.event_type)
+        if selected.compiled is None:
             logs.warning("no usable template; sending the built-in message",
-                         problem=problem, template=lookup.name or None,
+                         problem=selected.problem, template=selected.name or None,
                          notification=request.id, notification_type=request.event_type)
-            return [(fallback_message(request.event, platform_url), recipients)], "builtin"
 
         def one(subscriber: Mapping[str, Any] | None) -> Message:
-            try:
-                return self.renderer.render(
-                    compiled, template_context(request.event, subscriber, platform_url))
-            except RenderError as exc:
+            message, _, problem = message_for(selected, self.renderer, request.event,
+                                              subscriber, self.config.platform_url)
+            if problem and selected.compiled is not None:
                 logs.warning("template failed; sending the built-in message",
-                             problem=str(exc), template=lookup.name, notification=request.id)
-                return fallback_message(request.event, platform_url)
+                             problem=problem, template=selected.name, notification=request.id)
+            return message
 
-        if not compiled.uses_subscriber:
-            return [(one(None), recipients)], lookup.name
+        if not selected.uses_subscriber:
+            return [(one(None), recipients)], selected.template
         groups: OrderedDict[Message, list[core.Recipient]] = OrderedDict()
         for recipient in recipients:
             groups.setdefault(one(recipient.subscriber), []).append(recipient)
-        return list(groups.items()), lookup.name
+        return list(groups.items()), selected.template
 
 
 def build(environ: Mapping[str, str] | None = None) -> Notifier:

@@ -1,10 +1,13 @@
-"""Event type → NotificationTemplate, through katanomi-config ``notification.templates``.
+"""Event type → NotificationTemplate, through katanomi-config ``notification.templates``,
+and the message a subscriber gets.
 
 Both the mapping and the templates are read lazily from the API server and kept for a
 short time (TEMPLATE_CACHE_SECONDS), so an edited template applies within that time
-without a watch. A missing mapping or template is an answer (the caller falls back to
-the built-in message); an API server in trouble is an error (503) so the notification is
-retried with the right template later.
+without a watch. A missing mapping or template is an answer (the built-in message is
+sent); an API server in trouble is an error (503) so the notification is retried with
+the right template later. ``select_template`` then ``message_for`` is the whole order:
+mapping → template → compile → render, the built-in message whenever a step has no
+answer.
 """
 
 from __future__ import annotations
@@ -17,11 +20,22 @@ from typing import Any
 
 import yaml
 
-from .render import RenderError, TemplateSpec, parse_template
+from .render import (
+    Compiled,
+    Message,
+    Renderer,
+    RenderError,
+    TemplateSpec,
+    fallback_message,
+    parse_template,
+    template_context,
+)
 from .shared import logs
 
 CONFIG_MAP = "katanomi-config"
 MAPPING_KEY = "notification.templates"
+# What names the built-in message where a template's name would stand (logs, tools).
+BUILTIN = "builtin"
 
 
 @dataclass(frozen=True)
@@ -33,33 +47,40 @@ class Lookup:
     missing: str = ""
 
 
-def parse_mapping(text: str | None) -> dict[str, str]:
-    """The seed's YAML list of ``{type, templateRef: {name}}`` → {event type: template}.
+@dataclass(frozen=True)
+class MappingProblem:
+    """Why (part of) ``notification.templates`` is ignored: ``entry`` is the index of the
+    list entry at fault (``None`` for the whole value), ``error`` the YAML error."""
 
-    Malformed entries are skipped with a warning; the first entry for a type wins.
-    """
+    message: str
+    entry: int | None = None
+    error: str = ""
+
+
+def parse_mapping(text: str | None) -> tuple[dict[str, str], list[MappingProblem]]:
+    """The seed's YAML list of ``{type, templateRef: {name}}`` → ({event type: template},
+    what was ignored). Malformed entries are skipped; the first entry for a type wins."""
     if not text or not text.strip():
-        return {}
+        return {}, []
     try:
         items = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        logs.warning(f"{CONFIG_MAP} {MAPPING_KEY} is not valid YAML; ignoring it",
-                     error=" ".join(str(exc).split())[:200])
-        return {}
+        return {}, [MappingProblem(f"{CONFIG_MAP} {MAPPING_KEY} is not valid YAML; ignoring it",
+                                   error=" ".join(str(exc).split())[:200])]
     if not isinstance(items, list):
-        logs.warning(f"{CONFIG_MAP} {MAPPING_KEY} is not a YAML list; ignoring it")
-        return {}
+        return {}, [MappingProblem(f"{CONFIG_MAP} {MAPPING_KEY} is not a YAML list; ignoring it")]
     mapping: dict[str, str] = {}
+    problems: list[MappingProblem] = []
     for index, item in enumerate(items):
         ref = item.get("templateRef") if isinstance(item, dict) else None
         event_type = item.get("type") if isinstance(item, dict) else None
         name = ref.get("name") if isinstance(ref, dict) else None
         if not isinstance(event_type, str) or not isinstance(name, str) or not name.strip():
-            logs.warning(f"{CONFIG_MAP} {MAPPING_KEY}: entry {index} needs type and "
-                         "templateRef.name; skipped")
+            problems.append(MappingProblem(f"{CONFIG_MAP} {MAPPING_KEY}: entry {index} needs "
+                                           "type and templateRef.name; skipped", index))
             continue
         mapping.setdefault(event_type.strip(), name.strip())
-    return mapping
+    return mapping, problems
 
 
 class TemplateStore:
@@ -84,7 +105,11 @@ class TemplateStore:
             if self._mapping and self.clock() - self._mapping[0] < self.ttl:
                 return self._mapping[1]
         data = self.read_config()
-        mapping = None if data is None else parse_mapping(data.get(MAPPING_KEY))
+        mapping = None
+        if data is not None:
+            mapping, problems = parse_mapping(data.get(MAPPING_KEY))
+            for problem in problems:
+                logs.warning(problem.message, error=problem.error or None)
         with self._lock:
             self._mapping = (self.clock(), mapping)
         return mapping
@@ -118,3 +143,49 @@ class TemplateStore:
             return Lookup(parse_template(obj), name)
         except RenderError as exc:
             return Lookup(None, name, missing=str(exc))
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What an event type's messages are made with: the mapped template's ``name`` (``""``
+    when none is mapped) and, when it is usable, its ``compiled`` form; else ``problem``
+    says why the built-in message is sent."""
+
+    name: str
+    compiled: Compiled | None
+    problem: str | None = None
+
+    @property
+    def template(self) -> str:
+        """The template's name, or ``BUILTIN``."""
+        return self.name if self.compiled is not None else BUILTIN
+
+    @property
+    def uses_subscriber(self) -> bool:
+        """Whether each subscriber may get a different message."""
+        return self.compiled is not None and self.compiled.uses_subscriber
+
+
+def select_template(store: TemplateStore, renderer: Renderer, event_type: str) -> Selected:
+    """Mapping → template → compile, for one event type (API server trouble raises)."""
+    lookup = store.lookup(event_type)
+    if lookup.spec is None:
+        return Selected(lookup.name, None, lookup.missing)
+    try:
+        return Selected(lookup.name, renderer.compile(lookup.spec))
+    except RenderError as exc:
+        return Selected(lookup.name, None, str(exc))
+
+
+def message_for(selected: Selected, renderer: Renderer, event: Mapping[str, Any],
+                subscriber: Mapping[str, Any] | None, platform_url: str
+                ) -> tuple[Message, str, str | None]:
+    """(the message, the template's name or ``BUILTIN``, why the built-in message was sent
+    or ``None``) for one subscriber (``None``: the same message for everyone)."""
+    if selected.compiled is None:
+        return fallback_message(event, platform_url), BUILTIN, selected.problem
+    context = template_context(event, subscriber, platform_url)
+    try:
+        return renderer.render(selected.compiled, context), selected.name, None
+    except RenderError as exc:
+        return fallback_message(event, platform_url), BUILTIN, str(exc)

@@ -192,7 +192,6 @@ class Rewritten:
 
 def rewrite(expression: str, variable: str = BINDING_VARIABLE) -> Rewritten:
     """Replace every placeholder with a reference to ``variable`` (see the module doc)."""
-    out: list[str] = []
     fields: list[str] = []
 
     def use(path: str) -> str:
@@ -200,16 +199,46 @@ def rewrite(expression: str, variable: str = BINDING_VARIABLE) -> Rewritten:
             fields.append(path)
         return reference(path, variable)
 
+    text = "".join(rewritten for _, rewritten in _pieces(expression, use))
+    return Rewritten(text, tuple(fields))
+
+
+def _pieces(expression: str, use: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+    """(text as written, text as compiled) for each token of ``expression``."""
     for token in scan(expression):
         if token.kind == "literal" and token.literal is not None:
-            out.append(_rewrite_literal(token.literal, use))
+            yield token.text, _rewrite_literal(token.literal, use)
         elif token.kind == "placeholder":
             match = PLACEHOLDER.fullmatch(token.text)
             assert match is not None
-            out.append(f"({use(match.group(1)[1:])})")
+            yield token.text, f"({use(match.group(1)[1:])})"
         else:
-            out.append(token.text)
-    return Rewritten("".join(out), tuple(fields))
+            yield token.text, token.text
+
+
+def source_position(source: str, line: int, column: int,
+                    variable: str = BINDING_VARIABLE) -> tuple[int, int]:
+    """A 1-based (line, column) in ``rewrite(source).expression`` → the same place in
+    ``source`` as written. A place inside a rewritten literal or placeholder is the start
+    of that literal or placeholder; a place past the end is the end of ``source``."""
+    try:
+        pieces = list(_pieces(source, lambda path: reference(path, variable)))
+    except BindingError:  # such a source never reaches the compiler
+        return line, column
+    compiled_lines = "".join(rewritten for _, rewritten in pieces).split("\n")
+    if not 1 <= line <= len(compiled_lines):
+        return line, column
+    target = sum(len(text) + 1 for text in compiled_lines[:line - 1]) + max(column - 1, 0)
+    compiled_at = written_at = 0
+    offset = len(source)
+    for written, rewritten in pieces:
+        if compiled_at <= target < compiled_at + len(rewritten):
+            offset = written_at + (target - compiled_at if written == rewritten else 0)
+            break
+        compiled_at += len(rewritten)
+        written_at += len(written)
+    before = source[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 def _rewrite_literal(literal: Literal, use: Callable[[str], str]) -> str:

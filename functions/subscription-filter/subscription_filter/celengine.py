@@ -55,8 +55,25 @@ class CelError(Exception):
         return str(self.args[0])
 
 
+# How both engines name a place in the expression in a compile error (1-based).
+_POSITION = re.compile(r"line (\d+), column (\d+): ")
+
+
+def at(line: int | str, column: int | str) -> str:
+    return f"line {line}, column {column}: "
+
+
 class CelCompileError(CelError):
-    pass
+    @property
+    def position(self) -> tuple[int, int] | None:
+        """(line, column) of the first place the message names, if it names one."""
+        found = _POSITION.search(self.message)
+        return (int(found[1]), int(found[2])) if found else None
+
+    def placed(self, position: tuple[int, int] | None) -> str:
+        """The message with that first place replaced by ``position`` (or left out)."""
+        shown = at(*position) if position else ""
+        return _POSITION.sub(lambda _: shown, self.message, count=1)
 
 
 class CelEvalError(CelError):
@@ -194,7 +211,7 @@ def _parse_error(exc: Exception) -> str:
                 else f"unexpected {str(token)!r}")
     elif getattr(cause, "char", None):
         what = f"unexpected character {cause.char!r}"  # type: ignore[union-attr]
-    where = f"line {line}, column {column}: " if line is not None and column is not None else ""
+    where = at(line, column) if line is not None and column is not None else ""
     return f"{where}{what}"
 
 
@@ -428,7 +445,7 @@ def _cel_expr_error(text: str) -> str:
     message = message.replace("mismatched input '<EOF>'", "unexpected end of expression")
     message = re.sub(r"(mismatched|extraneous) input ('[^']*')", r"unexpected \2", message)
     message = _CEL_EXPR_POSITION.sub(
-        lambda m: f"line {m.group(1)}, column {m.group(2)}: " if m.group(1) != "-1" else "",
+        lambda m: at(m.group(1), m.group(2)) if m.group(1) != "-1" else "",
         message, count=1)
     message = re.sub(r" ?" + _CEL_EXPR_POSITION.pattern, "; ", message)
     message = message.replace(": Syntax error: ", ": ").strip()

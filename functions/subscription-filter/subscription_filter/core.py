@@ -1,13 +1,16 @@
 """Pure logic: read an enriched event, match it against the index, build the reply.
 
 Nothing here does I/O; the RBAC check between matching and replying is the app's.
+``evaluate`` is the one decision whether an entry of a subscription matches an event:
+``match`` runs it on the index's candidates, ``explain`` on every entry of one
+subscription to say why it does or does not match.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cloudevents.http import CloudEvent
 
@@ -15,7 +18,7 @@ from .binding import BINDING_VARIABLE
 from .celengine import CelEvalError, Engine, plain
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
-from .subscriptions import Candidate, Index, Subscription
+from .subscriptions import Candidate, EventRule, Index, Loaded, ObjectRule, Subscription
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
 NOTIFICATION_TYPE = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
@@ -91,9 +94,161 @@ def parse_enriched(event: CloudEvent) -> Enriched:
     )
 
 
-def exact_matches(exact: Iterable[tuple[str, str]], attrs: Mapping[str, str]) -> bool:
-    """Every listed attribute is present and equal (as text)."""
-    return all(name in attrs and attrs[name] == want for name, want in exact)
+def activation(engine: Engine, ce_value: Any, bound: Any) -> Any:
+    """What a filter sees: ``ce`` (``engine.value`` of ``Enriched.ce()``) and the
+    subscriber's binding (``Subscription.bound``) as ``subscriber`` and for placeholders."""
+    return engine.activation({"ce": ce_value, "subscriber": bound, BINDING_VARIABLE: bound})
+
+
+class Scope:
+    """One event as the filters see it: converted for the engine once, and bound to each
+    subscription once (by name), however many of its entries are evaluated."""
+
+    def __init__(self, enriched: Enriched, engine: Engine) -> None:
+        self.enriched = enriched
+        self.engine = engine
+        self._ce: Any = None
+        self._activations: dict[str, Any] = {}
+
+    def activation(self, sub: Subscription) -> Any:
+        """``CelEvalError`` when the engine cannot take the values."""
+        if sub.name not in self._activations:
+            if self._ce is None:
+                self._ce = self.engine.value(self.enriched.ce())
+            self._activations[sub.name] = activation(self.engine, self._ce, sub.bound)
+        return self._activations[sub.name]
+
+
+# What an entry is checked for, in order (``cel-error`` is the ``cel`` stage failing).
+STAGES = ("object", "namespace", "type", "exact", "cel")
+
+
+class Check(NamedTuple):  # a tuple: made for every candidate of every event
+    """One check of an entry against the event. ``name``: ``ready``, ``object``,
+    ``namespace``, ``type``, ``exact``, ``cel`` or ``cel-error``; ``where``: what it
+    checks in the ClusterSubscription; ``message``: why it failed; ``detail``: the
+    Ready reason (``ready``) or the engine's error (``cel-error``)."""
+
+    name: str
+    passed: bool
+    where: str = ""
+    message: str = ""
+    detail: str = ""
+
+    @property
+    def stage(self) -> int:
+        """How far an entry got when this check is its last one (a pass counts as past
+        every stage, ``ready`` as before them)."""
+        if self.passed:
+            return len(STAGES)
+        name = "cel" if self.name == "cel-error" else self.name
+        return STAGES.index(name) if name in STAGES else -1
+
+
+def _kind(kind: str, group: str) -> str:
+    return kind + (f" ({group})" if group else "")
+
+
+def evaluate(sub: Subscription, obj: ObjectRule, rule: EventRule, scope: Scope
+             ) -> tuple[Check, ...]:
+    """The checks of one entry (``obj`` and one of its ``rule``), in order, up to the
+    first that fails: the entry matches when the last one passed."""
+    event = scope.enriched
+    done: list[Check] = []
+    at = f"{obj.where}.object"
+    if (obj.group, obj.kind) != (event.group.lower(), event.kind.lower()):
+        return (Check("object", False, at, f"the event is about {_kind(event.kind, event.group)}"
+                      f"; this entry subscribes to {obj.describe()}"),)
+    done.append(Check("object", True, at))
+    if obj.namespace not in ("", event.namespace):
+        done.append(Check("namespace", False, f"{at}.namespace",
+                          f"the object is in namespace {event.namespace or '(cluster scope)'}"
+                          f"; this entry subscribes to namespace {obj.namespace}"))
+        return tuple(done)
+    done.append(Check("namespace", True, f"{at}.namespace"))
+    if rule.type != event.type:
+        done.append(Check("type", False, rule.where, f"event type {event.type} is not subscribed"))
+        return tuple(done)
+    done.append(Check("type", True, rule.where))
+    attrs = event.attributes
+    for name, want in rule.exact:
+        at = f"{rule.where}.filter.exact.{name}"
+        if name in attrs and attrs[name] == want:
+            done.append(Check("exact", True, at))
+            continue
+        got = f"got {attrs[name]!r}" if name in attrs else "the event has no such attribute"
+        done.append(Check("exact", False, at, f"exact filter {name}: expected {want!r}, {got}"))
+        return tuple(done)
+    if rule.cel is not None:
+        at = f"{rule.where}.filter.cel"
+        try:
+            passed = rule.cel.evaluate(scope.activation(sub))
+        except CelEvalError as exc:
+            done.append(Check("cel-error", False, at, f"CEL error (treated as no match): "
+                              f"{exc.message}; expression: {rule.cel_shown}", exc.message))
+            return tuple(done)
+        done.append(Check("cel", passed, at,
+                          "" if passed else f"CEL returned false: {rule.cel_shown}"))
+    return tuple(done)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One entry (``spec.subscriptions[i].events[j]`` at ``where``) and its checks."""
+
+    where: str
+    checks: tuple[Check, ...]
+
+    @property
+    def matched(self) -> bool:
+        return self.checks[-1].passed
+
+    @property
+    def last(self) -> Check:
+        """The failed check, or the last one passed when the entry matches."""
+        return self.checks[-1]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why one subscription does or does not match an event: ``ready`` (whether the
+    filter uses it at all), then every entry's trial in the order written."""
+
+    subscription: str
+    ready: Check
+    trials: tuple[Trial, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return self.ready.passed and any(t.matched for t in self.trials)
+
+    @property
+    def deciding(self) -> Trial | None:
+        """The first entry that matches, else the first that got furthest."""
+        if not self.trials:
+            return None
+        return max(self.trials, key=lambda t: t.last.stage)
+
+    @property
+    def failed(self) -> Check | None:
+        """The check that keeps the subscription from matching (``None`` if it matches)."""
+        if not self.ready.passed:
+            return self.ready
+        deciding = self.deciding
+        return None if deciding is None or deciding.matched else deciding.last
+
+
+def explain(loaded: Loaded, scope: Scope) -> Explanation:
+    """Every entry of ``loaded`` evaluated as ``match`` evaluates a candidate."""
+    readiness = loaded.readiness
+    sub = loaded.subscription
+    if sub is None:
+        return Explanation(loaded.name, Check(
+            "ready", False, "", f"not used ({readiness.reason}): {readiness.message}",
+            readiness.reason))
+    trials = tuple(Trial(rule.where, evaluate(sub, obj, rule, scope))
+                   for obj in sub.objects for rule in obj.events)
+    return Explanation(loaded.name, Check("ready", True, detail=readiness.reason), trials)
 
 
 @dataclass(frozen=True)
@@ -110,36 +265,27 @@ class MatchResult:
     errors: list[MatchError] = field(default_factory=list)
 
 
-def match(index: Index, enriched: Enriched, engine: Engine) -> MatchResult:
+def match(index: Index, enriched: Enriched, engine: Engine,
+          scope: Scope | None = None) -> MatchResult:
     """Subscriptions whose object, event type, exact attributes and CEL all match.
 
     Each subscription appears once (sorted by name) however many of its entries
     match. A CEL evaluation error means "does not match" and is reported back.
+    ``scope`` (for ``enriched`` and ``engine``) may be shared with ``explain``.
     """
-    candidates = index.candidates(enriched.type, enriched.group, enriched.kind,
-                                  enriched.namespace)
+    candidates = candidates_of(index, enriched)
     result = MatchResult(candidates=len(candidates))
+    scope = scope or Scope(enriched, engine)
     matched: dict[str, Subscription] = {}
-    ce_value: Any = None
-    activations: dict[str, Any] = {}
     for candidate in candidates:
         sub = candidate.subscription
-        if sub.name in matched or not exact_matches(candidate.rule.exact, enriched.attributes):
+        if sub.name in matched:
             continue
-        program = candidate.rule.cel
-        if program is not None:
-            try:
-                if ce_value is None:
-                    ce_value = engine.value(enriched.ce())
-                if sub.name not in activations:
-                    activations[sub.name] = engine.activation(
-                        {"ce": ce_value, "subscriber": sub.bound, BINDING_VARIABLE: sub.bound})
-                if not program.evaluate(activations[sub.name]):
-                    continue
-            except CelEvalError as exc:
-                result.errors.append(MatchError(sub.name, candidate.rule.where, exc.message))
-                continue
-        matched[sub.name] = sub
+        last = evaluate(sub, candidate.object, candidate.rule, scope)[-1]
+        if last.name == "cel-error":
+            result.errors.append(MatchError(sub.name, candidate.rule.where, last.detail))
+        elif last.passed:
+            matched[sub.name] = sub
     result.matched = sorted(matched.values(), key=lambda s: s.name)
     return result
 

@@ -3,24 +3,37 @@ condition, and the index an event is matched through. Pure: plain dicts in.
 
 A subscription is used only when it is valid as a whole; otherwise it gets
 ``Ready=False`` with the reason, and it never affects another subscription.
-Reasons, checked in this order:
+``Compiler.load`` runs these checks in this order and reports the first reason;
+``problems`` runs the same checks and reports every reason:
 
-* ``InvalidSpec``   – a required field is missing or has the wrong shape
-  (e.g. ``spec.subscriber.name is required``);
-* ``OwnerMismatch`` – ``katanomi.dev/owned.username`` differs from ``spec.subscriber.name``;
-* ``NoChannels``    – ``core.katanomi.dev/sink.pluginclasses`` names no channel
-  (nobody could be notified);
-* ``InvalidCEL``    – a filter does not compile (the message carries the error).
+* ``check_spec``, ``parse_subscriber`` → ``InvalidSpec``: a required field is missing or
+  has the wrong shape (e.g. ``spec.subscriber.name is required``);
+* ``check_owner`` → ``OwnerMismatch``: ``katanomi.dev/owned.username`` differs from
+  ``spec.subscriber.name``;
+* ``check_channels`` → ``NoChannels``: ``core.katanomi.dev/sink.pluginclasses`` names no
+  channel (nobody could be notified);
+* ``check_subscriptions`` → ``InvalidSpec``: an entry of ``spec.subscriptions`` has the
+  wrong shape;
+* ``check_cel`` → ``InvalidCEL``: a filter does not compile (the message carries the
+  error, and where in the expression as written it is).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
-from .binding import BINDING_VARIABLE, BindingError, resolve, rewrite, subscriber_binding
+from .binding import (
+    BINDING_VARIABLE,
+    BindingError,
+    resolve,
+    rewrite,
+    source_position,
+    subscriber_binding,
+)
 from .celengine import CelCompileError, Engine, Program, plain
 
 GROUP = "core.katanomi.dev"
@@ -42,6 +55,19 @@ class Invalid(Exception):
         self.message = " ".join(message.split())[:1000]
 
 
+class InvalidCel(Invalid):
+    """``InvalidCEL`` for the filter at ``where``: ``error`` is the reason without a place,
+    ``position`` the 1-based (line, column) in the expression as written, when known.
+    The message is ``where: error`` with that place in it."""
+
+    def __init__(self, where: str, error: str, position: tuple[int, int] | None = None,
+                 placed: str = "") -> None:
+        super().__init__("InvalidCEL", f"{where}: {placed or error}")
+        self.where = where
+        self.error = " ".join(error.split())
+        self.position = position
+
+
 @dataclass(frozen=True)
 class Subscriber:
     name: str
@@ -57,18 +83,41 @@ class Subscriber:
 
 @dataclass(frozen=True)
 class EventRule:
+    """``spec.subscriptions[i].events[j]`` (at ``where``); ``cel`` is the compiled
+    ``cel_source`` (``None`` before ``check_cel``, or when there is no filter)."""
+
     type: str
     exact: tuple[tuple[str, str], ...]
     cel: Program | None
     where: str
+    cel_source: str = ""
+
+    @cached_property
+    def cel_shown(self) -> str:
+        """The filter as written, on one line."""
+        return " ".join(self.cel_source.split())
 
 
 @dataclass(frozen=True)
 class ObjectRule:
+    """``spec.subscriptions[i]`` (at ``where``): ``group`` and ``kind`` lowercased,
+    ``namespace`` ``""`` for every namespace; ``api_version`` and ``written_kind`` as
+    written."""
+
     group: str
     kind: str
     namespace: str
     events: tuple[EventRule, ...]
+    where: str = ""
+    api_version: str = ""
+    written_kind: str = ""
+
+    def describe(self) -> str:
+        """``Pod (apps) in namespace devops``, ``Pod in every namespace``."""
+        group = _split_api_version(self.api_version)[0]
+        kind = (self.written_kind or self.kind) + (f" ({group})" if group else "")
+        return kind + (f" in namespace {self.namespace}" if self.namespace
+                       else " in every namespace")
 
 
 @dataclass(frozen=True)
@@ -168,41 +217,85 @@ def _split_api_version(api_version: str) -> tuple[str, str]:
     return group, version
 
 
-def compile_objects(spec: Mapping[str, Any], subscriber: Subscriber,
-                    engine: Engine) -> tuple[ObjectRule, ...]:
-    """``spec.subscriptions`` → rules, every CEL filter compiled; ``Invalid`` if not."""
+def check_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``spec`` of a ClusterSubscription; ``InvalidSpec`` unless it is an object."""
+    return _mapping(obj.get("spec"), "spec")
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    annotations = _meta(obj).get("annotations")
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def check_owner(obj: Mapping[str, Any], subscriber: Subscriber) -> None:
+    """``OwnerMismatch`` unless the owner annotation names the subscriber."""
+    owner = _annotations(obj).get(OWNER_ANNOTATION)
+    if owner != subscriber.name:
+        shown = "is missing" if owner is None else f"is {str(owner)!r}"
+        raise Invalid("OwnerMismatch",
+                      f"annotation {OWNER_ANNOTATION} {shown}; it must equal "
+                      f"spec.subscriber.name {subscriber.name!r}")
+
+
+def check_channels(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """The channels (see ``channels_of``); ``NoChannels`` when there is none."""
+    channels = channels_of(_annotations(obj))
+    if not channels:
+        raise Invalid("NoChannels",
+                      f"annotation {CHANNELS_ANNOTATION} names no notification channel")
+    return channels
+
+
+def check_subscriptions(spec: Mapping[str, Any]
+                        ) -> tuple[tuple[ObjectRule, ...], list[Invalid]]:
+    """``spec.subscriptions`` → rules (filters not compiled yet: see ``check_cel``), and
+    every ``InvalidSpec`` in the order written; an entry or event with one is left out."""
     entries = spec.get("subscriptions")
     if not isinstance(entries, list) or not entries:
-        raise Invalid("InvalidSpec", "spec.subscriptions must list at least one object")
+        return (), [Invalid("InvalidSpec", "spec.subscriptions must list at least one object")]
     objects: list[ObjectRule] = []
+    found: list[Invalid] = []
     for i, entry in enumerate(entries):
         where = f"spec.subscriptions[{i}]"
-        entry = _mapping(entry, where)
-        obj = _mapping(entry.get("object"), f"{where}.object")
-        kind = _text(obj.get("kind"))
-        api_version = _text(obj.get("apiVersion"))
-        if not kind or not api_version:
-            raise Invalid("InvalidSpec", f"{where}.object needs kind and apiVersion")
-        namespace = obj.get("namespace")
-        if namespace is not None and not isinstance(namespace, str):
-            raise Invalid("InvalidSpec", f"{where}.object.namespace must be text")
-        events_raw = entry.get("events")
-        if events_raw is None:
-            events_raw = []
-        if not isinstance(events_raw, list):
-            raise Invalid("InvalidSpec", f"{where}.events must be a list")
-        rules = tuple(
-            _compile_event(event, f"{where}.events[{j}]", subscriber, engine)
-            for j, event in enumerate(events_raw)
-        )
-        group, _ = _split_api_version(api_version)
-        objects.append(ObjectRule(group.lower(), kind.lower(), (namespace or "").strip(), rules))
-    if not any(o.events for o in objects):
-        raise Invalid("InvalidSpec", "spec.subscriptions[].events lists no event type")
-    return tuple(objects)
+        try:
+            obj, events_raw = _object_rule(entry, where)
+        except Invalid as exc:
+            found.append(exc)
+            continue
+        rules: list[EventRule] = []
+        for j, event in enumerate(events_raw):
+            try:
+                rules.append(_event_rule(event, f"{where}.events[{j}]"))
+            except Invalid as exc:
+                found.append(exc)
+        objects.append(replace(obj, events=tuple(rules)))
+    if not found and not any(o.events for o in objects):
+        found.append(Invalid("InvalidSpec", "spec.subscriptions[].events lists no event type"))
+    return tuple(objects), found
 
 
-def _compile_event(raw: Any, where: str, subscriber: Subscriber, engine: Engine) -> EventRule:
+def _object_rule(raw: Any, where: str) -> tuple[ObjectRule, list[Any]]:
+    entry = _mapping(raw, where)
+    obj = _mapping(entry.get("object"), f"{where}.object")
+    kind = _text(obj.get("kind"))
+    api_version = _text(obj.get("apiVersion"))
+    if not kind or not api_version:
+        raise Invalid("InvalidSpec", f"{where}.object needs kind and apiVersion")
+    namespace = obj.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise Invalid("InvalidSpec", f"{where}.object.namespace must be text")
+    events_raw = entry.get("events")
+    if events_raw is None:
+        events_raw = []
+    if not isinstance(events_raw, list):
+        raise Invalid("InvalidSpec", f"{where}.events must be a list")
+    group, _ = _split_api_version(api_version)
+    rule = ObjectRule(group.lower(), kind.lower(), (namespace or "").strip(), (), where,
+                      api_version, kind)
+    return rule, events_raw
+
+
+def _event_rule(raw: Any, where: str) -> EventRule:
     event = _mapping(raw, where)
     type_ = _text(event.get("type"))
     if not type_:
@@ -215,23 +308,85 @@ def _compile_event(raw: Any, where: str, subscriber: Subscriber, engine: Engine)
             raise Invalid("InvalidSpec", f"{where}.filter.exact.{key} must be text")
         exact.append((str(key).lower(), _scalar_text(value)))
     cel_raw = filt.get("cel")
-    program: Program | None = None
     if cel_raw is not None and not isinstance(cel_raw, str):
         raise Invalid("InvalidSpec", f"{where}.filter.cel must be text")
-    if isinstance(cel_raw, str) and cel_raw.strip():
-        program = compile_cel(cel_raw, subscriber, engine, f"{where}.filter.cel")
-    return EventRule(type_, tuple(sorted(exact)), program, where)
+    return EventRule(type_, tuple(sorted(exact)), None, where, cel_raw or "")
+
+
+def check_cel(objects: Iterable[ObjectRule], subscriber: Subscriber, engine: Engine
+              ) -> tuple[tuple[ObjectRule, ...], list[InvalidCel]]:
+    """Every filter of ``objects`` compiled for ``subscriber``: the rules with their
+    programs, and every filter that does not compile, in the order written."""
+    found: list[InvalidCel] = []
+
+    def compiled(rule: EventRule) -> EventRule:
+        if not rule.cel_source.strip():
+            return rule
+        try:
+            program = compile_cel(rule.cel_source, subscriber, engine,
+                                  f"{rule.where}.filter.cel")
+        except InvalidCel as exc:
+            found.append(exc)
+            return rule
+        return replace(rule, cel=program)
+
+    done = tuple(replace(o, events=tuple(compiled(r) for r in o.events)) for o in objects)
+    return done, found
+
+
+def compile_objects(spec: Mapping[str, Any], subscriber: Subscriber,
+                    engine: Engine) -> tuple[ObjectRule, ...]:
+    """``spec.subscriptions`` → rules, every CEL filter compiled; the first problem of
+    ``check_subscriptions``, else of ``check_cel``, is raised."""
+    objects, found = check_subscriptions(spec)
+    if not found:
+        objects, cel_problems = check_cel(objects, subscriber, engine)
+        found.extend(cel_problems)
+    if found:
+        raise found[0]
+    return objects
 
 
 def compile_cel(source: str, subscriber: Subscriber, engine: Engine, where: str) -> Program:
-    """Bind placeholders, then compile; ``Invalid('InvalidCEL', …)`` on any failure."""
+    """Bind placeholders, then compile; ``InvalidCel`` on any failure, naming the place in
+    ``source`` (not in the expression the placeholders were rewritten into)."""
     try:
         rewritten = rewrite(source, BINDING_VARIABLE)
         for path in rewritten.fields:
             resolve(subscriber.binding, path)
         return engine.compile(rewritten.expression)
-    except (BindingError, CelCompileError) as exc:
-        raise Invalid("InvalidCEL", f"{where}: {exc}") from None
+    except BindingError as exc:
+        raise InvalidCel(where, str(exc)) from None
+    except CelCompileError as exc:
+        compiled_at = exc.position
+        position = source_position(source, *compiled_at) if compiled_at else None
+        raise InvalidCel(where, exc.placed(None), position, exc.placed(position)) from None
+
+
+def problems(obj: Mapping[str, Any], engine: Engine) -> list[Invalid]:
+    """Every reason not to use ``obj``, by the checks ``Compiler.load`` runs, in its
+    order (so the first is the reason ``load`` gives): for showing an author every
+    problem at once. A check that needs what an earlier one refused is left out."""
+    try:
+        spec = check_spec(obj)
+    except Invalid as exc:
+        return [exc]
+    found: list[Invalid] = []
+    subscriber: Subscriber | None = None
+    try:
+        subscriber = parse_subscriber(spec)
+        check_owner(obj, subscriber)
+    except Invalid as exc:
+        found.append(exc)
+    try:
+        check_channels(obj)
+    except Invalid as exc:
+        found.append(exc)
+    objects, shape = check_subscriptions(spec)
+    found.extend(shape)
+    if subscriber is not None:
+        found.extend(check_cel(objects, subscriber, engine)[1])
+    return found
 
 
 # ------------------------------------------------------------------------ loading
@@ -262,20 +417,10 @@ class Compiler:
 
     def _load(self, obj: Mapping[str, Any], name: str, generation: int | None) -> Subscription:
         meta = _meta(obj)
-        spec = _mapping(obj.get("spec"), "spec")
+        spec = check_spec(obj)
         subscriber = parse_subscriber(spec)
-        annotations = meta.get("annotations")
-        annotations = annotations if isinstance(annotations, Mapping) else {}
-        owner = annotations.get(OWNER_ANNOTATION)
-        if owner != subscriber.name:
-            shown = "is missing" if owner is None else f"is {str(owner)!r}"
-            raise Invalid("OwnerMismatch",
-                          f"annotation {OWNER_ANNOTATION} {shown}; it must equal "
-                          f"spec.subscriber.name {subscriber.name!r}")
-        channels = channels_of(annotations)
-        if not channels:
-            raise Invalid("NoChannels",
-                          f"annotation {CHANNELS_ANNOTATION} names no notification channel")
+        check_owner(obj, subscriber)
+        channels = check_channels(obj)
         objects = self._compiled(name, _text(meta.get("uid")), generation, spec, subscriber)
         return Subscription(
             name=name, uid=_text(meta.get("uid")), generation=generation or 0,
@@ -321,6 +466,7 @@ IndexKey = tuple[str, str, str, str]
 @dataclass(frozen=True)
 class Candidate:
     subscription: Subscription
+    object: ObjectRule
     rule: EventRule
 
 
@@ -333,7 +479,7 @@ class Index:
             for obj in sub.objects:
                 for rule in obj.events:
                     key = (rule.type, obj.group, obj.kind, obj.namespace)
-                    by_key.setdefault(key, []).append(Candidate(sub, rule))
+                    by_key.setdefault(key, []).append(Candidate(sub, obj, rule))
         self._by_key = {k: tuple(v) for k, v in by_key.items()}
 
     def candidates(self, type_: str, group: str, kind: str, namespace: str) -> list[Candidate]:
