@@ -360,6 +360,19 @@ def test_recipients_with_the_same_rendering_share_one_call(ff, wecom):
                        "bob.wx": "Hi b: my-promotion"}
 
 
+def test_a_user_id_cannot_address_other_members(ff, wecom):
+    recipients = [factory.recipient("x|carol-cm"), factory.recipient("frank"),
+                  factory.recipient("-dash"), factory.recipient("a" * 65)]
+    answer = factory.post(ff.url, factory.notification_request(recipients=recipients))
+    assert answer.status_code == 202, answer.text
+    (call,) = wecom.calls_to(MESSAGE_SEND)
+    assert call.body["touser"] == "frank"
+    assert deliveries(wecom) == {"frank": 1}
+    skipped = [r["subscriber"] for r in ff.log_records()
+               if r.get("message", "").startswith("not a valid CorpWeChat user id")]
+    assert {"x|carol-cm", "-dash", "a" * 65} <= set(skipped)
+
+
 def test_no_corpwechat_recipient_is_202_without_calls(ff, wecom):
     event = factory.notification_request(
         recipients=[factory.recipient("alice", channels=("email",))])

@@ -16,7 +16,7 @@ from .shared import logs
 from .shared.events import Outcome, json_data
 from .shared.kube import AccessDenied, Kube, NotFound, translate
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
-from .users import DIRECTORY, UserDirectory
+from .users import DIRECTORY, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected
 
 TEMPLATE_GROUP, TEMPLATE_VERSION, TEMPLATE_PLURAL = "core.katanomi.dev", "v1alpha1", \
@@ -114,10 +114,16 @@ class Notifier:
         # message → user id → the subscriber names behind it (two names may share an id)
         plan: OrderedDict[Message, OrderedDict[str, list[str]]] = OrderedDict()
         resolved: dict[str, int] = {}
+        refused: list[str] = []
         for message, group in rendered:
             for recipient in group:
                 userid, how = self.users.resolve(recipient.name, recipient.mail)
                 resolved[how] = resolved.get(how, 0) + 1
+                if not valid_userid(userid):
+                    refused.append(recipient.name)
+                    logs.warning("not a valid CorpWeChat user id; recipient skipped",
+                                 subscriber=recipient.name, found_by=how)
+                    continue
                 plan.setdefault(message, OrderedDict()).setdefault(userid, []).append(
                     recipient.name)
         sent: list[str] = []
@@ -138,7 +144,8 @@ class Notifier:
             # Everything reachable went out; what is left will not get better: dead-letter.
             raise unreachable[0]
         return Outcome.ack("", recipients=len(recipients), skipped=skipped or None,
-                           sent=len(sent), users=sent[:50], invalid=invalid or None, calls=calls,
+                           sent=len(sent), users=sent[:50], invalid=invalid or None,
+                           refused=refused or None, calls=calls,
                            messages=len(plan), template=template, resolved=resolved, **fields)
 
     def _render(self, request: core.NotificationRequest, recipients: list[core.Recipient]

@@ -11,6 +11,7 @@ message to the wrong member.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -19,6 +20,14 @@ from collections.abc import Callable, Mapping
 from .shared import logs
 
 DIRECTORY = "corpwechat-users"
+# WeCom member ids: 1-64 bytes of letters, digits and "_-@.", starting with a letter or digit.
+# Anything else is refused before it reaches touser, whose "|" separates members: a name
+# like "x|carol" must never address carol.
+_USERID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+def valid_userid(userid: str) -> bool:
+    return _USERID.fullmatch(userid) is not None
 
 
 class TTLCache:
