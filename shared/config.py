@@ -23,6 +23,14 @@ def require(name: str, environ: Mapping[str, str] | None = None) -> str:
     return value
 
 
+def env_url(name: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
+    """An http(s) URL without a trailing slash, or "" when unset and no default."""
+    value = env(name, default, environ)
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
 def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
     raw = env(name, "", environ).lower()
     if not raw:

@@ -11,7 +11,15 @@ from cloudevents.http import CloudEvent
 
 from shared import logs
 from shared.boundary import Request, dispatch
-from shared.config import ConfigError, env_bool, env_float, env_int, env_list, require
+from shared.config import (
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_url,
+    require,
+)
 from shared.errors import (
     BadRequest,
     Forbidden,
@@ -61,6 +69,10 @@ def test_config_readers_name_the_variable() -> None:
     assert env_bool("B", True, {"B": "false"}) is False
     assert env_bool("B", True, {}) is True
     assert env_list("L", {"L": " a, ,b ,"}) == ("a", "b")
+    assert env_url("U", "http://d/", {}) == "http://d"
+    assert env_url("U", "", {}) == ""
+    with pytest.raises(ConfigError, match="U must be an http"):
+        env_url("U", "", {"U": "ftp://x"})
 
 
 def test_parse_event_binary_and_structured() -> None:

@@ -5,17 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .shared.config import ConfigError, env, env_float, env_int
+from .shared.config import ConfigError, env, env_float, env_int, env_url
 
 DEFAULT_API_URL = "https://qyapi.weixin.qq.com/cgi-bin"
 # WeCom accepts duplicate_check_interval up to four hours.
 MAX_DUPLICATE_CHECK_INTERVAL = 4 * 3600
-
-
-def _url(name: str, value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-    return value.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -48,9 +42,7 @@ class Config:
         agent_id = env("CORPWECHAT_AGENT_ID", "", environ)
         if agent_id and not agent_id.isdigit():
             raise ConfigError(f"CORPWECHAT_AGENT_ID must be a number, got {agent_id!r}")
-        platform_url = env("PLATFORM_URL", "", environ)
-        if platform_url:
-            platform_url = _url("PLATFORM_URL", platform_url)
+        platform_url = env_url("PLATFORM_URL", "", environ)
         interval = env_int("CORPWECHAT_DUPLICATE_CHECK_INTERVAL", 1800, environ, minimum=1)
         if interval > MAX_DUPLICATE_CHECK_INTERVAL:
             raise ConfigError(
@@ -59,8 +51,7 @@ class Config:
             )
         return cls(
             system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
-            api_url=_url("CORPWECHAT_API_URL", env("CORPWECHAT_API_URL", DEFAULT_API_URL,
-                                                   environ)),
+            api_url=env_url("CORPWECHAT_API_URL", DEFAULT_API_URL, environ),
             corp_id=env("CORPWECHAT_CORP_ID", "", environ),
             corp_secret=env("CORPWECHAT_CORP_SECRET", "", environ),
             agent_id=agent_id,

@@ -5,15 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .shared.config import ConfigError, env, env_float, env_list
+from .shared.config import ConfigError, env, env_float, env_list, env_url
 
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
-
-
-def _url(name: str, value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-    return value.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -33,14 +27,11 @@ class Config:
         for broker in brokers:
             if broker.count("/") != 1 or not all(broker.split("/")):
                 raise ConfigError(f"ALLOWED_BROKERS entries must be namespace/name, got {broker!r}")
-        sink = env("K_SINK", "", environ)
         return cls(
-            broker_ingress_url=_url(
-                "BROKER_INGRESS_URL", env("BROKER_INGRESS_URL", DEFAULT_BROKER_INGRESS, environ)
-            ),
+            broker_ingress_url=env_url("BROKER_INGRESS_URL", DEFAULT_BROKER_INGRESS, environ),
             default_broker_namespace=env("DEFAULT_BROKER_NAMESPACE", "cpaas-system", environ),
             allowed_brokers=frozenset(brokers),
-            k_sink=_url("K_SINK", sink) if sink else None,
+            k_sink=env_url("K_SINK", "", environ) or None,
             involved_object_kinds=frozenset(k.lower() for k in kinds),
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             kube_timeout=env_float("KUBE_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
