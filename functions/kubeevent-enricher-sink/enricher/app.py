@@ -13,13 +13,14 @@ from .shared import logs
 from .shared.errors import RateLimited, TemporaryError
 from .shared.events import Outcome, binary_http, json_data
 from .shared.kube import Kube
+from .shared.sessions import PooledSession
 
 
 class Enricher:
-    def __init__(self, config: Config, kube: Kube, session: requests.Session | None = None) -> None:
+    def __init__(self, config: Config, kube: Kube, http: PooledSession | None = None) -> None:
         self.config = config
         self.kube = kube
-        self.session = session or requests.Session()
+        self.http = http or PooledSession()
 
     def ready(self) -> bool:
         return True
@@ -71,14 +72,14 @@ class Enricher:
     def _post(self, url: str, event: CloudEvent) -> None:
         headers, body = binary_http(event)
         try:
-            response = self.session.post(url, data=body, headers=headers,
-                                         timeout=(3.0, self.config.http_timeout))
+            status = self.http.post(url, data=body, headers=headers,
+                                    timeout=(3.0, self.config.http_timeout)).status_code
         except requests.RequestException as exc:
             raise TemporaryError(f"sink {url} unreachable ({type(exc).__name__})") from None
-        if response.status_code == 429:
+        if status == 429:
             raise RateLimited(f"sink {url} is throttling (429)")
-        if not 200 <= response.status_code < 300:
-            raise TemporaryError(f"sink {url} answered {response.status_code}")
+        if not 200 <= status < 300:
+            raise TemporaryError(f"sink {url} answered {status}")
 
 
 def build(environ: Mapping[str, str] | None = None) -> Enricher:
