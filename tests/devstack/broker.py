@@ -648,6 +648,8 @@ def parse_ingress(headers: Mapping[str, str], body: bytes) -> CloudEvent:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # answer at once: headers and body go out in separate writes
+    disable_nagle_algorithm = True
     owner: DevBroker
     protocol_version = "HTTP/1.1"
 

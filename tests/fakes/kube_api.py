@@ -548,6 +548,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # answer at once: headers and body go out in separate writes
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "fake-kube-apiserver"
     server: _Server

@@ -866,6 +866,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # answer at once: headers and body go out in separate writes
+    disable_nagle_algorithm = True
     server: _Server
     server_version = "wecom-sandbox"
     sys_version = ""

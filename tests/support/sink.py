@@ -31,6 +31,8 @@ class RecordingSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            # answer at once: headers and body go out in separate writes
+            disable_nagle_algorithm = True
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
