@@ -76,6 +76,7 @@ class Kube:
         self.api = k8s.ApiClient(self.configuration)
         self.timeout = timeout
         self._dynamic: DynamicClient | None = None
+        self._resources: dict[tuple[str, str], Resource] = {}
         self._lock = threading.Lock()
         self._discovery_cache = os.path.join(
             tempfile.mkdtemp(prefix="kubeevent-discovery-"), "discovery.json"
@@ -90,11 +91,18 @@ class Kube:
             return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Resource:
+        """The API resource serving ``kind``, looked up in discovery once per process."""
+        key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is not None:
+            return found
         try:
             with translate(f"discover {kind} {api_version}"):
-                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+                found = self.dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
             raise Unprocessable(f"the API server has no kind {kind} in {api_version}") from None
+        self._resources[key] = found
+        return found
 
     def get(self, api_version: str, kind: str, name: str,
             namespace: str | None = None) -> dict[str, Any] | None:
