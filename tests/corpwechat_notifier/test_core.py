@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from types import SimpleNamespace
+import threading
 from typing import Any
 
 import pytest
@@ -136,8 +136,12 @@ def test_unwrap_removes_only_an_unambiguous_base64_layer(value, numeric, expecte
     assert unwrap(value, numeric=numeric) == expected
 
 
-def secret(name: str = "platform-corpwechat-server", **data: str) -> SimpleNamespace:
-    return SimpleNamespace(metadata=SimpleNamespace(name=name), data=data)
+def secret(name: str = "platform-corpwechat-server", **data: str) -> dict[str, Any]:
+    """A Secret as the API server's JSON (what the notifier reads): base64 ``data``."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": "cpaas-system",
+                         "labels": {"cpaas.io/notification.server.type": "CorpWeChat"}},
+            "data": data}
 
 
 def test_seed_secret_values_are_decoded_twice():
@@ -220,6 +224,58 @@ def test_user_id_lookup_trouble_is_not_guessed_around():
     with pytest.raises(TemporaryError):
         directory.resolve("dave", "dave@example.com")
     assert directory.resolve("frank") == ("frank", "username")
+
+
+def test_many_user_ids_are_looked_up_concurrently_and_answered_in_order():
+    emails = {f"u{i}@example.com": f"wx{i}" for i in range(12)}
+    reads: list[int] = []
+    lookups: list[str] = []
+    guard = threading.Lock()
+    running = [0, 0]  # now, most at once
+    together = threading.Barrier(4)  # four lookups must be under way at the same time
+
+    def read_directory() -> dict[str, str]:
+        reads.append(1)
+        return {"carol": "carol-cm"}
+
+    def lookup(mail: str) -> str | None:
+        with guard:
+            lookups.append(mail)
+            running[0] += 1
+            running[1] = max(running)
+        if len(lookups) <= 4:
+            together.wait(timeout=30)  # breaks (and the test fails) if they run one by one
+        with guard:
+            running[0] -= 1
+        return emails.get(mail.lower())
+
+    directory = UserDirectory(read_directory, lookup, ttl=0)
+    people = [(f"user{i}", f"u{i}@example.com") for i in range(12)]
+    people[3:3] = [("carol", "carol@example.com"), ("frank", ""),
+                   ("nobody", "nobody@example.com"), ("again", "U0@Example.com ")]
+    got = directory.resolve_many(people, workers=4)
+    assert got[:7] == [("wx0", "email"), ("wx1", "email"), ("wx2", "email"),
+                       ("carol-cm", "configmap"), ("frank", "username"),
+                       ("nobody", "username"), ("wx0", "email")]
+    assert got[7:] == [(f"wx{i}", "email") for i in range(3, 12)]
+    assert len(reads) == 1  # the ConfigMap once per notification
+    assert sorted(lookups) == sorted([*emails, "nobody@example.com"])  # each mail once
+    assert running[1] == 4  # bounded by the workers
+
+
+def test_one_failed_lookup_fails_them_all_with_the_first_error_in_order():
+    def lookup(mail: str) -> str | None:
+        if mail.startswith("bad"):
+            raise TemporaryError(f"WeCom busy for {mail}")
+        return mail.split("@")[0]
+
+    directory = UserDirectory(dict, lookup)
+    people = [("a", "a@example.com"), ("b", "bad1@example.com"), ("c", "c@example.com"),
+              ("d", "bad2@example.com")]
+    with pytest.raises(TemporaryError, match=r"bad1@example\.com"):
+        directory.resolve_many(people, workers=3)
+    # nothing was guessed; what was found is cached for the retry
+    assert directory.resolve_many([("a", "a@example.com")]) == [("a", "email")]
 
 
 def test_ttl_cache_expires_and_is_bounded():

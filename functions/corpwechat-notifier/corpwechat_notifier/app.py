@@ -2,72 +2,85 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from cloudevents.http import CloudEvent
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from . import core
 from .config import Config
-from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore
+from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret_labels
 from .render import Message, Renderer
 from .shared import logs
+from .shared.errors import TemporaryError
 from .shared.events import Outcome, json_data
-from .shared.kube import AccessDenied, Kube, NotFound, translate
+from .shared.kube import AccessDenied, Kube, translate
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected
 
-TEMPLATE_GROUP, TEMPLATE_VERSION, TEMPLATE_PLURAL = "core.katanomi.dev", "v1alpha1", \
-    "notificationtemplates"
+TEMPLATE_API_VERSION, TEMPLATE_KIND = "core.katanomi.dev/v1alpha1", "NotificationTemplate"
 
 
 class KubeReads:
-    """The three things the notifier reads from the API server, all in SYSTEM_NAMESPACE."""
+    """The three things the notifier reads from the API server, all in SYSTEM_NAMESPACE.
+
+    Everything goes through the dynamic client as plain JSON: the typed API classes
+    (``CoreV1Api`` alone imports hundreds of model modules) are never loaded.
+    """
 
     def __init__(self, kube: Kube, namespace: str) -> None:
         self.kube = kube
         self.namespace = namespace
+        self._templates_served = False
 
     def config_map(self, name: str) -> dict[str, str] | None:
-        try:
-            with translate(f"get configmaps {name} in namespace {self.namespace}"):
-                found = self.kube.core().read_namespaced_config_map(
-                    name, self.namespace, _request_timeout=self.kube.timeout)
-        except NotFound:
+        found = self.kube.get("v1", "ConfigMap", name, self.namespace)
+        if found is None:
             return None
-        return dict(found.data or {})
+        data = found.get("data")
+        return dict(data) if isinstance(data, dict) else {}
 
     def template(self, name: str) -> dict[str, Any] | None:
-        what = f"get {TEMPLATE_PLURAL}.{TEMPLATE_GROUP} {name} in namespace {self.namespace}"
-        try:
-            with translate(what):
-                found = self.kube.custom().get_namespaced_custom_object(
-                    TEMPLATE_GROUP, TEMPLATE_VERSION, self.namespace, TEMPLATE_PLURAL, name,
-                    _request_timeout=self.kube.timeout)
-        except NotFound:
-            return None
-        return found if isinstance(found, dict) else None
+        """The NotificationTemplate, or ``None`` when it does not exist -- also when the API
+        server does not serve the kind (the CRD is not installed): the built-in message."""
+        if not self._templates_served:
+            try:
+                with translate(f"discover {TEMPLATE_KIND} {TEMPLATE_API_VERSION}"):
+                    self.kube.dynamic.resources.get(api_version=TEMPLATE_API_VERSION,
+                                                    kind=TEMPLATE_KIND)
+            except ResourceNotFoundError:
+                return None
+            self._templates_served = True  # a served kind stays served
+        return self.kube.get(TEMPLATE_API_VERSION, TEMPLATE_KIND, name, self.namespace)
 
-    def server_secrets(self) -> list[Any]:
-        """The labelled notification server Secrets. The guide's Secret is read by name
-        first, so RBAC can be limited to ``get`` that one Secret; listing by label (which
-        needs ``list secrets``) is only tried when it is not there."""
+    def server_secrets(self) -> list[dict[str, Any]]:
+        """The labelled notification server Secrets (plain JSON objects). The guide's Secret
+        is read by name first, so RBAC can be limited to ``get`` that one Secret; listing by
+        label (which needs ``list secrets``) is only tried when it is not there."""
         try:
-            with translate(f"get secrets {PREFERRED_SECRET} in namespace {self.namespace}"):
-                named = self.kube.core().read_namespaced_secret(
-                    PREFERRED_SECRET, self.namespace, _request_timeout=self.kube.timeout)
-            key, _, value = SECRET_LABEL.partition("=")
-            if ((named.metadata.labels or {}).get(key)) == value:
-                return [named]
-        except (NotFound, AccessDenied):
-            pass
-        with translate(f"list secrets in namespace {self.namespace}"):
-            found = self.kube.core().list_namespaced_secret(
-                self.namespace, label_selector=SECRET_LABEL,
+            named = self.kube.get("v1", "Secret", PREFERRED_SECRET, self.namespace)
+        except AccessDenied:
+            named = None
+        key, _, value = SECRET_LABEL.partition("=")
+        if named is not None and secret_labels(named).get(key) == value:
+            return [named]
+        what = f"list secrets in namespace {self.namespace}"
+        with translate(what):
+            response = self.kube.resource("v1", "Secret").get(
+                namespace=self.namespace, label_selector=SECRET_LABEL, serialize=False,
                 _request_timeout=self.kube.timeout)
-        return list(found.items or [])
+        try:
+            found = json.loads(response.data)
+        except ValueError:
+            found = None
+        items = found.get("items") if isinstance(found, dict) else None
+        if not isinstance(items, list):
+            raise TemporaryError(f"{what}: the API server answered with no list")
+        return [item for item in items if isinstance(item, dict)]
 
 
 class Notifier:
@@ -115,9 +128,11 @@ class Notifier:
         plan: OrderedDict[Message, OrderedDict[str, list[str]]] = OrderedDict()
         resolved: dict[str, int] = {}
         refused: list[str] = []
+        found = iter(self.users.resolve_many(
+            [(recipient.name, recipient.mail) for _, group in rendered for recipient in group]))
         for message, group in rendered:
             for recipient in group:
-                userid, how = self.users.resolve(recipient.name, recipient.mail)
+                userid, how = next(found)
                 resolved[how] = resolved.get(how, 0) + 1
                 if not valid_userid(userid):
                     refused.append(recipient.name)

@@ -85,11 +85,25 @@ def from_secret_data(data: Mapping[str, Any], name: str) -> Credentials:
                        source=f"secret/{name}")
 
 
-def pick_secret(secrets: list[Any]) -> Any | None:
+def _metadata(secret: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = secret.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def secret_name(secret: Mapping[str, Any]) -> str:
+    return str(_metadata(secret).get("name") or "")
+
+
+def secret_labels(secret: Mapping[str, Any]) -> Mapping[str, Any]:
+    labels = _metadata(secret).get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def pick_secret(secrets: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The Secret to use when several carry the label: the guide's name, else the first."""
     if not secrets:
         return None
-    by_name = {s.metadata.name: s for s in secrets}
+    by_name = {secret_name(s): s for s in secrets}
     if PREFERRED_SECRET in by_name:
         return by_name[PREFERRED_SECRET]
     return by_name[sorted(by_name)[0]]
@@ -99,11 +113,13 @@ class CredentialStore:
     """Loads credentials lazily and keeps them for ``ttl`` seconds.
 
     ``env`` holds the CORPWECHAT_* values (possibly empty); ``list_secrets`` returns the
-    labelled Secrets of the system namespace (it may raise typed errors: API trouble is a
-    503). Every value set in the environment wins over the Secret's.
+    labelled Secrets of the system namespace as the API server's JSON objects (``data``
+    values are base64 text; it may raise typed errors: API trouble is a 503). Every value
+    set in the environment wins over the Secret's.
     """
 
-    def __init__(self, env: Mapping[str, str], list_secrets: Callable[[], list[Any]],
+    def __init__(self, env: Mapping[str, str],
+                 list_secrets: Callable[[], list[Mapping[str, Any]]],
                  namespace: str, ttl: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.env = {k: v for k, v in env.items() if v}
@@ -134,8 +150,9 @@ class CredentialStore:
                 f"CORPWECHAT_AGENT_ID, or create the Secret labelled {SECRET_LABEL} in "
                 f"{self.namespace}"
             )
-        name = secret.metadata.name
-        loaded = from_secret_data(secret.data or {}, name)
+        name = secret_name(secret)
+        data = secret.get("data")
+        loaded = from_secret_data(data if isinstance(data, Mapping) else {}, name)
         credentials = Credentials(
             self.env.get("corp_id") or loaded.corp_id,
             self.env.get("corp_secret") or loaded.corp_secret,

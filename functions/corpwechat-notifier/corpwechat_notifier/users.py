@@ -7,6 +7,10 @@
 A mail WeCom does not know falls through to the username. A lookup that fails for a
 reason that may pass (WeCom busy, network) is an error (503): guessing could send the
 message to the wrong member.
+
+``resolve_many`` serves one notification: the ConfigMap is read once, and the mails not
+cached are looked up a few at a time (``LOOKUP_WORKERS``), each distinct mail once; the
+answer keeps the order of the recipients, and the first failure in that order is raised.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from .shared import logs
 
@@ -24,6 +29,8 @@ DIRECTORY = "corpwechat-users"
 # Anything else is refused before it reaches touser, whose "|" separates members: a name
 # like "x|carol" must never address carol.
 _USERID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+# Concurrent user/get_userid_by_email calls for one notification.
+LOOKUP_WORKERS = 8
 
 
 def valid_userid(userid: str) -> bool:
@@ -93,18 +100,66 @@ class UserDirectory:
 
     def resolve(self, name: str, mail: str = "") -> tuple[str, str]:
         """(user id, how it was found: ``configmap`` | ``email`` | ``username``)."""
-        mapped = self.directory().get(name)
+        return self._resolve(self.directory(), name, mail, {}, set())
+
+    def resolve_many(self, people: Sequence[tuple[str, str]], *,
+                     workers: int = LOOKUP_WORKERS) -> list[tuple[str, str]]:
+        """``resolve(name, mail)`` for each pair, in order, with one read of the ConfigMap
+        and the uncached mails looked up concurrently (at most ``workers`` at a time).
+
+        Nothing is guessed: when a lookup fails, the lookups still queued are dropped, the
+        ones under way finish (and are cached), and the error of the first failing pair in
+        ``people``'s order is raised.
+        """
+        directory = self.directory()
+        wanted: dict[str, str] = {}  # mail key → the mail as the first subscriber gave it
+        for name, mail in people:
+            if directory.get(name) or not mail:
+                continue
+            key = mail.strip().lower()
+            if key not in wanted and not self.by_mail.get(key)[0]:
+                wanted[key] = mail.strip()
+        fresh = self._look_up(wanted, workers)
+        noted: set[str] = set()
+        return [self._resolve(directory, name, mail, fresh, noted) for name, mail in people]
+
+    def _look_up(self, wanted: Mapping[str, str], workers: int) -> dict[str, str | None]:
+        """mail key → user id (or ``None``) for each mail in ``wanted``, all cached."""
+
+        def one(key: str) -> str | None:
+            userid = self.lookup_email(wanted[key])
+            self.by_mail.put(key, userid)
+            return userid
+
+        if len(wanted) <= 1 or workers <= 1:
+            return {key: one(key) for key in wanted}
+        pool = ThreadPoolExecutor(max_workers=min(workers, len(wanted)),
+                                  thread_name_prefix="mail-lookup")
+        try:
+            futures = {key: pool.submit(one, key) for key in wanted}
+            return {key: future.result() for key, future in futures.items()}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _resolve(self, directory: Mapping[str, str], name: str, mail: str,
+                 fresh: Mapping[str, str | None], noted: set[str]) -> tuple[str, str]:
+        mapped = directory.get(name)
         if mapped:
             return mapped, "configmap"
         if mail:
             key = mail.strip().lower()
-            hit, userid = self.by_mail.get(key)
-            if not hit:
-                userid = self.lookup_email(mail.strip())
-                self.by_mail.put(key, userid)
-                if userid is None:
-                    logs.info("WeCom knows no member with this mail; using the username",
-                              subscriber=name)
+            if key in fresh:
+                userid, looked_up = fresh[key], key not in noted
+                noted.add(key)
+            else:
+                hit, userid = self.by_mail.get(key)
+                looked_up = not hit
+                if looked_up:
+                    userid = self.lookup_email(mail.strip())
+                    self.by_mail.put(key, userid)
+            if userid is None and looked_up:
+                logs.info("WeCom knows no member with this mail; using the username",
+                          subscriber=name)
             if userid:
                 return userid, "email"
         return name, "username"

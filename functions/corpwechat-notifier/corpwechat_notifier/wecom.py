@@ -1,6 +1,10 @@
 """A WeCom (CorpWeChat) server API client: gettoken, message/send, user/get_userid_by_email.
 
-One pooled ``requests.Session`` with (connect, read) timeouts. The access token is cached
+One pooled ``requests.Session`` with (connect, read) timeouts. The environment's proxies
+(``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and CA bundle
+(``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``) are read once, when the client is made:
+the session does not trust the environment itself, which would scan every variable for
+proxies and look for ``~/.netrc`` on every call. The access token is cached
 per app behind a lock and refreshed before it expires; a token the API refuses (40014,
 42001, 41001) is dropped, fetched once more and the call retried once -- never a loop.
 
@@ -32,12 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from .credentials import Credentials
 from .render import Message
 from .shared import logs
 from .shared.errors import RateLimited, TemporaryError, Unprocessable
+from .shared.sessions import PooledSession
 
 GETTOKEN = "gettoken"
 MESSAGE_SEND = "message/send"
@@ -149,10 +153,8 @@ class WeComClient:
         self.duplicate_check_interval = duplicate_check_interval
         self.sleep = sleep
         self.clock = clock
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # The environment does not change while the process runs: read it once (module doc).
+        self.http = PooledSession(pool_size)
         self._tokens: dict[str, _Token] = {}
         self._app_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -167,7 +169,7 @@ class WeComClient:
             kwargs["data"] = json.dumps(body, ensure_ascii=False).encode("utf-8")
             kwargs["headers"] = {"Content-Type": "application/json; charset=utf-8"}
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = self.http.request(method, url, **kwargs)
         except requests.Timeout as exc:
             raise _Transient(f"timed out ({type(exc).__name__})") from None
         except requests.RequestException as exc:
@@ -367,4 +369,4 @@ class WeComClient:
         return userid.strip() if isinstance(userid, str) and userid.strip() else None
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()

@@ -19,12 +19,13 @@ from requests.adapters import HTTPAdapter
 
 
 class PooledSession:
-    def __init__(self, pool_size: int = 16) -> None:
+    def __init__(self, pool_size: int = 16, max_retries: int = 0) -> None:
         self.session = requests.Session()
         self.session.trust_env = False
         self.session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
                                or os.environ.get("CURL_CA_BUNDLE") or True)
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size,
+                              max_retries=max_retries)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._proxies: dict[str, dict[str, str]] = {}
