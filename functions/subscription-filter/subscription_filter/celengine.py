@@ -21,6 +21,17 @@ the same absurd expressions.
 
 Results: ``True`` matches; ``False`` does not; an evaluation error or a non-bool
 result raises ``CelEvalError`` (the caller treats it as "does not match").
+
+One event is evaluated against many subscriptions: ``Engine.event`` takes the event
+(converted once) and ``EventScope.bind`` gives, per subscriber, what
+``Program.evaluate`` takes. celpy shares the converted event between the
+subscribers' activations. cel-cpp converts the data of an activation into its own
+values on the first evaluation against it, so cel-expr keeps one activation per
+event holding only ``ce``, and each program is also compiled in a second form where
+``subscriber`` and ``__subscriber__`` are calls of functions that return the
+subscriber being evaluated (bound per evaluation, per thread). An expression whose
+second form does not compile (e.g. ``subscriber`` as a macro's own variable) is
+evaluated the plain way, with an activation of its own per subscriber.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .binding import BINDING_VARIABLE, BindingError, check_escapes, shape
+from .binding import BINDING_VARIABLE, BindingError, Token, check_escapes, decode, scan, shape
 
 MAX_EXPRESSION_BYTES = 4096
 MAX_NESTING = 32
@@ -88,10 +99,23 @@ class Program(Protocol):
         ...
 
 
+class EventScope(Protocol):
+    """One event (``ce``), converted for the engine once, for every subscriber."""
+
+    def bind(self, bound: Any) -> Any:
+        """What ``Program.evaluate`` takes to see this event with ``subscriber`` and
+        ``__subscriber__`` both ``bound`` (a binding converted with ``Engine.value``)."""
+        ...
+
+
 class Engine(Protocol):
     name: str
 
     def compile(self, expression: str) -> Program: ...
+
+    def event(self, ce_value: Any) -> EventScope:
+        """``ce_value`` (converted with ``value``) for binding to each subscriber."""
+        ...
 
     def value(self, plain_value: Any) -> Any:
         """A plain JSON value (see ``plain``) in this engine's own representation."""
@@ -384,6 +408,19 @@ class CelPyEngine:
     def activation(self, values: Mapping[str, Any]) -> Any:
         return dict(values)
 
+    def event(self, ce_value: Any) -> EventScope:
+        return CelPyEvent(ce_value)
+
+
+class CelPyEvent:
+    """The converted event, shared by every subscriber's activation (no copy)."""
+
+    def __init__(self, ce_value: Any) -> None:
+        self._ce = ce_value
+
+    def bind(self, bound: Any) -> Any:
+        return {"ce": self._ce, "subscriber": bound, BINDING_VARIABLE: bound}
+
 
 def _macro_variable(kids: list[Any]) -> set[str]:
     """The iteration variable of ``x.exists(v, …)``: the first argument when it is a
@@ -408,17 +445,140 @@ def _macro_variable(kids: list[Any]) -> set[str]:
 # ---------------------------------------------------------------------- cel-expr
 
 
+# The subscriber that ``subscriber()`` / ``__subscriber__()`` return: set around one
+# evaluation, on the thread that evaluates (cel-cpp calls the function on it).
+_current = threading.local()
+_UNSET = object()
+SUBSCRIBER_FUNCTIONS = ("subscriber", BINDING_VARIABLE)
+
+
+def _current_subscriber() -> Any:
+    bound = getattr(_current, "bound", _UNSET)
+    if bound is _UNSET:
+        raise RuntimeError("no subscriber is bound")
+    return bound
+
+
+def _significant(expression: str) -> list[Token] | None:
+    """The tokens of ``expression`` without whitespace and comments; ``None`` when its
+    text cannot be rebuilt from its tokens."""
+    tokens = list(scan(expression))
+    if "".join(t.text for t in tokens) != expression:
+        return None
+    return [t for t in tokens
+            if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+
+
+def _is(token: Token | None, char: str) -> bool:
+    return token is not None and token.kind == "char" and token.text == char
+
+
+def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS) -> str | None:
+    """``expression`` with each reference to a variable in ``names`` made a call of the
+    function of that name (``subscriber.name`` → ``subscriber().name``); literals,
+    comments and fields (``x.subscriber``) are left alone. ``None`` when the expression
+    names none of them, or its text cannot be rebuilt from its tokens."""
+    tokens = list(scan(expression))
+    if "".join(t.text for t in tokens) != expression:
+        return None
+    significant = [i for i, t in enumerate(tokens)
+                   if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    texts = [t.text for t in tokens]
+    changed = False
+    for n, i in enumerate(significant):
+        token = tokens[i]
+        if token.kind != "ident" or token.text not in names:
+            continue
+        before = tokens[significant[n - 1]] if n else None
+        after = tokens[significant[n + 1]] if n + 1 < len(significant) else None
+        if _is(before, ".") or _is(after, "("):
+            continue
+        texts[i] = token.text + "()"
+        changed = True
+    return "".join(texts) if changed else None
+
+
+def binding_keys(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS
+                 ) -> frozenset[str] | None:
+    """The top-level keys of the subscriber's binding that ``expression`` can read: when
+    every reference to a variable in ``names`` (as ``as_calls`` finds them) is followed
+    by a constant key (``subscriber.name``, ``__subscriber__["info"]``), only those keys
+    (and what is under them) are ever seen; ``None`` when it may see the whole map."""
+    tokens = _significant(expression)
+    if tokens is None:
+        return None
+    keys: set[str] = set()
+    for n, token in enumerate(tokens):
+        if token.kind != "ident" or token.text not in names:
+            continue
+        before = tokens[n - 1] if n else None
+        after = tokens[n + 1:n + 4]
+        if _is(before, ".") or (after and _is(after[0], "(")):
+            continue
+        key = _constant_key(after)
+        if key is None:
+            return None
+        keys.add(key)
+    return frozenset(keys)
+
+
+def _constant_key(after: list[Token]) -> str | None:
+    """The key of ``.key`` (not a call) or ``["key"]`` at the start of ``after``."""
+    if len(after) >= 2 and _is(after[0], ".") and after[1].kind == "ident" and not (
+            len(after) > 2 and _is(after[2], "(")):
+        return after[1].text
+    literal = after[1].literal if len(after) == 3 else None
+    if _is(after[0] if after else None, "[") and literal is not None and _is(after[2], "]") \
+            and literal.prefix == "" and literal.closed and len(literal.quote) == 1:
+        try:
+            return decode(literal.body)
+        except BindingError:
+            return None
+    return None
+
+
 class CelExprProgram:
-    def __init__(self, source: str, expression: Any, cel: Any) -> None:
+    def __init__(self, source: str, expression: Any, cel: Any, shared: Any = None,
+                 keys: frozenset[str] | None = None) -> None:
         self.source = source
         self._expression = expression
         self._cel = cel
+        # The form for an event's shared activation (the subscriber through a function),
+        # and the only keys of the binding it reads (``None``: it may read any).
+        self._shared = shared
+        self._keys = tuple(sorted(keys)) if keys is not None else None
+
+    @property
+    def shares_the_event(self) -> bool:
+        """Whether a bound evaluation uses the event's one activation."""
+        return self._shared is not None
 
     def evaluate(self, activation: Any) -> bool:
+        if isinstance(activation, CelExprBound):
+            if self._shared is not None:
+                bound = activation.bound
+                if self._keys is not None and isinstance(bound, Mapping):
+                    # Smaller to hand over (on every call), the same for what it reads.
+                    bound = {k: bound[k] for k in self._keys if k in bound}
+                result = self._run(self._shared, activation.event.activation(), bound)
+            else:
+                result = self._run(self._expression, activation.activation())
+        else:
+            result = self._run(self._expression, activation)
+        return self._result(result)
+
+    @staticmethod
+    def _run(expression: Any, activation: Any, bound: Any = _UNSET) -> Any:
+        previous = getattr(_current, "bound", _UNSET)
+        _current.bound = bound
         try:
-            result = self._expression.eval(activation)
+            return expression.eval(activation)
         except Exception as exc:
             raise CelEvalError(_cel_expr_error(str(exc))) from None
+        finally:
+            _current.bound = previous
+
+    def _result(self, result: Any) -> bool:
         kind = result.type()
         if kind == self._cel.Type.BOOL:
             return bool(result.value())
@@ -467,6 +627,13 @@ class CelExprEngine:
         self._env = cel.NewEnv(variables={
             "ce": cel.Type.DYN, "subscriber": subscriber, BINDING_VARIABLE: subscriber,
         })
+        # The same, with the subscriber as functions: for one activation per event.
+        self._shared_env = cel.NewEnv(variables={"ce": cel.Type.DYN}, functions=[
+            cel.FunctionDecl(name, [cel.Overload(
+                id=f"{name}_current", return_type=subscriber, parameters=[],
+                impl=_current_subscriber)])
+            for name in SUBSCRIBER_FUNCTIONS
+        ])
         self._lock = threading.Lock()
 
     def compile(self, expression: str) -> Program:
@@ -481,7 +648,22 @@ class CelExprEngine:
             raise CelCompileError(
                 f"expression returns {returns.name().lower()}, but a filter must return bool"
             )
-        return CelExprProgram(expression, compiled, self._cel)
+        return CelExprProgram(expression, compiled, self._cel, self._compile_shared(expression),
+                              binding_keys(expression))
+
+    def _compile_shared(self, expression: str) -> Any:
+        """The form for an event's shared activation, or ``None`` (see the module doc).
+        Only ever compiled after ``expression`` itself compiled: errors are that one's."""
+        text = as_calls(expression)
+        try:
+            with self._lock:
+                shared = self._shared_env.compile(expression if text is None else text)
+        except Exception:
+            return None
+        return shared
+
+    def event(self, ce_value: Any) -> EventScope:
+        return CelExprEvent(self, ce_value)
 
     def value(self, plain_value: Any) -> Any:
         return plain_value
@@ -491,6 +673,46 @@ class CelExprEngine:
             return self._env.Activation(dict(values))
         except Exception as exc:
             raise CelEvalError(f"cannot bind variables: {exc}") from None
+
+
+class CelExprEvent:
+    """One event: its activation (``ce`` only, converted by cel-cpp once, on the first
+    evaluation) is made when first needed and shared by every subscriber."""
+
+    def __init__(self, engine: CelExprEngine, ce_value: Any) -> None:
+        self.engine = engine
+        self.ce = ce_value
+        self._activation: Any = None
+        self._error: CelEvalError | None = None
+
+    def activation(self) -> Any:
+        """``CelEvalError`` when cel-expr cannot take the event."""
+        if self._activation is None and self._error is None:
+            try:
+                self._activation = self.engine._shared_env.Activation({"ce": self.ce})
+            except Exception as exc:
+                self._error = CelEvalError(f"cannot bind variables: {exc}")
+        if self._error is not None:
+            raise CelEvalError(self._error.message)
+        return self._activation
+
+    def bind(self, bound: Any) -> Any:
+        return CelExprBound(self, bound)
+
+
+class CelExprBound:
+    """One subscriber bound to one event (small: no copy of either)."""
+
+    __slots__ = ("bound", "event")
+
+    def __init__(self, event: CelExprEvent, bound: Any) -> None:
+        self.event = event
+        self.bound = bound
+
+    def activation(self) -> Any:
+        """An activation of its own (for a program that cannot share the event's)."""
+        return self.event.engine.activation(
+            {"ce": self.event.ce, "subscriber": self.bound, BINDING_VARIABLE: self.bound})
 
 
 # -------------------------------------------------------------------------- choice

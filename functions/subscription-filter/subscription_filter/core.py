@@ -14,8 +14,7 @@ from typing import Any, NamedTuple
 
 from cloudevents.http import CloudEvent
 
-from .binding import BINDING_VARIABLE
-from .celengine import CelEvalError, Engine, plain
+from .celengine import CelEvalError, Engine, EventScope, plain
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
 from .subscriptions import Candidate, EventRule, Index, Loaded, ObjectRule, Subscription
@@ -97,25 +96,26 @@ def parse_enriched(event: CloudEvent) -> Enriched:
 def activation(engine: Engine, ce_value: Any, bound: Any) -> Any:
     """What a filter sees: ``ce`` (``engine.value`` of ``Enriched.ce()``) and the
     subscriber's binding (``Subscription.bound``) as ``subscriber`` and for placeholders."""
-    return engine.activation({"ce": ce_value, "subscriber": bound, BINDING_VARIABLE: bound})
+    return engine.event(ce_value).bind(bound)
 
 
 class Scope:
-    """One event as the filters see it: converted for the engine once, and bound to each
-    subscription once (by name), however many of its entries are evaluated."""
+    """One event as the filters see it: converted for the engine once, shared by every
+    subscription, and bound to each subscription once (by name), however many of its
+    entries are evaluated."""
 
     def __init__(self, enriched: Enriched, engine: Engine) -> None:
         self.enriched = enriched
         self.engine = engine
-        self._ce: Any = None
+        self._event: EventScope | None = None
         self._activations: dict[str, Any] = {}
 
     def activation(self, sub: Subscription) -> Any:
         """``CelEvalError`` when the engine cannot take the values."""
         if sub.name not in self._activations:
-            if self._ce is None:
-                self._ce = self.engine.value(self.enriched.ce())
-            self._activations[sub.name] = activation(self.engine, self._ce, sub.bound)
+            if self._event is None:
+                self._event = self.engine.event(self.engine.value(self.enriched.ce()))
+            self._activations[sub.name] = self._event.bind(sub.bound)
         return self._activations[sub.name]
 
 

@@ -21,6 +21,7 @@ A subscription is used only when it is valid as a whole; otherwise it gets
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -34,7 +35,7 @@ from .binding import (
     source_position,
     subscriber_binding,
 )
-from .celengine import CelCompileError, Engine, Program, plain
+from .celengine import CelCompileError, Engine, EventScope, Program, plain
 
 GROUP = "core.katanomi.dev"
 VERSION = "v1alpha1"
@@ -392,14 +393,68 @@ def problems(obj: Mapping[str, Any], engine: Engine) -> list[Invalid]:
 # ------------------------------------------------------------------------ loading
 
 
-class Compiler:
-    """Loads ClusterSubscription objects; compiles each one once per generation."""
+MAX_PROGRAMS = 4096
 
-    def __init__(self, engine: Engine) -> None:
+
+class Programs:
+    """``engine`` with its compiled programs kept by expression text: the text after
+    ``$(subscriber.*)`` is rewritten is the same for every subscriber (the subscriber is
+    data bound when evaluating), so subscriptions with the same filter share one program.
+    A compile error is kept too. At most ``max_programs`` texts, least recently used
+    dropped first (a subscription keeps the programs it holds)."""
+
+    def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
         self.engine = engine
+        self.name = engine.name
+        self.max_programs = max(1, max_programs)
+        self._programs: OrderedDict[str, Program | CelCompileError] = OrderedDict()
+        self._lock = threading.Lock()
+        self.compiled = 0  # how many times the engine compiled
+
+    def compile(self, expression: str) -> Program:
+        with self._lock:
+            found = self._programs.get(expression)
+            if found is not None:
+                self._programs.move_to_end(expression)
+        if found is None:
+            try:
+                found = self.engine.compile(expression)
+            except CelCompileError as exc:
+                found = exc
+            with self._lock:
+                self.compiled += 1
+                self._programs[expression] = found
+                self._programs.move_to_end(expression)
+                while len(self._programs) > self.max_programs:
+                    self._programs.popitem(last=False)
+        if isinstance(found, CelCompileError):
+            raise CelCompileError(found.message)
+        return found
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._programs)
+
+    def value(self, plain_value: Any) -> Any:
+        return self.engine.value(plain_value)
+
+    def activation(self, values: Mapping[str, Any]) -> Any:
+        return self.engine.activation(values)
+
+    def event(self, ce_value: Any) -> EventScope:
+        return self.engine.event(ce_value)
+
+
+class Compiler:
+    """Loads ClusterSubscription objects; compiles each one once per generation, through
+    ``programs`` (one program per distinct filter text, shared across subscriptions)."""
+
+    def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
+        self.engine = engine
+        self.programs = Programs(engine, max_programs)
         self._cache: dict[str, tuple[tuple[str, int], tuple[ObjectRule, ...] | Invalid]] = {}
         self._lock = threading.Lock()
-        self.compilations = 0
+        self.compilations = 0  # subscriptions compiled (each of its filters via programs)
 
     def load(self, obj: Mapping[str, Any]) -> Loaded:
         meta = _meta(obj)
@@ -437,7 +492,7 @@ class Compiler:
             result = cached[1]
         else:
             try:
-                result = compile_objects(spec, subscriber, self.engine)
+                result = compile_objects(spec, subscriber, self.programs)
             except Invalid as exc:
                 result = exc
             with self._lock:
