@@ -225,6 +225,15 @@ class WeComClient:
             if cached is not None and cached.value == value:
                 del self._tokens[key]
 
+    def _after_transport_failure(self, endpoint: str, exc: _Transient, failures: int) -> None:
+        """Give up with a 503 after ``attempts`` failures, else log and back off."""
+        if failures >= self.attempts:
+            raise _with_code(WeComUnavailable(
+                f"WeCom {endpoint} {exc} after {failures} attempts"), None, "") from None
+        logs.warning("WeCom call failed; retrying", endpoint=endpoint, error=str(exc),
+                     attempt=failures)
+        self._pause(failures)
+
     def _gettoken(self, credentials: Credentials) -> tuple[str, float]:
         params = {"corpid": credentials.corp_id, "corpsecret": credentials.corp_secret}
         failures = 0
@@ -233,12 +242,7 @@ class WeComClient:
                 answer = self._request("GET", GETTOKEN, params)
             except _Transient as exc:
                 failures += 1
-                if failures >= self.attempts:
-                    raise _with_code(WeComUnavailable(
-                        f"WeCom gettoken {exc} after {failures} attempts"), None, "") from None
-                logs.warning("WeCom call failed; retrying", endpoint=GETTOKEN, error=str(exc),
-                             attempt=failures)
-                self._pause(failures)
+                self._after_transport_failure(GETTOKEN, exc, failures)
                 continue
             errcode = answer["errcode"]
             if errcode == 0:
@@ -274,14 +278,9 @@ class WeComClient:
                 answer = self._request("POST", endpoint, {"access_token": token}, body)
             except _Transient as exc:
                 failures += 1
-                if failures >= self.attempts:
-                    raise _with_code(WeComUnavailable(
-                        f"WeCom {endpoint} {exc} after {failures} attempts"), None, "") from None
                 # A timed-out message/send may have been delivered: the duplicate check
                 # makes WeCom drop the repeat.
-                logs.warning("WeCom call failed; retrying", endpoint=endpoint, error=str(exc),
-                             attempt=failures)
-                self._pause(failures)
+                self._after_transport_failure(endpoint, exc, failures)
                 continue
             errcode = answer["errcode"]
             if errcode == 0:
