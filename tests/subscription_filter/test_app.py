@@ -3,6 +3,7 @@ server, through the real kubernetes client: what is quicker to set up than a pro
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -196,3 +197,20 @@ def test_a_status_write_that_fails_is_logged_and_does_not_stop_the_watch(api, ma
     out = capsys.readouterr().out
     assert "could not write subscription status" in out
     assert "missing RBAC permission" in out
+
+
+def test_evaluation_errors_are_logged_once_per_filter(api, make, capsys) -> None:
+    broken = factory.subscription_event("failed", "ce.data.object.spec.nothing.here == 1")
+    names = ["kim", "lee", "max"]
+    for name in names:
+        api.add(factory.cluster_subscription(name, events=[broken]))
+    function = make()
+    until(lambda: recipients(function, "failed", factory.promotion_run(requester="alice")))
+    capsys.readouterr()
+    assert recipients(function, "failed", factory.promotion_run(requester="alice")) == ["alice"]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    [logged] = [r for r in lines if r["message"].startswith("filter could not be evaluated")]
+    assert logged["count"] == 3 and "subscription" not in logged
+    assert logged["subscriptions"] == [f"{n}-artifactpromotionrun-subscription" for n in names]
+    assert logged["where"] == "spec.subscriptions[0].events[0]" and logged["error"]

@@ -11,8 +11,9 @@ import pytest
 
 from subscription_filter import core
 from subscription_filter.binding import rewrite, source_position
-from subscription_filter.celengine import Engine
+from subscription_filter.celengine import CelEvalError, Engine
 from subscription_filter.subscriptions import (
+    Candidate,
     Compiler,
     InvalidCel,
     Loaded,
@@ -100,6 +101,42 @@ def test_explain_agrees_with_match_on_every_event(engine: Engine) -> None:
     assert outcomes == {("match", True), ("ready", False), ("object", False),
                         ("namespace", False), ("type", False), ("exact", False),
                         ("cel", False), ("cel-error", False)}
+
+
+def test_decide_is_the_decision_evaluate_explains(engine: Engine) -> None:
+    """``match``'s fast path against ``explain``'s checks, entry by entry: every entry of
+    every subscription (candidates of the event or not), on every event."""
+    loaded = [Compiler(engine).load(d) for d in variety()]
+    subs = [item.subscription for item in loaded if item.subscription is not None]
+    lasts: set[str] = set()
+    for event in events():
+        fast, slow = core.Scope(event, engine), core.Scope(event, engine)
+        for sub in subs:
+            for obj in sub.objects:
+                for rule in obj.events:
+                    decision = core.decide(Candidate.of(sub, obj, rule), fast)
+                    last = core.evaluate(sub, obj, rule, slow)[-1]
+                    lasts.add("match" if last.passed else last.name)
+                    if last.name == "cel-error":
+                        assert isinstance(decision, CelEvalError), (sub.name, rule.where)
+                        assert decision.message == last.detail
+                    else:
+                        assert decision is last.passed, (sub.name, rule.where, event.type)
+    assert lasts == {"match", "object", "namespace", "type", "exact", "cel", "cel-error"}
+
+
+def test_match_uses_the_index_candidates_with_their_bindings(engine: Engine) -> None:
+    snapshot = build_snapshot(Compiler(engine).load(d) for d in variety())
+    event = enriched("approvalpending")
+    candidates = core.candidates_of(snapshot.index, event)
+    assert candidates
+    scope = core.Scope(event, engine)
+    for candidate in candidates:
+        rule = candidate.rule
+        want = None if rule.cel is None else rule.cel.prepare(candidate.subscription.bound)
+        assert candidate.bound == want
+        fresh = Candidate.of(candidate.subscription, candidate.object, rule)
+        assert core.decide(candidate, scope) == core.decide(fresh, scope)
 
 
 def loaded_one(engine: Engine, doc: dict[str, Any]) -> Loaded:

@@ -73,10 +73,12 @@ class SubscriptionFilter:
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
         result = core.match(snapshot.index, enriched, self.engine)
-        for error in result.errors:
+        for (where, message), names in errors_by_place(result.errors).items():
+            # One line per place and error: many subscriptions share a filter.
             logs.warning("filter could not be evaluated; treated as no match",
-                         id=enriched.id, subscription=error.subscription, where=error.where,
-                         error=error.message)
+                         id=enriched.id, subscription=names[0] if len(names) == 1 else None,
+                         subscriptions=names[:LOGGED_NAMES] if len(names) > 1 else None,
+                         count=len(names), where=where, error=message)
         recipients, denied = self._readers(result.matched, enriched)
         fields: dict[str, Any] = {
             "object": enriched.object_ref, "candidates": result.candidates,
@@ -106,6 +108,18 @@ class SubscriptionFilter:
                           subscription=sub.name, subscriber=sub.subscriber.name,
                           object=enriched.object_ref, reason=reason or None)
         return allowed, denied
+
+
+# How many subscription names one log line of evaluation errors lists (the count is all).
+LOGGED_NAMES = 20
+
+
+def errors_by_place(errors: Sequence[core.MatchError]) -> dict[tuple[str, str], list[str]]:
+    """(where, message) → the subscriptions with that error there, in ``errors``' order."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for error in errors:
+        grouped.setdefault((error.where, error.message), []).append(error.subscription)
+    return grouped
 
 
 def build(environ: Mapping[str, str] | None = None, *, kube: Kube | None = None,

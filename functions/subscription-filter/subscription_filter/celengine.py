@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .binding import BINDING_VARIABLE, BindingError, Token, check_escapes, decode, scan, shape
@@ -96,6 +96,16 @@ class Program(Protocol):
 
     def evaluate(self, activation: Any) -> bool:
         """``True``/``False``; ``CelEvalError`` for errors and non-bool results."""
+        ...
+
+    def prepare(self, bound: Any) -> Any:
+        """What of a subscriber's binding (converted with ``Engine.value``) this program
+        reads, for ``for_event``: computed once per subscription, not per event."""
+        ...
+
+    def for_event(self, event: EventScope) -> Callable[[Any], bool]:
+        """``evaluate`` against ``event`` as a function of a ``prepare``-d binding: the
+        same result as ``evaluate(event.bind(bound))``, set up once per event."""
         ...
 
 
@@ -276,6 +286,13 @@ class CelPyProgram:
     def __init__(self, source: str, runner: Any) -> None:
         self.source = source
         self._runner = runner
+
+    def prepare(self, bound: Any) -> Any:
+        return bound
+
+    def for_event(self, event: EventScope) -> Callable[[Any], bool]:
+        evaluate, bind = self.evaluate, event.bind
+        return lambda bound: evaluate(bind(bound))
 
     def evaluate(self, activation: Any) -> bool:
         from celpy import celtypes
@@ -566,6 +583,43 @@ class CelExprProgram:
         else:
             result = self._run(self._expression, activation)
         return self._result(result)
+
+    def prepare(self, bound: Any) -> Any:
+        if self._shared is not None and self._keys is not None and isinstance(bound, Mapping):
+            return {k: bound[k] for k in self._keys if k in bound}
+        return bound
+
+    def for_event(self, event: EventScope) -> Callable[[Any], bool]:
+        if not isinstance(event, CelExprEvent) or self._shared is None:
+            evaluate, bind = self.evaluate, event.bind
+            return lambda bound: evaluate(bind(bound))
+        try:
+            activation = event.activation()
+        except CelEvalError as exc:
+            message = exc.message
+
+            def cannot(bound: Any) -> bool:
+                raise CelEvalError(message)
+
+            return cannot
+        run, current, unset = self._shared.eval, _current, _UNSET
+        boolean, result_of = self._cel.Type.BOOL, self._result
+
+        def evaluate(bound: Any) -> bool:
+            # ``evaluate`` of a ``CelExprBound``, inlined: called once per candidate.
+            previous = getattr(current, "bound", unset)
+            current.bound = bound
+            try:
+                result = run(activation)
+            except Exception as exc:
+                raise CelEvalError(_cel_expr_error(str(exc))) from None
+            finally:
+                current.bound = previous
+            if result.type() == boolean:
+                return bool(result.value())
+            return result_of(result)
+
+        return evaluate
 
     @staticmethod
     def _run(expression: Any, activation: Any, bound: Any = _UNSET) -> Any:

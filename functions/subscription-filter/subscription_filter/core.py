@@ -1,20 +1,22 @@
 """Pure logic: read an enriched event, match it against the index, build the reply.
 
 Nothing here does I/O; the RBAC check between matching and replying is the app's.
-``evaluate`` is the one decision whether an entry of a subscription matches an event:
-``match`` runs it on the index's candidates, ``explain`` on every entry of one
-subscription to say why it does or does not match.
+Whether an entry of a subscription matches an event is decided twice, by the same
+checks in the same order (object, namespace, event type, exact attributes, CEL):
+``decide`` only decides (``match`` runs it on the index's candidates, thousands per
+event), ``evaluate`` also says why, check by check (``explain`` runs it on every entry of
+one subscription). Tests hold the two equal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from cloudevents.http import CloudEvent
 
-from .celengine import CelEvalError, Engine, EventScope, plain
+from .celengine import CelEvalError, Engine, EventScope, Program, plain
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
 from .subscriptions import Candidate, EventRule, Index, Loaded, ObjectRule, Subscription
@@ -107,16 +109,43 @@ class Scope:
     def __init__(self, enriched: Enriched, engine: Engine) -> None:
         self.enriched = enriched
         self.engine = engine
+        # What an entry's ``ObjectRule`` (group, kind) is compared with.
+        self.object_key = (enriched.group.lower(), enriched.kind.lower())
         self._event: EventScope | None = None
         self._activations: dict[str, Any] = {}
+        self._runners: dict[Program, Callable[[Any], bool]] = {}
+
+    def event_scope(self) -> EventScope:
+        """``CelEvalError`` when the engine cannot take the event."""
+        if self._event is None:
+            self._event = self.engine.event(self.engine.value(self.enriched.ce()))
+        return self._event
 
     def activation(self, sub: Subscription) -> Any:
         """``CelEvalError`` when the engine cannot take the values."""
         if sub.name not in self._activations:
-            if self._event is None:
-                self._event = self.engine.event(self.engine.value(self.enriched.ce()))
-            self._activations[sub.name] = self._event.bind(sub.bound)
+            self._activations[sub.name] = self.event_scope().bind(sub.bound)
         return self._activations[sub.name]
+
+    def runner(self, program: Program) -> Callable[[Any], bool]:
+        """``program`` against this event, as a function of a ``Candidate.bound``
+        (``Program.for_event``): set up once per program and event. The function raises
+        ``CelEvalError`` as ``program.evaluate(self.activation(sub))`` would."""
+        run = self._runners.get(program)
+        if run is None:
+            try:
+                run = program.for_event(self.event_scope())
+            except CelEvalError as exc:
+                run = _raising(exc.message)
+            self._runners[program] = run
+        return run
+
+
+def _raising(message: str) -> Callable[[Any], bool]:
+    def run(bound: Any) -> bool:
+        raise CelEvalError(message)
+
+    return run
 
 
 # What an entry is checked for, in order (``cel-error`` is the ``cel`` stage failing).
@@ -190,6 +219,34 @@ def evaluate(sub: Subscription, obj: ObjectRule, rule: EventRule, scope: Scope
         done.append(Check("cel", passed, at,
                           "" if passed else f"CEL returned false: {rule.cel_shown}"))
     return tuple(done)
+
+
+def decide(candidate: Candidate, scope: Scope) -> bool | CelEvalError:
+    """Whether the entry of ``candidate`` matches: ``evaluate``'s checks in its order,
+    and its decision (``True`` exactly when its last check passed; the ``CelEvalError``
+    when that check is ``cel-error``, its message the check's ``detail``), without
+    saying why. ``match`` runs this for every candidate of an event."""
+    obj = candidate.object
+    if (obj.group, obj.kind) != scope.object_key:
+        return False
+    event = scope.enriched
+    if obj.namespace and obj.namespace != event.namespace:
+        return False
+    rule = candidate.rule
+    if rule.type != event.type:
+        return False
+    if rule.exact:
+        attrs = event.attributes
+        for name, want in rule.exact:
+            if attrs.get(name) != want:
+                return False
+    program = rule.cel
+    if program is None:
+        return True
+    try:
+        return scope.runner(program)(candidate.bound)
+    except CelEvalError as exc:
+        return exc
 
 
 @dataclass(frozen=True)
@@ -267,7 +324,8 @@ class MatchResult:
 
 def match(index: Index, enriched: Enriched, engine: Engine,
           scope: Scope | None = None) -> MatchResult:
-    """Subscriptions whose object, event type, exact attributes and CEL all match.
+    """Subscriptions whose object, event type, exact attributes and CEL all match
+    (``decide``, the decision ``explain`` explains).
 
     Each subscription appears once (sorted by name) however many of its entries
     match. A CEL evaluation error means "does not match" and is reported back.
@@ -277,15 +335,16 @@ def match(index: Index, enriched: Enriched, engine: Engine,
     result = MatchResult(candidates=len(candidates))
     scope = scope or Scope(enriched, engine)
     matched: dict[str, Subscription] = {}
+    errors = result.errors
     for candidate in candidates:
         sub = candidate.subscription
         if sub.name in matched:
             continue
-        last = evaluate(sub, candidate.object, candidate.rule, scope)[-1]
-        if last.name == "cel-error":
-            result.errors.append(MatchError(sub.name, candidate.rule.where, last.detail))
-        elif last.passed:
+        decision = decide(candidate, scope)
+        if decision is True:
             matched[sub.name] = sub
+        elif decision is not False:
+            errors.append(MatchError(sub.name, candidate.rule.where, decision.message))
     result.matched = sorted(matched.values(), key=lambda s: s.name)
     return result
 

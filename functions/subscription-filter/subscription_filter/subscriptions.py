@@ -520,9 +520,18 @@ IndexKey = tuple[str, str, str, str]
 
 @dataclass(frozen=True)
 class Candidate:
+    """One entry of a subscription; ``bound`` is the subscriber's binding as the entry's
+    filter reads it (``Program.prepare``), computed once when indexing."""
+
     subscription: Subscription
     object: ObjectRule
     rule: EventRule
+    bound: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, sub: Subscription, obj: ObjectRule, rule: EventRule) -> Candidate:
+        bound = rule.cel.prepare(sub.bound) if rule.cel is not None else None
+        return cls(sub, obj, rule, bound)
 
 
 class Index:
@@ -534,15 +543,17 @@ class Index:
             for obj in sub.objects:
                 for rule in obj.events:
                     key = (rule.type, obj.group, obj.kind, obj.namespace)
-                    by_key.setdefault(key, []).append(Candidate(sub, obj, rule))
+                    by_key.setdefault(key, []).append(Candidate.of(sub, obj, rule))
         self._by_key = {k: tuple(v) for k, v in by_key.items()}
 
     def candidates(self, type_: str, group: str, kind: str, namespace: str) -> list[Candidate]:
         group, kind = group.lower(), kind.lower()
         found = list(self._by_key.get((type_, group, kind, namespace), ()))
-        if namespace:
-            found.extend(self._by_key.get((type_, group, kind, ""), ()))
-        found.sort(key=lambda c: c.subscription.name)
+        every = self._by_key.get((type_, group, kind, ""), ()) if namespace else ()
+        if every:
+            # Each list is in name order already: only both together need sorting.
+            found.extend(every)
+            found.sort(key=lambda c: c.subscription.name)
         return found
 
     def __len__(self) -> int:
