@@ -43,6 +43,8 @@ from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
 
+from tests.support.loopback import LoopbackServer
+
 RETRYABLE = frozenset({404, 408, 409, 429})
 ERROR_DATA_LIMIT = 1024
 DEAD_LETTER_PATH = "dead-letter"
@@ -334,7 +336,7 @@ def _dead_letter_event(event: CloudEvent, destination: str, attempt: Attempt | N
 # ----------------------------------------------------------------------------- broker
 
 
-class DevBroker:
+class DevBroker(LoopbackServer):
     """The dev broker: a real HTTP server on ``host`` (an ephemeral port by default).
 
     ``objects``: Trigger and Broker objects (e.g. the rendered manifests; other kinds are
@@ -405,21 +407,6 @@ class DevBroker:
         for session in sessions:
             session.close()
 
-    def __enter__(self) -> DevBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the dev broker is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def ingress_url(self, namespace: str, name: str) -> str:
         return f"{self.url}/{namespace}/{name}"

@@ -33,12 +33,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 __all__ = [
     "DEFAULT_TOKEN",
@@ -547,30 +549,10 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # answer at once: headers and body go out in separate writes
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-kube-apiserver"
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -717,7 +699,7 @@ _CLUSTER_KINDS = {
 }
 
 
-class FakeKubeAPI:
+class FakeKubeAPI(LoopbackServer):
     """A fake Kubernetes API server on 127.0.0.1 (ephemeral port by default).
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. All methods are
@@ -803,22 +785,6 @@ class FakeKubeAPI:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeKubeAPI is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>`` (no trailing slash)."""
-        return f"http://{self.host}:{self.port}"
 
     def write_kubeconfig(
         self, path: str | Path, *, namespace: str = "default", context: str = "fake"

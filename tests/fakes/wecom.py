@@ -43,10 +43,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from http.server import ThreadingHTTPServer
+from types import FrameType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 GETTOKEN = "gettoken"
 MESSAGE_SEND = "message/send"
@@ -198,7 +200,7 @@ def truncate_utf8(text: str, limit: int) -> str:
     return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
-class WeComSandbox:
+class WeComSandbox(LoopbackServer):
     """A WeCom API double served over real HTTP on ``host`` (loopback by default).
 
     ``users``: the member directory (user ids, matched case-insensitively); ``None`` means an
@@ -311,28 +313,6 @@ class WeComSandbox:
         if thread is not None:
             thread.join()
 
-    def __enter__(self) -> WeComSandbox:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        server = self._server
-        if server is None:
-            raise RuntimeError("the sandbox is not running")
-        return int(server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """Base URL of the server, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://{self.host}:{self.port}"
 
     @property
     def api_url(self) -> str:
@@ -865,27 +845,10 @@ class _Server(ThreadingHTTPServer):
     sandbox: WeComSandbox
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # answer at once: headers and body go out in separate writes
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     server: _Server
     server_version = "wecom-sandbox"
     sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
 
     def _handle(self) -> None:
         sandbox = self.server.sandbox
