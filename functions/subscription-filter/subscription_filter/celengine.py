@@ -554,9 +554,62 @@ def _constant_key(after: list[Token]) -> str | None:
     return None
 
 
+# The function a filter that reads only the subscriber's ``name`` calls instead (its
+# third form): it returns the name itself, a string, instead of a one-key map.
+NAME_FUNCTION = "__subscriber_name__"
+NAME_KEY = "name"
+# The variable ``cel.bind`` gives the name, so the function is called once per evaluation
+# however often the filter reads the name (e.g. in ``exists``).
+NAME_VARIABLE = "__subscriber_name_value__"
+
+
+def as_name_binding(expression: str) -> str | None:
+    """``expression`` reading the name from ``NAME_VARIABLE``, bound once with
+    ``cel.bind`` to ``NAME_FUNCTION()``; ``None`` when ``as_name_calls`` is, or when the
+    expression's text has ``NAME_VARIABLE`` in it anywhere (it would shadow the name)."""
+    if NAME_VARIABLE in expression:
+        return None
+    text = as_name_calls(expression, call=NAME_VARIABLE)
+    if text is None:
+        return None
+    # Own lines: a trailing line comment in the expression ends before the ``)``.
+    return f"cel.bind({NAME_VARIABLE}, {NAME_FUNCTION}(), (\n{text}\n))"
+
+
+def as_name_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
+                  call: str = NAME_FUNCTION + "()") -> str | None:
+    """``expression`` with each reference to a variable in ``names`` followed by the
+    constant key ``name`` (``subscriber.name``, ``__subscriber__["name"]``) made ``call``
+    (one call of ``NAME_FUNCTION``); ``None`` unless every reference is such
+    (``binding_keys`` is ``{"name"}``), or when it names none of them."""
+    tokens = list(scan(expression))
+    if "".join(t.text for t in tokens) != expression:
+        return None
+    significant = [i for i, t in enumerate(tokens)
+                   if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    texts = [t.text for t in tokens]
+    changed = False
+    for n, i in enumerate(significant):
+        token = tokens[i]
+        if token.kind != "ident" or token.text not in names:
+            continue
+        before = tokens[significant[n - 1]] if n else None
+        places = significant[n + 1:n + 4]
+        after = [tokens[j] for j in places]
+        if _is(before, ".") or (after and _is(after[0], "(")):
+            continue
+        if _constant_key(after) != NAME_KEY:
+            return None
+        texts[i] = call
+        for j in places[:2 if _is(after[0], ".") else 3]:
+            texts[j] = ""
+        changed = True
+    return "".join(texts) if changed else None
+
+
 class CelExprProgram:
     def __init__(self, source: str, expression: Any, cel: Any, shared: Any = None,
-                 keys: frozenset[str] | None = None) -> None:
+                 keys: frozenset[str] | None = None, named: Any = None) -> None:
         self.source = source
         self._expression = expression
         self._cel = cel
@@ -564,6 +617,8 @@ class CelExprProgram:
         # and the only keys of the binding it reads (``None``: it may read any).
         self._shared = shared
         self._keys = tuple(sorted(keys)) if keys is not None else None
+        # The form reading only the name, as a string (``NAME_FUNCTION``), or ``None``.
+        self._named = named if shared is not None else None
 
     @property
     def shares_the_event(self) -> bool:
@@ -584,8 +639,18 @@ class CelExprProgram:
             result = self._run(self._expression, activation)
         return self._result(result)
 
+    @property
+    def reads_the_name(self) -> bool:
+        """Whether a bound evaluation may hand over the name alone (``NAME_FUNCTION``)."""
+        return self._named is not None
+
     def prepare(self, bound: Any) -> Any:
+        """What ``for_event``'s function takes: the subscriber's name alone (a ``str``)
+        for the form that reads only the name, when the binding has one; else the keys
+        of the binding the filter reads (a map)."""
         if self._shared is not None and self._keys is not None and isinstance(bound, Mapping):
+            if self._named is not None and isinstance(bound.get(NAME_KEY), str):
+                return bound[NAME_KEY]
             return {k: bound[k] for k in self._keys if k in bound}
         return bound
 
@@ -603,14 +668,16 @@ class CelExprProgram:
 
             return cannot
         run, current, unset = self._shared.eval, _current, _UNSET
+        run_named = self._named.eval if self._named is not None else run
         boolean, result_of = self._cel.Type.BOOL, self._result
 
         def evaluate(bound: Any) -> bool:
             # ``evaluate`` of a ``CelExprBound``, inlined: called once per candidate.
+            # A ``str`` is the name alone (``prepare``), for the form reading only it.
             previous = getattr(current, "bound", unset)
             current.bound = bound
             try:
-                result = run(activation)
+                result = (run_named if type(bound) is str else run)(activation)
             except Exception as exc:
                 raise CelEvalError(_cel_expr_error(str(exc))) from None
             finally:
@@ -682,12 +749,19 @@ class CelExprEngine:
             "ce": cel.Type.DYN, "subscriber": subscriber, BINDING_VARIABLE: subscriber,
         })
         # The same, with the subscriber as functions: for one activation per event.
-        self._shared_env = cel.NewEnv(variables={"ce": cel.Type.DYN}, functions=[
+        # ``cel.bind`` (only for ``as_name_binding``: a filter using it does not compile
+        # in ``_env``, so never gets here).
+        from cel_expr_python.ext.ext_bindings import ExtBindings
+
+        self._shared_env = cel.NewEnv(variables={"ce": cel.Type.DYN},
+                                      extensions=[ExtBindings()], functions=[
             cel.FunctionDecl(name, [cel.Overload(
                 id=f"{name}_current", return_type=subscriber, parameters=[],
                 impl=_current_subscriber)])
             for name in SUBSCRIBER_FUNCTIONS
-        ])
+        ] + [cel.FunctionDecl(NAME_FUNCTION, [cel.Overload(
+            id=f"{NAME_FUNCTION}_current", return_type=cel.Type.DYN, parameters=[],
+            impl=_current_subscriber)])])
         self._lock = threading.Lock()
 
     def compile(self, expression: str) -> Program:
@@ -702,19 +776,29 @@ class CelExprEngine:
             raise CelCompileError(
                 f"expression returns {returns.name().lower()}, but a filter must return bool"
             )
-        return CelExprProgram(expression, compiled, self._cel, self._compile_shared(expression),
-                              binding_keys(expression))
+        shared = self._compile_shared(expression)
+        keys = binding_keys(expression)
+        named = None
+        if shared is not None and keys == frozenset({NAME_KEY}):
+            for text in (as_name_binding(expression), as_name_calls(expression)):
+                named = self._compile_form(text) if text is not None else None
+                if named is not None:
+                    break
+        return CelExprProgram(expression, compiled, self._cel, shared, keys, named)
 
     def _compile_shared(self, expression: str) -> Any:
         """The form for an event's shared activation, or ``None`` (see the module doc).
         Only ever compiled after ``expression`` itself compiled: errors are that one's."""
         text = as_calls(expression)
+        return self._compile_form(expression if text is None else text)
+
+    def _compile_form(self, text: str) -> Any:
+        """``text`` compiled in the environment of the shared activation, or ``None``."""
         try:
             with self._lock:
-                shared = self._shared_env.compile(expression if text is None else text)
+                return self._shared_env.compile(text)
         except Exception:
             return None
-        return shared
 
     def event(self, ce_value: Any) -> EventScope:
         return CelExprEvent(self, ce_value)
