@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from .binding import BINDING_VARIABLE, BindingError, Token, check_escapes, decode, scan, shape
@@ -476,14 +476,29 @@ def _current_subscriber() -> Any:
     return bound
 
 
-def _significant(expression: str) -> list[Token] | None:
-    """The tokens of ``expression`` without whitespace and comments; ``None`` when its
-    text cannot be rebuilt from its tokens."""
+def _tokens(expression: str) -> tuple[list[Token], list[int]] | None:
+    """All tokens of ``expression`` and the indexes of the significant ones (no
+    whitespace, no comments); ``None`` when its text cannot be rebuilt from its tokens."""
     tokens = list(scan(expression))
     if "".join(t.text for t in tokens) != expression:
         return None
-    return [t for t in tokens
-            if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    return tokens, [i for i, t in enumerate(tokens)
+                    if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+
+
+def _references(tokens: list[Token], significant: list[int], names: tuple[str, ...]
+                ) -> Iterator[tuple[int, list[int]]]:
+    """Each reference to a variable in ``names`` — not a field (``x.subscriber``), not a
+    call — as (its token index, the indexes of the next three significant tokens)."""
+    for n, i in enumerate(significant):
+        token = tokens[i]
+        if token.kind != "ident" or token.text not in names:
+            continue
+        before = tokens[significant[n - 1]] if n else None
+        places = significant[n + 1:n + 4]
+        if _is(before, ".") or (places and _is(tokens[places[0]], "(")):
+            continue
+        yield i, places
 
 
 def _is(token: Token | None, char: str) -> bool:
@@ -495,22 +510,14 @@ def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS) -> 
     function of that name (``subscriber.name`` → ``subscriber().name``); literals,
     comments and fields (``x.subscriber``) are left alone. ``None`` when the expression
     names none of them, or its text cannot be rebuilt from its tokens."""
-    tokens = list(scan(expression))
-    if "".join(t.text for t in tokens) != expression:
+    found = _tokens(expression)
+    if found is None:
         return None
-    significant = [i for i, t in enumerate(tokens)
-                   if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    tokens, significant = found
     texts = [t.text for t in tokens]
     changed = False
-    for n, i in enumerate(significant):
-        token = tokens[i]
-        if token.kind != "ident" or token.text not in names:
-            continue
-        before = tokens[significant[n - 1]] if n else None
-        after = tokens[significant[n + 1]] if n + 1 < len(significant) else None
-        if _is(before, ".") or _is(after, "("):
-            continue
-        texts[i] = token.text + "()"
+    for i, _ in _references(tokens, significant, names):
+        texts[i] = tokens[i].text + "()"
         changed = True
     return "".join(texts) if changed else None
 
@@ -521,18 +528,13 @@ def binding_keys(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS
     every reference to a variable in ``names`` (as ``as_calls`` finds them) is followed
     by a constant key (``subscriber.name``, ``__subscriber__["info"]``), only those keys
     (and what is under them) are ever seen; ``None`` when it may see the whole map."""
-    tokens = _significant(expression)
-    if tokens is None:
+    found = _tokens(expression)
+    if found is None:
         return None
+    tokens, significant = found
     keys: set[str] = set()
-    for n, token in enumerate(tokens):
-        if token.kind != "ident" or token.text not in names:
-            continue
-        before = tokens[n - 1] if n else None
-        after = tokens[n + 1:n + 4]
-        if _is(before, ".") or (after and _is(after[0], "(")):
-            continue
-        key = _constant_key(after)
+    for _, places in _references(tokens, significant, names):
+        key = _constant_key([tokens[j] for j in places])
         if key is None:
             return None
         keys.add(key)
@@ -582,22 +584,14 @@ def as_name_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS
     constant key ``name`` (``subscriber.name``, ``__subscriber__["name"]``) made ``call``
     (one call of ``NAME_FUNCTION``); ``None`` unless every reference is such
     (``binding_keys`` is ``{"name"}``), or when it names none of them."""
-    tokens = list(scan(expression))
-    if "".join(t.text for t in tokens) != expression:
+    found = _tokens(expression)
+    if found is None:
         return None
-    significant = [i for i, t in enumerate(tokens)
-                   if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    tokens, significant = found
     texts = [t.text for t in tokens]
     changed = False
-    for n, i in enumerate(significant):
-        token = tokens[i]
-        if token.kind != "ident" or token.text not in names:
-            continue
-        before = tokens[significant[n - 1]] if n else None
-        places = significant[n + 1:n + 4]
+    for i, places in _references(tokens, significant, names):
         after = [tokens[j] for j in places]
-        if _is(before, ".") or (after and _is(after[0], "(")):
-            continue
         if _constant_key(after) != NAME_KEY:
             return None
         texts[i] = call
