@@ -183,3 +183,14 @@ def test_boundary_health_and_readiness() -> None:
     assert _post(stub)[0] == 503 and stub.calls == 0
     stub.is_ready = True
     assert dispatch(stub, Request("GET", "/health/readiness", {}, b"")).status == 200
+
+
+def test_raw_api_responses_must_be_json_objects() -> None:
+    from types import SimpleNamespace
+
+    from shared.kube import json_body
+
+    assert json_body(SimpleNamespace(data=b'{"kind": "Secret"}'), "get x") == {"kind": "Secret"}
+    for data in (b"not json", b"[1]", b'"text"'):
+        with pytest.raises(TemporaryError, match="get x: the API server answered with no JSON"):
+            json_body(SimpleNamespace(data=data), "get x")

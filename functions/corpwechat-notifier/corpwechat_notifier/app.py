@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +16,7 @@ from .render import Message, Renderer
 from .shared import logs
 from .shared.errors import TemporaryError
 from .shared.events import Outcome, json_data
-from .shared.kube import AccessDenied, Kube, translate
+from .shared.kube import AccessDenied, Kube, json_body, translate
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected
@@ -73,11 +72,7 @@ class KubeReads:
             response = self.kube.resource("v1", "Secret").get(
                 namespace=self.namespace, label_selector=SECRET_LABEL, serialize=False,
                 _request_timeout=self.kube.timeout)
-        try:
-            found = json.loads(response.data)
-        except ValueError:
-            found = None
-        items = found.get("items") if isinstance(found, dict) else None
+        items = json_body(response, what).get("items")
         if not isinstance(items, list):
             raise TemporaryError(f"{what}: the API server answered with no list")
         return [item for item in items if isinstance(item, dict)]

@@ -8,7 +8,6 @@ may ``get`` the involved object. Decisions, allowed or denied, are cached for
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .core import Enriched
-from .shared.errors import TemporaryError
-from .shared.kube import Kube, translate
+from .shared.kube import Kube, json_body, translate
 from .subscriptions import Subscriber
 
 MAX_ENTRIES = 10_000
@@ -86,13 +84,7 @@ class AccessReviewer:
         with translate(what):
             response = resource.create(body=body, serialize=False,
                                        _request_timeout=self.kube.timeout)
-        try:
-            review = json.loads(response.data)
-        except ValueError:
-            review = None
-        if not isinstance(review, dict):
-            raise TemporaryError(f"{what}: the API server answered with no JSON object")
-        status = review.get("status") or {}
+        status = json_body(response, what).get("status") or {}
         allowed = status.get("allowed") is True
         reason = str(status.get("reason") or status.get("evaluationError") or "")
         with self._lock:

@@ -120,13 +120,7 @@ class Kube:
                 response = resource.get(serialize=False, **kwargs)
         except NotFound:
             return None
-        try:
-            obj = json.loads(response.data)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
-            raise TemporaryError(f"{what}: the API server answered with no JSON object")
-        return obj
+        return json_body(response, what)
 
     def core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(self.api)
@@ -140,6 +134,17 @@ class Kube:
     def close(self) -> None:
         self.api.close()
         shutil.rmtree(os.path.dirname(self._discovery_cache), ignore_errors=True)
+
+
+def json_body(response: Any, what: str) -> dict[str, Any]:
+    """The JSON object of a raw (``serialize=False``) dynamic-client response."""
+    try:
+        body = json.loads(response.data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TemporaryError(f"{what}: the API server answered with no JSON object")
+    return body
 
 
 def describe(verb: str, resource: Resource, name: str | None = None,
