@@ -122,12 +122,6 @@ class Kube:
             return None
         return json_body(response, what)
 
-    def core(self) -> k8s.CoreV1Api:
-        return k8s.CoreV1Api(self.api)
-
-    def authorization(self) -> k8s.AuthorizationV1Api:
-        return k8s.AuthorizationV1Api(self.api)
-
     def custom(self) -> k8s.CustomObjectsApi:
         return k8s.CustomObjectsApi(self.api)
 
