@@ -103,18 +103,23 @@ def test_explain_agrees_with_match_on_every_event(engine: Engine) -> None:
                         ("cel", False), ("cel-error", False)}
 
 
-def test_decide_is_the_decision_evaluate_explains(engine: Engine) -> None:
+def test_decisions_are_the_decisions_evaluate_explains(engine: Engine) -> None:
     """``match``'s fast path against ``explain``'s checks, entry by entry: every entry of
     every subscription (candidates of the event or not), on every event."""
     loaded = [Compiler(engine).load(d) for d in variety()]
+    snapshot = build_snapshot(loaded)
     subs = [item.subscription for item in loaded if item.subscription is not None]
     lasts: set[str] = set()
     for event in events():
         fast, slow = core.Scope(event, engine), core.Scope(event, engine)
+        found = core.decisions(snapshot.index, event, fast)
+        assert [c.order for c, _ in found] == sorted(c.order for c, _ in found)
+        decided = {(c.subscription.name, c.rule.where): d for c, d in found}
+        assert len(decided) == len(found)
         for sub in subs:
             for obj in sub.objects:
                 for rule in obj.events:
-                    decision = core.decide(Candidate.of(sub, obj, rule), fast)
+                    decision = decided.get((sub.name, rule.where), False)
                     last = core.evaluate(sub, obj, rule, slow)[-1]
                     lasts.add("match" if last.passed else last.name)
                     if last.name == "cel-error":
@@ -130,13 +135,21 @@ def test_match_uses_the_index_candidates_with_their_bindings(engine: Engine) -> 
     event = enriched("approvalpending")
     candidates = core.candidates_of(snapshot.index, event)
     assert candidates
-    scope = core.Scope(event, engine)
+    assert [c.order for c in candidates] == sorted(c.order for c in candidates)
+    groups = snapshot.index.groups(event.type, event.group, event.kind, event.namespace)
+    grouped = [c for g in groups for c in g.candidates]
+    assert sorted(grouped, key=lambda c: c.order) == candidates
+    for group in groups:
+        assert {(c.rule.exact, id(c.rule.cel)) for c in group.candidates} == {
+            (group.exact, id(group.program))}
+        assert sorted(group.names) == sorted({c.bound for c in group.candidates
+                                              if isinstance(c.bound, str)})
     for candidate in candidates:
         rule = candidate.rule
         want = None if rule.cel is None else rule.cel.prepare(candidate.subscription.bound)
         assert candidate.bound == want
         fresh = Candidate.of(candidate.subscription, candidate.object, rule)
-        assert core.decide(candidate, scope) == core.decide(fresh, scope)
+        assert fresh.bound == candidate.bound
 
 
 def loaded_one(engine: Engine, doc: dict[str, Any]) -> Loaded:

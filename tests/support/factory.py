@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import json
 import uuid
@@ -204,7 +206,13 @@ CLUSTER_SUBSCRIPTION_API_VERSION = "core.katanomi.dev/v1alpha1"
 
 
 def seed_subscription() -> dict[str, Any]:
-    """The seed's ClusterSubscription for ``admin``, exactly as documented."""
+    """The seed's ClusterSubscription for ``admin``, exactly as documented (a fresh copy
+    each time: parsed once)."""
+    return copy.deepcopy(_seed_subscription())
+
+
+@functools.cache
+def _seed_subscription() -> dict[str, Any]:
     import yaml
 
     from tests.support.seed import example

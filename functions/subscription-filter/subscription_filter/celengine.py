@@ -39,8 +39,8 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from .binding import BINDING_VARIABLE, BindingError, Token, check_escapes, decode, scan, shape
 
@@ -107,6 +107,19 @@ class Program(Protocol):
         """``evaluate`` against ``event`` as a function of a ``prepare``-d binding: the
         same result as ``evaluate(event.bind(bound))``, set up once per event."""
         ...
+
+    def for_names(self, event: EventScope) -> Callable[[Sequence[str]], Batch] | None:
+        """``evaluate`` against ``event`` for many subscribers' names in one go, for a
+        filter that reads only the name (``prepare`` gives a ``str``); ``None`` when this
+        program or engine cannot. The function's ``Batch``: the names for which the
+        filter is true, and those it could not settle (evaluate them one by one, e.g. to
+        get their own error); every other name is false."""
+        ...
+
+
+class Batch(NamedTuple):
+    matched: set[str]
+    unsettled: list[str]
 
 
 class EventScope(Protocol):
@@ -293,6 +306,9 @@ class CelPyProgram:
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
         evaluate, bind = self.evaluate, event.bind
         return lambda bound: evaluate(bind(bound))
+
+    def for_names(self, event: EventScope) -> None:
+        return None  # interpreted: one comprehension costs what the evaluations do
 
     def evaluate(self, activation: Any) -> bool:
         from celpy import celtypes
@@ -578,6 +594,27 @@ def as_name_binding(expression: str) -> str | None:
     return f"cel.bind({NAME_VARIABLE}, {NAME_FUNCTION}(), (\n{text}\n))"
 
 
+# The function that returns the names of a batch (``as_names_filter``), a list.
+NAMES_FUNCTION = "__subscriber_names__"
+# Names per evaluation of a batch. cel-cpp stops an evaluation after 10,000 comprehension
+# steps: one per name plus the filter's own (the seed's approver filter: one per
+# approver). A batch over that budget is split in halves, down to one name.
+BATCH_SIZE = 2048
+_BUDGET = "iteration budget exceeded"
+
+
+def as_names_filter(expression: str) -> str | None:
+    """The batch form of ``expression`` (``Program.for_names``): the names of
+    ``NAMES_FUNCTION()`` for which it is true, each bound to ``NAME_VARIABLE`` as
+    ``as_name_binding`` binds one; ``None`` when that is ``None``."""
+    if NAME_VARIABLE in expression:
+        return None
+    text = as_name_calls(expression, call=NAME_VARIABLE)
+    if text is None:
+        return None
+    return f"{NAMES_FUNCTION}().filter({NAME_VARIABLE}, (\n{text}\n))"
+
+
 def as_name_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
                   call: str = NAME_FUNCTION + "()") -> str | None:
     """``expression`` with each reference to a variable in ``names`` followed by the
@@ -603,7 +640,8 @@ def as_name_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS
 
 class CelExprProgram:
     def __init__(self, source: str, expression: Any, cel: Any, shared: Any = None,
-                 keys: frozenset[str] | None = None, named: Any = None) -> None:
+                 keys: frozenset[str] | None = None, named: Any = None,
+                 batch: Any = None) -> None:
         self.source = source
         self._expression = expression
         self._cel = cel
@@ -613,6 +651,8 @@ class CelExprProgram:
         self._keys = tuple(sorted(keys)) if keys is not None else None
         # The form reading only the name, as a string (``NAME_FUNCTION``), or ``None``.
         self._named = named if shared is not None else None
+        # Its batch form (``as_names_filter``), or ``None``.
+        self._batch = batch if self._named is not None else None
 
     @property
     def shares_the_event(self) -> bool:
@@ -679,6 +719,44 @@ class CelExprProgram:
             if result.type() == boolean:
                 return bool(result.value())
             return result_of(result)
+
+        return evaluate
+
+    def for_names(self, event: EventScope) -> Callable[[Sequence[str]], Batch] | None:
+        if self._batch is None or not isinstance(event, CelExprEvent):
+            return None
+        try:
+            activation = event.activation()
+        except CelEvalError:
+            return None  # one by one, each gets the error
+        run, current, error = self._batch.eval, _current, self._cel.Type.ERROR
+
+        def evaluate(names: Sequence[str]) -> Batch:
+            matched: set[str] = set()
+            unsettled: list[str] = []
+            chunks = [names[i:i + BATCH_SIZE] for i in range(0, len(names), BATCH_SIZE)]
+            while chunks:
+                chunk = list(chunks.pop())
+                previous = getattr(current, "bound", _UNSET)
+                current.bound = chunk
+                failure: str | None = None
+                try:
+                    result = run(activation)
+                    if result.type() == error:
+                        failure = str(result.value())
+                except Exception as exc:
+                    failure = str(exc)
+                finally:
+                    current.bound = previous
+                if failure is None:
+                    matched.update(item.value() for item in result.value())
+                elif len(chunk) > 1 and _BUDGET in failure.lower():
+                    half = len(chunk) // 2
+                    chunks += [chunk[:half], chunk[half:]]
+                else:
+                    # An error for one name is the whole batch's: each gets its own.
+                    unsettled.extend(chunk)
+            return Batch(matched, unsettled)
 
         return evaluate
 
@@ -755,7 +833,9 @@ class CelExprEngine:
             for name in SUBSCRIBER_FUNCTIONS
         ] + [cel.FunctionDecl(NAME_FUNCTION, [cel.Overload(
             id=f"{NAME_FUNCTION}_current", return_type=cel.Type.DYN, parameters=[],
-            impl=_current_subscriber)])])
+            impl=_current_subscriber)]), cel.FunctionDecl(NAMES_FUNCTION, [cel.Overload(
+            id=f"{NAMES_FUNCTION}_current", return_type=cel.Type.List(cel.Type.DYN),
+            parameters=[], impl=_current_subscriber)])])
         self._lock = threading.Lock()
 
     def compile(self, expression: str) -> Program:
@@ -772,13 +852,15 @@ class CelExprEngine:
             )
         shared = self._compile_shared(expression)
         keys = binding_keys(expression)
-        named = None
+        named = batch = None
         if shared is not None and keys == frozenset({NAME_KEY}):
             for text in (as_name_binding(expression), as_name_calls(expression)):
                 named = self._compile_form(text) if text is not None else None
                 if named is not None:
                     break
-        return CelExprProgram(expression, compiled, self._cel, shared, keys, named)
+            text = as_names_filter(expression)
+            batch = self._compile_form(text) if named is not None and text else None
+        return CelExprProgram(expression, compiled, self._cel, shared, keys, named, batch)
 
     def _compile_shared(self, expression: str) -> Any:
         """The form for an event's shared activation, or ``None`` (see the module doc).

@@ -16,10 +16,18 @@ from typing import Any, NamedTuple
 
 from cloudevents.http import CloudEvent
 
-from .celengine import CelEvalError, Engine, EventScope, Program, plain
+from .celengine import Batch, CelEvalError, Engine, EventScope, Program, plain
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
-from .subscriptions import Candidate, EventRule, Index, Loaded, ObjectRule, Subscription
+from .subscriptions import (
+    Candidate,
+    EventRule,
+    Group,
+    Index,
+    Loaded,
+    ObjectRule,
+    Subscription,
+)
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
 NOTIFICATION_TYPE = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
@@ -109,11 +117,10 @@ class Scope:
     def __init__(self, enriched: Enriched, engine: Engine) -> None:
         self.enriched = enriched
         self.engine = engine
-        # What an entry's ``ObjectRule`` (group, kind) is compared with.
-        self.object_key = (enriched.group.lower(), enriched.kind.lower())
         self._event: EventScope | None = None
         self._activations: dict[str, Any] = {}
         self._runners: dict[Program, Callable[[Any], bool]] = {}
+        self._batches: dict[Program, Callable[[Sequence[str]], Batch] | None] = {}
 
     def event_scope(self) -> EventScope:
         """``CelEvalError`` when the engine cannot take the event."""
@@ -139,6 +146,45 @@ class Scope:
                 run = _raising(exc.message)
             self._runners[program] = run
         return run
+
+    def batch(self, program: Program) -> Callable[[Sequence[str]], Batch] | None:
+        """``program`` against this event for many names at once (``Program.for_names``),
+        set up once per program and event; ``None`` when it cannot."""
+        if program not in self._batches:
+            try:
+                self._batches[program] = program.for_names(self.event_scope())
+            except CelEvalError:
+                self._batches[program] = None
+        return self._batches[program]
+
+    def decisions(self, group: Group) -> list[tuple[Candidate, bool | CelEvalError]]:
+        """The filter of ``group`` (its exact filter passed) for each of its candidates,
+        as ``evaluate`` decides it: ``True`` or the ``CelEvalError`` for those it does not
+        reject; the names in one go when the program can (``batch``), the rest one by one."""
+        program = group.program
+        if program is None:
+            return [(c, True) for c in group.candidates]
+        decided: list[tuple[Candidate, bool | CelEvalError]] = []
+        one_by_one: Sequence[Candidate] = group.candidates
+        batch = self.batch(program) if len(group.names) >= BATCH_MIN else None
+        if batch is not None:
+            found = batch(group.names)
+            by_name = group.by_name
+            decided.extend((c, True) for name in found.matched for c in by_name.get(name, ()))
+            one_by_one = [c for name in found.unsettled for c in by_name[name]]
+            one_by_one.extend(group.others)
+        run = self.runner(program)
+        for candidate in one_by_one:
+            try:
+                if run(candidate.bound):
+                    decided.append((candidate, True))
+            except CelEvalError as exc:
+                decided.append((candidate, exc))
+        return decided
+
+
+# Fewer names than this are evaluated one by one (as fast, without the batch's setup).
+BATCH_MIN = 2
 
 
 def _raising(message: str) -> Callable[[Any], bool]:
@@ -221,34 +267,6 @@ def evaluate(sub: Subscription, obj: ObjectRule, rule: EventRule, scope: Scope
     return tuple(done)
 
 
-def decide(candidate: Candidate, scope: Scope) -> bool | CelEvalError:
-    """Whether the entry of ``candidate`` matches: ``evaluate``'s checks in its order,
-    and its decision (``True`` exactly when its last check passed; the ``CelEvalError``
-    when that check is ``cel-error``, its message the check's ``detail``), without
-    saying why. ``match`` runs this for every candidate of an event."""
-    obj = candidate.object
-    if (obj.group, obj.kind) != scope.object_key:
-        return False
-    event = scope.enriched
-    if obj.namespace and obj.namespace != event.namespace:
-        return False
-    rule = candidate.rule
-    if rule.type != event.type:
-        return False
-    if rule.exact:
-        attrs = event.attributes
-        for name, want in rule.exact:
-            if attrs.get(name) != want:
-                return False
-    program = rule.cel
-    if program is None:
-        return True
-    try:
-        return scope.runner(program)(candidate.bound)
-    except CelEvalError as exc:
-        return exc
-
-
 @dataclass(frozen=True)
 class Trial:
     """One entry (``spec.subscriptions[i].events[j]`` at ``where``) and its checks."""
@@ -322,29 +340,45 @@ class MatchResult:
     errors: list[MatchError] = field(default_factory=list)
 
 
+def decisions(index: Index, enriched: Enriched, scope: Scope
+              ) -> list[tuple[Candidate, bool | CelEvalError]]:
+    """The candidates of ``enriched`` whose entry matches (``True``) or whose filter fails
+    (its ``CelEvalError``), in candidate order: what ``evaluate`` decides for each entry
+    (its last check passed, or is ``cel-error``), without saying why. The index has
+    checked the object, namespace and event type; each group's exact filter is checked
+    once."""
+    attrs = enriched.attributes
+    decided: list[tuple[Candidate, bool | CelEvalError]] = []
+    for group in index.groups(enriched.type, enriched.group, enriched.kind,
+                              enriched.namespace):
+        if all(attrs.get(name) == want for name, want in group.exact):
+            decided.extend(scope.decisions(group))
+    decided.sort(key=lambda d: d[0].order)
+    return decided
+
+
 def match(index: Index, enriched: Enriched, engine: Engine,
           scope: Scope | None = None) -> MatchResult:
     """Subscriptions whose object, event type, exact attributes and CEL all match
-    (``decide``, the decision ``explain`` explains).
+    (``decisions``, the decision ``explain`` explains).
 
     Each subscription appears once (sorted by name) however many of its entries
-    match. A CEL evaluation error means "does not match" and is reported back.
-    ``scope`` (for ``enriched`` and ``engine``) may be shared with ``explain``.
+    match. A CEL evaluation error means "does not match" and is reported back, unless an
+    entry written before it matched. ``scope`` (for ``enriched`` and ``engine``) may be
+    shared with ``explain``.
     """
-    candidates = candidates_of(index, enriched)
-    result = MatchResult(candidates=len(candidates))
     scope = scope or Scope(enriched, engine)
+    groups = index.groups(enriched.type, enriched.group, enriched.kind, enriched.namespace)
+    result = MatchResult(candidates=sum(len(g.candidates) for g in groups))
     matched: dict[str, Subscription] = {}
-    errors = result.errors
-    for candidate in candidates:
+    for candidate, decision in decisions(index, enriched, scope):
         sub = candidate.subscription
         if sub.name in matched:
             continue
-        decision = decide(candidate, scope)
         if decision is True:
             matched[sub.name] = sub
-        elif decision is not False:
-            errors.append(MatchError(sub.name, candidate.rule.where, decision.message))
+        elif isinstance(decision, CelEvalError):
+            result.errors.append(MatchError(sub.name, candidate.rule.where, decision.message))
     result.matched = sorted(matched.values(), key=lambda s: s.name)
     return result
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -521,17 +521,54 @@ IndexKey = tuple[str, str, str, str]
 @dataclass(frozen=True)
 class Candidate:
     """One entry of a subscription; ``bound`` is the subscriber's binding as the entry's
-    filter reads it (``Program.prepare``), computed once when indexing."""
+    filter reads it (``Program.prepare``), computed once when indexing; ``entry`` is the
+    entry's place among the subscription's entries, in the order written."""
 
     subscription: Subscription
     object: ObjectRule
     rule: EventRule
     bound: Any = field(default=None, compare=False, repr=False)
+    entry: int = field(default=0, compare=False)
 
     @classmethod
-    def of(cls, sub: Subscription, obj: ObjectRule, rule: EventRule) -> Candidate:
+    def of(cls, sub: Subscription, obj: ObjectRule, rule: EventRule, entry: int = 0
+           ) -> Candidate:
         bound = rule.cel.prepare(sub.bound) if rule.cel is not None else None
-        return cls(sub, obj, rule, bound)
+        return cls(sub, obj, rule, bound, entry)
+
+    @property
+    def order(self) -> tuple[str, int]:
+        return self.subscription.name, self.entry
+
+
+@dataclass(frozen=True)
+class Group:
+    """Candidates of one index key with the same exact filter and the same program (one
+    per filter text): the exact filter is checked once for all of them, and a filter
+    that reads only the subscriber's name can be evaluated for all their ``names`` in
+    one go (``Program.for_names``)."""
+
+    exact: tuple[tuple[str, str], ...]
+    program: Program | None
+    candidates: tuple[Candidate, ...]
+    # The distinct names handed over alone (``bound`` is a ``str``), and who has each.
+    names: tuple[str, ...] = ()
+    by_name: Mapping[str, tuple[Candidate, ...]] = field(default_factory=dict)
+    # The candidates evaluated one by one (``bound`` is not a name).
+    others: tuple[Candidate, ...] = ()
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> Group:
+        rule = candidates[0].rule
+        by_name: dict[str, list[Candidate]] = {}
+        others: list[Candidate] = []
+        for candidate in candidates:
+            if rule.cel is not None and type(candidate.bound) is str:
+                by_name.setdefault(candidate.bound, []).append(candidate)
+            else:
+                others.append(candidate)
+        return cls(rule.exact, rule.cel, tuple(candidates), tuple(by_name),
+                   {k: tuple(v) for k, v in by_name.items()}, tuple(others))
 
 
 class Index:
@@ -540,24 +577,48 @@ class Index:
     def __init__(self, subscriptions: Iterable[Subscription]) -> None:
         by_key: dict[IndexKey, list[Candidate]] = {}
         for sub in sorted(subscriptions, key=lambda s: s.name):
+            entry = 0
             for obj in sub.objects:
                 for rule in obj.events:
                     key = (rule.type, obj.group, obj.kind, obj.namespace)
-                    by_key.setdefault(key, []).append(Candidate.of(sub, obj, rule))
+                    by_key.setdefault(key, []).append(Candidate.of(sub, obj, rule, entry))
+                    entry += 1
         self._by_key = {k: tuple(v) for k, v in by_key.items()}
+        self._groups = {k: _grouped(v) for k, v in by_key.items()}
+
+    def _keys(self, type_: str, group: str, kind: str, namespace: str) -> list[IndexKey]:
+        group, kind = group.lower(), kind.lower()
+        keys = [(type_, group, kind, namespace)]
+        if namespace:
+            keys.append((type_, group, kind, ""))
+        return keys
 
     def candidates(self, type_: str, group: str, kind: str, namespace: str) -> list[Candidate]:
-        group, kind = group.lower(), kind.lower()
-        found = list(self._by_key.get((type_, group, kind, namespace), ()))
-        every = self._by_key.get((type_, group, kind, ""), ()) if namespace else ()
-        if every:
-            # Each list is in name order already: only both together need sorting.
-            found.extend(every)
-            found.sort(key=lambda c: c.subscription.name)
+        """Every entry subscribed to this event type and object, in subscription name order
+        (a subscription's entries in the order written)."""
+        found: list[Candidate] = []
+        keys = [k for k in self._keys(type_, group, kind, namespace) if k in self._by_key]
+        for key in keys:
+            found.extend(self._by_key[key])
+        if len(keys) > 1:
+            found.sort(key=lambda c: c.order)
         return found
+
+    def groups(self, type_: str, group: str, kind: str, namespace: str) -> list[Group]:
+        """``candidates`` in ``Group``s (in no particular order)."""
+        return [g for key in self._keys(type_, group, kind, namespace)
+                for g in self._groups.get(key, ())]
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_key.values())
+
+
+def _grouped(candidates: Iterable[Candidate]) -> tuple[Group, ...]:
+    by_filter: dict[tuple[Any, ...], list[Candidate]] = {}
+    for candidate in candidates:
+        rule = candidate.rule
+        by_filter.setdefault((rule.exact, rule.cel), []).append(candidate)
+    return tuple(Group.of(found) for found in by_filter.values())
 
 
 @dataclass(frozen=True)
