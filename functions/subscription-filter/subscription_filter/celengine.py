@@ -31,7 +31,10 @@ event holding only ``ce``, and each program is also compiled in a second form wh
 ``subscriber`` and ``__subscriber__`` are calls of functions that return the
 subscriber being evaluated (bound per evaluation, per thread). An expression whose
 second form does not compile (e.g. ``subscriber`` as a macro's own variable) is
-evaluated the plain way, with an activation of its own per subscriber.
+evaluated the plain way, with an activation of its own per subscriber. A filter that
+reads only ``subscriber.name`` gets two more forms: one handed the name alone, a string
+(``as_name_binding``), and a batch form (``as_names_filter``, ``Program.for_names``)
+that evaluates it for many names in one call.
 """
 
 from __future__ import annotations
