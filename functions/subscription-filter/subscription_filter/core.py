@@ -171,8 +171,8 @@ class Scope:
             found = batch(group.names)
             by_name = group.by_name
             decided.extend((c, True) for name in found.matched for c in by_name.get(name, ()))
-            one_by_one = [c for name in found.unsettled for c in by_name[name]]
-            one_by_one.extend(group.others)
+            one_by_one = [*(c for name in found.unsettled for c in by_name[name]),
+                          *group.others]
         run = self.runner(program)
         for candidate in one_by_one:
             try:
