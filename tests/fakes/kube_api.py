@@ -1668,15 +1668,14 @@ class FakeKubeAPI(LoopbackServer):
 
     def _list(self, rtype: ResourceType, ns: str | None, query: dict[str, str]) -> dict[str, Any]:
         items = self._items(rtype, ns, self._selectors(query))
-        doc = self._list_doc(rtype, copy.deepcopy(items))
         limit = int(query.get("limit") or 0)
         start = int(query.get("continue") or 0) if (query.get("continue") or "").isdigit() else 0
-        if limit > 0 or start:
-            end = start + limit if limit > 0 else len(items)
-            doc["items"] = doc["items"][start:end]
-            if end < len(items):
-                doc["metadata"]["continue"] = str(end)
-                doc["metadata"]["remainingItemCount"] = len(items) - end
+        end = start + limit if limit > 0 else len(items)
+        # Only the page is copied: a list of 10,000 in pages of 500 stays linear.
+        doc = self._list_doc(rtype, copy.deepcopy(items[start:end]))
+        if end < len(items):
+            doc["metadata"]["continue"] = str(end)
+            doc["metadata"]["remainingItemCount"] = len(items) - end
         return doc
 
     def _list_doc(self, rtype: ResourceType, items: list[dict[str, Any]]) -> dict[str, Any]:
