@@ -194,3 +194,18 @@ def test_match_reports_the_errors_of_a_failing_batch_per_subscription(
     assert [e.subscription for e in result.errors] == sorted(i.name for i in loaded)
     assert len({e.message for e in result.errors}) == 1
     assert "nothing" in result.errors[0].message
+
+
+def test_a_smaller_batch_after_the_budget_holds_for_the_rest(cel_expr: CelExprEngine) -> None:
+    """Ten approvers: 2,048 names take ~22,000 steps, over the budget; the batches are
+    halved until they fit, and every name still gets its answer."""
+    approvers = [f"user{i * 397:05d}" for i in range(10)]
+    program = cel_expr.compile(rewrite(APPROVER).expression)
+    obj = factory.promotion_run(approvers=tuple(approvers))
+    event = cel_expr.event(cel_expr.value(plain({"data": {"object": obj}})))
+    names = [f"user{i:05d}" for i in range(5000)]
+    batch = program.for_names(event)
+    assert batch is not None
+    result = batch(names)
+    assert result.unsettled == []
+    assert result.matched == set(approvers)

@@ -601,7 +601,8 @@ def as_name_binding(expression: str) -> str | None:
 NAMES_FUNCTION = "__subscriber_names__"
 # Names per evaluation of a batch. cel-cpp stops an evaluation after 10,000 comprehension
 # steps: one per name plus the filter's own (the seed's approver filter: one per
-# approver). A batch over that budget is split in halves, down to one name.
+# approver). Over that budget, the batch and the ones after it are halved, down to one
+# name.
 BATCH_SIZE = 2048
 _BUDGET = "iteration budget exceeded"
 
@@ -737,9 +738,9 @@ class CelExprProgram:
         def evaluate(names: Sequence[str]) -> Batch:
             matched: set[str] = set()
             unsettled: list[str] = []
-            chunks = [names[i:i + BATCH_SIZE] for i in range(0, len(names), BATCH_SIZE)]
-            while chunks:
-                chunk = list(chunks.pop())
+            start, size = 0, BATCH_SIZE
+            while start < len(names):
+                chunk = list(names[start:start + size])
                 previous = getattr(current, "bound", _UNSET)
                 current.bound = chunk
                 failure: str | None = None
@@ -751,14 +752,15 @@ class CelExprProgram:
                     failure = str(exc)
                 finally:
                     current.bound = previous
+                if failure is not None and len(chunk) > 1 and _BUDGET in failure.lower():
+                    size = len(chunk) // 2  # and for the rest: the filter's cost is per name
+                    continue
                 if failure is None:
                     matched.update(item.value() for item in result.value())
-                elif len(chunk) > 1 and _BUDGET in failure.lower():
-                    half = len(chunk) // 2
-                    chunks += [chunk[:half], chunk[half:]]
                 else:
                     # An error for one name is the whole batch's: each gets its own.
                     unsettled.extend(chunk)
+                start += len(chunk)
             return Batch(matched, unsettled)
 
         return evaluate
