@@ -75,7 +75,6 @@ class SubscriptionStore:
         self.resource_version: str | None = None
         self.lists = 0
         self.status_writes = 0
-        self._objects: dict[str, dict[str, Any]] = {}
         self._loaded: dict[str, Loaded] = {}
         self._written: dict[str, _Written] = {}
         self._snapshot = Snapshot()
@@ -170,14 +169,17 @@ class SubscriptionStore:
             token = meta.get("continue") or None
             if not token:
                 break
-        self._objects = {}
+        # The listed objects are kept only to write their statuses: what serves is
+        # ``_loaded`` (their compiled form), so 10,000 raw objects are not held for long.
+        objects: dict[str, dict[str, Any]] = {}
         self._loaded = {}
         for obj in items:
             name = str(_meta(obj).get("name") or "")
             if name:
-                self._objects[name] = obj
+                objects[name] = obj
                 self._loaded[name] = self.compiler.load(obj)
-        self.compiler.retain(self._objects)
+        del items
+        self.compiler.retain(objects)
         self._written.clear()
         self._publish()
         self.resource_version = resource_version
@@ -190,8 +192,8 @@ class SubscriptionStore:
                 logs.warning("subscription not used", subscription=name,
                              reason=item.readiness.reason, detail=item.readiness.message)
         self._ready.set()
-        for name, obj in list(self._objects.items()):
-            self._sync_status(obj, self._loaded[name])
+        for name in list(objects):
+            self._sync_status(objects.pop(name), self._loaded[name])
 
     def _watch_once(self) -> None:
         watcher = k8s_watch.Watch()
@@ -230,14 +232,12 @@ class SubscriptionStore:
         if not name:
             return
         if kind == "DELETED":
-            self._objects.pop(name, None)
             self._written.pop(name, None)
             self.compiler.forget(name)
             if self._loaded.pop(name, None) is not None:
                 self._publish()
                 logs.info("subscription removed", subscription=name)
         elif kind in ("ADDED", "MODIFIED"):
-            self._objects[name] = obj
             loaded = self.compiler.load(obj)
             previous = self._loaded.get(name)
             self._loaded[name] = loaded
