@@ -29,13 +29,6 @@ SEED_EVENTS = factory.seed_subscription()["spec"]["subscriptions"][0]["events"]
 APPROVER = SEED_EVENTS[0]["filter"]["cel"]
 
 
-@pytest.fixture(scope="module")
-def cel_expr() -> CelExprEngine:
-    engine = make_engine("cel-expr")
-    assert isinstance(engine, CelExprEngine)
-    return engine
-
-
 def one_by_one(program: Program, event: Any, names: list[str]) -> dict[str, str]:
     run = program.for_event(event)
     found = {}
@@ -165,9 +158,7 @@ def test_match_with_many_subscribers_in_batches(cel_expr: CelExprEngine) -> None
     run = factory.promotion_run(requester="carol", approvers=approvers)
     enriched = core.parse_enriched(factory.enriched_event("approvalpending", obj=run))
     scope = core.Scope(enriched, cel_expr)
-    groups = snapshot.index.groups(enriched.type, enriched.group, enriched.kind,
-                                   enriched.namespace)
-    [group] = groups
+    [group] = core.groups_of(snapshot.index, enriched)
     assert len(group.names) == len(set(names)) and len(group.by_name["admin"]) == 2
     program = group.program
     assert program is not None and scope.batch(program) is not None

@@ -112,7 +112,7 @@ def test_decisions_are_the_decisions_evaluate_explains(engine: Engine) -> None:
     lasts: set[str] = set()
     for event in events():
         fast, slow = core.Scope(event, engine), core.Scope(event, engine)
-        found = core.decisions(snapshot.index, event, fast)
+        found = core.decisions(core.groups_of(snapshot.index, event), fast)
         assert [c.order for c, _ in found] == sorted(c.order for c, _ in found)
         decided = {(c.subscription.name, c.rule.where): d for c, d in found}
         assert len(decided) == len(found)
@@ -136,7 +136,7 @@ def test_match_uses_the_index_candidates_with_their_bindings(engine: Engine) -> 
     candidates = core.candidates_of(snapshot.index, event)
     assert candidates
     assert [c.order for c in candidates] == sorted(c.order for c in candidates)
-    groups = snapshot.index.groups(event.type, event.group, event.kind, event.namespace)
+    groups = core.groups_of(snapshot.index, event)
     grouped = [c for g in groups for c in g.candidates]
     assert sorted(grouped, key=lambda c: c.order) == candidates
     for group in groups:

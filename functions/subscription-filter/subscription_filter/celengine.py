@@ -588,13 +588,19 @@ def as_name_binding(expression: str) -> str | None:
     """``expression`` reading the name from ``NAME_VARIABLE``, bound once with
     ``cel.bind`` to ``NAME_FUNCTION()``; ``None`` when ``as_name_calls`` is, or when the
     expression's text has ``NAME_VARIABLE`` in it anywhere (it would shadow the name)."""
+    text = _reading_name_variable(expression)
+    return None if text is None else f"cel.bind({NAME_VARIABLE}, {NAME_FUNCTION}(), {text})"
+
+
+def _reading_name_variable(expression: str) -> str | None:
+    """``expression`` reading the name from ``NAME_VARIABLE``, in parentheses on lines of
+    their own (a trailing line comment in the expression ends before the ``)``);
+    ``None`` when ``as_name_calls`` is, or when the expression's text has
+    ``NAME_VARIABLE`` in it anywhere (it would shadow the name)."""
     if NAME_VARIABLE in expression:
         return None
     text = as_name_calls(expression, call=NAME_VARIABLE)
-    if text is None:
-        return None
-    # Own lines: a trailing line comment in the expression ends before the ``)``.
-    return f"cel.bind({NAME_VARIABLE}, {NAME_FUNCTION}(), (\n{text}\n))"
+    return None if text is None else f"(\n{text}\n)"
 
 
 # The function that returns the names of a batch (``as_names_filter``), a list.
@@ -611,12 +617,8 @@ def as_names_filter(expression: str) -> str | None:
     """The batch form of ``expression`` (``Program.for_names``): the names of
     ``NAMES_FUNCTION()`` for which it is true, each bound to ``NAME_VARIABLE`` as
     ``as_name_binding`` binds one; ``None`` when that is ``None``."""
-    if NAME_VARIABLE in expression:
-        return None
-    text = as_name_calls(expression, call=NAME_VARIABLE)
-    if text is None:
-        return None
-    return f"{NAMES_FUNCTION}().filter({NAME_VARIABLE}, (\n{text}\n))"
+    text = _reading_name_variable(expression)
+    return None if text is None else f"{NAMES_FUNCTION}().filter({NAME_VARIABLE}, {text})"
 
 
 def as_name_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
@@ -733,7 +735,7 @@ class CelExprProgram:
             activation = event.activation()
         except CelEvalError:
             return None  # one by one, each gets the error
-        run, current, error = self._batch.eval, _current, self._cel.Type.ERROR
+        batch, error = self._batch, self._cel.Type.ERROR
 
         def evaluate(names: Sequence[str]) -> Batch:
             matched: set[str] = set()
@@ -741,17 +743,13 @@ class CelExprProgram:
             start, size = 0, BATCH_SIZE
             while start < len(names):
                 chunk = list(names[start:start + size])
-                previous = getattr(current, "bound", _UNSET)
-                current.bound = chunk
                 failure: str | None = None
                 try:
-                    result = run(activation)
+                    result = self._run(batch, activation, chunk)
                     if result.type() == error:
                         failure = str(result.value())
-                except Exception as exc:
-                    failure = str(exc)
-                finally:
-                    current.bound = previous
+                except CelEvalError as exc:
+                    failure = exc.message
                 if failure is not None and len(chunk) > 1 and _BUDGET in failure.lower():
                     size = len(chunk) // 2  # and for the rest: the filter's cost is per name
                     continue

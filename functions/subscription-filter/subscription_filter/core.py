@@ -340,17 +340,16 @@ class MatchResult:
     errors: list[MatchError] = field(default_factory=list)
 
 
-def decisions(index: Index, enriched: Enriched, scope: Scope
+def decisions(groups: Sequence[Group], scope: Scope
               ) -> list[tuple[Candidate, bool | CelEvalError]]:
-    """The candidates of ``enriched`` whose entry matches (``True``) or whose filter fails
-    (its ``CelEvalError``), in candidate order: what ``evaluate`` decides for each entry
-    (its last check passed, or is ``cel-error``), without saying why. The index has
-    checked the object, namespace and event type; each group's exact filter is checked
-    once."""
-    attrs = enriched.attributes
+    """The candidates of the event of ``scope`` (its ``groups_of``) whose entry matches
+    (``True``) or whose filter fails (its ``CelEvalError``), in candidate order: what
+    ``evaluate`` decides for each entry (its last check passed, or is ``cel-error``),
+    without saying why. The index has checked the object, namespace and event type; each
+    group's exact filter is checked once."""
+    attrs = scope.enriched.attributes
     decided: list[tuple[Candidate, bool | CelEvalError]] = []
-    for group in index.groups(enriched.type, enriched.group, enriched.kind,
-                              enriched.namespace):
+    for group in groups:
         if all(attrs.get(name) == want for name, want in group.exact):
             decided.extend(scope.decisions(group))
     decided.sort(key=lambda d: d[0].order)
@@ -368,10 +367,10 @@ def match(index: Index, enriched: Enriched, engine: Engine,
     shared with ``explain``.
     """
     scope = scope or Scope(enriched, engine)
-    groups = index.groups(enriched.type, enriched.group, enriched.kind, enriched.namespace)
+    groups = groups_of(index, enriched)
     result = MatchResult(candidates=sum(len(g.candidates) for g in groups))
     matched: dict[str, Subscription] = {}
-    for candidate, decision in decisions(index, enriched, scope):
+    for candidate, decision in decisions(groups, scope):
         sub = candidate.subscription
         if sub.name in matched:
             continue
@@ -385,6 +384,10 @@ def match(index: Index, enriched: Enriched, engine: Engine,
 
 def candidates_of(index: Index, enriched: Enriched) -> list[Candidate]:
     return index.candidates(enriched.type, enriched.group, enriched.kind, enriched.namespace)
+
+
+def groups_of(index: Index, enriched: Enriched) -> list[Group]:
+    return index.groups(enriched.type, enriched.group, enriched.kind, enriched.namespace)
 
 
 def recipient(sub: Subscription) -> dict[str, Any]:
