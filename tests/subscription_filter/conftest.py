@@ -10,6 +10,7 @@ from subscription_filter.binding import resolve, rewrite, subscriber_binding
 from subscription_filter.celengine import (
     CelCompileError,
     CelEvalError,
+    CelExprEngine,
     Engine,
     cel_expr_available,
     plain,
@@ -29,6 +30,14 @@ def make_engine(name: str) -> Engine:
 @pytest.fixture(scope="session", params=ENGINE_NAMES)
 def engine(request: pytest.FixtureRequest) -> Engine:
     return make_engine(request.param)
+
+
+@pytest.fixture(scope="session")
+def cel_expr() -> CelExprEngine:
+    """The cel-expr engine alone, for its own forms of a filter."""
+    engine = make_engine("cel-expr")
+    assert isinstance(engine, CelExprEngine)
+    return engine
 
 
 def outcome(engine: Engine, source: str, ce: dict[str, Any],

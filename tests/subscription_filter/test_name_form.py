@@ -26,13 +26,6 @@ from tests.support import factory
 SEED_EVENTS = factory.seed_subscription()["spec"]["subscriptions"][0]["events"]
 
 
-@pytest.fixture(scope="module")
-def cel_expr() -> CelExprEngine:
-    engine = make_engine("cel-expr")
-    assert isinstance(engine, CelExprEngine)
-    return engine
-
-
 @pytest.mark.parametrize(("source", "expected"), [
     ('subscriber.name == "a"', f'{NAME_FUNCTION}() == "a"'),
     ('(__subscriber__["name"]) == x', f"({NAME_FUNCTION}()) == x"),

@@ -143,13 +143,6 @@ def test_one_scope_converts_the_event_once_for_every_subscriber(engine: Engine) 
 # ------------------------------------------------------------ cel-expr: shared event
 
 
-@pytest.fixture(scope="module")
-def cel_expr() -> CelExprEngine:
-    engine = make_engine("cel-expr")
-    assert isinstance(engine, CelExprEngine)
-    return engine
-
-
 @pytest.mark.parametrize(("source", "expected"), [
     ('subscriber.name == "a"', 'subscriber().name == "a"'),
     ('__subscriber__["name"] == x', '__subscriber__()["name"] == x'),
