@@ -178,7 +178,6 @@ class SubscriptionStore:
             if name:
                 objects[name] = obj
                 self._loaded[name] = self.compiler.load(obj)
-        del items
         self.compiler.retain(objects)
         self._written.clear()
         self._publish()
