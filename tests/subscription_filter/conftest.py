@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from subscription_filter.app import SubscriptionFilter, build
 from subscription_filter.binding import resolve, rewrite, subscriber_binding
 from subscription_filter.celengine import (
     CelCompileError,
@@ -17,6 +19,9 @@ from subscription_filter.celengine import (
     select,
 )
 from subscription_filter.core import activation
+from subscription_filter.shared.kube import Kube
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.support import factory
 
 ENGINE_NAMES = ["celpy", "cel-expr"]
 
@@ -56,3 +61,27 @@ def outcome(engine: Engine, source: str, ce: dict[str, Any],
         return "true" if program.evaluate(bound) else "false"
     except CelEvalError:
         return "eval-error"
+
+
+@pytest.fixture
+def api() -> Iterator[FakeKubeAPI]:
+    with FakeKubeAPI() as fake:
+        fake.add(factory.seed_subscription())
+        fake.add(factory.cluster_subscription("bob"))
+        fake.add(factory.cluster_subscription("alice"))
+        yield fake
+
+
+@pytest.fixture
+def make(api: FakeKubeAPI) -> Iterator[Callable[..., SubscriptionFilter]]:
+    started: list[SubscriptionFilter] = []
+
+    def make(**env: str) -> SubscriptionFilter:
+        function = build(env, kube=Kube(api.new_api_client().configuration))
+        function.startup_wait = 0.2
+        started.append(function)
+        return function
+
+    yield make
+    for function in started:
+        function.stop()

@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 from . import core
 from .celengine import Engine, select
 from .config import Config
+from .groups import GroupDirectory
 from .rbac import AccessReviewer
 from .shared import logs
 from .shared.events import Outcome
@@ -30,12 +31,24 @@ class SubscriptionFilter:
         self.kube = kube
         self.engine = engine
         self.compiler = Compiler(engine)
-        self.reviewer = (AccessReviewer(kube, config.rbac_cache_seconds)
+        self.reviewer = (AccessReviewer(kube, config.rbac_cache_seconds,
+                                        groups=self._group_directory())
                          if config.rbac_check else None)
         self.startup_wait = STARTUP_WAIT_SECONDS
         self.store = self._new_store()
         self._pid: int | None = None
         self._lock = threading.Lock()
+
+    def _group_directory(self) -> GroupDirectory:
+        name, namespace = self.config.groups_configmap, self.config.system_namespace
+        if not name:
+            return GroupDirectory(None)
+
+        def read() -> Mapping[str, str] | None:
+            found = self.kube.get("v1", "ConfigMap", name, namespace)
+            return None if found is None else (found.get("data") or {})
+
+        return GroupDirectory(read, ttl=self.config.rbac_cache_seconds)
 
     def _new_store(self) -> SubscriptionStore:
         return SubscriptionStore(

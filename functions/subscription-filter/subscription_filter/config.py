@@ -11,6 +11,15 @@ from .shared.config import ConfigError, env, env_bool, env_float, env_int
 CEL_ENGINES = ("auto", *ENGINES)
 
 
+NO_GROUPS = "-"
+
+
+def groups_configmap(environ: Mapping[str, str] | None) -> str:
+    """``SUBSCRIBER_GROUPS_CONFIGMAP``: the default name when unset, ``""`` for ``-``."""
+    name = env("SUBSCRIBER_GROUPS_CONFIGMAP", "kubeevent-user-groups", environ)
+    return "" if name == NO_GROUPS else name
+
+
 @dataclass(frozen=True)
 class Config:
     rbac_check: bool = True
@@ -19,6 +28,8 @@ class Config:
     watch_timeout_seconds: int = 60
     watch_retry_seconds: float = 1.0
     status_updates: bool = True
+    system_namespace: str = "cpaas-system"
+    groups_configmap: str = "kubeevent-user-groups"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -37,4 +48,7 @@ class Config:
             watch_retry_seconds=env_float("SUBSCRIPTION_WATCH_RETRY_SECONDS", 1.0, environ,
                                           minimum=0.05),
             status_updates=env_bool("SUBSCRIPTION_STATUS_UPDATES", True, environ),
+            system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
+            # Unset means the default; set to "-" for no group directory at all.
+            groups_configmap=groups_configmap(environ),
         )

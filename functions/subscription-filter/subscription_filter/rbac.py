@@ -1,7 +1,8 @@
 """May this subscriber read the object? Asked with a SubjectAccessReview, cached briefly.
 
-A subscriber becomes a recipient only when the API server says the user (or group)
-may ``get`` the involved object. Decisions, allowed or denied, are cached for
+A subscriber becomes a recipient only when the API server says the user (with the
+groups an administrator lists for them, see groups.py) or the group may ``get`` the
+involved object. Decisions, allowed or denied, are cached for
 ``ttl`` seconds. A review the API server cannot answer raises a typed error
 (``TemporaryError`` → 503) so the broker retries the event.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .core import Enriched
+from .groups import GroupDirectory
 from .shared.kube import Kube, json_body, translate
 from .subscriptions import Subscriber
 
@@ -33,7 +35,9 @@ class Target:
     name: str
 
 
-def review_body(subscriber: Subscriber, target: Target, verb: str = "get") -> dict[str, Any]:
+def review_body(subscriber: Subscriber, target: Target, verb: str = "get",
+                groups: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The review of ``subscriber`` (a User with ``groups``, or a Group) doing ``verb``."""
     attributes: dict[str, Any] = {
         "group": target.group, "version": target.version, "resource": target.resource,
         "name": target.name, "verb": verb,
@@ -45,19 +49,25 @@ def review_body(subscriber: Subscriber, target: Target, verb: str = "get") -> di
         spec["groups"] = [subscriber.name]
     else:
         spec["user"] = subscriber.name
+        if groups:
+            spec["groups"] = list(groups)
     return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
             "spec": spec}
 
 
 class AccessReviewer:
-    def __init__(self, kube: Kube, ttl: float, *,
+    """Asks the API server; a User subscriber's groups come from ``groups`` (an
+    administrator's directory, see groups.py), never from the subscription."""
+
+    def __init__(self, kube: Kube, ttl: float, *, groups: GroupDirectory | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  max_entries: int = MAX_ENTRIES) -> None:
         self.kube = kube
+        self.groups = groups
         self.ttl = ttl
         self.clock = clock
         self.max_entries = max_entries
-        self._cache: dict[tuple[str, str, Target], tuple[bool, float]] = {}
+        self._cache: dict[tuple[str, str, tuple[str, ...], Target], tuple[bool, float]] = {}
         self._lock = threading.Lock()
         self.reviews = 0
 
@@ -70,13 +80,15 @@ class AccessReviewer:
 
     def allowed(self, subscriber: Subscriber, target: Target) -> tuple[bool, str]:
         """(allowed, reason); ``reason`` is ``"cached"`` for a cached decision."""
-        key = (subscriber.kind, subscriber.name, target)
+        groups = (self.groups.groups_of(subscriber.name)
+                  if self.groups is not None and subscriber.kind != "Group" else ())
+        key = (subscriber.kind, subscriber.name, groups, target)
         now = self.clock()
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[1] > now:
                 return hit[0], "cached"
-        body = review_body(subscriber, target)
+        body = review_body(subscriber, target, groups=groups)
         what = f"create subjectaccessreviews.authorization.k8s.io (for {subscriber.name})"
         # Through the dynamic client as plain JSON: the typed authorization API would
         # import its models on the first request (~0.2 s of a cold start).
