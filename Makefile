@@ -4,7 +4,11 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: dev test lint vendor bench clean
+.PHONY: dev test test-cluster cluster lint vendor bench clean
+
+# The real-cluster suite (tests/cluster) needs kube-apiserver, etcd, kubectl and Knative's
+# adapter, built from Go modules into .cluster/bin; without Go it is left out.
+CLUSTER_TESTS := $(if $(shell command -v go),,--ignore=tests/cluster)
 
 $(STAMP): requirements.txt functions/*/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +16,25 @@ $(STAMP): requirements.txt functions/*/requirements.txt
 	touch $(STAMP)
 
 ## Run the whole chain locally on this machine (Ctrl-C stops it).
+## `make dev DEV_ARGS="--kube cluster"`: on a real kube-apiserver with Knative's adapter.
 dev: $(STAMP)
-	$(PY) -m tests.devstack
+	$(PY) -m tests.devstack $(DEV_ARGS)
 
-## Lint, check vendored copies, run every test.
+## Lint, check vendored copies, run every test (the real-cluster ones too when Go is here).
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) tests/tools/vendor.py --check
-	$(PY) -m pytest
+	bash tests/cluster/build.sh --if-go
+	$(PY) -m pytest $(CLUSTER_TESTS)
+
+## Only the real-cluster tests (builds .cluster/bin first; needs Go).
+test-cluster: $(STAMP)
+	bash tests/cluster/build.sh
+	$(PY) -m pytest tests/cluster
+
+## A real control plane to use by hand (Ctrl-C stops it).
+cluster: $(STAMP)
+	$(PY) -m tests.cluster
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

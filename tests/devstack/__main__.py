@@ -15,7 +15,7 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -49,7 +49,6 @@ SCENARIOS = {
 class Step:
     number: int
     event: dict[str, Any]
-    status: int = 0
     error: str = ""
     received: list[tuple[str, str, str]] = field(default_factory=list)  # user, type, text
 
@@ -104,8 +103,24 @@ def _text_of(delivery: Delivery) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def replay(stack: Stack, verbose: bool) -> list[Step]:
+def send_to_enricher(stack: Stack) -> Callable[[dict[str, Any]], str]:
+    """Post each Event to the enricher as the ApiServerSource does; "" or what went wrong."""
+
+    def send(event: dict[str, Any]) -> str:
+        response = stack.send(event)
+        if response.status_code == 202:
+            return ""
+        return f"kubeevent-enricher-sink answered {response.status_code}: " \
+               f"{response.text.strip()}"
+
+    return send
+
+
+def replay(stack: Stack, verbose: bool,
+           deliver: Callable[[dict[str, Any]], str] | None = None) -> list[Step]:
+    """Replay the example Events through ``deliver`` (default: straight to the enricher)."""
     assert stack.broker is not None
+    deliver = deliver or send_to_enricher(stack)
     ids = _user_ids()
     steps: list[Step] = []
     for number, event in enumerate(example_events(), 1):
@@ -113,11 +128,7 @@ def replay(stack: Stack, verbose: bool) -> list[Step]:
         steps.append(step)
         delivered_before = len(stack.sandbox.delivered) if stack.sandbox else 0
         ingress_before = len(stack.broker.ingress)
-        response = stack.send(event)
-        step.status = response.status_code
-        if response.status_code != 202:
-            step.error = f"kubeevent-enricher-sink answered {response.status_code}: " \
-                         f"{response.text.strip()}"
+        step.error = deliver(event)
         if not stack.wait_idle(120):
             step.error = step.error or "the dev broker did not become idle in 120 s"
         if stack.sandbox is not None:
@@ -168,8 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true",
                         help="exit after the replay instead of running until Ctrl-C")
-    parser.add_argument("--kube", choices=("auto", "fake", "kubeconfig"), default="auto",
-                        help="Kubernetes API: auto = yours when reachable, else the fake")
+    parser.add_argument("--kube", choices=("auto", "fake", "kubeconfig", "cluster"),
+                        default="auto",
+                        help="Kubernetes API: auto = yours when reachable, else the fake; "
+                             "cluster = a real kube-apiserver built from Go modules, with "
+                             "Knative's own ApiServerSource adapter (needs Go)")
     parser.add_argument("--wecom", choices=("auto", "sandbox", "real"), default="auto",
                         help="WeCom API: auto = real when CORPWECHAT_* are set")
     parser.add_argument("--platform-url", default="http://localhost",
@@ -187,21 +201,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Explicitly: a shell starting us in the background ignores SIGINT otherwise.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    options = StackOptions(kube=args.kube, wecom=args.wecom, platform_url=args.platform_url,
-                           workdir=args.workdir)
-    stack = Stack(options, log=(lambda line: _out(f"[broker] {line}")) if args.verbose else None)
-    _out("kubeevent-enricher dev stack: starting the Kubernetes API, WeCom, the dev broker "
-         "and three functions ...")
+    log = (lambda line: _out(f"[broker] {line}")) if args.verbose else None
+    dev = None  # the real control plane (--kube cluster)
+    stack: Stack | None = None
+    deliver = None
     code = 0
     try:
         try:
-            stack.start()
+            if args.kube == "cluster":
+                _out("kubeevent-enricher dev stack on a real kube-apiserver: building and "
+                     "starting the control plane, Knative's receive adapter, WeCom, the dev "
+                     "broker and three functions ...")
+                from tests.cluster.chain import DevCluster
+                from tests.cluster.controlplane import ClusterError
+
+                try:
+                    dev = DevCluster(args.workdir / "cluster", log=log).start()
+                except ClusterError as exc:
+                    raise RuntimeError(str(exc)) from None
+                stack, deliver = dev.stack, dev.deliver
+            else:
+                _out("kubeevent-enricher dev stack: starting the Kubernetes API, WeCom, the "
+                     "dev broker and three functions ...")
+                options = StackOptions(kube=args.kube, wecom=args.wecom,
+                                       platform_url=args.platform_url, workdir=args.workdir)
+                stack = Stack(options, log=log).start()
         except (RuntimeError, OSError) as exc:
             _out(f"could not start: {exc}")
             return 1
-        for line in stack.describe():
+        for line in dev.describe() if dev is not None else stack.describe():
             _out("  " + line)
-        if stack.kube_api is None:
+        if stack.kube_api is None and dev is None:
             _out("  note: using your cluster; the example run devops/my-promotion and the "
                  "subscriptions must exist there (kubectl apply -f manifests/examples/devstack/)")
         if stack.sandbox is None:
@@ -211,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _out(f"Replaying {EVENTS_FILE.relative_to(manifests.ROOT)} (ArtifactPromotionRun "
                  "devops/my-promotion: requested by alice, approvers admin and bob; "
                  "carol is subscribed too):")
-            steps = replay(stack, args.verbose)
+            steps = replay(stack, args.verbose, deliver)
             _out()
             _out("Who received what:")
             for line in summary(steps):
@@ -223,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stack.sandbox is not None:
             stack.sandbox.on_delivery = lambda d: _out(format_delivery(d))
         _out()
-        _out("Running. Send more Kubernetes Events as the ApiServerSource does, e.g.")
+        if dev is not None and dev.plane is not None:
+            _out(f"Running. Create more Events with kubectl: KUBECONFIG={dev.plane.kubeconfig()} "
+                 f"{dev.plane.bin / 'kubectl'} create -f <event.yaml>")
+        _out("Send Kubernetes Events as the ApiServerSource does, e.g.")
         _out(f"  curl -i '{stack.enricher.url}/?broker={BROKER}' -H 'ce-specversion: 1.0' "
              "-H 'ce-id: 1' -H 'ce-source: dev' -H 'ce-type: dev.knative.apiserver.resource.add' "
              "-H 'content-type: application/json' -d @<event.json>")
@@ -238,7 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _out("\nstopping ...")
     finally:
-        stack.stop()
+        if dev is not None:
+            dev.stop()
+        elif stack is not None:
+            stack.stop()
         _out("stopped.")
     return code
 

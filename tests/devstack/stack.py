@@ -121,6 +121,9 @@ class StackOptions:
     """How to run the stack. ``kube``/``wecom``: ``auto`` picks the real one when usable."""
 
     kube: str = "auto"  # auto | fake | kubeconfig
+    # A Kubernetes API the caller runs (the cluster harness): used as it is, never probed;
+    # it holds the sandbox's CorpWeChat Secret, which the notifier reads as deployed.
+    kubeconfig: Path | None = None
     wecom: str = "auto"  # auto | sandbox | real
     overlay: str = manifests.DEFAULT_OVERLAY
     platform_url: str = DEFAULT_PLATFORM_URL
@@ -185,6 +188,9 @@ class Stack:
     # ------------------------------------------------------------------ parts
 
     def _start_kube(self) -> None:
+        if self.options.kubeconfig is not None:
+            self.kubeconfig = self.options.kubeconfig
+            return
         mode = self.options.kube
         if mode in ("auto", "kubeconfig"):
             found = reachable_kubeconfig()
@@ -255,7 +261,8 @@ class Stack:
             env["PLATFORM_URL"] = self.options.platform_url
             if self.sandbox is not None:
                 env["CORPWECHAT_API_URL"] = self.sandbox.api_url
-                if self.kube_api is not None:  # the sandbox's Secret, as the seed creates it
+                if self.kube_api is not None or self.options.kubeconfig is not None:
+                    # the sandbox's Secret is in the API server, as the seed creates it
                     values = ("", "", "")
                 else:  # a real cluster's Secret holds real credentials: never use them here
                     corp_id, secret, agent_id = wecom_secret_credentials()

@@ -22,12 +22,22 @@ BLOCKS = {
     "seed-clustersubscription-admin.yaml": 'name: "admin-artifactpromotionrun-subscription"',
     "seed-clustersubscription-multi-namespace.yaml": "name: user1-subscription",
 }
+_SHELL = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _HEREDOC = re.compile(r"<<\s*'?EOF'?[^\n]*\n(.*?)\nEOF\b", re.DOTALL)
 
 
 def heredocs(markdown: str) -> list[str]:
     """Each heredoc body, with the shell's ``\\$`` unescaped as an unquoted heredoc does."""
     return [body.replace("\\$", "$") + "\n" for body in _HEREDOC.findall(markdown)]
+
+
+def shell_block(*markers: str) -> str:
+    """The one ```bash block of the seed document that contains every marker, as written."""
+    blocks = _SHELL.findall(SEED.read_text(encoding="utf-8"))
+    matches = [b for b in blocks if all(m in b for m in markers)]
+    if len(matches) != 1:
+        raise LookupError(f"{len(matches)} seed shell blocks contain {markers!r}")
+    return str(matches[0])
 
 
 def seed_blocks() -> dict[str, str]:

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Build the real control plane the cluster tests run against, from the Go modules pinned in
+# tests/cluster/go: kube-apiserver, kubectl, etcd and Knative's apiserver_receive_adapter.
+#
+#   tests/cluster/build.sh            # build into .cluster/bin unless it is already current
+#   tests/cluster/build.sh --check    # exit 0 when .cluster/bin is current, 1 otherwise
+#   tests/cluster/build.sh --if-go    # build when Go is on PATH; without it say so in one line
+#                                     # and exit 0 (under CI=true: exit 1)
+#
+# The binaries are rebuilt only when a go.mod/go.sum, this script or `go version` changes
+# (their hash is kept in .cluster/bin/.stamp). Nothing is downloaded except Go modules.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+GO_DIR=$ROOT/tests/cluster/go
+OUT=$ROOT/.cluster/bin
+K8S_VERSION=v1.35.4
+export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly"
+
+if ! command -v go >/dev/null 2>&1; then
+  if [ "${1:-}" = "--if-go" ] && [ "${CI:-}" != "true" ]; then
+    echo "real-cluster tests skipped: no Go toolchain on PATH to build .cluster/bin (tests/cluster)"
+    exit 0
+  fi
+  echo "build.sh: no Go toolchain (go) on PATH: the real-cluster tests need it" >&2
+  exit 3
+fi
+
+stamp() {
+  {
+    go version
+    cat "$0"
+    cat "$GO_DIR"/*/go.mod "$GO_DIR"/*/go.sum
+  } | sha256sum | cut -d' ' -f1
+}
+WANT=$(stamp)
+current() { [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$WANT" ] \
+  && for b in kube-apiserver kubectl etcd apiserver_receive_adapter; do [ -x "$OUT/$b" ] || return 1; done; }
+
+if [ "${1:-}" = "--check" ]; then current; exit; fi
+if current; then echo "cluster binaries are current in .cluster/bin"; exit 0; fi
+
+mkdir -p "$OUT"
+rm -f "$OUT/.stamp"
+K8S_MINOR=${K8S_VERSION#v1.}; K8S_MINOR=${K8S_MINOR%%.*}
+# Without these /version says v0.0.0-master and clients warn about version skew.
+LDF="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  LDF="$LDF -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$K8S_MINOR"
+  LDF="$LDF -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+done
+
+started=$(date +%s)
+step() { echo "[cluster build $(( $(date +%s) - started ))s] $*"; }
+
+# Module downloads are their own step: a network hiccup is retried, a build failure is not.
+for mod in controlplane adapter knative; do
+  for attempt in 1 2 3; do
+    step "downloading modules for $mod (attempt $attempt)"
+    if (cd "$GO_DIR/$mod" && go mod download); then break; fi
+    [ "$attempt" = 3 ] && { echo "build.sh: go mod download failed for $mod" >&2; exit 1; }
+    sleep 5
+  done
+done
+
+build() {  # build MODULE OUTPUT PACKAGE LDFLAGS
+  local mod=$1 name=$2 pkg=$3 ldflags=$4
+  step "building $name ($pkg); a cold build takes minutes"
+  # Print a line every minute so a long compile is visibly alive.
+  ( while sleep 60; do step "still building $name"; done ) &
+  local ticker=$!
+  if ! (cd "$GO_DIR/$mod" && go build -p 2 -ldflags "$ldflags" -o "$OUT/$name.tmp" "$pkg"); then
+    kill "$ticker" 2>/dev/null || true
+    echo "build.sh: building $name failed" >&2
+    exit 1
+  fi
+  kill "$ticker" 2>/dev/null || true
+  mv "$OUT/$name.tmp" "$OUT/$name"
+}
+build controlplane etcd go.etcd.io/etcd/server/v3 "-s -w"
+build controlplane kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$LDF"
+build controlplane kubectl k8s.io/kubernetes/cmd/kubectl "$LDF"
+build adapter apiserver_receive_adapter knative.dev/eventing/cmd/apiserver_receive_adapter "-s -w"
+
+echo "$WANT" > "$OUT/.stamp"
+step "done: $("$OUT/kube-apiserver" --version), $("$OUT/etcd" --version | head -1)"

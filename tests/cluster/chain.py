@@ -1,0 +1,264 @@
+"""The whole chain on the real control plane.
+
+Installed with kubectl exactly as an operator would (``install.install``: our CRDs,
+Knative's CRDs, the plain Knative overlay), the three functions run as processes, each
+logged in as its own ServiceAccount, so the RBAC in ``manifests/base`` is the only RBAC
+they have. Knative's own receive adapter watches the project namespaces as the seed's
+ApiServerSource and sends to the enricher with the seed's ``?broker=``; the dev broker
+routes by the Trigger manifests; WeCom is the sandbox. Events are created with kubectl.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.devstack.stack import (
+    BROKER,
+    ENRICHER,
+    FILTER,
+    FUNCTION_NAMESPACE,
+    NOTIFIER,
+    SANDBOX_SECRET,
+    SYSTEM_NAMESPACE,
+    Stack,
+    StackOptions,
+)
+from tests.fakes.wecom import Delivery
+
+from . import install
+from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
+from .controlplane import ADMIN, ClusterError, ControlPlane, ensure_built
+
+WATCHER_SERVICE_ACCOUNT = "kubeevent-watcher-sa"
+GROUPS_CONFIGMAP = "kubeevent-user-groups"
+APR = "artifactpromotionruns.artifacts.katanomi.dev"
+# Who may read the runs of the project namespaces (admin is in system:masters).
+READERS = {"devops": ("alice", "bob"), "staging": ("alice", "bob")}
+
+
+def grant_test_access(plane: ControlPlane, readers: Mapping[str, Sequence[str]] = READERS) -> None:
+    """What the people of the tests may do, through real Roles and bindings: read the runs
+    of their namespaces, and write ClusterSubscriptions (the admission policy keeps each
+    person to their own)."""
+    for namespace, users in readers.items():
+        plane.kubectl("create", "role", "run-reader", "-n", namespace, "--verb=get,list,watch",
+                      f"--resource={APR}")
+        plane.kubectl("create", "rolebinding", "run-readers", "-n", namespace,
+                      "--role=run-reader", *[f"--user={u}" for u in users])
+    plane.kubectl("create", "clusterrolebinding", "kubeevent-subscribers",
+                  "--clusterrole=kubeevent-subscriber", "--group=system:authenticated")
+
+
+class ClusterChain:
+    """``start()`` installs and runs everything on ``plane``; ``stop()`` ends what it ran
+    (the control plane belongs to the caller)."""
+
+    def __init__(self, plane: ControlPlane, workdir: Path, *,
+                 function_env: Mapping[str, Mapping[str, str]] | None = None,
+                 backoff_scale: float = 0.01, log: Callable[[str], None] | None = None) -> None:
+        self.plane = plane
+        self.workdir = workdir
+        self.function_env = function_env or {}
+        self.backoff_scale = backoff_scale
+        self.log = log
+        self.stack: Stack | None = None
+        self.adapter: ReceiveAdapter | None = None
+
+    def install(self) -> None:
+        install.install(self.plane)
+        self.plane.kubectl("apply", "-f", str(SANDBOX_SECRET))
+        people = [ADMIN, *self.plane.users]
+        self._configmap("corpwechat-users", {name: name for name in people})
+        # What the authenticator says of each person, as an administrator writes it down.
+        self._configmap(GROUPS_CONFIGMAP, {ADMIN: "system:masters", **{
+            name: ",".join(user.groups) for name, user in self.plane.users.items()}})
+        grant_test_access(self.plane)
+
+    def _configmap(self, name: str, data: Mapping[str, str]) -> None:
+        self.plane.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE}, "data": dict(data)}))
+
+    def start(self) -> ClusterChain:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            env: dict[str, dict[str, str]] = {}
+            for name in (ENRICHER, FILTER, NOTIFIER):
+                kubeconfig = self.plane.service_account_kubeconfig(FUNCTION_NAMESPACE, name)
+                env[name] = {"KUBECONFIG": str(kubeconfig), **self.function_env.get(name, {})}
+            options = StackOptions(kubeconfig=self.plane.kubeconfig(), wecom="sandbox",
+                                   backoff_scale=self.backoff_scale, delivery_timeout=10.0,
+                                   workdir=self.workdir, function_env=env,
+                                   load_examples=False)
+            self.stack = Stack(options, log=self.log).start()
+            self.adapter = ReceiveAdapter(
+                self.plane, sink=f"{self.stack.enricher.url}/?broker={BROKER}",
+                namespaces=install.PROJECT_NAMESPACES,
+                kubeconfig=self.plane.service_account_kubeconfig(SOURCE_NAMESPACE,
+                                                                 WATCHER_SERVICE_ACCOUNT),
+                log=self.workdir / "adapter.log").start()
+            self.adapter.handshake(self.enricher_saw)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.adapter is not None:
+            self.adapter.stop()
+        if self.stack is not None:
+            self.stack.stop()
+
+    def __enter__(self) -> ClusterChain:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ use
+
+    def running(self) -> Stack:
+        assert self.stack is not None, "the chain is not running"
+        return self.stack
+
+    def enricher_saw(self, namespace: str, name: str) -> bool:
+        """Did the enricher answer a request about the object ``namespace/name``?"""
+        for record in self.running().enricher.log_records():
+            obj = record.get("object")
+            if isinstance(obj, dict) and obj.get("name") == name \
+                    and obj.get("namespace") == namespace:
+                return True
+        return False
+
+    def create(self, obj: Mapping[str, Any], *, user: str = "admin") -> dict[str, Any]:
+        """``kubectl create`` as ``user``; the object as the API server stored it."""
+        out = self.plane.kubectl("create", "-o", "json", "-f", "-", user=user,
+                                 input=json.dumps(obj)).stdout
+        return dict(json.loads(out))
+
+    def apply_yaml(self, text: str, *, user: str = "admin") -> str:
+        return self.plane.kubectl("apply", "-f", "-", user=user, input=text).stdout
+
+    def new_run(self, run: Mapping[str, Any]) -> dict[str, Any]:
+        """Create an ArtifactPromotionRun and write its status through ``/status``, as
+        Katanomi's controller does."""
+        body = {k: v for k, v in run.items() if k != "status"}
+        body["metadata"] = {k: v for k, v in run["metadata"].items() if k == "name"
+                            or k == "namespace" or k == "labels"}
+        created = self.create(body)
+        meta = created["metadata"]
+        out = self.plane.kubectl("patch", APR, meta["name"], "-n", meta["namespace"],
+                                 "--subresource=status", "--type=merge", "-o", "json",
+                                 "-p", json.dumps({"status": run.get("status") or {}})).stdout
+        return dict(json.loads(out))
+
+    def happen(self, event: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        """Create a Kubernetes Event with kubectl and wait until the chain has finished
+        with it: the enricher posted it to the broker and every delivery has ended."""
+        created = self.create(event)
+        uid = created["metadata"]["uid"]
+        stack = self.running()
+        assert stack.broker is not None and stack.sandbox is not None
+        deadline = time.monotonic() + timeout
+        while not any(((e.data or {}).get("event") or {}).get("metadata", {}).get("uid") == uid
+                      for e in stack.broker.ingress):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Event {created['metadata']['name']} never reached the "
+                                     f"broker; adapter log:\n{self.adapter_log()}")
+            time.sleep(0.05)
+        assert stack.broker.wait_idle(timeout), "the dev broker did not become idle"
+        assert stack.sandbox.wait_idle(10), "WeCom did not answer everything"
+        return created
+
+    def received(self) -> dict[str, list[Delivery]]:
+        """WeCom user id → the messages the sandbox delivered to it."""
+        sandbox = self.running().sandbox
+        assert sandbox is not None
+        by_user: dict[str, list[Delivery]] = {}
+        for delivery in sandbox.delivered:
+            by_user.setdefault(delivery.userid, []).append(delivery)
+        return by_user
+
+    def reset(self) -> None:
+        stack = self.running()
+        assert stack.broker is not None and stack.sandbox is not None
+        stack.broker.wait_idle(30)
+        stack.sandbox.wait_idle(10)
+        stack.broker.reset()
+        stack.sandbox.reset()
+
+    def adapter_log(self) -> str:
+        return self.adapter.log_text() if self.adapter is not None else ""
+
+    def get(self, *args: str, user: str = "admin") -> dict[str, Any]:
+        return dict(json.loads(self.plane.kubectl("get", *args, "-o", "json", user=user).stdout))
+
+
+class DevCluster:
+    """``make dev`` on the real control plane: builds ``.cluster/bin`` if needed, starts
+    the control plane, installs the plain Knative overlay, creates the example run and
+    subscriptions (each person's as that person), and runs the chain with Knative's
+    adapter. ``deliver`` creates an example Event with kubectl."""
+
+    def __init__(self, workdir: Path, log: Callable[[str], None] | None = None) -> None:
+        self.workdir = workdir
+        self.log = log
+        self.plane: ControlPlane | None = None
+        self.chain: ClusterChain | None = None
+        self._run_uid = ""
+
+    def start(self) -> DevCluster:
+        from tests.devstack.manifests import DEVSTACK_EXAMPLES, EXAMPLES, load_yaml_file
+
+        ensure_built()
+        try:
+            self.plane = ControlPlane(self.workdir / "control-plane").start()
+            self.chain = ClusterChain(self.plane, self.workdir, log=self.log)
+            self.chain.install()
+            for path in (EXAMPLES / "seed-clustersubscription-admin.yaml",
+                         DEVSTACK_EXAMPLES / "clustersubscriptions.yaml"):
+                for doc in load_yaml_file(path):
+                    self.chain.apply_yaml(json.dumps(doc), user=doc["spec"]["subscriber"]["name"])
+            for doc in load_yaml_file(DEVSTACK_EXAMPLES / "artifactpromotionrun.yaml"):
+                if doc["kind"] == "ArtifactPromotionRun":
+                    self._run_uid = self.chain.new_run(doc)["metadata"]["uid"]
+            self.chain.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def stack(self) -> Stack:
+        assert self.chain is not None
+        return self.chain.running()
+
+    def deliver(self, event: Mapping[str, Any]) -> str:
+        """Create ``event`` (an example Event) with kubectl; "" or what went wrong."""
+        assert self.chain is not None
+        body = dict(event)
+        meta = event.get("metadata") or {}
+        body["metadata"] = {"generateName": f"{str(meta.get('name', 'event')).split('.')[0]}.",
+                            "namespace": meta.get("namespace")}
+        body["involvedObject"] = {**(event.get("involvedObject") or {}), "uid": self._run_uid}
+        try:
+            self.chain.happen(body)
+        except (AssertionError, ClusterError) as exc:
+            return str(exc).splitlines()[0]
+        return ""
+
+    def describe(self) -> list[str]:
+        assert self.plane is not None and self.chain is not None
+        lines = self.plane.describe()
+        lines.append(f"receive adapter (Knative's) log {self.workdir / 'adapter.log'}")
+        return lines + self.stack.describe()[1:]
+
+    def stop(self) -> None:
+        if self.chain is not None:
+            self.chain.stop()
+        if self.plane is not None:
+            self.plane.stop()

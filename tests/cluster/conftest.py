@@ -1,0 +1,37 @@
+"""Fixtures for the real control plane. Without the binaries (no Go to build them) the
+suite is skipped with the reason; under ``CI=true`` that is a failure instead."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from .controlplane import ControlPlane, build_status
+from .install import install_crds, project_namespaces
+
+
+@functools.cache
+def _usable() -> tuple[bool, str]:
+    return build_status()
+
+
+def require_cluster() -> None:
+    usable, why = _usable()
+    if usable:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the real-cluster tests cannot run: {why}", pytrace=False)
+    pytest.skip(f"real-cluster tests skipped: {why}")
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A fresh control plane for the module, with every CRD and the project namespaces."""
+    require_cluster()
+    with ControlPlane(tmp_path_factory.mktemp("cluster")) as running:
+        install_crds(running)
+        project_namespaces(running)
+        yield running

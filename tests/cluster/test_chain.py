@@ -1,0 +1,223 @@
+"""The seed's scenarios on a real kube-apiserver, with Events created by kubectl and
+delivered by Knative's own ApiServerSource adapter; each function logged in as its own
+ServiceAccount with exactly the RBAC of manifests/base and manifests/delivery."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.factory import cluster_subscription, kube_event, promotion_run
+from tests.support.seed import example
+
+from .adapter import ReceiveAdapter
+from .chain import ClusterChain
+from .controlplane import ControlPlane
+
+SEED_SUBSCRIPTIONS = {"admin": "admin-artifactpromotionrun-subscription",
+                      "alice": "alice-artifactpromotionrun-subscription",
+                      "bob": "bob-artifactpromotionrun-subscription",
+                      "carol": "carol-artifactpromotionrun-subscription"}
+TITLES = {"ApprovalPending": "Artifact promotion awaiting your approval",
+          "ApprovalDenied": "Artifact promotion denied",
+          "Running": "Artifact promotion approved and running",
+          "Failed": "Artifact promotion failed"}
+
+
+def devstack_subscriptions() -> dict[str, str]:
+    """subscriber → the example ClusterSubscription YAML written for them."""
+    from tests.devstack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
+
+    found = {}
+    for doc in load_yaml_file(DEVSTACK_EXAMPLES / "clustersubscriptions.yaml"):
+        found[doc["spec"]["subscriber"]["name"]] = yaml.safe_dump(doc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def chain(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterChain]:
+    running = ClusterChain(plane, tmp_path_factory.mktemp("chain"))
+    running.install()
+    # Each person creates their own subscription with their own credentials (the
+    # ownership policy of the overlay is in force); admin's is the seed's, verbatim.
+    running.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
+    for user, text in devstack_subscriptions().items():
+        running.apply_yaml(text, user=user)
+    with running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _fresh_recordings(chain: ClusterChain) -> Iterator[None]:
+    chain.reset()
+    yield
+
+
+def run_in(chain: ClusterChain, namespace: str = "devops", **kwargs: Any) -> dict[str, Any]:
+    run = promotion_run(f"run-{uuid.uuid4().hex[:8]}", namespace, **kwargs)
+    return chain.new_run(run)
+
+
+def event_about(run: dict[str, Any], reason: str, message: str | None = None) -> dict[str, Any]:
+    """A core/v1 Event about ``run`` as its controller would record it."""
+    event = kube_event(reason, obj=run, message=message)
+    meta = run["metadata"]
+    event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
+    event["involvedObject"]["uid"] = meta["uid"]
+    return event
+
+
+def wait_ready(chain: ClusterChain, name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The Ready condition subscription-filter wrote through ``/status`` (read back)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = chain.get("clustersubscription", name)
+        for condition in (obj.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Ready":
+                return dict(condition)
+        assert time.monotonic() < deadline, f"no Ready condition on {name}"
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------ the four scenarios
+
+
+@pytest.mark.parametrize(("reason", "message", "who"), [
+    ("ApprovalPending", None, {"admin", "bob"}),
+    ("ApprovalDenied", "denied by admin", {"alice"}),
+    ("Running", None, {"alice"}),
+    ("Failed", "push failed: unauthorized", {"alice"}),
+])
+def test_each_seed_scenario_reaches_exactly_its_people(
+        chain: ClusterChain, reason: str, message: str | None, who: set[str]) -> None:
+    run = run_in(chain)
+    chain.happen(event_about(run, reason, message))
+    got = chain.received()
+    assert set(got) == who, "approvers or the requester only; carol hears nothing"
+    name = run["metadata"]["name"]
+    for user in who:
+        (delivery,) = got[user]
+        assert delivery.msgtype == "textcard"
+        assert TITLES[reason] in (delivery.title or "")
+        assert f"devops/{name}" in (delivery.description or "")
+        if message:
+            assert message in (delivery.description or "")
+    stack = chain.running()
+    assert stack.broker is not None
+    requests = [e for e in stack.broker.ingress
+                if e["type"].endswith("notification.requested.v1alpha1")]
+    assert [sorted(r["subscription"] for r in e.data["recipients"]) for e in requests] == \
+        [sorted(SEED_SUBSCRIPTIONS[u] for u in who)]
+
+
+def test_the_event_reaches_the_enricher_as_knatives_adapter_sends_it(chain: ClusterChain) -> None:
+    run = run_in(chain)
+    created = chain.happen(event_about(run, "ApprovalPending"))
+    stack = chain.running()
+    assert stack.broker is not None
+    (enriched,) = [e for e in stack.broker.ingress
+                   if ((e.data or {}).get("event") or {}).get("metadata", {}).get("uid")
+                   == created["metadata"]["uid"]]
+    assert enriched["type"] == \
+        "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.approvalpending.v1alpha1"
+    assert enriched["involvedobjectname"] == run["metadata"]["name"]
+    assert enriched.data["object"]["status"]["triggeredBy"]["user"]["name"] == "alice", \
+        "the object as the API server has it, status included"
+    assert enriched.data["event"]["metadata"]["resourceVersion"] == \
+        created["metadata"]["resourceVersion"]
+
+
+# ------------------------------------------------------------------ RBAC, status, watch
+
+
+def test_a_subscriber_without_get_on_the_run_gets_nothing(chain: ClusterChain) -> None:
+    run = run_in(chain, approvers=("admin", "bob", "carol"))
+    can = chain.plane.kubectl("auth", "can-i", "get",
+                              f"artifactpromotionruns.artifacts.katanomi.dev/"
+                              f"{run['metadata']['name']}", "-n", "devops", user="carol",
+                              check=False)
+    assert can.stdout.strip() == "no", "carol has no Role in devops"
+    chain.happen(event_about(run, "ApprovalPending"))
+    assert set(chain.received()) == {"admin", "bob"}
+
+
+def test_status_is_written_through_the_subresource_and_shown_by_kubectl(
+        chain: ClusterChain) -> None:
+    for name in SEED_SUBSCRIPTIONS.values():
+        condition = wait_ready(chain, name)
+        assert (condition["status"], condition["reason"]) == ("True", "Ready")
+    table = chain.plane.kubectl("get", "clustersubscriptions", "-o", "wide").stdout
+    header, *rows = table.splitlines()
+    assert header.split()[:4] == ["NAME", "SUBSCRIBER", "READY", "REASON"]
+    alice = next(r.split() for r in rows if r.startswith(SEED_SUBSCRIPTIONS["alice"]))
+    assert alice[1:4] == ["alice", "True", "Ready"]
+
+
+def test_a_broken_subscription_says_why_in_its_status(chain: ClusterChain) -> None:
+    broken = cluster_subscription("bob", name="bob-broken-filter")
+    broken["spec"]["subscriptions"][0]["events"][0]["filter"]["cel"] = "ce.data.object.("
+    chain.apply_yaml(json.dumps(broken), user="bob")
+    condition = wait_ready(chain, "bob-broken-filter")
+    assert condition["status"] == "False"
+    assert "cel" in condition["message"].lower()
+    table = chain.plane.kubectl("get", "clustersubscription", "bob-broken-filter",
+                                "-o", "wide").stdout
+    assert "False" in table.splitlines()[1].split()
+    # Bob's own seed subscription is not affected by his broken one.
+    run = run_in(chain, approvers=("bob",))
+    chain.happen(event_about(run, "ApprovalPending"))
+    assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
+    chain.plane.kubectl("delete", "clustersubscription", "bob-broken-filter", user="bob")
+
+
+def test_a_subscription_created_while_the_filter_runs_takes_effect(chain: ClusterChain) -> None:
+    chain.plane.kubectl("create", "rolebinding", "erin-reads-runs", "-n", "staging",
+                        "--role=run-reader", "--user=erin")
+    chain.apply_yaml(json.dumps(cluster_subscription("erin", namespace="staging")),
+                     user="erin")
+    assert wait_ready(chain, "erin-artifactpromotionrun-subscription")["status"] == "True"
+    run = run_in(chain, "staging", approvers=("erin",))
+    chain.happen(event_about(run, "ApprovalPending"))
+    assert {u: len(m) for u, m in chain.received().items()} == {"erin": 1}
+
+
+def test_access_through_a_group_binding_counts(chain: ClusterChain) -> None:
+    """erin may read the runs of devops only as a member of release-managers, which her
+    own credentials say and the administrator's group directory repeats."""
+    chain.plane.kubectl("create", "rolebinding", "release-managers-read-runs", "-n", "devops",
+                        "--role=run-reader", "--group=release-managers")
+    can = chain.plane.kubectl("auth", "can-i", "get",
+                              "artifactpromotionruns.artifacts.katanomi.dev", "-n", "devops",
+                              user="erin", check=False)
+    assert can.stdout.strip() == "yes"
+    user_only = chain.plane.kubectl("auth", "can-i", "get",
+                                    "artifactpromotionruns.artifacts.katanomi.dev", "-n",
+                                    "devops", "--as=erin", check=False)
+    assert user_only.stdout.strip() == "no", "no grant to the user erin herself"
+    chain.apply_yaml(json.dumps(cluster_subscription("erin", name="erin-devops")), user="erin")
+    assert wait_ready(chain, "erin-devops")["status"] == "True"
+    run = run_in(chain, approvers=("erin",))
+    chain.happen(event_about(run, "ApprovalPending"))
+    assert {u: len(m) for u, m in chain.received().items()} == {"erin": 1}
+
+
+def test_the_chain_recovers_from_a_kube_apiserver_restart(chain: ClusterChain) -> None:
+    """Last in the module: the API server goes away under every watch and pooled
+    connection. The filter's watch recovers (a subscription created afterwards becomes
+    Ready and matches), and so do the adapter, the enricher and the notifier."""
+    chain.plane.restart_apiserver()
+    adapter = chain.adapter
+    assert isinstance(adapter, ReceiveAdapter) and adapter.alive()
+    adapter.handshake(chain.enricher_saw)  # its watches are open again
+    chain.apply_yaml(json.dumps(cluster_subscription("alice", name="alice-staging",
+                                                     namespace="staging")), user="alice")
+    assert wait_ready(chain, "alice-staging", timeout=90)["status"] == "True"
+    run = run_in(chain, "staging", requester="alice", approvers=("admin",))
+    chain.happen(event_about(run, "ApprovalDenied", "denied after the restart"))
+    assert {u: len(m) for u, m in chain.received().items()} == {"alice": 1}
