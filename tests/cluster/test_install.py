@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import factory
 from tests.support.factory import cluster_subscription
+from tests.support.seed import example
 
 from .controlplane import ClusterError, ControlPlane
 from .install import MANIFESTS
@@ -69,18 +71,65 @@ def test_the_dry_run_really_checks_knatives_schema(plane: ControlPlane) -> None:
         plane.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(trigger))
 
 
-def test_the_clustersubscription_schema_is_enforced_by_the_server(plane: ControlPlane) -> None:
-    too_long = cluster_subscription("schema-check")
-    too_long["spec"]["subscriptions"][0]["events"][0]["filter"]["cel"] = "true && " * 600
-    with pytest.raises(ClusterError, match="Too long"):
-        plane.kubectl("create", "-f", "-", input=json.dumps(too_long))
-    good = cluster_subscription("admin", name="schema-ok")
-    created = json.loads(plane.kubectl("create", "-o", "json", "-f", "-",
-                                       input=json.dumps(good)).stdout)
-    assert created["metadata"]["name"] == "schema-ok"
+def create(plane: ControlPlane, doc: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    """``kubectl create`` (strict field validation: unknown fields are errors)."""
+    args = ["create", "-o", "json", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+    return dict(json.loads(plane.kubectl(*args, input=json.dumps(doc)).stdout))
+
+
+def test_the_multi_namespace_variant_applies_once_it_has_an_api_version(
+        plane: ControlPlane) -> None:
+    doc = yaml.safe_load(example("seed-clustersubscription-multi-namespace.yaml"))
+    # As documented the block has no apiVersion (kubectl needs one); the rest is as
+    # written: no subscriber, and `events:` holding only a comment (null).
+    assert "apiVersion" not in doc
+    assert doc["spec"]["subscriptions"][0]["events"] is None
+    with pytest.raises(ClusterError, match="apiVersion"):
+        create(plane, doc, dry_run=True)
+    doc["apiVersion"] = "core.katanomi.dev/v1alpha1"
+    stored = create(plane, doc)
+    assert [s["object"]["namespace"] for s in stored["spec"]["subscriptions"]] == \
+        ["devops-1", "devops-2"]
+
+
+def test_generated_subscriptions_and_a_written_status_are_accepted(plane: ControlPlane) -> None:
+    doc = cluster_subscription("alice", name="generated", namespace=None,
+                               info={"id": 1, "extra": [1]})
+    stored = create(plane, doc)
+    assert stored["spec"]["subscriber"]["info"] == {"id": 1, "extra": [1]}, \
+        "info keeps unknown fields"
+    status = {"status": {"observedGeneration": 2, "conditions": [{
+        "type": "Ready", "status": "False", "reason": "InvalidCEL", "message": "m",
+        "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2}]}}
+    out = plane.kubectl("patch", "clustersubscription", "generated", "--subresource=status",
+                        "--type=merge", "-o", "json", "-p", json.dumps(status)).stdout
+    assert json.loads(out)["status"] == status["status"]
+
+
+@pytest.mark.parametrize(("path", "value", "error"), [
+    (("spec", "subscriptions"), "not-a-list", "must be of type array"),
+    (("spec", "subscriber", "name"), 42, "must be of type string"),
+    (("spec", "subscriptions", 0, "events", 0, "filter", "exact", "involvedobjectkind"),
+     {"nested": True}, "exact.involvedobjectkind"),
+    (("spec", "subscriptions", 0, "events", 0, "filter", "cel"), "x" * 5000, "Too long"),
+    (("spec", "subscriptions", 0, "object", "namespaces"), ["a"], "unknown field"),
+])
+def test_wrong_shapes_are_refused_by_the_server(plane: ControlPlane, path: tuple[Any, ...],
+                                                value: Any, error: str) -> None:
+    doc = factory.seed_subscription()
+    node: Any = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ClusterError, match=error):
+        create(plane, doc, dry_run=True)
+
+
+def test_a_wrong_status_is_refused_through_the_subresource(plane: ControlPlane) -> None:
+    create(plane, cluster_subscription("admin", name="status-check"))
     bad_status = {"status": {"conditions": [{"type": "Ready", "status": "Maybe"}]}}
     with pytest.raises(ClusterError, match="Unsupported value"):
-        plane.kubectl("patch", "clustersubscription", "schema-ok", "--subresource=status",
+        plane.kubectl("patch", "clustersubscription", "status-check", "--subresource=status",
                       "--type=merge", "-p", json.dumps(bad_status))
 
 

@@ -1,21 +1,20 @@
 """An in-process fake Kubernetes API server.
 
-It speaks enough of the real wire protocol (discovery, CRUD, the three patch formats,
+It speaks enough of the real wire protocol (discovery, CRUD, merge patches,
 ``/status`` subresources, watch streams, Status errors, SubjectAccessReview) that the
 official ``kubernetes`` Python client -- typed APIs, ``DynamicClient`` and ``Watch`` --
 works against it unmodified. Tests seed and inspect objects through the Python API,
 inject faults, and assert on the request log.
 
-Standalone use (the local dev stack)::
-
-    python -m tests.fakes.kube_api --port 0 --load manifests/ --kubeconfig .dev/kubeconfig
-
-prints the URL and serves until SIGINT or SIGTERM.
+Kubernetes' own behaviour (RBAC, schemas, admission, watch) is tested against a real
+kube-apiserver (tests/cluster); this fake serves the faults a real one cannot be made to
+show (injected 5xx, delays, hung-up streams, compaction on demand), scale runs, and the
+dev stack's embedded API. It implements only what the functions and tests use: merge
+patches (no JSON patch), label selectors (no field selectors).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import copy
@@ -24,9 +23,7 @@ import json
 import random
 import re
 import select
-import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -50,10 +47,7 @@ __all__ = [
     "KubeError",
     "RecordedRequest",
     "ResourceType",
-    "json_patch",
-    "main",
     "merge_patch",
-    "parse_field_selector",
     "parse_label_selector",
 ]
 
@@ -90,7 +84,6 @@ _FAULT_MESSAGES = {
     "processing the request",
 }
 
-Policy = Callable[[dict[str, Any]], bool | tuple[bool, str]]
 
 
 # --------------------------------------------------------------------------- data types
@@ -325,100 +318,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise KubeError(422, f"invalid JSON pointer {path!r}")
-    return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
-
-
-def _index(container: list[Any], token: str, *, allow_end: bool) -> int:
-    if token == "-" and allow_end:
-        return len(container)
-    if not token.isdigit():
-        raise KubeError(422, f"invalid array index {token!r}")
-    idx = int(token)
-    limit = len(container) if allow_end else len(container) - 1
-    if idx > limit:
-        raise KubeError(422, f"array index {idx} out of bounds")
-    return idx
-
-
-def _walk(doc: Any, tokens: list[str]) -> Any:
-    node = doc
-    for token in tokens:
-        if isinstance(node, dict):
-            if token not in node:
-                raise KubeError(422, f"path /{'/'.join(tokens)} does not exist")
-            node = node[token]
-        elif isinstance(node, list):
-            node = node[_index(node, token, allow_end=False)]
-        else:
-            raise KubeError(422, f"path /{'/'.join(tokens)} does not exist")
-    return node
-
-
-def _add(doc: Any, tokens: list[str], value: Any) -> Any:
-    if not tokens:
-        return value
-    parent = _walk(doc, tokens[:-1])
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        parent.insert(_index(parent, last, allow_end=True), value)
-    else:
-        raise KubeError(422, "cannot add to a scalar")
-    return doc
-
-
-def _remove(doc: Any, tokens: list[str]) -> Any:
-    if not tokens:
-        raise KubeError(422, "cannot remove the whole document")
-    parent = _walk(doc, tokens[:-1])
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise KubeError(422, f"path /{'/'.join(tokens)} does not exist")
-        return parent.pop(last)
-    if isinstance(parent, list):
-        return parent.pop(_index(parent, last, allow_end=False))
-    raise KubeError(422, "cannot remove from a scalar")
-
-
-def json_patch(doc: Any, operations: list[Any]) -> Any:
-    """RFC 6902 JSON patch (returns a new value)."""
-    doc = copy.deepcopy(doc)
-    for op in operations:
-        if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise KubeError(422, f"invalid JSON patch operation: {op!r}")
-        kind, tokens = op["op"], _pointer(op["path"])
-        if kind in ("add", "replace", "test") and "value" not in op:
-            raise KubeError(422, f"JSON patch operation {kind!r} needs a value")
-        if kind == "add":
-            doc = _add(doc, tokens, copy.deepcopy(op["value"]))
-        elif kind == "remove":
-            _remove(doc, tokens)
-        elif kind == "replace":
-            _walk(doc, tokens)  # must exist
-            if tokens:
-                _remove(doc, tokens)
-            doc = _add(doc, tokens, copy.deepcopy(op["value"]))
-        elif kind == "move":
-            value = _remove(doc, _pointer(op.get("from", "")))
-            doc = _add(doc, tokens, value)
-        elif kind == "copy":
-            value = copy.deepcopy(_walk(doc, _pointer(op.get("from", ""))))
-            doc = _add(doc, tokens, value)
-        elif kind == "test":
-            if _walk(doc, tokens) != op["value"]:
-                raise KubeError(422, f"test operation failed at {op['path']}")
-        else:
-            raise KubeError(422, f"unknown JSON patch operation {kind!r}")
-    return doc
-
-
 # ---------------------------------------------------------------------- selectors
 
 _Predicate = Callable[[dict[str, Any]], bool]
@@ -484,36 +383,6 @@ def parse_label_selector(selector: str | None) -> _Predicate:
     def match(obj: dict[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         return all(req(labels) for req in reqs)
-
-    return match
-
-
-def _field_value(obj: dict[str, Any], path: str) -> str:
-    node: Any = obj
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return ""
-        node = node.get(part)
-    if node is None:
-        return ""
-    if isinstance(node, bool):
-        return "true" if node else "false"
-    return str(node)
-
-
-def parse_field_selector(selector: str | None) -> _Predicate:
-    """A predicate on objects for a ``fieldSelector`` query value (any dotted path)."""
-    if not selector:
-        return lambda obj: True
-    reqs: list[tuple[str, bool, str]] = []
-    for req in _split_requirements(selector):
-        m = re.match(r"^([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*)$", req)
-        if not m:
-            raise KubeError(400, f"invalid field selector: {req!r}")
-        reqs.append((m.group(1), m.group(2) == "!=", m.group(3).strip()))
-
-    def match(obj: dict[str, Any]) -> bool:
-        return all((_field_value(obj, path) == value) != neg for path, neg, value in reqs)
 
     return match
 
@@ -744,7 +613,6 @@ class FakeKubeAPI(LoopbackServer):
         self._faults: list[Fault] = []
         self._forbidden: list[_ForbidRule] = []
         self._reviews: list[dict[str, Any]] = []
-        self._policy: Policy | None = None
         self._deny_rules: list[_SarRule] = []
         self._allow_rules: list[_SarRule] | None = None
 
@@ -973,7 +841,7 @@ class FakeKubeAPI(LoopbackServer):
     def delete_object(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> dict[str, Any] | None:
-        """Remove an object at once (finalizers ignored); returns it, or ``None``."""
+        """Remove an object at once; returns it, or ``None``."""
         with self._lock:
             rtype = self.resource_type(api_version, kind)
             obj = self._get(rtype, self._ns(rtype, namespace), name)
@@ -1053,19 +921,6 @@ class FakeKubeAPI(LoopbackServer):
 
     # ----------------------------------------------------------- SubjectAccessReview
 
-    @property
-    def sar_policy(self) -> Policy | None:
-        """Custom SubjectAccessReview decision: ``(spec) -> bool`` or ``(bool, reason)``.
-
-        When set it overrides :meth:`deny` / :meth:`allow_only` rules.
-        """
-        return self._policy
-
-    @sar_policy.setter
-    def sar_policy(self, policy: Policy | None) -> None:
-        with self._lock:
-            self._policy = policy
-
     def deny(
         self,
         user: str | None = None,
@@ -1099,7 +954,6 @@ class FakeKubeAPI(LoopbackServer):
     def reset_policy(self) -> None:
         """Back to allowing every review."""
         with self._lock:
-            self._policy = None
             self._deny_rules.clear()
             self._allow_rules = None
 
@@ -1115,13 +969,8 @@ class FakeKubeAPI(LoopbackServer):
 
     def _decide(self, spec: dict[str, Any]) -> tuple[bool, str]:
         with self._lock:
-            policy, denies = self._policy, list(self._deny_rules)
+            denies = list(self._deny_rules)
             allows = None if self._allow_rules is None else list(self._allow_rules)
-        if policy is not None:
-            result = policy(copy.deepcopy(spec))
-            if isinstance(result, tuple):
-                return bool(result[0]), str(result[1])
-            return bool(result), "allowed by policy" if result else "denied by policy"
         if any(rule.matches(spec) for rule in denies):
             return False, "denied by rule"
         if allows is not None and not any(rule.matches(spec) for rule in allows):
@@ -1391,8 +1240,6 @@ class FakeKubeAPI(LoopbackServer):
             return copy.deepcopy(existing)
         if dry_run:
             return new
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            return self._remove(rtype, new)
         return self._commit(rtype, "MODIFIED", new, copy.deepcopy(existing))
 
     def _remove(self, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -1542,10 +1389,7 @@ class FakeKubeAPI(LoopbackServer):
         self._authorize(record.user, verb, rtype, sub, ns, name)
 
         if verb == "watch":
-            field_sel = query.get("fieldSelector")
-            if name is not None:
-                field_sel = ",".join(filter(None, [field_sel, f"metadata.name={name}"]))
-            self._watch(handler, record, rtype, ns, query, field_sel)
+            self._watch(handler, record, rtype, ns, query, name)
             return
         if rtype.group == "authorization.k8s.io" and rtype.plural == "subjectaccessreviews":
             reply(201, self._review(self._json_body(raw)))
@@ -1661,10 +1505,12 @@ class FakeKubeAPI(LoopbackServer):
                 "the request",
             )
 
-    def _selectors(self, query: dict[str, str]) -> _Predicate:
-        labels = parse_label_selector(query.get("labelSelector"))
-        fields = parse_field_selector(query.get("fieldSelector"))
-        return lambda obj: labels(obj) and fields(obj)
+    @staticmethod
+    def _selectors(query: dict[str, str]) -> _Predicate:
+        if query.get("fieldSelector"):
+            # Nothing under test sends one: refuse rather than answer as if it matched.
+            raise KubeError(400, "this fake API server does not implement fieldSelector")
+        return parse_label_selector(query.get("labelSelector"))
 
     def _list(self, rtype: ResourceType, ns: str | None, query: dict[str, str]) -> dict[str, Any]:
         items = self._items(rtype, ns, self._selectors(query))
@@ -1716,11 +1562,7 @@ class FakeKubeAPI(LoopbackServer):
         else:
             existing = self._existing(rtype, ns, name)
             body = self._json_body(raw)
-            if ctype == "application/json-patch+json":
-                if not isinstance(body, list):
-                    raise KubeError(400, "a JSON patch must be a list of operations")
-                patched = json_patch(existing, body)
-            elif ctype in (
+            if ctype in (
                 "application/merge-patch+json",
                 "application/strategic-merge-patch+json",
             ):
@@ -1731,7 +1573,7 @@ class FakeKubeAPI(LoopbackServer):
                 raise KubeError(
                     415,
                     f"the body of the request was in an unknown format - accepted media types "
-                    f"include: application/json-patch+json, application/merge-patch+json, "
+                    f"include: application/merge-patch+json, "
                     f"application/apply-patch+yaml (got {ctype or 'none'})",
                     "UnsupportedMediaType",
                 )
@@ -1768,13 +1610,7 @@ class FakeKubeAPI(LoopbackServer):
                     "Conflict",
                     {"name": name, "group": rtype.group, "kind": rtype.plural},
                 )
-        if meta.get("finalizers"):
-            if meta.get("deletionTimestamp") or dry_run:
-                return copy.deepcopy(existing)
-            new = copy.deepcopy(existing)
-            new["metadata"]["deletionTimestamp"] = _now()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
-            return self._commit(rtype, "MODIFIED", new, copy.deepcopy(existing))
+        # Finalizers are not modelled: deletion is immediate.
         deleted = copy.deepcopy(existing) if dry_run else self._remove(rtype, existing)
         if as_object or rtype.return_deleted_object:
             return deleted
@@ -1915,14 +1751,14 @@ class FakeKubeAPI(LoopbackServer):
         rtype: ResourceType,
         ns: str | None,
         query: dict[str, str],
-        field_selector: str | None,
+        name: str | None,
     ) -> None:
-        labels = parse_label_selector(query.get("labelSelector"))
-        fields = parse_field_selector(field_selector)
+        labels = self._selectors(query)
 
         def pred(obj: dict[str, Any]) -> bool:
-            in_ns = ns is None or (obj.get("metadata") or {}).get("namespace") == ns
-            return in_ns and labels(obj) and fields(obj)
+            meta = obj.get("metadata") or {}
+            return (ns is None or meta.get("namespace") == ns) and labels(obj) \
+                and (name is None or meta.get("name") == name)
 
         rv_param = query.get("resourceVersion") or ""
         if rv_param and not rv_param.isdigit():
@@ -2014,50 +1850,3 @@ class FakeKubeAPI(LoopbackServer):
     def _expired(self, rv: int) -> dict[str, Any]:
         err = KubeError(410, f"too old resource version: {rv} ({self._min_watch_rv})", "Expired")
         return {"type": "ERROR", "object": err.to_status()}
-
-
-# --------------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.kube_api",
-        description="Run the fake Kubernetes API server until SIGINT or SIGTERM.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument(
-        "--load",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="FILE_OR_DIR",
-        help="YAML file or directory to seed objects from (repeatable)",
-    )
-    parser.add_argument("--kubeconfig", metavar="OUT", help="write a kubeconfig here")
-    parser.add_argument("--namespace", default="default", help="kubeconfig context namespace")
-    parser.add_argument("--user", default=DEFAULT_USER, help="identity of the kubeconfig token")
-    args = parser.parse_args(argv)
-
-    api = FakeKubeAPI(args.host, args.port, user=args.user)
-    for source in args.load:
-        api.load_yaml(Path(source))
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    with api:
-        if args.kubeconfig:
-            api.write_kubeconfig(args.kubeconfig, namespace=args.namespace)
-            print(f"kubeconfig written to {args.kubeconfig}", file=sys.stderr, flush=True)
-        print(api.url, flush=True)
-        while not stop.wait(0.5):
-            pass
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

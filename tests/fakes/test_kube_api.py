@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -19,7 +15,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.dynamic import DynamicClient
 
-from tests.fakes.kube_api import FakeKubeAPI, parse_field_selector, parse_label_selector
+from tests.fakes.kube_api import FakeKubeAPI, parse_label_selector
 
 REPO = Path(__file__).resolve().parents[2]
 APR = "artifacts.katanomi.dev/v1alpha1"
@@ -263,27 +259,6 @@ def test_spec_merge_patch_bumps_generation_and_keeps_status(
     assert relabelled.metadata.generation == 2
 
 
-def test_json_patch(core: client.CoreV1Api) -> None:
-    core.create_namespaced_config_map("devops", {"metadata": {"name": "c"}, "data": {"a": "1"}})
-    patched = core.patch_namespaced_config_map(
-        "c",
-        "devops",
-        [
-            {"op": "test", "path": "/data/a", "value": "1"},
-            {"op": "add", "path": "/data/b", "value": "2"},
-            {"op": "remove", "path": "/data/a"},
-            {"op": "add", "path": "/metadata/labels", "value": {"x~y/z": "1"}},
-        ],
-    )
-    assert patched.data == {"b": "2"}
-    assert patched.metadata.labels == {"x~y/z": "1"}
-    with pytest.raises(client.ApiException) as err:
-        core.patch_namespaced_config_map(
-            "c", "devops", [{"op": "test", "path": "/data/b", "value": "nope"}]
-        )
-    assert err.value.status == 422
-
-
 def test_patch_with_stale_resource_version_conflicts(api: FakeKubeAPI, dyn: DynamicClient) -> None:
     seeded = seed_run(api)
     runs = dyn.resources.get(api_version=APR, kind="ArtifactPromotionRun")
@@ -304,21 +279,6 @@ def test_patch_with_stale_resource_version_conflicts(api: FakeKubeAPI, dyn: Dyna
             content_type="application/merge-patch+json",
         )
     assert err.value.status == 409
-
-
-def test_finalizers_delay_deletion(api: FakeKubeAPI, dyn: DynamicClient) -> None:
-    seed_run(api, metadata={"name": "run-1", "namespace": "devops", "finalizers": ["x/y"]})
-    runs = dyn.resources.get(api_version=APR, kind="ArtifactPromotionRun")
-    runs.delete(name="run-1", namespace="devops")
-    pending = api.get_object(APR, "ArtifactPromotionRun", "run-1", "devops")
-    assert pending is not None and pending["metadata"]["deletionTimestamp"]
-    runs.patch(
-        name="run-1",
-        namespace="devops",
-        body={"metadata": {"finalizers": None}},
-        content_type="application/merge-patch+json",
-    )
-    assert api.get_object(APR, "ArtifactPromotionRun", "run-1", "devops") is None
 
 
 # --------------------------------------------------------------------------- watch
@@ -395,8 +355,9 @@ def test_watch_without_resource_version_lists_current_objects(
     seed_run(api, metadata={"name": "r1", "namespace": "devops"})
     seed_run(api, metadata={"name": "r2", "namespace": "devops"})
     runs = dyn.resources.get(api_version=APR, kind="ArtifactPromotionRun")
-    events = list(runs.watch(namespace="devops", name="r2", timeout=1))
-    assert [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "r2")]
+    events = list(runs.watch(namespace="devops", timeout=1))
+    assert sorted((e["type"], e["object"].metadata.name) for e in events) == [
+        ("ADDED", "r1"), ("ADDED", "r2")]
 
 
 def test_watch_after_compaction_gets_410(api: FakeKubeAPI, core: client.CoreV1Api) -> None:
@@ -463,14 +424,6 @@ def test_sar_default_allow_and_deny_rules(api: FakeKubeAPI, api_client: client.A
 
     assert [r["spec"]["user"] for r in api.reviews] == ["alice"] * 3 + ["bob", "bob", "alice"]
     assert api.reviews[0]["spec"]["resourceAttributes"]["name"] == "r1"
-
-
-def test_sar_policy_callable(api: FakeKubeAPI, api_client: client.ApiClient) -> None:
-    api.sar_policy = lambda spec: spec["resourceAttributes"]["name"] != "secret-run"
-    assert review(api_client, "alice", "devops", "r1") is True
-    assert review(api_client, "alice", "devops", "secret-run") is False
-    api.clear_reviews()
-    assert api.reviews == []
 
 
 # ----------------------------------------------------------------- fault injection
@@ -609,53 +562,11 @@ def test_label_selector(selector: str, expected: bool) -> None:
     assert parse_label_selector(selector)(obj) is expected
 
 
-def test_field_selector() -> None:
-    obj = {"metadata": {"name": "n", "namespace": "ns"}, "involvedObject": {"kind": "Pod"}}
-    assert parse_field_selector("metadata.name=n,metadata.namespace==ns")(obj)
-    assert parse_field_selector("involvedObject.kind=Pod")(obj)
-    assert not parse_field_selector("metadata.name!=n")(obj)
-
-
 # ------------------------------------------------------------------------------ CLI
 
 
-def test_cli_serves_loaded_objects_until_sigterm(tmp_path: Path) -> None:
-    seed = tmp_path / "seed.yaml"
-    seed.write_text(SEED)
-    kubeconfig = tmp_path / "kc"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.kube_api",
-            "--port",
-            "0",
-            "--load",
-            str(seed),
-            "--kubeconfig",
-            str(kubeconfig),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        api_client = config.new_client_from_config(config_file=str(kubeconfig))
-        with api_client:
-            objects = client.CustomObjectsApi(api_client)
-            sub = objects.get_cluster_custom_object(
-                "core.katanomi.dev", "v1alpha1", "clustersubscriptions", "sub-1"
-            )
-        assert sub["spec"]["subscriber"]["name"] == "alice"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def test_field_selectors_are_refused_not_ignored(core: client.CoreV1Api) -> None:
+    """Nothing under test sends one; a fake that ignored it would answer wrongly."""
+    with pytest.raises(client.ApiException) as raised:
+        core.list_namespace(field_selector="metadata.name=devops")
+    assert raised.value.status == 400
