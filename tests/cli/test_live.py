@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from tests.cli.conftest import Case
 from tests.cli.support import PLATFORM_URL, TEMPLATES, by_name, run
 from tests.fakes.kube_api import FakeKubeAPI
+from tests.support.procs import free_port
 
 ADMIN = "admin-artifactpromotionrun-subscription"
 
@@ -73,9 +73,7 @@ def test_a_missing_object_is_null_as_the_enricher_sends_it(api: FakeKubeAPI, pen
 def test_an_unreachable_cluster_is_one_line(api: FakeKubeAPI, pending: Case,
                                             tmp_path: Path) -> None:
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens there, and no outgoing connection takes it
     text = kubeconfig.read_text(encoding="utf-8").replace(f":{api.port}", f":{port}")
     kubeconfig.write_text(text, encoding="utf-8")
     run(*live(pending, kubeconfig)).assert_user_error(

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,8 @@ from typing import IO, Any
 
 import requests
 import yaml
+
+from tests.support.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cluster" / "bin"
@@ -77,12 +78,6 @@ def ensure_built() -> None:
         raise ClusterError("no Go toolchain on PATH to build .cluster/bin")
     if subprocess.run(["bash", str(BUILD_SCRIPT)], check=False).returncode != 0:
         raise ClusterError("building .cluster/bin failed (see above)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _b64(path: Path) -> str:

@@ -80,7 +80,7 @@ def kube() -> Iterator[FakeKubeAPI]:
 @pytest.fixture(scope="module")
 def wecom() -> Iterator[WeComSandbox]:
     with WeComSandbox(corp_id=CORP_ID, corp_secret=SECRET, agent_id=AGENT, users=USERS,
-                      emails=EMAILS, hang_seconds=1.5) as sandbox:
+                      emails=EMAILS, hang_seconds=4.0) as sandbox:
         yield sandbox
 
 
@@ -106,7 +106,7 @@ def environment(kube: FakeKubeAPI, wecom: WeComSandbox, path: Any, **extra: str)
         "SYSTEM_NAMESPACE": NS,
         "CORPWECHAT_API_URL": wecom.api_url,
         "PLATFORM_URL": PLATFORM_URL,
-        "CORPWECHAT_TIMEOUT_SECONDS": "0.4",
+        "CORPWECHAT_TIMEOUT_SECONDS": "1.0",  # a hang (4 s) outlasts it; an answer does not
         "CORPWECHAT_RETRY_BACKOFF_SECONDS": "0.01",
         "TEMPLATE_CACHE_SECONDS": "0",
         "USER_ID_CACHE_SECONDS": "0",

@@ -32,7 +32,7 @@ def sandbox() -> Iterator[WeComSandbox]:
     with WeComSandbox(corp_id=CORP_ID, corp_secret=SECRET, agent_id=AGENT,
                       users={"alice", "bob", "carol"}, unlicensed={"dora"},
                       emails={"alice@example.com": "alice"}, agents={1000003: "other-secret"},
-                      hang_seconds=1.5) as running:
+                      hang_seconds=4.0) as running:
         yield running
 
 
@@ -51,7 +51,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def client(sandbox: WeComSandbox, sleeps: list[float]) -> Iterator[WeComClient]:
-    made = WeComClient(sandbox.api_url, timeout=(1.0, 0.4), attempts=3, backoff=0.2,
+    made = WeComClient(sandbox.api_url, timeout=(1.0, 1.0), attempts=3, backoff=0.2,
                        duplicate_check_interval=600, sleep=sleeps.append)
     yield made
     made.close()
@@ -133,7 +133,7 @@ def test_a_token_refused_twice_is_503_not_a_loop(sandbox, client):
 
 def test_token_is_refreshed_before_it_expires(sandbox, sleeps):
     now = [0.0]
-    client = WeComClient(sandbox.api_url, timeout=(1.0, 0.4), sleep=sleeps.append,
+    client = WeComClient(sandbox.api_url, timeout=(1.0, 1.0), sleep=sleeps.append,
                          clock=lambda: now[0])
     client.send(CREDS, text(1), ["alice"])
     now[0] = 7200 - 301  # still inside the 5-minute margin before expires_in

@@ -221,7 +221,8 @@ def test_fan_out_in_binary_mode_and_answers_202(subscribers: dict[str, Subscribe
             response = post(broker, event(id=f"s-{structured}"), structured=structured)
             assert response.status_code == 202
         assert broker.wait_idle(10)
-        assert [e["id"] for e in subscribers["one"].events()] == ["s-False", "s-True"]
+        # Deliveries run concurrently: which one arrives first is not defined.
+        assert sorted(e["id"] for e in subscribers["one"].events()) == ["s-False", "s-True"]
         assert subscribers["two"].requests == []
         for headers, _ in subscribers["one"].requests:
             assert headers["ce-type"] == KUBEEVENT, "binary mode"

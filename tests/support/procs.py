@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,40 @@ _PARLIAMENT_ON_PORT = (
 )
 
 
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port for a process that binds it later.
+
+    A port the kernel picked (``bind(0)``) and we closed again can be taken by the next
+    outgoing connection before the process binds it: both draw from the ephemeral range.
+    So the port comes from just below that range, where the kernel never picks one by
+    itself, is free now, and is never handed out twice by this process.
+    """
+    high = _ephemeral_low()
+    low = max(1024, high - 10000)
+    with _ports_lock:
+        for _ in range(1000):
+            port = random.randrange(low, high)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 class FunctionProcess:
