@@ -18,7 +18,8 @@ from corpwechat_notifier.shared import logs
 from corpwechat_notifier.shared.config import ConfigError
 from corpwechat_notifier.shared.errors import BadRequest, TemporaryError, Unprocessable
 from corpwechat_notifier.templates import TemplateStore, parse_mapping
-from corpwechat_notifier.users import TTLCache, UserDirectory
+from corpwechat_notifier.users import GroupTargets, TTLCache, UserDirectory
+from corpwechat_notifier.wecom import target_batches
 from tests.corpwechat_notifier.support import installed_templates
 from tests.support import factory
 from tests.support.seed import example
@@ -198,7 +199,19 @@ def test_no_credentials_anywhere_is_unprocessable():
 # ---------------------------------------------------------------- user ids
 
 
-def test_user_ids_first_hit_wins_and_are_cached():
+def test_by_default_only_the_administrators_configmap_gives_user_ids():
+    """A subscription's mail is written by whoever creates it: carol subscribing with
+    bob's address must not make bob the recipient. By default it is never looked up,
+    and the username is never taken for a user id."""
+    lookups: list[str] = []
+    directory = UserDirectory(lambda: {"alice": "alice-cm"}, lambda m: lookups.append(m) or "bob")
+    assert directory.resolve("alice", "alice@example.com") == ("alice-cm", "configmap")
+    assert directory.resolve("carol", "bob@example.com") == (None, "none")
+    assert directory.resolve("bob") == (None, "none")
+    assert lookups == []
+
+
+def test_user_ids_first_hit_wins_and_are_cached_when_mail_lookup_is_on():
     lookups: list[str] = []
     emails = {"carol@example.com": "carol-mail", "dave@example.com": "dave-mail"}
 
@@ -206,24 +219,33 @@ def test_user_ids_first_hit_wins_and_are_cached():
         lookups.append(mail)
         return emails.get(mail.lower())
 
-    directory = UserDirectory(lambda: {"carol": "carol-cm", "blank": " "}, lookup)
+    directory = UserDirectory(lambda: {"carol": "carol-cm", "blank": " "}, lookup,
+                              by_mail=True)
     assert directory.resolve("carol", "carol@example.com") == ("carol-cm", "configmap")
     assert directory.resolve("dave", "Dave@Example.com ") == ("dave-mail", "email")
     assert directory.resolve("dave", "dave@example.com") == ("dave-mail", "email")
-    assert directory.resolve("erin", "erin@example.com") == ("erin", "username")
-    assert directory.resolve("erin", "erin@example.com") == ("erin", "username")
-    assert directory.resolve("blank") == ("blank", "username")
+    # a mail WeCom does not know (or will not look up) is never replaced by a guess
+    assert directory.resolve("erin", "erin@example.com") == (None, "none")
+    assert directory.resolve("erin", "erin@example.com") == (None, "none")
+    assert directory.resolve("blank") == (None, "none")
     assert lookups == ["Dave@Example.com", "erin@example.com"]
+
+
+def test_usernames_are_user_ids_only_when_the_operator_says_so():
+    directory = UserDirectory(lambda: {"carol": "carol-cm"}, lambda m: None,
+                              by_username=True)
+    assert directory.resolve("carol") == ("carol-cm", "configmap")
+    assert directory.resolve("frank") == ("frank", "username")
 
 
 def test_user_id_lookup_trouble_is_not_guessed_around():
     def lookup(mail: str) -> str | None:
         raise TemporaryError("WeCom busy")
 
-    directory = UserDirectory(dict, lookup)
+    directory = UserDirectory(dict, lookup, by_mail=True)
     with pytest.raises(TemporaryError):
         directory.resolve("dave", "dave@example.com")
-    assert directory.resolve("frank") == ("frank", "username")
+    assert directory.resolve("frank") == (None, "none")
 
 
 def test_many_user_ids_are_looked_up_concurrently_and_answered_in_order():
@@ -249,7 +271,7 @@ def test_many_user_ids_are_looked_up_concurrently_and_answered_in_order():
             running[0] -= 1
         return emails.get(mail.lower())
 
-    directory = UserDirectory(read_directory, lookup, ttl=0)
+    directory = UserDirectory(read_directory, lookup, ttl=0, by_mail=True, by_username=True)
     people = [(f"user{i}", f"u{i}@example.com") for i in range(12)]
     people[3:3] = [("carol", "carol@example.com"), ("frank", ""),
                    ("nobody", "nobody@example.com"), ("again", "U0@Example.com ")]
@@ -269,7 +291,7 @@ def test_one_failed_lookup_fails_them_all_with_the_first_error_in_order():
             raise TemporaryError(f"WeCom busy for {mail}")
         return mail.split("@")[0]
 
-    directory = UserDirectory(dict, lookup)
+    directory = UserDirectory(dict, lookup, by_mail=True)
     people = [("a", "a@example.com"), ("b", "bad1@example.com"), ("c", "c@example.com"),
               ("d", "bad2@example.com")]
     with pytest.raises(TemporaryError, match=r"bad1@example\.com"):
@@ -379,3 +401,23 @@ def test_template_store_lets_api_trouble_through():
 
     with pytest.raises(TemporaryError):
         TemplateStore(down, lambda name: None).lookup("t")
+
+
+# ---------------------------------------------------------------- group subscribers
+
+
+def test_groups_go_only_to_the_departments_and_tags_the_administrator_maps():
+    groups = GroupTargets(lambda: {"release-managers": "party:2, tag:7",
+                                   "odd": "party:2, alice, tag:x"})
+    assert groups.targets("release-managers") == ["party:2", "tag:7"]
+    assert groups.targets("odd") == ["party:2"], "anything else is ignored, never a user id"
+    assert groups.targets("unmapped") == []
+
+
+def test_target_batches_address_users_parties_and_tags_apart():
+    users = [f"u{i}" for i in range(1001)]
+    calls = target_batches([*users, "party:1", "tag:9", "party:2"])
+    assert [fields for _, fields in calls][1:] == [
+        {"touser": "u1000"}, {"toparty": "1|2", "totag": "9"}]
+    assert calls[0][1]["touser"].count("|") == 999
+    assert calls[2][0] == ["party:1", "party:2", "tag:9"]

@@ -73,6 +73,9 @@ def kube() -> Iterator[FakeKubeAPI]:
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "corpwechat-users", "namespace": NS},
                  "data": {"bob": "bob.wx", "carol": "carol-cm"}})
+        api.add({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "corpwechat-groups", "namespace": NS},
+                 "data": {"release-managers": "party:2, tag:7"}})
         api.load_yaml(seed_secret())
         yield api
 
@@ -80,7 +83,8 @@ def kube() -> Iterator[FakeKubeAPI]:
 @pytest.fixture(scope="module")
 def wecom() -> Iterator[WeComSandbox]:
     with WeComSandbox(corp_id=CORP_ID, corp_secret=SECRET, agent_id=AGENT, users=USERS,
-                      emails=EMAILS, hang_seconds=4.0) as sandbox:
+                      emails=EMAILS, hang_seconds=4.0, parties={"2": ["ann"]},
+                      tags={"7": ["amy"]}) as sandbox:
         yield sandbox
 
 
@@ -110,6 +114,10 @@ def environment(kube: FakeKubeAPI, wecom: WeComSandbox, path: Any, **extra: str)
         "CORPWECHAT_RETRY_BACKOFF_SECONDS": "0.01",
         "TEMPLATE_CACHE_SECONDS": "0",
         "USER_ID_CACHE_SECONDS": "0",
+        # This module's processes opt in to both extra sources of user ids (the lookups'
+        # mechanics are tested here); `defaults` and `mail_only` run without them.
+        "CORPWECHAT_USERID_BY_MAIL": "true",
+        "CORPWECHAT_USERID_FROM_USERNAME": "true",
     }
     env.update(extra)
     return env
@@ -142,6 +150,25 @@ def parliament(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
 def from_secret(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
     proc = start("ff", environment(kube, wecom, tmp_path_factory.mktemp("secret"),
                                    CREDENTIALS_CACHE_SECONDS="0"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def defaults(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
+    """User ids from the administrator's ConfigMap only, as deployed by default."""
+    proc = start("ff", environment(kube, wecom, tmp_path_factory.mktemp("defaults"),
+                                   CORPWECHAT_USERID_BY_MAIL="false",
+                                   CORPWECHAT_USERID_FROM_USERNAME="false", **ENV_CREDENTIALS))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def mail_only(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
+    """Mail lookup switched on, usernames never taken for user ids."""
+    proc = start("ff", environment(kube, wecom, tmp_path_factory.mktemp("mail"),
+                                   CORPWECHAT_USERID_FROM_USERNAME="false", **ENV_CREDENTIALS))
     yield proc
     proc.stop()
 
@@ -213,6 +240,44 @@ def test_user_ids_come_from_configmap_then_mail_then_username(ff, wecom):
     looked_up = sorted(c.body["email"] for c in wecom.calls_to(USERID_BY_EMAIL))
     assert looked_up == ["dave@example.com", "erin@example.com"]
     assert deliveries(wecom) == {"carol-cm": 1, "dave-mail": 1, "erin": 1, "frank": 1}
+
+
+def test_by_default_a_self_declared_mail_addresses_nobody(defaults, wecom):
+    """carol subscribes with bob's address (she may write her subscription's info):
+    bob is not told, and nobody's username is taken for a WeCom user id."""
+    recipients = [factory.recipient("carol", mail="bob@example.com"),
+                  factory.recipient("admin", mail="admin@example.com"),
+                  factory.recipient("frank")]
+    answer = factory.post(defaults.url, factory.notification_request(recipients=recipients))
+    assert answer.status_code == 202, answer.text
+    assert wecom.calls_to(USERID_BY_EMAIL) == [], "the mail is never looked up"
+    assert deliveries(wecom) == {"carol-cm": 1}
+    skipped = [r["subscriber"] for r in defaults.log_records()
+               if r.get("message", "").startswith("no CorpWeChat user id")]
+    assert sorted(skipped)[-2:] == ["admin", "frank"]
+
+
+def test_a_refused_mail_lookup_is_never_replaced_by_a_guess(mail_only, wecom):
+    wecom.inject(USERID_BY_EMAIL, 48002, times=10)  # the app may not use this API
+    recipients = [factory.recipient("erin", mail="erin@example.com"),
+                  factory.recipient("bob", mail="bob@example.com")]
+    answer = factory.post(mail_only.url, factory.notification_request(recipients=recipients))
+    assert answer.status_code == 202, answer.text
+    assert deliveries(wecom) == {"bob.wx": 1}, "erin is not sent to as 'erin'"
+
+
+def test_a_group_goes_to_its_mapped_departments_and_tags_only(defaults, wecom):
+    group = factory.recipient("release-managers")
+    group["subscriber"]["kind"] = "Group"
+    named_like_a_user = factory.recipient("alice")
+    named_like_a_user["subscriber"]["kind"] = "Group"
+    answer = factory.post(defaults.url, factory.notification_request(
+        recipients=[group, named_like_a_user]))
+    assert answer.status_code == 202, answer.text
+    (call,) = wecom.calls_to(MESSAGE_SEND)
+    assert (call.body.get("toparty"), call.body.get("totag")) == ("2", "7")
+    assert "touser" not in call.body, "the group alice is not the member alice"
+    assert deliveries(wecom) == {"ann": 1, "amy": 1}
 
 
 def test_mail_lookup_trouble_is_retried_never_guessed(ff, wecom):

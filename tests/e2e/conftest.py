@@ -40,6 +40,15 @@ def subscription(name: str, subscriber: str, *, owner: str | None = None,
     return obj
 
 
+def corpwechat_users(**extra: str) -> dict[str, Any]:
+    """The example user directory with more people in it (an administrator's ConfigMap)."""
+    from tests.devstack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
+
+    (doc,) = load_yaml_file(DEVSTACK_EXAMPLES / "corpwechat-users.yaml")
+    doc["data"].update(extra)
+    return doc
+
+
 EXTRA_SUBSCRIPTIONS = [
     # every namespace (an empty namespace means all of them)
     subscription("frank-everywhere", "frank", namespace=""),
@@ -53,7 +62,8 @@ EXTRA_SUBSCRIPTIONS = [
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     options = StackOptions(
         kube="fake", wecom="sandbox", backoff_scale=0.01, delivery_timeout=10.0,
-        workdir=tmp_path_factory.mktemp("e2e"), extra_objects=EXTRA_SUBSCRIPTIONS,
+        workdir=tmp_path_factory.mktemp("e2e"),
+        extra_objects=[*EXTRA_SUBSCRIPTIONS, corpwechat_users(frank="frank", dave="dave")],
         function_env={
             # one WeCom attempt per request: the broker's retries do the retrying
             NOTIFIER: {"CORPWECHAT_RETRY_ATTEMPTS": "1", "CORPWECHAT_TIMEOUT_SECONDS": "1"},

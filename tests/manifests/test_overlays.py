@@ -326,7 +326,8 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
             ("*", "authorization.k8s.io", "subjectaccessreviews", "create", ()),
         },
         f"{FUNCTION_NS}/corpwechat-notifier": {
-            (SYSTEM_NS, "", "configmaps", "get", ("corpwechat-users", "katanomi-config")),
+            (SYSTEM_NS, "", "configmaps", "get",
+             ("corpwechat-groups", "corpwechat-users", "katanomi-config")),
             (SYSTEM_NS, "core.katanomi.dev", "notificationtemplates", "get", ()),
             (SYSTEM_NS, "", "secrets", "get", ("platform-corpwechat-server",)),
         },

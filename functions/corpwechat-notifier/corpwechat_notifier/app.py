@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cloudevents.http import CloudEvent
@@ -18,7 +18,7 @@ from .shared.errors import TemporaryError
 from .shared.events import Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
-from .users import DIRECTORY, UserDirectory, valid_userid
+from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected
 
 TEMPLATE_API_VERSION, TEMPLATE_KIND = "core.katanomi.dev/v1alpha1", "NotificationTemplate"
@@ -95,8 +95,11 @@ class Notifier:
         self.users = UserDirectory(
             lambda: reads.config_map(DIRECTORY) or {},
             lambda mail: self.client.userid_by_email(self.credentials.get(), mail),
+            by_mail=config.userid_by_mail, by_username=config.userid_from_username,
             directory_ttl=config.template_cache_seconds, ttl=config.user_id_cache_seconds,
             size=config.user_id_cache_size)
+        self.groups = GroupTargets(lambda: reads.config_map(GROUPS_DIRECTORY),
+                                   config.template_cache_seconds)
 
     def ready(self) -> bool:
         return True
@@ -119,23 +122,24 @@ class Notifier:
                                **fields)
         credentials = self.credentials.get()
         rendered, template = self._render(request, pending)
-        # message → user id → the subscriber names behind it (two names may share an id)
+        # message → target (user id, party:<id>, tag:<id>) → the subscriber names behind it
+        # (two names may share an id)
         plan: OrderedDict[Message, OrderedDict[str, list[str]]] = OrderedDict()
         resolved: dict[str, int] = {}
         refused: list[str] = []
         found = iter(self.users.resolve_many(
-            [(recipient.name, recipient.mail) for _, group in rendered for recipient in group]))
+            [(recipient.name, recipient.mail) for _, group in rendered for recipient in group
+             if recipient.kind == "User"]))
         for message, group in rendered:
             for recipient in group:
-                userid, how = next(found)
+                targets, how = self._targets(recipient, found)
                 resolved[how] = resolved.get(how, 0) + 1
-                if not valid_userid(userid):
+                if not targets:
                     refused.append(recipient.name)
-                    logs.warning("not a valid CorpWeChat user id; recipient skipped",
-                                 subscriber=recipient.name, found_by=how)
                     continue
-                plan.setdefault(message, OrderedDict()).setdefault(userid, []).append(
-                    recipient.name)
+                for target in targets:
+                    plan.setdefault(message, OrderedDict()).setdefault(target, []).append(
+                        recipient.name)
         sent: list[str] = []
         invalid: list[str] = []
         calls = 0
@@ -157,6 +161,26 @@ class Notifier:
                            sent=len(sent), users=sent[:50], invalid=invalid or None,
                            refused=refused or None, calls=calls,
                            messages=len(plan), template=template, resolved=resolved, **fields)
+
+    def _targets(self, recipient: core.Recipient,
+                 found: Iterator[tuple[str | None, str]]) -> tuple[list[str], str]:
+        """Where ``recipient`` is sent, and how that was found; ``[]``: nowhere."""
+        if recipient.kind == "Group":
+            targets = self.groups.targets(recipient.name)
+            if not targets:
+                logs.warning("no WeCom department or tag for this group in "
+                             f"{GROUPS_DIRECTORY}; recipient skipped", subscriber=recipient.name)
+            return targets, "group" if targets else "none"
+        userid, how = next(found)
+        if userid is None:
+            logs.warning(f"no CorpWeChat user id for this subscriber in {DIRECTORY}; "
+                         "recipient skipped", subscriber=recipient.name)
+            return [], how
+        if not valid_userid(userid):
+            logs.warning("not a valid CorpWeChat user id; recipient skipped",
+                         subscriber=recipient.name, found_by=how)
+            return [], how
+        return [userid], how
 
     def _render(self, request: core.NotificationRequest, recipients: list[core.Recipient]
                 ) -> tuple[list[tuple[Message, list[core.Recipient]]], str]:

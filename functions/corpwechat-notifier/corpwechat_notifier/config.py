@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .shared.config import ConfigError, env, env_float, env_int, env_url
+from .shared.config import ConfigError, env, env_bool, env_float, env_int, env_url
 
 DEFAULT_API_URL = "https://qyapi.weixin.qq.com/cgi-bin"
 # WeCom accepts duplicate_check_interval up to four hours.
@@ -31,6 +31,9 @@ class Config:
     user_id_cache_seconds: float = 3600.0
     user_id_cache_size: int = 10000
     sent_record_size: int = 10000
+    # Where a user id may come from besides the corpwechat-users ConfigMap (both opt-in).
+    userid_by_mail: bool = False
+    userid_from_username: bool = False
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -67,4 +70,6 @@ class Config:
             user_id_cache_seconds=env_float("USER_ID_CACHE_SECONDS", 3600.0, environ),
             user_id_cache_size=env_int("USER_ID_CACHE_SIZE", 10000, environ, minimum=1),
             sent_record_size=env_int("SENT_RECORD_SIZE", 10000, environ, minimum=1),
+            userid_by_mail=env_bool("CORPWECHAT_USERID_BY_MAIL", False, environ),
+            userid_from_username=env_bool("CORPWECHAT_USERID_FROM_USERNAME", False, environ),
         )

@@ -27,6 +27,7 @@ class Recipient:
     mail: str
     channels: tuple[str, ...]
     subscriber: dict[str, Any] = field(compare=False, hash=False)
+    kind: str = field(default="User", compare=False)  # User | Group
 
     def wants(self, channel: str) -> bool:
         return channel in self.channels
@@ -85,6 +86,7 @@ def parse_recipient(raw: Any, index: int) -> Recipient:
         mail=mail,
         channels=_channels(raw.get("channels"), where),
         subscriber=dict(subscriber),
+        kind="Group" if _text(subscriber.get("kind")) == "Group" else "User",
     )
 
 

@@ -1,12 +1,17 @@
 """CorpWeChat user ids of subscribers (DESIGN §5), first hit wins:
 
-1. the ConfigMap ``corpwechat-users`` in SYSTEM_NAMESPACE (key = username, value = user id),
-2. WeCom ``user/get_userid_by_email`` with the subscriber's mail (cached, bounded),
-3. the username itself.
+1. the ConfigMap ``corpwechat-users`` in SYSTEM_NAMESPACE (key = username, value = user
+   id), which only an administrator writes;
+2. only when the operator opts in (``by_mail``): WeCom ``user/get_userid_by_email`` with
+   the subscriber's mail (cached, bounded). Whoever creates a subscription writes that
+   mail, so by default it is never used to address anyone;
+3. only when the operator declares that usernames are WeCom user ids (``by_username``):
+   the username itself.
 
-A mail WeCom does not know falls through to the username. A lookup that fails for a
-reason that may pass (WeCom busy, network) is an error (503): guessing could send the
-message to the wrong member.
+Otherwise the subscriber has no user id and is not sent to (``how`` is ``none``). A mail
+WeCom does not know, or a lookup WeCom refuses (48002, 60011), is not replaced by a
+guess. A lookup that fails for a reason that may pass (WeCom busy, network) is an error
+(503).
 
 ``resolve_many`` serves one notification: the ConfigMap is read once, and the mails not
 cached are looked up a few at a time (``LOOKUP_WORKERS``), each distinct mail once; the
@@ -68,6 +73,53 @@ class TTLCache:
                 self._data.popitem(last=False)
 
 
+class CachedMap:
+    """A ConfigMap's non-empty string values, read again after ``ttl`` seconds.
+    ``read()`` returns the data (``{}``/``None`` when the ConfigMap does not exist) and
+    raises a typed error when the API server is in trouble."""
+
+    def __init__(self, read: Callable[[], Mapping[str, str] | None], ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.read = read
+        self.ttl = ttl
+        self.clock = clock
+        self._data: tuple[float, dict[str, str]] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dict[str, str]:
+        with self._lock:
+            if self._data and self.clock() - self._data[0] < self.ttl:
+                return self._data[1]
+        data = {str(k): str(v).strip() for k, v in (self.read() or {}).items()
+                if isinstance(v, str) and v.strip()}
+        with self._lock:
+            self._data = (self.clock(), data)
+        return data
+
+
+GROUPS_DIRECTORY = "corpwechat-groups"
+_GROUP_TARGET = re.compile(r"(party|tag):[0-9]{1,10}")
+
+
+class GroupTargets:
+    """Where a ``kind: Group`` subscriber is sent: the WeCom departments and tags the
+    ConfigMap ``corpwechat-groups`` in SYSTEM_NAMESPACE maps the group to (key = group,
+    value = ``party:<id>`` / ``tag:<id>`` entries separated by commas). A group it does not
+    map is sent nothing: never to a user id that happens to have the group's name."""
+
+    def __init__(self, read: Callable[[], Mapping[str, str] | None], ttl: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.directory = CachedMap(read, ttl, clock)
+
+    def targets(self, group: str) -> list[str]:
+        entries = [e.strip() for e in self.directory().get(group, "").split(",") if e.strip()]
+        good = [e for e in entries if _GROUP_TARGET.fullmatch(e)]
+        if len(good) != len(entries):
+            logs.warning("corpwechat-groups has entries that are not party:<id> or tag:<id>",
+                         group=group, ignored=[e for e in entries if e not in good])
+        return good
+
+
 class UserDirectory:
     """Resolves subscribers to WeCom user ids.
 
@@ -77,33 +129,23 @@ class UserDirectory:
     """
 
     def __init__(self, read_directory: Callable[[], Mapping[str, str]],
-                 lookup_email: Callable[[str], str | None], *, directory_ttl: float = 30.0,
+                 lookup_email: Callable[[str], str | None], *, by_mail: bool = False,
+                 by_username: bool = False, directory_ttl: float = 30.0,
                  ttl: float = 3600.0, size: int = 10000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.read_directory = read_directory
         self.lookup_email = lookup_email
-        self.directory_ttl = directory_ttl
-        self.clock = clock
-        self.by_mail = TTLCache(ttl, size, clock)
-        self._directory: tuple[float, dict[str, str]] | None = None
-        self._lock = threading.Lock()
+        self.by_mail = by_mail
+        self.by_username = by_username
+        self.mails = TTLCache(ttl, size, clock)
+        self.directory = CachedMap(read_directory, directory_ttl, clock)
 
-    def directory(self) -> dict[str, str]:
-        with self._lock:
-            if self._directory and self.clock() - self._directory[0] < self.directory_ttl:
-                return self._directory[1]
-        data = {str(k): str(v).strip() for k, v in (self.read_directory() or {}).items()
-                if isinstance(v, str) and v.strip()}
-        with self._lock:
-            self._directory = (self.clock(), data)
-        return data
-
-    def resolve(self, name: str, mail: str = "") -> tuple[str, str]:
-        """(user id, how it was found: ``configmap`` | ``email`` | ``username``)."""
+    def resolve(self, name: str, mail: str = "") -> tuple[str | None, str]:
+        """(user id or ``None``, how: ``configmap`` | ``email`` | ``username`` | ``none``)."""
         return self._resolve(self.directory(), name, mail, {}, set())
 
     def resolve_many(self, people: Sequence[tuple[str, str]], *,
-                     workers: int = LOOKUP_WORKERS) -> list[tuple[str, str]]:
+                     workers: int = LOOKUP_WORKERS) -> list[tuple[str | None, str]]:
         """``resolve(name, mail)`` for each pair, in order, with one read of the ConfigMap
         and the uncached mails looked up concurrently (at most ``workers`` at a time).
 
@@ -114,10 +156,10 @@ class UserDirectory:
         directory = self.directory()
         wanted: dict[str, str] = {}  # mail key → the mail as the first subscriber gave it
         for name, mail in people:
-            if directory.get(name) or not mail:
+            if directory.get(name) or not mail or not self.by_mail:
                 continue
             key = mail.strip().lower()
-            if key not in wanted and not self.by_mail.get(key)[0]:
+            if key not in wanted and not self.mails.get(key)[0]:
                 wanted[key] = mail.strip()
         fresh = self._look_up(wanted, workers)
         noted: set[str] = set()
@@ -128,7 +170,7 @@ class UserDirectory:
 
         def one(key: str) -> str | None:
             userid = self.lookup_email(wanted[key])
-            self.by_mail.put(key, userid)
+            self.mails.put(key, userid)
             return userid
 
         if len(wanted) <= 1 or workers <= 1:
@@ -142,24 +184,25 @@ class UserDirectory:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _resolve(self, directory: Mapping[str, str], name: str, mail: str,
-                 fresh: Mapping[str, str | None], noted: set[str]) -> tuple[str, str]:
+                 fresh: Mapping[str, str | None], noted: set[str]) -> tuple[str | None, str]:
         mapped = directory.get(name)
         if mapped:
             return mapped, "configmap"
-        if mail:
+        if mail and self.by_mail:
             key = mail.strip().lower()
             if key in fresh:
                 userid, looked_up = fresh[key], key not in noted
                 noted.add(key)
             else:
-                hit, userid = self.by_mail.get(key)
+                hit, userid = self.mails.get(key)
                 looked_up = not hit
                 if looked_up:
                     userid = self.lookup_email(mail.strip())
-                    self.by_mail.put(key, userid)
-            if userid is None and looked_up:
-                logs.info("WeCom knows no member with this mail; using the username",
-                          subscriber=name)
+                    self.mails.put(key, userid)
             if userid:
                 return userid, "email"
-        return name, "username"
+            if looked_up:
+                logs.info("WeCom gave no member for this mail", subscriber=name)
+        if self.by_username:
+            return name, "username"
+        return None, "none"

@@ -140,6 +140,31 @@ def batches(users: Sequence[str], size: int = MAX_USERS) -> list[list[str]]:
     return [list(users[i:i + size]) for i in range(0, len(users), size)]
 
 
+# A department or tag as a send target: ``party:<id>`` / ``tag:<id>`` (no user id has a
+# colon). WeCom takes at most 100 of each per call.
+PARTY, TAG = "party:", "tag:"
+MAX_GROUPS = 100
+
+
+def target_batches(targets: Sequence[str]) -> list[tuple[list[str], dict[str, str]]]:
+    """(the targets of one call, its ``touser``/``toparty``/``totag`` fields)."""
+    users = [t for t in targets if not t.startswith((PARTY, TAG))]
+    parties = [t for t in targets if t.startswith(PARTY)]
+    tags = [t for t in targets if t.startswith(TAG)]
+    calls = [(batch, {"touser": "|".join(batch)}) for batch in batches(users)]
+    group_calls = max(len(batches(parties, MAX_GROUPS)), len(batches(tags, MAX_GROUPS)))
+    for i in range(group_calls):
+        these_parties = parties[i * MAX_GROUPS:(i + 1) * MAX_GROUPS]
+        these_tags = tags[i * MAX_GROUPS:(i + 1) * MAX_GROUPS]
+        fields = {}
+        if these_parties:
+            fields["toparty"] = "|".join(p.removeprefix(PARTY) for p in these_parties)
+        if these_tags:
+            fields["totag"] = "|".join(t.removeprefix(TAG) for t in these_tags)
+        calls.append((these_parties + these_tags, fields))
+    return calls
+
+
 class WeComClient:
     def __init__(self, api_url: str, *, timeout: tuple[float, float] = (3.0, 10.0),
                  attempts: int = 3, backoff: float = 0.2,
@@ -310,7 +335,8 @@ class WeComClient:
 
     def send(self, credentials: Credentials, message: Message, users: Sequence[str], *,
              on_sent: Callable[[list[str]], None] | None = None) -> SendReport:
-        """Send ``message`` to ``users`` in batches of at most 1000 (one call per batch).
+        """Send ``message`` to ``users`` in batches of at most 1000 (one call per batch);
+        ``party:<id>`` and ``tag:<id>`` among them go as ``toparty``/``totag``.
 
         ``on_sent(batch)`` runs after each accepted batch, before the next one, so a
         failure later on leaves a record of what already went out. A batch of which no
@@ -318,9 +344,9 @@ class WeComClient:
         still goes; any other error ends the send.
         """
         report = SendReport()
-        for batch in batches(users):
+        for batch, addressed in target_batches(users):
             body = {
-                "touser": "|".join(batch),
+                **addressed,
                 "msgtype": message.msgtype,
                 "agentid": credentials.agent_id,
                 message.msgtype: message.section(),
@@ -344,6 +370,8 @@ class WeComClient:
             report.msgids.append(str(answer.get("msgid") or ""))
             invalid, unlicensed = _split(answer.get("invaliduser")), \
                 _split(answer.get("unlicenseduser"))
+            invalid += [PARTY + p for p in _split(answer.get("invalidparty"))]
+            invalid += [TAG + t for t in _split(answer.get("invalidtag"))]
             if invalid or unlicensed:
                 logs.warning("WeCom did not deliver to some members (not retried)",
                              invaliduser=invalid or None, unlicenseduser=unlicensed or None)
