@@ -1,19 +1,31 @@
 """Typed errors: the only way a function chooses an HTTP status.
 
-Knative retries 5xx, 404, 408, 409 and 429 and gives up on other 4xx, so a
-``PermanentError`` (bad or unprocessable input, bad configuration) is never
-retried while a ``TemporaryError`` (a dependency that may recover) is.
+On the Trigger hops Knative retries 5xx, 404, 408, 409 and 429 and gives up on other 4xx,
+so a ``PermanentError`` (bad or unprocessable input, bad configuration) is never retried
+while a ``TemporaryError`` (a dependency that may recover) is. The ApiServerSource ->
+enricher hop retries only 404, 413, 425, 429, 502, 503, 504 and network errors, for about
+3 s, never a 500 (DESIGN §3).
 """
 
 from __future__ import annotations
 
 MAX_REASON = 300
+# Knative base64-encodes a failed delivery's body into the dead-lettered event and caps the
+# encoded text at 1024 characters (768 bytes); some releases crash on longer bodies. A
+# reason stays well under that in UTF-8 bytes, whatever script it is written in.
+MAX_REASON_BYTES = 700
 
 
 def one_line(text: str, limit: int = MAX_REASON) -> str:
-    """Fold ``text`` to a single line of at most ``limit`` characters."""
+    """Fold ``text`` to a single line of at most ``limit`` characters and
+    ``MAX_REASON_BYTES`` UTF-8 bytes."""
     flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    raw = flat.encode("utf-8", "replace")  # a lone surrogate becomes "?"
+    if len(raw) > MAX_REASON_BYTES:
+        flat = raw[: MAX_REASON_BYTES - 3].decode("utf-8", "ignore") + "…"
+    return flat
 
 
 class FunctionError(Exception):

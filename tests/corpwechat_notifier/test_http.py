@@ -351,6 +351,22 @@ def test_no_credentials_anywhere_is_422(kube, from_secret, wecom):
     assert not wecom.delivered
 
 
+def test_a_refused_secret_echoed_by_wecom_is_in_no_answer_and_no_log(kube, wecom, tmp_path):
+    wrong = "Wr0ng_s3cret-Qz8LmN4bR8tY6uJ1hG5cX3eA0Fx7_Qp"  # WeCom echoes it in errmsg
+    proc = start("ff", environment(kube, wecom, tmp_path, CORPWECHAT_CORP_ID=CORP_ID,
+                                   CORPWECHAT_CORP_SECRET=wrong,
+                                   CORPWECHAT_AGENT_ID=str(AGENT)))
+    try:
+        answer = factory.post(proc.url, approval_pending())
+    finally:
+        proc.stop()
+    (call,) = wecom.calls_to(GETTOKEN)
+    assert wrong in call.response["errmsg"], "the sandbox echoes it, as WeCom does"
+    assert answer.status_code == 422
+    assert "40001" in answer.text and wrong not in answer.text
+    assert wrong not in proc.output() and "40001" in proc.output()
+
+
 # ---------------------------------------------------------------- templates
 
 

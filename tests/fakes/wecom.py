@@ -618,7 +618,9 @@ class WeComSandbox(LoopbackServer):
             raise _WeComError(41004)
         agent = next((a for a, s in self._agents.items() if s == secret), None)
         if agent is None:
-            raise _WeComError(40001)
+            # WeCom echoes the secret it was given in the refusal: a client must never pass
+            # an errmsg on unredacted.
+            raise _WeComError(40001, f"corpsecret: {secret}")
         self._check_ip(GETTOKEN, client_ip)
         token = self._token_for(agent, now)
         expires_in = max(1, math.ceil(token.expires_at - now))

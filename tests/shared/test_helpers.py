@@ -55,6 +55,20 @@ def test_reasons_are_one_line_and_bounded() -> None:
     assert one_line("a\nb\r\n  c") == "a b c"
     assert len(one_line("x" * 1000)) == 300
     assert BadRequest("line1\nline2").reason == "line1 line2"
+    # bytes too: Knative base64-encodes a dead-lettered body into 1024 characters at most
+    cjk = one_line("审批被拒绝" * 200)
+    assert len(cjk.encode("utf-8")) <= 700 and cjk.endswith("…")
+    assert one_line("x\ud800y") == "x\ud800y"
+
+
+def test_answers_never_carry_a_registered_secret_and_survive_lone_surrogates() -> None:
+    logs.register_secret("Echoed-corp-s3cret-value")
+    status, body, _ = _post(_Stub(Unprocessable(
+        "WeCom gettoken refused: errcode 40001 invalid credential, corpsecret: "
+        "Echoed-corp-s3cret-value")))
+    assert status == 422 and b"Echoed-corp-s3cret-value" not in body and b"40001" in body
+    status, body, _ = _post(_Stub(BadRequest("bad \ud800 text")))
+    assert (status, body) == (400, b"bad ? text\n")
 
 
 def test_config_readers_name_the_variable() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from cloudevents.http import CloudEvent
 
 from . import logs
-from .errors import FunctionError, TemporaryError, status_for
+from .errors import FunctionError, TemporaryError, one_line, status_for
 from .events import Outcome, binary_http, parse_event
 
 
@@ -47,9 +47,14 @@ class Response:
 
 
 def _text(status: int, reason: str, extra: Mapping[str, str] | None = None) -> Response:
+    """A plain-text answer. Whatever a dependency put into the reason (WeCom echoes a
+    refused corp secret in its errmsg) is redacted: Knative copies a failed delivery's body
+    into the dead-lettered event."""
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     headers.update(extra or {})
-    return Response(status, (reason + "\n").encode("utf-8") if reason else b"", headers)
+    reason = one_line(logs.redact_text(reason)) if reason else ""
+    body = (reason + "\n").encode("utf-8", "replace") if reason else b""
+    return Response(status, body, headers)
 
 
 def _health(function: Function, path: str) -> Response:
