@@ -71,10 +71,11 @@ class ReceiveAdapter:
     def log_text(self) -> str:
         return self._process.tail(200)
 
-    def handshake(self, arrived: Callable[[str, str], bool], timeout: float = 60.0) -> None:
-        """Create a canary Event in each watched namespace every half second until
-        ``arrived(namespace, name)`` says one came through the adapter."""
-        for namespace in self.namespaces:
+    def handshake(self, arrived: Callable[[str, str], bool], timeout: float = 60.0,
+                  namespaces: Sequence[str] | None = None) -> None:
+        """Create a canary Event in each watched namespace (or in ``namespaces``) every half
+        second until ``arrived(namespace, name)`` says one came through the adapter."""
+        for namespace in namespaces or self.namespaces:
             deadline = time.monotonic() + timeout
             created: list[str] = []
             while not any(arrived(namespace, name) for name in created):

@@ -207,6 +207,36 @@ def test_access_through_a_group_binding_counts(chain: ClusterChain) -> None:
     assert {u: len(m) for u, m in chain.received().items()} == {"erin": 1}
 
 
+def test_a_forged_event_from_another_namespace_reaches_nobody(chain: ClusterChain) -> None:
+    """erin may create Events in staging. The API server accepts one with eventTime that
+    names alice's run in devops; Knative's adapter delivers it; the enricher refuses it."""
+    chain.plane.kubectl("create", "role", "event-writer", "-n", "staging", "--verb=create",
+                        "--resource=events")
+    chain.plane.kubectl("create", "rolebinding", "erin-writes-events", "-n", "staging",
+                        "--role=event-writer", "--user=erin")
+    run = run_in(chain)
+    forged = event_about(run, "ApprovalDenied", "SSO password expired: reset it at "
+                                                "https://sso.example.invalid/reset")
+    forged["metadata"]["namespace"] = "staging"
+    forged.update({"eventTime": "2026-12-01T10:00:00.000000Z", "action": "Deny",
+                   "reportingComponent": "artifactpromotionrun-controller",
+                   "reportingInstance": "artifactpromotionrun-controller-0"})
+    created = chain.create(forged, user="erin")
+    assert created["involvedObject"]["namespace"] == "devops", "the API server took it"
+    # The adapter sends one namespace's Events in order: once a later canary is through,
+    # the forged Event has been answered.
+    assert chain.adapter is not None
+    chain.adapter.handshake(chain.enricher_saw, namespaces=["staging"])
+    stack = chain.running()
+    assert stack.broker is not None and stack.broker.wait_idle(30)
+    refused = [r for r in stack.enricher.log_records()
+               if r.get("message") == "rejected" and r.get("status") == 403]
+    assert any("untrusted Event" in r.get("reason", "") for r in refused)
+    assert chain.received() == {}
+    assert not [e for e in stack.broker.ingress
+                if e.get("involvedobjectname") == run["metadata"]["name"]]
+
+
 def test_the_chain_recovers_from_a_kube_apiserver_restart(chain: ClusterChain) -> None:
     """Last in the module: the API server goes away under every watch and pooled
     connection. The filter's watch recovers (a subscription created afterwards becomes

@@ -244,3 +244,84 @@ def test_the_procfile_command_itself_serves(kube: FakeKubeAPI, broker: Recording
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# ------------------------------------------------------------------ hostile Events
+
+
+def test_an_event_about_an_object_in_another_namespace_is_refused(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    """Whoever may create Events in staging must not speak for a run in devops (the API
+    server allows it for Events with eventTime and for events.k8s.io/v1)."""
+    forged = kube_event("ApprovalDenied", obj=the_object(kube),
+                        message="SSO password expired: reset at https://phish.example")
+    forged["metadata"]["namespace"] = "staging"
+    kube.clear_request_log()
+    response = post(enricher.url, apiserver_event(forged), params=SEED_BROKER)
+    assert response.status_code == 403
+    assert response.text.strip() == ("untrusted Event: it is in namespace 'staging' but about "
+                                     "an object in 'devops'")
+    assert broker.received == [] and kube.request_log("GET") == [], "nothing read, nothing sent"
+    v1 = events_v1(forged)
+    assert post(enricher.url, apiserver_event(v1), params=SEED_BROKER).status_code == 403
+
+
+@pytest.mark.parametrize(("namespace", "status"), [("default", 202), ("kube-system", 202),
+                                                   ("devops", 403)])
+def test_events_about_cluster_scoped_objects_count_where_kubernetes_keeps_them(
+        kube: FakeKubeAPI, broker: RecordingSink, namespace: str, status: int) -> None:
+    involved = {"apiVersion": "v1", "kind": "Namespace", "name": "devops"}
+    event = kube_event("Terminating", involved=involved)
+    event["metadata"]["namespace"] = namespace
+    with start_enricher(kube, broker, INVOLVED_OBJECT_KINDS="") as proc:
+        response = post(proc.url, apiserver_event(event), params=SEED_BROKER)
+    assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize("extra", [{}, {"NEVER_ENRICHED_KINDS": "ConfigMap"}])
+def test_sensitive_kinds_are_never_read_whatever_the_kinds_say(
+        kube: FakeKubeAPI, broker: RecordingSink, extra: dict[str, str]) -> None:
+    kind = "ConfigMap" if extra else "Secret"
+    kube.add({"apiVersion": "v1", "kind": kind,
+              "metadata": {"name": "db-credentials", "namespace": "devops"},
+              ("stringData" if kind == "Secret" else "data"): {"password": "hunter2"}})
+    event = kube_event("Updated", involved={"apiVersion": "v1", "kind": kind,
+                                            "name": "db-credentials", "namespace": "devops"})
+    kube.clear_request_log()
+    with start_enricher(kube, broker, INVOLVED_OBJECT_KINDS="", **extra) as proc:
+        response = post(proc.url, apiserver_event(event), params=SEED_BROKER)
+        output = proc.output()
+    assert response.status_code == 202 and broker.received == []
+    assert kube.request_log("GET") == [], "the object was not even read"
+    assert "hunter2" not in output and "sensitive kind" in output
+
+
+@pytest.mark.parametrize("name", ["?", "#x", "..", "a/b", "run%2F1", "run?watch=1"])
+def test_object_names_that_would_change_the_request_path_are_refused(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink, name: str) -> None:
+    event = kube_event("ApprovalPending", involved={
+        "apiVersion": "artifacts.katanomi.dev/v1alpha1", "kind": "ArtifactPromotionRun",
+        "name": name, "namespace": "devops"})
+    kube.clear_request_log()
+    response = post(enricher.url, apiserver_event(event), params=SEED_BROKER)
+    assert response.status_code == 400
+    assert "is not a Kubernetes object name" in response.text
+    assert kube.request_log("GET") == [] and broker.received == []
+
+
+def test_managed_fields_and_last_applied_copies_are_not_published(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    run = promotion_run("annotated", "devops")
+    run["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(run) * 20,
+        "team": "release"}
+    run["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    kube.add(run)
+    raw = kube_event("ApprovalPending", obj=run)
+    raw["metadata"]["managedFields"] = [{"manager": "recorder"}]
+    assert post(enricher.url, apiserver_event(raw), params=SEED_BROKER).status_code == 202
+    (event,) = broker.events()
+    meta = event.data["object"]["metadata"]
+    assert "managedFields" not in meta and meta["annotations"] == {"team": "release"}
+    assert "managedFields" not in event.data["event"]["metadata"]
+    assert event.data["object"]["spec"] == run["spec"]

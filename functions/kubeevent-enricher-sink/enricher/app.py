@@ -44,8 +44,12 @@ class Enricher:
         ref = kube_event.involved
         object_ref = {"kind": ref.kind, "apiVersion": ref.api_version,
                       "namespace": ref.namespace or None, "name": ref.name}
+        if core.never_enriched(ref, self.config.never_enriched_kinds):
+            logs.warning("Event about a sensitive kind: not enriched", object=object_ref)
+            return Outcome.ack("sensitive kind: never enriched", object=object_ref)
         if not core.kind_wanted(ref, self.config.involved_object_kinds):
             return Outcome.ack("kind not in INVOLVED_OBJECT_KINDS", object=object_ref)
+        core.check_trusted(kube_event)
         obj = self.kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None)
         if obj is None:
             logs.warning("involved object not found; emitting with object null",

@@ -17,6 +17,7 @@ class Config:
     allowed_brokers: frozenset[str] = frozenset()
     k_sink: str | None = None
     involved_object_kinds: frozenset[str] = frozenset()
+    never_enriched_kinds: frozenset[str] = frozenset()
     http_timeout: float = 10.0
     kube_timeout: float = 10.0
 
@@ -33,6 +34,8 @@ class Config:
             allowed_brokers=frozenset(brokers),
             k_sink=env_url("K_SINK", "", environ) or None,
             involved_object_kinds=frozenset(k.lower() for k in kinds),
+            never_enriched_kinds=frozenset(
+                k.lower() for k in env_list("NEVER_ENRICHED_KINDS", environ)),
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             kube_timeout=env_float("KUBE_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
         )

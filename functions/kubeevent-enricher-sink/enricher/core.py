@@ -20,6 +20,18 @@ REF_TYPE = "dev.knative.apiserver.ref."
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
 ENRICHED_SUFFIX = ".v1alpha1"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# What an object name may hold here: a single URL path segment that needs no encoding (the
+# API's own rule forbids "/", "%", "." and ".."; "?" and "#" would end the path). Wider
+# than DNS names: RBAC objects are named like "system:controller:x".
+_OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,252}$")
+# Kinds never enriched whatever INVOLVED_OBJECT_KINDS says (their content would be
+# published to the broker and on to dead letters). NEVER_ENRICHED_KINDS adds to this.
+NEVER_ENRICHED = frozenset({"secret"})
+# Where Kubernetes itself keeps the Events of cluster-scoped objects.
+CLUSTER_EVENT_NAMESPACES = frozenset({"", "default", "kube-system"})
+# Metadata that only bloats an enriched event (the filter limits its size): who wrote which
+# field, and kubectl's copy of the whole object.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,10 @@ def parse_kube_event(data: Mapping[str, Any]) -> KubeEvent:
                               ("name", involved.name)):
         if not value:
             raise BadRequest(f"not an Event: {shape}.{field_name} is missing")
+    if not _OBJECT_NAME.match(involved.name):
+        raise BadRequest(f"{shape}.name {involved.name[:80]!r} is not a Kubernetes object name")
+    if involved.namespace and not _DNS_LABEL.match(involved.namespace):
+        raise BadRequest(f"{shape}.namespace {involved.namespace[:80]!r} is not a namespace name")
     reason = _text(data.get(reason_key))
     if not reason:
         raise BadRequest("not an Event: reason is missing")
@@ -138,6 +154,44 @@ def kind_wanted(ref: ObjectRef, kinds: frozenset[str]) -> bool:
     return not kinds or ref.kind_key in kinds or ref.kind.lower() in kinds
 
 
+def never_enriched(ref: ObjectRef, extra: frozenset[str] = frozenset()) -> bool:
+    """A sensitive kind (Secret, and what NEVER_ENRICHED_KINDS adds): never read."""
+    denied = NEVER_ENRICHED | extra
+    return ref.kind_key in denied or (not ref.group and ref.kind.lower() in denied)
+
+
+def check_trusted(event: KubeEvent) -> None:
+    """An Event counts only in its involved object's namespace.
+
+    The API server lets an Event with ``eventTime`` (and any events.k8s.io/v1 Event) name
+    an object in another namespace, so whoever may create Events in their own namespace
+    could speak for a run elsewhere. Events about cluster-scoped objects live where
+    Kubernetes keeps them (``default``, ``kube-system``)."""
+    meta = event.raw.get("metadata") if isinstance(event.raw.get("metadata"), dict) else {}
+    namespace = _text(meta.get("namespace"))
+    involved = event.involved.namespace
+    if involved and namespace != involved:
+        raise Forbidden(f"untrusted Event: it is in namespace {namespace!r} but about an object "
+                        f"in {involved!r}")
+    if not involved and namespace not in CLUSTER_EVENT_NAMESPACES:
+        raise Forbidden(f"untrusted Event: it is in namespace {namespace!r} but about a "
+                        f"cluster-scoped object")
+
+
+def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` without ``managedFields`` and kubectl's last-applied copy (shallow copies of
+    what changes; the rest is shared)."""
+    out = dict(obj)
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k != "managedFields"}
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+            meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+        out["metadata"] = meta
+    return out
+
+
 def enriched_type(kind: str, reason: str) -> str:
     return f"{ENRICHED_PREFIX}{kind.lower()}.{reason.lower()}{ENRICHED_SUFFIX}"
 
@@ -156,7 +210,7 @@ def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> CloudEvent:
         source=enriched_source(ref),
         id=deterministic_id("kubeevent", event.revision),
         time=event.time,
-        data={"event": event.raw, "object": dict(obj) if obj is not None else None},
+        data={"event": trimmed(event.raw), "object": trimmed(obj) if obj is not None else None},
         extensions={
             "involvedobjectgroup": ref.group,
             "involvedobjectversion": ref.version,
