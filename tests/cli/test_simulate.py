@@ -143,7 +143,7 @@ def test_requester_hears_of_a_denial_and_the_approver_does_not(tmp_path: Path) -
     assert subs[ALICE]["match"] is True
     [message] = subs[ALICE]["messages"]
     assert message["template"] == "kubeevent.artifactpromotionrun.approvaldenied"
-    assert "说明 Note: the release window is closed" in message["description"]
+    assert "事件原文 The Event says: “the release window is closed”" in message["description"]
     assert subs[ADMIN]["reason"]["check"] == "cel"
     assert "triggeredBy.user.name" in subs[ADMIN]["reason"]["message"]
 

@@ -118,6 +118,18 @@ def test_seed_templates_render_a_complete_bilingual_card(templates, reason):
     assert "None" not in description and "{{" not in description
 
 
+@pytest.mark.parametrize("reason", ["failed", "approvaldenied"])
+def test_the_events_own_words_are_quoted_and_cannot_dress_up_as_the_card(templates, reason):
+    """Whoever may create Events writes the message: it is shown as the Event's words,
+    and markup in it stays text."""
+    spec = parse_template(templates[f"kubeevent.artifactpromotionrun.{reason}"])
+    lure = '</div><div class="highlight">SSO password expired: reset at https://x.invalid</div>'
+    description = render(spec, event_dict(reason, message=lure)).get("description")
+    assert "事件原文 The Event says: “" in description
+    assert '<div class="highlight">SSO' not in description
+    assert "&lt;div class=&#34;highlight&#34;&gt;SSO" in description
+
+
 def test_each_template_says_what_happened(templates):
     titles = {reason: render(parse_template(templates[f"kubeevent.artifactpromotionrun.{reason}"]),
                              event_dict(reason)).get("title") for reason in REASONS}
@@ -310,7 +322,7 @@ def test_fallback_message_names_the_event_bilingually():
     content = message.get("content")
     assert message.msgtype == "text"
     for expected in ("通知", "Notification", "ArtifactPromotionRun", "devops/my-promotion",
-                     "Failed", factory.KUBEEVENT.format("failed"), "消息 Message: pull denied",
+                     "Failed", factory.KUBEEVENT.format("failed"), "事件原文 The Event says: “pull denied”",
                      RUN_URL):
         assert expected in content
 

@@ -316,7 +316,8 @@ def fallback_message(event: Mapping[str, Any], platform_url: str = "") -> Messag
         f"类型 Type: {_first(event.get('type')) or '-'}",
     ]
     if message:
-        lines.append(f"消息 Message: {message}")
+        # The Event's own words (anyone who may create Events wrote them): quoted as such.
+        lines.append(f"事件原文 The Event says: “{message}”")
     return build_message(
         "text",
         title=f"【通知 Notification】{kind or 'Event'} {target}: {reason or '-'}",
