@@ -379,7 +379,8 @@ def test_unmapped_event_type_gets_the_builtin_message(ff, wecom):
     (message,) = wecom.delivered
     assert message.msgtype == "text" and message.userid == "alice"
     for expected in ("【通知 Notification】", "ArtifactPromotionRun devops/my-promotion",
-                     factory.KUBEEVENT.format("succeeded"), "事件原文 The Event says: “promoted”", RUN_URL):
+                     factory.KUBEEVENT.format("succeeded"), "事件原文 The Event says: “promoted”",
+                     RUN_URL):
         assert expected in message.content
     (warning,) = logged(ff, "no usable template; sending the built-in message", event["id"])
     assert warning["severity"] == "WARNING" and "no template mapped" in warning["problem"]

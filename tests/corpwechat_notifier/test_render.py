@@ -322,8 +322,8 @@ def test_fallback_message_names_the_event_bilingually():
     content = message.get("content")
     assert message.msgtype == "text"
     for expected in ("通知", "Notification", "ArtifactPromotionRun", "devops/my-promotion",
-                     "Failed", factory.KUBEEVENT.format("failed"), "事件原文 The Event says: “pull denied”",
-                     RUN_URL):
+                     "Failed", factory.KUBEEVENT.format("failed"),
+                     "事件原文 The Event says: “pull denied”", RUN_URL):
         assert expected in content
 
 
