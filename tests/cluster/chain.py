@@ -28,6 +28,7 @@ from tests.devstack.stack import (
     StackOptions,
 )
 from tests.fakes.wecom import Delivery
+from tests.support.factory import SIGNING_KEY
 
 from . import install
 from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
@@ -71,6 +72,10 @@ class ClusterChain:
     def install(self) -> None:
         install.install(self.plane)
         self.plane.kubectl("apply", "-f", str(SANDBOX_SECRET))
+        # The key the functions sign with, as an operator creates it (README); the local
+        # processes get the same key from the tests' environment.
+        self.plane.kubectl("create", "secret", "generic", "kubeevent-signing-key", "-n",
+                           FUNCTION_NAMESPACE, f"--from-literal=key={SIGNING_KEY}")
         people = [ADMIN, *self.plane.users]
         self._configmap("corpwechat-users", {name: name for name in people})
         # What the authenticator says of each person, as an administrator writes it down.

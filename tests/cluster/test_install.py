@@ -18,10 +18,11 @@ from .controlplane import ClusterError, ControlPlane
 from .install import MANIFESTS
 
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
-TARGETS = [MANIFESTS / "overlays" / name for name in OVERLAYS] + [MANIFESTS]
+TARGETS = [MANIFESTS / "overlays" / name for name in OVERLAYS] + [
+    MANIFESTS, MANIFESTS / "policy", MANIFESTS / "network-policy"]
 # What a cluster already has before an overlay is installed: Katanomi/ACP brings the
 # CRDs (installed by the fixture) and its system namespace.
-PROVIDED_NAMESPACES = {"katanomi": ("cpaas-system",)}
+PROVIDED_NAMESPACES = {"katanomi": ("cpaas-system",), "network-policy": ("kubeevent-enricher",)}
 
 
 def rendered(plane: ControlPlane, target: Path) -> list[dict[str, Any]]:

@@ -107,16 +107,21 @@ def test_sent_record_is_bounded_and_keyed_by_notification():
 
 
 def test_config_defaults_and_validation():
-    config = Config.from_env({})
+    with pytest.raises(ConfigError, match="KUBEEVENT_SIGNING_KEY is required"):
+        Config.from_env({})
+    assert Config.from_env({"KUBEEVENT_SIGNING": "off"}).signer is None
+    config = Config.from_env(factory.SIGNING_ENV)
     assert config.system_namespace == "cpaas-system"
     assert config.api_url == "https://qyapi.weixin.qq.com/cgi-bin"
     assert config.duplicate_check_interval == 1800 and config.timeout == (3.0, 10.0)
-    assert "s3cret" not in repr(Config.from_env({"CORPWECHAT_CORP_SECRET": "s3cret"}))
+    assert "s3cret" not in repr(Config.from_env({**factory.SIGNING_ENV,
+                                                 "CORPWECHAT_CORP_SECRET": "s3cret"}))
+    assert factory.SIGNING_KEY not in repr(config)
     for bad in ({"CORPWECHAT_AGENT_ID": "abc"}, {"CORPWECHAT_API_URL": "ftp://x"},
                 {"CORPWECHAT_DUPLICATE_CHECK_INTERVAL": "99999"},
                 {"CORPWECHAT_RETRY_ATTEMPTS": "0"}, {"PLATFORM_URL": "acp.example.com"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
-            Config.from_env(bad)
+            Config.from_env({**factory.SIGNING_ENV, **bad})
 
 
 # ---------------------------------------------------------------- credentials

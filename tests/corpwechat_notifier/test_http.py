@@ -621,7 +621,8 @@ def test_permanent_faults_end_in_a_dead_letterable_4xx(ff, wecom, endpoint, faul
     (b"hello", {"Content-Type": "text/plain"}, "not a CloudEvent"),
 ])
 def test_bad_input_is_400_with_a_reason(ff, wecom, body, headers, reason):
-    answer = factory.post_raw(ff.url, body, headers)
+    """Signed by the filter, but broken: refused as bad input, not as a forgery."""
+    answer = factory.post_raw(ff.url, body, factory.signed_headers(headers, body))
     assert answer.status_code == 400
     assert reason in answer.text and answer.text.count("\n") == 1
     assert wecom.calls == []
@@ -630,6 +631,21 @@ def test_bad_input_is_400_with_a_reason(ff, wecom, body, headers, reason):
 def test_health_endpoints(ff):
     assert requests.get(ff.url + "/health/liveness", timeout=5).status_code == 200
     assert requests.get(ff.url + "/health/readiness", timeout=5).status_code == 200
+
+
+def test_a_notification_request_not_signed_by_the_filter_reaches_nobody(ff, wecom):
+    """Any pod could otherwise post a request and have any text sent to any member."""
+    phishing = factory.notification_request(
+        factory.enriched_event("approvaldenied", message="SSO password expired: reset at "
+                                                         "https://sso.example.invalid"),
+        recipients=[factory.recipient("bob"), factory.recipient("carol")], signed=False)
+    for mode in ("binary", "structured"):
+        answer = factory.post(ff.url, phishing, mode=mode)
+        assert answer.status_code == 403
+        assert answer.text.startswith("unsigned event: only subscription-filter may send")
+    resigned = factory.sign(phishing, key="an-attackers-own-key-0123456789abcdef")
+    assert factory.post(ff.url, resigned).status_code == 403
+    assert wecom.calls == [] and not wecom.delivered
 
 
 # ---------------------------------------------------------------- logs (keep last)
@@ -649,3 +665,4 @@ def test_no_secret_or_token_in_any_log_line(ff, parliament, from_secret, wecom, 
         assert '"message": "handled"' in output
         for value in (SECRET, b64(SECRET), *issued_tokens):
             assert value not in output, proc.runtime
+

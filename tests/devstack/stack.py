@@ -56,11 +56,14 @@ CONFIG_KINDS = frozenset({"CustomResourceDefinition", "ConfigMap", "Notification
 SANDBOX_EMAILS = {"bob@example.com": "bob"}
 
 
-def func_yaml_env(name: str) -> dict[str, str]:
-    """``run.envs`` of ``functions/<name>/func.yaml`` (what a deployment sets)."""
+def func_yaml_env(name: str, *, templated: bool = False) -> dict[str, str]:
+    """``run.envs`` of ``functions/<name>/func.yaml`` (what a deployment sets). Values that
+    func resolves at deploy time (``{{ secret:… }}``) only with ``templated``: locally the
+    stack sets them itself."""
     data = yaml.safe_load((FUNCTIONS / name / "func.yaml").read_text(encoding="utf-8"))
     envs = ((data or {}).get("run") or {}).get("envs") or []
-    return {str(e["name"]): str(e.get("value", "")) for e in envs if e.get("name")}
+    found = {str(e["name"]): str(e.get("value", "")) for e in envs if e.get("name")}
+    return {k: v for k, v in found.items() if templated or not v.startswith("{{")}
 
 
 def example_events() -> list[dict[str, Any]]:

@@ -21,7 +21,9 @@ from tests.support.factory import (
     post,
     post_raw,
     promotion_run,
+    sign,
 )
+from tests.support.factory import notification_request as factory_request
 
 from .conftest import INJECTION, SUBSCRIPTION, received, recipients, settle, wait_for
 
@@ -282,6 +284,7 @@ def test_a_malformed_event_inside_the_chain_is_dead_lettered_not_retried(
     assert stack.broker is not None
     broken = enriched_event("approvalpending")
     broken.data = {"event": "not an object", "object": None}
+    sign(broken)  # as if the enricher had sent it: broken, not forged
     response = post(stack.broker.ingress_url(SYSTEM_NAMESPACE, BROKER), broken)
     assert response.status_code == 202
     settle(stack)
@@ -291,3 +294,27 @@ def test_a_malformed_event_inside_the_chain_is_dead_lettered_not_retried(
     assert wecom.delivered == []
     (dead,) = stack.broker.dead_letters
     assert dead["id"] == broken["id"] and dead["knativeerrorcode"] == "400"
+
+
+# ------------------------------------------------------------------ forged events
+
+
+def test_forged_events_posted_to_the_broker_reach_nobody(stack: Stack,
+                                                         wecom: WeComSandbox) -> None:
+    """Any pod may reach the broker ingress: neither an enriched event nor a notification
+    request that our functions did not sign gets anyone told anything."""
+    assert stack.broker is not None
+    lure = "SSO password expired: reset at https://sso.example.invalid"
+    forged_enriched = enriched_event("approvaldenied", message=lure, signed=False)
+    forged_request = factory_request(enriched_event("approvaldenied", message=lure),
+                                     signed=False)
+    for forged in (forged_enriched, forged_request):
+        response = post(stack.broker.ingress_url(SYSTEM_NAMESPACE, BROKER), forged)
+        assert response.status_code == 202
+    settle(stack)
+    assert wecom.calls_to(MESSAGE_SEND) == [] and wecom.delivered == []
+    (to_filter,) = stack.broker.deliveries_to("subscription-filter")
+    (to_notifier,) = stack.broker.deliveries_to("corpwechat-notifier")
+    assert (to_filter.statuses, to_notifier.statuses) == ([403], [403]), "refused, not retried"
+    assert {e["id"] for e in stack.broker.dead_letters} == {forged_enriched["id"],
+                                                            forged_request["id"]}

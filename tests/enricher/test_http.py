@@ -14,6 +14,7 @@ import requests
 
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.support.factory import (
+    SIGNING_KEY,
     apiserver_event,
     binary_headers,
     events_v1,
@@ -62,6 +63,9 @@ def test_seed_event_reaches_the_broker_in_the_seed_shape(
     assert event["datacontenttype"] == "application/json"
     assert event.data["event"] == raw
     assert event.data["object"] == the_object(kube), "the object fresh from the API server"
+    from enricher.shared.signing import Signer
+
+    Signer(SIGNING_KEY.encode()).verify(event, "kubeevent-enricher-sink")
     gets = kube.request_log("GET", "/apis/artifacts.katanomi.dev/v1alpha1/namespaces/devops/"
                                    "artifactpromotionruns/my-promotion")
     assert gets, "the object was read from the API server"

@@ -170,7 +170,7 @@ def test_the_apiserversource_sends_to_the_enricher_and_the_broker(overlay: str) 
     assert sink["uri"] == f"?broker={BROKER}"
     # the Knative Service of that name creates the v1 Service the ref names
     enricher = ksvc(objs, "kubeevent-enricher-sink")
-    env = {e["name"]: e["value"] for e in
+    env = {e["name"]: e.get("value") for e in
            enricher["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["DEFAULT_BROKER_NAMESPACE"] == SYSTEM_NS, "?broker=<name> resolves to cpaas-system"
     assert find(objs, "ServiceAccount", source["spec"]["serviceAccountName"], WATCHER_NS)
@@ -255,8 +255,16 @@ def test_knative_services_match_func_yaml(overlay: str, name: str) -> None:
     assert find(objs, "ServiceAccount", spec["serviceAccountName"], FUNCTION_NS) is not None
     assert func["deploy"]["namespace"] == FUNCTION_NS
     (container,) = spec["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env == func_yaml_env(name), "environment drifted from func.yaml"
+    env = {e["name"]: e["value"] if "value" in e else
+           "{{{{ secret:{name}:{key} }}}}".format(**e["valueFrom"]["secretKeyRef"])
+           for e in container["env"]}
+    assert env == func_yaml_env(name, templated=True), "environment drifted from func.yaml"
+    signing = next(e for e in container["env"] if e["name"] == "KUBEEVENT_SIGNING_KEY")
+    # the filter and the notifier cannot verify without it; the enricher signs if it has it
+    # (on Katanomi nothing verifies what it sends)
+    assert signing["valueFrom"]["secretKeyRef"].get("optional", False) is \
+        (name == "kubeevent-enricher-sink")
+    assert service["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
     image = container["image"]
     assert "/" in image and image.split("/")[-1].split(":")[0] == name, \
         f"the overlay's images: sets {name}, got {image}"

@@ -77,7 +77,8 @@ def make(api: FakeKubeAPI) -> Iterator[Callable[..., SubscriptionFilter]]:
     started: list[SubscriptionFilter] = []
 
     def make(**env: str) -> SubscriptionFilter:
-        function = build(env, kube=Kube(api.new_api_client().configuration))
+        function = build({**factory.SIGNING_ENV, **env},
+                         kube=Kube(api.new_api_client().configuration))
         function.startup_wait = 0.2
         started.append(function)
         return function

@@ -45,8 +45,11 @@ def recipients(function: SubscriptionFilter, reason: str, obj: dict[str, Any]) -
 
 
 def test_config_defaults_and_errors() -> None:
-    assert Config.from_env({}) == Config()
-    config = Config.from_env({"SUBSCRIPTION_RBAC_CHECK": "false", "CEL_ENGINE": "celpy",
+    with pytest.raises(ConfigError, match="KUBEEVENT_SIGNING_KEY is required"):
+        Config.from_env({})
+    assert Config.from_env({"KUBEEVENT_SIGNING": "off"}) == Config()
+    config = Config.from_env({**factory.SIGNING_ENV,
+                              "SUBSCRIPTION_RBAC_CHECK": "false", "CEL_ENGINE": "celpy",
                               "SUBSCRIPTION_RBAC_CACHE_SECONDS": "5",
                               "SUBSCRIPTION_WATCH_TIMEOUT_SECONDS": "30",
                               "SUBSCRIPTION_STATUS_UPDATES": "off"})
@@ -60,7 +63,7 @@ def test_config_defaults_and_errors() -> None:
                       ({"SUBSCRIPTION_RBAC_CACHE_SECONDS": "x"},
                        "SUBSCRIPTION_RBAC_CACHE_SECONDS")):
         with pytest.raises(ConfigError, match=name):
-            Config.from_env(env)
+            Config.from_env({**factory.SIGNING_ENV, **env})
 
 
 @pytest.mark.parametrize("engine", ["celpy", "cel-expr"])

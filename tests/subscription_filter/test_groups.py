@@ -71,10 +71,13 @@ def test_a_user_review_names_the_groups() -> None:
 
 
 def test_the_configmap_name_is_configurable_and_can_be_switched_off() -> None:
-    assert Config.from_env({}).groups_configmap == "kubeevent-user-groups"
-    assert Config.from_env({"SUBSCRIBER_GROUPS_CONFIGMAP": "people"}).groups_configmap == "people"
-    assert Config.from_env({"SUBSCRIBER_GROUPS_CONFIGMAP": "-"}).groups_configmap == ""
-    assert Config.from_env({"SYSTEM_NAMESPACE": "ops"}).system_namespace == "ops"
+    def config(**env: str) -> Config:
+        return Config.from_env({**factory.SIGNING_ENV, **env})
+
+    assert config().groups_configmap == "kubeevent-user-groups"
+    assert config(SUBSCRIBER_GROUPS_CONFIGMAP="people").groups_configmap == "people"
+    assert config(SUBSCRIBER_GROUPS_CONFIGMAP="-").groups_configmap == ""
+    assert config(SYSTEM_NAMESPACE="ops").system_namespace == "ops"
 
 
 def test_reviews_carry_the_directorys_groups_not_the_subscriptions(api, make) -> None:

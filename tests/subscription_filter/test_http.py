@@ -375,15 +375,17 @@ def _enriched_headers(**extra: str) -> dict[str, str]:
     (b"{}", {**_enriched_headers(), "ce-specversion": "9.9"}, "not a CloudEvent"),
 ])
 def test_bad_input_is_4xx_with_a_reason(fn, body, headers, fragment) -> None:
-    response = factory.post_raw(fn.url, body, headers)
+    """Signed by the enricher, but broken: refused as bad input, not as a forgery."""
+    response = factory.post_raw(fn.url, body, factory.signed_headers(headers, body))
     assert response.status_code == 400, response.text
     assert fragment in response.text
     assert "Traceback" not in response.text
 
 
 def test_well_formed_but_unknown_object_is_202(fn) -> None:
-    response = factory.post_raw(fn.url, b'{"event": {}, "object": null}', _enriched_headers(
-        **{"ce-involvedobjectnamespace": "nowhere"}))
+    body = b'{"event": {}, "object": null}'
+    response = factory.post_raw(fn.url, body, factory.signed_headers(_enriched_headers(
+        **{"ce-involvedobjectnamespace": "nowhere"}), body))
     assert (response.status_code, response.text) == (202, "")
 
 
@@ -419,3 +421,28 @@ def test_runtimes_and_content_modes(request, runtime, mode) -> None:
     assert names(pending) == approvers
     assert names(post(proc, "running", obj, mode=mode)) == ["alice"]
     assert post(proc, "running", obj, mode=mode, message="again").status_code == 202
+
+
+# ------------------------------------------------------------ only the enricher's events
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_unsigned_or_forged_enriched_events_are_403(fn, mode) -> None:
+    unsigned = factory.enriched_event("approvalpending", signed=False)
+    response = factory.post(fn.url, unsigned, mode=mode)
+    assert response.status_code == 403
+    assert response.text.startswith("unsigned event: only kubeevent-enricher-sink may send")
+    forged = factory.enriched_event("approvalpending")
+    forged.data["object"]["status"]["artifactPromotionSpec"]["approvalSpec"]["users"] = [
+        {"kind": "User", "name": "bob"}]  # changed after the enricher signed it
+    response = factory.post(fn.url, forged, mode=mode)
+    assert response.status_code == 403 and "wrongly signed" in response.text
+
+
+def test_the_notification_request_is_signed_by_the_filter(fn) -> None:
+    from subscription_filter.shared.signing import Signer
+
+    response = factory.post(fn.url, factory.enriched_event("approvalpending"))
+    assert response.status_code == 200, response.text
+    reply = from_http(dict(response.headers), response.content)
+    Signer(factory.SIGNING_KEY.encode()).verify(reply, "subscription-filter")

@@ -25,6 +25,30 @@ REASONS = {
     "failed": "Failed",
 }
 _counter = itertools.count(1)
+# The key every function process of the tests signs and verifies with (procs.py sets it);
+# events built here are signed with it unless a test asks for ``signed=False``.
+SIGNING_KEY = "test-signing-key-of-kubeevent-0123456789"
+SIGNING_ENV = {"KUBEEVENT_SIGNING_KEY": SIGNING_KEY}
+
+
+def signed_headers(headers: dict[str, str], body: bytes) -> dict[str, str]:
+    """Binary-mode ``headers`` with our signature over their id and type and ``body``, for
+    raw bodies that are not a well-formed event (what a signed but broken event looks
+    like)."""
+    from shared.signing import EXTENSION, Signer
+
+    attrs = {k[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
+    if not attrs.get("id") or not attrs.get("type"):
+        return dict(headers)
+    event = CloudEvent({"source": "test", **attrs, "specversion": "1.0"}, body)
+    return {**headers, f"ce-{EXTENSION}": Signer(SIGNING_KEY.encode()).signature(event)}
+
+
+def sign(event: CloudEvent, key: str = SIGNING_KEY) -> CloudEvent:
+    """``event`` with our functions' signature (after any change to it)."""
+    from shared.signing import Signer
+
+    return Signer(key.encode("utf-8")).sign(event)
 
 
 def promotion_run(name: str = "my-promotion", namespace: str = "devops", *,
@@ -113,7 +137,7 @@ def apiserver_event(data: Any, *, action: str = "add", mode: str = "resource",
 
 def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | None = None,
                    message: str | None = None, id: str | None = None,
-                   event: dict[str, Any] | None = None) -> CloudEvent:
+                   event: dict[str, Any] | None = None, signed: bool = True) -> CloudEvent:
     """An enriched event as the enricher emits it (DESIGN §5), built by hand."""
     obj = obj if obj is not None else promotion_run()
     kevent = event or kube_event(REASONS.get(reason, reason), obj=obj, message=message)
@@ -123,7 +147,7 @@ def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | Non
     kind = obj.get("kind", APR_KIND) if obj else APR_KIND
     ns = meta.get("namespace", "devops")
     name = meta.get("name", "my-promotion")
-    return CloudEvent({
+    built = CloudEvent({
         "specversion": "1.0",
         "type": KUBEEVENT.format(reason),
         "source": f"/apis/{group}/{version}/namespaces/{ns}/{kind.lower()}/{name}/",
@@ -137,6 +161,7 @@ def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | Non
         "eventreason": reason,
         "eventtype": "Normal",
     }, {"event": kevent, "object": obj})
+    return sign(built) if signed else built
 
 
 def post(url: str, event: CloudEvent, *, mode: str = "binary",
@@ -187,10 +212,10 @@ def seed_recipient() -> dict[str, Any]:
 
 def notification_request(enriched: CloudEvent | None = None, *,
                          recipients: list[dict[str, Any]] | None = None,
-                         id: str | None = None) -> CloudEvent:
+                         id: str | None = None, signed: bool = True) -> CloudEvent:
     """What subscription-filter emits for ``enriched`` (default: a seed approval-pending)."""
     enriched = enriched if enriched is not None else enriched_event("approvalpending")
-    return CloudEvent({
+    built = CloudEvent({
         "specversion": "1.0",
         "type": NOTIFICATION_REQUESTED,
         "source": "/apis/core.katanomi.dev/v1alpha1/clustersubscriptions",
@@ -198,6 +223,7 @@ def notification_request(enriched: CloudEvent | None = None, *,
         "datacontenttype": "application/json",
     }, {"event": as_json(enriched),
         "recipients": recipients if recipients is not None else [seed_recipient()]})
+    return sign(built) if signed else built
 
 
 # --- ClusterSubscriptions (subscription-filter) -------------------------------------

@@ -23,6 +23,8 @@ from typing import Any
 
 import requests
 
+from tests.support.factory import SIGNING_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
 _PARLIAMENT_ON_PORT = (
@@ -94,6 +96,7 @@ class FunctionProcess:
     def start(self, timeout: float = 30.0, wait_ready: bool = False) -> FunctionProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env.update({"PYTHONUNBUFFERED": "1", "WORKERS": "1", "THREADS": "8"})
+        env.update(SIGNING_ENV)  # the tests' shared signing key (a test may override it)
         env.update(self.env)
         self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)

@@ -105,6 +105,8 @@ class Notifier:
         return True
 
     def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+        if self.config.signer is not None:
+            self.config.signer.verify(event, "subscription-filter")
         request = core.parse_request(event["type"], event["id"], json_data(event))
         fields: dict[str, Any] = {"notification_type": request.event_type}
         recipients = core.for_channel(request.recipients)

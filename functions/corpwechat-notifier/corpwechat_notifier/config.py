@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .shared.config import ConfigError, env, env_bool, env_float, env_int, env_url
+from .shared.signing import Signer, signer_from_env
 
 DEFAULT_API_URL = "https://qyapi.weixin.qq.com/cgi-bin"
 # WeCom accepts duplicate_check_interval up to four hours.
@@ -34,6 +35,8 @@ class Config:
     # Where a user id may come from besides the corpwechat-users ConfigMap (both opt-in).
     userid_by_mail: bool = False
     userid_from_username: bool = False
+    # Verifies that a notification request was signed by subscription-filter.
+    signer: Signer | None = field(default=None, repr=False)
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -72,4 +75,5 @@ class Config:
             sent_record_size=env_int("SENT_RECORD_SIZE", 10000, environ, minimum=1),
             userid_by_mail=env_bool("CORPWECHAT_USERID_BY_MAIL", False, environ),
             userid_from_username=env_bool("CORPWECHAT_USERID_FROM_USERNAME", False, environ),
+            signer=signer_from_env(environ, required=True),
         )

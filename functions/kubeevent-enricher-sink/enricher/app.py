@@ -55,6 +55,8 @@ class Enricher:
             logs.warning("involved object not found; emitting with object null",
                          object=object_ref)
         enriched = core.enrich(kube_event, obj)
+        if self.config.signer is not None:
+            self.config.signer.sign(enriched)
         fields = {"object": object_ref, "enriched_id": enriched["id"],
                   "enriched_type": enriched["type"]}
         if target is None:

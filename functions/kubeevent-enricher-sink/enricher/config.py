@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .shared.config import ConfigError, env, env_float, env_list, env_url
+from .shared.signing import Signer, signer_from_env
 
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 
@@ -20,6 +21,8 @@ class Config:
     never_enriched_kinds: frozenset[str] = frozenset()
     http_timeout: float = 10.0
     kube_timeout: float = 10.0
+    # Signs what it emits when KUBEEVENT_SIGNING_KEY is set (the filter requires it).
+    signer: Signer | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -38,4 +41,5 @@ class Config:
                 k.lower() for k in env_list("NEVER_ENRICHED_KINDS", environ)),
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             kube_timeout=env_float("KUBE_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
+            signer=signer_from_env(environ, required=False),
         )

@@ -83,6 +83,9 @@ class SubscriptionFilter:
 
     def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
         self.start()
+        signer = self.config.signer
+        if signer is not None:
+            signer.verify(event, "kubeevent-enricher-sink")
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
         result = core.match(snapshot.index, enriched, self.engine)
@@ -100,6 +103,8 @@ class SubscriptionFilter:
         if not recipients:
             return Outcome.ack("no recipient", **fields)
         reply = core.notification(event, recipients)
+        if signer is not None:
+            signer.sign(reply)
         return Outcome.reply(reply, recipients=[s.name for s in recipients],
                              notification_id=reply["id"], **fields)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .celengine import ENGINES, cel_expr_available
 from .shared.config import ConfigError, env, env_bool, env_float, env_int
+from .shared.signing import Signer, signer_from_env
 
 CEL_ENGINES = ("auto", *ENGINES)
 
@@ -30,6 +31,8 @@ class Config:
     status_updates: bool = True
     system_namespace: str = "cpaas-system"
     groups_configmap: str = "kubeevent-user-groups"
+    # Verifies the enricher's signature and signs its notification requests.
+    signer: Signer | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -51,4 +54,5 @@ class Config:
             system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
             # Unset means the default; set to "-" for no group directory at all.
             groups_configmap=groups_configmap(environ),
+            signer=signer_from_env(environ, required=True),
         )
