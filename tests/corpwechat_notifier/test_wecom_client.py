@@ -379,3 +379,73 @@ def test_the_secret_and_tokens_stay_out_of_logs(sandbox, client, captured):
     assert output.count("\n") >= 3  # retry warning, invaliduser warning, diagnostic
     for value in (SECRET, *tokens):
         assert value not in output
+
+
+# ---------------------------------------------------------------- answers WeCom never gives
+
+
+class _Scripted:
+    """A loopback server that answers every request with the next scripted JSON text: the
+    malformed answers a real WeCom (or its sandbox) cannot be made to give."""
+
+    def __init__(self, answers: list[str]) -> None:
+        from http.server import ThreadingHTTPServer
+
+        from tests.support.loopback import QuietHandler
+
+        owner = self
+        self.answers = list(answers)
+        self.paths: list[str] = []
+
+        class Handler(QuietHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                owner.paths.append(self.path.split("?")[0])
+                body = (owner.answers.pop(0) if owner.answers else '{"errcode": -1}').encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cgi-bin"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+TOKEN_OK = '{"errcode": 0, "errmsg": "ok", "access_token": "tok-scripted", "expires_in": 7200}'
+
+
+@pytest.mark.parametrize("answer", ['{"errmsg": "ok"}', '{"errcode": "0"}', '{"errcode": false}',
+                                    '{"errcode": null}', '{"errcode": 1e999}',
+                                    '{"errcode": 0.5}'])
+def test_an_answer_without_a_numeric_errcode_is_not_success(answer: str) -> None:
+    scripted = _Scripted([TOKEN_OK] + [answer] * 3)
+    client = WeComClient(scripted.url, attempts=3, backoff=0)
+    try:
+        with pytest.raises(WeComUnavailable, match="without a numeric errcode") as raised:
+            client.send(CREDS, MESSAGE, ["alice"])
+        assert status_for(raised.value) == 503
+        assert scripted.paths.count("/cgi-bin/message/send") == 3, "retried, then 503"
+    finally:
+        client.close()
+        scripted.close()
+
+
+def test_expires_in_zero_is_a_stale_token_not_two_hours() -> None:
+    stale = '{"errcode": 0, "access_token": "tok-stale", "expires_in": 0}'
+    sent = '{"errcode": 0, "errmsg": "ok", "invaliduser": ""}'
+    scripted = _Scripted([stale, sent, stale, sent])
+    client = WeComClient(scripted.url, attempts=1, backoff=0)
+    try:
+        client.send(CREDS, MESSAGE, ["alice"])
+        client.send(CREDS, MESSAGE, ["alice"])
+        assert scripted.paths.count("/cgi-bin/gettoken") == 2, "fetched again each time"
+    finally:
+        client.close()
+        scripted.close()

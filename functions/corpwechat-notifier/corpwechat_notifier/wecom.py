@@ -29,6 +29,7 @@ content to the same member within ``duplicate_check_interval``).
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -214,10 +215,11 @@ class WeComClient:
             raise _Transient("answered something that is not JSON") from None
         if not isinstance(answer, dict):
             raise _Transient("answered JSON that is not an object")
-        try:
-            answer["errcode"] = int(answer.get("errcode") or 0)
-        except (TypeError, ValueError):
-            raise _Transient("answered an errcode that is not a number") from None
+        errcode = answer.get("errcode")
+        # Only a JSON integer is an errcode: a missing one, "0", false or 1e999 is not a
+        # success (bool is an int in Python, so it is ruled out by name).
+        if isinstance(errcode, bool) or not isinstance(errcode, int):
+            raise _Transient("answered without a numeric errcode")
         return answer
 
     def _pause(self, failures: int) -> None:
@@ -276,11 +278,12 @@ class WeComClient:
                     raise _with_code(WeComUnavailable("WeCom gettoken answered no access_token"),
                                      None, "")
                 logs.register_secret(value)
-                try:
-                    expires_in = float(answer.get("expires_in") or 7200)
-                except (TypeError, ValueError):
-                    expires_in = 7200.0
-                return value, max(1.0, expires_in)
+                expires_in = answer.get("expires_in", 7200)
+                if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) \
+                        or not math.isfinite(expires_in):
+                    expires_in = 7200  # WeCom documents 7200; an unusable value is not trusted
+                # expires_in: 0 is a token that is already stale: used once, fetched again
+                return value, max(0.0, float(expires_in))
             errmsg = str(answer.get("errmsg") or "")
             if errcode in RETRYABLE:
                 failures += 1
