@@ -329,3 +329,25 @@ def test_managed_fields_and_last_applied_copies_are_not_published(
     assert "managedFields" not in meta and meta["annotations"] == {"team": "release"}
     assert "managedFields" not in event.data["event"]["metadata"]
     assert event.data["object"]["spec"] == run["spec"]
+
+
+@pytest.mark.parametrize("reason", ["审批中", "Approval\nPending", 'Said "no"'])
+def test_a_reason_no_header_can_carry_still_goes_out(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink, reason: str) -> None:
+    raw = kube_event(reason, obj=the_object(kube))
+    response = post(enricher.url, apiserver_event(raw), params=SEED_BROKER)
+    assert response.status_code == 202, response.text
+    (received,) = broker.received
+    assert all(ord(c) < 128 and c not in "\r\n" for c in received.headers["ce-eventreason"])
+    from enricher.shared.events import parse_event
+
+    event = parse_event(received.headers, received.body)
+    assert event["eventreason"] == reason.lower()
+
+
+def test_nan_in_an_event_is_400_not_emitted(enricher: FunctionProcess,
+                                            broker: RecordingSink) -> None:
+    body = json.dumps(kube_event("ApprovalPending")).replace('"count": 1', '"count": NaN')
+    response = post_raw(enricher.url, body.encode(), binary_headers(), params=SEED_BROKER)
+    assert response.status_code == 400 and "not strict JSON" in response.text
+    assert broker.received == []

@@ -208,3 +208,23 @@ def test_raw_api_responses_must_be_json_objects() -> None:
     for data in (b"not json", b"[1]", b'"text"'):
         with pytest.raises(TemporaryError, match="get x: the API server answered with no JSON"):
             json_body(SimpleNamespace(data=data), "get x")
+
+
+@pytest.mark.parametrize("value", ["审批通过", "line\nbreak", 'quote" and 50%', "tab\there",
+                                   "plain-ascii.v1"])
+def test_header_unsafe_attribute_values_are_percent_encoded_and_come_back(value: str) -> None:
+    event = new_event(type="t", source="/s", id="1", data={"x": 1},
+                      extensions={"eventreason": value})
+    headers, body = binary_http(event)
+    raw = headers["ce-eventreason"]
+    assert all(0x21 <= ord(c) <= 0x7E and c not in '"' for c in raw), raw
+    assert parse_event(headers, body)["eventreason"] == value
+
+
+def test_emitted_json_is_strict() -> None:
+    from shared.events import strict_json
+
+    strict_json({"a": [1.5, "x"]})
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(BadRequest, match="not strict JSON"):
+            strict_json({"count": bad})

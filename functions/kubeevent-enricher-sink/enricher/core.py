@@ -13,7 +13,7 @@ from typing import Any
 from cloudevents.http import CloudEvent
 
 from .shared.errors import BadRequest, Forbidden
-from .shared.events import deterministic_id, new_event
+from .shared.events import deterministic_id, new_event, strict_json
 
 RESOURCE_TYPE = "dev.knative.apiserver.resource."
 REF_TYPE = "dev.knative.apiserver.ref."
@@ -93,6 +93,7 @@ def parse_event_ref(data: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def parse_kube_event(data: Mapping[str, Any]) -> KubeEvent:
     """Validate and normalise an Event object; bad shapes raise ``BadRequest``."""
+    strict_json(data, "the Event")
     kind = data.get("kind")
     if kind is not None and kind != "Event":
         raise BadRequest(f"data is a {kind!r}, not an Event")

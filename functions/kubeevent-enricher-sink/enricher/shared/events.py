@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 from cloudevents.conversion import to_binary, to_dict
 from cloudevents.exceptions import GenericException
@@ -22,11 +24,28 @@ _CORE_ATTRIBUTES = frozenset(
 )
 
 
+# The CloudEvents HTTP binding (3.1.3.2): in a ce-* header, space, '"', '%' and anything
+# outside printable ASCII are percent-encoded (as UTF-8). The SDK does neither side of it.
+_HEADER_SAFE = "".join(c for c in string.printable[:94] if c not in '"%')
+
+
+def header_value(value: str) -> str:
+    return quote(value, safe=_HEADER_SAFE, errors="surrogatepass")
+
+
+def _decoded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    plain = {str(k).lower(): str(v) for k, v in headers.items()}
+    for key, value in plain.items():
+        if key.startswith("ce-") and "%" in value:
+            plain[key] = unquote(value, errors="replace")
+    return plain
+
+
 def parse_event(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     """Read a binary- or structured-mode CloudEvent; bad input raises ``BadRequest``."""
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
-    plain = {str(k).lower(): str(v) for k, v in headers.items()}
+    plain = _decoded_headers(headers)
     try:
         event = from_http(plain, body)
     except GenericException as exc:
@@ -101,8 +120,21 @@ def as_json_dict(event: CloudEvent) -> dict[str, Any]:
 
 
 def binary_http(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Binary mode, header values percent-encoded as the HTTP binding says: a reason in
+    Chinese, or with a newline, still goes out (and comes back the same on our side)."""
     headers, body = to_binary(event)
-    return {str(k): str(v) for k, v in headers.items()}, body if isinstance(body, bytes) else b""
+    out = {str(k): header_value(str(v)) if str(k).lower().startswith("ce-") else str(v)
+           for k, v in headers.items()}
+    return out, body if isinstance(body, bytes) else b""
+
+
+def strict_json(data: Any, what: str = "event data") -> None:
+    """Refuse NaN and Infinity: Python reads them, but Go and JavaScript parsers (Knative's
+    broker, dashboards) reject the JSON we would emit with them."""
+    try:
+        json.dumps(data, allow_nan=False)
+    except ValueError:
+        raise BadRequest(f"{what} is not strict JSON (NaN or Infinity)") from None
 
 
 def deterministic_id(*parts: str) -> str:
