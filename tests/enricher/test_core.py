@@ -38,13 +38,34 @@ def test_enriched_event_has_the_seed_shape_field_by_field() -> None:
     assert event["time"].startswith("2026-11-28T10:00:00")
 
 
-def test_id_is_fixed_by_the_event_revision() -> None:
-    raw = kube_event(uid="u-1", resource_version="42")
-    first = core.enrich(core.parse_kube_event(raw), None)
-    again = core.enrich(core.parse_kube_event(dict(raw)), None)
-    raw2 = dict(raw, metadata=dict(raw["metadata"], resourceVersion="43"))
-    later = core.enrich(core.parse_kube_event(raw2), None)
-    assert first["id"] == again["id"] != later["id"]
+def test_id_is_fixed_by_what_the_event_says_not_by_its_repeats() -> None:
+    """Kubernetes repeats an Event by bumping count and lastTimestamp: the same id, so
+    "approved and running" is not sent again. A new Event object, or a change of reason,
+    message, type or involved object, is news."""
+    raw = kube_event("Running", uid="u-1", resource_version="42")
+
+    def id_of(event: dict) -> str:
+        return str(core.enrich(core.parse_kube_event(event), None)["id"])
+
+    first = id_of(raw)
+    repeated = dict(raw, count=7, lastTimestamp="2026-11-28T11:00:00Z",
+                    metadata=dict(raw["metadata"], resourceVersion="43"))
+    assert id_of(dict(raw)) == first == id_of(repeated)
+    assert id_of(dict(raw, message="copying layers: 3 of 7")) != first
+    assert id_of(dict(raw, reason="Failed")) != first
+    assert id_of(dict(raw, metadata=dict(raw["metadata"], uid="u-2"))) != first
+    moved = dict(raw, involvedObject=dict(raw["involvedObject"], name="other-run"))
+    assert id_of(moved) != first
+
+
+def test_the_events_k8s_io_shape_gets_the_core_names_the_seed_filters_read() -> None:
+    core_event = kube_event("Running", message="copying layers: 3 of 7")
+    v1 = events_v1(core_event)
+    parsed = core.parse_kube_event(v1)
+    assert parsed.raw["message"] == "copying layers: 3 of 7" == parsed.raw["note"]
+    assert parsed.raw["involvedObject"] == v1["regarding"]
+    first_running = core.parse_kube_event(events_v1(kube_event("Running")))
+    assert "message" not in first_running.raw, "so !has(ce.data.event.message) still works"
 
 
 def test_core_group_source_and_cluster_scoped_objects() -> None:

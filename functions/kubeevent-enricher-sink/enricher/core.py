@@ -5,6 +5,8 @@ Nothing here does I/O, so it is tested with plain data.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -137,17 +139,32 @@ def parse_kube_event(data: Mapping[str, Any]) -> KubeEvent:
     identity = _text(metadata.get("uid")) or (
         f"{_text(metadata.get('namespace'))}/{_text(metadata.get('name'))}"
     )
-    revision = _text(metadata.get("resourceVersion")) or "|".join(
-        str(data.get(k, "")) for k in ("count", "lastTimestamp", "eventTime", "message", "note")
-    )
+    message = data.get("message") if "message" in data else data.get("note")
+    raw = dict(data)
+    if shape == "regarding":
+        # events.k8s.io/v1 says regarding/note where core/v1 (and the seed's CEL filters and
+        # templates: ce.data.event.message) say involvedObject/message: add those names.
+        raw.setdefault("involvedObject", involved_raw)
+        if "note" in raw:
+            raw.setdefault("message", raw["note"])
     return KubeEvent(
-        raw=dict(data),
+        raw=raw,
         involved=involved,
         reason=reason,
         type=_text(data.get("type")),
         time=time,
-        revision=f"{identity}@{revision}",
+        revision=f"{identity}@{what_it_says(reason, message, data.get('type'), involved_raw)}",
     )
+
+
+def what_it_says(reason: str, message: Any, severity: Any, involved: Mapping[str, Any]) -> str:
+    """What makes an Event revision news: its reason, message, type and object. Kubernetes
+    repeats an Event by bumping ``count`` and ``lastTimestamp`` (a new resourceVersion);
+    such a repeat keeps its id, so nobody is told twice (DESIGN §5: same input, same id)."""
+    said = [reason, message, severity] + [involved.get(k) for k in
+                                          ("apiVersion", "kind", "namespace", "name", "uid")]
+    return hashlib.sha256(json.dumps(said, default=str).encode("utf-8", "replace")
+                          ).hexdigest()[:32]
 
 
 def kind_wanted(ref: ObjectRef, kinds: frozenset[str]) -> bool:
