@@ -183,11 +183,14 @@ class Fault:
     delay: float
     message: str | None
     hits: int = 0
+    query: dict[str, str] | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, query: dict[str, str] | None = None) -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
         if self.method not in ("*", method):
+            return False
+        if self.query and any((query or {}).get(k) != v for k, v in self.query.items()):
             return False
         return re.search(self.path_regex, path) is not None
 
@@ -988,14 +991,17 @@ class FakeKubeAPI(LoopbackServer):
         delay: float = 0.0,
         *,
         message: str | None = None,
+        query: dict[str, str] | None = None,
     ) -> Fault:
         """Make matching requests fail (``re.search`` on the path, without the query).
 
         ``method`` is an HTTP method or ``"*"``. The first ``times`` matches (``None``: all)
         wait ``delay`` seconds, then get a Status with ``status`` -- or, with
-        ``status=None``, are served normally after the delay.
+        ``status=None``, are served normally after the delay; ``status=200`` answers 200
+        with an empty body (for a watch: the server closes it at once). ``query``: only
+        requests with these query parameters (e.g. ``{"watch": "true"}``).
         """
-        fault = Fault(method.upper(), path_regex, status, times, delay, message)
+        fault = Fault(method.upper(), path_regex, status, times, delay, message, query=query)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -1284,7 +1290,7 @@ class FakeKubeAPI(LoopbackServer):
         record = RecordedRequest(method, path, query, body, headers, user)
         with self._lock:
             self._log.append(record)
-            fault = next((f for f in self._faults if f.matches(method, path)), None)
+            fault = next((f for f in self._faults if f.matches(method, path, query)), None)
             if fault is not None:
                 fault.hits += 1
 
@@ -1296,6 +1302,10 @@ class FakeKubeAPI(LoopbackServer):
             if fault is not None:
                 if fault.delay:
                     self._stopping.wait(fault.delay)
+                if fault.status == 200:  # an empty answer: a watch the server ends at once
+                    record.status = 200
+                    handler.send_text(200, "")
+                    return
                 if fault.status is not None:
                     message = fault.message or _FAULT_MESSAGES.get(
                         fault.status, f"injected failure ({fault.status})"

@@ -14,6 +14,7 @@ copy of the object does not trigger a second write.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ from .subscriptions import (
 
 LIST_PAGE = 500
 MAX_BACKOFF = 30.0
+# A watch that ends this soon without a single event, or a list whose watch at once says
+# 410, is the server (or something between) refusing: wait before the next one.
+QUICK_WATCH_SECONDS = 0.5
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -75,6 +79,7 @@ class SubscriptionStore:
         self.resource_version: str | None = None
         self.lists = 0
         self.status_writes = 0
+        self.events_seen = 0
         self._loaded: dict[str, Loaded] = {}
         self._written: dict[str, _Written] = {}
         self._snapshot = Snapshot()
@@ -126,30 +131,44 @@ class SubscriptionStore:
     # ------------------------------------------------------------------ thread
 
     def _run(self) -> None:
-        backoff = self.retry_seconds
+        failures = 0  # list/watch errors in a row
+        refusals = 0  # watches ended at once, or expired right after a list, in a row
         while not self._stop.is_set():
+            started = time.monotonic()
+            events_before = self.events_seen
             try:
                 if self.resource_version is None:
                     self._relist()
                 self._watch_once()
-                backoff = self.retry_seconds
-            except Expired as exc:
-                logs.info("subscription watch expired; listing again", detail=str(exc))
-                self.resource_version = None
+                failures = 0
+                quick = time.monotonic() - started < QUICK_WATCH_SECONDS \
+                    and self.events_seen == events_before
+                refusals = refusals + 1 if quick else 0
+                if quick and self._pause(refusals, "subscription watch ended at once"):
+                    return
             except Exception as exc:  # keep watching whatever happens; log why
                 if self._stop.is_set():
                     return
-                status = getattr(exc, "status", None)
-                if status == 410:
-                    logs.info("subscription watch expired; listing again", status=410)
+                if isinstance(exc, Expired) or getattr(exc, "status", None) == 410:
+                    logs.info("subscription watch expired; listing again", detail=str(exc))
                     self.resource_version = None
+                    refusals += 1
+                    if refusals > 1 and self._pause(refusals, "subscription watch expired "
+                                                              "again right away"):
+                        return
                     continue
-                logs.warning("subscription list/watch failed; retrying",
-                             error=_describe(exc), retry_in=backoff,
-                             resource_version=self.resource_version)
-                if self._stop.wait(backoff):
+                failures += 1
+                if self._pause(failures, "subscription list/watch failed; retrying",
+                               error=_describe(exc), resource_version=self.resource_version):
                     return
-                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _pause(self, times: int, message: str, **fields: Any) -> bool:
+        """Wait ``retry_seconds`` doubled per time in a row (at most ``MAX_BACKOFF``), with
+        jitter so many replicas do not come back together. True when stopped meanwhile."""
+        wait = min(self.retry_seconds * 2 ** (times - 1), MAX_BACKOFF)
+        wait *= random.uniform(0.5, 1.0)
+        logs.warning(message, retry_in=round(wait, 2), times=times, **fields)
+        return self._stop.wait(wait)
 
     def _relist(self) -> None:
         items: list[dict[str, Any]] = []
@@ -214,6 +233,7 @@ class SubscriptionStore:
             self._watch = None
 
     def _on_event(self, event: Mapping[str, Any]) -> None:
+        self.events_seen += 1
         kind = event.get("type")
         obj = event.get("raw_object")
         if not isinstance(obj, dict):
@@ -261,6 +281,13 @@ class SubscriptionStore:
     # ------------------------------------------------------------------ status
 
     def _sync_status(self, obj: Mapping[str, Any], loaded: Loaded) -> None:
+        try:
+            self._write_status(obj, loaded)
+        except Exception as exc:  # one object's status must never stop the watch
+            logs.warning("could not write subscription status", subscription=loaded.name,
+                         error=_describe(exc))
+
+    def _write_status(self, obj: Mapping[str, Any], loaded: Loaded) -> None:
         if not self.write_status or self._stop.is_set():
             return
         meta = _meta(obj)

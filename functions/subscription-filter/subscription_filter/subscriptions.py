@@ -465,6 +465,11 @@ class Compiler:
             subscription = self._load(obj, name, generation)
         except Invalid as exc:
             return Loaded(name, None, Readiness(False, exc.reason, exc.message, generation))
+        except Exception as exc:  # a value no check foresaw: this object only is not used
+            detail = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace").decode()[:300]
+            return Loaded(name, None, Readiness(False, "InvalidObject",
+                                                f"the object cannot be read: {detail}",
+                                                generation))
         events = sum(len(o.events) for o in subscription.objects)
         message = (f"{events} event filter{'s' if events != 1 else ''} for "
                    f"{subscription.subscriber.name}, channels: {', '.join(subscription.channels)}")
@@ -681,8 +686,9 @@ def status_patch(obj: Mapping[str, Any], readiness: Readiness,
     if generation is not None:
         condition["observedGeneration"] = generation
     status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-    others = [c for c in (status or {}).get("conditions") or []
-              if isinstance(c, Mapping) and c.get("type") != CONDITION]
+    conditions = (status or {}).get("conditions")
+    others = [c for c in conditions if isinstance(c, Mapping) and c.get("type") != CONDITION] \
+        if isinstance(conditions, list) else []
     body: dict[str, Any] = {"conditions": [*others, condition]}
     if generation is not None:
         body["observedGeneration"] = generation
