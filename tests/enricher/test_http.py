@@ -351,3 +351,34 @@ def test_nan_in_an_event_is_400_not_emitted(enricher: FunctionProcess,
     response = post_raw(enricher.url, body.encode(), binary_headers(), params=SEED_BROKER)
     assert response.status_code == 400 and "not strict JSON" in response.text
     assert broker.received == []
+
+
+def test_a_huge_chunked_body_is_refused_before_it_is_read(enricher: FunctionProcess) -> None:
+    """300 MB sent chunked: the 413 comes back while most of it is still unsent."""
+    import select
+
+    port = int(enricher.url.rsplit(":", 1)[1])
+    sent, answer = 0, b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nce-specversion: 1.0\r\nce-id: big\r\n"
+                     b"ce-source: test\r\nce-type: dev.knative.apiserver.resource.add\r\n"
+                     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (65536, b"a" * 65536)
+        try:
+            while sent < 300 * 1024 * 1024:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server has answered
+                sock.sendall(chunk)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            while b"\r\n" not in answer:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                answer += data
+        except ConnectionResetError:
+            pass
+    assert answer.split(b"\r\n")[0].split(b" ")[1] == b"413", answer[:200]
+    assert sent < 64 * 1024 * 1024, f"{sent} bytes were sent before the answer"

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from cloudevents.http import CloudEvent
 
 from . import logs
-from .errors import FunctionError, TemporaryError, one_line, status_for
-from .events import Outcome, binary_http, parse_event
+from .errors import FunctionError, PayloadTooLarge, TemporaryError, one_line, status_for
+from .events import MAX_BODY_BYTES, Outcome, binary_http, parse_event
 
 
 class Function(Protocol):
@@ -100,15 +100,51 @@ def dispatch(function: Function, request: Request) -> Response:
     return _text(outcome.status, "" if outcome.status == 202 else outcome.reason)
 
 
+def read_body(request: Any, limit: int = MAX_BODY_BYTES, *, already_read: bool = False) -> bytes:
+    """The body of a Flask/werkzeug request, refused (413) past ``limit`` before it is
+    read: a declared length over it is refused at once, and a chunked body is read only to
+    one byte past it (a 300 MB body is never held). ``already_read``: the server has read
+    it (parliament does, within waitress's limit): take that."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"body of {length} bytes is over the {limit}-byte limit")
+    body = request.get_data() if already_read else request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+    return bytes(body)
+
+
+def _serve(function: Function, request: Any, *, already_read: bool = False) -> Response:
+    """What both adapters do with a Flask/werkzeug request."""
+    try:
+        body = read_body(request, already_read=already_read)
+    except PayloadTooLarge as exc:
+        logs.warning("rejected", status=exc.status, reason=exc.reason)
+        return _text(exc.status, exc.reason)
+    return dispatch(
+        function,
+        Request(request.method, request.path, dict(request.headers), body, dict(request.args)),
+    )
+
+
+def _limit_waitress(limit: int = 2 * MAX_BODY_BYTES) -> None:
+    """``python -m parliament .`` serves with waitress and its defaults, which buffer a body
+    of up to 1 GB before the function sees it. Its limit is set here, before the server is
+    made, so waitress itself answers 413 (and stops reading) past twice ours; in between,
+    the function's own one-line 413 answers."""
+    try:
+        from waitress.adjustments import Adjustments
+    except ImportError:  # another server: the bounded read below still holds
+        return
+    Adjustments.max_request_body_size = limit
+
+
 def parliament_main(function: Function) -> Any:
     """``main(context)`` for ``python -m parliament .`` (func.py)."""
+    _limit_waitress()
 
     def main(context: Any) -> tuple[bytes, int, dict[str, str]]:
-        req = context.request
-        return dispatch(
-            function,
-            Request(req.method, req.path, dict(req.headers), req.get_data(), dict(req.args)),
-        ).as_tuple()
+        return _serve(function, context.request, already_read=True).as_tuple()
 
     return main
 
@@ -116,11 +152,17 @@ def parliament_main(function: Function) -> Any:
 def functions_framework_target(function: Function) -> Any:
     """``handle(request)`` for ``functions-framework --target handle`` (main.py)."""
 
-    def handle(request: Any) -> tuple[bytes, int, dict[str, str]]:
-        return dispatch(
-            function,
-            Request(request.method, request.path, dict(request.headers), request.get_data(),
-                    dict(request.args)),
-        ).as_tuple()
+    def handle(request: Any) -> Any:
+        response = _serve(function, request)
+        if response.status == PayloadTooLarge.status:
+            # functions-framework reads the whole request before it answers, unless the
+            # answer is streamed: stream the refusal, so the rest is never read.
+            # The rest is never read either, so the connection cannot be reused (gunicorn
+            # takes the hop-by-hop header; waitress, under parliament, would refuse it).
+            import flask
+
+            return flask.Response(iter([response.body]), response.status,
+                                  {**response.headers, "Connection": "close"})
+        return response.as_tuple()
 
     return handle
