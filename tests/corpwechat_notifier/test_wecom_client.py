@@ -449,3 +449,47 @@ def test_expires_in_zero_is_a_stale_token_not_two_hours() -> None:
     finally:
         client.close()
         scripted.close()
+
+
+def test_an_answer_dripped_a_byte_at_a_time_is_given_up_at_the_deadline() -> None:
+    """Each byte comes well inside the read timeout, so only a deadline for the whole call
+    ends it: the answer would take a minute, the call is given up after about 1.5 s."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                body = b'{"errcode": 0, "access_token": "t", "expires_in": 7200}' + b" " * 200
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body))
+                for byte in body:
+                    if stop.wait(0.25):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    threading.Thread(target=drip, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/cgi-bin"
+    client = WeComClient(url, timeout=(1.0, 1.0), deadline=1.5, attempts=1, backoff=0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(WeComUnavailable, match=r"took longer than 1\.5 s in all"):
+            client.send(CREDS, MESSAGE, ["alice"])
+    finally:
+        stop.set()
+        listener.close()
+        client.close()
+    assert time.monotonic() - started < 10, "given up at the deadline, not after the drip"

@@ -216,5 +216,6 @@ def build(environ: Mapping[str, str] | None = None) -> Notifier:
     logs.register_secret(config.corp_secret)
     client = WeComClient(config.api_url, timeout=config.timeout,
                          attempts=config.retry_attempts, backoff=config.retry_backoff,
-                         duplicate_check_interval=config.duplicate_check_interval)
+                         duplicate_check_interval=config.duplicate_check_interval,
+                         deadline=config.call_deadline)
     return Notifier(config, KubeReads(Kube(), config.system_namespace), client)

@@ -25,6 +25,7 @@ class Config:
     duplicate_check_interval: int = 1800
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
+    call_deadline: float = 15.0
     retry_attempts: int = 3
     retry_backoff: float = 0.2
     template_cache_seconds: float = 30.0
@@ -66,6 +67,8 @@ class Config:
             connect_timeout=env_float("CORPWECHAT_CONNECT_TIMEOUT_SECONDS", 3.0, environ,
                                       minimum=0.05),
             read_timeout=env_float("CORPWECHAT_TIMEOUT_SECONDS", 10.0, environ, minimum=0.05),
+            call_deadline=env_float("CORPWECHAT_CALL_DEADLINE_SECONDS", 15.0, environ,
+                                    minimum=0.1),
             retry_attempts=env_int("CORPWECHAT_RETRY_ATTEMPTS", 3, environ, minimum=1),
             retry_backoff=env_float("CORPWECHAT_RETRY_BACKOFF_SECONDS", 0.2, environ),
             template_cache_seconds=env_float("TEMPLATE_CACHE_SECONDS", 30.0, environ),

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 
 from .credentials import Credentials
 from .render import Message
@@ -48,6 +49,7 @@ GETTOKEN = "gettoken"
 MESSAGE_SEND = "message/send"
 USERID_BY_EMAIL = "user/get_userid_by_email"
 MAX_USERS = 1000  # touser entries per message/send
+MAX_ANSWER_BYTES = 1024 * 1024  # WeCom's answers are a few hundred bytes
 
 TOKEN_ERRORS = frozenset({40014, 42001, 41001})
 RETRYABLE = frozenset({-1, 45033})
@@ -170,10 +172,13 @@ class WeComClient:
     def __init__(self, api_url: str, *, timeout: tuple[float, float] = (3.0, 10.0),
                  attempts: int = 3, backoff: float = 0.2,
                  duplicate_check_interval: int = 1800, pool_size: int = 16,
+                 deadline: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
+        # One call, connect to last byte, at most this long (default: connect + read).
+        self.deadline = deadline if deadline is not None else sum(timeout)
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.duplicate_check_interval = duplicate_check_interval
@@ -194,11 +199,16 @@ class WeComClient:
         if body is not None:
             kwargs["data"] = json.dumps(body, ensure_ascii=False).encode("utf-8")
             kwargs["headers"] = {"Content-Type": "application/json; charset=utf-8"}
+        deadline = time.monotonic() + self.deadline
         try:
-            response = self.http.request(method, url, **kwargs)
+            response = self.http.request(method, url, stream=True, **kwargs)
+            try:
+                content = self._read_within(response, deadline)
+            finally:
+                response.close()
         except requests.Timeout as exc:
             raise _Transient(f"timed out ({type(exc).__name__})") from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise _Transient(f"unreachable ({type(exc).__name__})") from None
         status = response.status_code
         if status == 429:
@@ -210,7 +220,7 @@ class WeComClient:
             raise _with_code(WeComRejected(
                 f"WeCom {endpoint} answered HTTP {status} (check CORPWECHAT_API_URL)"), None, "")
         try:
-            answer = response.json()
+            answer = json.loads(content)
         except ValueError:
             raise _Transient("answered something that is not JSON") from None
         if not isinstance(answer, dict):
@@ -221,6 +231,20 @@ class WeComClient:
         if isinstance(errcode, bool) or not isinstance(errcode, int):
             raise _Transient("answered without a numeric errcode")
         return answer
+
+    def _read_within(self, response: requests.Response, deadline: float) -> bytes:
+        """The answer's body, as it arrives, given up on at ``deadline``: the read timeout
+        is per read, so an answer dripped a byte at a time would hold the call for ever."""
+        body = bytearray()
+        while True:
+            if time.monotonic() > deadline:
+                raise _Transient(f"took longer than {self.deadline:g} s in all")
+            chunk = response.raw.read1(65536, decode_content=True)
+            if not chunk:
+                return bytes(body)
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise _Transient(f"answered more than {MAX_ANSWER_BYTES} bytes")
 
     def _pause(self, failures: int) -> None:
         if self.backoff > 0:
