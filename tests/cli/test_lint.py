@@ -161,6 +161,22 @@ def test_templates_render_against_a_given_event(tmp_path: Path) -> None:
                for m in messages)
 
 
+def test_a_template_that_would_exhaust_the_notifier_is_reported(tmp_path: Path) -> None:
+    template = {
+        "apiVersion": "core.katanomi.dev/v1alpha1", "kind": "NotificationTemplate",
+        "metadata": {"name": "kubeevent.artifactpromotionrun.approvalpending"},
+        "spec": {"corpwechat": {"msgtype": "text", "content":
+                                "{% for a in range(100000) %}{% for b in range(100000) %}"
+                                "{% endfor %}{% endfor %}done"}},
+    }
+    path = write_yaml(tmp_path / "template.yaml", template)
+    payload = run("lint", "--json", path).json()
+    (finding,) = findings(payload, "render")
+    assert finding["severity"] == "error"
+    assert "ran more than 1000000 steps" in finding["message"]
+    assert "built-in message" in finding["message"]
+
+
 def test_every_problem_of_a_subscription_is_reported(tmp_path: Path) -> None:
     text = SEED_TEXT.replace('katanomi.dev/owned.username: "admin"',
                              'katanomi.dev/owned.username: "mallory"')

@@ -403,3 +403,38 @@ def test_a_template_that_fails_for_one_subscriber_falls_back_for_that_one(templa
     bob = message_for(selected, renderer, event, {"name": "bob", "info": {"mail": "b@x"}}, "")
     assert bob[0] == fallback_message(event, "") and bob[1] == BUILTIN
     assert "template 'per-person': content: TypeError" in bob[2]
+
+
+# ---------------------------------------------------------------- templates that would exhaust it
+
+EXHAUSTING = {
+    "a huge % width": "{{ '%1000000000s' % 'x' }}",
+    "a * width in %": "{{ '%*s' % (1000000000, 'x') }}",
+    "str.center": "{{ 'x'.center(10**9) }}",
+    "str.zfill": "{{ '1'.zfill(1000000000) }}",
+    "str.format width": "{{ '{:>1000000000}'.format('x') }}",
+    "the center filter": "{{ 'x'|center(1000000000) }}",
+    "the indent filter": "{{ 'a\\nb'|indent(1000000000) }}",
+    "the format filter": "{{ '%1000000000s'|format('x') }}",
+    "list multiplication": "{{ [1] * 1000000000 }}",
+    "growth through ~": "{% set ns = namespace(s='x') %}{% for i in range(40) %}"
+                        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "growth through +": "{% set ns = namespace(s='x') %}{% for i in range(40) %}"
+                        "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+    "str.replace growth": "{{ ('x' * 50000).replace('x', 'y' * 50000) }}",
+    "nested loops printing nothing": "{% for a in range(100000) %}{% for b in range(100000) %}"
+                                     "{% endfor %}{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("source", EXHAUSTING.values(), ids=EXHAUSTING.keys())
+def test_templates_that_would_exhaust_the_notifier_are_refused(source):
+    with pytest.raises(RenderError, match="refused by the sandbox"):
+        render(text_spec(source))
+
+
+def test_ordinary_widths_loops_and_growth_still_work():
+    source = ("[{{ 'x'.center(9) }}|{{ '%5s' % 'a' }}|{{ '{:>4}'.format('b') }}|"
+              "{% for i in range(300) %}{% endfor %}{{ ('ab' ~ 'cd') * 3 }}")
+    assert render(text_spec(source)).get("content") == \
+        "[    x    |    a|   b|abcdabcdabcd"

@@ -11,14 +11,19 @@ object with missing fields.
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, meta
+from jinja2 import ChainableUndefined, meta, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.filters import FILTERS
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MSGTYPES = ("text", "markdown", "textcard")
@@ -35,6 +40,14 @@ MAX_RENDER_CHARS = 64 * 1024
 # Largest string/list a template may build with ``*``, largest exponent for ``**``.
 MAX_REPEAT = 100_000
 MAX_EXPONENT = 256
+# Largest string a template may build by any other means (``+``, ``~``, ``%``, filters).
+MAX_STRING = 1_000_000
+# Largest width or count a template may pass to ``center``, ``'%9s'``, ``indent``...
+MAX_WIDTH = 10_000
+# One field's rendering: at most this many template lines run, for at most this long.
+MAX_STEPS = 1_000_000
+MAX_SECONDS = 2.0
+_FORMAT_NUMBERS = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 class RenderError(Exception):
@@ -59,10 +72,108 @@ def utf8_len(text: str) -> int:
     return len(text.encode("utf-8", errors="replace"))
 
 
+def _check_size(value: Any, what: str) -> Any:
+    if isinstance(value, (str, list, tuple)) and len(value) > MAX_STRING:
+        raise SecurityError(f"{what} would build more than {MAX_STRING} items")
+    return value
+
+
+def _check_widths(numbers: Any, what: str) -> None:
+    for number in numbers:
+        if isinstance(number, int) and not isinstance(number, bool) and number > MAX_WIDTH:
+            raise SecurityError(f"{what}: {number} is over the limit of {MAX_WIDTH}")
+
+
+def _check_format(text: Any, args: Any = ()) -> None:
+    """``'%1000000000s' % x`` would allocate a gigabyte: the widths in a format, and
+    ``*`` widths, are bounded."""
+    if not isinstance(text, str):
+        return
+    for width, precision in _FORMAT_NUMBERS.findall(text):
+        for number in (width, precision):
+            if number == "*":
+                raise SecurityError("'*' widths are not allowed in a format")
+            if number:
+                _check_widths([int(number)], "a format width")
+    if "{" in text:  # str.format: {:>1000000000}
+        _check_widths([int(n) for n in re.findall(r"\d+", text)], "a format width")
+
+
+# str methods whose arguments decide how much they allocate.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _bounded_filter(name: str) -> Any:
+    original = FILTERS[name]
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_widths([*args[1:], *kwargs.values()], f"the filter {name}")
+        if name == "format" and args:
+            _check_format(args[0])
+        return _check_size(original(*args, **kwargs), f"the filter {name}")
+
+    return bounded
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """``a ~ b`` joins through the environment, which bounds the result."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Budget:
+    """Counts the lines template code runs in this thread and stops it (``SecurityError``)
+    past ``MAX_STEPS`` or ``MAX_SECONDS``: loops that print nothing are bounded too."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.deadline = time.monotonic() + MAX_SECONDS
+
+    def calls(self, frame: Any, event: str, arg: Any) -> Any:
+        return self.lines if frame.f_code.co_filename == "<template>" else None
+
+    def lines(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise SecurityError(f"the template ran more than {MAX_STEPS} steps")
+            if self.steps % 1000 == 0 and time.monotonic() > self.deadline:
+                raise SecurityError(f"the template ran longer than {MAX_SECONDS:g} s")
+        return self.lines
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, made loud and bounded."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
+
+    @staticmethod
+    def bounded_join(values: Any) -> str:
+        parts = [str(v) for v in values]
+        if sum(len(p) for p in parts) > MAX_STRING:
+            raise SecurityError(f"'~' would build more than {MAX_STRING} characters")
+        return "".join(parts)
+
+    def call(__self, __context: Any, __obj: Any,
+             *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, str):
+            if name in _WIDTH_METHODS:
+                _check_widths([*args, *kwargs.values()], f"str.{name}")
+            elif name == "replace" and len(args) >= 2 and isinstance(args[1], str):
+                old = args[0] if isinstance(args[0], str) else ""
+                grows = (owner.count(old) if old else len(owner) + 1) * len(args[1])
+                if len(owner) + grows > MAX_STRING:
+                    raise SecurityError(f"str.replace would build more than {MAX_STRING} "
+                                        f"characters")
+        return _check_size(super().call(__context, __obj, *args, **kwargs), "a call")
 
     @staticmethod
     def _refuse_private(obj: Any, name: Any) -> None:
@@ -74,6 +185,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         self._refuse_private(obj, attribute)
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            _check_format(obj)  # Jinja hands out its own wrapper of str.format
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -96,7 +209,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT \
                 and left not in (0, 1, -1):
             raise SecurityError("the exponent of '**' is too large")
-        return super().call_binop(context, operator, left, right)
+        if operator == "%":
+            _check_format(left)
+        if operator == "+" and isinstance(left, (str, list, tuple)) \
+                and isinstance(right, (str, list, tuple)) and len(left) + len(right) > MAX_STRING:
+            raise SecurityError(f"'+' would build more than {MAX_STRING} items")
+        return _check_size(super().call_binop(context, operator, left, right), f"'{operator}'")
 
 
 def _finalize(value: Any) -> Any:
@@ -109,6 +227,9 @@ def new_environment() -> ImmutableSandboxedEnvironment:
     # Helpers that only widen the attack surface of a notification template.
     for name in ("lipsum", "cycler", "joiner"):
         env.globals.pop(name, None)
+    for name in ("center", "indent", "wordwrap", "format", "replace", "truncate", "join",
+                 "batch", "slice", "filesizeformat", "string", "xmlattr", "tojson"):
+        env.filters[name] = _bounded_filter(name)
     return env
 
 
@@ -243,6 +364,9 @@ class Renderer:
     def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
         values: dict[str, str] = {}
         for key, template in compiled.templates.items():
+            budget = _Budget()
+            previous = sys.gettrace()
+            sys.settrace(budget.calls)  # this thread only
             try:
                 values[key] = _bounded(template.generate(dict(context)))
             except SecurityError as exc:
@@ -251,6 +375,8 @@ class Renderer:
             except Exception as exc:  # any failure of a template means: use the fallback
                 raise RenderError(f"template {compiled.spec.name!r}: {key}: "
                                   f"{type(exc).__name__}: {exc}") from None
+            finally:
+                sys.settrace(previous)
         return build_message(compiled.spec.msgtype, **values)
 
 
