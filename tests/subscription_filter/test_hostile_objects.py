@@ -88,3 +88,31 @@ def test_a_watch_the_server_refuses_at_once_is_retried_with_backoff(status: int,
             store.stop()
     # Without backoff this was ~1,300 requests a second; with it, a handful.
     assert 1 <= refused <= 20, refused
+
+
+SEED_APPROVER_CEL = ('ce.data.object.status.artifactPromotionSpec.approvalSpec.users'
+                     '.exists(item, item.name == "$(subscriber.name)")')
+
+
+@pytest.mark.parametrize("engine_name", ["celpy", "cel-expr"])
+def test_a_string_with_nul_never_matches_its_prefix(engine_name: str) -> None:
+    """cel-cpp ends strings at NUL: "alice\\0mallory" compared equal to "alice"."""
+    from .conftest import make_engine, outcome
+
+    engine = make_engine(engine_name)
+    ce = {"data": {"object": {"status": {"artifactPromotionSpec": {"approvalSpec": {
+        "users": [{"name": "alice\x00mallory"}]}}}}}}
+    assert outcome(engine, SEED_APPROVER_CEL, ce, {"name": "alice"}) == "false"
+    ce["data"]["object"]["status"]["artifactPromotionSpec"]["approvalSpec"]["users"] = [
+        {"name": "alice"}]
+    assert outcome(engine, SEED_APPROVER_CEL, ce, {"name": "alice"}) == "true"
+    assert outcome(engine, 'ce.data.k == "a"', {"data": {"k": "a\x00b"}}) == "false"
+
+
+@pytest.mark.parametrize("name", ["alice\x00mallory", "alice\nmallory", "alice\ud800"])
+def test_a_subscriber_name_with_control_characters_is_not_used(name: str) -> None:
+    doc = factory.cluster_subscription(name, name="odd-name", owner=name, info={"id": "x"})
+    loaded = Compiler(select("celpy")).load(doc)
+    assert loaded.subscription is None
+    assert loaded.readiness.reason == "InvalidSpec"
+    assert "control characters" in loaded.readiness.message

@@ -155,6 +155,9 @@ class Engine(Protocol):
 # --------------------------------------------------------------------- shared rules
 
 
+NUL_STANDIN = "\ufffd"
+
+
 def plain(value: Any, depth: int = 0) -> Any:
     """JSON data as both engines read it alike.
 
@@ -164,14 +167,18 @@ def plain(value: Any, depth: int = 0) -> Any:
     """
     if depth > MAX_DATA_DEPTH:
         raise ValueError(f"data is nested deeper than {MAX_DATA_DEPTH} levels")
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        # cel-cpp ends a string at NUL, so "alice\0mallory" would equal "alice": a NUL is
+        # replaced, and the string can then equal no NUL-free one, in either engine.
+        return value.replace("\x00", NUL_STANDIN) if "\x00" in value else value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value if _INT64[0] <= value <= _INT64[1] else float(value)
     if isinstance(value, float):
         return value
     if isinstance(value, Mapping):
-        return {str(k): plain(v, depth + 1) for k, v in value.items()}
+        return {plain(str(k), depth + 1): plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v, depth + 1) for v in value]
     return str(value)

@@ -185,6 +185,9 @@ def parse_subscriber(spec: Mapping[str, Any]) -> Subscriber:
     name = _text(raw.get("name"))
     if not name:
         raise Invalid("InvalidSpec", "spec.subscriber.name is required")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in name):
+        raise Invalid("InvalidSpec", "spec.subscriber.name must not contain control "
+                                     "characters or lone surrogates")
     kind = _text(raw.get("kind")) or "User"
     if kind not in SUBSCRIBER_KINDS:
         raise Invalid("InvalidSpec",
