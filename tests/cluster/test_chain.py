@@ -14,20 +14,11 @@ import pytest
 import yaml
 
 from tests.support.factory import cluster_subscription, kube_event, promotion_run
-from tests.support.seed import example
+from tests.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
 
 from .adapter import ReceiveAdapter
 from .chain import ClusterChain
 from .controlplane import ControlPlane
-
-SEED_SUBSCRIPTIONS = {"admin": "admin-artifactpromotionrun-subscription",
-                      "alice": "alice-artifactpromotionrun-subscription",
-                      "bob": "bob-artifactpromotionrun-subscription",
-                      "carol": "carol-artifactpromotionrun-subscription"}
-TITLES = {"ApprovalPending": "Artifact promotion awaiting your approval",
-          "ApprovalDenied": "Artifact promotion denied",
-          "Running": "Artifact promotion approved and running",
-          "Failed": "Artifact promotion failed"}
 
 
 def devstack_subscriptions() -> dict[str, str]:

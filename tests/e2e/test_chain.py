@@ -24,17 +24,9 @@ from tests.support.factory import (
     sign,
 )
 from tests.support.factory import notification_request as factory_request
+from tests.support.seed import SEED_SUBSCRIPTIONS, TITLES
 
 from .conftest import INJECTION, SUBSCRIPTION, received, recipients, settle, wait_for
-
-SEED_SUBSCRIPTIONS = {"admin": "admin-artifactpromotionrun-subscription",
-                      "alice": "alice-artifactpromotionrun-subscription",
-                      "bob": "bob-artifactpromotionrun-subscription",
-                      "carol": "carol-artifactpromotionrun-subscription"}
-TITLES = {"ApprovalPending": "Artifact promotion awaiting your approval",
-          "ApprovalDenied": "Artifact promotion denied",
-          "Running": "Artifact promotion approved and running",
-          "Failed": "Artifact promotion failed"}
 
 
 def new_run(kube: FakeKubeAPI, namespace: str = "devops", *, requester: str = "alice",

@@ -22,6 +22,18 @@ BLOCKS = {
     "seed-clustersubscription-admin.yaml": 'name: "admin-artifactpromotionrun-subscription"',
     "seed-clustersubscription-multi-namespace.yaml": "name: user1-subscription",
 }
+# The example scenario's people: each one's ClusterSubscription (the seed's for admin, the
+# dev stack's for the others) and the English part of each shipped template's title.
+SEED_SUBSCRIPTIONS = {"admin": "admin-artifactpromotionrun-subscription",
+                      "alice": "alice-artifactpromotionrun-subscription",
+                      "bob": "bob-artifactpromotionrun-subscription",
+                      "carol": "carol-artifactpromotionrun-subscription"}
+TITLES = {"ApprovalPending": "Artifact promotion awaiting your approval",
+          "ApprovalDenied": "Artifact promotion denied",
+          "Running": "Artifact promotion approved and running",
+          "Failed": "Artifact promotion failed"}
+
+
 _SHELL = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _HEREDOC = re.compile(r"<<\s*'?EOF'?[^\n]*\n(.*?)\nEOF\b", re.DOTALL)
 
