@@ -155,10 +155,10 @@ def functions_framework_target(function: Function) -> Any:
     def handle(request: Any) -> Any:
         response = _serve(function, request)
         if response.status == PayloadTooLarge.status:
-            # functions-framework reads the whole request before it answers, unless the
-            # answer is streamed: stream the refusal, so the rest is never read.
-            # The rest is never read either, so the connection cannot be reused (gunicorn
-            # takes the hop-by-hop header; waitress, under parliament, would refuse it).
+            # functions-framework reads the whole request before it answers unless the
+            # answer is streamed: stream the refusal, so the rest is never read, and close
+            # the connection, which the unread rest makes unusable (gunicorn takes this
+            # hop-by-hop header; waitress, under parliament, would refuse it).
             import flask
 
             return flask.Response(iter([response.body]), response.status,
