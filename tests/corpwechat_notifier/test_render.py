@@ -422,6 +422,7 @@ EXHAUSTING = {
     "growth through +": "{% set ns = namespace(s='x') %}{% for i in range(40) %}"
                         "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
     "str.replace growth": "{{ ('x' * 50000).replace('x', 'y' * 50000) }}",
+    "the replace filter's growth": "{{ ('x' * 50000)|replace('x', 'y' * 50000) }}",
     "nested loops printing nothing": "{% for a in range(100000) %}{% for b in range(100000) %}"
                                      "{% endfor %}{% endfor %}",
 }
@@ -430,6 +431,14 @@ EXHAUSTING = {
 @pytest.mark.parametrize("source", EXHAUSTING.values(), ids=EXHAUSTING.keys())
 def test_templates_that_would_exhaust_the_notifier_are_refused(source):
     with pytest.raises(RenderError, match="refused by the sandbox"):
+        render(text_spec(source))
+
+
+@pytest.mark.parametrize("source", ["{{ ('x' * 50000).replace('x', 'y' * 50000) }}",
+                                    "{{ ('x' * 50000)|replace('x', 'y' * 50000) }}"])
+def test_replace_growth_is_refused_before_it_allocates(source):
+    # checked from the arguments ("characters"), not after building 2.5 GB ("items")
+    with pytest.raises(RenderError, match="replace would build more than 1000000 characters"):
         render(text_spec(source))
 
 

@@ -84,7 +84,7 @@ def _check_widths(numbers: Any, what: str) -> None:
             raise SecurityError(f"{what}: {number} is over the limit of {MAX_WIDTH}")
 
 
-def _check_format(text: Any, args: Any = ()) -> None:
+def _check_format(text: Any) -> None:
     """``'%1000000000s' % x`` would allocate a gigabyte: the widths in a format, and
     ``*`` widths, are bounded."""
     if not isinstance(text, str):
@@ -99,6 +99,17 @@ def _check_format(text: Any, args: Any = ()) -> None:
         _check_widths([int(n) for n in re.findall(r"\d+", text)], "a format width")
 
 
+def _check_replace(text: Any, old: Any, new: Any) -> None:
+    """``s.replace(old, new)`` (method or filter) may not grow past ``MAX_STRING``: checked
+    before it allocates."""
+    if not isinstance(text, str) or not isinstance(new, str):
+        return
+    old = old if isinstance(old, str) else ""
+    grows = (text.count(old) if old else len(text) + 1) * len(new)
+    if len(text) + grows > MAX_STRING:
+        raise SecurityError(f"replace would build more than {MAX_STRING} characters")
+
+
 # str methods whose arguments decide how much they allocate.
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
@@ -110,6 +121,8 @@ def _bounded_filter(name: str) -> Any:
         _check_widths([*args[1:], *kwargs.values()], f"the filter {name}")
         if name == "format" and args:
             _check_format(args[0])
+        if name == "replace" and len(args) >= 3:
+            _check_replace(str(args[0]), args[1], args[2])
         return _check_size(original(*args, **kwargs), f"the filter {name}")
 
     return bounded
@@ -167,12 +180,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(owner, str):
             if name in _WIDTH_METHODS:
                 _check_widths([*args, *kwargs.values()], f"str.{name}")
-            elif name == "replace" and len(args) >= 2 and isinstance(args[1], str):
-                old = args[0] if isinstance(args[0], str) else ""
-                grows = (owner.count(old) if old else len(owner) + 1) * len(args[1])
-                if len(owner) + grows > MAX_STRING:
-                    raise SecurityError(f"str.replace would build more than {MAX_STRING} "
-                                        f"characters")
+            elif name == "replace" and len(args) >= 2:
+                _check_replace(owner, args[0], args[1])
         return _check_size(super().call(__context, __obj, *args, **kwargs), "a call")
 
     @staticmethod
