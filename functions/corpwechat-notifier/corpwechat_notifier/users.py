@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .shared import logs
+from .shared.cache import CachedMap
 
 DIRECTORY = "corpwechat-users"
 # WeCom member ids: 1-64 bytes of letters, digits and "_-@.", starting with a letter or digit.
@@ -71,30 +72,6 @@ class TTLCache:
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
-
-
-class CachedMap:
-    """A ConfigMap's non-empty string values, read again after ``ttl`` seconds.
-    ``read()`` returns the data (``{}``/``None`` when the ConfigMap does not exist) and
-    raises a typed error when the API server is in trouble."""
-
-    def __init__(self, read: Callable[[], Mapping[str, str] | None], ttl: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.read = read
-        self.ttl = ttl
-        self.clock = clock
-        self._data: tuple[float, dict[str, str]] | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> dict[str, str]:
-        with self._lock:
-            if self._data and self.clock() - self._data[0] < self.ttl:
-                return self._data[1]
-        data = {str(k): str(v).strip() for k, v in (self.read() or {}).items()
-                if isinstance(v, str) and v.strip()}
-        with self._lock:
-            self._data = (self.clock(), data)
-        return data
 
 
 GROUPS_DIRECTORY = "corpwechat-groups"

@@ -16,11 +16,10 @@ grants to the user itself (or to ``system:authenticated``).
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 
-from .shared import logs
+from .shared.cache import CachedMap
 
 AUTHENTICATED = "system:authenticated"
 _SEPARATORS = re.compile(r"[,\n]")
@@ -39,33 +38,14 @@ class GroupDirectory:
     """``groups_of(user)``: the user's groups plus ``system:authenticated``.
 
     ``read()`` returns the ConfigMap's data, ``None`` when it does not exist, and raises
-    a typed error when the API server is in trouble (the event is then retried). The data
-    is kept for ``ttl`` seconds.
+    a typed error when the API server is in trouble (the event is then retried); ``read``
+    ``None``: no directory. The data is kept for ``ttl`` seconds.
     """
 
     def __init__(self, read: Callable[[], Mapping[str, str] | None] | None, *,
                  ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.read = read
-        self.ttl = ttl
-        self.clock = clock
-        self._data: tuple[float, dict[str, tuple[str, ...]]] | None = None
-        self._lock = threading.Lock()
-
-    def _directory(self) -> dict[str, tuple[str, ...]]:
-        if self.read is None:
-            return {}
-        with self._lock:
-            if self._data is not None and self.clock() - self._data[0] < self.ttl:
-                return self._data[1]
-        raw = self.read()
-        if raw is None:
-            logs.debug("no subscriber group directory; reviews carry the user only")
-        data = {str(user): parse_groups(value) for user, value in (raw or {}).items()
-                if isinstance(value, str)}
-        with self._lock:
-            self._data = (self.clock(), data)
-        return data
+        self.directory = CachedMap(read or (lambda: None), ttl, clock)
 
     def groups_of(self, user: str) -> tuple[str, ...]:
-        listed = self._directory().get(user, ())
+        listed = parse_groups(self.directory().get(user, ""))
         return (*listed, AUTHENTICATED) if AUTHENTICATED not in listed else listed
