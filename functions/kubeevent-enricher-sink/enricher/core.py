@@ -5,7 +5,6 @@ Nothing here does I/O, so it is tested with plain data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -158,13 +157,13 @@ def parse_kube_event(data: Mapping[str, Any]) -> KubeEvent:
 
 
 def what_it_says(reason: str, message: Any, severity: Any, involved: Mapping[str, Any]) -> str:
-    """What makes an Event revision news: its reason, message, type and object. Kubernetes
-    repeats an Event by bumping ``count`` and ``lastTimestamp`` (a new resourceVersion);
-    such a repeat keeps its id, so nobody is told twice (DESIGN §5: same input, same id)."""
+    """What makes an Event revision news: its reason, message, type and object (as JSON
+    text; ``deterministic_id`` hashes it). Kubernetes repeats an Event by bumping ``count``
+    and ``lastTimestamp`` (a new resourceVersion); such a repeat keeps its id, so nobody is
+    told twice (DESIGN §5: same input, same id)."""
     said = [reason, message, severity] + [involved.get(k) for k in
                                           ("apiVersion", "kind", "namespace", "name", "uid")]
-    return hashlib.sha256(json.dumps(said, default=str).encode("utf-8", "replace")
-                          ).hexdigest()[:32]
+    return json.dumps(said, default=str)
 
 
 def kind_wanted(ref: ObjectRef, kinds: frozenset[str]) -> bool:
