@@ -158,7 +158,8 @@ class ClusterChain:
         meta = created["metadata"]
         out = self.plane.kubectl("patch", APR, meta["name"], "-n", meta["namespace"],
                                  "--subresource=status", "--type=merge", "-o", "json",
-                                 "-p", json.dumps({"status": run.get("status") or {}})).stdout
+                                 "--patch-file", "/dev/stdin",
+                                 input=json.dumps({"status": run.get("status") or {}})).stdout
         return dict(json.loads(out))
 
     def happen(self, event: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:

@@ -242,3 +242,31 @@ def test_the_chain_recovers_from_a_kube_apiserver_restart(chain: ClusterChain) -
     run = run_in(chain, "staging", requester="alice", approvers=("admin",))
     chain.happen(event_about(run, "ApprovalDenied", "denied after the restart"))
     assert {u: len(m) for u, m in chain.received().items()} == {"alice": 1}
+
+
+def test_a_filter_stopped_at_the_iteration_limit_says_so_on_the_subscription(
+        chain: ClusterChain) -> None:
+    """bob is approver number 10,501 of a run: the seed's filter cannot be answered within
+    10,000 iterations; he is not told, and his subscription says so (the real server took
+    the condition through /status and its schema). His next ordinary run is notified."""
+    approvers = tuple("bob" if i == 10_500 else f"user-{i}" for i in range(10_600))
+    crowded = run_in(chain, approvers=approvers)
+    chain.happen(event_about(crowded, "ApprovalPending"))
+    assert chain.received() == {}
+    name = SEED_SUBSCRIPTIONS["bob"]
+    deadline = time.monotonic() + 30
+    while True:
+        conditions = (chain.get("clustersubscription", name).get("status") or {}).get(
+            "conditions") or []
+        found = {c["type"]: c for c in conditions}
+        if "FilterEvaluated" in found:
+            break
+        assert time.monotonic() < deadline, f"no FilterEvaluated condition on {name}"
+        time.sleep(0.1)
+    limit = found["FilterEvaluated"]
+    assert (limit["status"], limit["reason"]) == ("False", "EvaluationLimit")
+    assert "evaluation stopped after 10,000 comprehension iterations" in limit["message"]
+    assert found["Ready"]["status"] == "True"
+    chain.reset()
+    chain.happen(event_about(run_in(chain, approvers=("bob",)), "ApprovalPending"))
+    assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}

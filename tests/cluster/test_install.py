@@ -114,6 +114,15 @@ def test_generated_subscriptions_and_a_written_status_are_accepted(plane: Contro
      {"nested": True}, "exact.involvedobjectkind"),
     (("spec", "subscriptions", 0, "events", 0, "filter", "cel"), "x" * 5000, "Too long"),
     (("spec", "subscriptions", 0, "object", "namespaces"), ["a"], "unknown field"),
+    # Sizes, so that no handful of subscriptions can take the filter's memory.
+    (("spec", "subscriptions", 0, "events"), [{"type": "t"}] * 33, "must have at most 32 items"),
+    (("spec", "subscriptions"), [{"object": {"kind": "K", "apiVersion": "v1"}}] * 33,
+     "must have at most 32 items"),
+    (("spec", "subscriptions", 0, "events", 0, "filter", "exact"),
+     {f"k{i}": "v" for i in range(17)}, "must have at most 16 items"),
+    (("spec", "subscriber", "name"), "n" * 1025, "Too long"),
+    (("spec", "subscriber", "info"), {f"k{i}": "v" for i in range(33)},
+     "must have at most 32 items"),
 ])
 def test_wrong_shapes_are_refused_by_the_server(plane: ControlPlane, path: tuple[Any, ...],
                                                 value: Any, error: str) -> None:

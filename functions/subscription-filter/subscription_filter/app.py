@@ -95,6 +95,10 @@ class SubscriptionFilter:
                          id=enriched.id, subscription=names[0] if len(names) == 1 else None,
                          subscriptions=names[:LOGGED_NAMES] if len(names) > 1 else None,
                          count=len(names), where=where, error=message)
+        for error in result.errors:
+            if error.limit:  # not the event's fault: the subscriber must be able to see it
+                self.store.report_limit(error.subscription, f"{error.where}.filter.cel",
+                                        error.message)
         recipients, denied = self._readers(result.matched, enriched)
         fields: dict[str, Any] = {
             "object": enriched.object_ref, "candidates": result.candidates,

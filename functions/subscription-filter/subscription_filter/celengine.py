@@ -19,8 +19,15 @@ recursion) and refused over ``MAX_DEPTH`` levels. So neither a recursion limit n
 a native stack can be reached by a subscription's text, and both engines refuse
 the same absurd expressions.
 
+Evaluation is bounded the same way in both engines: ``limits`` refuses at compile time
+what could cost too much for the worst event, and at run time a comprehension runs at
+most ``limits.ITERATIONS`` times per evaluation (cel-cpp's own budget; the celpy engine
+counts the same) and a celpy evaluation at most ``EVALUATION_SECONDS``.
+
 Results: ``True`` matches; ``False`` does not; an evaluation error or a non-bool
-result raises ``CelEvalError`` (the caller treats it as "does not match").
+result raises ``CelEvalError`` (the caller treats it as "does not match"), and an
+evaluation stopped at a bound raises ``CelLimitError``: no answer, which the caller
+shows on the subscription instead of taking it for a no.
 
 One event is evaluated against many subscriptions: ``Engine.event`` takes the event
 (converted once) and ``EventScope.bind`` gives, per subscriber, what
@@ -42,9 +49,11 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from . import limits
 from .binding import BINDING_VARIABLE, BindingError, Token, check_escapes, decode, scan, shape
 
 MAX_EXPRESSION_BYTES = 4096
@@ -92,6 +101,27 @@ class CelCompileError(CelError):
 
 class CelEvalError(CelError):
     pass
+
+
+class CelLimitError(CelEvalError):
+    """The evaluation was stopped at a bound: neither a match nor a no."""
+
+
+# How long one celpy evaluation may run (cel-cpp's are bounded by ``limits`` alone).
+EVALUATION_SECONDS = 5.0
+ITERATIONS_MESSAGE = (f"evaluation stopped after {limits.ITERATIONS:,} comprehension "
+                      f"iterations, the limit per evaluation")
+TIME_MESSAGE = "evaluation stopped after {seconds:g} s, the limit per evaluation"
+
+
+_BUDGET = "iteration budget exceeded"  # how cel-cpp says it
+
+
+def eval_error(message: str) -> CelEvalError:
+    """The error for an engine's message: ``CelLimitError`` when it says a bound was hit."""
+    if _BUDGET in message.lower():
+        return CelLimitError(ITERATIONS_MESSAGE)
+    return CelEvalError(message)
 
 
 class Program(Protocol):
@@ -253,6 +283,10 @@ def parse(expression: str) -> Any:
     depth = tree_depth(tree)
     if depth > MAX_DEPTH:
         raise CelCompileError(f"expression is {depth} levels deep, over the limit of {MAX_DEPTH}")
+    try:
+        limits.check(tree)
+    except limits.TooCostly as exc:
+        raise CelCompileError(str(exc)) from None
     return tree
 
 
@@ -306,9 +340,10 @@ _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 class CelPyProgram:
-    def __init__(self, source: str, runner: Any) -> None:
+    def __init__(self, source: str, runner: Any, seconds: float = EVALUATION_SECONDS) -> None:
         self.source = source
         self._runner = runner
+        self._seconds = seconds
 
     def prepare(self, bound: Any) -> Any:
         return bound
@@ -324,19 +359,93 @@ class CelPyProgram:
         from celpy import celtypes
         from celpy.evaluation import CELEvalError
 
+        outer = getattr(_budget, "left", None)
+        if outer is None:  # the outermost evaluation on this thread sets the bounds
+            _budget.left = limits.ITERATIONS
+            _budget.deadline = time.monotonic() + self._seconds
+            _budget.seconds = self._seconds
         try:
             result = self._runner.evaluate(activation)
+        except _Stopped as exc:
+            raise CelLimitError(str(exc)) from None
         except CELEvalError as exc:
             raise CelEvalError(_celpy_error(exc)) from None
         except RecursionError:
             raise CelEvalError("expression is too deeply nested to evaluate") from None
         except Exception as exc:
             raise CelEvalError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if outer is None:
+                _budget.left = None
         if isinstance(result, CELEvalError):
             raise CelEvalError(_celpy_error(result))
         if not isinstance(result, celtypes.BoolType):
             raise CelEvalError(f"result is {_celpy_type(result)}, not bool")
         return bool(result)
+
+
+class _Stopped(Exception):
+    """Raised inside celpy when an evaluation reaches a bound (not a ``CELEvalError``, so
+    no short-circuit operator or macro swallows it)."""
+
+
+# Iterations left and the deadline of the evaluation running on this thread.
+_budget = threading.local()
+
+
+def _step() -> None:
+    left = _budget.left - 1
+    if left < 0:
+        raise _Stopped(ITERATIONS_MESSAGE)
+    if time.monotonic() > _budget.deadline:
+        raise _Stopped(TIME_MESSAGE.format(seconds=_budget.seconds))
+    _budget.left = left
+
+
+def _counted(body: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def step(value: Any) -> Any:
+        _step()
+        return body(value)
+
+    return step
+
+
+def _bounded_runner() -> type:
+    """celpy's interpreter with every comprehension iteration counted (``_step``)."""
+    import celpy
+    from celpy import celtypes
+    from celpy.evaluation import Evaluator
+
+    class BoundedEvaluator(Evaluator):
+        def sub_evaluator(self, ast: Any) -> Evaluator:
+            return BoundedEvaluator(ast, activation=self.activation)
+
+        def build_macro_eval(self, child: Any) -> Callable[[Any], Any]:
+            return _counted(super().build_macro_eval(child))
+
+        def build_ss_macro_eval(self, child: Any) -> Callable[[Any], Any]:
+            # ``exists``/``all``: once settled, cel-cpp stops iterating; celpy's reduce
+            # goes on, so the rest are answered without being evaluated or counted.
+            body = _counted(super().build_ss_macro_eval(child))
+            settles = str(child.children[1]) == "exists"
+            settled: list[Any] = []
+
+            def step(value: Any) -> Any:
+                if settled:
+                    return settled[0]
+                result = body(value)
+                if isinstance(result, celtypes.BoolType) and bool(result) is settles:
+                    settled.append(result)
+                return result
+
+            return step
+
+    class BoundedRunner(celpy.InterpretedRunner):
+        def evaluate(self, context: Any) -> Any:
+            return BoundedEvaluator(ast=self.ast, activation=self.new_activation()
+                                    ).evaluate(context)
+
+    return BoundedRunner
 
 
 def _celpy_error(exc: Exception) -> str:
@@ -396,11 +505,14 @@ class CelPyEngine:
 
     name = "celpy"
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = EVALUATION_SECONDS) -> None:
         from celpy.evaluation import base_functions
+
+        self.seconds = seconds  # how long one evaluation may run
 
         self._functions = _numeric_functions()
         self._known_functions = frozenset(base_functions) | {"has", "dyn"} | _MACROS
+        self._runner_class = _bounded_runner()
         with _parse_lock:
             _parser()  # build the grammar now (about a second), not on the first compile
 
@@ -409,12 +521,12 @@ class CelPyEngine:
         self._check_references(tree)
         try:
             with _parse_lock:
-                runner = _parser().program(tree, functions=self._functions)
+                runner = self._runner_class(_parser(), tree, self._functions)
         except RecursionError:
             raise CelCompileError("expression is too deeply nested") from None
         except Exception as exc:
             raise CelCompileError(f"{type(exc).__name__}: {exc}") from None
-        return CelPyProgram(expression, runner)
+        return CelPyProgram(expression, runner, self.seconds)
 
     def _check_references(self, tree: Any) -> None:
         """Refuse undeclared variables and unknown functions at compile time, as the
@@ -617,7 +729,6 @@ NAMES_FUNCTION = "__subscriber_names__"
 # approver). Over that budget, the batch and the ones after it are halved, down to one
 # name.
 BATCH_SIZE = 2048
-_BUDGET = "iteration budget exceeded"
 
 
 def as_names_filter(expression: str) -> str | None:
@@ -726,7 +837,7 @@ class CelExprProgram:
             try:
                 result = (run_named if type(bound) is str else run)(activation)
             except Exception as exc:
-                raise CelEvalError(_cel_expr_error(str(exc))) from None
+                raise eval_error(_cel_expr_error(str(exc))) from None
             finally:
                 current.bound = previous
             if result.type() == boolean:
@@ -750,14 +861,14 @@ class CelExprProgram:
             start, size = 0, BATCH_SIZE
             while start < len(names):
                 chunk = list(names[start:start + size])
-                failure: str | None = None
+                failure: CelEvalError | None = None
                 try:
                     result = self._run(batch, activation, chunk)
                     if result.type() == error:
-                        failure = str(result.value())
+                        failure = eval_error(_cel_expr_error(str(result.value())))
                 except CelEvalError as exc:
-                    failure = exc.message
-                if failure is not None and len(chunk) > 1 and _BUDGET in failure.lower():
+                    failure = exc
+                if isinstance(failure, CelLimitError) and len(chunk) > 1:
                     size = len(chunk) // 2  # and for the rest: the filter's cost is per name
                     continue
                 if failure is None:
@@ -777,7 +888,7 @@ class CelExprProgram:
         try:
             return expression.eval(activation)
         except Exception as exc:
-            raise CelEvalError(_cel_expr_error(str(exc))) from None
+            raise eval_error(_cel_expr_error(str(exc))) from None
         finally:
             _current.bound = previous
 
@@ -786,7 +897,7 @@ class CelExprProgram:
         if kind == self._cel.Type.BOOL:
             return bool(result.value())
         if kind == self._cel.Type.ERROR:
-            raise CelEvalError(_cel_expr_error(str(result.value())))
+            raise eval_error(_cel_expr_error(str(result.value())))
         raise CelEvalError(f"result is {kind.name().lower()}, not bool")
 
 
@@ -860,6 +971,7 @@ class CelExprEngine:
             raise CelCompileError(
                 f"expression returns {returns.name().lower()}, but a filter must return bool"
             )
+        parse(expression)  # the depth and cost limits, on the parse tree both engines share
         shared = self._compile_shared(expression)
         keys = binding_keys(expression)
         named = batch = None

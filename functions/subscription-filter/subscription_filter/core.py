@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from cloudevents.http import CloudEvent
 
-from .celengine import Batch, CelEvalError, Engine, EventScope, Program, plain
+from .celengine import Batch, CelEvalError, CelLimitError, Engine, EventScope, Program, plain
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
 from .subscriptions import (
@@ -259,8 +259,11 @@ def evaluate(sub: Subscription, obj: ObjectRule, rule: EventRule, scope: Scope
         try:
             passed = rule.cel.evaluate(scope.activation(sub))
         except CelEvalError as exc:
-            done.append(Check("cel-error", False, at, f"CEL error (treated as no match): "
-                              f"{exc.message}; expression: {rule.cel_shown}", exc.message))
+            said = ("CEL evaluation stopped at a limit (not notified; shown on the "
+                    "subscription's status)" if isinstance(exc, CelLimitError)
+                    else "CEL error (treated as no match)")
+            done.append(Check("cel-error", False, at, f"{said}: {exc.message}; expression: "
+                              f"{rule.cel_shown}", exc.message))
             return tuple(done)
         done.append(Check("cel", passed, at,
                           "" if passed else f"CEL returned false: {rule.cel_shown}"))
@@ -331,6 +334,7 @@ class MatchError:
     subscription: str
     where: str
     message: str
+    limit: bool = False  # the evaluation stopped at a bound (``CelLimitError``)
 
 
 @dataclass
@@ -377,7 +381,8 @@ def match(index: Index, enriched: Enriched, engine: Engine,
         if decision is True:
             matched[sub.name] = sub
         elif isinstance(decision, CelEvalError):
-            result.errors.append(MatchError(sub.name, candidate.rule.where, decision.message))
+            result.errors.append(MatchError(sub.name, candidate.rule.where, decision.message,
+                                            isinstance(decision, CelLimitError)))
     result.matched = sorted(matched.values(), key=lambda s: s.name)
     return result
 

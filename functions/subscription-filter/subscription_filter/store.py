@@ -9,11 +9,15 @@ The store is ready after the first list. Each change rebuilds an immutable
 Status: after loading an object the store writes its ``Ready`` condition with a
 merge patch on ``/status`` when, and only when, it differs from what the object
 already says. Its own write comes back through the watch; until it has, an older
-copy of the object does not trigger a second write.
+copy of the object does not trigger a second write. A filter that stopped at an
+evaluation limit is reported by request threads (``report_limit``) and written as a
+``FilterEvaluated=False`` condition by a second thread, once per subscription
+generation, place and message.
 """
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -35,10 +39,13 @@ from .subscriptions import (
     Loaded,
     Snapshot,
     build_snapshot,
+    limit_patch,
     status_patch,
 )
 
 LIST_PAGE = 500
+# Limit reports waiting to be written; more at once are dropped (and logged by the caller).
+LIMIT_QUEUE = 256
 MAX_BACKOFF = 30.0
 # A watch that ends this soon without a single event, or a list whose watch at once says
 # 410, is the server (or something between) refusing: wait before the next one.
@@ -87,6 +94,11 @@ class SubscriptionStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watch: k8s_watch.Watch | None = None
+        self._limits: queue.Queue[tuple[str, str, str]] = queue.Queue(maxsize=LIMIT_QUEUE)
+        self._limits_reported: set[tuple[str, int, str, str]] = set()
+        self._limit_thread: threading.Thread | None = None
+        self._limit_lock = threading.Lock()
+        self.limit_writes = 0
 
     # ------------------------------------------------------------------ public
 
@@ -106,6 +118,70 @@ class SubscriptionStore:
         while thread is not None and thread.is_alive() and time.monotonic() < deadline:
             self._cut_watch()
             thread.join(0.05)
+
+    def report_limit(self, name: str, where: str, message: str) -> None:
+        """Say on subscription ``name``'s status that its filter at ``where`` stopped at
+        an evaluation limit; written in the background, once per generation."""
+        if not self.write_status:
+            return
+        sub = self._snapshot.subscriptions.get(name)
+        key = (name, sub.generation if sub is not None else -1, where, message)
+        with self._limit_lock:
+            if key in self._limits_reported:
+                return
+            self._limits_reported.add(key)
+            if self._limit_thread is None or not self._limit_thread.is_alive():
+                self._limit_thread = threading.Thread(
+                    target=self._write_limits, name="subscription-limits", daemon=True)
+                self._limit_thread.start()
+        try:
+            self._limits.put_nowait((name, where, message))
+        except queue.Full:
+            with self._limit_lock:
+                self._limits_reported.discard(key)
+
+    def _write_limits(self) -> None:
+        while not self._stop.is_set():
+            try:
+                name, where, message = self._limits.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            for _attempt in range(3):  # a conflict: someone wrote meanwhile, read again
+                try:
+                    if self._write_limit(name, where, message):
+                        break
+                except Exception as exc:  # one status must never stop the others
+                    logs.warning("could not write subscription status", subscription=name,
+                                 error=_describe(exc))
+                    break
+
+    def _write_limit(self, name: str, where: str, message: str) -> bool:
+        """True when done (written, or nothing to write); False on a conflict."""
+        custom = self.kube.custom()
+        with translate(f"get {PLURAL}.{GROUP} {name}"):
+            try:
+                obj = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name,
+                                                       _request_timeout=self.kube.timeout)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+        patch = limit_patch(obj, where, message, utc_now())
+        if patch is None:
+            return True
+        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
+            try:
+                custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
+                    _request_timeout=self.kube.timeout)
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                raise
+        self.limit_writes += 1
+        logs.info("subscription status written", subscription=name, condition="FilterEvaluated",
+                  where=where)
+        return True
 
     def _cut_watch(self) -> None:
         current = self._watch

@@ -20,6 +20,7 @@ A subscription is used only when it is valid as a whole; otherwise it gets
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from . import limits
 from .binding import (
     BINDING_VARIABLE,
     BindingError,
@@ -45,6 +47,12 @@ OWNER_ANNOTATION = "katanomi.dev/owned.username"
 CHANNELS_ANNOTATION = "core.katanomi.dev/sink.pluginclasses"
 SUBSCRIBER_KINDS = ("User", "Group")
 CONDITION = "Ready"
+# A filter stopped at an evaluation limit (``CelLimitError``): written by the filter as
+# events hit it, dropped when the subscription changes (a new generation).
+LIMIT_CONDITION = "FilterEvaluated"
+LIMIT_REASON = "EvaluationLimit"
+# Different CEL texts one subscription may have (each costs a compile and memory).
+MAX_FILTERS = 32
 
 
 class Invalid(Exception):
@@ -201,6 +209,10 @@ def parse_subscriber(spec: Mapping[str, Any]) -> Subscriber:
         raise Invalid("InvalidSpec", str(exc)) from None
     binding["name"] = name
     binding["kind"] = kind
+    size = len(json.dumps(binding, ensure_ascii=False).encode("utf-8", "replace"))
+    if size > limits.SUBSCRIBER_BYTES:  # what the cost of a filter is worked out for
+        raise Invalid("InvalidSpec", f"spec.subscriber is {size} bytes as bound to CEL, over "
+                                     f"the limit of {limits.SUBSCRIBER_BYTES}")
     return Subscriber(name, kind, _text(raw.get("apiGroup")), info_plain, binding)
 
 
@@ -275,6 +287,10 @@ def check_subscriptions(spec: Mapping[str, Any]
         objects.append(replace(obj, events=tuple(rules)))
     if not found and not any(o.events for o in objects):
         found.append(Invalid("InvalidSpec", "spec.subscriptions[].events lists no event type"))
+    texts = {r.cel_source.strip() for o in objects for r in o.events} - {""}
+    if len(texts) > MAX_FILTERS:  # each is compiled and kept: bounded per subscription
+        found.append(Invalid("InvalidSpec", f"spec.subscriptions has {len(texts)} different "
+                                            f"CEL filters, over the limit of {MAX_FILTERS}"))
     return tuple(objects), found
 
 
@@ -690,9 +706,42 @@ def status_patch(obj: Mapping[str, Any], readiness: Readiness,
         condition["observedGeneration"] = generation
     status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
     conditions = (status or {}).get("conditions")
-    others = [c for c in conditions if isinstance(c, Mapping) and c.get("type") != CONDITION] \
-        if isinstance(conditions, list) else []
+    others = [c for c in conditions if isinstance(c, Mapping) and c.get("type") != CONDITION
+              and not _stale_limit(c, generation)] if isinstance(conditions, list) else []
     body: dict[str, Any] = {"conditions": [*others, condition]}
     if generation is not None:
         body["observedGeneration"] = generation
     return {"status": body}
+
+
+def _stale_limit(condition: Mapping[str, Any], generation: int | None) -> bool:
+    """A limit condition written for another generation of the subscription."""
+    return condition.get("type") == LIMIT_CONDITION and \
+        condition.get("observedGeneration") != generation
+
+
+def limit_patch(obj: Mapping[str, Any], where: str, message: str,
+                now: str) -> dict[str, Any] | None:
+    """The merge patch for ``/status`` saying the filter at ``where`` stopped at an
+    evaluation limit, or ``None`` when the object already says so. Guarded by the
+    object's resourceVersion: the conditions list is replaced whole."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    generation = meta.get("generation") if isinstance(meta.get("generation"), int) else None
+    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+    conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    text = (f"{where}: {message}; the events it could not evaluate were not notified to "
+            f"this subscriber")[:1000]
+    for c in conditions:
+        if isinstance(c, Mapping) and c.get("type") == LIMIT_CONDITION and (
+                c.get("status"), c.get("message"), c.get("observedGeneration")) == (
+                "False", text, generation):
+            return None
+    condition: dict[str, Any] = {"type": LIMIT_CONDITION, "status": "False",
+                                 "reason": LIMIT_REASON, "message": text,
+                                 "lastTransitionTime": now}
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    others = [c for c in conditions
+              if isinstance(c, Mapping) and c.get("type") != LIMIT_CONDITION]
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+            "status": {"conditions": [*others, condition]}}

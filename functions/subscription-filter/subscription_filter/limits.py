@@ -1,0 +1,309 @@
+"""What one evaluation of a filter can cost at most, worked out from its text alone.
+
+A filter is refused at compile time, by the same rule for both engines, when the
+worst event it may see could make one evaluation do more than ``MAX_COST`` units of
+work (one unit: one operation, or 16 bytes compared or copied) or build a value over
+``MAX_VALUE_BYTES``. What the estimate assumes:
+
+* ``ce`` and everything under it is at most ``EVENT_BYTES`` (the largest body a
+  function accepts), the subscriber's binding at most ``SUBSCRIBER_BYTES``; a list
+  of ``n`` bytes has at most ``n / 2`` elements.
+* A comprehension (``all``, ``exists``, ``exists_one``, ``map``, ``filter``) runs at
+  most ``ITERATIONS`` times per evaluation: cel-cpp stops there, and the celpy engine
+  enforces the same budget (see ``celengine``).
+* The elements of a collection together are no bigger than the collection, so a
+  body that reads its element (``x.name``) costs in total what the collection
+  weighs, not its length times its size: sizes and costs are kept as
+  ``fixed + k·|v|`` for the innermost comprehension variable ``v``.
+
+What is refused is what could exhaust the filter: a ``map`` that doubles a string
+24 times, a comprehension over a list nested in one over another list, ``in`` over a
+large list inside a loop. The seed's filters cost under a fifth of the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ITERATIONS = 10_000
+EVENT_BYTES = 1024 * 1024
+SUBSCRIBER_BYTES = 2048
+MAX_COST = 10_000_000
+MAX_VALUE_BYTES = 4 * 1024 * 1024
+_BYTES_PER_UNIT = 16
+_SMALL = 8.0  # a number, a bool, a timestamp
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_SMALL_RESULTS = frozenset({
+    "size", "contains", "startsWith", "endsWith", "matches", "has", "int", "uint",
+    "double", "bool", "type", "duration", "timestamp", "exists", "all", "exists_one",
+}) | {f"get{p}" for p in ("FullYear", "Month", "Date", "DayOfMonth", "DayOfYear",
+                             "DayOfWeek", "Hours", "Minutes", "Seconds", "Milliseconds")}
+
+
+class TooCostly(ValueError):
+    """The one-line reason a filter is refused."""
+
+
+@dataclass(frozen=True)
+class Lin:
+    """At most ``fixed + k·|var|``: ``|var|`` is the size of comprehension variable
+    ``var``'s current element (``var`` ``None``: a constant)."""
+
+    fixed: float
+    k: float = 0.0
+    var: str | None = None
+
+
+@dataclass(frozen=True)
+class Est:
+    size: Lin  # bytes of the value
+    count: Lin  # elements, when iterated
+    cost: Lin  # work, comprehensions summed element by element
+    flat: float  # work, every node in a comprehension counted ``ITERATIONS`` times
+
+
+def _const(value: float) -> Lin:
+    return Lin(float(value))
+
+
+_ONE = Lin(1.0)
+
+
+class _Estimator:
+    """Two bounds of the work, the least of which counts: ``cost`` sums a comprehension's
+    body over its elements (tight when the body reads its element); ``flat`` counts
+    every node inside a comprehension ``ITERATIONS`` times, the budget every
+    comprehension of an evaluation shares (tight for nested ones)."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, float] = {}  # comprehension variable → its worst element size
+        self.depth = 0  # comprehensions around the node being estimated
+
+    # ------------------------------------------------------------ linear forms
+
+    def worst(self, lin: Lin) -> float:
+        return lin.fixed + (lin.k * self.env.get(lin.var, EVENT_BYTES) if lin.var else 0.0)
+
+    def add(self, *lins: Lin) -> Lin:
+        var = next((x.var for x in lins if x.var), None)
+        if any(x.var not in (None, var) for x in lins):
+            return _const(sum(self.worst(x) for x in lins))
+        return Lin(sum(x.fixed for x in lins), sum(x.k for x in lins), var)
+
+    def scale(self, lin: Lin, by: float) -> Lin:
+        return Lin(lin.fixed * by, lin.k * by, lin.var)
+
+    def least(self, a: Lin, b: Lin) -> Lin:
+        return a if self.worst(a) <= self.worst(b) else b
+
+    def most(self, a: Lin, b: Lin) -> Lin:
+        return self.add(a, b) if a.var != b.var else (
+            a if self.worst(a) >= self.worst(b) else b)
+
+    def times(self, n: Lin, lin: Lin) -> Lin:
+        """``n`` times ``lin`` (both bounds), kept linear where it can be."""
+        if n.var is None:
+            return self.scale(lin, n.fixed)
+        if lin.var is None:
+            return self.scale(n, lin.fixed)
+        return _const(self.worst(n) * self.worst(lin))
+
+    def units(self, size: Lin) -> Lin:
+        return self.scale(size, 1 / _BYTES_PER_UNIT)
+
+    # --------------------------------------------------------------- the tree
+
+    def node(self, parts: list[Est], own: Lin, size: Lin, count: Lin = _ONE) -> Est:
+        """A node doing ``own`` work besides its ``parts``."""
+        times = ITERATIONS if self.depth else 1
+        return Est(size, count, self.add(own, *(p.cost for p in parts)),
+                   sum(p.flat for p in parts) + self.worst(own) * times)
+
+    def small(self, parts: list[Est], own: Lin = _ONE, size: float = _SMALL) -> Est:
+        return self.node(parts, own, _const(size))
+
+    def checked(self, est: Est, node: Any) -> Est:
+        size = self.worst(est.size)
+        if size > MAX_VALUE_BYTES:
+            raise TooCostly(f"{_where(node)}can build a value of up to {_mib(size)} for one "
+                            f"event, over the limit of {_mib(MAX_VALUE_BYTES)}")
+        return est
+
+    def of(self, node: Any) -> Est:
+        return self.checked(self._of(node), node)
+
+    def _of(self, node: Any) -> Est:
+        data = str(getattr(node, "data", ""))
+        kids = _kids(node)
+        trees = [k for k in kids if hasattr(k, "children")]
+        if data in ("expr", "conditionalor", "conditionaland", "relation", "addition",
+                    "multiplication", "unary", "member", "primary", "paren_expr") \
+                and len(trees) == 1 and len(kids) == 1:
+            return self.of(trees[0])
+        if data == "expr" and len(trees) == 3:
+            test, yes, no = (self.of(t) for t in trees)
+            return self.node([test, yes, no], _ONE, self.most(yes.size, no.size),
+                             self.most(yes.count, no.count))
+        if data in ("conditionalor", "conditionaland") and len(trees) == 2:
+            return self.small([self.of(t) for t in trees], size=1)
+        if data in ("relation", "addition", "multiplication") and len(trees) == 2:
+            return self.binary(trees[0], trees[1])
+        if data == "unary" and len(trees) == 2:
+            return self.small([self.of(trees[1])])
+        if data in ("member_dot", "member_index"):
+            parts = [self.of(t) for t in trees]
+            return self.node(parts, _ONE, parts[0].size, parts[0].count)
+        if data in ("member_dot_arg", "ident_arg", "dot_ident_arg"):
+            return self.call(data, kids, trees)
+        if data in ("ident", "dot_ident"):
+            name = str(kids[-1]) if kids else ""
+            if name in self.env:
+                return self.node([], _ONE, Lin(0, 1, name), Lin(1, 0.5, name))
+            size = {"ce": EVENT_BYTES, "subscriber": SUBSCRIBER_BYTES,
+                    "__subscriber__": SUBSCRIBER_BYTES}.get(name, _SMALL)
+            return self.node([], _ONE, _const(size), _const(size / 2 + 1))
+        if data == "literal":
+            size = len((str(kids[0]) if kids else "").encode("utf-8"))
+            return self.node([], _ONE, _const(size), _const(size / 2 + 1))
+        if data in ("list_lit", "map_lit", "member_object"):
+            parts = [self.of(e) for t in trees if str(getattr(t, "data", "")) in _LISTS
+                     for e in _exprs(t)]
+            if data == "member_object":
+                parts.insert(0, self.of(trees[0]))
+            return self.node(parts, _const(len(parts) + 1),
+                             self.add(_const(len(parts)), *(p.size for p in parts)),
+                             _const(len(parts)))
+        # Anything else: its parts, and as big as they are together.
+        parts = [self.of(t) for t in trees]
+        return self.node(parts, _ONE, self.add(_const(_SMALL), *(p.size for p in parts)),
+                         self.add(_ONE, *(p.count for p in parts)))
+
+    def binary(self, left_node: Any, right_node: Any) -> Est:
+        operator = str(getattr(left_node, "data", ""))
+        left = self.of(_kids(left_node)[0])
+        right = self.of(right_node)
+        parts = [left, right]
+        if operator == "relation_in":
+            return self.small(parts, self.add(_ONE, right.count, self.units(right.size)), 1)
+        if operator.startswith("relation_"):
+            return self.small(parts, self.add(_ONE, self.units(self.least(left.size,
+                                                                           right.size))), 1)
+        if operator == "addition_add":  # strings, bytes and lists: a copy of both
+            size = self.add(left.size, right.size)
+            return self.node(parts, self.add(_ONE, self.units(size)), size,
+                             self.add(left.count, right.count))
+        return self.small(parts)
+
+    def call(self, data: str, kids: list[Any], trees: list[Any]) -> Est:
+        names = [str(k) for k in kids if not hasattr(k, "children")]
+        name = names[0] if names else ""
+        target = self.of(trees[0]) if data == "member_dot_arg" else None
+        arguments = [t for t in trees if str(getattr(t, "data", "")) == "exprlist"]
+        args = _exprs(arguments[0]) if arguments else []
+        if target is not None and name in _MACROS and len(args) in (2, 3):
+            variable = _identifier(args[0])
+            if variable is not None:
+                return self.comprehension(name, target, variable, args[1:])
+        if name == "has":
+            return self.small([], size=1)
+        parts = ([target] if target is not None else []) + [self.of(a) for a in args]
+        own = self.add(_ONE, *(self.units(p.size) for p in parts))
+        if name == "matches" and len(parts) == 2:  # RE2: linear in the text, per state
+            own = self.add(own, self.times(self.units(parts[0].size),
+                                           self.add(_ONE, self.units(parts[1].size))))
+        if name in _SMALL_RESULTS:
+            return self.small(parts, own)
+        return self.node(parts, own, self.add(_const(_SMALL), *(p.size for p in parts)),
+                         self.add(_ONE, *(p.count for p in parts)))
+
+    def comprehension(self, name: str, target: Est, variable: str, body: list[Any]) -> Est:
+        count = target.count
+        n = count if count.var is not None or self.worst(count) <= ITERATIONS \
+            else _const(ITERATIONS)
+        outer = self.env.get(variable)
+        self.env[variable] = self.worst(target.size)
+        self.depth += 1
+        try:
+            parts = [self.of(b) for b in body]
+        finally:
+            self.depth -= 1
+            if outer is None:
+                del self.env[variable]
+            else:
+                self.env[variable] = outer
+
+        def total(lin: Lin) -> Lin:
+            """``lin`` summed over the iterations: an element's share is its own size."""
+            if lin.var != variable:
+                return self.times(n, lin)
+            return self.add(self.times(n, _const(lin.fixed)), self.scale(target.size, lin.k))
+
+        cost = self.add(target.cost, n, *(total(p.cost) for p in parts))
+        flat = target.flat + sum(p.flat for p in parts) + ITERATIONS
+        if name == "map":
+            size, count = self.add(n, total(parts[-1].size)), n
+        elif name == "filter":
+            size, count = target.size, target.count
+        else:
+            size, count = _ONE, _ONE
+        return Est(size, count, cost, flat)
+
+
+_LISTS = frozenset({"exprlist", "mapinits", "fieldinits"})
+
+
+def _kids(node: Any) -> list[Any]:
+    return [c for c in getattr(node, "children", []) if c is not None]
+
+
+def _exprs(node: Any) -> list[Any]:
+    """The expressions of an ``exprlist``, ``mapinits`` or ``fieldinits``."""
+    return [k for k in _kids(node) if hasattr(k, "children")]
+
+
+def _identifier(node: Any) -> str | None:
+    """The name when ``node`` is a bare identifier (a macro's variable)."""
+    while True:
+        kids = _kids(node)
+        if str(getattr(node, "data", "")) == "ident":
+            return str(kids[0]) if kids else None
+        trees = [k for k in kids if hasattr(k, "children")]
+        if len(trees) != 1 or len(kids) != 1:
+            return None
+        node = trees[0]
+
+
+def _where(node: Any) -> str:
+    meta = getattr(node, "meta", None)
+    line, column = getattr(meta, "line", None), getattr(meta, "column", None)
+    return f"line {line}, column {column}: " if line is not None and column is not None else ""
+
+
+def _mib(size: float) -> str:
+    return f"{size:,.0f} bytes"
+
+
+def worst_case(tree: Any) -> tuple[float, float]:
+    """(cost, largest value in bytes) of one evaluation of the parse tree ``tree``
+    against the worst event; ``TooCostly`` as soon as a value is over the limit."""
+    estimator = _Estimator()
+    est = estimator.of(tree)
+    return min(estimator.worst(est.cost), est.flat), estimator.worst(est.size)
+
+
+def check(tree: Any) -> None:
+    """``TooCostly`` when an evaluation of ``tree`` may cost over ``MAX_COST`` or build a
+    value over ``MAX_VALUE_BYTES``."""
+    cost, _ = worst_case(tree)
+    if cost > MAX_COST:
+        raise TooCostly(f"one evaluation may cost up to {cost:,.0f} units, over the limit of "
+                        f"{MAX_COST:,} (a comprehension over event data nested in another, "
+                        f"or inside a loop, costs the product of both)")
+
+
+def limits() -> Mapping[str, int]:
+    """The bounds, for documentation and the CLI."""
+    return {"iterations": ITERATIONS, "cost": MAX_COST, "value_bytes": MAX_VALUE_BYTES,
+            "event_bytes": EVENT_BYTES, "subscriber_bytes": SUBSCRIBER_BYTES}
