@@ -32,7 +32,7 @@ from tests.support.factory import SIGNING_KEY
 
 from . import install
 from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
-from .controlplane import ADMIN, ClusterError, ControlPlane, ensure_built
+from .controlplane import ADMIN, USERS, ClusterError, ControlPlane, ensure_built
 
 WATCHER_SERVICE_ACCOUNT = "kubeevent-watcher-sa"
 GROUPS_CONFIGMAP = "kubeevent-user-groups"
@@ -50,8 +50,10 @@ def grant_test_access(plane: ControlPlane, readers: Mapping[str, Sequence[str]] 
                       f"--resource={APR}")
         plane.kubectl("create", "rolebinding", "run-readers", "-n", namespace,
                       "--role=run-reader", *[f"--user={u}" for u in users])
+    # The people by name, not system:authenticated: the functions' ServiceAccounts must
+    # manage with the RBAC of the manifests alone.
     plane.kubectl("create", "clusterrolebinding", "kubeevent-subscribers",
-                  "--clusterrole=kubeevent-subscriber", "--group=system:authenticated")
+                  "--clusterrole=kubeevent-subscriber", *[f"--user={u.name}" for u in USERS])
 
 
 class ClusterChain:

@@ -328,6 +328,7 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
         },
         f"{FUNCTION_NS}/subscription-filter": {
             (SYSTEM_NS, "", "configmaps", "get", ("kubeevent-user-groups",)),
+            ("*", "core.katanomi.dev", "clustersubscriptions", "get", ()),
             ("*", "core.katanomi.dev", "clustersubscriptions", "list", ()),
             ("*", "core.katanomi.dev", "clustersubscriptions", "watch", ()),
             ("*", "core.katanomi.dev", "clustersubscriptions/status", "patch", ()),
