@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -666,3 +667,27 @@ def test_no_secret_or_token_in_any_log_line(ff, parliament, from_secret, wecom, 
         for value in (SECRET, b64(SECRET), *issued_tokens):
             assert value not in output, proc.runtime
 
+
+
+def test_a_recipient_is_told_once_whichever_part_of_a_split_request_they_are_in(ff, wecom):
+    """Parts of one notification (the filter splits long recipient lists) share its id:
+    bob, listed in both parts (his subscription moved between redeliveries), gets one."""
+    enriched = factory.enriched_event("approvalpending")
+    whole = str(uuid.uuid4())
+    first = factory.notification_request(
+        enriched, id=whole, recipients=[factory.seed_recipient(), factory.recipient("bob")],
+        notification={"id": whole, "part": 1, "parts": 2})
+    second = factory.notification_request(
+        enriched, recipients=[factory.recipient("bob")],
+        notification={"id": whole, "part": 2, "parts": 2})
+    assert deliver(ff, first)[-1].status_code == 202
+    assert deliver(ff, second)[-1].status_code == 202
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+
+
+@pytest.mark.parametrize("notification", [{"part": 1}, "whole", {"id": ""}])
+def test_a_part_that_does_not_name_its_whole_is_refused(ff, wecom, notification):
+    answer = factory.post(ff.url, approval_pending(notification=notification))
+    assert answer.status_code == 400
+    assert "data.notification must be an object with the id" in answer.text
+    assert wecom.calls_to(MESSAGE_SEND) == []

@@ -260,6 +260,8 @@ class Stack:
         if name == ENRICHER:
             env["BROKER_INGRESS_URL"] = self.broker.url
             env["DEFAULT_BROKER_NAMESPACE"] = SYSTEM_NAMESPACE
+        if name == FILTER:
+            env["K_SINK"] = f"{self.broker.url}/{SYSTEM_NAMESPACE}/{BROKER}"
         if name == NOTIFIER:
             env["PLATFORM_URL"] = self.options.platform_url
             if self.sandbox is not None:

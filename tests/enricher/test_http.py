@@ -12,6 +12,7 @@ import time
 import pytest
 import requests
 
+from shared.fit import ENRICHED_BYTES
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.support.factory import (
     SIGNING_KEY,
@@ -329,6 +330,29 @@ def test_managed_fields_and_last_applied_copies_are_not_published(
     assert "managedFields" not in meta and meta["annotations"] == {"team": "release"}
     assert "managedFields" not in event.data["event"]["metadata"]
     assert event.data["object"]["spec"] == run["spec"]
+
+
+@pytest.mark.parametrize(("grow", "note"), [
+    (lambda run: run["metadata"].setdefault("annotations", {}).update(notes="n" * 900_000),
+     "object:strings-16384"),
+    (lambda run: run["status"]["artifactPromotionSpec"]["approvalSpec"].update(
+        users=[{"kind": "User", "name": f"user-{i}"} for i in range(30_000)]),
+     "object:identity"),
+])
+def test_an_object_too_big_for_the_filter_is_made_to_fit_and_says_so(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink, grow, note) -> None:
+    run = promotion_run(f"big-{note.split(':')[1]}", "devops")
+    grow(run)
+    kube.add(run)
+    response = post(enricher.url, apiserver_event(kube_event("ApprovalPending", obj=run)),
+                    params=SEED_BROKER)
+    assert response.status_code == 202, response.text
+    (received,) = broker.received
+    assert len(received.body) <= ENRICHED_BYTES, "fits the filter, with room for recipients"
+    (event,) = broker.events()
+    assert event["kubeeventtrimmed"] == note
+    assert event.data["object"]["metadata"]["name"] == run["metadata"]["name"]
+    assert event.data["event"]["reason"] == "ApprovalPending"
 
 
 @pytest.mark.parametrize("reason", ["审批中", "Approval\nPending", 'Said "no"'])

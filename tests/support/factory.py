@@ -212,17 +212,23 @@ def seed_recipient() -> dict[str, Any]:
 
 def notification_request(enriched: CloudEvent | None = None, *,
                          recipients: list[dict[str, Any]] | None = None,
-                         id: str | None = None, signed: bool = True) -> CloudEvent:
-    """What subscription-filter emits for ``enriched`` (default: a seed approval-pending)."""
+                         id: str | None = None, signed: bool = True,
+                         notification: Any = None) -> CloudEvent:
+    """What subscription-filter emits for ``enriched`` (default: a seed approval-pending);
+    ``notification``: ``data.notification`` of one part of a split request."""
     enriched = enriched if enriched is not None else enriched_event("approvalpending")
+    data: dict[str, Any] = {
+        "event": as_json(enriched),
+        "recipients": recipients if recipients is not None else [seed_recipient()]}
+    if notification is not None:
+        data["notification"] = notification
     built = CloudEvent({
         "specversion": "1.0",
         "type": NOTIFICATION_REQUESTED,
         "source": "/apis/core.katanomi.dev/v1alpha1/clustersubscriptions",
         "id": id or str(uuid.uuid4()),
         "datacontenttype": "application/json",
-    }, {"event": as_json(enriched),
-        "recipients": recipients if recipients is not None else [seed_recipient()]})
+    }, data)
     return sign(built) if signed else built
 
 

@@ -107,7 +107,22 @@ def parse_request(event_type: str, event_id: str, data: Mapping[str, Any]) -> No
     if not isinstance(raw_recipients, list):
         raise BadRequest("data.recipients must be a list")
     recipients = tuple(parse_recipient(r, i) for i, r in enumerate(raw_recipients))
-    return NotificationRequest(id=event_id, event=dict(enriched), recipients=recipients)
+    return NotificationRequest(id=_whole_id(data, event_id), event=dict(enriched),
+                               recipients=recipients)
+
+
+def _whole_id(data: Mapping[str, Any], event_id: str) -> str:
+    """The notification's id: the request's own, or, for one part of a request the
+    filter split (``data.notification``), the id of the whole, so a recipient is told
+    once whichever part they are in."""
+    whole = data.get("notification")
+    if whole is None:
+        return event_id
+    if not isinstance(whole, dict) or not isinstance(whole.get("id"), str) \
+            or not whole["id"].strip():
+        raise BadRequest("data.notification must be an object with the id of the whole "
+                         "notification")
+    return whole["id"]
 
 
 def for_channel(recipients: Iterable[Recipient], channel: str = CHANNEL) -> list[Recipient]:

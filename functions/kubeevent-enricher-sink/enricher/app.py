@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import requests
 from cloudevents.http import CloudEvent
 
 from . import core
 from .config import Config
 from .shared import logs
-from .shared.errors import RateLimited, TemporaryError
-from .shared.events import Outcome, binary_http, json_data
+from .shared.events import Outcome, json_data
 from .shared.kube import Kube
 from .shared.sessions import PooledSession
+from .shared.sink import post_event
 
 
 class Enricher:
@@ -76,16 +75,7 @@ class Enricher:
         return self.config.k_sink
 
     def _post(self, url: str, event: CloudEvent) -> None:
-        headers, body = binary_http(event)
-        try:
-            status = self.http.post(url, data=body, headers=headers,
-                                    timeout=(3.0, self.config.http_timeout)).status_code
-        except requests.RequestException as exc:
-            raise TemporaryError(f"sink {url} unreachable ({type(exc).__name__})") from None
-        if status == 429:
-            raise RateLimited(f"sink {url} is throttling (429)")
-        if not 200 <= status < 300:
-            raise TemporaryError(f"sink {url} answered {status}")
+        post_event(self.http, url, event, self.config.http_timeout)
 
 
 def build(environ: Mapping[str, str] | None = None) -> Enricher:

@@ -13,6 +13,7 @@ from typing import Any
 
 from cloudevents.http import CloudEvent
 
+from .shared import fit
 from .shared.errors import BadRequest, Forbidden
 from .shared.events import deterministic_id, new_event, strict_json
 
@@ -30,9 +31,8 @@ _OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,252}$")
 NEVER_ENRICHED = frozenset({"secret"})
 # Where Kubernetes itself keeps the Events of cluster-scoped objects.
 CLUSTER_EVENT_NAMESPACES = frozenset({"", "default", "kube-system"})
-# Metadata that only bloats an enriched event (the filter limits its size): who wrote which
-# field, and kubectl's copy of the whole object.
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Says what was cut to make the enriched event fit what the filter accepts (``fitted``).
+TRIMMED_EXTENSION = "kubeeventtrimmed"
 
 
 @dataclass(frozen=True)
@@ -195,18 +195,19 @@ def check_trusted(event: KubeEvent) -> None:
                         f"cluster-scoped object")
 
 
-def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """``obj`` without ``managedFields`` and kubectl's last-applied copy (shallow copies of
-    what changes; the rest is shared)."""
-    out = dict(obj)
-    meta = out.get("metadata")
-    if isinstance(meta, dict):
-        meta = {k: v for k, v in meta.items() if k != "managedFields"}
-        annotations = meta.get("annotations")
-        if isinstance(annotations, dict) and LAST_APPLIED in annotations:
-            meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-        out["metadata"] = meta
-    return out
+def fitted(event: Mapping[str, Any], obj: Mapping[str, Any] | None
+           ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+    """The Event and the object made to fit ``fit.ENRICHED_BYTES`` together (the Event
+    gets at most a quarter), and what was trimmed (``TRIMMED_EXTENSION``'s value)."""
+    event_out, event_note = fit.fit_object(event, fit.ENRICHED_BYTES // 4)
+    notes = [f"event:{event_note}"] if event_note else []
+    if obj is None:
+        return event_out, None, ",".join(notes)
+    budget = fit.ENRICHED_BYTES - fit.ENVELOPE_BYTES - fit.size_of(event_out)
+    obj_out, obj_note = fit.fit_object(obj, budget)
+    if obj_note:
+        notes.append(f"object:{obj_note}")
+    return event_out, obj_out, ",".join(notes)
 
 
 def enriched_type(kind: str, reason: str) -> str:
@@ -222,21 +223,25 @@ def enriched_source(ref: ObjectRef) -> str:
 def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> CloudEvent:
     """The seed's enriched CloudEvent: id is fixed by the Event's revision."""
     ref = event.involved
+    event_data, object_data, trimmed = fitted(event.raw, obj)
+    extensions = {
+        "involvedobjectgroup": ref.group,
+        "involvedobjectversion": ref.version,
+        "involvedobjectkind": ref.kind,
+        "involvedobjectname": ref.name,
+        "involvedobjectnamespace": ref.namespace,
+        "eventreason": event.reason.lower(),
+        "eventtype": event.type,
+    }
+    if trimmed:
+        extensions[TRIMMED_EXTENSION] = trimmed
     return new_event(
         type=enriched_type(ref.kind, event.reason),
         source=enriched_source(ref),
         id=deterministic_id("kubeevent", event.revision),
         time=event.time,
-        data={"event": trimmed(event.raw), "object": trimmed(obj) if obj is not None else None},
-        extensions={
-            "involvedobjectgroup": ref.group,
-            "involvedobjectversion": ref.version,
-            "involvedobjectkind": ref.kind,
-            "involvedobjectname": ref.name,
-            "involvedobjectnamespace": ref.namespace,
-            "eventreason": event.reason.lower(),
-            "eventtype": event.type,
-        },
+        data={"event": event_data, "object": object_data},
+        extensions=extensions,
     )
 
 

@@ -16,8 +16,11 @@ from .config import Config
 from .groups import GroupDirectory
 from .rbac import AccessReviewer
 from .shared import logs
+from .shared.errors import FunctionError
 from .shared.events import Outcome
 from .shared.kube import Kube
+from .shared.sessions import PooledSession
+from .shared.sink import post_event
 from .store import SubscriptionStore
 from .subscriptions import Compiler, Subscription
 
@@ -35,6 +38,7 @@ class SubscriptionFilter:
                                         groups=self._group_directory())
                          if config.rbac_check else None)
         self.startup_wait = STARTUP_WAIT_SECONDS
+        self.http = PooledSession()
         self.store = self._new_store()
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -106,11 +110,26 @@ class SubscriptionFilter:
         }
         if not recipients:
             return Outcome.ack("no recipient", **fields)
-        reply = core.notification(event, recipients)
-        if signer is not None:
-            signer.sign(reply)
+        reply, *more = core.notifications(event, recipients)
+        for request in (reply, *more):
+            if signer is not None:
+                signer.sign(request)
+        if more:
+            self._send_parts(more)
+            fields["parts"] = 1 + len(more)
         return Outcome.reply(reply, recipients=[s.name for s in recipients],
                              notification_id=reply["id"], **fields)
+
+    def _send_parts(self, parts: Sequence[CloudEvent]) -> None:
+        """The second and later requests of a long recipient list, to ``K_SINK``: sent
+        before the first is replied, so a failure makes the broker send the event again
+        (the same requests, the same ids: the notifier tells nobody twice)."""
+        sink = self.config.k_sink
+        if sink is None:
+            raise FunctionError(f"{1 + len(parts)} notification requests are needed for this "
+                                f"many recipients, but K_SINK (the broker ingress) is not set")
+        for part in parts:
+            post_event(self.http, sink, part, self.config.http_timeout)
 
     def _readers(self, matched: Sequence[Subscription],
                  enriched: core.Enriched) -> tuple[list[Subscription], list[str]]:

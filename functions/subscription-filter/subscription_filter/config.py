@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .celengine import ENGINES, cel_expr_available
-from .shared.config import ConfigError, env, env_bool, env_float, env_int
+from .shared.config import ConfigError, env, env_bool, env_float, env_int, env_url
 from .shared.signing import Signer, signer_from_env
 
 CEL_ENGINES = ("auto", *ENGINES)
@@ -31,6 +31,10 @@ class Config:
     status_updates: bool = True
     system_namespace: str = "cpaas-system"
     groups_configmap: str = "kubeevent-user-groups"
+    # Where the second and later notification requests of a long recipient list go (the
+    # broker's ingress); the first is the reply.
+    k_sink: str | None = None
+    http_timeout: float = 10.0
     # Verifies the enricher's signature and signs its notification requests.
     signer: Signer | None = field(default=None, repr=False)
 
@@ -54,5 +58,7 @@ class Config:
             system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
             # Unset means the default; set to "-" for no group directory at all.
             groups_configmap=groups_configmap(environ),
+            k_sink=env_url("K_SINK", "", environ) or None,
+            http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             signer=signer_from_env(environ, required=True),
         )

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from cloudevents.http import CloudEvent
 
 from .celengine import Batch, CelEvalError, CelLimitError, Engine, EventScope, Program, plain
+from .shared import fit
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
 from .subscriptions import (
@@ -400,19 +401,58 @@ def recipient(sub: Subscription) -> dict[str, Any]:
             "channels": list(sub.channels)}
 
 
-def notification(event: CloudEvent, recipients: Sequence[Subscription],
-                 source: str = NOTIFICATION_SOURCE) -> CloudEvent:
-    """The notification request (DESIGN §5) for the enriched ``event``; its id depends
-    only on the input id, so a redelivered event gives the same request."""
+def notifications(event: CloudEvent, recipients: Sequence[Subscription],
+                  source: str = NOTIFICATION_SOURCE, limit: int = fit.MAX_BODY_BYTES
+                  ) -> list[CloudEvent]:
+    """The notification requests (DESIGN §5) for the enriched ``event``: one, unless its
+    recipients do not fit in ``limit`` bytes with the event, then as many as they need,
+    each under ``limit``. Ids depend only on the input id (and the part), so a
+    redelivered event gives the same requests; ``data.notification`` (on a request of
+    several) names the whole: its id, this part and how many there are, so a recipient is
+    told once whichever part they fall in. An event too heavy to leave room for anyone is
+    sent on with its object made lighter (``fit.fit_object``)."""
     structured = as_json_dict(event)
     structured["data"] = json_data(event)
     attrs = attributes(event)
-    return new_event(
-        type=NOTIFICATION_TYPE,
-        source=source,
-        id=deterministic_id("notification", str(event["id"])),
-        time=str(attrs["time"]) if attrs.get("time") else None,
-        data={"event": structured,
-              "recipients": [recipient(s) for s in sorted(recipients, key=lambda s: s.name)]},
-        extensions={k: attrs.get(k) for k in FORWARDED_EXTENSIONS},
-    )
+    room = fit.request_room(fit.size_of(structured), limit)
+    extensions = {k: attrs.get(k) for k in FORWARDED_EXTENSIONS}
+    if room < MIN_ROOM:
+        data = dict(structured["data"])
+        budget = fit.ENRICHED_BYTES - fit.ENVELOPE_BYTES - fit.size_of(data.get("event"))
+        if isinstance(data.get("object"), dict):
+            data["object"], note = fit.fit_object(data["object"], budget)
+            structured["data"] = data
+            structured[TRIMMED_EXTENSION] = ",".join(
+                n for n in (str(structured.get(TRIMMED_EXTENSION) or ""), f"object:{note}") if n)
+        room = fit.request_room(fit.size_of(structured), limit)
+    listed = [recipient(s) for s in sorted(recipients, key=lambda s: s.name)]
+    parts = fit.recipient_parts(listed, max(room, MIN_ROOM))
+    whole = deterministic_id("notification", str(event["id"]))
+    requests = []
+    for number, part in enumerate(parts, start=1):
+        data: dict[str, Any] = {"event": structured, "recipients": part}
+        if len(parts) > 1:
+            data["notification"] = {"id": whole, "part": number, "parts": len(parts)}
+        requests.append(new_event(
+            type=NOTIFICATION_TYPE,
+            source=source,
+            id=whole if number == 1 else deterministic_id("notification", str(event["id"]),
+                                                          f"part {number}"),
+            time=str(attrs["time"]) if attrs.get("time") else None,
+            data=data,
+            extensions=extensions,
+        ))
+    return requests
+
+
+def notification(event: CloudEvent, recipients: Sequence[Subscription],
+                 source: str = NOTIFICATION_SOURCE) -> CloudEvent:
+    """The one notification request for ``event`` when its recipients fit in one."""
+    (request,) = notifications(event, recipients, source)
+    return request
+
+
+# Recipients' room in a request is at least this (an event heavier than its share is
+# made lighter first); and what the enricher says it trimmed.
+MIN_ROOM = 64 * 1024
+TRIMMED_EXTENSION = "kubeeventtrimmed"

@@ -1,0 +1,24 @@
+"""POST a CloudEvent to a sink (a broker ingress, ``K_SINK``) in binary mode."""
+
+from __future__ import annotations
+
+import requests
+from cloudevents.http import CloudEvent
+
+from .errors import RateLimited, TemporaryError
+from .events import binary_http
+from .sessions import PooledSession
+
+
+def post_event(http: PooledSession, url: str, event: CloudEvent, timeout: float) -> None:
+    """Deliver ``event``; a refusal or an unreachable sink is a ``TemporaryError`` (429:
+    ``RateLimited``), so the caller's own sender retries the whole delivery."""
+    headers, body = binary_http(event)
+    try:
+        status = http.post(url, data=body, headers=headers, timeout=(3.0, timeout)).status_code
+    except requests.RequestException as exc:
+        raise TemporaryError(f"sink {url} unreachable ({type(exc).__name__})") from None
+    if status == 429:
+        raise RateLimited(f"sink {url} is throttling (429)")
+    if not 200 <= status < 300:
+        raise TemporaryError(f"sink {url} answered {status}")
