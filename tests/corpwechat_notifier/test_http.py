@@ -691,3 +691,18 @@ def test_a_part_that_does_not_name_its_whole_is_refused(ff, wecom, notification)
     assert answer.status_code == 400
     assert "data.notification must be an object with the id" in answer.text
     assert wecom.calls_to(MESSAGE_SEND) == []
+
+
+def test_callers_that_hang_up_while_wecom_hangs_free_every_worker(ff, wecom):
+    """More requests than the process has threads, each hung up on by its caller while
+    WeCom holds its answer: each ends at the call timeout, and the next notification,
+    sent after them, is delivered (not left waiting behind them)."""
+    wecom.inject(MESSAGE_SEND, "timeout", times=1000)
+    for _ in range(12):
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            factory.post(ff.url, approval_pending(), timeout=0.2)
+    wecom.clear_faults()  # what is already held stays held (4 s, longer than the timeout)
+    answers = deliver(ff, factory.notification_request(
+        factory.enriched_event("approvalpending"), recipients=[factory.recipient("bob")]))
+    assert answers[-1].status_code == 202, [(a.status_code, a.text) for a in answers]
+    assert deliveries(wecom).get("bob.wx") == 1

@@ -150,3 +150,15 @@ def test_config_from_env() -> None:
         Config.from_env({"ALLOWED_BROKERS": "justname"})
     with pytest.raises(ConfigError, match="K_SINK"):
         Config.from_env({"K_SINK": "not-a-url"})
+
+
+def test_trusted_reporters_from_env() -> None:
+    config = Config.from_env({"TRUSTED_REPORTERS":
+                              "ArtifactPromotionRun.artifacts.katanomi.dev=a|b, Pod=kubelet"})
+    assert config.trusted_reporters == {
+        "artifactpromotionrun.artifacts.katanomi.dev": frozenset({"a", "b"}),
+        "pod": frozenset({"kubelet"})}
+    assert Config.from_env({}).trusted_reporters == {}
+    for bad in ("Pod", "Pod=", "=kubelet"):
+        with pytest.raises(ConfigError, match="TRUSTED_REPORTERS"):
+            Config.from_env({"TRUSTED_REPORTERS": bad})

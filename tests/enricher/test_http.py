@@ -271,6 +271,39 @@ def test_an_event_about_an_object_in_another_namespace_is_refused(
     assert post(enricher.url, apiserver_event(v1), params=SEED_BROKER).status_code == 403
 
 
+def test_trusted_reporters_keep_out_events_that_do_not_claim_the_controller(
+        kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    """With TRUSTED_REPORTERS, a run's Event counts only from its controller: one created
+    by a person (no reporter, or kubectl) is refused; other kinds are not affected."""
+    proc = start_enricher(kube, broker, TRUSTED_REPORTERS=(
+        "ArtifactPromotionRun.artifacts.katanomi.dev=artifactpromotionrun-controller"))
+    proc.start(wait_ready=True)
+    try:
+        run = the_object(kube)
+        broker.clear()
+        genuine = kube_event("ApprovalPending", obj=run)
+        assert post(proc.url, apiserver_event(genuine), params=SEED_BROKER).status_code == 202
+        assert post(proc.url, apiserver_event(events_v1(genuine)),
+                    params=SEED_BROKER).status_code == 202
+        assert len(broker.received) == 2
+        for source in ({}, {"component": "kubectl"}):
+            forged = kube_event("ApprovalDenied", obj=run, message="reset your password at …")
+            forged["source"] = source
+            response = post(proc.url, apiserver_event(forged), params=SEED_BROKER)
+            assert response.status_code == 403
+            assert response.text.strip().startswith("untrusted Event: reported by ")
+            assert "accepts ArtifactPromotionRun Events only from " \
+                   "artifactpromotionrun-controller" in response.text
+        assert len(broker.received) == 2
+        other = kube_event("Terminating", involved={"apiVersion": "v1", "kind": "Namespace",
+                                                    "name": "devops"})
+        other["metadata"]["namespace"] = "default"
+        other["source"] = {}
+        assert post(proc.url, apiserver_event(other), params=SEED_BROKER).status_code == 202
+    finally:
+        proc.stop()
+
+
 @pytest.mark.parametrize(("namespace", "status"), [("default", 202), ("kube-system", 202),
                                                    ("devops", 403)])
 def test_events_about_cluster_scoped_objects_count_where_kubernetes_keeps_them(

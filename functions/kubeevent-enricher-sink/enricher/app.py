@@ -49,6 +49,7 @@ class Enricher:
         if not core.kind_wanted(ref, self.config.involved_object_kinds):
             return Outcome.ack("kind not in INVOLVED_OBJECT_KINDS", object=object_ref)
         core.check_trusted(kube_event)
+        core.check_reporter(kube_event, self.config.trusted_reporters)
         obj = self.kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None)
         if obj is None:
             logs.warning("involved object not found; emitting with object null",

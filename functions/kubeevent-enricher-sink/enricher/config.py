@@ -11,6 +11,19 @@ from .shared.signing import Signer, signer_from_env
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 
 
+def trusted_reporters(entries: list[str]) -> dict[str, frozenset[str]]:
+    """``Kind.group=reporter|reporter`` entries → kind key → reporters."""
+    found: dict[str, frozenset[str]] = {}
+    for entry in entries:
+        kind, _, names = entry.partition("=")
+        reporters = frozenset(n.strip() for n in names.split("|") if n.strip())
+        if not kind.strip() or not reporters:
+            raise ConfigError(f"TRUSTED_REPORTERS entries must be Kind.group=reporter|reporter, "
+                              f"got {entry!r}")
+        found[kind.strip().lower()] = found.get(kind.strip().lower(), frozenset()) | reporters
+    return found
+
+
 @dataclass(frozen=True)
 class Config:
     broker_ingress_url: str = DEFAULT_BROKER_INGRESS
@@ -19,6 +32,8 @@ class Config:
     k_sink: str | None = None
     involved_object_kinds: frozenset[str] = frozenset()
     never_enriched_kinds: frozenset[str] = frozenset()
+    # kind.group → the reporters whose Events about that kind count (TRUSTED_REPORTERS).
+    trusted_reporters: Mapping[str, frozenset[str]] = field(default_factory=dict)
     http_timeout: float = 10.0
     kube_timeout: float = 10.0
     # Signs what it emits when KUBEEVENT_SIGNING_KEY is set (the filter requires it).
@@ -39,6 +54,7 @@ class Config:
             involved_object_kinds=frozenset(k.lower() for k in kinds),
             never_enriched_kinds=frozenset(
                 k.lower() for k in env_list("NEVER_ENRICHED_KINDS", environ)),
+            trusted_reporters=trusted_reporters(env_list("TRUSTED_REPORTERS", environ)),
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             kube_timeout=env_float("KUBE_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             signer=signer_from_env(environ, required=False),

@@ -195,6 +195,32 @@ def check_trusted(event: KubeEvent) -> None:
                         f"cluster-scoped object")
 
 
+def reporters_of(raw: Mapping[str, Any]) -> list[str]:
+    """Who an Event says reported it: ``reportingController`` (events.k8s.io/v1),
+    ``reportingComponent`` and ``source.component`` (core/v1)."""
+    source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
+    named = (raw.get("reportingController"), raw.get("reportingComponent"),
+             source.get("component"))
+    return [n for n in dict.fromkeys(_text(v) for v in named) if n]
+
+
+def check_reporter(event: KubeEvent, trusted: Mapping[str, frozenset[str]]) -> None:
+    """For a kind listed in ``trusted`` (TRUSTED_REPORTERS), an Event counts only when it
+    names one of that kind's reporters. Whoever creates an Event writes these fields, so
+    this keeps out Events that do not claim to come from the controller (a person's
+    ``kubectl create``), not a determined forger: RBAC on Events and the namespace rule
+    (``check_trusted``) are the boundary."""
+    ref = event.involved
+    allowed = trusted.get(ref.kind_key)
+    if not allowed:
+        return
+    named = reporters_of(event.raw)
+    if not any(n in allowed for n in named):
+        said = ", ".join(repr(n[:60]) for n in named) or "nobody"
+        raise Forbidden(f"untrusted Event: reported by {said}; TRUSTED_REPORTERS accepts "
+                        f"{ref.kind} Events only from {', '.join(sorted(allowed))}")
+
+
 def fitted(event: Mapping[str, Any], obj: Mapping[str, Any] | None
            ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
     """The Event and the object made to fit ``fit.ENRICHED_BYTES`` together (the Event
