@@ -270,3 +270,35 @@ def test_a_filter_stopped_at_the_iteration_limit_says_so_on_the_subscription(
     chain.reset()
     chain.happen(event_about(run_in(chain, approvers=("bob",)), "ApprovalPending"))
     assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
+
+
+def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
+        chain: ClusterChain) -> None:
+    """The record is made through the notifier's own RBAC on the real server: the history
+    answers "what did bob get about devops/<run>?", and a notifier that lost its memory
+    (restart, scale to zero) given the same notification again sends nothing."""
+    run = run_in(chain, approvers=("bob",))
+    chain.happen(event_about(run, "ApprovalPending"))
+    assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
+    name = run["metadata"]["name"]
+    listed = chain.get("notificationdeliveries", "-n", "cpaas-system", "-l",
+                       f"kubeevent.io/user=bob,kubeevent.io/namespace=devops,"
+                       f"kubeevent.io/object={name}")
+    (record,) = listed["items"]
+    assert (record["status"]["phase"], record["spec"]["event"]["reason"]) == (
+        "Sent", "approvalpending")
+    table = chain.plane.kubectl("get", "notificationdeliveries", "-n", "cpaas-system",
+                                record["metadata"]["name"]).stdout.splitlines()
+    assert table[0].split()[:6] == ["NAME", "USER", "NAMESPACE", "OBJECT", "EVENT", "PHASE"]
+    assert table[1].split()[1:6] == ["bob", "devops", name, "approvalpending", "Sent"]
+
+    stack = chain.running()
+    assert stack.broker is not None and stack.sandbox is not None
+    (request,) = [e for e in stack.broker.ingress
+                  if e["type"].endswith("notification.requested.v1alpha1")]
+    stack.notifier.stop()
+    stack.notifier.start(wait_ready=True)
+    assert stack.broker.ingest("cpaas-system/cloudevents-katanomi-dev", request) == 202
+    assert stack.broker.wait_idle(30) and stack.sandbox.wait_idle(10)
+    assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
+    assert stack.sandbox.suppressed == [], "not even sent to WeCom's duplicate check"

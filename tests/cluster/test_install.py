@@ -43,6 +43,7 @@ def test_the_crds_of_every_kind_we_ship_or_use_are_served(plane: ControlPlane) -
     names = set(plane.kubectl("api-resources", "-o", "name").stdout.split())
     for resource in ("clustersubscriptions.core.katanomi.dev",
                      "notificationtemplates.core.katanomi.dev",
+                     "notificationdeliveries.kubeevent.io",
                      "artifactpromotionruns.artifacts.katanomi.dev",
                      "apiserversources.sources.knative.dev", "pingsources.sources.knative.dev",
                      "brokers.eventing.knative.dev", "triggers.eventing.knative.dev",

@@ -14,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_FILE = ROOT / "manifests" / "templates" / "kubeevent.artifactpromotionrun.template.yaml"
 CRD_FILE = ROOT / "manifests" / "crds" / "notificationtemplates.yaml"
+DELIVERY_CRD = ROOT / "manifests" / "delivery" / "notificationdeliveries.yaml"
 PLATFORM_URL = "https://acp.example.com"
 
 

@@ -426,3 +426,29 @@ def test_target_batches_address_users_parties_and_tags_apart():
         {"touser": "u1000"}, {"toparty": "1|2", "totag": "9"}]
     assert calls[0][1]["touser"].count("|") == 999
     assert calls[2][0] == ["party:1", "party:2", "tag:9"]
+
+
+def test_member_limits_hold_to_wecoms_minute_and_hour() -> None:
+    from corpwechat_notifier.core import MemberLimits
+
+    now = [1000.0]
+    limits = MemberLimits(per_minute=2, per_hour=3, clock=lambda: now[0])
+    assert limits.admit("bob") is None and limits.admit("bob") is None
+    assert limits.admit("bob") == 1060.0, "the first slot frees a minute after it was taken"
+    assert limits.admit("ann") is None, "per member"
+    now[0] = 1061.0
+    assert limits.admit("bob") is None
+    now[0] = 1130.0
+    assert limits.admit("bob") == 4600.0, "three an hour: the first frees at 1000 + 3600"
+
+
+def test_record_names_and_label_values_are_deterministic_and_valid() -> None:
+    from corpwechat_notifier.records import label_value, record_name
+
+    assert record_name("n1", "corpwechat", "bob") == record_name("n1", "corpwechat", "bob")
+    assert record_name("n1", "corpwechat", "bob") != record_name("n1", "corpwechat", "ann")
+    assert len(record_name("n" * 500, "c", "r" * 500)) <= 63
+    assert label_value("alice") == "alice"
+    hashed = label_value("alice@example.com")
+    assert hashed.startswith("h-") and len(hashed) == 42
+    assert label_value("x" * 64).startswith("h-")

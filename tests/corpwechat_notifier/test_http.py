@@ -13,7 +13,12 @@ import requests
 import yaml
 from cloudevents.http import CloudEvent
 
-from tests.corpwechat_notifier.support import CRD_FILE, PLATFORM_URL, installed_templates
+from tests.corpwechat_notifier.support import (
+    CRD_FILE,
+    DELIVERY_CRD,
+    PLATFORM_URL,
+    installed_templates,
+)
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
 from tests.support import factory
@@ -67,6 +72,7 @@ def kube() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
         api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
         api.load_yaml(CRD_FILE)
+        api.load_yaml(DELIVERY_CRD)
         for doc in installed_templates():
             api.add(doc)
         api.add(PERSONAL_TEMPLATE)
@@ -119,6 +125,9 @@ def environment(kube: FakeKubeAPI, wecom: WeComSandbox, path: Any, **extra: str)
         # mechanics are tested here); `defaults` and `mail_only` run without them.
         "CORPWECHAT_USERID_BY_MAIL": "true",
         "CORPWECHAT_USERID_FROM_USERNAME": "true",
+        # The module sends the same few members hundreds of messages a minute.
+        "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": "100000",
+        "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": "100000",
     }
     env.update(extra)
     return env
@@ -409,6 +418,7 @@ def test_without_the_template_crd_the_builtin_message_is_sent(wecom, tmp_path):
         bare.register("core.katanomi.dev", "v0other", "NotificationTemplate",
                       "notificationtemplates")
         bare.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        bare.load_yaml(DELIVERY_CRD)
         bare.add(katanomi_config())
         proc = start("ff", environment(bare, wecom, tmp_path, **ENV_CREDENTIALS))
         try:
@@ -519,12 +529,50 @@ def test_redelivery_sends_nothing_twice(ff, wecom):
     assert [r.get("reason") for r in handled] == [None, "already sent"]
 
 
-def test_redelivery_to_another_replica_is_dropped_by_the_duplicate_check(ff, parliament, wecom):
+DELIVERY_API = "kubeevent.io/v1alpha1"
+
+
+def records_of(kube: FakeKubeAPI, notification: str) -> dict[str, dict[str, Any]]:
+    """subscriber → the NotificationDelivery of ``notification``."""
+    return {o["spec"]["recipient"]["name"]: o
+            for o in kube.objects(DELIVERY_API, "NotificationDelivery", NS)
+            if o["spec"]["notification"] == notification}
+
+
+def test_redelivery_to_another_replica_is_skipped_by_the_delivery_record(
+        ff, parliament, kube, wecom):
     event = approval_pending()
     assert factory.post(ff.url, event).status_code == 202
     assert factory.post(parliament.url, event).status_code == 202
     assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+    assert wecom.send_count == 1 and wecom.suppressed == [], "the other replica did not call"
+    found = records_of(kube, event["id"])
+    assert set(found) == {"admin", "bob"}
+    for name, target in (("admin", "AdminWx"), ("bob", "bob.wx")):
+        record = found[name]
+        assert (record["status"]["phase"], record["status"]["target"]) == ("Sent", target)
+        labels = record["metadata"]["labels"]
+        assert labels["kubeevent.io/user"] == name
+        assert (labels["kubeevent.io/kind"], labels["kubeevent.io/reason"],
+                labels["kubeevent.io/namespace"], labels["kubeevent.io/object"]) == (
+            "artifactpromotionrun", "approvalpending", "devops", "my-promotion")
+
+
+def test_a_crash_between_send_and_record_is_caught_by_wecoms_duplicate_check(
+        ff, parliament, kube, wecom):
+    """The message went out but its outcome was never written (the replica died): once
+    the claim's lease has passed another replica takes it over, and WeCom's duplicate
+    check is the last layer."""
+    event = approval_pending()
+    assert factory.post(ff.url, event).status_code == 202
+    for record in records_of(kube, event["id"]).values():
+        record.pop("status")
+        record["spec"]["claimedAt"] = "2026-01-01T00:00:00Z"
+        kube.update_object(record)
+    assert factory.post(parliament.url, event).status_code == 202
+    assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
     assert len(wecom.suppressed) == 2
+    assert {r["spec"]["attempt"] for r in records_of(kube, event["id"]).values()} == {2}
 
 
 def test_partial_failure_resends_only_what_is_missing(ff, wecom):
@@ -706,3 +754,63 @@ def test_callers_that_hang_up_while_wecom_hangs_free_every_worker(ff, wecom):
         factory.enriched_event("approvalpending"), recipients=[factory.recipient("bob")]))
     assert answers[-1].status_code == 202, [(a.status_code, a.text) for a in answers]
     assert deliveries(wecom).get("bob.wx") == 1
+
+
+def test_a_member_over_wecoms_rate_limit_is_deferred_not_silently_dropped(
+        kube, wecom, tmp_path):
+    """WeCom answers ok for what one member gets beyond its limit and drops it. The
+    notifier holds to the limit (here 3 a minute, WeCom's too), records the rest as
+    Deferred until a slot frees, and sends it when the notification comes again after
+    that (the enricher's catch-up re-sends recent Events)."""
+    limit = {"CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": "3"}
+    wecom.member_limits = (3, 1000)
+    proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **limit})
+    try:
+        requests_ = [factory.notification_request(
+            factory.enriched_event("approvalpending", obj=factory.promotion_run(f"run-{i}")),
+            recipients=[factory.recipient("bob")]) for i in range(5)]
+        for request in requests_:
+            assert factory.post(proc.url, request).status_code == 202
+        assert deliveries(wecom) == {"bob.wx": 3} and wecom.dropped == []
+        deferred = [records_of(kube, r["id"])["bob"] for r in requests_[3:]]
+        for record in deferred:
+            status = record["status"]
+            assert (status["phase"], status["reason"]) == ("Deferred", "MemberRateLimit")
+            assert status["deferredUntil"] > record["spec"]["claimedAt"]
+        # The minute has passed (made so: the record's time, and WeCom's counter).
+        wecom.reset()
+        for record in deferred:
+            record["status"]["deferredUntil"] = "2026-01-01T00:00:00Z"
+            kube.update_object(record)
+        proc.stop()
+        proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **limit})
+        for request in requests_:
+            assert factory.post(proc.url, request).status_code == 202
+        assert deliveries(wecom) == {"bob.wx": 2}, "only the two deferred ones, once each"
+        assert {records_of(kube, r["id"])["bob"]["status"]["phase"] for r in requests_} == \
+            {"Sent"}
+    finally:
+        wecom.member_limits = (30, 1000)
+        proc.stop()
+
+
+def test_the_ping_sweeps_records_past_their_retention(kube, wecom, tmp_path):
+    old = {"apiVersion": DELIVERY_API, "kind": "NotificationDelivery",
+           "metadata": {"name": "nd-old", "namespace": NS,
+                        "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "spec": {"notification": "n-old", "channel": "corpwechat",
+                    "recipient": {"name": "bob"}}}
+    kube.add(old)
+    event = approval_pending()
+    proc = start("ff", environment(kube, wecom, tmp_path, **ENV_CREDENTIALS))
+    try:
+        assert factory.post(proc.url, event).status_code == 202
+        ping = CloudEvent({"type": "dev.knative.sources.ping", "source": "/apis/v1/namespaces/"
+                           "kubeevent-enricher/pingsources/kubeevent-delivery-sweep"},
+                          {"sweep": "notificationdeliveries"})
+        answer = factory.post(proc.url, ping)
+    finally:
+        proc.stop()
+    assert answer.status_code == 202, answer.text
+    assert kube.get_object(DELIVERY_API, "NotificationDelivery", "nd-old", NS) is None
+    assert set(records_of(kube, event["id"])) == {"admin", "bob"}, "recent ones are kept"

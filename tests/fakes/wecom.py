@@ -213,6 +213,8 @@ class WeComSandbox(LoopbackServer):
     ``ip_restricted`` from other addresses get errcode 60020. ``oversize``: ``"reject"``
     answers 45002 for content over a limit, ``"truncate"`` cuts text content and textcard
     title/description/btntxt to their limits (markdown over its limit is still rejected).
+    ``member_limits``: (per minute, per hour) messages of one app one member gets; WeCom
+    answers ok for the rest and drops them (``dropped``).
     ``hang_seconds``: how long a ``"timeout"`` fault holds the answer. ``clock``: time source
     (``advance()`` shifts it). ``on_delivery``: called (outside the lock) for each delivery.
     All public methods are thread-safe.
@@ -240,6 +242,7 @@ class WeComSandbox(LoopbackServer):
         hang_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         on_delivery: Callable[[Delivery], None] | None = None,
+        member_limits: tuple[int, int] = (30, 1000),
     ) -> None:
         if oversize not in ("reject", "truncate"):
             raise ValueError(f"oversize must be 'reject' or 'truncate', not {oversize!r}")
@@ -276,6 +279,9 @@ class WeComSandbox(LoopbackServer):
         self._faults: dict[str, deque[_FaultSpec]] = {e: deque() for e in ENDPOINTS}
         self._delivered: list[Delivery] = []
         self._suppressed: list[Delivery] = []
+        self._dropped: list[Delivery] = []
+        self._member_sends: dict[tuple[str, int], list[float]] = {}
+        self.member_limits = member_limits
         self._calls: list[Call] = []
         self._history: dict[tuple[str, str], float] = {}
         self._server: _Server | None = None
@@ -408,6 +414,12 @@ class WeComSandbox(LoopbackServer):
             return list(self._delivered)
 
     @property
+    def dropped(self) -> list[Delivery]:
+        """Deliveries over a member's limit: answered ok, never delivered."""
+        with self._lock:
+            return list(self._dropped)
+
+    @property
     def suppressed(self) -> list[Delivery]:
         """Deliveries the duplicate check swallowed (the API still answered ok)."""
         with self._lock:
@@ -442,6 +454,8 @@ class WeComSandbox(LoopbackServer):
         with self._lock:
             self._delivered.clear()
             self._suppressed.clear()
+            self._dropped.clear()
+            self._member_sends.clear()
             self._calls.clear()
             self._history.clear()
             for queue in self._faults.values():
@@ -708,9 +722,25 @@ class WeComSandbox(LoopbackServer):
                 self._suppressed.append(delivery)
                 continue
             self._history[key] = now
+            if self._over_member_limit(userid.lower(), agent, now):
+                self._dropped.append(delivery)  # WeCom answers ok and delivers nothing
+                continue
             self._delivered.append(delivery)
             deliveries.append(delivery)
         return {"errcode": 0, "errmsg": "ok", **report, "msgid": msgid}
+
+    def _over_member_limit(self, member: str, agent: int, now: float) -> bool:
+        """WeCom delivers at most ``member_limits`` (per minute, per hour) messages of one
+        app to one member; the rest are dropped without an error."""
+        per_minute, per_hour = self.member_limits
+        key = (member, agent)
+        times = [t for t in self._member_sends.get(key, ()) if now - t < 3600]
+        if len(times) >= per_hour or len([t for t in times if now - t < 60]) >= per_minute:
+            self._member_sends[key] = times
+            return True
+        times.append(now)
+        self._member_sends[key] = times
+        return False
 
     def _classify(
         self,

@@ -35,6 +35,7 @@ KNOWN_KINDS = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
     ("serving.knative.dev/v1", "Service"), ("sources.knative.dev/v1", "ApiServerSource"),
+    ("sources.knative.dev/v1", "PingSource"),
     ("eventing.knative.dev/v1", "Broker"), ("eventing.knative.dev/v1", "Trigger"),
     ("core.katanomi.dev/v1alpha1", "NotificationTemplate"),
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
@@ -98,9 +99,11 @@ def test_the_plain_overlay_brings_crds_broker_and_namespaces() -> None:
     assert used <= namespaces, "every namespace used is created"
     crds = {o["metadata"]["name"]: o for o in objs if o["kind"] == "CustomResourceDefinition"}
     assert set(crds) == {"clustersubscriptions.core.katanomi.dev",
-                         "notificationtemplates.core.katanomi.dev"}
+                         "notificationtemplates.core.katanomi.dev",
+                         "notificationdeliveries.kubeevent.io"}
     assert crds["clustersubscriptions.core.katanomi.dev"]["spec"]["scope"] == "Cluster"
     assert crds["notificationtemplates.core.katanomi.dev"]["spec"]["scope"] == "Namespaced"
+    assert crds["notificationdeliveries.kubeevent.io"]["spec"]["scope"] == "Namespaced"
     broker = find(objs, "Broker", BROKER, SYSTEM_NS)
     assert broker is not None
 
@@ -339,6 +342,9 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
              ("corpwechat-groups", "corpwechat-users", "katanomi-config")),
             (SYSTEM_NS, "core.katanomi.dev", "notificationtemplates", "get", ()),
             (SYSTEM_NS, "", "secrets", "get", ("platform-corpwechat-server",)),
+            *((SYSTEM_NS, "kubeevent.io", "notificationdeliveries", verb, ())
+              for verb in ("create", "get", "list", "update", "delete")),
+            (SYSTEM_NS, "kubeevent.io", "notificationdeliveries/status", "patch", ()),
         },
         f"{WATCHER_NS}/kubeevent-watcher-sa": {  # the seed's
             ("*", "", "events", "get", ()), ("*", "", "events", "list", ()),

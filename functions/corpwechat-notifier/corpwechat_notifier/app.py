@@ -9,7 +9,7 @@ from typing import Any
 from cloudevents.http import CloudEvent
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from . import core
+from . import core, records
 from .config import Config
 from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret_labels
 from .render import Message, Renderer
@@ -22,6 +22,7 @@ from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, val
 from .wecom import WeComClient, WeComRejected
 
 TEMPLATE_API_VERSION, TEMPLATE_KIND = "core.katanomi.dev/v1alpha1", "NotificationTemplate"
+PING = "dev.knative.sources.ping"
 
 
 class KubeReads:
@@ -100,11 +101,17 @@ class Notifier:
             size=config.user_id_cache_size)
         self.groups = GroupTargets(lambda: reads.config_map(GROUPS_DIRECTORY),
                                    config.template_cache_seconds)
+        self.records = (records.DeliveryRecords(reads.kube, config.system_namespace,
+                                                lease_seconds=config.delivery_lease_seconds)
+                        if config.delivery_records else None)
+        self.limits = core.MemberLimits(config.member_per_minute, config.member_per_hour)
 
     def ready(self) -> bool:
         return True
 
     def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+        if event["type"] == PING:
+            return self._sweep()
         if self.config.signer is not None:
             self.config.signer.verify(event, "subscription-filter")
         request = core.parse_request(event["type"], event["id"], json_data(event))
@@ -122,6 +129,71 @@ class Notifier:
         if not pending:
             return Outcome.ack("already sent", recipients=len(recipients), skipped=skipped,
                                **fields)
+        claims, busy, done = self._claim(request, pending)
+        skipped += len(done)
+        pending = [r for r in pending if r.name in claims or self.records is None]
+        outcomes: dict[str, tuple[str, str, str, float | None]] = {}
+        try:
+            outcome = self._send(request, pending, outcomes, skipped, fields)
+        except BaseException as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            for name in claims:
+                outcomes.setdefault(name, (records.FAILED, "NotSent", str(reason), None))
+            raise
+        finally:
+            self._record(claims, outcomes)
+        if busy:
+            raise TemporaryError(f"{len(busy)} recipient(s) of notification {request.id} are "
+                                 f"being sent to by another replica; the rest went out")
+        return outcome
+
+    def _sweep(self) -> Outcome:
+        """A PingSource's tick: delete the delivery records past their retention. It does
+        nothing else, so it needs no signature (a PingSource cannot sign)."""
+        if self.records is None:
+            return Outcome.ack("delivery records are off")
+        seen, deleted = self.records.sweep(self.config.delivery_retention_seconds)
+        logs.info("delivery records swept", seen=seen, deleted=deleted,
+                  retention_seconds=self.config.delivery_retention_seconds)
+        return Outcome.ack("", records_seen=seen, records_deleted=deleted)
+
+    def _claim(self, request: core.NotificationRequest, pending: list[core.Recipient]
+               ) -> tuple[dict[str, records.Claim], list[str], list[str]]:
+        """The durable claims: (mine, being sent elsewhere, told already or deferred)."""
+        mine: dict[str, records.Claim] = {}
+        busy: list[str] = []
+        done: list[str] = []
+        if self.records is None:
+            return mine, busy, done
+        for recipient in pending:
+            claim = self.records.claim(request, recipient, core.CHANNEL)
+            if claim.outcome == "mine":
+                mine[recipient.name] = claim
+            elif claim.outcome == "busy":
+                busy.append(recipient.name)
+            else:
+                done.append(recipient.name)
+                if claim.phase in (records.SENT, records.REFUSED):
+                    self.sent.add(request.id, core.CHANNEL, [recipient.name])
+        return mine, busy, done
+
+    def _record(self, claims: Mapping[str, records.Claim],
+                outcomes: Mapping[str, tuple[str, str, str, float | None]]) -> None:
+        if self.records is None:
+            return
+        for name, claim in claims.items():
+            phase, reason, detail, until = outcomes.get(
+                name, (records.FAILED, "NotSent", "the request ended before it was sent", None))
+            target = detail if phase == records.SENT else ""
+            self.records.finish(claim, phase, reason=reason,
+                                message="" if phase == records.SENT else detail,
+                                target=target, deferred_until=until)
+
+    def _send(self, request: core.NotificationRequest, pending: list[core.Recipient],
+              outcomes: dict[str, tuple[str, str, str, float | None]], skipped: int,
+              fields: dict[str, Any]) -> Outcome:
+        if not pending:
+            return Outcome.ack("already sent or being sent", skipped=skipped, **fields)
         credentials = self.credentials.get()
         rendered, template = self._render(request, pending)
         # message → target (user id, party:<id>, tag:<id>) → the subscriber names behind it
@@ -129,6 +201,7 @@ class Notifier:
         plan: OrderedDict[Message, OrderedDict[str, list[str]]] = OrderedDict()
         resolved: dict[str, int] = {}
         refused: list[str] = []
+        deferred: list[str] = []
         found = iter(self.users.resolve_many(
             [(recipient.name, recipient.mail) for _, group in rendered for recipient in group
              if recipient.kind == "User"]))
@@ -138,8 +211,22 @@ class Notifier:
                 resolved[how] = resolved.get(how, 0) + 1
                 if not targets:
                     refused.append(recipient.name)
+                    outcomes[recipient.name] = (records.REFUSED, "NoTarget", f"no WeCom "
+                                                f"target ({how})", None)
                     continue
                 for target in targets:
+                    until = None if target.startswith(("party:", "tag:")) \
+                        else self.limits.admit(target)
+                    if until is not None:
+                        deferred.append(recipient.name)
+                        limits = self.config
+                        outcomes[recipient.name] = (
+                            records.DEFERRED, "MemberRateLimit",
+                            f"WeCom takes at most {limits.member_per_minute} messages a minute "
+                            f"and {limits.member_per_hour} an hour for one member", until)
+                        logs.warning("member rate limit: deferred", subscriber=recipient.name,
+                                     notification=request.id, until=records.now_text(until))
+                        continue
                     plan.setdefault(message, OrderedDict()).setdefault(target, []).append(
                         recipient.name)
         sent: list[str] = []
@@ -148,20 +235,33 @@ class Notifier:
         unreachable: list[WeComRejected] = []
         for message, by_user in plan.items():
             def record(batch: list[str], by_user: Mapping[str, list[str]] = by_user) -> None:
-                self.sent.add(request.id, core.CHANNEL,
-                              [name for userid in batch for name in by_user[userid]])
+                names = [name for userid in batch for name in by_user[userid]]
+                self.sent.add(request.id, core.CHANNEL, names)
+                for userid in batch:
+                    for name in by_user[userid]:
+                        outcomes[name] = (records.SENT, "Sent", userid, None)
 
             report = self.client.send(credentials, message, list(by_user), on_sent=record)
             calls += report.calls
             sent.extend(report.delivered)
             invalid.extend(report.invalid + report.unlicensed)
+            for userid, why in [(u, "InvalidUser") for u in report.invalid] + \
+                    [(u, "Unlicensed") for u in report.unlicensed]:
+                for name in by_user.get(userid, ()):
+                    outcomes[name] = (records.REFUSED, why, f"WeCom refused user {userid}", None)
+            for rejected in report.unreachable:
+                for userid in by_user:
+                    for name in by_user[userid]:
+                        if outcomes.get(name, ("",))[0] != records.SENT:
+                            outcomes[name] = (records.FAILED, "Unreachable", rejected.reason,
+                                              None)
             unreachable.extend(report.unreachable)
         if unreachable:
             # Everything reachable went out; what is left will not get better: dead-letter.
             raise unreachable[0]
-        return Outcome.ack("", recipients=len(recipients), skipped=skipped or None,
+        return Outcome.ack("", recipients=len(pending) + skipped, skipped=skipped or None,
                            sent=len(sent), users=sent[:50], invalid=invalid or None,
-                           refused=refused or None, calls=calls,
+                           refused=refused or None, deferred=deferred or None, calls=calls,
                            messages=len(plan), template=template, resolved=resolved, **fields)
 
     def _targets(self, recipient: core.Recipient,

@@ -36,6 +36,13 @@ class Config:
     # Where a user id may come from besides the corpwechat-users ConfigMap (both opt-in).
     userid_by_mail: bool = False
     userid_from_username: bool = False
+    # Durable delivery records (records.py): claim before sending, then the outcome.
+    delivery_records: bool = True
+    delivery_lease_seconds: float = 300.0
+    delivery_retention_seconds: float = 7 * 86400.0
+    # WeCom drops what an app sends one member beyond these (per replica here).
+    member_per_minute: int = 30
+    member_per_hour: int = 1000
     # Verifies that a notification request was signed by subscription-filter.
     signer: Signer | None = field(default=None, repr=False)
 
@@ -78,5 +85,14 @@ class Config:
             sent_record_size=env_int("SENT_RECORD_SIZE", 10000, environ, minimum=1),
             userid_by_mail=env_bool("CORPWECHAT_USERID_BY_MAIL", False, environ),
             userid_from_username=env_bool("CORPWECHAT_USERID_FROM_USERNAME", False, environ),
+            delivery_records=env_bool("DELIVERY_RECORDS", True, environ),
+            delivery_lease_seconds=env_float("DELIVERY_LEASE_SECONDS", 300.0, environ,
+                                             minimum=1.0),
+            delivery_retention_seconds=env_float("DELIVERY_RETENTION_SECONDS", 7 * 86400.0,
+                                                 environ, minimum=60.0),
+            member_per_minute=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE", 30, environ,
+                                      minimum=1),
+            member_per_hour=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_HOUR", 1000, environ,
+                                    minimum=1),
             signer=signer_from_env(environ, required=True),
         )

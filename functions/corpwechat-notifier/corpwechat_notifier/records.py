@@ -1,0 +1,264 @@
+"""Durable delivery records: who was told what, across replicas, restarts and scale to zero.
+
+Before a message goes to a recipient the notifier *claims* (notification id, channel,
+recipient) by creating a ``NotificationDelivery`` in ``SYSTEM_NAMESPACE`` named from the
+claim (create-only: a second claimant gets 409 and reads the record), and afterwards
+writes the outcome to its status. What a 409 means:
+
+==================  ===========================================================
+phase               a new claimant
+==================  ===========================================================
+Sent, Refused       does nothing: told already, or never can be
+Deferred            takes it over once ``deferredUntil`` has passed
+Failed              takes it over (a retry)
+(none yet)          another claimant is sending: ``busy``, unless its claim is
+                    older than the lease (it crashed): then it takes it over
+==================  ===========================================================
+
+Taking over is a replace with the record's resourceVersion, so two claimants never both
+win. The records are the notification history (labels for user, event kind and reason,
+namespace and object) and are deleted ``DELIVERY_RETENTION_SECONDS`` after they were made
+(``sweep``).
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from .core import NotificationRequest, Recipient
+from .shared import logs
+from .shared.errors import TemporaryError
+from .shared.kube import Kube, translate
+
+GROUP = "kubeevent.io"
+VERSION = "v1alpha1"
+PLURAL = "notificationdeliveries"
+KIND = "NotificationDelivery"
+LABEL = "kubeevent.io/"
+SENT, REFUSED, FAILED, DEFERRED = "Sent", "Refused", "Failed", "Deferred"
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def now_text(at: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
+
+
+def parse_time(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value: itself when it is one, else ``h-`` and a hash of it
+    (``kubeevent history`` computes the same)."""
+    if _LABEL_VALUE.match(text):
+        return text
+    return "h-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def record_name(notification_id: str, channel: str, recipient: str) -> str:
+    key = "\x1f".join((notification_id, channel, recipient)).encode("utf-8", "surrogatepass")
+    return "nd-" + hashlib.sha256(key).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of a claim: ``mine`` (send it), ``done`` (told already, or never can
+    be, or deferred until later: ``phase`` says which) or ``busy`` (being sent by
+    another claimant)."""
+
+    recipient: str
+    record: str
+    outcome: str
+    phase: str = ""
+
+
+def _attr(event: Mapping[str, Any], name: str) -> str:
+    value = event.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class DeliveryRecords:
+    def __init__(self, kube: Kube, namespace: str, *, lease_seconds: float = 300.0) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.lease_seconds = lease_seconds
+
+    # ------------------------------------------------------------------ claim
+
+    def body(self, request: NotificationRequest, recipient: Recipient, channel: str
+             ) -> dict[str, Any]:
+        event = request.event
+        kind = _attr(event, "involvedobjectkind")
+        namespace = _attr(event, "involvedobjectnamespace")
+        name = _attr(event, "involvedobjectname")
+        reason = _attr(event, "eventreason")
+        group = _attr(event, "involvedobjectgroup")
+        version = _attr(event, "involvedobjectversion")
+        labels = {
+            "app.kubernetes.io/part-of": "kubeevent-enricher",
+            LABEL + "user": label_value(recipient.name),
+            LABEL + "channel": label_value(channel),
+        }
+        for key, value in (("kind", kind.lower()), ("reason", reason), ("namespace", namespace),
+                           ("object", name)):
+            if value:
+                labels[LABEL + key] = label_value(value)
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": record_name(request.id, channel, recipient.name),
+                         "namespace": self.namespace, "labels": labels},
+            "spec": {
+                "notification": request.id,
+                "channel": channel,
+                "recipient": {"name": recipient.name, "kind": recipient.kind,
+                              "subscription": recipient.subscription},
+                "event": {"id": _attr(event, "id"), "type": request.event_type,
+                          "reason": reason},
+                "object": {"apiVersion": f"{group}/{version}" if group else version,
+                           "kind": kind, "namespace": namespace, "name": name},
+                "claimedAt": now_text(),
+                "attempt": 1,
+            },
+        }
+
+    def claim(self, request: NotificationRequest, recipient: Recipient, channel: str) -> Claim:
+        body = self.body(request, recipient, channel)
+        name = body["metadata"]["name"]
+        custom = self.kube.custom()
+        with translate(f"create {PLURAL}.{GROUP} {name}"):
+            try:
+                custom.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, body,
+                    _request_timeout=self.kube.timeout)
+                return Claim(recipient.name, name, "mine")
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise TemporaryError(f"the API server does not serve {PLURAL}.{GROUP}: "
+                                         f"install its CRD (manifests/delivery) or set "
+                                         f"DELIVERY_RECORDS=off") from None
+                if exc.status != 409:
+                    raise
+        with translate(f"get {PLURAL}.{GROUP} {name}"):
+            try:
+                existing = custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name,
+                    _request_timeout=self.kube.timeout)
+            except ApiException as exc:
+                if exc.status != 404:  # deleted meanwhile (a sweep): claim again next time
+                    raise
+                return Claim(recipient.name, name, "busy")
+        return self._decide(recipient.name, existing)
+
+    def _decide(self, recipient: str, existing: Mapping[str, Any]) -> Claim:
+        name = str(existing["metadata"]["name"])
+        status = existing.get("status") if isinstance(existing.get("status"), Mapping) else {}
+        spec = existing.get("spec") if isinstance(existing.get("spec"), Mapping) else {}
+        phase = str(status.get("phase") or "")
+        now = time.time()
+        if phase in (SENT, REFUSED):
+            return Claim(recipient, name, "done", phase)
+        if phase == DEFERRED:
+            until = parse_time(status.get("deferredUntil"))
+            if until is not None and until > now:
+                return Claim(recipient, name, "done", phase)
+        elif not phase:
+            claimed = parse_time(spec.get("claimedAt"))
+            if claimed is not None and now - claimed < self.lease_seconds:
+                return Claim(recipient, name, "busy")
+        return self._take_over(recipient, existing, phase)
+
+    def _take_over(self, recipient: str, existing: Mapping[str, Any], phase: str) -> Claim:
+        name = str(existing["metadata"]["name"])
+        replaced = {k: v for k, v in existing.items() if k != "status"}
+        spec = dict(replaced.get("spec") or {})
+        spec["claimedAt"] = now_text()
+        spec["attempt"] = int(spec.get("attempt") or 1) + 1
+        replaced["spec"] = spec
+        with translate(f"replace {PLURAL}.{GROUP} {name}"):
+            try:
+                self.kube.custom().replace_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name, replaced,
+                    _request_timeout=self.kube.timeout)
+            except ApiException as exc:
+                if exc.status in (404, 409):  # someone else took it, or it was swept
+                    return Claim(recipient, name, "busy")
+                raise
+        logs.info("delivery taken over", record=name, subscriber=recipient,
+                  previous=phase or "claimed", attempt=spec["attempt"])
+        return Claim(recipient, name, "mine", phase)
+
+    # ---------------------------------------------------------------- outcome
+
+    def finish(self, claim: Claim, phase: str, *, reason: str = "", message: str = "",
+               target: str = "", deferred_until: float | None = None) -> bool:
+        """Write the outcome of a claim; ``False`` (logged) when it could not be written:
+        the message went out or not all the same, and WeCom's duplicate check is the last
+        layer against a second send."""
+        status: dict[str, Any] = {"phase": phase, "reason": reason, "message": message[:500],
+                                  "finishedAt": now_text()}
+        if target:
+            status["target"] = target
+        if deferred_until is not None:
+            status["deferredUntil"] = now_text(deferred_until)
+        try:
+            with translate(f"patch {PLURAL}.{GROUP}/status {claim.record}"):
+                self.kube.custom().patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, claim.record, {"status": status},
+                    _request_timeout=self.kube.timeout)
+        except Exception as exc:
+            logs.error("could not record a delivery outcome", record=claim.record,
+                       subscriber=claim.recipient, phase=phase,
+                       error=getattr(exc, "reason", None) or type(exc).__name__)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ sweep
+
+    def sweep(self, retention_seconds: float, limit: int = 2000, page: int = 500
+              ) -> tuple[int, int]:
+        """Delete records made more than ``retention_seconds`` ago, at most ``limit`` per
+        run: (records seen, records deleted)."""
+        cutoff = time.time() - retention_seconds
+        seen = deleted = 0
+        token: str | None = None
+        custom = self.kube.custom()
+        while deleted < limit:
+            with translate(f"list {PLURAL}.{GROUP}"):
+                kwargs: dict[str, Any] = {"limit": page, "_request_timeout": self.kube.timeout}
+                if token:
+                    kwargs["_continue"] = token
+                listed = custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, **kwargs)
+            for item in listed.get("items") or []:
+                seen += 1
+                made = parse_time((item.get("metadata") or {}).get("creationTimestamp"))
+                if made is None or made >= cutoff or deleted >= limit:
+                    continue
+                name = item["metadata"]["name"]
+                with translate(f"delete {PLURAL}.{GROUP} {name}"):
+                    try:
+                        custom.delete_namespaced_custom_object(
+                            GROUP, VERSION, self.namespace, PLURAL, name,
+                            _request_timeout=self.kube.timeout)
+                        deleted += 1
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
+            token = (listed.get("metadata") or {}).get("continue") or None
+            if not token:
+                break
+        return seen, deleted
