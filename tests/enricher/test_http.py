@@ -181,9 +181,19 @@ def test_api_server_errors_are_retryable(enricher: FunctionProcess, kube: FakeKu
     kube.fail("GET", r"/artifactpromotionruns/my-promotion$", status=500, times=None)
     assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 503
     kube.clear_faults()
-    kube.fail("GET", r"/artifactpromotionruns/my-promotion$", status=None, delay=2.5, times=2)
+    kube.fail("GET", r"/artifactpromotionruns/my-promotion$", status=None, delay=2.5, times=None)
     assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 503
     assert broker.received == []
+
+
+def test_a_short_api_server_hiccup_costs_a_pause_not_a_503(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    """The ApiServerSource gives an Event about 3 s of retries and never retries a 500:
+    two failed GETs in a row are retried within the request."""
+    kube.fail("GET", r"/artifactpromotionruns/my-promotion$", status=503, times=2)
+    response = post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER)
+    assert response.status_code == 202, response.text
+    assert len(broker.received) == 1
 
 
 def test_missing_rbac_is_logged_by_permission(enricher: FunctionProcess, kube: FakeKubeAPI,
@@ -198,10 +208,24 @@ def test_missing_rbac_is_logged_by_permission(enricher: FunctionProcess, kube: F
 
 
 def test_broker_trouble_is_retryable(enricher: FunctionProcess, broker: RecordingSink) -> None:
-    broker.respond_with(500)
+    broker.respond_with(500, 500, 500)
     assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 503
-    broker.respond_with(429)
+    broker.respond_with(429, 429, 429)
     assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 429
+    broker.clear()
+    broker.respond_with(503)
+    assert post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER).status_code == 202
+    assert len(broker.received) == 2, "one hiccup: a pause and a second try"
+
+
+def test_a_broker_that_refuses_the_event_is_a_permanent_4xx(
+        enricher: FunctionProcess, broker: RecordingSink) -> None:
+    """Knative's ingress answers 400 for an event it will never take: not retried."""
+    broker.respond_with(400)
+    response = post(enricher.url, apiserver_event(kube_event()), params=SEED_BROKER)
+    assert response.status_code == 422
+    assert "refused the event (400)" in response.text
+    assert len(broker.received) == 1
 
 
 def test_unreachable_broker_is_503(kube: FakeKubeAPI, broker: RecordingSink) -> None:

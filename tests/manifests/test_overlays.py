@@ -328,6 +328,9 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
     expected = {
         f"{FUNCTION_NS}/kubeevent-enricher-sink": {
             ("*", "artifacts.katanomi.dev", "artifactpromotionruns", "get", ()),
+            # the catch-up (overlays/knative only)
+            *((("*", "", "namespaces", "list", ()), ("*", "", "events", "list", ()))
+              if overlay == "knative" else ()),
         },
         f"{FUNCTION_NS}/subscription-filter": {
             (SYSTEM_NS, "", "configmaps", "get", ("kubeevent-user-groups",)),

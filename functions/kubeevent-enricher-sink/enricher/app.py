@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from typing import Any
 
 from cloudevents.http import CloudEvent
 
 from . import core
 from .config import Config
 from .shared import logs
+from .shared.errors import BadRequest, FunctionError, PermanentError
 from .shared.events import Outcome, json_data
 from .shared.kube import Kube
+from .shared.retry import retry_briefly
 from .shared.sessions import PooledSession
 from .shared.sink import post_event
+
+# Objects per list request of the catch-up.
+CATCHUP_PAGE = 250
 
 
 class Enricher:
@@ -25,6 +32,8 @@ class Enricher:
         return True
 
     def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+        if event["type"] == core.PING:
+            return self._catch_up(self._target(params))
         mode, action = core.action_of(event["type"])
         if action == "delete":
             return Outcome.ack("deleted Events are not enriched")
@@ -39,7 +48,9 @@ class Enricher:
                              event_ref=f"{namespace}/{name}")
                 return Outcome.ack("referenced Event no longer exists")
             data = fetched
-        kube_event = core.parse_kube_event(data)
+        return self._enrich(core.parse_kube_event(data), target)
+
+    def _enrich(self, kube_event: core.KubeEvent, target: str | None) -> Outcome:
         ref = kube_event.involved
         object_ref = {"kind": ref.kind, "apiVersion": ref.api_version,
                       "namespace": ref.namespace or None, "name": ref.name}
@@ -50,7 +61,9 @@ class Enricher:
             return Outcome.ack("kind not in INVOLVED_OBJECT_KINDS", object=object_ref)
         core.check_trusted(kube_event)
         core.check_reporter(kube_event, self.config.trusted_reporters)
-        obj = self.kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None)
+        obj = retry_briefly(
+            lambda: self.kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None),
+            "get the involved object", attempts=self.config.attempts)
         if obj is None:
             logs.warning("involved object not found; emitting with object null",
                          object=object_ref)
@@ -64,6 +77,56 @@ class Enricher:
         self._post(target, enriched)
         return Outcome.ack("", delivered_to=target, **fields)
 
+    def _catch_up(self, target: str | None) -> Outcome:
+        """A PingSource's tick: every Event of the watched namespaces that said something
+        within the window goes out again exactly as the ApiServerSource path sends it
+        (same ids, so nobody is told twice), newest first, bounded per run."""
+        if target is None:
+            raise BadRequest("a catch-up ping needs ?broker= (or K_SINK): a reply reaches "
+                             "no broker")
+        config = self.config
+        listed: list[dict[str, Any]] = []
+        namespaces = self._names("v1", "Namespace",
+                                 label_selector=config.catchup_namespace_selector)
+        for namespace in namespaces:
+            token: str | None = None
+            while len(listed) < config.catchup_max_listed:
+                page, token = self.kube.list_page("v1", "Event", namespace=namespace,
+                                                  limit=CATCHUP_PAGE, token=token)
+                listed.extend(page)
+                if token is None:
+                    break
+        chosen = core.recent(listed, time.time(), config.catchup_window_seconds,
+                             config.catchup_max_events)
+        counts = {"emitted": 0, "skipped": 0, "failed": 0}
+        for raw in chosen:
+            try:
+                outcome = self._enrich(core.parse_kube_event(raw), target)
+            except PermanentError:
+                counts["skipped"] += 1
+                continue
+            except FunctionError as exc:
+                counts["failed"] += 1
+                logs.warning("catch-up: an Event could not be sent; the next run tries again",
+                             error=exc.reason)
+                continue
+            counts["emitted" if outcome.fields.get("enriched_id") else "skipped"] += 1
+        logs.info("catch-up done", namespaces=len(namespaces), listed=len(listed),
+                  in_window=len(chosen), window_seconds=config.catchup_window_seconds,
+                  **counts)
+        return Outcome.ack("", namespaces=len(namespaces), listed=len(listed),
+                           in_window=len(chosen), **counts)
+
+    def _names(self, api_version: str, kind: str, *, label_selector: str) -> list[str]:
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            page, token = self.kube.list_page(api_version, kind, label_selector=label_selector,
+                                              limit=CATCHUP_PAGE, token=token)
+            names.extend(str((o.get("metadata") or {}).get("name") or "") for o in page)
+            if token is None:
+                return [n for n in names if n]
+
     def _target(self, params: Mapping[str, str]) -> str | None:
         broker = params.get("broker")
         if broker is not None:
@@ -76,7 +139,8 @@ class Enricher:
         return self.config.k_sink
 
     def _post(self, url: str, event: CloudEvent) -> None:
-        post_event(self.http, url, event, self.config.http_timeout)
+        retry_briefly(lambda: post_event(self.http, url, event, self.config.http_timeout),
+                      "post to the broker", attempts=self.config.attempts)
 
 
 def build(environ: Mapping[str, str] | None = None) -> Enricher:

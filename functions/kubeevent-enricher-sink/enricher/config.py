@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .shared.config import ConfigError, env, env_float, env_list, env_url
+from .shared.config import ConfigError, env, env_float, env_int, env_list, env_url
 from .shared.signing import Signer, signer_from_env
 
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
@@ -36,6 +36,13 @@ class Config:
     trusted_reporters: Mapping[str, frozenset[str]] = field(default_factory=dict)
     http_timeout: float = 10.0
     kube_timeout: float = 10.0
+    # Tries of the object GET and the broker POST within one request (a hiccup: a pause).
+    attempts: int = 3
+    # Catch-up on a PingSource's ping: re-read the recent Events of the watched namespaces.
+    catchup_namespace_selector: str = "cpaas.io/inner-namespace"
+    catchup_window_seconds: float = 3600.0
+    catchup_max_events: int = 500
+    catchup_max_listed: int = 5000
     # Signs what it emits when KUBEEVENT_SIGNING_KEY is set (the filter requires it).
     signer: Signer | None = field(default=None, repr=False)
 
@@ -55,7 +62,14 @@ class Config:
             never_enriched_kinds=frozenset(
                 k.lower() for k in env_list("NEVER_ENRICHED_KINDS", environ)),
             trusted_reporters=trusted_reporters(env_list("TRUSTED_REPORTERS", environ)),
+            catchup_namespace_selector=env("CATCHUP_NAMESPACE_SELECTOR",
+                                           "cpaas.io/inner-namespace", environ),
+            catchup_window_seconds=env_float("CATCHUP_WINDOW_SECONDS", 3600.0, environ,
+                                             minimum=1.0),
+            catchup_max_events=env_int("CATCHUP_MAX_EVENTS", 500, environ, minimum=1),
+            catchup_max_listed=env_int("CATCHUP_MAX_LISTED", 5000, environ, minimum=1),
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             kube_timeout=env_float("KUBE_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
+            attempts=env_int("RETRY_ATTEMPTS", 3, environ, minimum=1),
             signer=signer_from_env(environ, required=False),
         )

@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cloudevents.http import CloudEvent
@@ -287,3 +288,31 @@ def broker_url(param: str, *, ingress: str, default_namespace: str,
     if allowed and f"{namespace}/{name}" not in allowed:
         raise Forbidden(f"broker {namespace}/{name} is not in ALLOWED_BROKERS")
     return f"{ingress}/{namespace}/{name}"
+
+
+PING = "dev.knative.sources.ping"
+
+
+def event_time(raw: Mapping[str, Any]) -> float | None:
+    """When an Event last said something (as ``parse_kube_event`` takes its time), as a
+    POSIX timestamp; ``None`` when it names no time."""
+    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    for value in (raw.get("lastTimestamp"), raw.get("eventTime"),
+                  (raw.get("series") or {}).get("lastObservedTime")
+                  if isinstance(raw.get("series"), dict) else None,
+                  raw.get("firstTimestamp"), metadata.get("creationTimestamp")):
+        if isinstance(value, str) and value:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def recent(events: list[dict[str, Any]], now: float, window: float, limit: int
+           ) -> list[dict[str, Any]]:
+    """The Events that said something within ``window`` seconds before ``now``, newest
+    first, at most ``limit`` (older ones were caught by earlier runs)."""
+    timed = [(t, e) for e in events if (t := event_time(e)) is not None and now - t <= window]
+    timed.sort(key=lambda pair: pair[0], reverse=True)
+    return [e for _, e in timed[:limit]]

@@ -122,6 +122,29 @@ class Kube:
             return None
         return json_body(response, what)
 
+    def list_page(self, api_version: str, kind: str, *, namespace: str | None = None,
+                  label_selector: str = "", limit: int = 500, token: str | None = None
+                  ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a list: (the objects as plain dicts, the continue token or
+        ``None`` when it was the last page)."""
+        resource = self.resource(api_version, kind)
+        what = describe("list", resource, None, namespace)
+        kwargs: dict[str, Any] = {"limit": limit, "_request_timeout": self.timeout}
+        if resource.namespaced and namespace:
+            kwargs["namespace"] = namespace
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if token:
+            kwargs["_continue"] = token
+        with translate(what):
+            response = resource.get(serialize=False, **kwargs)
+        body = json_body(response, what)
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise TemporaryError(f"{what}: the API server answered with no list")
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        return [i for i in items if isinstance(i, dict)], (meta.get("continue") or None)
+
     def custom(self) -> k8s.CustomObjectsApi:
         return k8s.CustomObjectsApi(self.api)
 

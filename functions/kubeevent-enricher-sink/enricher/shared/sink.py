@@ -5,14 +5,16 @@ from __future__ import annotations
 import requests
 from cloudevents.http import CloudEvent
 
-from .errors import RateLimited, TemporaryError
+from .errors import RateLimited, TemporaryError, Unprocessable
 from .events import binary_http
 from .sessions import PooledSession
 
 
 def post_event(http: PooledSession, url: str, event: CloudEvent, timeout: float) -> None:
-    """Deliver ``event``; a refusal or an unreachable sink is a ``TemporaryError`` (429:
-    ``RateLimited``), so the caller's own sender retries the whole delivery."""
+    """Deliver ``event``. A 400 (the event will never be taken) is ``Unprocessable``;
+    any other refusal or an unreachable sink is a ``TemporaryError`` (429:
+    ``RateLimited``; 404: the broker may yet be created), so the caller's own sender
+    retries the whole delivery."""
     headers, body = binary_http(event)
     try:
         status = http.post(url, data=body, headers=headers, timeout=(3.0, timeout)).status_code
@@ -20,5 +22,7 @@ def post_event(http: PooledSession, url: str, event: CloudEvent, timeout: float)
         raise TemporaryError(f"sink {url} unreachable ({type(exc).__name__})") from None
     if status == 429:
         raise RateLimited(f"sink {url} is throttling (429)")
+    if status == 400:  # Knative's ingress: an event it will never take
+        raise Unprocessable(f"sink {url} refused the event (400)")
     if not 200 <= status < 300:
         raise TemporaryError(f"sink {url} answered {status}")
