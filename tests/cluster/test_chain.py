@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+from cloudevents.http import CloudEvent
 
-from tests.support.factory import cluster_subscription, kube_event, promotion_run
+from tests.support.factory import cluster_subscription, kube_event, post, promotion_run
 from tests.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
 
 from .adapter import ReceiveAdapter
@@ -302,3 +303,34 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
     assert stack.broker.wait_idle(30) and stack.sandbox.wait_idle(10)
     assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
     assert stack.sandbox.suppressed == [], "not even sent to WeCom's duplicate check"
+
+
+def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) -> None:
+    """While Knative's adapter is down (as when a namespace's label changes), an Event
+    is created: the restarted adapter does not send it. The catch-up ping does, through
+    the enricher's own RBAC; a second ping tells nobody again."""
+    assert chain.adapter is not None
+    chain.adapter.stop()
+    try:
+        run = run_in(chain, approvers=("bob",))
+        event = event_about(run, "ApprovalPending")
+        event["firstTimestamp"] = event["lastTimestamp"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # said now: within the catch-up's hour
+        missed = chain.create(event)
+    finally:
+        chain.adapter.start()
+        chain.adapter.handshake(chain.enricher_saw)
+    stack = chain.running()
+    assert stack.broker is not None and stack.sandbox is not None
+    assert not any(((e.data or {}).get("event") or {}).get("metadata", {}).get("uid")
+                   == missed["metadata"]["uid"] for e in stack.broker.ingress)
+    ping = CloudEvent({"type": "dev.knative.sources.ping",
+                       "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
+                                 "kubeevent-catch-up"}, {"catchUp": "events"})
+    for _ in range(2):
+        response = post(stack.enricher.url, ping, params={"broker": "cloudevents-katanomi-dev"})
+        assert response.status_code == 202, response.text
+        assert stack.broker.wait_idle(60) and stack.sandbox.wait_idle(10)
+        got = {u: [m for m in ms if run["metadata"]["name"] in (m.description or "")]
+               for u, ms in chain.received().items()}
+        assert {u: len(m) for u, m in got.items() if m} == {"bob": 1}

@@ -99,21 +99,27 @@ class Enricher:
         chosen = core.recent(listed, time.time(), config.catchup_window_seconds,
                              config.catchup_max_events)
         counts = {"emitted": 0, "skipped": 0, "failed": 0}
+        why: dict[str, int] = {}  # the first words of each skip's reason → how many
         for raw in chosen:
             try:
                 outcome = self._enrich(core.parse_kube_event(raw), target)
-            except PermanentError:
+            except PermanentError as exc:
                 counts["skipped"] += 1
+                key = exc.reason.split(":")[0][:60]
+                why[key] = why.get(key, 0) + 1
                 continue
             except FunctionError as exc:
                 counts["failed"] += 1
                 logs.warning("catch-up: an Event could not be sent; the next run tries again",
                              error=exc.reason)
                 continue
-            counts["emitted" if outcome.fields.get("enriched_id") else "skipped"] += 1
+            emitted = bool(outcome.fields.get("enriched_id"))
+            counts["emitted" if emitted else "skipped"] += 1
+            if not emitted:
+                why[outcome.reason] = why.get(outcome.reason, 0) + 1
         logs.info("catch-up done", namespaces=len(namespaces), listed=len(listed),
                   in_window=len(chosen), window_seconds=config.catchup_window_seconds,
-                  **counts)
+                  skipped_because=why or None, **counts)
         return Outcome.ack("", namespaces=len(namespaces), listed=len(listed),
                            in_window=len(chosen), **counts)
 
