@@ -10,6 +10,11 @@ from .events import binary_http
 from .sessions import PooledSession
 
 
+class SinkTimedOut(TemporaryError):
+    """No answer in time: the sink may still be working on it (Knative's default broker
+    answers after every delivery), so it is not worth repeating at once."""
+
+
 def post_event(http: PooledSession, url: str, event: CloudEvent, timeout: float) -> None:
     """Deliver ``event``. A 400 (the event will never be taken) is ``Unprocessable``;
     any other refusal or an unreachable sink is a ``TemporaryError`` (429:
@@ -18,6 +23,8 @@ def post_event(http: PooledSession, url: str, event: CloudEvent, timeout: float)
     headers, body = binary_http(event)
     try:
         status = http.post(url, data=body, headers=headers, timeout=(3.0, timeout)).status_code
+    except requests.Timeout:
+        raise SinkTimedOut(f"sink {url} did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
         raise TemporaryError(f"sink {url} unreachable ({type(exc).__name__})") from None
     if status == 429:

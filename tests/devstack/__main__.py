@@ -188,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="WeCom API: auto = real when CORPWECHAT_* are set")
     parser.add_argument("--platform-url", default="http://localhost",
                         help="PLATFORM_URL for the templates' links")
+    parser.add_argument("--broker", choices=("sync", "async"), default="sync",
+                        help="sync = as Knative's default broker (its ingress answers after "
+                             "every delivery); async = answers at once, as a durable broker "
+                             "class (Kafka) does")
     parser.add_argument("--no-replay", action="store_true", help="start, do not replay")
     parser.add_argument("--workdir", type=Path, default=manifests.ROOT / ".dev",
                         help="where the kubeconfig and the broker log go (default .dev/)")
@@ -224,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _out("kubeevent-enricher dev stack: starting the Kubernetes API, WeCom, the "
                      "dev broker and three functions ...")
                 options = StackOptions(kube=args.kube, wecom=args.wecom,
-                                       platform_url=args.platform_url, workdir=args.workdir)
+                                       platform_url=args.platform_url, workdir=args.workdir,
+                                       synchronous_broker=args.broker == "sync")
                 stack = Stack(options, log=log).start()
         except (RuntimeError, OSError) as exc:
             _out(f"could not start: {exc}")

@@ -2,21 +2,34 @@
 
 In a cluster, Knative's Broker does this. Locally, ``DevBroker`` stands in for it so
 that the wiring that runs is the wiring that is deployed: it reads the same Trigger
-(and Broker) objects and behaves like Knative's channel-based broker where it matters:
+(and Broker) objects and behaves like Knative's default broker (MT channel-based, on
+InMemoryChannel), as ``../shared/reference/knative-semantics.md`` describes it:
 
 * ingress ``POST /<namespace>/<broker>`` takes a binary- or structured-mode CloudEvent
-  and answers 202 at once (400 for a malformed event, 404 for an unknown broker);
-  delivery happens in the background;
+  (400 for a malformed one or a malformed path, 404 for an unknown broker, 400 when its
+  ``knativebrokerttl`` is used up; it sets ``knativearrivaltime`` and the TTL, 255 at
+  first). **Synchronous by default**: it answers only when every matching Trigger's
+  delivery is over (retries, the reply's own trip through the broker, dead letters):
+  202 when each succeeded or was dead-lettered, 500 otherwise. ``synchronous=False``
+  answers 202 at once and delivers in the background (as a durable broker class does);
 * each Trigger of that broker whose filters match gets the event in binary mode;
   ``filters`` (exact, prefix, suffix, all, any, not) and the legacy
-  ``filter.attributes`` are understood; ``cesql`` is refused when loading;
-* a 2xx reply that carries a CloudEvent re-enters the broker (an empty 2xx is success;
-  a 2xx with a body that is not a CloudEvent is a failed delivery, as on Knative);
+  ``filter.attributes`` mean what they mean to Knative: several attributes in one map are
+  ANDed, an empty value makes an exact/prefix/suffix entry constrain nothing, as do empty
+  ``all``/``any`` and ``{}`` (and ``not`` of them), and the legacy ``""`` wildcard needs
+  the attribute present and non-empty; ``cesql`` is refused when loading;
+* a 2xx reply that carries a CloudEvent re-enters the broker (an empty 2xx is success);
+  a 2xx with a body that is not a CloudEvent, or a malformed one, is a 502 and is retried,
+  and then dead-lettered without error extensions; a reply the broker refuses
+  dead-letters the original event (``knativeerrordest`` the broker's ingress);
 * 5xx, 404, 408, 409, 429 and network errors are retried by the Trigger's DeliverySpec
-  (``retry``, ``backoffPolicy``, ``backoffDelay``; the Broker's spec is the fallback),
-  other statuses are not; then the event goes to the dead-letter sink with the
-  extensions ``knativeerrordest``, ``knativeerrorcode`` and ``knativeerrordata``
-  (the response body, base64, at most 1024 bytes);
+  (``retry``; ``backoffPolicy`` and ``backoffDelay`` both set, else retries come at once;
+  linear waits 0, d, 2d …, exponential d, 2d, 4d …), other statuses are not; a Broker's
+  spec is the fallback, and a Broker without one gets Knative's defaults (retry 10,
+  exponential, PT0.2S); then the event goes to the dead-letter sink with
+  ``knativeerrordest``, ``knativeerrorcode`` (an integer; 500 for a network error) and
+  ``knativeerrordata`` (the base64 of the body, or of "dispatch error: …", the encoded
+  text at most 1024 characters; always set, possibly empty);
 * a dead-letter sink without a local URL is kept by the broker itself
   (``dead_letters``), served at ``POST /dead-letter/<namespace>/<name>``.
 
@@ -37,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 from cloudevents.conversion import to_binary
@@ -113,7 +127,7 @@ class Destination:
 @dataclass(frozen=True)
 class DeliverySpec:
     retry: int = 0
-    backoff_policy: str = "exponential"
+    backoff_policy: str | None = None  # None: no backoff, retries come at once
     backoff_delay: float = 0.0
     timeout: float | None = None
     dead_letter_sink: Destination | None = None
@@ -127,8 +141,8 @@ class DeliverySpec:
         retry = spec.get("retry", 0)
         if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
             raise TriggerError(f"{where}: delivery.retry must be a non-negative integer")
-        policy = spec.get("backoffPolicy", "exponential")
-        if policy not in ("exponential", "linear"):
+        policy = spec.get("backoffPolicy")
+        if policy not in (None, "exponential", "linear"):
             raise TriggerError(f"{where}: delivery.backoffPolicy must be exponential or linear")
         delay = parse_duration(spec["backoffDelay"]) if spec.get("backoffDelay") else 0.0
         timeout = parse_duration(spec["timeout"]) if spec.get("timeout") else None
@@ -138,66 +152,110 @@ class DeliverySpec:
                    if sink is not None else None)
 
     def backoff(self, retry_number: int) -> float:
-        """Seconds before retry ``retry_number`` (1 = the first retry), as Knative waits."""
+        """Seconds before retry ``retry_number`` (1 = the first retry), as Knative waits:
+        nothing unless both the policy and the delay are set; linear 0, d, 2d …;
+        exponential d, 2d, 4d …."""
+        if self.backoff_policy is None or not self.backoff_delay:
+            return 0.0
         if self.backoff_policy == "linear":
-            return self.backoff_delay * retry_number
+            return self.backoff_delay * (retry_number - 1)
         return self.backoff_delay * (2 ** (retry_number - 1))
 
 
-def _single(value: Any, dialect: str, where: str) -> tuple[str, str]:
-    if not isinstance(value, dict) or len(value) != 1:
-        raise TriggerError(f"{where}: {dialect} needs exactly one attribute")
-    (name, expected), = value.items()
-    if not _ATTRIBUTE_NAME.match(str(name)):
-        raise TriggerError(f"{where}: invalid attribute name {name!r}")
-    if not isinstance(expected, str) or (dialect != "exact" and not expected):
-        raise TriggerError(f"{where}: {dialect}.{name} needs a non-empty string")
-    return str(name), expected
+# A Broker without ``spec.delivery`` gets these (Knative's config-br-defaults).
+BROKER_DEFAULT_DELIVERY = DeliverySpec(retry=10, backoff_policy="exponential",
+                                       backoff_delay=0.2)
+# Core attributes a lookup always finds (empty when the event has none), as Knative's do.
+OPTIONAL_CORE = frozenset({"subject", "dataschema", "datacontenttype", "time"})
+MAX_TTL = 255
+TTL, ARRIVAL = "knativebrokerttl", "knativearrivaltime"
+
+# A filter says pass, fail, or nothing (``None``: it constrains nothing, as Knative's
+# NoFilter: an entry with an empty value, an empty ``all``/``any``, ``{}``).
+Verdict = bool | None
+Filter = Callable[[Attributes], Verdict]
 
 
-def _text(attributes: Attributes, name: str) -> str | None:
-    value = attributes.get(name)
-    if value is None:
-        return None
+def _go_text(value: Any) -> str:
+    """``fmt.Sprintf("%v", value)`` for the JSON values an attribute can hold."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value if isinstance(value, str) else str(value)
 
 
-def compile_filter(spec: Any, where: str = "filter") -> Predicate:
+def _lookup(attributes: Attributes, name: str) -> str | None:
+    if name in attributes and attributes[name] is not None:
+        return _go_text(attributes[name])
+    return "" if name in OPTIONAL_CORE else None
+
+
+def _attribute_map(value: Any, dialect: str, where: str) -> dict[str, str] | None:
+    """The attributes of an exact/prefix/suffix entry; ``None`` when Knative would skip
+    the entry (an empty map, or any empty value: it fails to build)."""
+    if not isinstance(value, dict):
+        raise TriggerError(f"{where}: {dialect} needs a map of attributes")
+    for name in value:
+        if not _ATTRIBUTE_NAME.match(str(name)):
+            raise TriggerError(f"{where}: invalid attribute name {name!r}")
+    if not value or any(v is None or _go_text(v) == "" for v in value.values()):
+        return None
+    return {str(k): _go_text(v) for k, v in value.items()}
+
+
+def compile_filter(spec: Any, where: str = "filter") -> Filter:
     """One expression of ``spec.filters`` (the CloudEvents Subscriptions API dialects)."""
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise TriggerError(f"{where}: each filter needs exactly one dialect, got {spec!r}")
+    if not isinstance(spec, dict) or len(spec) > 1:
+        raise TriggerError(f"{where}: each filter needs one dialect, got {spec!r}")
+    if not spec:
+        return lambda _: None
     (dialect, value), = spec.items()
     if dialect in ("exact", "prefix", "suffix"):
-        name, expected = _single(value, dialect, where)
+        wanted = _attribute_map(value, dialect, where)
+        if wanted is None:
+            return lambda _: None
 
-        def attribute_match(attributes: Attributes) -> bool:
-            actual = _text(attributes, name)
-            if actual is None:
-                return False
-            if dialect == "exact":
-                return actual == expected
-            if dialect == "prefix":
-                return actual.startswith(expected)
-            return actual.endswith(expected)
+        def attribute_match(attributes: Attributes) -> Verdict:
+            for name, expected in wanted.items():
+                actual = _lookup(attributes, name)
+                if actual is None:
+                    return False
+                if dialect == "exact" and actual != expected:
+                    return False
+                if dialect == "prefix" and not actual.startswith(expected):
+                    return False
+                if dialect == "suffix" and not actual.endswith(expected):
+                    return False
+            return True
 
         return attribute_match
     if dialect in ("all", "any"):
-        if not isinstance(value, list) or not value:
-            raise TriggerError(f"{where}: {dialect} needs a non-empty list of filters")
+        if not isinstance(value, list):
+            raise TriggerError(f"{where}: {dialect} needs a list of filters")
         nested = [compile_filter(f, f"{where}.{dialect}[{i}]") for i, f in enumerate(value)]
-        if dialect == "all":
-            return lambda attributes: all(p(attributes) for p in nested)
-        return lambda attributes: any(p(attributes) for p in nested)
+
+        def combined(attributes: Attributes) -> Verdict:
+            verdicts = [v for v in (p(attributes) for p in nested) if v is not None]
+            if not verdicts:
+                return None
+            return all(verdicts) if dialect == "all" else any(verdicts)
+
+        return combined
     if dialect == "not":
         inner = compile_filter(value, f"{where}.not")
-        return lambda attributes: not inner(attributes)
+
+        def negated(attributes: Attributes) -> Verdict:
+            verdict = inner(attributes)
+            return None if verdict is None else not verdict
+
+        return negated
     if dialect == "cesql":
         raise TriggerError(f"{where}: the dev broker does not evaluate cesql filters")
     raise TriggerError(f"{where}: unknown filter dialect {dialect!r}")
 
 
 def compile_attributes(attributes: Any, where: str) -> Predicate:
-    """The legacy ``filter.attributes``: exact matches, an empty value matches anything."""
+    """The legacy ``filter.attributes``: exact matches of text values; the ``""`` wildcard
+    needs the attribute present and non-empty."""
     if attributes is None:
         return lambda _: True
     if not isinstance(attributes, dict):
@@ -209,9 +267,14 @@ def compile_attributes(attributes: Any, where: str) -> Predicate:
 
     def match(event_attributes: Attributes) -> bool:
         for name, expected in wanted.items():
-            if expected == "":
-                continue
-            if _text(event_attributes, name) != expected:
+            actual = event_attributes.get(name)
+            if name in OPTIONAL_CORE and actual is None:
+                actual = ""
+            if not isinstance(actual, str):  # missing, or not text: never equal
+                return False
+            if expected == "" and actual == "":
+                return False
+            if expected != "" and actual != expected:
                 return False
         return True
 
@@ -242,7 +305,7 @@ class Trigger:
             compiled = [compile_filter(f, f"{where}: filters[{i}]") for i, f in enumerate(filters)]
 
             def predicate(attributes: Attributes) -> bool:
-                return all(p(attributes) for p in compiled)
+                return all(p(attributes) is not False for p in compiled)
         else:
             predicate = compile_attributes((spec.get("filter") or {}).get("attributes"), where)
         return cls(str(meta.get("name")), namespace, str(spec["broker"]),
@@ -258,7 +321,7 @@ def is_kind(obj: Any, api_group: str, kind: str) -> bool:
             and str(obj.get("apiVersion", "")).startswith(api_group + "/"))
 
 
-Brokers = dict[str, DeliverySpec | None]
+Brokers = dict[str, DeliverySpec]
 
 
 def load(objects: Iterable[Mapping[str, Any]]) -> tuple[list[Trigger], Brokers]:
@@ -276,7 +339,9 @@ def load(objects: Iterable[Mapping[str, Any]]) -> tuple[list[Trigger], Brokers]:
                 f"Broker {namespace}/{meta.get('name')}")
     for trigger in triggers:
         brokers.setdefault(f"{trigger.namespace}/{trigger.broker}", None)
-    return triggers, brokers
+    # A Broker's missing delivery is defaulted by Knative's webhook.
+    return triggers, {k: v if v is not None else BROKER_DEFAULT_DELIVERY
+                      for k, v in brokers.items()}
 
 
 # ----------------------------------------------------------------------------- records
@@ -285,9 +350,12 @@ def load(objects: Iterable[Mapping[str, Any]]) -> tuple[list[Trigger], Brokers]:
 @dataclass(frozen=True)
 class Attempt:
     status: int | None  # HTTP status, None when no response came
-    error: str = ""  # network error, or why a 2xx counted as a failure
+    error: str = ""  # network error, or why the broker turned a 2xx into a 502
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    # Knative's broker-filter reports the subscriber's answer to the channel; for a 2xx
+    # it could not read as a CloudEvent it reports nothing (a bare 502): no extensions.
+    error_info: bool = True
 
     @property
     def succeeded(self) -> bool:
@@ -323,13 +391,20 @@ def _event_summary(event: CloudEvent) -> str:
 
 
 def _dead_letter_event(event: CloudEvent, destination: str, attempt: Attempt | None) -> CloudEvent:
+    """The event as the dead-letter sink gets it: ``knativeerrordest``,
+    ``knativeerrorcode`` (the status, 500 for a network error) and ``knativeerrordata``
+    (the base64 of the body, the encoded text cut at 1024 characters) always, unless the
+    failure carried no error info."""
     attributes = dict(event.get_attributes())
-    attributes["knativeerrordest"] = destination
-    if attempt is not None and attempt.status is not None:
-        attributes["knativeerrorcode"] = str(attempt.status)
-    if attempt is not None and attempt.body:
-        attributes["knativeerrordata"] = base64.b64encode(
-            attempt.body[:ERROR_DATA_LIMIT]).decode("ascii")
+    if attempt is None or attempt.error_info:
+        body = attempt.body if attempt is not None else b""
+        code = attempt.status if attempt is not None and attempt.status is not None else 500
+        if attempt is not None and attempt.status is None:
+            body = f"dispatch error: {attempt.error}".encode()
+        attributes["knativeerrordest"] = destination
+        attributes["knativeerrorcode"] = str(code)  # an integer, as a header carries it
+        attributes["knativeerrordata"] = base64.b64encode(body).decode("ascii")[
+            :ERROR_DATA_LIMIT]
     return CloudEvent(attributes, event.data)
 
 
@@ -346,14 +421,15 @@ class DevBroker(LoopbackServer):
 
     def __init__(self, objects: Iterable[Mapping[str, Any]],
                  subscribers: Mapping[str, str] | None = None, *,
-                 backoff_scale: float = 1.0, timeout: float = 30.0, max_hops: int = 32,
-                 workers: int = 16, host: str = "127.0.0.1", port: int = 0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 backoff_scale: float = 1.0, timeout: float | None = None,
+                 synchronous: bool = True, workers: int = 16, host: str = "127.0.0.1",
+                 port: int = 0, log: Callable[[str], None] | None = None) -> None:
         self.triggers, self.brokers = load(list(objects))
         self.subscribers = {k: v.rstrip("/") for k, v in (subscribers or {}).items()}
         self.backoff_scale = backoff_scale
+        # Per attempt when the DeliverySpec sets none (Knative: none at all).
         self.timeout = timeout
-        self.max_hops = max_hops
+        self.synchronous = synchronous
         self.host = host
         self._port = port
         self._log = log
@@ -463,9 +539,11 @@ class DevBroker(LoopbackServer):
     # ----------------------------------------------------------- routing
 
     def resolve(self, destination: Destination, where: str = "") -> str:
-        """The local URL of a destination; a dead-letter ref without one → built-in store."""
+        """The local URL of a destination (a ``uri`` beside a ``ref`` resolved against its
+        URL as RFC 3986 says); a dead-letter ref without one → built-in store."""
         if destination.key and destination.key in self.subscribers:
-            return self.subscribers[destination.key] + (destination.uri or "")
+            base = self.subscribers[destination.key]
+            return urljoin(base, destination.uri) if destination.uri else base
         if not destination.key and destination.uri:
             return self.subscribers.get(destination.uri, destination.uri)
         raise TriggerError(f"{where}: no local URL for {destination.describe()} "
@@ -487,12 +565,27 @@ class DevBroker(LoopbackServer):
             if self._inflight == 0:
                 self._lock.notify_all()
 
-    def ingest(self, broker: str, event: CloudEvent, hops: int = 0) -> int:
-        """Accept ``event`` on ``namespace/name`` (202) and fan it out in the background."""
+    def ingest(self, broker: str, event: CloudEvent) -> int:
+        """Take ``event`` on ``namespace/name`` and fan it out: synchronously (the status
+        says how every Trigger's delivery ended: 202, or 500 when one was lost) or in the
+        background (202 at once). 404 for an unknown broker, 400 when its TTL is used up."""
         if broker not in self.brokers:
             return 404
         if self._pool is None:
             return 503
+        ttl = event.get(TTL)
+        try:
+            left = MAX_TTL if ttl is None else int(ttl)
+        except (TypeError, ValueError):
+            left = MAX_TTL
+        if left <= 0:
+            self._reject(400, f"{TTL} of {_event_summary(event)} is used up")
+            return 400
+        # Extension values as text: binary mode carries every attribute as a header.
+        event = CloudEvent({**event.get_attributes(),
+                            TTL: str(left - 1 if ttl is not None else left),
+                            ARRIVAL: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                           event.data)
         matching = [t for t in self.triggers
                     if f"{t.namespace}/{t.broker}" == broker and t.matches(event)]
         with self._lock:
@@ -500,39 +593,72 @@ class DevBroker(LoopbackServer):
             self._inflight += len(matching)
         self._note(f"broker {broker} <- {_event_summary(event)}: "
                    f"{', '.join(t.name for t in matching) or 'no Trigger matches'}")
+        deliveries = []
         for trigger in matching:
             delivery = Delivery(f"{trigger.namespace}/{trigger.name}", event,
                                 self.resolve(trigger.subscriber))
             with self._lock:
                 self._deliveries.append(delivery)
-            self._pool.submit(self._deliver, broker, trigger, delivery, hops)
-        return 202
+            deliveries.append((trigger, delivery))
+        if not self.synchronous:
+            for trigger, delivery in deliveries:
+                self._pool.submit(self._deliver, broker, trigger, delivery)
+            return 202
+        # As the InMemoryChannel's dispatcher: every subscription at once, then one answer.
+        threads = [threading.Thread(target=self._deliver, args=(broker, t, d), daemon=True,
+                                    name=f"dev-broker {d.trigger}") for t, d in deliveries]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        lost = [d for _, d in deliveries if d.outcome not in ("delivered", "replied",
+                                                                "dead-lettered")]
+        return 500 if lost else 202
 
     def _spec_for(self, broker: str, trigger: Trigger) -> DeliverySpec:
         return trigger.delivery or self.brokers.get(broker) or DeliverySpec()
 
-    def _deliver(self, broker: str, trigger: Trigger, delivery: Delivery, hops: int) -> None:
+    def _deliver(self, broker: str, trigger: Trigger, delivery: Delivery) -> None:
         try:
             spec = self._spec_for(broker, trigger)
             attempt = self._send_with_retries(delivery.url, delivery.event, spec, delivery)
             if attempt is None:
                 return
-            if attempt.succeeded:
-                reply = self._reply(attempt)
-                if reply is None:
-                    self._finish(delivery, "delivered")
-                elif hops + 1 >= self.max_hops:
-                    self._finish(delivery, "dropped", f"reply dropped after {hops + 1} hops")
-                else:
-                    delivery.reply = reply
-                    self._finish(delivery, "replied")
-                    self.ingest(broker, reply, hops + 1)
+            if not attempt.succeeded:
+                self._dead_letter(spec, delivery, attempt)
                 return
-            self._dead_letter(spec, delivery, attempt)
+            reply = self._reply(attempt)
+            if reply is None:
+                self._finish(delivery, "delivered")
+                return
+            delivery.reply = reply
+            # The filter gives the reply the event's TTL; the channel posts it to the
+            # broker's ingress with the same retries, and dead-letters the original
+            # event (to the ingress) when it is refused.
+            reply = CloudEvent({**reply.get_attributes(), TTL: delivery.event.get(TTL)},
+                               reply.data)
+            forwarded = self._forward(broker, reply, spec)
+            if forwarded.succeeded:
+                self._finish(delivery, "replied")
+            else:
+                self._dead_letter(spec, delivery, forwarded, self.ingress_url(
+                    *broker.split("/", 1)))
         except Exception as exc:  # a bug in the dev broker must not hang wait_idle
             self._finish(delivery, "lost", f"dev broker error: {type(exc).__name__}: {exc}")
         finally:
             self._end()
+
+    def _forward(self, broker: str, reply: CloudEvent, spec: DeliverySpec) -> Attempt:
+        retries = 0
+        while True:
+            status = self.ingest(broker, reply)
+            attempt = Attempt(status, "" if 200 <= status < 300 else f"ingress {status}",
+                              b"" if 200 <= status < 300 else f"ingress {status}".encode())
+            if attempt.succeeded or not attempt.retryable or retries >= spec.retry:
+                return attempt
+            retries += 1
+            if self._stopping.wait(spec.backoff(retries) * self.backoff_scale):
+                return attempt
 
     def _send_with_retries(self, url: str, event: CloudEvent, spec: DeliverySpec,
                            delivery: Delivery | None) -> Attempt | None:
@@ -563,19 +689,20 @@ class DevBroker(LoopbackServer):
         timeout = spec.timeout if spec.timeout is not None else self.timeout
         try:
             response = self._session().post(url, data=body, headers=dict(headers),
-                                          timeout=(3.0, timeout))
+                                            timeout=(3.0, timeout) if timeout else None)
         except requests.RequestException as exc:
             return Attempt(None, f"{type(exc).__name__}: {exc}")
         got = {k.lower(): v for k, v in response.headers.items()}
         status, content = response.status_code, response.content
         if 200 <= status < 300 and (content or _looks_like_event(got)):
+            # Knative's broker-filter answers the channel 502 (no body): retried.
             if not _looks_like_event(got):
-                return Attempt(status, "2xx response with a body that is not a CloudEvent",
-                               content, got)
+                return Attempt(502, "a 2xx body that is not a CloudEvent", b"", got,
+                               error_info=False)
             try:
                 parse_ingress(got, content)
             except ValueError as exc:
-                return Attempt(status, f"invalid reply: {exc}", content, got)
+                return Attempt(502, f"an invalid reply: {exc}", b"", got, error_info=False)
         return Attempt(status, "", content, got)
 
     @staticmethod
@@ -584,13 +711,14 @@ class DevBroker(LoopbackServer):
             return None
         return parse_ingress(attempt.headers, attempt.body)
 
-    def _dead_letter(self, spec: DeliverySpec, delivery: Delivery, attempt: Attempt) -> None:
+    def _dead_letter(self, spec: DeliverySpec, delivery: Delivery, attempt: Attempt,
+                     destination: str | None = None) -> None:
         why = attempt.error or f"status {attempt.status}"
         if spec.dead_letter_sink is None:
             self._finish(delivery, "lost", f"{why}; no dead-letter sink")
             return
         url = self._dead_letter_url(spec.dead_letter_sink)
-        event = _dead_letter_event(delivery.event, delivery.url, attempt)
+        event = _dead_letter_event(delivery.event, destination or delivery.url, attempt)
         result = self._send_with_retries(url, event, spec, None)
         if result is not None and result.succeeded:
             self._finish(delivery, "dead-lettered", why)
@@ -666,7 +794,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        parts = [p for p in self.path.split("?", 1)[0].split("/") if p]
+        parts = [p for p in self.path.split("/") if p]  # the query too, as Knative does
         headers = {k: v for k, v in self.headers.items()}
         broker = self.owner
         if len(parts) == 3 and parts[0] == DEAD_LETTER_PATH:
@@ -679,8 +807,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(202)
             return
         if len(parts) != 2:
-            broker._reject(404, f"no broker at {self.path}")
-            self._answer(404, "POST /<namespace>/<broker>")
+            broker._reject(400, f"malformed path {self.path}")
+            self._answer(400, "POST /<namespace>/<broker>")
             return
         name = f"{parts[0]}/{parts[1]}"
         if name not in broker.brokers:

@@ -132,6 +132,8 @@ class StackOptions:
     platform_url: str = DEFAULT_PLATFORM_URL
     backoff_scale: float = 1.0
     delivery_timeout: float = 30.0
+    # Knative's default broker answers its producer after every delivery; False: at once.
+    synchronous_broker: bool = True
     workdir: Path | None = None
     function_env: dict[str, dict[str, str]] = field(default_factory=dict)
     extra_objects: list[dict[str, Any]] = field(default_factory=list)
@@ -243,6 +245,7 @@ class Stack:
         self.broker = DevBroker(self.rendered, subscribers,
                                 backoff_scale=self.options.backoff_scale,
                                 timeout=self.options.delivery_timeout,
+                                synchronous=self.options.synchronous_broker,
                                 log=self._broker_line).start()
 
     def _broker_line(self, line: str) -> None:

@@ -369,3 +369,32 @@ def test_every_service_account_is_used_and_bound(overlay: str) -> None:
     accounts = {f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in objs
                 if o["kind"] == "ServiceAccount"}
     assert accounts == set(grants(objs))
+
+
+def test_the_enricher_waits_long_enough_for_knatives_synchronous_broker() -> None:
+    """With the default broker (InMemoryChannel) the enricher's POST returns after both
+    Trigger hops, every retry and backoff included: its timeout must outlast them, and its
+    Knative Service's request timeout must outlast its own."""
+    from enricher.config import Config
+
+    objs = objects("knative")
+    worst = 0.0
+    for obj in objs:
+        if obj["kind"] != "Trigger":
+            continue
+        delivery = obj["spec"]["delivery"]
+        attempt = parse_seconds(delivery["timeout"])
+        backoff = parse_seconds(delivery["backoffDelay"])
+        retries = delivery["retry"]
+        worst += (retries + 1) * attempt + sum(backoff * 2 ** n for n in range(retries))
+    service = find(objs, "Service", "kubeevent-enricher-sink", FUNCTION_NS)
+    assert service is not None
+    env = {e["name"]: e.get("value") for e in
+           service["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+    waits = float(env.get("HTTP_TIMEOUT_SECONDS") or Config().http_timeout)
+    assert worst < waits < service["spec"]["template"]["spec"]["timeoutSeconds"], (worst, waits)
+
+
+def parse_seconds(text: str) -> float:
+    assert text.startswith("PT") and text.endswith("S"), text
+    return float(text[2:-1])

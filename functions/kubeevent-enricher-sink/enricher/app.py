@@ -16,7 +16,7 @@ from .shared.events import Outcome, json_data
 from .shared.kube import Kube
 from .shared.retry import retry_briefly
 from .shared.sessions import PooledSession
-from .shared.sink import post_event
+from .shared.sink import SinkTimedOut, post_event
 
 # Objects per list request of the catch-up.
 CATCHUP_PAGE = 250
@@ -146,7 +146,8 @@ class Enricher:
 
     def _post(self, url: str, event: CloudEvent) -> None:
         retry_briefly(lambda: post_event(self.http, url, event, self.config.http_timeout),
-                      "post to the broker", attempts=self.config.attempts)
+                      "post to the broker", attempts=self.config.attempts,
+                      worth=lambda exc: not isinstance(exc, SinkTimedOut))
 
 
 def build(environ: Mapping[str, str] | None = None) -> Enricher:

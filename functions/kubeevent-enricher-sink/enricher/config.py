@@ -34,7 +34,9 @@ class Config:
     never_enriched_kinds: frozenset[str] = frozenset()
     # kind.group → the reporters whose Events about that kind count (TRUSTED_REPORTERS).
     trusted_reporters: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    http_timeout: float = 10.0
+    # Knative's default broker answers after every delivery down the chain (both Trigger
+    # hops with their retries, 20 s an attempt): wait that long for it.
+    http_timeout: float = 280.0
     kube_timeout: float = 10.0
     # Tries of the object GET and the broker POST within one request (a hiccup: a pause).
     attempts: int = 3
@@ -68,7 +70,7 @@ class Config:
                                              minimum=1.0),
             catchup_max_events=env_int("CATCHUP_MAX_EVENTS", 500, environ, minimum=1),
             catchup_max_listed=env_int("CATCHUP_MAX_LISTED", 5000, environ, minimum=1),
-            http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
+            http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 280.0, environ, minimum=0.1),
             kube_timeout=env_float("KUBE_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             attempts=env_int("RETRY_ATTEMPTS", 3, environ, minimum=1),
             signer=signer_from_env(environ, required=False),
