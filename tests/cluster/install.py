@@ -51,6 +51,8 @@ def knative_crd_files() -> tuple[Path, ...]:
 
 def install_crds(plane: ControlPlane) -> None:
     plane.kubectl("apply", "-k", str(MANIFESTS / "crds"))
+    # Ours, part of what delivers (the notifier's records).
+    plane.kubectl("apply", "-f", str(MANIFESTS / "delivery" / "notificationdeliveries.yaml"))
     plane.kubectl("apply", "-f", str(TEST_CRDS))
     for path in knative_crd_files():
         # Knative's CRDs are too large for client-side apply's annotation.

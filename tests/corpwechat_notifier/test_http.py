@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -741,19 +742,30 @@ def test_a_part_that_does_not_name_its_whole_is_refused(ff, wecom, notification)
     assert wecom.calls_to(MESSAGE_SEND) == []
 
 
-def test_callers_that_hang_up_while_wecom_hangs_free_every_worker(ff, wecom):
+def test_callers_that_hang_up_while_wecom_hangs_free_every_worker(ff, kube, wecom):
     """More requests than the process has threads, each hung up on by its caller while
     WeCom holds its answer: each ends at the call timeout, and the next notification,
     sent after them, is delivered (not left waiting behind them)."""
     wecom.inject(MESSAGE_SEND, "timeout", times=1000)
-    for _ in range(12):
+    hung = [factory.notification_request(factory.enriched_event("approvalpending"),
+                                         recipients=[factory.recipient("ann")])
+            for _ in range(12)]
+    for request in hung:
         with pytest.raises(requests.exceptions.ReadTimeout):
-            factory.post(ff.url, approval_pending(), timeout=0.2)
+            factory.post(ff.url, request, timeout=0.2)
     wecom.clear_faults()  # what is already held stays held (4 s, longer than the timeout)
     answers = deliver(ff, factory.notification_request(
         factory.enriched_event("approvalpending"), recipients=[factory.recipient("bob")]))
     assert answers[-1].status_code == 202, [(a.status_code, a.text) for a in answers]
     assert deliveries(wecom).get("bob.wx") == 1
+    # The hung-up requests end on their own (timeouts, retries; each writes its delivery
+    # record's outcome last): wait for all of them, so nothing of theirs arrives later.
+    deadline = time.monotonic() + 60
+    while not all(records_of(kube, r["id"]).get("ann", {}).get("status") for r in hung):
+        assert time.monotonic() < deadline, "a hung-up request never ended"
+        time.sleep(0.1)
+    wecom.release_hangs()  # and what WeCom still holds is answered now, not later
+    assert wecom.wait_idle(10)
 
 
 def test_a_member_over_wecoms_rate_limit_is_deferred_not_silently_dropped(

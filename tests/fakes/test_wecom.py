@@ -765,6 +765,7 @@ def test_on_delivery_callback_and_format(wecom: WeComSandbox) -> None:
 
 
 def test_concurrent_sends_are_all_recorded(wecom: WeComSandbox) -> None:
+    wecom.member_limits = (1000, 1000)  # 60 messages to one member within a minute
     access = token(wecom)
     errors: list[BaseException] = []
 
@@ -856,3 +857,20 @@ def test_cli_prints_delivered_messages_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_member_gets_at_most_30_a_minute_and_1000_an_hour_the_rest_silently_dropped(
+        wecom: WeComSandbox) -> None:
+    """As WeCom does: the API answers ok, the member never sees the rest."""
+    access = token(wecom)
+    for i in range(32):
+        assert send(wecom, text(f"m-{i}"), access)["errcode"] == 0
+    assert len(wecom.delivered) == 30
+    assert [d.content for d in wecom.dropped] == ["m-30", "m-31"]
+    wecom.advance(61)
+    assert send(wecom, text("next minute"), access)["errcode"] == 0
+    assert wecom.delivered[-1].content == "next minute"
+    wecom.member_limits = (10_000, 40)
+    for i in range(20):
+        send(wecom, text(f"h-{i}"), access)
+    assert len(wecom.delivered) == 40, "the hour's limit"
