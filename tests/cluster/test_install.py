@@ -116,12 +116,14 @@ def test_generated_subscriptions_and_a_written_status_are_accepted(plane: Contro
     (("spec", "subscriptions", 0, "events", 0, "filter", "cel"), "x" * 5000, "Too long"),
     (("spec", "subscriptions", 0, "object", "namespaces"), ["a"], "unknown field"),
     # Sizes, so that no handful of subscriptions can take the filter's memory.
-    (("spec", "subscriptions", 0, "events"), [{"type": "t"}] * 33, "must have at most 32 items"),
-    (("spec", "subscriptions"), [{"object": {"kind": "K", "apiVersion": "v1"}}] * 33,
-     "must have at most 32 items"),
+    (("spec", "subscriptions", 0, "events"), [{"type": "t"}] * 17, "must have at most 16 items"),
+    (("spec", "subscriptions"), [{"object": {"kind": "K", "apiVersion": "v1"}}] * 17,
+     "must have at most 16 items"),
     (("spec", "subscriptions", 0, "events", 0, "filter", "exact"),
      {f"k{i}": "v" for i in range(17)}, "must have at most 16 items"),
     (("spec", "subscriber", "name"), "n" * 1025, "Too long"),
+    (("spec", "subscriptions", 0, "events", 0, "filter", "cel"),
+     "[1]" + ".map(x, x + x)" * 9 + ".size() > 0", "at most 8 comprehensions"),
     (("spec", "subscriber", "info"), {f"k{i}": "v" for i in range(33)},
      "must have at most 32 items"),
 ])

@@ -34,7 +34,8 @@ from tests.support import factory
 USERS = "ce.data.object.status.artifactPromotionSpec.approvalSpec.users"
 
 # The attacks, as they were tried against the filter.
-DOUBLED = '["ab"]' + ".map(x, x + x)" * 24 + ".size() > 0"
+DOUBLED = '["ab"]' + ".map(x, x + x)" * 24 + ".size() > 0"  # 419 bytes, as tried
+DOUBLED_DATA = "[ce.data.object.metadata.name]" + ".map(x, x + x)" * 2 + ".size() > 0"
 COPIES = f"{USERS}.map(a, {USERS}).size() > 0"
 NESTED = f"{USERS}.exists(a, {USERS}.exists(b, a.name == b.name && a.name == 'x'))"
 IN_A_LOOP = f"{USERS}.exists(a, a in ce.data.object.spec.list)"
@@ -62,7 +63,8 @@ def crowd(n: int, at: dict[int, str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("source", "fragment"), [
-    (DOUBLED, "can build a value of up to"),
+    (DOUBLED, "24 comprehensions (all, exists, exists_one, map, filter), over the limit of 8"),
+    (DOUBLED_DATA, "can build a value of up to"),
     (COPIES, "can build a value of up to"),
     (NESTED, "one evaluation may cost up to"),
     (IN_A_LOOP, "one evaluation may cost up to"),

@@ -137,6 +137,10 @@ class Shape:
     nesting: int
     logical_operators: int
     unary_run: int
+    comprehensions: int = 0  # ``.all(`` ``.exists(`` ``.exists_one(`` ``.map(`` ``.filter(``
+
+
+COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 def shape(expression: str) -> Shape:
@@ -144,11 +148,14 @@ def shape(expression: str) -> Shape:
     prefix ``!``/``-`` operators."""
     tokens = [t for t in scan(expression)
               if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
-    depth = deepest = logical = run = longest = 0
+    depth = deepest = logical = run = longest = comprehensions = 0
     pending_second = False
     for i, token in enumerate(tokens):
         ch = token.text if token.kind == "char" else ""
         following = tokens[i + 1].text if i + 1 < len(tokens) else ""
+        if token.kind == "ident" and token.text in COMPREHENSIONS and following == "(" \
+                and i and tokens[i - 1].text == ".":
+            comprehensions += 1
         if not ch:
             run = 0
         elif ch in "([{":
@@ -164,7 +171,7 @@ def shape(expression: str) -> Shape:
             longest = max(longest, run)
         else:
             run = 0
-    return Shape(deepest, logical, longest)
+    return Shape(deepest, logical, longest, comprehensions)
 
 
 def nesting_depth(expression: str) -> int:

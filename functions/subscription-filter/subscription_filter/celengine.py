@@ -11,7 +11,8 @@ Both see the same variables: ``ce`` (the CloudEvent: attributes, extensions and
 Absurd expressions are refused at compile time, before either engine sees them, by
 the same lexical rules for both: at most ``MAX_EXPRESSION_BYTES`` bytes, brackets
 nested at most ``MAX_NESTING`` deep, at most ``MAX_LOGICAL`` ``&&``/``||`` operators,
-at most ``MAX_UNARY_RUN`` ``!``/``-`` in a row, and valid string escapes (cel-python
+at most ``MAX_UNARY_RUN`` ``!``/``-`` in a row, at most ``MAX_COMPREHENSIONS``
+comprehension macros, and valid string escapes (cel-python
 is lenient about invalid ones, cel-cpp is not). Then each engine keeps its own
 depth limit: cel-cpp refuses chains nested over 32 levels while parsing, and for
 cel-python the abstract syntax tree is measured on its parse tree (built without
@@ -61,6 +62,8 @@ MAX_NESTING = 32
 MAX_DEPTH = 32
 MAX_LOGICAL = 64
 MAX_UNARY_RUN = 8
+# The CRD's admission rule says the same, so such a filter is refused when it is written.
+MAX_COMPREHENSIONS = 8
 MAX_DATA_DEPTH = 64
 VARIABLES = ("ce", "subscriber", BINDING_VARIABLE)
 ENGINES = ("celpy", "cel-expr")
@@ -256,6 +259,11 @@ def check_limits(expression: str) -> None:
         raise CelCompileError(
             f"expression has {measured.logical_operators} && and || operators, over the "
             f"limit of {MAX_LOGICAL}"
+        )
+    if measured.comprehensions > MAX_COMPREHENSIONS:
+        raise CelCompileError(
+            f"expression has {measured.comprehensions} comprehensions (all, exists, "
+            f"exists_one, map, filter), over the limit of {MAX_COMPREHENSIONS}"
         )
     if measured.unary_run > MAX_UNARY_RUN:
         raise CelCompileError(
