@@ -55,6 +55,7 @@ FANOUT = 1_000
 TEMPLATES = ROOT / "manifests" / "templates" / "kubeevent.artifactpromotionrun.template.yaml"
 CONFIG = ROOT / "manifests" / "base" / "katanomi-config.yaml"
 CRDS = ROOT / "manifests" / "crds"
+DELIVERY_CRD = ROOT / "manifests" / "delivery" / "notificationdeliveries.yaml"
 
 
 def user(i: int) -> str:
@@ -66,6 +67,7 @@ def setup_kube(world: World) -> None:
     kube.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     if CRDS.exists():
         kube.load_yaml(CRDS)
+    kube.load_yaml(DELIVERY_CRD)  # the delivery records, as deployed
     # What `export PLATFORM_URL=...; cat ... | envsubst | kubectl apply -f -` creates:
     # the file holds no other dollar sign.
     kube.load_yaml(TEMPLATES.read_text(encoding="utf-8").replace("${PLATFORM_URL}",
@@ -85,7 +87,9 @@ def notifier_env(world: World, wecom: WeComSandbox) -> dict[str, str]:
     return {"KUBECONFIG": str(world.kubeconfig), "SYSTEM_NAMESPACE": NS,
             "CORPWECHAT_API_URL": wecom.api_url, "CORPWECHAT_CORP_ID": CORP_ID,
             "CORPWECHAT_CORP_SECRET": SECRET, "CORPWECHAT_AGENT_ID": str(AGENT),
-            "PLATFORM_URL": PLATFORM_URL}
+            "PLATFORM_URL": PLATFORM_URL,
+            # What is measured includes the mail lookups (both sources are opt-in).
+            "CORPWECHAT_USERID_BY_MAIL": "true", "CORPWECHAT_USERID_FROM_USERNAME": "true"}
 
 
 def notification(recipients: list[dict[str, Any]], run: str) -> tuple[dict[str, str], bytes]:
