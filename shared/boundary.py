@@ -7,6 +7,7 @@ function touches HTTP.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,13 +15,16 @@ from typing import Any, Protocol
 
 from cloudevents.http import CloudEvent
 
-from . import logs
+from . import logs, metrics
 from .errors import FunctionError, PayloadTooLarge, TemporaryError, one_line, status_for
 from .events import MAX_BODY_BYTES, Outcome, binary_http, parse_event
 
 
 class Function(Protocol):
-    """A function's pure core as the boundary sees it."""
+    """A function's pure core as the boundary sees it (``name``: its function name, the
+    ``function`` label of its metrics)."""
+
+    name: str
 
     def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome: ...
 
@@ -66,7 +70,20 @@ def _health(function: Function, path: str) -> Response:
 
 def dispatch(function: Function, request: Request) -> Response:
     if request.method in ("GET", "HEAD"):
+        if request.path.rstrip("/") == "/metrics":
+            body, content_type = metrics.exposition()
+            return Response(200, body, {"Content-Type": content_type})
         return _health(function, request.path)
+    started = time.perf_counter()
+    response = _dispatch_event(function, request)
+    name = getattr(function, "name", "") or "function"
+    if response.status != 405:
+        metrics.REQUESTS.labels(name, str(response.status)).inc()
+        metrics.DURATION.labels(name).observe(time.perf_counter() - started)
+    return response
+
+
+def _dispatch_event(function: Function, request: Request) -> Response:
     if request.method != "POST":
         reason = f"method {request.method} not allowed; POST a CloudEvent"
         return _text(405, reason, {"Allow": "POST"})
@@ -139,9 +156,38 @@ def _limit_waitress(limit: int = 2 * MAX_BODY_BYTES) -> None:
     Adjustments.max_request_body_size = limit
 
 
+def _serve_metrics_under_parliament() -> None:
+    """parliament routes only ``/`` and its health paths to the function, so ``GET
+    /metrics`` would be its 404. ``parliament.server.create`` makes its Flask app after
+    importing func.py, looking ``Flask`` up in its module then: the app it makes here also
+    serves ``/metrics``."""
+    try:
+        from parliament import server
+    except ImportError:  # another server: /metrics reaches dispatch
+        return
+    if getattr(server.Flask, "serves_metrics", False):
+        return
+    base = server.Flask
+
+    class WithMetrics(base):  # type: ignore[misc, valid-type]
+        serves_metrics = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+
+            def exposition() -> tuple[bytes, int, dict[str, str]]:
+                body, content_type = metrics.exposition()
+                return body, 200, {"Content-Type": content_type}
+
+            self.add_url_rule("/metrics", "metrics", exposition, methods=["GET"])
+
+    server.Flask = WithMetrics
+
+
 def parliament_main(function: Function) -> Any:
     """``main(context)`` for ``python -m parliament .`` (func.py)."""
     _limit_waitress()
+    _serve_metrics_under_parliament()
 
     def main(context: Any) -> tuple[bytes, int, dict[str, str]]:
         return _serve(function, context.request, already_read=True).as_tuple()

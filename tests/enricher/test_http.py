@@ -463,3 +463,19 @@ def test_a_huge_chunked_body_is_refused_before_it_is_read(enricher: FunctionProc
             pass
     assert answer.split(b"\r\n")[0].split(b" ")[1] == b"413", answer[:200]
     assert sent < 64 * 1024 * 1024, f"{sent} bytes were sent before the answer"
+
+
+def test_metrics_are_served_on_the_functions_own_port(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    """Both runtimes: GET /metrics on the port that takes the events, no second server."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert post(enricher.url, apiserver_event(kube_event(obj=the_object(kube))),
+                params=SEED_BROKER).status_code == 202
+    response = requests.get(enricher.url + "/metrics", timeout=5)
+    assert response.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    served = [s for s in families["kubeevent_requests"].samples
+              if s.name == "kubeevent_requests_total" and s.labels["status"] == "202"]
+    assert served and served[0].labels["function"] == "kubeevent-enricher-sink"
+    assert served[0].value >= 1

@@ -13,7 +13,7 @@ from . import core, records
 from .config import Config
 from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret_labels
 from .render import Message, Renderer
-from .shared import logs
+from .shared import logs, metrics
 from .shared.errors import TemporaryError
 from .shared.events import Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
@@ -23,6 +23,12 @@ from .wecom import WeComClient, WeComRejected
 
 TEMPLATE_API_VERSION, TEMPLATE_KIND = "core.katanomi.dev/v1alpha1", "NotificationTemplate"
 PING = "dev.knative.sources.ping"
+NOTIFICATIONS = metrics.counter(
+    "kubeevent_notifications", "Recipients of notifications, by channel and what became of "
+    "them: sent, skipped_duplicate, refused, failed, deferred", ("channel", "result"))
+TEMPLATE_FALLBACKS = metrics.counter(
+    "kubeevent_template_fallbacks", "Messages sent with the built-in text because the "
+    "template was missing or failed")
 
 
 class KubeReads:
@@ -80,6 +86,8 @@ class KubeReads:
 
 
 class Notifier:
+    name = "corpwechat-notifier"
+
     def __init__(self, config: Config, reads: KubeReads, client: WeComClient) -> None:
         self.config = config
         self.client = client
@@ -127,10 +135,12 @@ class Notifier:
         pending = [r for r in recipients if not self.sent.sent(request.id, core.CHANNEL, r.name)]
         skipped = len(recipients) - len(pending)
         if not pending:
+            NOTIFICATIONS.labels(core.CHANNEL, "skipped_duplicate").inc(skipped)
             return Outcome.ack("already sent", recipients=len(recipients), skipped=skipped,
                                **fields)
         claims, busy, done = self._claim(request, pending)
         skipped += len(done)
+        NOTIFICATIONS.labels(core.CHANNEL, "skipped_duplicate").inc(skipped)
         pending = [r for r in pending if r.name in claims or self.records is None]
         outcomes: dict[str, tuple[str, str, str, float | None]] = {}
         try:
@@ -179,6 +189,9 @@ class Notifier:
 
     def _record(self, claims: Mapping[str, records.Claim],
                 outcomes: Mapping[str, tuple[str, str, str, float | None]]) -> None:
+        for name in set(claims) | set(outcomes):
+            phase = outcomes.get(name, (records.FAILED,))[0]
+            NOTIFICATIONS.labels(core.CHANNEL, phase.lower()).inc()
         if self.records is None:
             return
         for name, claim in claims.items():
@@ -289,6 +302,7 @@ class Notifier:
         """Messages and who gets each; the template name or ``builtin``."""
         selected = select_template(self.templates, self.renderer, request.event_type)
         if selected.compiled is None:
+            TEMPLATE_FALLBACKS.inc()
             logs.warning("no usable template; sending the built-in message",
                          problem=selected.problem, template=selected.name or None,
                          notification=request.id, notification_type=request.event_type)
@@ -297,6 +311,7 @@ class Notifier:
             message, _, problem = message_for(selected, self.renderer, request.event,
                                               subscriber, self.config.platform_url)
             if problem and selected.compiled is not None:
+                TEMPLATE_FALLBACKS.inc()
                 logs.warning("template failed; sending the built-in message",
                              problem=problem, template=selected.name, notification=request.id)
             return message

@@ -41,11 +41,17 @@ import urllib3
 
 from .credentials import Credentials
 from .render import Message
-from .shared import logs
+from .shared import logs, metrics
 from .shared.errors import RateLimited, TemporaryError, Unprocessable
 from .shared.sessions import PooledSession
 
 GETTOKEN = "gettoken"
+# WeCom calls by endpoint and errcode (or "network": no answer, "invalid": no errcode,
+# "http_429", "http_4xx", "http_5xx": an HTTP refusal).
+WECOM_CALLS = metrics.counter("kubeevent_wecom_api_calls",
+                              "WeCom API calls, by endpoint and errcode", ("api", "errcode"))
+TOKEN_REFRESHES = metrics.counter("kubeevent_wecom_token_refreshes",
+                                  "access_token fetched from WeCom")
 MESSAGE_SEND = "message/send"
 USERID_BY_EMAIL = "user/get_userid_by_email"
 MAX_USERS = 1000  # touser entries per message/send
@@ -201,6 +207,23 @@ class WeComClient:
             kwargs["headers"] = {"Content-Type": "application/json; charset=utf-8"}
         deadline = time.monotonic() + self.deadline
         try:
+            answer = self._exchange(method, url, endpoint, deadline, kwargs)
+        except _Transient as exc:
+            text = str(exc)
+            WECOM_CALLS.labels(endpoint, "http_5xx" if "HTTP 5" in text else
+                               "invalid" if "answered" in text else "network").inc()
+            raise
+        except (WeComRateLimited, WeComRejected) as exc:
+            WECOM_CALLS.labels(endpoint, "http_429" if isinstance(exc, WeComRateLimited)
+                               else "http_4xx").inc()
+            raise
+        code = answer["errcode"]
+        WECOM_CALLS.labels(endpoint, str(code) if -1 <= code < 10**7 else "other").inc()
+        return answer
+
+    def _exchange(self, method: str, url: str, endpoint: str, deadline: float,
+                  kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
             response = self.http.request(method, url, stream=True, **kwargs)
             try:
                 content = self._read_within(response, deadline)
@@ -264,6 +287,7 @@ class WeComClient:
             if cached is not None and self.clock() < cached.refresh_at:
                 return cached.value
             value, expires_in = self._gettoken(credentials)
+            TOKEN_REFRESHES.inc()
             margin = min(300.0, expires_in * 0.1)
             self._tokens[key] = _Token(value, self.clock() + expires_in - margin)
             return value

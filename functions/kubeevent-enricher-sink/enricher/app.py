@@ -10,7 +10,7 @@ from cloudevents.http import CloudEvent
 
 from . import core
 from .config import Config
-from .shared import logs
+from .shared import logs, metrics
 from .shared.errors import BadRequest, FunctionError, PermanentError
 from .shared.events import Outcome, json_data
 from .shared.kube import Kube
@@ -20,9 +20,18 @@ from .shared.sink import SinkTimedOut, post_event
 
 # Objects per list request of the catch-up.
 CATCHUP_PAGE = 250
+OBJECT_GETS = metrics.counter("kubeevent_enricher_object_gets",
+                              "GETs of involved objects: found, missing, error", ("outcome",))
+EMITTED = metrics.counter("kubeevent_enricher_events_emitted", "Enriched events sent on")
+CATCHUP_RUNS = metrics.counter("kubeevent_enricher_catchup_runs", "Catch-up runs (pings)")
+CATCHUP_EVENTS = metrics.counter("kubeevent_enricher_catchup_events",
+                                 "Events a catch-up found in its window: emitted, skipped, "
+                                 "failed", ("result",))
 
 
 class Enricher:
+    name = "kubeevent-enricher-sink"
+
     def __init__(self, config: Config, kube: Kube, http: PooledSession | None = None) -> None:
         self.config = config
         self.kube = kube
@@ -61,9 +70,15 @@ class Enricher:
             return Outcome.ack("kind not in INVOLVED_OBJECT_KINDS", object=object_ref)
         core.check_trusted(kube_event)
         core.check_reporter(kube_event, self.config.trusted_reporters)
-        obj = retry_briefly(
-            lambda: self.kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None),
-            "get the involved object", attempts=self.config.attempts)
+        try:
+            obj = retry_briefly(
+                lambda: self.kube.get(ref.api_version, ref.kind, ref.name,
+                                      ref.namespace or None),
+                "get the involved object", attempts=self.config.attempts)
+        except Exception:
+            OBJECT_GETS.labels("error").inc()
+            raise
+        OBJECT_GETS.labels("found" if obj is not None else "missing").inc()
         if obj is None:
             logs.warning("involved object not found; emitting with object null",
                          object=object_ref)
@@ -73,8 +88,10 @@ class Enricher:
         fields = {"object": object_ref, "enriched_id": enriched["id"],
                   "enriched_type": enriched["type"]}
         if target is None:
+            EMITTED.inc()
             return Outcome.reply(enriched, **fields)
         self._post(target, enriched)
+        EMITTED.inc()
         return Outcome.ack("", delivered_to=target, **fields)
 
     def _catch_up(self, target: str | None) -> Outcome:
@@ -117,6 +134,9 @@ class Enricher:
             counts["emitted" if emitted else "skipped"] += 1
             if not emitted:
                 why[outcome.reason] = why.get(outcome.reason, 0) + 1
+        CATCHUP_RUNS.inc()
+        for result, count in counts.items():
+            CATCHUP_EVENTS.labels(result).inc(count)
         logs.info("catch-up done", namespaces=len(namespaces), listed=len(listed),
                   in_window=len(chosen), window_seconds=config.catchup_window_seconds,
                   skipped_because=why or None, **counts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from .celengine import Engine, select
 from .config import Config
 from .groups import GroupDirectory
 from .rbac import AccessReviewer
-from .shared import logs
+from .shared import logs, metrics
 from .shared.errors import FunctionError
 from .shared.events import Outcome
 from .shared.kube import Kube
@@ -24,11 +25,25 @@ from .shared.sink import post_event
 from .store import SubscriptionStore
 from .subscriptions import Compiler, Subscription
 
+COUNTS = (0, 1, 2, 5, 10, 20, 50, 100, 1000, 10000, 100000)
+MATCH_SECONDS = metrics.histogram("kubeevent_filter_match_duration_seconds",
+                                  "Time to match one event against the subscriptions")
+CANDIDATES = metrics.histogram("kubeevent_filter_candidates",
+                               "Subscription entries considered for one event", buckets=COUNTS)
+MATCHES = metrics.histogram("kubeevent_filter_matches",
+                            "Subscriptions that matched one event", buckets=COUNTS)
+CEL_ERRORS = metrics.counter("kubeevent_filter_cel_errors",
+                             "Filters that could not be evaluated: error, limit", ("kind",))
+RBAC_DENIALS = metrics.counter("kubeevent_filter_rbac_denials",
+                               "Matched recipients dropped because they may not read the object")
+
 # How long a request or a readiness probe waits for the first list at start.
 STARTUP_WAIT_SECONDS = 5.0
 
 
 class SubscriptionFilter:
+    name = "subscription-filter"
+
     def __init__(self, config: Config, kube: Kube, engine: Engine) -> None:
         self.config = config
         self.kube = kube
@@ -92,7 +107,13 @@ class SubscriptionFilter:
             signer.verify(event, "kubeevent-enricher-sink")
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
+        started = time.perf_counter()
         result = core.match(snapshot.index, enriched, self.engine)
+        MATCH_SECONDS.observe(time.perf_counter() - started)
+        CANDIDATES.observe(result.candidates)
+        MATCHES.observe(len(result.matched))
+        for error in result.errors:
+            CEL_ERRORS.labels("limit" if error.limit else "error").inc()
         for (where, message), names in errors_by_place(result.errors).items():
             # One line per place and error: many subscriptions share a filter.
             logs.warning("filter could not be evaluated; treated as no match",
@@ -145,6 +166,7 @@ class SubscriptionFilter:
                 allowed.append(sub)
             else:
                 denied.append(sub.name)
+                RBAC_DENIALS.inc()
                 logs.info("recipient dropped: may not read the object", id=enriched.id,
                           subscription=sub.name, subscriber=sub.subscriber.name,
                           object=enriched.object_ref, reason=reason or None)

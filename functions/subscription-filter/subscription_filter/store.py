@@ -28,7 +28,7 @@ from typing import Any
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
-from .shared import logs
+from .shared import logs, metrics
 from .shared.errors import FunctionError
 from .shared.kube import Kube, translate
 from .subscriptions import (
@@ -51,6 +51,10 @@ MAX_BACKOFF = 30.0
 # 410, is the server (or something between) refusing: wait before the next one.
 QUICK_WATCH_SECONDS = 0.5
 MERGE_PATCH = "application/merge-patch+json"
+
+
+SUBSCRIPTIONS = metrics.gauge("kubeevent_subscriptions",
+                              "ClusterSubscriptions known: ready, not_ready", ("state",))
 
 
 def utc_now() -> str:
@@ -353,6 +357,9 @@ class SubscriptionStore:
 
     def _publish(self) -> None:
         self._snapshot = build_snapshot(self._loaded.values())
+        ready = sum(1 for r in self._snapshot.readiness.values() if r.ready)
+        SUBSCRIPTIONS.labels("ready").set(ready)
+        SUBSCRIPTIONS.labels("not_ready").set(len(self._snapshot.readiness) - ready)
 
     # ------------------------------------------------------------------ status
 
