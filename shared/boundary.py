@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from cloudevents.http import CloudEvent
 
-from . import logs, metrics
+from . import logs, metrics, tracing
 from .errors import FunctionError, PayloadTooLarge, TemporaryError, one_line, status_for
 from .events import MAX_BODY_BYTES, Outcome, binary_http, parse_event
 
@@ -94,7 +94,11 @@ def _dispatch_event(function: Function, request: Request) -> Response:
         context = {"id": event["id"], "type": event["type"]}
         if not function.ready():
             raise TemporaryError("not ready yet: still loading its initial state")
-        outcome = function.handle(event, request.params)
+        name = getattr(function, "name", "") or "function"
+        with tracing.request(name, tracing.incoming(event, request.headers),
+                             f"{name} {event['type']}") as trace:
+            context["trace_id"] = trace.trace_id  # for the lines logged after it
+            outcome = function.handle(event, request.params)
     except FunctionError as exc:
         status = status_for(exc)
         severity = "ERROR" if status >= 500 else "WARNING"

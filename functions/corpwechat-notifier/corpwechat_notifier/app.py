@@ -13,7 +13,7 @@ from . import core, records
 from .config import Config
 from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret_labels
 from .render import Message, Renderer
-from .shared import logs, metrics
+from .shared import logs, metrics, tracing
 from .shared.errors import TemporaryError
 from .shared.events import Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
@@ -208,7 +208,8 @@ class Notifier:
         if not pending:
             return Outcome.ack("already sent or being sent", skipped=skipped, **fields)
         credentials = self.credentials.get()
-        rendered, template = self._render(request, pending)
+        with tracing.span("render", recipients=len(pending)):
+            rendered, template = self._render(request, pending)
         # message → target (user id, party:<id>, tag:<id>) → the subscriber names behind it
         # (two names may share an id)
         plan: OrderedDict[Message, OrderedDict[str, list[str]]] = OrderedDict()

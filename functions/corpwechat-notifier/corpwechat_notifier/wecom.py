@@ -41,7 +41,7 @@ import urllib3
 
 from .credentials import Credentials
 from .render import Message
-from .shared import logs, metrics
+from .shared import logs, metrics, tracing
 from .shared.errors import RateLimited, TemporaryError, Unprocessable
 from .shared.sessions import PooledSession
 
@@ -207,7 +207,8 @@ class WeComClient:
             kwargs["headers"] = {"Content-Type": "application/json; charset=utf-8"}
         deadline = time.monotonic() + self.deadline
         try:
-            answer = self._exchange(method, url, endpoint, deadline, kwargs)
+            with tracing.span(f"WeCom {endpoint}"):
+                answer = self._exchange(method, url, endpoint, deadline, kwargs)
         except _Transient as exc:
             text = str(exc)
             WECOM_CALLS.labels(endpoint, "http_5xx" if "HTTP 5" in text else

@@ -10,7 +10,7 @@ from cloudevents.http import CloudEvent
 
 from . import core
 from .config import Config
-from .shared import logs, metrics
+from .shared import logs, metrics, tracing
 from .shared.errors import BadRequest, FunctionError, PermanentError
 from .shared.events import Outcome, json_data
 from .shared.kube import Kube
@@ -71,10 +71,11 @@ class Enricher:
         core.check_trusted(kube_event)
         core.check_reporter(kube_event, self.config.trusted_reporters)
         try:
-            obj = retry_briefly(
-                lambda: self.kube.get(ref.api_version, ref.kind, ref.name,
-                                      ref.namespace or None),
-                "get the involved object", attempts=self.config.attempts)
+            with tracing.span("get involved object", kind=ref.kind, namespace=ref.namespace):
+                obj = retry_briefly(
+                    lambda: self.kube.get(ref.api_version, ref.kind, ref.name,
+                                          ref.namespace or None),
+                    "get the involved object", attempts=self.config.attempts)
         except Exception:
             OBJECT_GETS.labels("error").inc()
             raise
@@ -165,6 +166,10 @@ class Enricher:
         return self.config.k_sink
 
     def _post(self, url: str, event: CloudEvent) -> None:
+        with tracing.span("post to broker"):
+            self._post_once(url, event)
+
+    def _post_once(self, url: str, event: CloudEvent) -> None:
         retry_briefly(lambda: post_event(self.http, url, event, self.config.http_timeout),
                       "post to the broker", attempts=self.config.attempts,
                       worth=lambda exc: not isinstance(exc, SinkTimedOut))

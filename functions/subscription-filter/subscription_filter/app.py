@@ -16,7 +16,7 @@ from .celengine import Engine, select
 from .config import Config
 from .groups import GroupDirectory
 from .rbac import AccessReviewer
-from .shared import logs, metrics
+from .shared import logs, metrics, tracing
 from .shared.errors import FunctionError
 from .shared.events import Outcome
 from .shared.kube import Kube
@@ -108,7 +108,8 @@ class SubscriptionFilter:
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
         started = time.perf_counter()
-        result = core.match(snapshot.index, enriched, self.engine)
+        with tracing.span("match", candidates_index=len(snapshot.index)):
+            result = core.match(snapshot.index, enriched, self.engine)
         MATCH_SECONDS.observe(time.perf_counter() - started)
         CANDIDATES.observe(result.candidates)
         MATCHES.observe(len(result.matched))
@@ -161,7 +162,8 @@ class SubscriptionFilter:
         allowed: list[Subscription] = []
         denied: list[str] = []
         for sub in matched:
-            ok, reason = self.reviewer.allowed(sub.subscriber, target)
+            with tracing.span("SubjectAccessReview"):
+                ok, reason = self.reviewer.allowed(sub.subscriber, target)
             if ok:
                 allowed.append(sub)
             else:

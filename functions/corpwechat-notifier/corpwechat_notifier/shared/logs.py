@@ -16,6 +16,8 @@ import time
 import traceback
 from typing import Any, TextIO
 
+from . import tracing
+
 REDACTED = "***"
 _SECRET_KEY = re.compile(
     r"secret|token|password|passwd|authorization|credential|api[-_]?key", re.IGNORECASE
@@ -68,6 +70,9 @@ def log(severity: str, message: str, **fields: Any) -> None:
         "severity": severity.upper(),
         "message": redact_text(str(message)),
     }
+    trace = tracing.current()
+    if trace is not None:
+        record["trace_id"] = trace.trace_id
     for key, value in fields.items():
         if value is not None:
             record[key] = redact(value, key)

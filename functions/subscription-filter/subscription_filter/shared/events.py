@@ -15,6 +15,7 @@ from cloudevents.conversion import to_binary, to_dict
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
 
+from . import tracing
 from .errors import BadRequest, PayloadTooLarge
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -102,7 +103,9 @@ def new_event(
     for key, value in (extensions or {}).items():
         if value is not None and value != "":
             attributes[key] = str(value)
-    return CloudEvent(attributes, data)
+    event = CloudEvent(attributes, data)
+    tracing.stamp(event)  # the trace of the request it is made in
+    return event
 
 
 def attributes(event: CloudEvent) -> dict[str, Any]:
