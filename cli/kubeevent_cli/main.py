@@ -94,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read the involved object from this cluster (when --object is not "
                           "given) and allow --rbac live")
     _common(sim)
+
+    history = commands.add_parser(
+        "history", help="what a user was sent (the notifier's delivery records)",
+        description="List the NotificationDeliveries of one user: when, which event about "
+                    "which object, on which channel, and what became of it (Sent, Refused, "
+                    "Failed, Deferred, or Sending).")
+    history.add_argument("--user", required=True, help="the Kubernetes user name")
+    history.add_argument("--since", default="24h", help="how far back (e.g. 30m, 24h, 7d)")
+    history.add_argument("--namespace", default="cpaas-system",
+                         help="where the records are (the notifier's SYSTEM_NAMESPACE)")
+    history.add_argument("--kubeconfig", metavar="FILE", required=True)
+    history.add_argument("--json", action="store_true", help="print one JSON document")
+    history.add_argument("-v", "--verbose", action="store_true",
+                         help="also show the functions' own log lines (on stderr)")
     return parser
 
 
@@ -115,11 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
-            raise UserError(f"a command is needed: lint or simulate (see '{PROG} --help')")
+            raise UserError(f"a command is needed: lint, simulate or history "
+                            f"(see '{PROG} --help')")
         if args.command == "lint":
             from .lint import run as run_lint
 
             return run_lint(args)
+        if args.command == "history":
+            from .history import run as run_history
+
+            return run_history(args)
         from .simulate import run as run_simulate
 
         return run_simulate(args)

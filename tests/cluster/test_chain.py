@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from cloudevents.http import CloudEvent
+from kubeevent_cli.main import main as history_main
 
 from tests.support.factory import cluster_subscription, kube_event, post, promotion_run
 from tests.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
@@ -274,7 +275,7 @@ def test_a_filter_stopped_at_the_iteration_limit_says_so_on_the_subscription(
 
 
 def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
-        chain: ClusterChain) -> None:
+        chain: ClusterChain, capsys: pytest.CaptureFixture[str]) -> None:
     """The record is made through the notifier's own RBAC on the real server: the history
     answers "what did bob get about devops/<run>?", and a notifier that lost its memory
     (restart, scale to zero) given the same notification again sends nothing."""
@@ -288,6 +289,12 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
     (record,) = listed["items"]
     assert (record["status"]["phase"], record["spec"]["event"]["reason"]) == (
         "Sent", "approvalpending")
+    assert history_main(["history", "--user", "bob", "--since", "1h", "--json",
+                         "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+    told = json.loads(capsys.readouterr().out)["deliveries"]
+    assert [(d["event"], d["object"], d["phase"]) for d in told
+            if d["object"] == f"devops/{name}"] == [("approvalpending", f"devops/{name}",
+                                                     "Sent")]
     table = chain.plane.kubectl("get", "notificationdeliveries", "-n", "cpaas-system",
                                 record["metadata"]["name"]).stdout.splitlines()
     assert table[0].split()[:6] == ["NAME", "USER", "NAMESPACE", "OBJECT", "EVENT", "PHASE"]

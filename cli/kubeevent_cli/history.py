@@ -1,0 +1,103 @@
+"""``kubeevent history``: what a user was sent, from the notifier's delivery records."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from typing import Any
+
+from . import bridge
+from .errors import UserError
+
+_SINCE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+COLUMNS = ("WHEN", "EVENT", "OBJECT", "CHANNEL", "PHASE", "REASON")
+
+
+def seconds(text: str) -> int:
+    found = _SINCE.match(text.strip())
+    if found is None:
+        raise UserError(f"--since {text!r}: give a number and s, m, h or d (e.g. 24h)")
+    return int(found[1]) * _UNITS[found[2]]
+
+
+def records_of(kube: Any, namespace: str, user: str) -> list[dict[str, Any]]:
+    """The user's NotificationDeliveries (by the label the notifier gives them)."""
+    from kubernetes.client.rest import ApiException
+
+    from corpwechat_notifier import records
+
+    selector = f"{records.LABEL}user={records.label_value(user)}"
+    found: list[dict[str, Any]] = []
+    token = None
+    custom = kube.custom()
+    while True:
+        kwargs: dict[str, Any] = {"label_selector": selector, "limit": 500}
+        if token:
+            kwargs["_continue"] = token
+        try:
+            page = custom.list_namespaced_custom_object(
+                records.GROUP, records.VERSION, namespace, records.PLURAL, **kwargs)
+        except ApiException as exc:
+            raise UserError(f"cannot list {records.PLURAL}.{records.GROUP} in {namespace}: "
+                            f"the API server answered {exc.status} {exc.reason}") from None
+        found.extend(i for i in page.get("items") or []
+                     if (i.get("spec") or {}).get("recipient", {}).get("name") == user)
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return found
+
+
+def rows(items: list[dict[str, Any]], since: int, now: float) -> list[dict[str, str]]:
+    from corpwechat_notifier.records import parse_time
+
+    out = []
+    for item in items:
+        meta, spec = item.get("metadata") or {}, item.get("spec") or {}
+        status = item.get("status") or {}
+        made = parse_time(meta.get("creationTimestamp"))
+        if made is None or now - made > since:
+            continue
+        obj = spec.get("object") or {}
+        out.append({
+            "when": str(meta.get("creationTimestamp")),
+            "event": str((spec.get("event") or {}).get("reason") or ""),
+            "object": f"{obj.get('namespace') or ''}/{obj.get('name') or ''}".lstrip("/"),
+            "kind": str(obj.get("kind") or ""),
+            "channel": str(spec.get("channel") or ""),
+            "phase": str(status.get("phase") or "Sending"),
+            "reason": str(status.get("reason") or ""),
+            "notification": str(spec.get("notification") or ""),
+            "record": str(meta.get("name") or ""),
+        })
+    return sorted(out, key=lambda r: r["when"])
+
+
+def run(args: Any) -> int:
+    if not args.kubeconfig:
+        raise UserError("history reads the cluster: give --kubeconfig")
+    from .simulate import close, connect
+
+    bridge.capture_logs(args.verbose)
+    kube = connect(args.kubeconfig)
+    try:
+        found = rows(records_of(kube, args.namespace, args.user), seconds(args.since),
+                     time.time())
+    finally:
+        close(kube)
+    if args.json:
+        json.dump({"user": args.user, "since": args.since, "deliveries": found}, sys.stdout,
+                  indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    if not found:
+        print(f"nothing was sent to {args.user} in the last {args.since}")
+        return 0
+    table = [COLUMNS] + [(r["when"], r["event"], r["object"], r["channel"], r["phase"],
+                          r["reason"]) for r in found]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return 0
