@@ -25,11 +25,29 @@ def seconds(text: str) -> int:
 
 def records_of(kube: Any, namespace: str, user: str) -> list[dict[str, Any]]:
     """The user's NotificationDeliveries (by the label the notifier gives them)."""
+    from corpwechat_notifier import records
+
+    selector = f"{records.LABEL}user={records.label_value(user)}"
+    return [i for i in _listed(kube, namespace, selector)
+            if (i.get("spec") or {}).get("recipient", {}).get("name") == user]
+
+
+def records_of_object(kube: Any, namespace: str, object_namespace: str, name: str
+                      ) -> list[dict[str, Any]]:
+    """The NotificationDeliveries about one object."""
+    from corpwechat_notifier import records
+
+    selector = (f"{records.LABEL}namespace={records.label_value(object_namespace)},"
+                f"{records.LABEL}object={records.label_value(name)}")
+    return [i for i in _listed(kube, namespace, selector)
+            if (i.get("spec") or {}).get("object", {}).get("name") == name]
+
+
+def _listed(kube: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
     from kubernetes.client.rest import ApiException
 
     from corpwechat_notifier import records
 
-    selector = f"{records.LABEL}user={records.label_value(user)}"
     found: list[dict[str, Any]] = []
     token = None
     custom = kube.custom()
@@ -43,8 +61,7 @@ def records_of(kube: Any, namespace: str, user: str) -> list[dict[str, Any]]:
         except ApiException as exc:
             raise UserError(f"cannot list {records.PLURAL}.{records.GROUP} in {namespace}: "
                             f"the API server answered {exc.status} {exc.reason}") from None
-        found.extend(i for i in page.get("items") or []
-                     if (i.get("spec") or {}).get("recipient", {}).get("name") == user)
+        found.extend(page.get("items") or [])
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return found

@@ -108,6 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="print one JSON document")
     history.add_argument("-v", "--verbose", action="store_true",
                          help="also show the functions' own log lines (on stderr)")
+
+    explain = commands.add_parser(
+        "explain", help="who was notified of an object's Events, and why not the others",
+        description="For each Event of one object: every subscriber, notified (when, on "
+                    "which channel) or not and why (subscription not Ready, no entry for "
+                    "that event type, exact or CEL filter false, RBAC denied, refused by "
+                    "WeCom, deferred). Reads the cluster; sends nothing.")
+    explain.add_argument("object", metavar="NAMESPACE/NAME")
+    explain.add_argument("--kind", default="ArtifactPromotionRun")
+    explain.add_argument("--api-version", default="artifacts.katanomi.dev/v1alpha1")
+    explain.add_argument("--namespace", default="cpaas-system",
+                         help="where the delivery records are (the notifier's "
+                              "SYSTEM_NAMESPACE)")
+    explain.add_argument("--kubeconfig", metavar="FILE", required=True)
+    explain.add_argument("--cel-engine", choices=("auto", "celpy", "cel-expr"), default=None)
+    explain.add_argument("--json", action="store_true", help="print one JSON document")
+    explain.add_argument("-v", "--verbose", action="store_true",
+                         help="also show the functions' own log lines (on stderr)")
     return parser
 
 
@@ -129,12 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
-            raise UserError(f"a command is needed: lint, simulate or history "
+            raise UserError(f"a command is needed: lint, simulate, history or explain "
                             f"(see '{PROG} --help')")
         if args.command == "lint":
             from .lint import run as run_lint
 
             return run_lint(args)
+        if args.command == "explain":
+            from .explain import run as run_explain
+
+            return run_explain(args)
         if args.command == "history":
             from .history import run as run_history
 

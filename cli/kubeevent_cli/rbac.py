@@ -174,10 +174,21 @@ class Rules:
 class Live:
     """The filter's ``AccessReviewer`` (SubjectAccessReview), no cache."""
 
-    def __init__(self, kube: Any) -> None:
+    def __init__(self, kube: Any, groups_configmap: str = "kubeevent-user-groups",
+                 namespace: str = "cpaas-system") -> None:
+        from subscription_filter.groups import GroupDirectory
         from subscription_filter.rbac import AccessReviewer
 
-        self.reviewer = AccessReviewer(kube, 0.0)
+        def read() -> dict[str, str] | None:
+            # The administrator's group directory, as the filter reads it (the reviews
+            # carry each subscriber's groups); unreadable: reviews without groups.
+            try:
+                found = kube.get("v1", "ConfigMap", groups_configmap, namespace)
+            except bridge.filter_errors.FunctionError:
+                return None
+            return None if found is None else dict(found.get("data") or {})
+
+        self.reviewer = AccessReviewer(kube, 0.0, groups=GroupDirectory(read, ttl=0.0))
         self.description = "SubjectAccessReview"
 
     def target(self, enriched: Any) -> Target:

@@ -341,3 +341,22 @@ def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) ->
         got = {u: [m for m in ms if run["metadata"]["name"] in (m.description or "")]
                for u, ms in chain.received().items()}
         assert {u: len(m) for u, m in got.items() if m} == {"bob": 1}
+
+
+def test_explain_says_who_was_told_and_why_the_others_were_not(
+        chain: ClusterChain, capsys: pytest.CaptureFixture[str]) -> None:
+    run = run_in(chain, approvers=("admin", "bob", "carol"))
+    chain.happen(event_about(run, "ApprovalPending"))
+    name = run["metadata"]["name"]
+    assert history_main(["explain", f"devops/{name}", "--json",
+                         "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+    (event,) = json.loads(capsys.readouterr().out)["events"]
+    assert event["reason"] == "ApprovalPending"
+    people = {p["subscriber"]: p for p in event["subscribers"]}
+    for told in ("admin", "bob"):
+        assert (people[told]["notified"], people[told]["why"]) == (True, "sent"), told
+        assert people[told]["channel"] == "corpwechat"
+    assert people["carol"]["notified"] is False
+    assert people["carol"]["why"].startswith("rbac: RBAC denied: carol may not get")
+    assert people["alice"]["notified"] is False
+    assert people["alice"]["why"].startswith("cel: CEL returned false"), people["alice"]

@@ -1,0 +1,134 @@
+"""``kubeevent explain``: for the Events of one object, who was notified of which, and
+for everybody subscribed who was not, why.
+
+It sends nothing. The decisions are the functions' own, as ``simulate`` makes them, but
+from the cluster: the object and its Events, the ClusterSubscriptions (their Ready
+condition included), SubjectAccessReviews, and the notifier's delivery records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import bridge, pipeline, rbac
+from .errors import UserError
+from .history import records_of_object
+from .simulate import close, connect, decide
+from .yamlio import Document, Position
+
+
+def subscriptions(kube: Any) -> list[Document]:
+    found = []
+    token = None
+    while True:
+        page, token = kube.list_page("core.katanomi.dev/v1alpha1", "ClusterSubscription",
+                                     limit=500, token=token)
+        found.extend(page)
+        if token is None:
+            break
+    return [Document("cluster", i, doc, Position("cluster", 1, 1))
+            for i, doc in enumerate(found)]
+
+
+def events_of(kube: Any, api_version: str, kind: str, namespace: str, name: str
+              ) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page, token = kube.list_page("v1", "Event", namespace=namespace, limit=500,
+                                     token=token)
+        for event in page:
+            involved = event.get("involvedObject") or event.get("regarding") or {}
+            if (involved.get("kind"), involved.get("name")) == (kind, name) and \
+                    str(involved.get("apiVersion", "")).split("/")[0] == api_version.split(
+                        "/")[0]:
+                found.append(event)
+        if token is None:
+            return found
+
+
+def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
+    namespace, _, name = args.object.rpartition("/")
+    if not namespace or not name:
+        raise UserError(f"{args.object!r}: give <namespace>/<name>")
+    try:
+        obj = kube.get(args.api_version, args.kind, name, namespace)
+    except bridge.filter_errors.FunctionError as exc:
+        raise UserError(f"cannot read {args.kind} {args.object}: {exc}") from None
+    if obj is None:
+        raise UserError(f"{args.kind} {args.object} does not exist")
+    engine = bridge.engine(args.cel_engine)
+    policy = rbac.policy("live", kube)
+    docs = subscriptions(kube)
+    records = records_of_object(kube, args.namespace, namespace, name)
+    told = {(r["spec"]["event"].get("id"), r["spec"]["recipient"]["name"]): r
+            for r in records if (r.get("spec") or {}).get("event")}
+    out = []
+    for raw in sorted(events_of(kube, args.api_version, args.kind, namespace, name),
+                      key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
+        try:
+            kube_event = bridge.enricher_core.parse_kube_event(raw)
+        except bridge.enricher_core.BadRequest as exc:
+            out.append({"event": (raw.get("metadata") or {}).get("name"), "problem": str(exc)})
+            continue
+        event = bridge.enricher_core.enrich(kube_event, obj)
+        enriched = pipeline.parse_enriched(event, "the cluster")
+        warnings: list[str] = []
+        verdicts, _ = decide(docs, enriched, engine, policy, warnings)
+        people = []
+        for verdict in verdicts:
+            subscriber = verdict.subscriber_json().get("name") or verdict.name
+            entry: dict[str, Any] = {"subscription": verdict.name, "subscriber": subscriber}
+            record = told.get((enriched.id, subscriber))
+            if verdict.matched:
+                status = (record or {}).get("status") or {}
+                entry.update(
+                    notified=status.get("phase") == "Sent",
+                    channel=(record or {}).get("spec", {}).get("channel"),
+                    when=status.get("finishedAt"),
+                    why=("sent" if status.get("phase") == "Sent" else
+                         f"{status.get('phase') or 'being sent'}: {status.get('reason') or ''}"
+                         .rstrip(": ") if record else
+                         "matched, but no delivery record (not sent yet, or the notifier "
+                         "runs with DELIVERY_RECORDS=off)"))
+            else:
+                reason = verdict.reason
+                entry.update(notified=False, why=f"{reason.check}: {reason.message}"
+                             if reason else "no match")
+            people.append(entry)
+        out.append({"event": raw["metadata"]["name"], "reason": kube_event.reason,
+                    "message": raw.get("message"), "id": enriched.id,
+                    "time": str(kube_event.time or ""), "subscribers": people,
+                    "warnings": warnings})
+    return {"object": {"apiVersion": args.api_version, "kind": args.kind,
+                       "namespace": namespace, "name": name}, "events": out}
+
+
+def run(args: argparse.Namespace) -> int:
+    bridge.capture_logs(args.verbose)
+    kube = connect(args.kubeconfig)
+    try:
+        payload = explain(kube, args)
+    finally:
+        close(kube)
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+        return 0
+    ref = payload["object"]
+    print(f"{ref['kind']} {ref['namespace']}/{ref['name']}")
+    if not payload["events"]:
+        print("  no Events")
+    for event in payload["events"]:
+        print(f"\n{event.get('time', '')}  {event.get('reason', '')}  ({event['event']})")
+        if "problem" in event:
+            print(f"  not an Event the enricher takes: {event['problem']}")
+            continue
+        for person in event["subscribers"]:
+            mark = "notified" if person["notified"] else "not notified"
+            print(f"  {person['subscriber']:<16} {mark:<13} {person['why']}"
+                  f"  [{person['subscription']}]")
+    return 0
