@@ -126,6 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print one JSON document")
     explain.add_argument("-v", "--verbose", action="store_true",
                          help="also show the functions' own log lines (on stderr)")
+
+    test_send = commands.add_parser(
+        "test-send", help="send one test message to one subscription's subscriber",
+        description="Render the subscription's template for one of its event types against "
+                    "a sample event and send it to that subscriber only, with the "
+                    "notifier's own code and WeCom client, marked [TEST]. WeCom "
+                    "credentials: the cluster's Secret, or CORPWECHAT_*; "
+                    "CORPWECHAT_API_URL and the notifier's other variables apply.")
+    test_send.add_argument("--subscription", required=True, help="the ClusterSubscription")
+    test_send.add_argument("--event-type", default=None,
+                           help="part of one of its event types (default: its first), "
+                                "e.g. approvaldenied")
+    test_send.add_argument("--namespace", default="cpaas-system",
+                           help="the notifier's SYSTEM_NAMESPACE")
+    test_send.add_argument("--kubeconfig", metavar="FILE", required=True)
+    test_send.add_argument("--json", action="store_true", help="print one JSON document")
+    test_send.add_argument("-v", "--verbose", action="store_true",
+                           help="also show the functions' own log lines (on stderr)")
     return parser
 
 
@@ -147,12 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
-            raise UserError(f"a command is needed: lint, simulate, history or explain "
+            raise UserError(f"a command is needed: lint, simulate, history, explain or "
+                            f"test-send "
                             f"(see '{PROG} --help')")
         if args.command == "lint":
             from .lint import run as run_lint
 
             return run_lint(args)
+        if args.command == "test-send":
+            from .testsend import run as run_test_send
+
+            return run_test_send(args)
         if args.command == "explain":
             from .explain import run as run_explain
 

@@ -360,3 +360,24 @@ def test_explain_says_who_was_told_and_why_the_others_were_not(
     assert people["carol"]["why"].startswith("rbac: RBAC denied: carol may not get")
     assert people["alice"]["notified"] is False
     assert people["alice"]["why"].startswith("cel: CEL returned false"), people["alice"]
+
+
+def test_test_send_reaches_the_subscriber_only_marked_as_a_test(
+        chain: ClusterChain, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = chain.running()
+    assert stack.sandbox is not None
+    for name in ("KUBECONFIG", "KUBEEVENT_SIGNING", "SYSTEM_NAMESPACE"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("CORPWECHAT_API_URL", stack.sandbox.api_url)
+    assert history_main(["test-send", "--subscription", SEED_SUBSCRIPTIONS["bob"],
+                         "--event-type", "approvaldenied", "--json",
+                         "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["subscriber"], result["sent"]) == ("bob", 1)
+    assert stack.sandbox.wait_idle(10)
+    got = chain.received()
+    assert set(got) == {"bob"}, "the subscriber only"
+    (message,) = got["bob"]
+    assert (message.title or "").startswith("[TEST] ")
+    assert TITLES["ApprovalDenied"] in (message.title or "")

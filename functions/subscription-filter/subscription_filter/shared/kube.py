@@ -48,7 +48,9 @@ def load_configuration() -> k8s.Configuration:
         k8s_config.load_incluster_config(client_configuration=configuration)
     except k8s_config.ConfigException:
         try:
-            k8s_config.load_kube_config(client_configuration=configuration)
+            # KUBECONFIG as it is now (the client library reads it once, at import).
+            k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                        client_configuration=configuration)
         except (k8s_config.ConfigException, OSError) as exc:
             raise k8s_config.ConfigException(
                 f"no Kubernetes configuration: not in a cluster and KUBECONFIG unusable ({exc})"

@@ -1,0 +1,87 @@
+"""``kubeevent test-send``: one real message to one subscriber, to check a setup end to
+end: the subscription's first (or the named) event type rendered against a sample event
+with the cluster's templates, sent by the notifier's own code and WeCom client (its
+credentials from the cluster's Secret, or ``CORPWECHAT_*``), marked as a test."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+from . import bridge
+from .errors import UserError
+from .samples import enriched_sample
+from .simulate import close, connect
+
+TEST_MARK = "[TEST] "
+
+
+def run(args: argparse.Namespace) -> int:
+    bridge.capture_logs(args.verbose)
+    kube = connect(args.kubeconfig)
+    try:
+        found = kube.get("core.katanomi.dev/v1alpha1", "ClusterSubscription", args.subscription)
+    except bridge.filter_errors.FunctionError as exc:
+        raise UserError(f"cannot read ClusterSubscription {args.subscription}: {exc}") from None
+    finally:
+        close(kube)
+    if found is None:
+        raise UserError(f"ClusterSubscription {args.subscription} does not exist")
+    loaded = bridge.subscriptions.Compiler(bridge.engine(None)).load(found)
+    if loaded.subscription is None:
+        raise UserError(f"ClusterSubscription {args.subscription} is not Ready "
+                        f"({loaded.readiness.reason}): {loaded.readiness.message}")
+    sub = loaded.subscription
+    types = [rule.type for obj in sub.objects for rule in obj.events]
+    wanted = next((t for t in types if args.event_type and args.event_type in t), None) \
+        if args.event_type else (types[0] if types else None)
+    if wanted is None:
+        raise UserError(f"the subscription has no event type matching {args.event_type!r} "
+                        f"(it has: {', '.join(types)})")
+    sample = enriched_sample(wanted)
+    sample["id"] = f"test-send-{uuid.uuid4()}"  # a new notification every time
+    request = bridge.filter_core.notification(sample, [sub])
+    outcome = notifier(args).handle(request, {})
+    result = {"subscription": args.subscription, "subscriber": sub.subscriber.name,
+              "event_type": wanted, "notification": request["id"],
+              "status": outcome.status, "reason": outcome.reason or None,
+              **{k: v for k, v in outcome.fields.items()
+                 if k in ("sent", "users", "refused", "invalid", "deferred", "template")}}
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        sent = result.get("sent") or 0
+        print(f"{'sent' if sent else 'not sent'}: {wanted} to {sub.subscriber.name} "
+              f"({json.dumps({k: v for k, v in result.items() if v is not None}, default=str)})")
+    return 0 if result.get("sent") else 1
+
+
+def notifier(args: argparse.Namespace) -> Any:
+    """The notifier, built as it starts (its environment), on the cluster of
+    ``--kubeconfig``; its request signature is not checked (nothing crosses a network)."""
+    from corpwechat_notifier import app
+    from corpwechat_notifier.render import Message
+
+    os.environ["KUBECONFIG"] = args.kubeconfig
+    os.environ["KUBEEVENT_SIGNING"] = "off"
+    os.environ.setdefault("SYSTEM_NAMESPACE", args.namespace)
+
+    class TestNotifier(app.Notifier):
+        def _render(self, request: Any, recipients: list[Any]) -> Any:
+            rendered, template = super()._render(request, recipients)
+            marked = []
+            for message, group in rendered:
+                fields = tuple((k, TEST_MARK + v if k in ("title", "content") and v else v)
+                               for k, v in message.fields)
+                marked.append((Message(message.msgtype, fields), group))
+            return marked, template
+
+    built = app.build()
+    test = TestNotifier.__new__(TestNotifier)
+    test.__dict__.update(built.__dict__)
+    return test
