@@ -1,0 +1,54 @@
+"""``kubeevent explain`` and ``kubeevent history`` on the dev stack's API server after a
+seed scenario: every subscriber named, with the right reason."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.devstack.stack import Stack
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.support.factory import kube_event, promotion_run
+from tests.support.seed import SEED_SUBSCRIPTIONS
+
+from .conftest import settle
+
+
+def kubeevent(argv: list[str]) -> int:
+    from kubeevent_cli import bridge
+    from kubeevent_cli.main import main
+
+    try:
+        return main(argv)
+    finally:  # the CLI sends the functions' log lines nowhere: hand them back
+        for module in (bridge.notifier_logs, bridge.enricher_logs, bridge.filter_logs):
+            module.set_stream(None)
+
+
+def test_explain_and_history_after_an_approval(stack: Stack, kube: FakeKubeAPI,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = kube.add(promotion_run(f"run-{uuid.uuid4().hex[:8]}", "devops"))
+    event = kube.add(kube_event("ApprovalPending", obj=run))  # kept, as a cluster keeps it
+    assert stack.send(event).status_code == 202
+    settle(stack)
+    name = run["metadata"]["name"]
+    config = str(stack.kubeconfig)
+    assert kubeevent(["explain", f"devops/{name}", "--json", "--kubeconfig", config]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["events"]) == 1, payload
+    people = {p["subscription"]: p for p in payload["events"][0]["subscribers"]}
+    for user in ("admin", "bob"):
+        told = people[SEED_SUBSCRIPTIONS[user]]
+        assert (told["notified"], told["why"]) == (True, "sent"), user
+    for user in ("alice", "carol"):
+        silent = people[SEED_SUBSCRIPTIONS[user]]
+        assert silent["notified"] is False
+        assert silent["why"].startswith("cel: CEL returned false"), silent
+    owned = people["dave-owned-by-carol"]
+    assert owned["why"].startswith("owner: "), owned
+    assert kubeevent(["history", "--user", "bob", "--json", "--kubeconfig", config]) == 0
+    told = json.loads(capsys.readouterr().out)["deliveries"]
+    assert ("approvalpending", f"devops/{name}", "Sent") in {
+        (d["event"], d["object"], d["phase"]) for d in told}
