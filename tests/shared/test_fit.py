@@ -46,3 +46,15 @@ def test_recipients_are_split_into_parts_under_the_room_in_their_order() -> None
     assert fit.recipient_parts([], 20_000) == [[]]
     (alone,) = fit.recipient_parts(recipients[:1], 10)
     assert alone == recipients[:1], "a recipient heavier than the room is a part of its own"
+
+
+def test_notes_name_only_what_was_trimmed() -> None:
+    assert fit.noted("", "object", "") == ""
+    assert fit.noted("", "object", "identity") == "object:identity"
+    assert fit.noted("event:strings-256", "object", "strings-1024") == \
+        "event:strings-256,object:strings-1024"
+    run = promotion_run()
+    run["metadata"]["annotations"] = {fit.LAST_APPLIED: "x" * 900_000}
+    event, obj, note = fit.fit_enriched({"reason": "Failed"}, run)
+    assert note == "" and fit.LAST_APPLIED not in obj["metadata"]["annotations"], \
+        "dropping the bloat is not a trim worth saying"

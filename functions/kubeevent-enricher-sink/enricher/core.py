@@ -32,8 +32,6 @@ _OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,252}$")
 NEVER_ENRICHED = frozenset({"secret"})
 # Where Kubernetes itself keeps the Events of cluster-scoped objects.
 CLUSTER_EVENT_NAMESPACES = frozenset({"", "default", "kube-system"})
-# Says what was cut to make the enriched event fit what the filter accepts (``fitted``).
-TRIMMED_EXTENSION = "kubeeventtrimmed"
 
 
 @dataclass(frozen=True)
@@ -222,21 +220,6 @@ def check_reporter(event: KubeEvent, trusted: Mapping[str, frozenset[str]]) -> N
                         f"{ref.kind} Events only from {', '.join(sorted(allowed))}")
 
 
-def fitted(event: Mapping[str, Any], obj: Mapping[str, Any] | None
-           ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
-    """The Event and the object made to fit ``fit.ENRICHED_BYTES`` together (the Event
-    gets at most a quarter), and what was trimmed (``TRIMMED_EXTENSION``'s value)."""
-    event_out, event_note = fit.fit_object(event, fit.ENRICHED_BYTES // 4)
-    notes = [f"event:{event_note}"] if event_note else []
-    if obj is None:
-        return event_out, None, ",".join(notes)
-    budget = fit.ENRICHED_BYTES - fit.ENVELOPE_BYTES - fit.size_of(event_out)
-    obj_out, obj_note = fit.fit_object(obj, budget)
-    if obj_note:
-        notes.append(f"object:{obj_note}")
-    return event_out, obj_out, ",".join(notes)
-
-
 def enriched_type(kind: str, reason: str) -> str:
     return f"{ENRICHED_PREFIX}{kind.lower()}.{reason.lower()}{ENRICHED_SUFFIX}"
 
@@ -250,7 +233,7 @@ def enriched_source(ref: ObjectRef) -> str:
 def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> CloudEvent:
     """The seed's enriched CloudEvent: id is fixed by the Event's revision."""
     ref = event.involved
-    event_data, object_data, trimmed = fitted(event.raw, obj)
+    event_data, object_data, trimmed = fit.fit_enriched(event.raw, obj)
     extensions = {
         "involvedobjectgroup": ref.group,
         "involvedobjectversion": ref.version,
@@ -261,7 +244,7 @@ def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> CloudEvent:
         "eventtype": event.type,
     }
     if trimmed:
-        extensions[TRIMMED_EXTENSION] = trimmed
+        extensions[fit.TRIMMED_EXTENSION] = trimmed
     return new_event(
         type=enriched_type(ref.kind, event.reason),
         source=enriched_source(ref),

@@ -418,12 +418,11 @@ def notifications(event: CloudEvent, recipients: Sequence[Subscription],
     extensions = {k: attrs.get(k) for k in FORWARDED_EXTENSIONS}
     if room < MIN_ROOM:
         data = dict(structured["data"])
-        budget = fit.ENRICHED_BYTES - fit.ENVELOPE_BYTES - fit.size_of(data.get("event"))
         if isinstance(data.get("object"), dict):
-            data["object"], note = fit.fit_object(data["object"], budget)
+            data["object"], note = fit.fit_beside(data.get("event"), data["object"])
             structured["data"] = data
-            structured[TRIMMED_EXTENSION] = ",".join(
-                n for n in (str(structured.get(TRIMMED_EXTENSION) or ""), f"object:{note}") if n)
+            structured[fit.TRIMMED_EXTENSION] = fit.noted(
+                str(structured.get(fit.TRIMMED_EXTENSION) or ""), "object", note)
         room = fit.request_room(fit.size_of(structured), limit)
     listed = [recipient(s) for s in sorted(recipients, key=lambda s: s.name)]
     parts = fit.recipient_parts(listed, max(room, MIN_ROOM))
@@ -453,6 +452,5 @@ def notification(event: CloudEvent, recipients: Sequence[Subscription],
 
 
 # Recipients' room in a request is at least this (an event heavier than its share is
-# made lighter first); and what the enricher says it trimmed.
+# made lighter first).
 MIN_ROOM = 64 * 1024
-TRIMMED_EXTENSION = "kubeeventtrimmed"

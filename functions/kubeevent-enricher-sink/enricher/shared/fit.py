@@ -24,6 +24,8 @@ from typing import Any
 from .events import MAX_BODY_BYTES
 
 ENRICHED_BYTES = 640 * 1024
+# The enriched event's extension saying what was cut (``fit_enriched``'s note).
+TRIMMED_EXTENSION = "kubeeventtrimmed"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 TRIM_MARK = "…(trimmed)"
 STRING_STEPS = (16_384, 4_096, 1_024, 256)
@@ -83,6 +85,30 @@ def fit_object(obj: Mapping[str, Any], budget: int) -> tuple[dict[str, Any], str
         if size_of(cut) <= budget:
             return cut, f"strings-{limit}"
     return identity(out), "identity"
+
+
+def fit_beside(event: Any, obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The object of an enriched event made to fit ``ENRICHED_BYTES`` beside its
+    ``event`` (``fit_object``)."""
+    return fit_object(obj, ENRICHED_BYTES - ENVELOPE_BYTES - size_of(event))
+
+
+def noted(notes: str, part: str, note: str) -> str:
+    """``notes`` (a ``TRIMMED_EXTENSION`` value) with ``part:note`` added, if ``note``."""
+    return ",".join(n for n in (notes, f"{part}:{note}" if note else "") if n)
+
+
+def fit_enriched(event: Mapping[str, Any], obj: Mapping[str, Any] | None
+                 ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+    """The Event and the object of an enriched event made to fit ``ENRICHED_BYTES``
+    together (the Event gets at most a quarter), and what was trimmed (the
+    ``TRIMMED_EXTENSION`` value; ``""``: nothing)."""
+    event_out, event_note = fit_object(event, ENRICHED_BYTES // 4)
+    notes = noted("", "event", event_note)
+    if obj is None:
+        return event_out, None, notes
+    obj_out, obj_note = fit_beside(event_out, obj)
+    return event_out, obj_out, noted(notes, "object", obj_note)
 
 
 def recipient_parts(recipients: Sequence[Mapping[str, Any]], room: int
