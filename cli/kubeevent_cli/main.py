@@ -44,6 +44,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="also show the functions' own log lines (on stderr)")
 
 
+def _cluster(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that read the cluster."""
+    parser.add_argument("--kubeconfig", metavar="FILE", required=True)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the functions' own log lines (on stderr)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -104,10 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--since", default="24h", help="how far back (e.g. 30m, 24h, 7d)")
     history.add_argument("--namespace", default="cpaas-system",
                          help="where the records are (the notifier's SYSTEM_NAMESPACE)")
-    history.add_argument("--kubeconfig", metavar="FILE", required=True)
-    history.add_argument("--json", action="store_true", help="print one JSON document")
-    history.add_argument("-v", "--verbose", action="store_true",
-                         help="also show the functions' own log lines (on stderr)")
+    _cluster(history)
 
     explain = commands.add_parser(
         "explain", help="who was notified of an object's Events, and why not the others",
@@ -121,11 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--namespace", default="cpaas-system",
                          help="where the delivery records are (the notifier's "
                               "SYSTEM_NAMESPACE)")
-    explain.add_argument("--kubeconfig", metavar="FILE", required=True)
     explain.add_argument("--cel-engine", choices=("auto", "celpy", "cel-expr"), default=None)
-    explain.add_argument("--json", action="store_true", help="print one JSON document")
-    explain.add_argument("-v", "--verbose", action="store_true",
-                         help="also show the functions' own log lines (on stderr)")
+    _cluster(explain)
 
     test_send = commands.add_parser(
         "test-send", help="send one test message to one subscription's subscriber",
@@ -140,10 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "e.g. approvaldenied")
     test_send.add_argument("--namespace", default="cpaas-system",
                            help="the notifier's SYSTEM_NAMESPACE")
-    test_send.add_argument("--kubeconfig", metavar="FILE", required=True)
-    test_send.add_argument("--json", action="store_true", help="print one JSON document")
-    test_send.add_argument("-v", "--verbose", action="store_true",
-                           help="also show the functions' own log lines (on stderr)")
+    _cluster(test_send)
     return parser
 
 

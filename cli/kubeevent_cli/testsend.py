@@ -71,17 +71,15 @@ def notifier(args: argparse.Namespace) -> Any:
     os.environ["KUBEEVENT_SIGNING"] = "off"
     os.environ.setdefault("SYSTEM_NAMESPACE", args.namespace)
 
-    class TestNotifier(app.Notifier):
-        def _render(self, request: Any, recipients: list[Any]) -> Any:
-            rendered, template = super()._render(request, recipients)
-            marked = []
-            for message, group in rendered:
-                fields = tuple((k, TEST_MARK + v if k in ("title", "content") and v else v)
-                               for k, v in message.fields)
-                marked.append((Message(message.msgtype, fields), group))
-            return marked, template
-
     built = app.build()
-    test = TestNotifier.__new__(TestNotifier)
-    test.__dict__.update(built.__dict__)
-    return test
+    render = built._render
+
+    def marked(request: Any, recipients: list[Any]) -> Any:
+        rendered, template = render(request, recipients)
+        return [(Message(message.msgtype, tuple(
+                    (k, TEST_MARK + v if k in ("title", "content") and v else v)
+                    for k, v in message.fields)), group)
+                for message, group in rendered], template
+
+    built._render = marked  # type: ignore[method-assign]
+    return built

@@ -13,26 +13,14 @@ from typing import Any
 import pytest
 import yaml
 from cloudevents.http import CloudEvent
-from kubeevent_cli.main import main as cli_main
 
+from tests.support.cli import kubeevent
 from tests.support.factory import cluster_subscription, kube_event, post, promotion_run
 from tests.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
 
 from .adapter import ReceiveAdapter
 from .chain import ClusterChain
 from .controlplane import ControlPlane
-
-
-def kubeevent(argv: list[str]) -> int:
-    """The ``kubeevent`` command in this process; the functions' log lines go where they
-    went before (the CLI sends them nowhere, which would hide them from later tests)."""
-    from kubeevent_cli import bridge
-
-    try:
-        return cli_main(argv)
-    finally:
-        for module in (bridge.notifier_logs, bridge.enricher_logs, bridge.filter_logs):
-            module.set_stream(None)
 
 
 def devstack_subscriptions() -> dict[str, str]:

@@ -10,21 +10,11 @@ import pytest
 
 from tests.devstack.stack import Stack
 from tests.fakes.kube_api import FakeKubeAPI
+from tests.support.cli import kubeevent
 from tests.support.factory import kube_event, promotion_run
 from tests.support.seed import SEED_SUBSCRIPTIONS
 
 from .conftest import settle
-
-
-def kubeevent(argv: list[str]) -> int:
-    from kubeevent_cli import bridge
-    from kubeevent_cli.main import main
-
-    try:
-        return main(argv)
-    finally:  # the CLI sends the functions' log lines nowhere: hand them back
-        for module in (bridge.notifier_logs, bridge.enricher_logs, bridge.filter_logs):
-            module.set_stream(None)
 
 
 def test_explain_and_history_after_an_approval(stack: Stack, kube: FakeKubeAPI,

@@ -167,12 +167,9 @@ class Enricher:
 
     def _post(self, url: str, event: CloudEvent) -> None:
         with tracing.span("post to broker"):
-            self._post_once(url, event)
-
-    def _post_once(self, url: str, event: CloudEvent) -> None:
-        retry_briefly(lambda: post_event(self.http, url, event, self.config.http_timeout),
-                      "post to the broker", attempts=self.config.attempts,
-                      worth=lambda exc: not isinstance(exc, SinkTimedOut))
+            retry_briefly(lambda: post_event(self.http, url, event, self.config.http_timeout),
+                          "post to the broker", attempts=self.config.attempts,
+                          worth=lambda exc: not isinstance(exc, SinkTimedOut))
 
 
 def build(environ: Mapping[str, str] | None = None) -> Enricher:

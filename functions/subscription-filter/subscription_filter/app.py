@@ -108,7 +108,7 @@ class SubscriptionFilter:
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
         started = time.perf_counter()
-        with tracing.span("match", candidates_index=len(snapshot.index)):
+        with tracing.span("match"):
             result = core.match(snapshot.index, enriched, self.engine)
         MATCH_SECONDS.observe(time.perf_counter() - started)
         CANDIDATES.observe(result.candidates)

@@ -279,6 +279,11 @@ def check_limits(expression: str) -> None:
 def parse(expression: str) -> Any:
     """cel-python's parse tree, within the limits and at most ``MAX_DEPTH`` deep."""
     check_limits(expression)
+    return _checked_tree(expression)
+
+
+def _checked_tree(expression: str) -> Any:
+    """``parse`` after ``check_limits``: the tree, its depth and its cost checked."""
     from celpy.celparser import CELParseError
 
     try:
@@ -979,7 +984,7 @@ class CelExprEngine:
             raise CelCompileError(
                 f"expression returns {returns.name().lower()}, but a filter must return bool"
             )
-        parse(expression)  # the depth and cost limits, on the parse tree both engines share
+        _checked_tree(expression)  # depth and cost, on the tree both engines share
         shared = self._compile_shared(expression)
         keys = binding_keys(expression)
         named = batch = None

@@ -127,8 +127,8 @@ class _Estimator:
     def checked(self, est: Est, node: Any) -> Est:
         size = self.worst(est.size)
         if size > MAX_VALUE_BYTES:
-            raise TooCostly(f"{_where(node)}can build a value of up to {_mib(size)} for one "
-                            f"event, over the limit of {_mib(MAX_VALUE_BYTES)}")
+            raise TooCostly(f"{_where(node)}can build a value of up to {_bytes(size)} for one "
+                            f"event, over the limit of {_bytes(MAX_VALUE_BYTES)}")
         return est
 
     def of(self, node: Any) -> Est:
@@ -281,7 +281,7 @@ def _where(node: Any) -> str:
     return f"line {line}, column {column}: " if line is not None and column is not None else ""
 
 
-def _mib(size: float) -> str:
+def _bytes(size: float) -> str:
     return f"{size:,.0f} bytes"
 
 
