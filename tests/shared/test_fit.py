@@ -55,6 +55,6 @@ def test_notes_name_only_what_was_trimmed() -> None:
         "event:strings-256,object:strings-1024"
     run = promotion_run()
     run["metadata"]["annotations"] = {fit.LAST_APPLIED: "x" * 900_000}
-    event, obj, note = fit.fit_enriched({"reason": "Failed"}, run)
+    _, obj, note = fit.fit_enriched({"reason": "Failed"}, run)
     assert note == "" and fit.LAST_APPLIED not in obj["metadata"]["annotations"], \
         "dropping the bloat is not a trim worth saying"
