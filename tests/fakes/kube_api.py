@@ -19,6 +19,7 @@ import base64
 import contextlib
 import copy
 import datetime as dt
+import itertools
 import json
 import random
 import re
@@ -421,6 +422,13 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A reply already encoded as JSON."""
+
+    data: bytes
+
+
 class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-kube-apiserver"
@@ -449,7 +457,7 @@ class _Handler(QuietHandler):
 
     # Response helpers used by FakeKubeAPI._serve.
     def send_json(self, code: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
+        data = payload.data if isinstance(payload, Encoded) else json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -609,6 +617,8 @@ class FakeKubeAPI(LoopbackServer):
         self._group_versions: dict[str, list[str]] = {}
         self._store: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self._rv = 1
+        self._pages: dict[str, list[dict[str, Any]]] = {}  # lists being paged, by token
+        self._lists = itertools.count()
         self._history: deque[_Change] = deque()
         self._min_watch_rv = 1
 
@@ -1523,16 +1533,27 @@ class FakeKubeAPI(LoopbackServer):
         return parse_label_selector(query.get("labelSelector"))
 
     def _list(self, rtype: ResourceType, ns: str | None, query: dict[str, str]) -> dict[str, Any]:
-        items = self._items(rtype, ns, self._selectors(query))
+        # As an API server does, later pages come from the list the first page was cut
+        # from (its resourceVersion); so a list of 100,000 in pages of 500 stays linear.
+        token, _, offset = (query.get("continue") or "").partition(":")
+        items = self._pages.get(token) if offset.isdigit() else None
+        if query.get("continue") and items is None:
+            raise KubeError(410, "the provided continue parameter is too old", "Expired")
+        if items is None:
+            items = self._items(rtype, ns, self._selectors(query))
+        start = int(offset or 0)
         limit = int(query.get("limit") or 0)
-        start = int(query.get("continue") or 0) if (query.get("continue") or "").isdigit() else 0
         end = start + limit if limit > 0 else len(items)
-        # Only the page is copied: a list of 10,000 in pages of 500 stays linear.
-        doc = self._list_doc(rtype, copy.deepcopy(items[start:end]))
+        doc = self._list_doc(rtype, items[start:end])
         if end < len(items):
-            doc["metadata"]["continue"] = str(end)
+            token = token or f"{doc['metadata']['resourceVersion']}-{next(self._lists)}"
+            self._pages[token] = items
+            while len(self._pages) > 16:
+                self._pages.pop(next(iter(self._pages)))
+            doc["metadata"]["continue"] = f"{token}:{end}"
             doc["metadata"]["remainingItemCount"] = len(items) - end
-        return doc
+        # Encoded while the lock is held: the page as it is now, without copying it first.
+        return Encoded(json.dumps(doc).encode())  # type: ignore[return-value]
 
     def _list_doc(self, rtype: ResourceType, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {
