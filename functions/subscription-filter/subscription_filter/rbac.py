@@ -9,7 +9,6 @@ involved object. Decisions, allowed or denied, are cached for
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from .core import Enriched
 from .groups import GroupDirectory
+from .shared.cache import Cache
 from .shared.kube import Kube, json_body, translate
 from .subscriptions import Subscriber
 
@@ -66,9 +66,8 @@ class AccessReviewer:
         self.groups = groups
         self.ttl = ttl
         self.clock = clock
-        self.max_entries = max_entries
-        self._cache: dict[tuple[str, str, tuple[str, ...], Target], tuple[bool, float]] = {}
-        self._lock = threading.Lock()
+        self._cache: Cache[tuple[str, str, tuple[str, ...], Target], bool] = Cache(
+            max_entries, ttl, clock)
         self.reviews = 0
 
     def target(self, enriched: Enriched) -> Target:
@@ -83,11 +82,9 @@ class AccessReviewer:
         groups = (self.groups.groups_of(subscriber.name)
                   if self.groups is not None and subscriber.kind != "Group" else ())
         key = (subscriber.kind, subscriber.name, groups, target)
-        now = self.clock()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[1] > now:
-                return hit[0], "cached"
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit, "cached"
         body = review_body(subscriber, target, groups=groups)
         what = f"create subjectaccessreviews.authorization.k8s.io (for {subscriber.name})"
         # Through the dynamic client as plain JSON: the typed authorization API would
@@ -99,17 +96,7 @@ class AccessReviewer:
         status = json_body(response, what).get("status") or {}
         allowed = status.get("allowed") is True
         reason = str(status.get("reason") or status.get("evaluationError") or "")
-        with self._lock:
-            self.reviews += 1
-            if self.ttl > 0:
-                if len(self._cache) >= self.max_entries:
-                    self._prune(now)
-                self._cache[key] = (allowed, now + self.ttl)
+        self.reviews += 1
+        if self.ttl > 0:
+            self._cache.put(key, allowed)
         return allowed, reason
-
-    def _prune(self, now: float) -> None:
-        expired = [k for k, (_, until) in self._cache.items() if until <= now]
-        for k in expired:
-            del self._cache[k]
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
