@@ -68,5 +68,3 @@ def engine(name: str | None) -> celengine.Engine:
     except ValueError as exc:
         raise UserError(f"--cel-engine: {exc}") from None
 
-
-capture_logs(False)

@@ -44,6 +44,33 @@ CHECKS = {
 _SPEC_PATH = re.compile(r"^(spec(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
 
 
+def subscription_problems(obj: Any, engine: Any) -> list[Any]:
+    """Every reason not to use ``obj``, by the checks ``Compiler.load`` runs, in its
+    order (so the first is the reason ``load`` gives): for showing an author every
+    problem at once. A check that needs what an earlier one refused is left out."""
+    try:
+        spec = subs_mod.check_spec(obj)
+    except subs_mod.Invalid as exc:
+        return [exc]
+    found: list[Any] = []
+    subscriber: Any = None
+    try:
+        subscriber = subs_mod.parse_subscriber(spec)
+        subs_mod.check_owner(obj, subscriber)
+    except subs_mod.Invalid as exc:
+        found.append(exc)
+    try:
+        subs_mod.check_channels(obj)
+    except subs_mod.Invalid as exc:
+        found.append(exc)
+    objects, shape = subs_mod.check_subscriptions(spec)
+    found.extend(shape)
+    if subscriber is not None:
+        found.extend(subs_mod.check_cel(objects, subscriber, engine)[1])
+    return found
+
+
+
 @dataclass
 class Subscribed:
     """An event type a linted subscription asks for."""
@@ -117,7 +144,7 @@ class Linter:
         if doc.get("metadata", "namespace"):
             self.add(WARNING, "schema", "a ClusterSubscription is cluster-scoped: "
                      "metadata.namespace is ignored", doc.at("metadata", "namespace"), doc)
-        problems = subs_mod.problems(doc.data, self.engine)
+        problems = subscription_problems(doc.data, self.engine)
         for problem in problems:
             if isinstance(problem, subs_mod.InvalidCel):
                 self.cel_problem(doc, problem)

@@ -2,7 +2,7 @@
 every other subscription stays silent.
 
 The decisions are the functions' own: the enricher's ``enrich`` builds the event, the
-filter's ``Compiler``, ``Index`` and ``match`` decide who matches and its ``explain``
+filter's ``Compiler``, ``Index`` and ``match`` decide who matches and ``why.explain``
 says why (by the same evaluation ``match`` runs), the filter's ``notification`` builds
 the request, the notifier's ``parse_request``, ``for_channel``, ``select_template`` and
 ``message_for`` make the messages.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import bridge, inputs, pipeline, rbac
+from . import bridge, inputs, pipeline, rbac, why
 from .errors import UserError
 from .report import plural, print_json
 from .yamlio import Document
@@ -260,7 +260,7 @@ def decide(sub_docs: Sequence[Document], enriched: Any, engine: Any, policy: rba
     for name, (doc, loaded) in sorted(by_name.items()):
         verdict = Verdict(name or "(no name)", doc, loaded.subscription)
         verdicts.append(verdict)
-        explanation = filter_core.explain(loaded, scope)
+        explanation = why.explain(loaded, scope)
         verdict.matched = name in matched
         deciding = explanation.deciding
         if verdict.matched and deciding is not None:
@@ -272,15 +272,15 @@ def decide(sub_docs: Sequence[Document], enriched: Any, engine: Any, policy: rba
     if matched_verdicts:
         target = policy.target(enriched)
         for verdict in matched_verdicts:
-            allowed, why = policy.decide(verdict.subscription.subscriber, target)
-            verdict.rbac = (allowed, why)
+            allowed, why_not = policy.decide(verdict.subscription.subscriber, target)
+            verdict.rbac = (allowed, why_not)
             if allowed:
                 recipients.append(verdict.subscription)
             else:
                 verdict.matched = False
                 verdict.reason = Reason("rbac", f"RBAC denied: "
                                         f"{verdict.subscription.subscriber.name} may not "
-                                        f"{target.describe()} ({why})", "")
+                                        f"{target.describe()} ({why_not})", "")
     return verdicts, recipients
 
 

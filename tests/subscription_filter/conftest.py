@@ -18,7 +18,6 @@ from subscription_filter.celengine import (
     plain,
     select,
 )
-from subscription_filter.core import activation
 from subscription_filter.shared.kube import Kube
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.support import factory
@@ -30,11 +29,6 @@ def make_engine(name: str) -> Engine:
     if name == "cel-expr" and not cel_expr_available():
         pytest.skip("cel-expr-python is not installed")
     return select(name)
-
-
-@pytest.fixture(scope="session", params=ENGINE_NAMES)
-def engine(request: pytest.FixtureRequest) -> Engine:
-    return make_engine(request.param)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +51,7 @@ def outcome(engine: Engine, source: str, ce: dict[str, Any],
     except (CelCompileError, ValueError):
         return "compile-error"
     try:
-        bound = activation(engine, engine.value(plain(ce)), engine.value(binding))
+        bound = engine.event(engine.value(plain(ce))).bind(engine.value(binding))
         return "true" if program.evaluate(bound) else "false"
     except CelEvalError:
         return "eval-error"

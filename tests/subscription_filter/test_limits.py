@@ -135,9 +135,6 @@ def test_match_reports_a_limit_apart_from_a_plain_error(engine) -> None:
     assert {(e.subscription, e.limit) for e in result.errors} == {
         ("bob-artifactpromotionrun-subscription", True),
         ("alice-artifactpromotionrun-subscription", True)}
-    (why,) = [core.explain(item, core.Scope(event, engine)) for item in loaded[:1]]
-    assert why.failed is not None and why.failed.name == "cel-error"
-    assert why.failed.message.startswith("CEL evaluation stopped at a limit")
 
 
 def test_the_limit_condition_is_written_once_and_dropped_with_a_new_generation() -> None:

@@ -138,15 +138,26 @@ class Shape:
     logical_operators: int
     unary_run: int
     comprehensions: int = 0  # ``.all(`` ``.exists(`` ``.exists_one(`` ``.map(`` ``.filter(``
+    bad_escape: str = ""  # the first invalid escape in a non-raw literal, said as an error
+    tokens: tuple[Token, ...] = ()  # every token, as ``scan`` gives them
 
 
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 def shape(expression: str) -> Shape:
-    """Deepest ``( [ {`` nesting, the number of ``&&``/``||``, and the longest run of
-    prefix ``!``/``-`` operators."""
-    tokens = [t for t in scan(expression)
+    """Deepest ``( [ {`` nesting, the number of ``&&``/``||``, the longest run of
+    prefix ``!``/``-`` operators, the comprehensions, and invalid escapes (one scan)."""
+    scanned = tuple(scan(expression))
+    bad_escape = ""
+    for token in scanned:
+        literal = token.literal
+        if literal is not None and literal.closed and not literal.raw and not bad_escape:
+            try:
+                decode(literal.body)
+            except BindingError as exc:
+                bad_escape = str(exc)
+    tokens = [t for t in scanned
               if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
     depth = deepest = logical = run = longest = comprehensions = 0
     pending_second = False
@@ -171,20 +182,7 @@ def shape(expression: str) -> Shape:
             longest = max(longest, run)
         else:
             run = 0
-    return Shape(deepest, logical, longest, comprehensions)
-
-
-def nesting_depth(expression: str) -> int:
-    """Deepest nesting of ``( [ {`` outside literals and comments."""
-    return shape(expression).nesting
-
-
-def check_escapes(expression: str) -> None:
-    """``BindingError`` for an invalid escape in any non-raw string or bytes literal."""
-    for token in scan(expression):
-        literal = token.literal
-        if literal is not None and literal.closed and not literal.raw:
-            decode(literal.body)
+    return Shape(deepest, logical, longest, comprehensions, bad_escape, scanned)
 
 
 def reference(path: str, variable: str = BINDING_VARIABLE) -> str:
@@ -351,7 +349,9 @@ def subscriber_binding(subscriber: Mapping[str, Any]) -> dict[str, Any]:
     def convert(value: Any, depth: int) -> Any:
         if depth > MAX_BINDING_DEPTH:
             raise BindingError(f"spec.subscriber is nested deeper than {MAX_BINDING_DEPTH} levels")
-        if isinstance(value, Mapping):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (dict, Mapping)):
             return {str(k): convert(v, depth + 1) for k, v in value.items() if v is not None}
         if isinstance(value, (list, tuple)):
             return [convert(v, depth + 1) for v in value if v is not None]

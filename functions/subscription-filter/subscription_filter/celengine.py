@@ -35,14 +35,15 @@ One event is evaluated against many subscriptions: ``Engine.event`` takes the ev
 ``Program.evaluate`` takes. celpy shares the converted event between the
 subscribers' activations. cel-cpp converts the data of an activation into its own
 values on the first evaluation against it, so cel-expr keeps one activation per
-event holding only ``ce``, and each program is also compiled in a second form where
-``subscriber`` and ``__subscriber__`` are calls of functions that return the
-subscriber being evaluated (bound per evaluation, per thread). An expression whose
-second form does not compile (e.g. ``subscriber`` as a macro's own variable) is
-evaluated the plain way, with an activation of its own per subscriber. A filter that
-reads only ``subscriber.name`` gets two more forms: one handed the name alone, a string
-(``as_name_binding``), and a batch form (``as_names_filter``, ``Program.for_names``)
-that evaluates it for many names in one call.
+event holding only ``ce`` and compiles each program where ``subscriber`` and
+``__subscriber__`` are calls of functions that return the subscriber being evaluated
+(bound per evaluation, per thread); an expression that does not compile that way (e.g.
+``subscriber`` as a macro's own variable) is compiled as written and evaluated with an
+activation of its own per subscriber.
+
+Most filters are true for a subscriber only when its name is among some values of the
+event (``name_key``): the caller evaluates those values once per event
+(``Engine.compile_values``) and only the subscribers named there.
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from . import limits
-from .binding import BINDING_VARIABLE, BindingError, Token, check_escapes, decode, scan, shape
+from .binding import BINDING_VARIABLE, Token, scan, shape
 
 MAX_EXPRESSION_BYTES = 4096
 MAX_NESTING = 32
@@ -129,33 +130,28 @@ def eval_error(message: str) -> CelEvalError:
 
 class Program(Protocol):
     source: str
+    # The filter's name lookup (``name_key``), or ``None``; ``values``: its compiled
+    # values (``Engine.compile_values``), when the caller made them.
+    key: str | None
+    values: Values | None
 
     def evaluate(self, activation: Any) -> bool:
         """``True``/``False``; ``CelEvalError`` for errors and non-bool results."""
         ...
 
-    def prepare(self, bound: Any) -> Any:
-        """What of a subscriber's binding (converted with ``Engine.value``) this program
-        reads, for ``for_event``: computed once per subscription, not per event."""
-        ...
-
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
-        """``evaluate`` against ``event`` as a function of a ``prepare``-d binding: the
+        """``evaluate`` against ``event`` as a function of a subscriber's binding: the
         same result as ``evaluate(event.bind(bound))``, set up once per event."""
         ...
 
-    def for_names(self, event: EventScope) -> Callable[[Sequence[str]], Batch] | None:
-        """``evaluate`` against ``event`` for many subscribers' names in one go, for a
-        filter that reads only the name (``prepare`` gives a ``str``); ``None`` when this
-        program or engine cannot. The function's ``Batch``: the names for which the
-        filter is true, and those it could not settle (evaluate them one by one, e.g. to
-        get their own error); every other name is false."""
+
+class Values(Protocol):
+    """An expression that reads only ``ce``, evaluated for the text it gives."""
+
+    def strings(self, event: EventScope) -> frozenset[str] | None:
+        """The value against ``event`` when it is a list of strings; ``None`` for
+        anything else, an error included."""
         ...
-
-
-class Batch(NamedTuple):
-    matched: set[str]
-    unsettled: list[str]
 
 
 class EventScope(Protocol):
@@ -172,16 +168,16 @@ class Engine(Protocol):
 
     def compile(self, expression: str) -> Program: ...
 
+    def compile_values(self, expression: str) -> Values:
+        """``CelCompileError`` if ``expression`` does not compile."""
+        ...
+
     def event(self, ce_value: Any) -> EventScope:
         """``ce_value`` (converted with ``value``) for binding to each subscriber."""
         ...
 
     def value(self, plain_value: Any) -> Any:
         """A plain JSON value (see ``plain``) in this engine's own representation."""
-        ...
-
-    def activation(self, values: Mapping[str, Any]) -> Any:
-        """Variables (already converted with ``value``) ready for ``Program.evaluate``."""
         ...
 
 
@@ -210,7 +206,7 @@ def plain(value: Any, depth: int = 0) -> Any:
         return value if _INT64[0] <= value <= _INT64[1] else float(value)
     if isinstance(value, float):
         return value
-    if isinstance(value, Mapping):
+    if isinstance(value, (dict, Mapping)):
         return {plain(str(k), depth + 1): plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v, depth + 1) for v in value]
@@ -241,8 +237,9 @@ _ALWAYS = frozenset({
 _OPERATOR_LEVELS = frozenset({"relation", "addition", "multiplication", "unary"})
 
 
-def check_limits(expression: str) -> None:
-    """The limits both engines apply before compiling; ``CelCompileError`` if refused."""
+def check_limits(expression: str) -> tuple[Token, ...]:
+    """The limits both engines apply before compiling; ``CelCompileError`` if refused.
+    Returns the expression's tokens."""
     size = len(expression.encode("utf-8"))
     if size > MAX_EXPRESSION_BYTES:
         raise CelCompileError(
@@ -270,10 +267,9 @@ def check_limits(expression: str) -> None:
             f"{measured.unary_run} ! or - operators in a row, over the limit of "
             f"{MAX_UNARY_RUN}"
         )
-    try:
-        check_escapes(expression)
-    except BindingError as exc:
-        raise CelCompileError(str(exc)) from None
+    if measured.bad_escape:
+        raise CelCompileError(measured.bad_escape)
+    return measured.tokens
 
 
 def parse(expression: str) -> Any:
@@ -342,6 +338,110 @@ def tree_depth(tree: Any) -> int:
     return deepest
 
 
+# ------------------------------------------------------------------ name lookup
+
+# Levels of the parse tree that only wrap one child (parentheses included).
+_WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
+                       "multiplication", "unary", "member", "primary", "paren_expr"})
+_SUBSCRIBER = frozenset({"subscriber", BINDING_VARIABLE})
+
+
+def name_key(tree: Any, expression: str) -> str | None:
+    """An expression of ``ce`` alone whose value lists every name for which the filter
+    can be true, when one of its ``&&``-joined conditions is ``P == <name>`` (either
+    side), ``<name> in P`` or ``P.exists(x, x.F == <name>)`` (also ``exists_one``) with
+    ``P``, ``x.F`` free of the subscriber, and ``<name>`` ``subscriber.name`` or the
+    rewritten ``$(subscriber.name)``. For every other name that condition is false,
+    hence the filter is (``false && anything`` is ``false`` in CEL, errors included),
+    provided the value is a list of strings: ``[P]``, ``P``, ``P.map(x, x.F)``. ``None``
+    when no condition has that form."""
+
+    def span(node: Any) -> str:
+        return expression[node.meta.start_pos:node.meta.end_pos]
+
+    for part in _conjuncts(tree):
+        kids = _children(part)
+        data = str(part.data)
+        if data == "relation" and len(kids) == 2 and str(getattr(kids[0], "data", "")) in (
+                "relation_eq", "relation_in"):
+            left, right = _children(kids[0])[0], kids[1]
+            if str(kids[0].data) == "relation_in":
+                if _is_name(left) and _free(right):
+                    return span(right)
+                continue
+            other = _other_side(left, right)
+            if other is not None:
+                return f"[{span(other)}]"
+        elif data == "member_dot_arg" and len(kids) == 3 and str(kids[1]) in (
+                "exists", "exists_one") and _free(kids[0]):
+            args = _children(kids[2])
+            variable = _bare(args[0]) if len(args) == 2 else None
+            if variable is None or str(variable.data) != "ident" or \
+                    str(_children(variable)[0]) in _SUBSCRIBER:
+                continue
+            body = _bare(args[1])
+            found = _children(body)
+            if str(body.data) == "relation" and len(found) == 2 and \
+                    str(getattr(found[0], "data", "")) == "relation_eq":
+                other = _other_side(_children(found[0])[0], found[1])
+                if other is not None:
+                    return (f"({span(kids[0])}).map({_children(variable)[0]}, "
+                            f"{span(other)})")
+    return None
+
+
+def _bare(node: Any) -> Any:
+    while str(getattr(node, "data", "")) in _WRAPPERS and len(_children(node)) == 1 \
+            and hasattr(_children(node)[0], "children"):
+        node = _children(node)[0]
+    return node
+
+
+def _conjuncts(node: Any) -> list[Any]:
+    node = _bare(node)
+    kids = _children(node)
+    if str(node.data) == "conditionaland" and len(kids) == 2:
+        return [*_conjuncts(kids[0]), *_conjuncts(kids[1])]
+    return [node]
+
+
+def _is_name(node: Any) -> bool:
+    """``subscriber.name``, ``subscriber["name"]`` (or ``__subscriber__``'s)."""
+    node = _bare(node)
+    kids = _children(node)
+    if str(node.data) not in ("member_dot", "member_index") or len(kids) != 2:
+        return False
+    holder = _bare(kids[0])
+    if str(holder.data) != "ident" or str(_children(holder)[0]) not in _SUBSCRIBER:
+        return False
+    if str(node.data) == "member_dot":
+        return str(kids[1]) == "name"
+    literal = _bare(kids[1])
+    return str(literal.data) == "literal" and str(_children(literal)[0]) in ('"name"', "'name'")
+
+
+def _other_side(left: Any, right: Any) -> Any:
+    """Of ``left == right``, the side that is not the name when the other is free of
+    the subscriber."""
+    for name, other in ((left, right), (right, left)):
+        if _is_name(name) and _free(other):
+            return other
+    return None
+
+
+def _free(node: Any) -> bool:
+    """Whether ``node`` never names the subscriber."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        kids = _children(current)
+        if str(getattr(current, "data", "")) in ("ident", "dot_ident") and kids and \
+                str(kids[0]) in _SUBSCRIBER:
+            return False
+        stack.extend(k for k in kids if hasattr(k, "children"))
+    return True
+
+
 # ------------------------------------------------------------------------- celpy
 
 # Identifiers CEL knows without declarations (type names used as values).
@@ -353,23 +453,40 @@ _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 class CelPyProgram:
-    def __init__(self, source: str, runner: Any, seconds: float = EVALUATION_SECONDS) -> None:
+    def __init__(self, source: str, runner: Any, seconds: float = EVALUATION_SECONDS,
+                 key: str | None = None) -> None:
         self.source = source
+        self.key = key
+        self.values: Values | None = None
         self._runner = runner
         self._seconds = seconds
-
-    def prepare(self, bound: Any) -> Any:
-        return bound
 
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
         evaluate, bind = self.evaluate, event.bind
         return lambda bound: evaluate(bind(bound))
 
-    def for_names(self, event: EventScope) -> None:
-        return None  # interpreted: one comprehension costs what the evaluations do
-
     def evaluate(self, activation: Any) -> bool:
         from celpy import celtypes
+
+        result = self.value(activation)
+        if not isinstance(result, celtypes.BoolType):
+            raise CelEvalError(f"result is {_celpy_type(result)}, not bool")
+        return bool(result)
+
+    def strings(self, event: EventScope) -> frozenset[str] | None:
+        from celpy import celtypes
+
+        try:
+            result = self.value(event.bind(None))
+        except CelEvalError:
+            return None
+        if isinstance(result, celtypes.ListType) and all(
+                isinstance(item, celtypes.StringType) for item in result):
+            return frozenset(str(item) for item in result)
+        return None
+
+    def value(self, activation: Any) -> Any:
+        """The expression's value; ``CelEvalError`` (``CelLimitError`` at a bound)."""
         from celpy.evaluation import CELEvalError
 
         outer = getattr(_budget, "left", None)
@@ -392,9 +509,7 @@ class CelPyProgram:
                 _budget.left = None
         if isinstance(result, CELEvalError):
             raise CelEvalError(_celpy_error(result))
-        if not isinstance(result, celtypes.BoolType):
-            raise CelEvalError(f"result is {_celpy_type(result)}, not bool")
-        return bool(result)
+        return result
 
 
 class _Stopped(Exception):
@@ -539,7 +654,12 @@ class CelPyEngine:
             raise CelCompileError("expression is too deeply nested") from None
         except Exception as exc:
             raise CelCompileError(f"{type(exc).__name__}: {exc}") from None
-        return CelPyProgram(expression, runner, self.seconds)
+        return CelPyProgram(expression, runner, self.seconds, name_key(tree, expression))
+
+    def compile_values(self, expression: str) -> Values:
+        program = self.compile(expression)
+        assert isinstance(program, CelPyProgram)
+        return program
 
     def _check_references(self, tree: Any) -> None:
         """Refuse undeclared variables and unknown functions at compile time, as the
@@ -573,9 +693,6 @@ class CelPyEngine:
 
         return json_to_cel(plain_value)
 
-    def activation(self, values: Mapping[str, Any]) -> Any:
-        return dict(values)
-
     def event(self, ce_value: Any) -> EventScope:
         return CelPyEvent(ce_value)
 
@@ -587,6 +704,8 @@ class CelPyEvent:
         self._ce = ce_value
 
     def bind(self, bound: Any) -> Any:
+        if bound is None:  # for an expression that reads only ``ce``
+            return {"ce": self._ce}
         return {"ce": self._ce, "subscriber": bound, BINDING_VARIABLE: bound}
 
 
@@ -627,206 +746,59 @@ def _current_subscriber() -> Any:
     return bound
 
 
-def _tokens(expression: str) -> tuple[list[Token], list[int]] | None:
-    """All tokens of ``expression`` and the indexes of the significant ones (no
-    whitespace, no comments); ``None`` when its text cannot be rebuilt from its tokens."""
-    tokens = list(scan(expression))
-    if "".join(t.text for t in tokens) != expression:
-        return None
-    return tokens, [i for i, t in enumerate(tokens)
-                    if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
-
-
-def _references(tokens: list[Token], significant: list[int], names: tuple[str, ...]
-                ) -> Iterator[tuple[int, list[int]]]:
-    """Each reference to a variable in ``names`` — not a field (``x.subscriber``), not a
-    call — as (its token index, the indexes of the next three significant tokens)."""
-    for n, i in enumerate(significant):
-        token = tokens[i]
-        if token.kind != "ident" or token.text not in names:
-            continue
-        before = tokens[significant[n - 1]] if n else None
-        places = significant[n + 1:n + 4]
-        if _is(before, ".") or (places and _is(tokens[places[0]], "(")):
-            continue
-        yield i, places
-
-
-def _is(token: Token | None, char: str) -> bool:
-    return token is not None and token.kind == "char" and token.text == char
-
-
-def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS) -> str | None:
+def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
+             scanned: tuple[Token, ...] = ()) -> str | None:
     """``expression`` with each reference to a variable in ``names`` made a call of the
     function of that name (``subscriber.name`` → ``subscriber().name``); literals,
-    comments and fields (``x.subscriber``) are left alone. ``None`` when the expression
-    names none of them, or its text cannot be rebuilt from its tokens."""
-    found = _tokens(expression)
-    if found is None:
+    comments and fields (``x.subscriber``) are left alone. ``None`` when its text cannot
+    be rebuilt from its tokens (``scanned``, when the caller has them), or it calls one of
+    ``names`` itself (``subscriber()`` must stay an error)."""
+    tokens = scanned or tuple(scan(expression))
+    if "".join(t.text for t in tokens) != expression:
         return None
-    tokens, significant = found
-    texts = [t.text for t in tokens]
-    changed = False
-    for i, _ in _references(tokens, significant, names):
-        texts[i] = tokens[i].text + "()"
-        changed = True
-    return "".join(texts) if changed else None
-
-
-def binding_keys(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS
-                 ) -> frozenset[str] | None:
-    """The top-level keys of the subscriber's binding that ``expression`` can read: when
-    every reference to a variable in ``names`` (as ``as_calls`` finds them) is followed
-    by a constant key (``subscriber.name``, ``__subscriber__["info"]``), only those keys
-    (and what is under them) are ever seen; ``None`` when it may see the whole map."""
-    found = _tokens(expression)
-    if found is None:
-        return None
-    tokens, significant = found
-    keys: set[str] = set()
-    for _, places in _references(tokens, significant, names):
-        key = _constant_key([tokens[j] for j in places])
-        if key is None:
+    significant = [t for t in tokens
+                   if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    texts = {}
+    for n, token in enumerate(significant):
+        if token.kind != "ident" or token.text not in names \
+                or (n and _is(significant[n - 1], ".")):
+            continue
+        if n + 1 < len(significant) and _is(significant[n + 1], "("):
             return None
-        keys.add(key)
-    return frozenset(keys)
+        texts[id(token)] = token.text + "()"
+    return "".join(texts.get(id(t), t.text) for t in tokens)
 
 
-def _constant_key(after: list[Token]) -> str | None:
-    """The key of ``.key`` (not a call) or ``["key"]`` at the start of ``after``."""
-    if len(after) >= 2 and _is(after[0], ".") and after[1].kind == "ident" and not (
-            len(after) > 2 and _is(after[2], "(")):
-        return after[1].text
-    literal = after[1].literal if len(after) == 3 else None
-    if _is(after[0] if after else None, "[") and literal is not None and _is(after[2], "]") \
-            and literal.prefix == "" and literal.closed and len(literal.quote) == 1:
-        try:
-            return decode(literal.body)
-        except BindingError:
-            return None
-    return None
-
-
-# The function a filter that reads only the subscriber's ``name`` calls instead (its
-# third form): it returns the name itself, a string, instead of a one-key map.
-NAME_FUNCTION = "__subscriber_name__"
-NAME_KEY = "name"
-# The variable ``cel.bind`` gives the name, so the function is called once per evaluation
-# however often the filter reads the name (e.g. in ``exists``).
-NAME_VARIABLE = "__subscriber_name_value__"
-
-
-def as_name_binding(expression: str) -> str | None:
-    """``expression`` reading the name from ``NAME_VARIABLE``, bound once with
-    ``cel.bind`` to ``NAME_FUNCTION()``; ``None`` when ``as_name_calls`` is, or when the
-    expression's text has ``NAME_VARIABLE`` in it anywhere (it would shadow the name)."""
-    text = _reading_name_variable(expression)
-    return None if text is None else f"cel.bind({NAME_VARIABLE}, {NAME_FUNCTION}(), {text})"
-
-
-def _reading_name_variable(expression: str) -> str | None:
-    """``expression`` reading the name from ``NAME_VARIABLE``, in parentheses on lines of
-    their own (a trailing line comment in the expression ends before the ``)``);
-    ``None`` when ``as_name_calls`` is, or when the expression's text has
-    ``NAME_VARIABLE`` in it anywhere (it would shadow the name)."""
-    if NAME_VARIABLE in expression:
-        return None
-    text = as_name_calls(expression, call=NAME_VARIABLE)
-    return None if text is None else f"(\n{text}\n)"
-
-
-# The function that returns the names of a batch (``as_names_filter``), a list.
-NAMES_FUNCTION = "__subscriber_names__"
-# Names per evaluation of a batch. cel-cpp stops an evaluation after 10,000 comprehension
-# steps: one per name plus the filter's own (the seed's approver filter: one per
-# approver). Over that budget, the batch and the ones after it are halved, down to one
-# name.
-BATCH_SIZE = 2048
-
-
-def as_names_filter(expression: str) -> str | None:
-    """The batch form of ``expression`` (``Program.for_names``): the names of
-    ``NAMES_FUNCTION()`` for which it is true, each bound to ``NAME_VARIABLE`` as
-    ``as_name_binding`` binds one; ``None`` when that is ``None``."""
-    text = _reading_name_variable(expression)
-    return None if text is None else f"{NAMES_FUNCTION}().filter({NAME_VARIABLE}, {text})"
-
-
-def as_name_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
-                  call: str = NAME_FUNCTION + "()") -> str | None:
-    """``expression`` with each reference to a variable in ``names`` followed by the
-    constant key ``name`` (``subscriber.name``, ``__subscriber__["name"]``) made ``call``
-    (one call of ``NAME_FUNCTION``); ``None`` unless every reference is such
-    (``binding_keys`` is ``{"name"}``), or when it names none of them."""
-    found = _tokens(expression)
-    if found is None:
-        return None
-    tokens, significant = found
-    texts = [t.text for t in tokens]
-    changed = False
-    for i, places in _references(tokens, significant, names):
-        after = [tokens[j] for j in places]
-        if _constant_key(after) != NAME_KEY:
-            return None
-        texts[i] = call
-        for j in places[:2 if _is(after[0], ".") else 3]:
-            texts[j] = ""
-        changed = True
-    return "".join(texts) if changed else None
+def _is(token: Token, char: str) -> bool:
+    return token.kind == "char" and token.text == char
 
 
 class CelExprProgram:
-    def __init__(self, source: str, expression: Any, cel: Any, shared: Any = None,
-                 keys: frozenset[str] | None = None, named: Any = None,
-                 batch: Any = None) -> None:
+    """One compiled form: for an event's shared activation (``shared``: the subscriber
+    through ``_current_subscriber``), else with an activation per subscriber."""
+
+    def __init__(self, source: str, compiled: Any, cel: Any, shared: bool,
+                 key: str | None) -> None:
         self.source = source
-        self._expression = expression
+        self.key = key
+        self.values: Values | None = None
+        self._compiled = compiled
         self._cel = cel
-        # The form for an event's shared activation (the subscriber through a function),
-        # and the only keys of the binding it reads (``None``: it may read any).
         self._shared = shared
-        self._keys = tuple(sorted(keys)) if keys is not None else None
-        # The form reading only the name, as a string (``NAME_FUNCTION``), or ``None``.
-        self._named = named if shared is not None else None
-        # Its batch form (``as_names_filter``), or ``None``.
-        self._batch = batch if self._named is not None else None
 
     @property
     def shares_the_event(self) -> bool:
-        """Whether a bound evaluation uses the event's one activation."""
-        return self._shared is not None
+        return self._shared
 
     def evaluate(self, activation: Any) -> bool:
         if isinstance(activation, CelExprBound):
-            if self._shared is not None:
-                bound = activation.bound
-                if self._keys is not None and isinstance(bound, Mapping):
-                    # Smaller to hand over (on every call), the same for what it reads.
-                    bound = {k: bound[k] for k in self._keys if k in bound}
-                result = self._run(self._shared, activation.event.activation(), bound)
-            else:
-                result = self._run(self._expression, activation.activation())
-        else:
-            result = self._run(self._expression, activation)
-        return self._result(result)
-
-    @property
-    def reads_the_name(self) -> bool:
-        """Whether a bound evaluation may hand over the name alone (``NAME_FUNCTION``)."""
-        return self._named is not None
-
-    def prepare(self, bound: Any) -> Any:
-        """What ``for_event``'s function takes: the subscriber's name alone (a ``str``)
-        for the form that reads only the name, when the binding has one; else the keys
-        of the binding the filter reads (a map)."""
-        if self._shared is not None and self._keys is not None and isinstance(bound, Mapping):
-            if self._named is not None and isinstance(bound.get(NAME_KEY), str):
-                return bound[NAME_KEY]
-            return {k: bound[k] for k in self._keys if k in bound}
-        return bound
+            if self._shared:
+                return self._result(self._run(activation.event.activation(), activation.bound))
+            activation = activation.activation()
+        return self._result(self._run(activation))
 
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
-        if not isinstance(event, CelExprEvent) or self._shared is None:
+        if not isinstance(event, CelExprEvent) or not self._shared:
             evaluate, bind = self.evaluate, event.bind
             return lambda bound: evaluate(bind(bound))
         try:
@@ -838,68 +810,14 @@ class CelExprProgram:
                 raise CelEvalError(message)
 
             return cannot
-        run, current, unset = self._shared.eval, _current, _UNSET
-        run_named = self._named.eval if self._named is not None else run
-        boolean, result_of = self._cel.Type.BOOL, self._result
+        run, result = self._run, self._result
+        return lambda bound: result(run(activation, bound))
 
-        def evaluate(bound: Any) -> bool:
-            # ``evaluate`` of a ``CelExprBound``, inlined: called once per candidate.
-            # A ``str`` is the name alone (``prepare``), for the form reading only it.
-            previous = getattr(current, "bound", unset)
-            current.bound = bound
-            try:
-                result = (run_named if type(bound) is str else run)(activation)
-            except Exception as exc:
-                raise eval_error(_cel_expr_error(str(exc))) from None
-            finally:
-                current.bound = previous
-            if result.type() == boolean:
-                return bool(result.value())
-            return result_of(result)
-
-        return evaluate
-
-    def for_names(self, event: EventScope) -> Callable[[Sequence[str]], Batch] | None:
-        if self._batch is None or not isinstance(event, CelExprEvent):
-            return None
-        try:
-            activation = event.activation()
-        except CelEvalError:
-            return None  # one by one, each gets the error
-        batch, error = self._batch, self._cel.Type.ERROR
-
-        def evaluate(names: Sequence[str]) -> Batch:
-            matched: set[str] = set()
-            unsettled: list[str] = []
-            start, size = 0, BATCH_SIZE
-            while start < len(names):
-                chunk = list(names[start:start + size])
-                failure: CelEvalError | None = None
-                try:
-                    result = self._run(batch, activation, chunk)
-                    if result.type() == error:
-                        failure = eval_error(_cel_expr_error(str(result.value())))
-                except CelEvalError as exc:
-                    failure = exc
-                if isinstance(failure, CelLimitError) and len(chunk) > 1:
-                    size = len(chunk) // 2  # and for the rest: the filter's cost is per name
-                    continue
-                if failure is None:
-                    matched.update(item.value() for item in result.value())
-                else:
-                    # An error for one name is the whole batch's: each gets its own.
-                    unsettled.extend(chunk)
-                start += len(chunk)
-            return Batch(matched, unsettled)
-
-        return evaluate
-
-    @staticmethod
-    def _run(expression: Any, activation: Any, bound: Any = _UNSET) -> Any:
+    def _run(self, activation: Any, bound: Any = _UNSET) -> Any:
         previous = getattr(_current, "bound", _UNSET)
         _current.bound = bound
         try:
-            return expression.eval(activation)
+            return self._compiled.eval(activation)
         except Exception as exc:
             raise eval_error(_cel_expr_error(str(exc))) from None
         finally:
@@ -912,6 +830,23 @@ class CelExprProgram:
         if kind == self._cel.Type.ERROR:
             raise eval_error(_cel_expr_error(str(result.value())))
         raise CelEvalError(f"result is {kind.name().lower()}, not bool")
+
+
+class CelExprValues:
+    def __init__(self, compiled: Any, cel: Any) -> None:
+        self._compiled = compiled
+        self._string, self._list = cel.Type.STRING, cel.Type.LIST
+
+    def strings(self, event: EventScope) -> frozenset[str] | None:
+        try:
+            assert isinstance(event, CelExprEvent)
+            result = self._compiled.eval(event.activation())
+            items = result.value() if result.type() == self._list else None
+            if items is None or any(item.type() != self._string for item in items):
+                return None
+            return frozenset(item.value() for item in items)
+        except Exception:
+            return None
 
 
 _CEL_EXPR_POSITION = re.compile(r"ERROR: <input>:(-?\d+):(-?\d+): ")
@@ -955,61 +890,48 @@ class CelExprEngine:
             "ce": cel.Type.DYN, "subscriber": subscriber, BINDING_VARIABLE: subscriber,
         })
         # The same, with the subscriber as functions: for one activation per event.
-        # ``cel.bind`` (only for ``as_name_binding``: a filter using it does not compile
-        # in ``_env``, so never gets here).
-        from cel_expr_python.ext.ext_bindings import ExtBindings
-
-        self._shared_env = cel.NewEnv(variables={"ce": cel.Type.DYN},
-                                      extensions=[ExtBindings()], functions=[
+        self._shared_env = cel.NewEnv(variables={"ce": cel.Type.DYN}, functions=[
             cel.FunctionDecl(name, [cel.Overload(
                 id=f"{name}_current", return_type=subscriber, parameters=[],
                 impl=_current_subscriber)])
-            for name in SUBSCRIBER_FUNCTIONS
-        ] + [cel.FunctionDecl(NAME_FUNCTION, [cel.Overload(
-            id=f"{NAME_FUNCTION}_current", return_type=cel.Type.DYN, parameters=[],
-            impl=_current_subscriber)]), cel.FunctionDecl(NAMES_FUNCTION, [cel.Overload(
-            id=f"{NAMES_FUNCTION}_current", return_type=cel.Type.List(cel.Type.DYN),
-            parameters=[], impl=_current_subscriber)])])
+            for name in SUBSCRIBER_FUNCTIONS])
         self._lock = threading.Lock()
 
     def compile(self, expression: str) -> Program:
-        check_limits(expression)
-        try:
-            with self._lock:
-                compiled = self._env.compile(expression)
-        except Exception as exc:
-            raise CelCompileError(_cel_expr_error(str(exc))) from None
+        """One form: the shared activation's when it compiles (the common case), else
+        the plain one, which also gives a failing expression its error."""
+        text = as_calls(expression, scanned=check_limits(expression))
+        compiled = self._compile_in(self._shared_env, text) if text is not None else None
+        shared = compiled is not None
+        if compiled is None:
+            try:
+                compiled = self._compile_in(self._env, expression, quiet=False)
+            except Exception as exc:
+                raise CelCompileError(_cel_expr_error(str(exc))) from None
         returns = compiled.return_type()
         if returns not in (self._cel.Type.BOOL, self._cel.Type.DYN):
             raise CelCompileError(
                 f"expression returns {returns.name().lower()}, but a filter must return bool"
             )
-        _checked_tree(expression)  # depth and cost, on the tree both engines share
-        shared = self._compile_shared(expression)
-        keys = binding_keys(expression)
-        named = batch = None
-        if shared is not None and keys == frozenset({NAME_KEY}):
-            for text in (as_name_binding(expression), as_name_calls(expression)):
-                named = self._compile_form(text) if text is not None else None
-                if named is not None:
-                    break
-            text = as_names_filter(expression)
-            batch = self._compile_form(text) if named is not None and text else None
-        return CelExprProgram(expression, compiled, self._cel, shared, keys, named, batch)
+        tree = _checked_tree(expression)  # depth and cost, on the tree both engines share
+        return CelExprProgram(expression, compiled, self._cel, shared,
+                              name_key(tree, expression))
 
-    def _compile_shared(self, expression: str) -> Any:
-        """The form for an event's shared activation, or ``None`` (see the module doc).
-        Only ever compiled after ``expression`` itself compiled: errors are that one's."""
-        text = as_calls(expression)
-        return self._compile_form(expression if text is None else text)
+    def compile_values(self, expression: str) -> Values:
+        compiled = self._compile_in(self._shared_env, expression)
+        if compiled is None:
+            raise CelCompileError(f"cannot compile {expression}")
+        return CelExprValues(compiled, self._cel)
 
-    def _compile_form(self, text: str) -> Any:
-        """``text`` compiled in the environment of the shared activation, or ``None``."""
+    def _compile_in(self, env: Any, text: str, quiet: bool = True) -> Any:
+        """``text`` compiled in ``env``; ``None`` if it does not (``quiet``) or raises."""
         try:
             with self._lock:
-                return self._shared_env.compile(text)
+                return env.compile(text)
         except Exception:
-            return None
+            if quiet:
+                return None
+            raise
 
     def event(self, ce_value: Any) -> EventScope:
         return CelExprEvent(self, ce_value)

@@ -1,34 +1,23 @@
 """Pure logic: read an enriched event, match it against the index, build the reply.
 
 Nothing here does I/O; the RBAC check between matching and replying is the app's.
-Whether an entry of a subscription matches an event is decided twice, by the same
-checks in the same order (object, namespace, event type, exact attributes, CEL):
-``decide`` only decides (``match`` runs it on the index's candidates, thousands per
-event), ``evaluate`` also says why, check by check (``explain`` runs it on every entry of
-one subscription). Tests hold the two equal.
+An entry of a subscription matches an event when its object, namespace and event type
+(the index's key), its exact attributes and its CEL filter match (``Scope.decide``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from .celengine import Batch, CelEvalError, CelLimitError, Engine, EventScope, Program, plain
+from .celengine import CelEvalError, CelLimitError, Engine, EventScope, Program, plain
 from .shared import fit
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
-from .subscriptions import (
-    Candidate,
-    EventRule,
-    Group,
-    Index,
-    Loaded,
-    ObjectRule,
-    Subscription,
-)
+from .subscriptions import Candidate, Index, Lookup, Subscription
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
 NOTIFICATION_TYPE = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
@@ -104,24 +93,16 @@ def parse_enriched(event: CloudEvent) -> Enriched:
     )
 
 
-def activation(engine: Engine, ce_value: Any, bound: Any) -> Any:
-    """What a filter sees: ``ce`` (``engine.value`` of ``Enriched.ce()``) and the
-    subscriber's binding (``Subscription.bound``) as ``subscriber`` and for placeholders."""
-    return engine.event(ce_value).bind(bound)
-
-
 class Scope:
-    """One event as the filters see it: converted for the engine once, shared by every
-    subscription, and bound to each subscription once (by name), however many of its
-    entries are evaluated."""
+    """One event as the filters see it: converted for the engine once and shared by every
+    subscription; each program and each name lookup set up for it once."""
 
     def __init__(self, enriched: Enriched, engine: Engine) -> None:
         self.enriched = enriched
         self.engine = engine
         self._event: EventScope | None = None
-        self._activations: dict[str, Any] = {}
         self._runners: dict[Program, Callable[[Any], bool]] = {}
-        self._batches: dict[Program, Callable[[Sequence[str]], Batch] | None] = {}
+        self._names: dict[int, frozenset[str] | None] = {}
 
     def event_scope(self) -> EventScope:
         """``CelEvalError`` when the engine cannot take the event."""
@@ -130,15 +111,14 @@ class Scope:
         return self._event
 
     def activation(self, sub: Subscription) -> Any:
-        """``CelEvalError`` when the engine cannot take the values."""
-        if sub.name not in self._activations:
-            self._activations[sub.name] = self.event_scope().bind(sub.bound)
-        return self._activations[sub.name]
+        """What ``Program.evaluate`` takes for ``sub``; ``CelEvalError`` when the engine
+        cannot take the values."""
+        return self.event_scope().bind(sub.bound)
 
     def runner(self, program: Program) -> Callable[[Any], bool]:
-        """``program`` against this event, as a function of a ``Candidate.bound``
-        (``Program.for_event``): set up once per program and event. The function raises
-        ``CelEvalError`` as ``program.evaluate(self.activation(sub))`` would."""
+        """``program`` against this event, as a function of a ``Subscription.bound``
+        (``Program.for_event``). The function raises ``CelEvalError`` as
+        ``program.evaluate(self.activation(sub))`` would."""
         run = self._runners.get(program)
         if run is None:
             try:
@@ -148,44 +128,30 @@ class Scope:
             self._runners[program] = run
         return run
 
-    def batch(self, program: Program) -> Callable[[Sequence[str]], Batch] | None:
-        """``program`` against this event for many names at once (``Program.for_names``),
-        set up once per program and event; ``None`` when it cannot."""
-        if program not in self._batches:
+    def names(self, lookup: Lookup) -> frozenset[str] | None:
+        """The names a lookup's values give for this event (``None``: not a list of
+        strings, so every subscriber of it is evaluated)."""
+        key = id(lookup.values)
+        if key not in self._names:
             try:
-                self._batches[program] = program.for_names(self.event_scope())
+                self._names[key] = lookup.values.strings(self.event_scope())
             except CelEvalError:
-                self._batches[program] = None
-        return self._batches[program]
+                self._names[key] = None
+        return self._names[key]
 
-    def decisions(self, group: Group) -> list[tuple[Candidate, bool | CelEvalError]]:
-        """The filter of ``group`` (its exact filter passed) for each of its candidates,
-        as ``evaluate`` decides it: ``True`` or the ``CelEvalError`` for those it does not
-        reject; the names in one go when the program can (``batch``), the rest one by one."""
-        program = group.program
-        if program is None:
-            return [(c, True) for c in group.candidates]
-        decided: list[tuple[Candidate, bool | CelEvalError]] = []
-        one_by_one: Sequence[Candidate] = group.candidates
-        batch = self.batch(program) if len(group.names) >= BATCH_MIN else None
-        if batch is not None:
-            found = batch(group.names)
-            by_name = group.by_name
-            decided.extend((c, True) for name in found.matched for c in by_name.get(name, ()))
-            one_by_one = [*(c for name in found.unsettled for c in by_name[name]),
-                          *group.others]
-        run = self.runner(program)
-        for candidate in one_by_one:
-            try:
-                if run(candidate.bound):
-                    decided.append((candidate, True))
-            except CelEvalError as exc:
-                decided.append((candidate, exc))
-        return decided
-
-
-# Fewer names than this are evaluated one by one (as fast, without the batch's setup).
-BATCH_MIN = 2
+    def decide(self, candidate: Candidate) -> bool | CelEvalError:
+        """Whether the entry's exact filter and CEL filter pass (its ``CelEvalError``
+        when the filter fails); the object, namespace and event type are the index's."""
+        attrs = self.enriched.attributes
+        rule = candidate.rule
+        if not all(attrs.get(name) == want for name, want in rule.exact):
+            return False
+        if rule.cel is None:
+            return True
+        try:
+            return self.runner(rule.cel)(candidate.subscription.bound)
+        except CelEvalError as exc:
+            return exc
 
 
 def _raising(message: str) -> Callable[[Any], bool]:
@@ -193,141 +159,6 @@ def _raising(message: str) -> Callable[[Any], bool]:
         raise CelEvalError(message)
 
     return run
-
-
-# What an entry is checked for, in order (``cel-error`` is the ``cel`` stage failing).
-STAGES = ("object", "namespace", "type", "exact", "cel")
-
-
-class Check(NamedTuple):  # a tuple: made for every candidate of every event
-    """One check of an entry against the event. ``name``: ``ready``, ``object``,
-    ``namespace``, ``type``, ``exact``, ``cel`` or ``cel-error``; ``where``: what it
-    checks in the ClusterSubscription; ``message``: why it failed; ``detail``: the
-    Ready reason (``ready``) or the engine's error (``cel-error``)."""
-
-    name: str
-    passed: bool
-    where: str = ""
-    message: str = ""
-    detail: str = ""
-
-    @property
-    def stage(self) -> int:
-        """How far an entry got when this check is its last one (a pass counts as past
-        every stage, ``ready`` as before them)."""
-        if self.passed:
-            return len(STAGES)
-        name = "cel" if self.name == "cel-error" else self.name
-        return STAGES.index(name) if name in STAGES else -1
-
-
-def _kind(kind: str, group: str) -> str:
-    return kind + (f" ({group})" if group else "")
-
-
-def evaluate(sub: Subscription, obj: ObjectRule, rule: EventRule, scope: Scope
-             ) -> tuple[Check, ...]:
-    """The checks of one entry (``obj`` and one of its ``rule``), in order, up to the
-    first that fails: the entry matches when the last one passed."""
-    event = scope.enriched
-    done: list[Check] = []
-    at = f"{obj.where}.object"
-    if (obj.group, obj.kind) != (event.group.lower(), event.kind.lower()):
-        return (Check("object", False, at, f"the event is about {_kind(event.kind, event.group)}"
-                      f"; this entry subscribes to {obj.describe()}"),)
-    done.append(Check("object", True, at))
-    if obj.namespace not in ("", event.namespace):
-        done.append(Check("namespace", False, f"{at}.namespace",
-                          f"the object is in namespace {event.namespace or '(cluster scope)'}"
-                          f"; this entry subscribes to namespace {obj.namespace}"))
-        return tuple(done)
-    done.append(Check("namespace", True, f"{at}.namespace"))
-    if rule.type != event.type:
-        done.append(Check("type", False, rule.where, f"event type {event.type} is not subscribed"))
-        return tuple(done)
-    done.append(Check("type", True, rule.where))
-    attrs = event.attributes
-    for name, want in rule.exact:
-        at = f"{rule.where}.filter.exact.{name}"
-        if name in attrs and attrs[name] == want:
-            done.append(Check("exact", True, at))
-            continue
-        got = f"got {attrs[name]!r}" if name in attrs else "the event has no such attribute"
-        done.append(Check("exact", False, at, f"exact filter {name}: expected {want!r}, {got}"))
-        return tuple(done)
-    if rule.cel is not None:
-        at = f"{rule.where}.filter.cel"
-        try:
-            passed = rule.cel.evaluate(scope.activation(sub))
-        except CelEvalError as exc:
-            said = ("CEL evaluation stopped at a limit (not notified; shown on the "
-                    "subscription's status)" if isinstance(exc, CelLimitError)
-                    else "CEL error (treated as no match)")
-            done.append(Check("cel-error", False, at, f"{said}: {exc.message}; expression: "
-                              f"{rule.cel_shown}", exc.message))
-            return tuple(done)
-        done.append(Check("cel", passed, at,
-                          "" if passed else f"CEL returned false: {rule.cel_shown}"))
-    return tuple(done)
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One entry (``spec.subscriptions[i].events[j]`` at ``where``) and its checks."""
-
-    where: str
-    checks: tuple[Check, ...]
-
-    @property
-    def matched(self) -> bool:
-        return self.checks[-1].passed
-
-    @property
-    def last(self) -> Check:
-        """The failed check, or the last one passed when the entry matches."""
-        return self.checks[-1]
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Why one subscription does or does not match an event: ``ready`` (whether the
-    filter uses it at all), then every entry's trial in the order written."""
-
-    subscription: str
-    ready: Check
-    trials: tuple[Trial, ...] = ()
-
-    @property
-    def matched(self) -> bool:
-        return self.ready.passed and any(t.matched for t in self.trials)
-
-    @property
-    def deciding(self) -> Trial | None:
-        """The first entry that matches, else the first that got furthest."""
-        if not self.trials:
-            return None
-        return max(self.trials, key=lambda t: t.last.stage)
-
-    @property
-    def failed(self) -> Check | None:
-        """The check that keeps the subscription from matching (``None`` if it matches)."""
-        if not self.ready.passed:
-            return self.ready
-        deciding = self.deciding
-        return None if deciding is None or deciding.matched else deciding.last
-
-
-def explain(loaded: Loaded, scope: Scope) -> Explanation:
-    """Every entry of ``loaded`` evaluated as ``match`` evaluates a candidate."""
-    readiness = loaded.readiness
-    sub = loaded.subscription
-    if sub is None:
-        return Explanation(loaded.name, Check(
-            "ready", False, "", f"not used ({readiness.reason}): {readiness.message}",
-            readiness.reason))
-    trials = tuple(Trial(rule.where, evaluate(sub, obj, rule, scope))
-                   for obj in sub.objects for rule in obj.events)
-    return Explanation(loaded.name, Check("ready", True, detail=readiness.reason), trials)
 
 
 @dataclass(frozen=True)
@@ -340,42 +171,42 @@ class MatchError:
 
 @dataclass
 class MatchResult:
-    candidates: int = 0
+    candidates: int = 0  # entries evaluated (after the name lookups)
     matched: list[Subscription] = field(default_factory=list)
     errors: list[MatchError] = field(default_factory=list)
 
 
-def decisions(groups: Sequence[Group], scope: Scope
-              ) -> list[tuple[Candidate, bool | CelEvalError]]:
-    """The candidates of the event of ``scope`` (its ``groups_of``) whose entry matches
-    (``True``) or whose filter fails (its ``CelEvalError``), in candidate order: what
-    ``evaluate`` decides for each entry (its last check passed, or is ``cel-error``),
-    without saying why. The index has checked the object, namespace and event type; each
-    group's exact filter is checked once."""
-    attrs = scope.enriched.attributes
-    decided: list[tuple[Candidate, bool | CelEvalError]] = []
-    for group in groups:
-        if all(attrs.get(name) == want for name, want in group.exact):
-            decided.extend(scope.decisions(group))
-    decided.sort(key=lambda d: d[0].order)
-    return decided
+def candidates(index: Index, scope: Scope) -> Iterator[Candidate]:
+    """The entries of the event's object and type that can match: of a name lookup, those
+    of the names its values give (all of them when they give none), and every other."""
+    event = scope.enriched
+    for bucket in index.buckets(event.type, event.group, event.kind, event.namespace):
+        for lookup in bucket.lookups.values():
+            names = scope.names(lookup)
+            if names is None:
+                yield from (c for found in lookup.by_name.values() for c in found)
+            else:
+                by_name = lookup.by_name
+                yield from (c for name in names for c in by_name.get(name, ()))
+        yield from (c for (exact, _), found in bucket.others.items()
+                    if all(event.attributes.get(n) == w for n, w in exact) for c in found)
 
 
 def match(index: Index, enriched: Enriched, engine: Engine,
           scope: Scope | None = None) -> MatchResult:
-    """Subscriptions whose object, event type, exact attributes and CEL all match
-    (``decisions``, the decision ``explain`` explains).
+    """Subscriptions whose object, event type, exact attributes and CEL all match.
 
     Each subscription appears once (sorted by name) however many of its entries
     match. A CEL evaluation error means "does not match" and is reported back, unless an
     entry written before it matched. ``scope`` (for ``enriched`` and ``engine``) may be
-    shared with ``explain``.
+    shared with the caller.
     """
     scope = scope or Scope(enriched, engine)
-    groups = groups_of(index, enriched)
-    result = MatchResult(candidates=sum(len(g.candidates) for g in groups))
+    decided = [(c, scope.decide(c)) for c in candidates(index, scope)]
+    decided.sort(key=lambda d: d[0].order)
+    result = MatchResult(candidates=len(decided))
     matched: dict[str, Subscription] = {}
-    for candidate, decision in decisions(groups, scope):
+    for candidate, decision in decided:
         sub = candidate.subscription
         if sub.name in matched:
             continue
@@ -386,14 +217,6 @@ def match(index: Index, enriched: Enriched, engine: Engine,
                                             isinstance(decision, CelLimitError)))
     result.matched = sorted(matched.values(), key=lambda s: s.name)
     return result
-
-
-def candidates_of(index: Index, enriched: Enriched) -> list[Candidate]:
-    return index.candidates(enriched.type, enriched.group, enriched.kind, enriched.namespace)
-
-
-def groups_of(index: Index, enriched: Enriched) -> list[Group]:
-    return index.groups(enriched.type, enriched.group, enriched.kind, enriched.namespace)
 
 
 def recipient(sub: Subscription) -> dict[str, Any]:

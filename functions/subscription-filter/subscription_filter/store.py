@@ -17,11 +17,15 @@ generation, place and message.
 
 from __future__ import annotations
 
+import gc
 import queue
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +55,7 @@ MAX_BACKOFF = 30.0
 # 410, is the server (or something between) refusing: wait before the next one.
 QUICK_WATCH_SECONDS = 0.5
 MERGE_PATCH = "application/merge-patch+json"
+_WRITE_META = ("name", "uid", "generation", "resourceVersion")
 
 
 SUBSCRIPTIONS = metrics.gauge("kubeevent_subscriptions",
@@ -251,33 +256,33 @@ class SubscriptionStore:
         return self._stop.wait(wait)
 
     def _relist(self) -> None:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
+        """List in pages, loading each page as it comes (what serves is the compiled form:
+        the raw objects are not all held at once), then write the statuses."""
+        with _collector_paused():
+            pending = self._load_all()
+        while pending:
+            self._sync_status(*pending.popleft())
+
+    def _load_all(self) -> deque[tuple[dict[str, Any], Loaded]]:
+        loaded: dict[str, Loaded] = {}
+        pending: deque[tuple[dict[str, Any], Loaded]] = deque()
         resource_version = ""
-        while True:
-            kwargs: dict[str, Any] = {"limit": self.list_page,
-                                      "_request_timeout": self.kube.timeout}
-            if token:
-                kwargs["_continue"] = token
-            with translate(f"list {PLURAL}.{GROUP}"):
-                page = self.kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL,
-                                                                     **kwargs)
-            meta = page.get("metadata") or {}
-            items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
-            resource_version = str(meta.get("resourceVersion") or resource_version)
-            token = meta.get("continue") or None
-            if not token:
-                break
-        # The listed objects are kept only to write their statuses: what serves is
-        # ``_loaded`` (their compiled form), so 10,000 raw objects are not held for long.
-        objects: dict[str, dict[str, Any]] = {}
-        self._loaded = {}
-        for obj in items:
-            name = str(_meta(obj).get("name") or "")
-            if name:
-                objects[name] = obj
-                self._loaded[name] = self.compiler.load(obj)
-        self.compiler.retain(objects)
+        for page in self._pages():
+            for n, obj in enumerate(page.get("items") or []):
+                if n % 32 == 0:
+                    time.sleep(0)  # let the thread reading the next page have the GIL
+                name = str(_meta(obj).get("name") or "") if isinstance(obj, dict) else ""
+                if name:
+                    loaded[name] = self.compiler.load(obj)
+                    if self.write_status and status_patch(obj, loaded[name].readiness,
+                                                          utc_now()) is not None:
+                        # What the write needs, not the whole object.
+                        written = _meta(obj)
+                        pending.append(({"metadata": {k: written.get(k) for k in _WRITE_META},
+                                         "status": obj.get("status")}, loaded[name]))
+            resource_version = str((page.get("metadata") or {}).get("resourceVersion")
+                                   or resource_version)
+        self._loaded = loaded
         self._written.clear()
         self._publish()
         self.resource_version = resource_version
@@ -290,8 +295,26 @@ class SubscriptionStore:
                 logs.warning("subscription not used", subscription=name,
                              reason=item.readiness.reason, detail=item.readiness.message)
         self._ready.set()
-        for name in list(objects):
-            self._sync_status(objects.pop(name), self._loaded[name])
+        return pending
+
+    def _pages(self) -> Iterator[dict[str, Any]]:
+        """The list's pages; the next one is fetched while the caller loads this one."""
+        def fetch(token: str | None) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {"limit": self.list_page,
+                                      "_request_timeout": self.kube.timeout}
+            if token:
+                kwargs["_continue"] = token
+            with translate(f"list {PLURAL}.{GROUP}"):
+                return self.kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL,
+                                                                     **kwargs)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="subscription-list") as pool:
+            future: Future[dict[str, Any]] | None = pool.submit(fetch, None)
+            while future is not None:
+                page = future.result()
+                token = (page.get("metadata") or {}).get("continue")
+                future = pool.submit(fetch, token) if token else None
+                yield page
 
     def _watch_once(self) -> None:
         watcher = k8s_watch.Watch()
@@ -332,7 +355,6 @@ class SubscriptionStore:
             return
         if kind == "DELETED":
             self._written.pop(name, None)
-            self.compiler.forget(name)
             if self._loaded.pop(name, None) is not None:
                 self._publish()
                 logs.info("subscription removed", subscription=name)
@@ -356,7 +378,8 @@ class SubscriptionStore:
             self.resource_version = rv
 
     def _publish(self) -> None:
-        self._snapshot = build_snapshot(self._loaded.values())
+        with _collector_paused():
+            self._snapshot = build_snapshot(self._loaded.values())
         ready = sum(1 for r in self._snapshot.readiness.values() if r.ready)
         SUBSCRIPTIONS.labels("ready").set(ready)
         SUBSCRIPTIONS.labels("not_ready").set(len(self._snapshot.readiness) - ready)
@@ -401,6 +424,23 @@ class SubscriptionStore:
         self.status_writes += 1
         logs.info("subscription status written", subscription=name,
                   ready=loaded.readiness.ready, reason=loaded.readiness.reason)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a big, cycle-free structure is built (each pass
+    it makes meanwhile walks everything built so far: a list of 100,000 would spend most
+    of its time there), and what was built kept out of later passes (``gc.freeze``: a
+    full pass over millions of objects would stall a request). Reference counting still
+    frees what is dropped, the snapshot a change replaces included."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
 
 
 def _describe(exc: BaseException) -> str:

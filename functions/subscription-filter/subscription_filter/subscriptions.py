@@ -3,8 +3,8 @@ condition, and the index an event is matched through. Pure: plain dicts in.
 
 A subscription is used only when it is valid as a whole; otherwise it gets
 ``Ready=False`` with the reason, and it never affects another subscription.
-``Compiler.load`` runs these checks in this order and reports the first reason;
-``problems`` runs the same checks and reports every reason:
+``Compiler.load`` runs these checks in this order and reports the first reason (the
+CLI's ``lint`` runs the same checks and reports every reason):
 
 * ``check_spec``, ``parse_subscriber`` → ``InvalidSpec``: a required field is missing or
   has the wrong shape (e.g. ``spec.subscriber.name is required``);
@@ -21,12 +21,11 @@ A subscription is used only when it is valid as a whole; otherwise it gets
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+import marshal
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import limits
 from .binding import (
@@ -37,7 +36,8 @@ from .binding import (
     source_position,
     subscriber_binding,
 )
-from .celengine import CelCompileError, Engine, EventScope, Program, plain
+from .celengine import CelCompileError, Engine, Program, Values, plain
+from .shared.cache import Cache
 
 GROUP = "core.katanomi.dev"
 VERSION = "v1alpha1"
@@ -383,97 +383,79 @@ def compile_cel(source: str, subscriber: Subscriber, engine: Engine, where: str)
         raise InvalidCel(where, exc.placed(None), position, exc.placed(position)) from None
 
 
-def problems(obj: Mapping[str, Any], engine: Engine) -> list[Invalid]:
-    """Every reason not to use ``obj``, by the checks ``Compiler.load`` runs, in its
-    order (so the first is the reason ``load`` gives): for showing an author every
-    problem at once. A check that needs what an earlier one refused is left out."""
-    try:
-        spec = check_spec(obj)
-    except Invalid as exc:
-        return [exc]
-    found: list[Invalid] = []
-    subscriber: Subscriber | None = None
-    try:
-        subscriber = parse_subscriber(spec)
-        check_owner(obj, subscriber)
-    except Invalid as exc:
-        found.append(exc)
-    try:
-        check_channels(obj)
-    except Invalid as exc:
-        found.append(exc)
-    objects, shape = check_subscriptions(spec)
-    found.extend(shape)
-    if subscriber is not None:
-        found.extend(check_cel(objects, subscriber, engine)[1])
-    return found
-
-
 # ------------------------------------------------------------------------ loading
 
 
 MAX_PROGRAMS = 4096
+# Compiled ``spec.subscriptions`` kept by content: the seed's is the same for everyone.
+MAX_SPECS = 4096
 
 
 class Programs:
     """``engine`` with its compiled programs kept by expression text: the text after
     ``$(subscriber.*)`` is rewritten is the same for every subscriber (the subscriber is
-    data bound when evaluating), so subscriptions with the same filter share one program.
-    A compile error is kept too. At most ``max_programs`` texts, least recently used
-    dropped first (a subscription keeps the programs it holds)."""
+    data bound when evaluating), so subscriptions with the same filter share one program,
+    and filters with the same name lookup (``Program.key``) share its values. A compile
+    error is kept too. At most ``max_programs`` texts, least recently used dropped first
+    (a subscription keeps the programs it holds)."""
 
     def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
         self.engine = engine
         self.name = engine.name
-        self.max_programs = max(1, max_programs)
-        self._programs: OrderedDict[str, Program | CelCompileError] = OrderedDict()
-        self._lock = threading.Lock()
+        self._programs: Cache[str, Program | CelCompileError] = Cache(max_programs)
+        self._values: Cache[str, Values | None] = Cache(max_programs)
         self.compiled = 0  # how many times the engine compiled
 
     def compile(self, expression: str) -> Program:
-        with self._lock:
-            found = self._programs.get(expression)
-            if found is not None:
-                self._programs.move_to_end(expression)
-        if found is None:
-            try:
-                found = self.engine.compile(expression)
-            except CelCompileError as exc:
-                found = exc
-            with self._lock:
-                self.compiled += 1
-                self._programs[expression] = found
-                self._programs.move_to_end(expression)
-                while len(self._programs) > self.max_programs:
-                    self._programs.popitem(last=False)
+        """The program, with the values of its name lookup (``Program.values``) shared
+        with every program of the same lookup."""
+        found = self._programs.get_or(expression, lambda: self._compile(expression))
         if isinstance(found, CelCompileError):
             raise CelCompileError(found.message)
         return found
 
+    def _compile(self, expression: str) -> Program | CelCompileError:
+        self.compiled += 1
+        try:
+            program = self.engine.compile(expression)
+        except CelCompileError as exc:
+            return exc
+        if program.key is not None:
+            program.values = self._values.get_or(program.key, lambda: self._lookup(program))
+        return program
+
+    def _lookup(self, program: Program) -> Values | None:
+        """``None`` when the lookup does not compile: the filter is then evaluated for
+        every subscriber."""
+        try:
+            return self.engine.compile_values(str(program.key))
+        except CelCompileError:
+            return None
+
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._programs)
+        return len(self._programs)
 
-    def value(self, plain_value: Any) -> Any:
-        return self.engine.value(plain_value)
 
-    def activation(self, values: Mapping[str, Any]) -> Any:
-        return self.engine.activation(values)
-
-    def event(self, ce_value: Any) -> EventScope:
-        return self.engine.event(ce_value)
+def _text_fields(value: Any, prefix: str = "") -> Iterator[str]:
+    """The paths of a binding's text leaves (what ``$(subscriber.*)`` may name)."""
+    if isinstance(value, str):
+        yield prefix
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _text_fields(item, f"{prefix}.{key}" if prefix else str(key))
 
 
 class Compiler:
-    """Loads ClusterSubscription objects; compiles each one once per generation, through
-    ``programs`` (one program per distinct filter text, shared across subscriptions)."""
+    """Loads ClusterSubscription objects through ``programs`` (one program per distinct
+    filter text). ``spec.subscriptions`` compiles to the same rules for every subscriber
+    whose binding has the same text fields, so that is done once per distinct content."""
 
     def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
         self.engine = engine
         self.programs = Programs(engine, max_programs)
-        self._cache: dict[str, tuple[tuple[str, int], tuple[ObjectRule, ...] | Invalid]] = {}
-        self._lock = threading.Lock()
-        self.compilations = 0  # subscriptions compiled (each of its filters via programs)
+        self._specs: Cache[tuple[bytes, frozenset[str]],
+                           tuple[ObjectRule, ...] | Invalid] = Cache(MAX_SPECS)
+        self._channels: Cache[tuple[str, ...], tuple[str, ...]] = Cache(MAX_SPECS)
 
     def load(self, obj: Mapping[str, Any]) -> Loaded:
         meta = _meta(obj)
@@ -500,41 +482,24 @@ class Compiler:
         subscriber = parse_subscriber(spec)
         check_owner(obj, subscriber)
         channels = check_channels(obj)
-        objects = self._compiled(name, _text(meta.get("uid")), generation, spec, subscriber)
+        # marshal (version 2: no back-references) writes equal JSON values alike, fast.
+        key = (marshal.dumps(spec.get("subscriptions"), 2),
+               frozenset(_text_fields(subscriber.binding)))
+        objects = self._specs.get_or(key, lambda: self._compile(spec, subscriber))
+        if isinstance(objects, Invalid):
+            raise objects
         return Subscription(
             name=name, uid=_text(meta.get("uid")), generation=generation or 0,
-            subscriber=subscriber, channels=channels, objects=objects,
-            bound=self.engine.value(dict(subscriber.binding)),
+            subscriber=subscriber, channels=self._channels.get_or(channels, lambda: channels),
+            objects=objects, bound=self.engine.value(subscriber.binding),
         )
 
-    def _compiled(self, name: str, uid: str, generation: int | None, spec: Mapping[str, Any],
-                  subscriber: Subscriber) -> tuple[ObjectRule, ...]:
-        key = (uid, generation if generation is not None else -1)
-        with self._lock:
-            cached = self._cache.get(name)
-        if cached is not None and cached[0] == key and generation is not None:
-            result = cached[1]
-        else:
-            try:
-                result = compile_objects(spec, subscriber, self.programs)
-            except Invalid as exc:
-                result = exc
-            with self._lock:
-                self.compilations += 1
-                self._cache[name] = (key, result)
-        if isinstance(result, Invalid):
-            raise result
-        return result
-
-    def forget(self, name: str) -> None:
-        with self._lock:
-            self._cache.pop(name, None)
-
-    def retain(self, names: Iterable[str]) -> None:
-        keep = set(names)
-        with self._lock:
-            for name in [n for n in self._cache if n not in keep]:
-                del self._cache[name]
+    def _compile(self, spec: Mapping[str, Any], subscriber: Subscriber
+                 ) -> tuple[ObjectRule, ...] | Invalid:
+        try:
+            return compile_objects(spec, subscriber, self.programs)
+        except Invalid as exc:
+            return exc
 
 
 # -------------------------------------------------------------------------- index
@@ -542,107 +507,88 @@ class Compiler:
 IndexKey = tuple[str, str, str, str]
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One entry of a subscription; ``bound`` is the subscriber's binding as the entry's
-    filter reads it (``Program.prepare``), computed once when indexing; ``entry`` is the
-    entry's place among the subscription's entries, in the order written."""
+class Candidate(NamedTuple):  # a tuple: there is one per entry of every subscription
+    """One entry of a subscription; ``entry`` is its place among the subscription's
+    entries, in the order written."""
 
     subscription: Subscription
-    object: ObjectRule
     rule: EventRule
-    bound: Any = field(default=None, compare=False, repr=False)
-    entry: int = field(default=0, compare=False)
-
-    @classmethod
-    def of(cls, sub: Subscription, obj: ObjectRule, rule: EventRule, entry: int = 0
-           ) -> Candidate:
-        bound = rule.cel.prepare(sub.bound) if rule.cel is not None else None
-        return cls(sub, obj, rule, bound, entry)
+    entry: int = 0
 
     @property
     def order(self) -> tuple[str, int]:
         return self.subscription.name, self.entry
 
 
-@dataclass(frozen=True)
-class Group:
-    """Candidates of one index key with the same exact filter and the same program (one
-    per filter text): the exact filter is checked once for all of them, and a filter
-    that reads only the subscriber's name can be evaluated for all their ``names`` in
-    one go (``Program.for_names``)."""
+class Lookup:
+    """The candidates of filters with one name lookup, by subscriber name: for an event,
+    only those named in its ``values`` can match (see ``celengine.name_key``)."""
 
-    exact: tuple[tuple[str, str], ...]
-    program: Program | None
-    candidates: tuple[Candidate, ...]
-    # The distinct names handed over alone (``bound`` is a ``str``), and who has each.
-    names: tuple[str, ...] = ()
-    by_name: Mapping[str, tuple[Candidate, ...]] = field(default_factory=dict)
-    # The candidates evaluated one by one (``bound`` is not a name).
-    others: tuple[Candidate, ...] = ()
+    __slots__ = ("by_name", "values")
 
-    @classmethod
-    def of(cls, candidates: Sequence[Candidate]) -> Group:
-        rule = candidates[0].rule
-        by_name: dict[str, list[Candidate]] = {}
-        others: list[Candidate] = []
-        for candidate in candidates:
-            if rule.cel is not None and type(candidate.bound) is str:
-                by_name.setdefault(candidate.bound, []).append(candidate)
-            else:
-                others.append(candidate)
-        return cls(rule.exact, rule.cel, tuple(candidates), tuple(by_name),
-                   {k: tuple(v) for k, v in by_name.items()}, tuple(others))
+    def __init__(self, values: Values) -> None:
+        self.values = values
+        self.by_name: dict[str, tuple[Candidate, ...]] = {}
+
+
+@dataclass
+class Bucket:
+    """The candidates of one index key: in name lookups, and the others by (exact
+    filter, program), each exact filter checked once for all of its candidates."""
+
+    lookups: dict[str, Lookup] = field(default_factory=dict)
+    others: dict[tuple[tuple[tuple[str, str], ...], Program | None], list[Candidate]] = \
+        field(default_factory=dict)
 
 
 class Index:
     """(event type, group, kind, namespace) → candidates; namespace ``""`` = every one."""
 
     def __init__(self, subscriptions: Iterable[Subscription]) -> None:
-        by_key: dict[IndexKey, list[Candidate]] = {}
-        for sub in sorted(subscriptions, key=lambda s: s.name):
-            entry = 0
-            for obj in sub.objects:
-                for rule in obj.events:
-                    key = (rule.type, obj.group, obj.kind, obj.namespace)
-                    by_key.setdefault(key, []).append(Candidate.of(sub, obj, rule, entry))
-                    entry += 1
-        self._by_key = {k: tuple(v) for k, v in by_key.items()}
-        self._groups = {k: _grouped(v) for k, v in by_key.items()}
+        self._buckets: dict[IndexKey, Bucket] = {}
+        self.size = 0
+        # Where each entry goes, worked out once per ``objects`` (shared by every
+        # subscription of the same spec): a lookup's ``by_name`` or a list of others.
+        plans: dict[int, list[tuple[EventRule, int, Any]]] = {}
+        for sub in subscriptions:
+            plan = plans.get(id(sub.objects))
+            if plan is None:
+                plan = plans[id(sub.objects)] = self._plan(sub.objects)
+            name = sub.subscriber.name
+            for rule, entry, target in plan:
+                candidate = Candidate(sub, rule, entry)
+                if type(target) is dict:
+                    found = target.get(name)
+                    target[name] = (candidate,) if found is None else (*found, candidate)
+                else:
+                    target.append(candidate)
+            self.size += len(plan)
 
-    def _keys(self, type_: str, group: str, kind: str, namespace: str) -> list[IndexKey]:
+    def _plan(self, objects: tuple[ObjectRule, ...]) -> list[tuple[EventRule, int, Any]]:
+        plan: list[tuple[EventRule, int, Any]] = []
+        for obj in objects:
+            for rule in obj.events:
+                bucket = self._buckets.setdefault(
+                    (rule.type, obj.group, obj.kind, obj.namespace), Bucket())
+                program = rule.cel
+                if program is not None and program.values is not None:
+                    key = str(program.key)
+                    if key not in bucket.lookups:
+                        bucket.lookups[key] = Lookup(program.values)
+                    plan.append((rule, len(plan), bucket.lookups[key].by_name))
+                else:
+                    plan.append((rule, len(plan),
+                                 bucket.others.setdefault((rule.exact, program), [])))
+        return plan
+
+    def buckets(self, type_: str, group: str, kind: str, namespace: str) -> list[Bucket]:
         group, kind = group.lower(), kind.lower()
-        keys = [(type_, group, kind, namespace)]
-        if namespace:
-            keys.append((type_, group, kind, ""))
-        return keys
-
-    def candidates(self, type_: str, group: str, kind: str, namespace: str) -> list[Candidate]:
-        """Every entry subscribed to this event type and object, in subscription name order
-        (a subscription's entries in the order written)."""
-        found: list[Candidate] = []
-        keys = [k for k in self._keys(type_, group, kind, namespace) if k in self._by_key]
-        for key in keys:
-            found.extend(self._by_key[key])
-        if len(keys) > 1:
-            found.sort(key=lambda c: c.order)
-        return found
-
-    def groups(self, type_: str, group: str, kind: str, namespace: str) -> list[Group]:
-        """``candidates`` in ``Group``s (in no particular order)."""
-        return [g for key in self._keys(type_, group, kind, namespace)
-                for g in self._groups.get(key, ())]
+        keys = [(type_, group, kind, namespace)] + ([(type_, group, kind, "")]
+                                                    if namespace else [])
+        return [self._buckets[k] for k in keys if k in self._buckets]
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_key.values())
-
-
-def _grouped(candidates: Iterable[Candidate]) -> tuple[Group, ...]:
-    by_filter: dict[tuple[Any, ...], list[Candidate]] = {}
-    for candidate in candidates:
-        rule = candidate.rule
-        by_filter.setdefault((rule.exact, rule.cel), []).append(candidate)
-    return tuple(Group.of(found) for found in by_filter.values())
+        return self.size
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""What tools show: ``explain`` (by the evaluation ``match`` runs), compile errors placed in
-the expression as written, and every problem of a subscription at once."""
+"""What the CLI shows: ``why.explain`` (held equal to the filter's ``match``, entry by
+entry), compile errors placed in the expression as written, and every problem of a
+subscription at once (``lint``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import itertools
 from typing import Any
 
 import pytest
+from kubeevent_cli import why
+from kubeevent_cli.lint import subscription_problems as problems
 
 from subscription_filter import core
 from subscription_filter.binding import rewrite, source_position
 from subscription_filter.celengine import CelEvalError, Engine
 from subscription_filter.subscriptions import (
-    Candidate,
     Compiler,
     InvalidCel,
     Loaded,
@@ -22,7 +24,6 @@ from subscription_filter.subscriptions import (
     check_subscriptions,
     compile_cel,
     parse_subscriber,
-    problems,
 )
 from tests.support import factory
 
@@ -87,7 +88,7 @@ def test_explain_agrees_with_match_on_every_event(engine: Engine) -> None:
         matched = {s.name for s in result.matched}
         errors = {(e.subscription, e.where, e.message) for e in result.errors}
         for item in loaded:
-            explanation = core.explain(item, scope)
+            explanation = why.explain(item, scope)
             assert explanation.matched == (item.name in matched), (item.name, event.type)
             assert (explanation.failed is None) == explanation.matched
             explained_errors = {(item.name, t.where, t.last.detail)
@@ -104,23 +105,23 @@ def test_explain_agrees_with_match_on_every_event(engine: Engine) -> None:
 
 
 def test_decisions_are_the_decisions_evaluate_explains(engine: Engine) -> None:
-    """``match``'s fast path against ``explain``'s checks, entry by entry: every entry of
-    every subscription (candidates of the event or not), on every event."""
+    """``match``'s candidates and decisions against ``why``'s checks, entry by entry:
+    every entry of every subscription (candidates of the event or not), on every event;
+    an entry that is not a candidate is one the filter decides is no match."""
     loaded = [Compiler(engine).load(d) for d in variety()]
     snapshot = build_snapshot(loaded)
     subs = [item.subscription for item in loaded if item.subscription is not None]
     lasts: set[str] = set()
     for event in events():
         fast, slow = core.Scope(event, engine), core.Scope(event, engine)
-        found = core.decisions(core.groups_of(snapshot.index, event), fast)
-        assert [c.order for c, _ in found] == sorted(c.order for c, _ in found)
+        found = [(c, fast.decide(c)) for c in core.candidates(snapshot.index, fast)]
         decided = {(c.subscription.name, c.rule.where): d for c, d in found}
         assert len(decided) == len(found)
         for sub in subs:
             for obj in sub.objects:
                 for rule in obj.events:
                     decision = decided.get((sub.name, rule.where), False)
-                    last = core.evaluate(sub, obj, rule, slow)[-1]
+                    last = why.evaluate(sub, obj, rule, slow)[-1]
                     lasts.add("match" if last.passed else last.name)
                     if last.name == "cel-error":
                         assert isinstance(decision, CelEvalError), (sub.name, rule.where)
@@ -130,28 +131,6 @@ def test_decisions_are_the_decisions_evaluate_explains(engine: Engine) -> None:
     assert lasts == {"match", "object", "namespace", "type", "exact", "cel", "cel-error"}
 
 
-def test_match_uses_the_index_candidates_with_their_bindings(engine: Engine) -> None:
-    snapshot = build_snapshot(Compiler(engine).load(d) for d in variety())
-    event = enriched("approvalpending")
-    candidates = core.candidates_of(snapshot.index, event)
-    assert candidates
-    assert [c.order for c in candidates] == sorted(c.order for c in candidates)
-    groups = core.groups_of(snapshot.index, event)
-    grouped = [c for g in groups for c in g.candidates]
-    assert sorted(grouped, key=lambda c: c.order) == candidates
-    for group in groups:
-        assert {(c.rule.exact, id(c.rule.cel)) for c in group.candidates} == {
-            (group.exact, id(group.program))}
-        assert sorted(group.names) == sorted({c.bound for c in group.candidates
-                                              if isinstance(c.bound, str)})
-    for candidate in candidates:
-        rule = candidate.rule
-        want = None if rule.cel is None else rule.cel.prepare(candidate.subscription.bound)
-        assert candidate.bound == want
-        fresh = Candidate.of(candidate.subscription, candidate.object, rule)
-        assert fresh.bound == candidate.bound
-
-
 def loaded_one(engine: Engine, doc: dict[str, Any]) -> Loaded:
     return Compiler(engine).load(doc)
 
@@ -159,7 +138,7 @@ def loaded_one(engine: Engine, doc: dict[str, Any]) -> Loaded:
 def test_the_checks_of_an_entry_in_order(engine: Engine) -> None:
     alice = loaded_one(engine, factory.cluster_subscription("alice"))
     scope = core.Scope(enriched("approvalpending"), engine)
-    explanation = core.explain(alice, scope)
+    explanation = why.explain(alice, scope)
     first = explanation.trials[0]
     where = "spec.subscriptions[0].events[0]"
     assert first.where == where
@@ -187,51 +166,53 @@ def test_what_each_failed_check_says(engine: Engine) -> None:
     failed = enriched("failed")
     scope = core.Scope(failed, engine)
 
-    def why(name: str) -> core.Check:
-        check = core.explain(by_name[name], scope).failed
+    def failed_check(name: str) -> why.Check:
+        check = why.explain(by_name[name], scope).failed
         assert check is not None
         return check
 
-    assert why("ivan-pods") == core.Check(
+    assert failed_check("ivan-pods") == why.Check(
         "object", False, "spec.subscriptions[0].object",
         "the event is about ArtifactPromotionRun (artifacts.katanomi.dev); this entry "
         "subscribes to Pod in namespace devops")
-    assert why("erin-artifactpromotionrun-subscription") == core.Check(
+    assert failed_check("erin-artifactpromotionrun-subscription") == why.Check(
         "namespace", False, "spec.subscriptions[0].object.namespace",
         "the object is in namespace devops; this entry subscribes to namespace prod")
-    assert why("gina-warnings") == core.Check(
+    assert failed_check("gina-warnings") == why.Check(
         "exact", False, "spec.subscriptions[0].events[0].filter.exact.eventtype",
         "exact filter eventtype: expected 'Warning', got 'Normal'")
-    error = why("hank-missing-field")
+    error = failed_check("hank-missing-field")
     assert (error.name, error.where) == ("cel-error", "spec.subscriptions[0].events[0].filter.cel")
     assert error.detail and error.message.startswith(
         f"CEL error (treated as no match): {error.detail}; expression: ce.data.object.status")
-    owner = why("frank-artifactpromotionrun-subscription")
+    owner = failed_check("frank-artifactpromotionrun-subscription")
     assert (owner.name, owner.detail) == ("ready", "OwnerMismatch")
     assert owner.message.startswith("not used (OwnerMismatch): annotation "
                                     "katanomi.dev/owned.username is 'mallory'")
-    assert core.explain(by_name["frank-artifactpromotionrun-subscription"], scope).trials == ()
+    assert why.explain(by_name["frank-artifactpromotionrun-subscription"], scope).trials == ()
     # The second entry (namespace prod) of alice's two matches nothing; the first decides.
-    two = core.explain(by_name["alice-two-entries"], scope)
+    two = why.explain(by_name["alice-two-entries"], scope)
     assert two.matched and two.deciding is two.trials[3]
-    assert two.trials[7].checks[1] == core.Check(
+    assert two.trials[7].checks[1] == why.Check(
         "namespace", False, "spec.subscriptions[1].object.namespace",
         "the object is in namespace devops; this entry subscribes to namespace prod")
+
+
+def test_a_filter_stopped_at_a_limit(engine: Engine) -> None:
+    run = factory.promotion_run(approvers=tuple(f"u{i}" for i in range(12_000)))
+    event = core.parse_enriched(factory.enriched_event("approvalpending", obj=run))
+    bob = loaded_one(engine, factory.cluster_subscription("bob"))
+    failed = why.explain(bob, core.Scope(event, engine)).failed
+    assert failed is not None and failed.name == "cel-error"
+    assert failed.message.startswith("CEL evaluation stopped at a limit")
 
 
 def test_an_exact_attribute_the_event_lacks(engine: Engine) -> None:
     doc = factory.cluster_subscription("alice", events=[
         factory.subscription_event("failed", exact={"subject": "x"})])
-    check = core.explain(loaded_one(engine, doc), core.Scope(enriched("failed"), engine)).failed
+    check = why.explain(loaded_one(engine, doc), core.Scope(enriched("failed"), engine)).failed
     assert check is not None
     assert check.message == "exact filter subject: expected 'x', the event has no such attribute"
-
-
-def test_a_scope_binds_each_subscription_once(engine: Engine) -> None:
-    sub = loaded_one(engine, factory.cluster_subscription("alice")).subscription
-    assert sub is not None
-    scope = core.Scope(enriched("failed"), engine)
-    assert scope.activation(sub) is scope.activation(sub)
 
 
 # ------------------------------------------------------------ compile error positions
