@@ -29,7 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds and smaller sizes (a smoke run, noisier numbers)")
     parser.add_argument("--full", action="store_true",
-                        help="also the slow cases (celpy with 10,000 subscriptions: minutes)")
+                        help="also the slow cases (the filter with celpy)")
     parser.add_argument("--profile", action="store_true",
                         help="serve the measured function under cProfile (slower; numbers "
                              "are for reading the profile, not for the targets); stats go "
