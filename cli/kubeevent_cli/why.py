@@ -1,8 +1,8 @@
 """Why a subscription does or does not match an event, check by check, for ``simulate``
 and ``explain``: the same checks in the same order as the filter's own decision
-(the index's object, namespace and event type, then ``Scope.decide``'s exact attributes
-and CEL, evaluated by the filter's own runner). Only the CLI carries this; tests hold it
-equal to the filter's ``match``."""
+(the index's object, namespace and event type, ``candidates``' exact attributes, then
+``Scope.decide``'s CEL, evaluated by the filter's own runner). Only the CLI carries
+this; tests hold it equal to the filter's ``match``."""
 
 from __future__ import annotations
 

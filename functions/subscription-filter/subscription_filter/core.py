@@ -13,7 +13,7 @@ from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from .celengine import CelEvalError, CelLimitError, Engine, EventScope, Program, plain
+from .celengine import CelEvalError, CelLimitError, Engine, EventScope, Program, Values, plain
 from .shared import fit
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
@@ -102,7 +102,7 @@ class Scope:
         self.engine = engine
         self._event: EventScope | None = None
         self._runners: dict[Program, Callable[[Any], bool]] = {}
-        self._names: dict[int, frozenset[str] | None] = {}
+        self._names: dict[Values, frozenset[str] | None] = {}
 
     def event_scope(self) -> EventScope:
         """``CelEvalError`` when the engine cannot take the event."""
@@ -131,21 +131,24 @@ class Scope:
     def names(self, lookup: Lookup) -> frozenset[str] | None:
         """The names a lookup's values give for this event (``None``: not a list of
         strings, so every subscriber of it is evaluated)."""
-        key = id(lookup.values)
-        if key not in self._names:
+        values = lookup.values
+        if values not in self._names:
             try:
-                self._names[key] = lookup.values.strings(self.event_scope())
+                self._names[values] = values.strings(self.event_scope())
             except CelEvalError:
-                self._names[key] = None
-        return self._names[key]
+                self._names[values] = None
+        return self._names[values]
+
+    def exact(self, exact: tuple[tuple[str, str], ...]) -> bool:
+        """Whether every attribute of an exact filter is the event's."""
+        attrs = self.enriched.attributes
+        return all(attrs.get(name) == want for name, want in exact)
 
     def decide(self, candidate: Candidate) -> bool | CelEvalError:
-        """Whether the entry's exact filter and CEL filter pass (its ``CelEvalError``
-        when the filter fails); the object, namespace and event type are the index's."""
-        attrs = self.enriched.attributes
+        """Whether the entry's CEL filter passes (its ``CelEvalError`` when the filter
+        fails), for a candidate whose object, namespace, event type (the index's) and
+        exact filter (``candidates``) are the event's."""
         rule = candidate.rule
-        if not all(attrs.get(name) == want for name, want in rule.exact):
-            return False
         if rule.cel is None:
             return True
         try:
@@ -177,19 +180,20 @@ class MatchResult:
 
 
 def candidates(index: Index, scope: Scope) -> Iterator[Candidate]:
-    """The entries of the event's object and type that can match: of a name lookup, those
-    of the names its values give (all of them when they give none), and every other."""
+    """The entries of the event's object and type whose exact filter passes and that can
+    match: of a name lookup, those of the names its values give (all of them when they
+    give none), and every other (its exact filter checked once for all who share it)."""
     event = scope.enriched
     for bucket in index.buckets(event.type, event.group, event.kind, event.namespace):
         for lookup in bucket.lookups.values():
             names = scope.names(lookup)
-            if names is None:
-                yield from (c for found in lookup.by_name.values() for c in found)
-            else:
-                by_name = lookup.by_name
-                yield from (c for name in names for c in by_name.get(name, ()))
-        yield from (c for (exact, _), found in bucket.others.items()
-                    if all(event.attributes.get(n) == w for n, w in exact) for c in found)
+            by_name = lookup.by_name
+            found = (c for cs in by_name.values() for c in cs) if names is None else (
+                c for name in names for c in by_name.get(name, ()))
+            yield from (c for c in found if scope.exact(c.rule.exact))
+        for (exact, _), others in bucket.others.items():
+            if scope.exact(exact):
+                yield from others
 
 
 def match(index: Index, enriched: Enriched, engine: Engine,
