@@ -179,25 +179,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 world.kube.add(subscription(template, i, own_text(case, i)))
             results.append(measure(world, case, obj))
 
-    def target(case_name: str) -> str:
-        case = next(c for c in (*CASES, CELPY) if c.name == case_name)
+    def target(case: Case) -> str:
         if case.p50_ms is None:
             return "-"
         return (f"p50 ≤ {case.p50_ms:g}, p95 ≤ {case.p95_ms:g} ms, RSS ≤ {case.rss_mb:g} MB, "
                 f"first ≤ {case.first_s:g} s")
 
-    def filed(r: dict[str, Any]) -> str:
-        f = r.get("at_filing")
-        return "-" if f is None else (f"{f['p50_ms']:g} / {f['p95_ms']:g} ms, "
-                                      f"{f['rss_mb']:g} MB, {f['first_reply_s']:g} s")
+    def filed(case: Case) -> str:
+        if case.filed is None:
+            return "-"
+        p50, p95, rss, first = case.filed
+        return f"{p50:g} / {p95:g} ms, {rss:g} MB, {first:g} s"
 
     table(f"subscription-filter at scale ({REQUESTS} sequential requests after the first "
           f"correct reply; RSS of the process tree)",
           ["case", "engine", "own texts", "p50 ms", "p95 ms", "RSS MB", "first reply s",
            "at filing (p50 / p95, RSS, first)", "target", "met"],
           [[r["case"], r["engine"], r["own_texts"], r["p50_ms"], r["p95_ms"], r["rss_mb"],
-            r["first_reply_s"], filed(r), target(r["case"]),
-            ("yes" if r["met"] else "NO") if "met" in r else "-"] for r in results])
+            r["first_reply_s"], filed(case), target(case),
+            ("yes" if r["met"] else "NO") if "met" in r else "-"]
+           for case, r in zip(plan, results, strict=True)])
     return emit(NAME, {"approvers": len(APPROVERS), "rbac_check": True, "requests": REQUESTS,
                        "results": results})
 

@@ -65,7 +65,6 @@ class AccessReviewer:
         self.kube = kube
         self.groups = groups
         self.ttl = ttl
-        self.clock = clock
         self._cache: Cache[tuple[str, str, tuple[str, ...], Target], bool] = Cache(
             max_entries, ttl, clock)
         self.reviews = 0
