@@ -66,6 +66,27 @@ def status_of(err: client.ApiException) -> dict[str, Any]:
 # ---------------------------------------------------------------- core v1 via CoreV1Api
 
 
+def test_a_list_in_pages_is_cut_from_the_first_page(api: FakeKubeAPI,
+                                                     core: client.CoreV1Api) -> None:
+    for i in range(5):
+        core.create_namespaced_config_map("devops", {"metadata": {"name": f"cm-{i}"}})
+    first = core.list_namespaced_config_map("devops", limit=2)
+    assert [c.metadata.name for c in first.items] == ["cm-0", "cm-1"]
+    assert first.metadata.remaining_item_count == 3
+    # Changes after the first page do not show in the pages that follow it.
+    core.delete_namespaced_config_map("cm-2", "devops")
+    core.create_namespaced_config_map("devops", {"metadata": {"name": "cm-9"}})
+    names, token = [], first.metadata._continue
+    while token:
+        page = core.list_namespaced_config_map("devops", limit=2, _continue=token)
+        names += [c.metadata.name for c in page.items]
+        token = page.metadata._continue
+    assert names == ["cm-2", "cm-3", "cm-4"]
+    with pytest.raises(client.ApiException) as err:
+        core.list_namespaced_config_map("devops", limit=2, _continue="no-such:2")
+    assert err.value.status == 410
+
+
 def test_core_create_get_list_and_not_found(api: FakeKubeAPI, core: client.CoreV1Api) -> None:
     created = core.create_namespaced_config_map(
         "devops",

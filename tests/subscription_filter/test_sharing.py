@@ -162,6 +162,13 @@ def test_as_calls(source: str, expected: str | None) -> None:
     assert as_calls(source) == expected
 
 
+@pytest.mark.parametrize("source", ["subscriber() == {}", "__subscriber__ ().name == 'a'"])
+def test_calling_the_subscriber_stays_a_compile_error(engine: Engine, source: str) -> None:
+    """The shared form has functions named like the variables: a call of one must not
+    compile because of them."""
+    assert outcome(engine, source, {"data": {}}) == "compile-error"
+
+
 def test_the_seed_filters_share_the_event(cel_expr: CelExprEngine) -> None:
     for event in factory.seed_subscription()["spec"]["subscriptions"][0]["events"]:
         program = cel_expr.compile(rewrite(event["filter"]["cel"]).expression)
