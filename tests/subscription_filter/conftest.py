@@ -51,8 +51,8 @@ def outcome(engine: Engine, source: str, ce: dict[str, Any],
     except (CelCompileError, ValueError):
         return "compile-error"
     try:
-        bound = engine.event(engine.value(plain(ce))).bind(engine.value(binding))
-        return "true" if program.evaluate(bound) else "false"
+        run = program.for_event(engine.event(engine.value(plain(ce))))
+        return "true" if run(engine.value(binding)) else "false"
     except CelEvalError:
         return "eval-error"
 

@@ -49,9 +49,9 @@ def compiled(engine: Engine, source: str) -> Any:
 
 def evaluate(engine: Engine, source: str, ce: dict[str, Any], name: str = "bob") -> Any:
     program = compiled(engine, source)
-    bound = engine.event(engine.value(plain(ce))).bind(engine.value({"name": name}))
+    run = program.for_event(engine.event(engine.value(plain(ce))))
     try:
-        return program.evaluate(bound)
+        return run(engine.value({"name": name}))
     except CelLimitError as exc:
         return exc
 

@@ -1,49 +1,33 @@
-"""CEL behind one small adapter, with two engines that pass one conformance suite.
+"""CEL behind one small adapter, with two engines that pass one conformance suite:
+``celpy`` (cel-python: pure Python, always installed) and ``cel-expr`` (cel-expr-python,
+Google's cel-cpp: much faster; used when importable, ``CEL_ENGINE=auto``, or when asked
+for). Both see ``ce`` (the CloudEvent: attributes, extensions and ``data``),
+``subscriber`` (``spec.subscriber`` with text leaves) and ``__subscriber__``, which
+``$(subscriber.*)`` placeholders are rewritten to.
 
-* ``celpy`` (cel-python): pure Python, always installed.
-* ``cel-expr`` (cel-expr-python, Google's cel-cpp binding): much faster; used when
-  importable (``CEL_ENGINE=auto``) or when asked for (``CEL_ENGINE=cel-expr``).
+Absurd expressions are refused before either engine sees them, by the same rules for
+both: lexical ones (``check_limits``: size, bracket nesting, ``&&``/``||`` operators,
+runs of ``!``/``-``, comprehensions, valid escapes, which cel-python is lenient about),
+then the depth of the syntax tree (``MAX_DEPTH``, measured without recursion, so
+neither a recursion limit nor a native stack can be reached) and the worst cost of one
+evaluation (``limits``). At run time a comprehension runs at most ``limits.ITERATIONS``
+times per evaluation (cel-cpp's own budget; celpy counts the same) and a celpy
+evaluation at most ``EVALUATION_SECONDS``.
 
-Both see the same variables: ``ce`` (the CloudEvent: attributes, extensions and
-``data``), ``subscriber`` (``spec.subscriber`` with text leaves) and the internal
-``__subscriber__`` that ``$(subscriber.*)`` placeholders are rewritten to.
+``True`` matches, ``False`` does not; an error or a non-bool result raises
+``CelEvalError`` (no match), and an evaluation stopped at a bound ``CelLimitError``: no
+answer, which the caller shows on the subscription.
 
-Absurd expressions are refused at compile time, before either engine sees them, by
-the same lexical rules for both: at most ``MAX_EXPRESSION_BYTES`` bytes, brackets
-nested at most ``MAX_NESTING`` deep, at most ``MAX_LOGICAL`` ``&&``/``||`` operators,
-at most ``MAX_UNARY_RUN`` ``!``/``-`` in a row, at most ``MAX_COMPREHENSIONS``
-comprehension macros, and valid string escapes (cel-python
-is lenient about invalid ones, cel-cpp is not). Then each engine keeps its own
-depth limit: cel-cpp refuses chains nested over 32 levels while parsing, and for
-cel-python the abstract syntax tree is measured on its parse tree (built without
-recursion) and refused over ``MAX_DEPTH`` levels. So neither a recursion limit nor
-a native stack can be reached by a subscription's text, and both engines refuse
-the same absurd expressions.
+One event, many subscribers: ``Engine.event`` converts the event once and
+``Program.for_event`` sets a program up for it, as a function of a subscriber's binding.
+cel-cpp converts an activation's data on its first evaluation, so cel-expr keeps one
+activation per event holding only ``ce``, and compiles ``subscriber`` and
+``__subscriber__`` as calls of functions that return the subscriber being evaluated
+(per thread); an expression that cannot be compiled so (``subscriber`` as a macro's own
+variable) gets an activation per subscriber.
 
-Evaluation is bounded the same way in both engines: ``limits`` refuses at compile time
-what could cost too much for the worst event, and at run time a comprehension runs at
-most ``limits.ITERATIONS`` times per evaluation (cel-cpp's own budget; the celpy engine
-counts the same) and a celpy evaluation at most ``EVALUATION_SECONDS``.
-
-Results: ``True`` matches; ``False`` does not; an evaluation error or a non-bool
-result raises ``CelEvalError`` (the caller treats it as "does not match"), and an
-evaluation stopped at a bound raises ``CelLimitError``: no answer, which the caller
-shows on the subscription instead of taking it for a no.
-
-One event is evaluated against many subscriptions: ``Engine.event`` takes the event
-(converted once) and ``EventScope.bind`` gives, per subscriber, what
-``Program.evaluate`` takes. celpy shares the converted event between the
-subscribers' activations. cel-cpp converts the data of an activation into its own
-values on the first evaluation against it, so cel-expr keeps one activation per
-event holding only ``ce`` and compiles each program where ``subscriber`` and
-``__subscriber__`` are calls of functions that return the subscriber being evaluated
-(bound per evaluation, per thread); an expression that does not compile that way (e.g.
-``subscriber`` as a macro's own variable) is compiled as written and evaluated with an
-activation of its own per subscriber.
-
-Most filters are true for a subscriber only when its name is among some values of the
-event (``name_key``): the caller evaluates those values once per event
-(``Engine.compile_values``) and only the subscribers named there.
+Most filters can be true only for a subscriber named among some values of the event
+(``name_key``): the caller evaluates those once per event (``Engine.compile_values``).
 """
 
 from __future__ import annotations
@@ -56,7 +40,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from . import limits
-from .binding import BINDING_VARIABLE, Token, scan, shape
+from .binding import BINDING_VARIABLE, COMPREHENSIONS, Token, scan, shape
+from .limits import bare, children, identifier, walk
 
 MAX_EXPRESSION_BYTES = 4096
 MAX_NESTING = 32
@@ -130,18 +115,12 @@ def eval_error(message: str) -> CelEvalError:
 
 class Program(Protocol):
     source: str
-    # The filter's name lookup (``name_key``), or ``None``; ``values``: its compiled
-    # values (``Engine.compile_values``), when the caller made them.
-    key: str | None
-    values: Values | None
-
-    def evaluate(self, activation: Any) -> bool:
-        """``True``/``False``; ``CelEvalError`` for errors and non-bool results."""
-        ...
+    key: str | None  # the filter's name lookup (``name_key``)
+    values: Values | None  # its compiled values (``Engine.compile_values``), set by the caller
 
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
-        """``evaluate`` against ``event`` as a function of a subscriber's binding: the
-        same result as ``evaluate(event.bind(bound))``, set up once per event."""
+        """The program against ``event``, as a function of a subscriber's binding
+        (converted with ``Engine.value``): ``True``/``False``, else ``CelEvalError``."""
         ...
 
 
@@ -149,18 +128,11 @@ class Values(Protocol):
     """An expression that reads only ``ce``, evaluated for the text it gives."""
 
     def strings(self, event: EventScope) -> frozenset[str] | None:
-        """The value against ``event`` when it is a list of strings; ``None`` for
-        anything else, an error included."""
+        """Its value against ``event`` when a list of strings; else ``None`` (errors too)."""
         ...
 
 
-class EventScope(Protocol):
-    """One event (``ce``), converted for the engine once, for every subscriber."""
-
-    def bind(self, bound: Any) -> Any:
-        """What ``Program.evaluate`` takes to see this event with ``subscriber`` and
-        ``__subscriber__`` both ``bound`` (a binding converted with ``Engine.value``)."""
-        ...
+EventScope = Any  # one event, converted for the engine once (``Engine.event``)
 
 
 class Engine(Protocol):
@@ -173,12 +145,21 @@ class Engine(Protocol):
         ...
 
     def event(self, ce_value: Any) -> EventScope:
-        """``ce_value`` (converted with ``value``) for binding to each subscriber."""
+        """``ce_value`` (converted with ``value``), for every subscriber;
+        ``CelEvalError`` when the engine cannot take it."""
         ...
 
     def value(self, plain_value: Any) -> Any:
         """A plain JSON value (see ``plain``) in this engine's own representation."""
         ...
+
+
+def raising(message: str) -> Callable[[Any], bool]:
+    """A program's function for an event it cannot be evaluated against."""
+    def run(bound: Any) -> bool:
+        raise CelEvalError(message)
+
+    return run
 
 
 # --------------------------------------------------------------------- shared rules
@@ -243,30 +224,18 @@ def check_limits(expression: str) -> tuple[Token, ...]:
     size = len(expression.encode("utf-8"))
     if size > MAX_EXPRESSION_BYTES:
         raise CelCompileError(
-            f"expression is {size} bytes, over the limit of {MAX_EXPRESSION_BYTES}"
-        )
+            f"expression is {size} bytes, over the limit of {MAX_EXPRESSION_BYTES}")
     if not expression.strip():
         raise CelCompileError("expression is empty")
     measured = shape(expression)
-    if measured.nesting > MAX_NESTING:
-        raise CelCompileError(
-            f"brackets are nested {measured.nesting} deep, over the limit of {MAX_NESTING}"
-        )
-    if measured.logical_operators > MAX_LOGICAL:
-        raise CelCompileError(
-            f"expression has {measured.logical_operators} && and || operators, over the "
-            f"limit of {MAX_LOGICAL}"
-        )
-    if measured.comprehensions > MAX_COMPREHENSIONS:
-        raise CelCompileError(
-            f"expression has {measured.comprehensions} comprehensions (all, exists, "
-            f"exists_one, map, filter), over the limit of {MAX_COMPREHENSIONS}"
-        )
-    if measured.unary_run > MAX_UNARY_RUN:
-        raise CelCompileError(
-            f"{measured.unary_run} ! or - operators in a row, over the limit of "
-            f"{MAX_UNARY_RUN}"
-        )
+    for found, limit, what in (
+            (measured.nesting, MAX_NESTING, "brackets are nested {} deep"),
+            (measured.logical_operators, MAX_LOGICAL, "expression has {} && and || operators"),
+            (measured.comprehensions, MAX_COMPREHENSIONS,
+             "expression has {} comprehensions (all, exists, exists_one, map, filter)"),
+            (measured.unary_run, MAX_UNARY_RUN, "{} ! or - operators in a row")):
+        if found > limit:
+            raise CelCompileError(f"{what.format(found)}, over the limit of {limit}")
     if measured.bad_escape:
         raise CelCompileError(measured.bad_escape)
     return measured.tokens
@@ -315,24 +284,17 @@ def _parse_error(exc: Exception) -> str:
     return f"{where}{what}"
 
 
-def _children(node: Any) -> list[Any]:
-    return [c for c in getattr(node, "children", []) if c is not None]
-
-
 def tree_depth(tree: Any) -> int:
     """AST depth of a cel-python parse tree, computed without recursion."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(tree, 0)]
     while stack:
         node, depth = stack.pop()
-        kids = _children(node)
+        kids = children(node)
         data = str(getattr(node, "data", ""))
-        counts = (
-            data in _ALWAYS
-            or (data in _OPERATOR_LEVELS and len(kids) == 2)
-            or (data == "expr" and len(kids) == 3)
-        )
-        depth += 1 if counts else 0
+        if data in _ALWAYS or (data in _OPERATOR_LEVELS and len(kids) == 2) or (
+                data == "expr" and len(kids) == 3):
+            depth += 1
         deepest = max(deepest, depth)
         stack.extend((kid, depth) for kid in kids if hasattr(kid, "children"))
     return deepest
@@ -340,9 +302,6 @@ def tree_depth(tree: Any) -> int:
 
 # ------------------------------------------------------------------ name lookup
 
-# Levels of the parse tree that only wrap one child (parentheses included).
-_WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
-                       "multiplication", "unary", "member", "primary", "paren_expr"})
 _SUBSCRIBER = frozenset({"subscriber", BINDING_VARIABLE})
 
 
@@ -360,46 +319,34 @@ def name_key(tree: Any, expression: str) -> str | None:
         return expression[node.meta.start_pos:node.meta.end_pos]
 
     for part in _conjuncts(tree):
-        kids = _children(part)
+        kids = children(part)
         data = str(part.data)
-        if data == "relation" and len(kids) == 2 and str(getattr(kids[0], "data", "")) in (
-                "relation_eq", "relation_in"):
-            left, right = _children(kids[0])[0], kids[1]
-            if str(kids[0].data) == "relation_in":
-                if _is_name(left) and _free(right):
-                    return span(right)
-                continue
-            other = _other_side(left, right)
+        operator = str(getattr(kids[0], "data", "")) if len(kids) == 2 else ""
+        if data == "relation" and operator == "relation_in":
+            if _is_name(children(kids[0])[0]) and _free(kids[1]):
+                return span(kids[1])
+        elif data == "relation" and operator == "relation_eq":
+            other = _other_side(children(kids[0])[0], kids[1])
             if other is not None:
                 return f"[{span(other)}]"
         elif data == "member_dot_arg" and len(kids) == 3 and str(kids[1]) in (
                 "exists", "exists_one") and _free(kids[0]):
-            args = _children(kids[2])
-            variable = _bare(args[0]) if len(args) == 2 else None
-            if variable is None or str(variable.data) != "ident" or \
-                    str(_children(variable)[0]) in _SUBSCRIBER:
+            args = children(kids[2])
+            variable = identifier(args[0]) if len(args) == 2 else None
+            body = bare(args[1]) if variable not in (None, *_SUBSCRIBER) else None
+            found = children(body)
+            if str(getattr(body, "data", "")) != "relation" or len(found) != 2 \
+                    or str(getattr(found[0], "data", "")) != "relation_eq":
                 continue
-            body = _bare(args[1])
-            found = _children(body)
-            if str(body.data) == "relation" and len(found) == 2 and \
-                    str(getattr(found[0], "data", "")) == "relation_eq":
-                other = _other_side(_children(found[0])[0], found[1])
-                if other is not None:
-                    return (f"({span(kids[0])}).map({_children(variable)[0]}, "
-                            f"{span(other)})")
+            other = _other_side(children(found[0])[0], found[1])
+            if other is not None:
+                return f"({span(kids[0])}).map({variable}, {span(other)})"
     return None
 
 
-def _bare(node: Any) -> Any:
-    while str(getattr(node, "data", "")) in _WRAPPERS and len(_children(node)) == 1 \
-            and hasattr(_children(node)[0], "children"):
-        node = _children(node)[0]
-    return node
-
-
 def _conjuncts(node: Any) -> list[Any]:
-    node = _bare(node)
-    kids = _children(node)
+    node = bare(node)
+    kids = children(node)
     if str(node.data) == "conditionaland" and len(kids) == 2:
         return [*_conjuncts(kids[0]), *_conjuncts(kids[1])]
     return [node]
@@ -407,17 +354,15 @@ def _conjuncts(node: Any) -> list[Any]:
 
 def _is_name(node: Any) -> bool:
     """``subscriber.name``, ``subscriber["name"]`` (or ``__subscriber__``'s)."""
-    node = _bare(node)
-    kids = _children(node)
-    if str(node.data) not in ("member_dot", "member_index") or len(kids) != 2:
-        return False
-    holder = _bare(kids[0])
-    if str(holder.data) != "ident" or str(_children(holder)[0]) not in _SUBSCRIBER:
+    node = bare(node)
+    kids = children(node)
+    if str(node.data) not in ("member_dot", "member_index") or len(kids) != 2 \
+            or identifier(kids[0]) not in _SUBSCRIBER:
         return False
     if str(node.data) == "member_dot":
         return str(kids[1]) == "name"
-    literal = _bare(kids[1])
-    return str(literal.data) == "literal" and str(_children(literal)[0]) in ('"name"', "'name'")
+    literal = bare(kids[1])
+    return str(literal.data) == "literal" and str(children(literal)[0]) in ('"name"', "'name'")
 
 
 def _other_side(left: Any, right: Any) -> Any:
@@ -431,15 +376,8 @@ def _other_side(left: Any, right: Any) -> Any:
 
 def _free(node: Any) -> bool:
     """Whether ``node`` never names the subscriber."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        kids = _children(current)
-        if str(getattr(current, "data", "")) in ("ident", "dot_ident") and kids and \
-                str(kids[0]) in _SUBSCRIBER:
-            return False
-        stack.extend(k for k in kids if hasattr(k, "children"))
-    return True
+    return not any(str(getattr(n, "data", "")) in ("ident", "dot_ident") and children(n)
+                   and str(children(n)[0]) in _SUBSCRIBER for n in walk(node))
 
 
 # ------------------------------------------------------------------------- celpy
@@ -449,12 +387,12 @@ _TYPE_NAMES = frozenset({
     "bool", "bytes", "double", "int", "list", "map", "null_type", "string", "type", "uint",
     "dyn", "google",
 })
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 class CelPyProgram:
-    def __init__(self, source: str, runner: Any, seconds: float = EVALUATION_SECONDS,
-                 key: str | None = None) -> None:
+    """A program, and the values of an expression of ``ce`` alone (``strings``)."""
+
+    def __init__(self, source: str, runner: Any, seconds: float, key: str | None) -> None:
         self.source = source
         self.key = key
         self.values: Values | None = None
@@ -462,22 +400,21 @@ class CelPyProgram:
         self._seconds = seconds
 
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
-        evaluate, bind = self.evaluate, event.bind
-        return lambda bound: evaluate(bind(bound))
-
-    def evaluate(self, activation: Any) -> bool:
         from celpy import celtypes
 
-        result = self.value(activation)
-        if not isinstance(result, celtypes.BoolType):
-            raise CelEvalError(f"result is {_celpy_type(result)}, not bool")
-        return bool(result)
+        def run(bound: Any) -> bool:
+            result = self.value({"ce": event, "subscriber": bound, BINDING_VARIABLE: bound})
+            if not isinstance(result, celtypes.BoolType):
+                raise CelEvalError(f"result is {_celpy_type(result)}, not bool")
+            return bool(result)
+
+        return run
 
     def strings(self, event: EventScope) -> frozenset[str] | None:
         from celpy import celtypes
 
         try:
-            result = self.value(event.bind(None))
+            result = self.value({"ce": event})
         except CelEvalError:
             return None
         if isinstance(result, celtypes.ListType) and all(
@@ -639,7 +576,7 @@ class CelPyEngine:
         self.seconds = seconds  # how long one evaluation may run
 
         self._functions = _numeric_functions()
-        self._known_functions = frozenset(base_functions) | {"has", "dyn"} | _MACROS
+        self._known_functions = frozenset(base_functions) | {"has", "dyn"} | COMPREHENSIONS
         self._runner_class = _bounded_runner()
         with _parse_lock:
             _parser()  # build the grammar now (about a second), not on the first compile
@@ -664,23 +601,19 @@ class CelPyEngine:
     def _check_references(self, tree: Any) -> None:
         """Refuse undeclared variables and unknown functions at compile time, as the
         cel-cpp type checker does (cel-python would only fail when evaluating)."""
-        bound: set[str] = set()
+        bound: set[str | None] = set()  # comprehension variables
         names: list[tuple[str, str]] = []
-        stack = [tree]
-        while stack:
-            node = stack.pop()
-            kids = _children(node)
+        for node in walk(tree):
+            kids = children(node)
             data = str(getattr(node, "data", ""))
             tokens = [str(k) for k in kids if not hasattr(k, "children")]
             if data in ("ident", "dot_ident") and tokens:
                 names.append(("variable", tokens[0]))
-            elif data in ("ident_arg", "dot_ident_arg") and tokens:
+            elif data in ("ident_arg", "dot_ident_arg", "member_dot_arg") and tokens:
                 names.append(("function", tokens[0]))
-            elif data == "member_dot_arg" and tokens:
-                names.append(("function", tokens[0]))
-                if tokens[0] in _MACROS:
-                    bound.update(_macro_variable(kids))
-            stack.extend(k for k in kids if hasattr(k, "children"))
+                args = [children(k) for k in kids if str(getattr(k, "data", "")) == "exprlist"]
+                if data == "member_dot_arg" and tokens[0] in COMPREHENSIONS and args and args[0]:
+                    bound.add(identifier(args[0][0]))
         for kind, name in names:
             if kind == "variable" and name not in VARIABLES and name not in _TYPE_NAMES \
                     and name not in bound:
@@ -694,39 +627,7 @@ class CelPyEngine:
         return json_to_cel(plain_value)
 
     def event(self, ce_value: Any) -> EventScope:
-        return CelPyEvent(ce_value)
-
-
-class CelPyEvent:
-    """The converted event, shared by every subscriber's activation (no copy)."""
-
-    def __init__(self, ce_value: Any) -> None:
-        self._ce = ce_value
-
-    def bind(self, bound: Any) -> Any:
-        if bound is None:  # for an expression that reads only ``ce``
-            return {"ce": self._ce}
-        return {"ce": self._ce, "subscriber": bound, BINDING_VARIABLE: bound}
-
-
-def _macro_variable(kids: list[Any]) -> set[str]:
-    """The iteration variable of ``x.exists(v, …)``: the first argument when it is a
-    bare identifier."""
-    exprlists = [k for k in kids if str(getattr(k, "data", "")) == "exprlist"]
-    if not exprlists:
-        return set()
-    args = _children(exprlists[0])
-    if not args:
-        return set()
-    node = args[0]
-    while True:
-        kids = [k for k in _children(node) if hasattr(k, "children")]
-        if str(getattr(node, "data", "")) == "ident":
-            tokens = [str(k) for k in _children(node) if not hasattr(k, "children")]
-            return set(tokens[:1])
-        if len(kids) != 1 or len(_children(node)) != 1:
-            return set()
-        node = kids[0]
+        return ce_value  # shared by every subscriber's activation (no copy)
 
 
 # ---------------------------------------------------------------------- cel-expr
@@ -774,60 +675,44 @@ def _is(token: Token, char: str) -> bool:
 
 
 class CelExprProgram:
-    """One compiled form: for an event's shared activation (``shared``: the subscriber
-    through ``_current_subscriber``), else with an activation per subscriber."""
+    """One compiled form: for the event's activation (``shared``: the subscriber through
+    ``_current_subscriber``), else for an activation per subscriber."""
 
-    def __init__(self, source: str, compiled: Any, cel: Any, shared: bool,
+    def __init__(self, source: str, compiled: Any, engine: CelExprEngine, shared: bool,
                  key: str | None) -> None:
         self.source = source
         self.key = key
         self.values: Values | None = None
+        self.shares_the_event = shared
         self._compiled = compiled
-        self._cel = cel
-        self._shared = shared
-
-    @property
-    def shares_the_event(self) -> bool:
-        return self._shared
-
-    def evaluate(self, activation: Any) -> bool:
-        if isinstance(activation, CelExprBound):
-            if self._shared:
-                return self._result(self._run(activation.event.activation(), activation.bound))
-            activation = activation.activation()
-        return self._result(self._run(activation))
+        self._engine = engine
 
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
-        if not isinstance(event, CelExprEvent) or not self._shared:
-            evaluate, bind = self.evaluate, event.bind
-            return lambda bound: evaluate(bind(bound))
-        try:
-            activation = event.activation()
-        except CelEvalError as exc:
-            message = exc.message
+        if not isinstance(event, CelExprEvent):
+            raise TypeError("not an event of the cel-expr engine")
+        if event.error is not None:
+            return raising(event.error)
+        run, activation = self._run, event.activation
+        if self.shares_the_event:
+            return lambda bound: run(activation, bound)
+        own = self._engine.activation
+        return lambda bound: run(own({"ce": event.ce, "subscriber": bound,
+                                      BINDING_VARIABLE: bound}))
 
-            def cannot(bound: Any) -> bool:
-                raise CelEvalError(message)
-
-            return cannot
-        run, result = self._run, self._result
-        return lambda bound: result(run(activation, bound))
-
-    def _run(self, activation: Any, bound: Any = _UNSET) -> Any:
+    def _run(self, activation: Any, bound: Any = _UNSET) -> bool:
+        cel = self._engine.cel
         previous = getattr(_current, "bound", _UNSET)
         _current.bound = bound
         try:
-            return self._compiled.eval(activation)
+            result = self._compiled.eval(activation)
         except Exception as exc:
             raise eval_error(_cel_expr_error(str(exc))) from None
         finally:
             _current.bound = previous
-
-    def _result(self, result: Any) -> bool:
         kind = result.type()
-        if kind == self._cel.Type.BOOL:
+        if kind == cel.Type.BOOL:
             return bool(result.value())
-        if kind == self._cel.Type.ERROR:
+        if kind == cel.Type.ERROR:
             raise eval_error(_cel_expr_error(str(result.value())))
         raise CelEvalError(f"result is {kind.name().lower()}, not bool")
 
@@ -839,8 +724,7 @@ class CelExprValues:
 
     def strings(self, event: EventScope) -> frozenset[str] | None:
         try:
-            assert isinstance(event, CelExprEvent)
-            result = self._compiled.eval(event.activation())
+            result = self._compiled.eval(event.activation)
             items = result.value() if result.type() == self._list else None
             if items is None or any(item.type() != self._string for item in items):
                 return None
@@ -884,7 +768,7 @@ class CelExprEngine:
     def __init__(self) -> None:
         from cel_expr_python import cel
 
-        self._cel = cel
+        self.cel = cel
         subscriber = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
         self._env = cel.NewEnv(variables={
             "ce": cel.Type.DYN, "subscriber": subscriber, BINDING_VARIABLE: subscriber,
@@ -909,19 +793,18 @@ class CelExprEngine:
             except Exception as exc:
                 raise CelCompileError(_cel_expr_error(str(exc))) from None
         returns = compiled.return_type()
-        if returns not in (self._cel.Type.BOOL, self._cel.Type.DYN):
+        if returns not in (self.cel.Type.BOOL, self.cel.Type.DYN):
             raise CelCompileError(
                 f"expression returns {returns.name().lower()}, but a filter must return bool"
             )
         tree = _checked_tree(expression)  # depth and cost, on the tree both engines share
-        return CelExprProgram(expression, compiled, self._cel, shared,
-                              name_key(tree, expression))
+        return CelExprProgram(expression, compiled, self, shared, name_key(tree, expression))
 
     def compile_values(self, expression: str) -> Values:
         compiled = self._compile_in(self._shared_env, expression)
         if compiled is None:
             raise CelCompileError(f"cannot compile {expression}")
-        return CelExprValues(compiled, self._cel)
+        return CelExprValues(compiled, self.cel)
 
     def _compile_in(self, env: Any, text: str, quiet: bool = True) -> Any:
         """``text`` compiled in ``env``; ``None`` if it does not (``quiet``) or raises."""
@@ -934,12 +817,13 @@ class CelExprEngine:
             raise
 
     def event(self, ce_value: Any) -> EventScope:
-        return CelExprEvent(self, ce_value)
+        return CelExprEvent(ce_value, self._shared_env)
 
     def value(self, plain_value: Any) -> Any:
         return plain_value
 
     def activation(self, values: Mapping[str, Any]) -> Any:
+        """``CelEvalError`` when cel-expr cannot take ``values``."""
         try:
             return self._env.Activation(dict(values))
         except Exception as exc:
@@ -947,43 +831,18 @@ class CelExprEngine:
 
 
 class CelExprEvent:
-    """One event: its activation (``ce`` only, converted by cel-cpp once, on the first
-    evaluation) is made when first needed and shared by every subscriber."""
+    """One event: its activation holds only ``ce`` (converted by cel-cpp once, on the
+    first evaluation) and is shared by every subscriber; ``error`` when cel-cpp cannot
+    take the event."""
 
-    def __init__(self, engine: CelExprEngine, ce_value: Any) -> None:
-        self.engine = engine
+    def __init__(self, ce_value: Any, env: Any) -> None:
         self.ce = ce_value
-        self._activation: Any = None
-        self._error: CelEvalError | None = None
-
-    def activation(self) -> Any:
-        """``CelEvalError`` when cel-expr cannot take the event."""
-        if self._activation is None and self._error is None:
-            try:
-                self._activation = self.engine._shared_env.Activation({"ce": self.ce})
-            except Exception as exc:
-                self._error = CelEvalError(f"cannot bind variables: {exc}")
-        if self._error is not None:
-            raise CelEvalError(self._error.message)
-        return self._activation
-
-    def bind(self, bound: Any) -> Any:
-        return CelExprBound(self, bound)
-
-
-class CelExprBound:
-    """One subscriber bound to one event (small: no copy of either)."""
-
-    __slots__ = ("bound", "event")
-
-    def __init__(self, event: CelExprEvent, bound: Any) -> None:
-        self.event = event
-        self.bound = bound
-
-    def activation(self) -> Any:
-        """An activation of its own (for a program that cannot share the event's)."""
-        return self.event.engine.activation(
-            {"ce": self.event.ce, "subscriber": self.bound, BINDING_VARIABLE: self.bound})
+        self.activation: Any = None
+        self.error: str | None = None
+        try:
+            self.activation = env.Activation({"ce": ce_value})
+        except Exception as exc:
+            self.error = f"cannot bind variables: {exc}"
 
 
 # -------------------------------------------------------------------------- choice

@@ -105,27 +105,16 @@ class Scope:
         self._names: dict[Values, frozenset[str] | None] = {}
 
     def event_scope(self) -> EventScope:
-        """``CelEvalError`` when the engine cannot take the event."""
         if self._event is None:
             self._event = self.engine.event(self.engine.value(self.enriched.ce()))
         return self._event
 
-    def activation(self, sub: Subscription) -> Any:
-        """What ``Program.evaluate`` takes for ``sub``; ``CelEvalError`` when the engine
-        cannot take the values."""
-        return self.event_scope().bind(sub.bound)
-
     def runner(self, program: Program) -> Callable[[Any], bool]:
         """``program`` against this event, as a function of a ``Subscription.bound``
-        (``Program.for_event``). The function raises ``CelEvalError`` as
-        ``program.evaluate(self.activation(sub))`` would."""
+        (``Program.for_event``), set up once."""
         run = self._runners.get(program)
         if run is None:
-            try:
-                run = program.for_event(self.event_scope())
-            except CelEvalError as exc:
-                run = _raising(exc.message)
-            self._runners[program] = run
+            run = self._runners[program] = program.for_event(self.event_scope())
         return run
 
     def names(self, lookup: Lookup) -> frozenset[str] | None:
@@ -133,10 +122,7 @@ class Scope:
         strings, so every subscriber of it is evaluated)."""
         values = lookup.values
         if values not in self._names:
-            try:
-                self._names[values] = values.strings(self.event_scope())
-            except CelEvalError:
-                self._names[values] = None
+            self._names[values] = values.strings(self.event_scope())
         return self._names[values]
 
     def exact(self, exact: tuple[tuple[str, str], ...]) -> bool:
@@ -155,13 +141,6 @@ class Scope:
             return self.runner(rule.cel)(candidate.subscription.bound)
         except CelEvalError as exc:
             return exc
-
-
-def _raising(message: str) -> Callable[[Any], bool]:
-    def run(bound: Any) -> bool:
-        raise CelEvalError(message)
-
-    return run
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,11 @@ large list inside a loop. The seed's filters cost under a fifth of the limit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from .binding import COMPREHENSIONS
 
 ITERATIONS = 10_000
 EVENT_BYTES = 1024 * 1024
@@ -34,7 +36,6 @@ MAX_COST = 10_000_000
 MAX_VALUE_BYTES = 4 * 1024 * 1024
 _BYTES_PER_UNIT = 16
 _SMALL = 8.0  # a number, a bool, a timestamp
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _SMALL_RESULTS = frozenset({
     "size", "contains", "startsWith", "endsWith", "matches", "has", "int", "uint",
     "double", "bool", "type", "duration", "timestamp", "exists", "all", "exists_one",
@@ -136,11 +137,9 @@ class _Estimator:
 
     def _of(self, node: Any) -> Est:
         data = str(getattr(node, "data", ""))
-        kids = _kids(node)
+        kids = children(node)
         trees = [k for k in kids if hasattr(k, "children")]
-        if data in ("expr", "conditionalor", "conditionaland", "relation", "addition",
-                    "multiplication", "unary", "member", "primary", "paren_expr") \
-                and len(trees) == 1 and len(kids) == 1:
+        if data in WRAPPERS and len(trees) == 1 and len(kids) == 1:
             return self.of(trees[0])
         if data == "expr" and len(trees) == 3:
             test, yes, no = (self.of(t) for t in trees)
@@ -182,7 +181,7 @@ class _Estimator:
 
     def binary(self, left_node: Any, right_node: Any) -> Est:
         operator = str(getattr(left_node, "data", ""))
-        left = self.of(_kids(left_node)[0])
+        left = self.of(children(left_node)[0])
         right = self.of(right_node)
         parts = [left, right]
         if operator == "relation_in":
@@ -202,8 +201,8 @@ class _Estimator:
         target = self.of(trees[0]) if data == "member_dot_arg" else None
         arguments = [t for t in trees if str(getattr(t, "data", "")) == "exprlist"]
         args = _exprs(arguments[0]) if arguments else []
-        if target is not None and name in _MACROS and len(args) in (2, 3):
-            variable = _identifier(args[0])
+        if target is not None and name in COMPREHENSIONS and len(args) in (2, 3):
+            variable = identifier(args[0])
             if variable is not None:
                 return self.comprehension(name, target, variable, args[1:])
         if name == "has":
@@ -252,27 +251,42 @@ class _Estimator:
 
 
 _LISTS = frozenset({"exprlist", "mapinits", "fieldinits"})
+# Levels of the parse tree that only wrap one child (parentheses included).
+WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
+                      "multiplication", "unary", "member", "primary", "paren_expr"})
 
 
-def _kids(node: Any) -> list[Any]:
+def children(node: Any) -> list[Any]:
     return [c for c in getattr(node, "children", []) if c is not None]
+
+
+def walk(tree: Any) -> Iterator[Any]:
+    """Every node of a parse tree, without recursion."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(k for k in children(node) if hasattr(k, "children"))
+
+
+def bare(node: Any) -> Any:
+    """``node`` without the levels that only wrap it."""
+    while str(getattr(node, "data", "")) in WRAPPERS and len(children(node)) == 1 \
+            and hasattr(children(node)[0], "children"):
+        node = children(node)[0]
+    return node
 
 
 def _exprs(node: Any) -> list[Any]:
     """The expressions of an ``exprlist``, ``mapinits`` or ``fieldinits``."""
-    return [k for k in _kids(node) if hasattr(k, "children")]
+    return [k for k in children(node) if hasattr(k, "children")]
 
 
-def _identifier(node: Any) -> str | None:
+def identifier(node: Any) -> str | None:
     """The name when ``node`` is a bare identifier (a macro's variable)."""
-    while True:
-        kids = _kids(node)
-        if str(getattr(node, "data", "")) == "ident":
-            return str(kids[0]) if kids else None
-        trees = [k for k in kids if hasattr(k, "children")]
-        if len(trees) != 1 or len(kids) != 1:
-            return None
-        node = trees[0]
+    node = bare(node)
+    found = children(node)
+    return str(found[0]) if str(getattr(node, "data", "")) == "ident" and found else None
 
 
 def _where(node: Any) -> str:
@@ -301,9 +315,3 @@ def check(tree: Any) -> None:
         raise TooCostly(f"one evaluation may cost up to {cost:,.0f} units, over the limit of "
                         f"{MAX_COST:,} (a comprehension over event data nested in another, "
                         f"or inside a loop, costs the product of both)")
-
-
-def limits() -> Mapping[str, int]:
-    """The bounds, for documentation and the CLI."""
-    return {"iterations": ITERATIONS, "cost": MAX_COST, "value_bytes": MAX_VALUE_BYTES,
-            "event_bytes": EVENT_BYTES, "subscriber_bytes": SUBSCRIBER_BYTES}
