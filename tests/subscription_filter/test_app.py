@@ -214,3 +214,27 @@ def test_evaluation_errors_are_logged_once_per_filter(api, make, capsys) -> None
     assert logged["count"] == 3 and "subscription" not in logged
     assert logged["subscriptions"] == [f"{n}-artifactpromotionrun-subscription" for n in names]
     assert logged["where"] == "spec.subscriptions[0].events[0]" and logged["error"]
+
+
+def test_a_ready_status_from_an_older_copy_does_not_drop_what_was_written_since(
+        api, make) -> None:
+    """A merge patch replaces the conditions list whole: a Ready worked out from an older
+    copy of the object is refused by its resourceVersion instead of dropping a condition
+    written since (the watch brings the newer copy)."""
+    function = make()
+    until(function.ready)
+    older = api.add(factory.cluster_subscription("kim"))
+    name = older["metadata"]["name"]
+
+    def conditions() -> list[str]:
+        obj = api.get_object(CSUB, "ClusterSubscription", name)
+        return [c["type"] for c in (obj.get("status") or {}).get("conditions") or []]
+
+    until(lambda: conditions() == ["Ready"])
+    function.store.report_limit(name, "spec.subscriptions[0].events[0].filter.cel", "stopped")
+    until(lambda: conditions() == ["Ready", "FilterEvaluated"])
+    writes = function.store.status_writes
+    loaded = function.compiler.load(older)
+    function.store._sync_status(older, loaded)
+    assert conditions() == ["Ready", "FilterEvaluated"]
+    assert function.store.status_writes == writes

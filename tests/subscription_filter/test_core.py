@@ -21,7 +21,8 @@ from subscription_filter.subscriptions import (
     Readiness,
     build_snapshot,
     channels_of,
-    status_patch,
+    condition_patch,
+    ready_condition,
 )
 from tests.support import factory, seed
 
@@ -257,6 +258,10 @@ def test_each_expression_compiles_once_per_generation() -> None:
     assert len(counting.compiled) == 3
 
 
+def status_patch(obj: dict[str, Any], readiness: Readiness, now: str) -> dict[str, Any] | None:
+    return condition_patch(obj, ready_condition(readiness), now)
+
+
 def test_status_patch_only_when_it_changes() -> None:
     obj: dict[str, Any] = {"metadata": {"generation": 3}}
     ready = Readiness(True, "Ready", "4 event filters", 3)
@@ -276,6 +281,10 @@ def test_status_patch_only_when_it_changes() -> None:
     assert flipped is not None
     assert [c["type"] for c in flipped["status"]["conditions"]] == ["Other", "Ready"]
     assert flipped["status"]["conditions"][1]["lastTransitionTime"] == "2026-04-04"
+    # The list is replaced whole: guarded by the version it was worked out from.
+    obj["metadata"]["resourceVersion"] = "41"
+    guarded = status_patch(obj, Readiness(True, "Ready", "6 event filters", 3), "2026-05-05")
+    assert guarded is not None and guarded["metadata"] == {"resourceVersion": "41"}
 
 
 # ---------------------------------------------------------------------------- index

@@ -25,8 +25,9 @@ from subscription_filter.subscriptions import (
     Compiler,
     Readiness,
     build_snapshot,
-    limit_patch,
-    status_patch,
+    condition_patch,
+    limit_condition,
+    ready_condition,
 )
 from tests.subscription_filter.test_cel_conformance import SEED_CEL
 from tests.support import factory
@@ -143,8 +144,8 @@ def test_the_limit_condition_is_written_once_and_dropped_with_a_new_generation()
     obj["status"] = {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
                                      "message": "m", "observedGeneration": 1,
                                      "lastTransitionTime": "2026-12-01T00:00:00Z"}]}
-    patch = limit_patch(obj, "spec.subscriptions[0].events[0].filter.cel", ITERATIONS_MESSAGE,
-                        "2026-12-01T01:00:00Z")
+    limit = limit_condition("spec.subscriptions[0].events[0].filter.cel", ITERATIONS_MESSAGE, 1)
+    patch = condition_patch(obj, limit, "2026-12-01T01:00:00Z")
     assert patch is not None and patch["metadata"] == {"resourceVersion": "7"}
     ready, limit = patch["status"]["conditions"]
     assert ready["type"] == "Ready", "the Ready condition is kept"
@@ -153,12 +154,13 @@ def test_the_limit_condition_is_written_once_and_dropped_with_a_new_generation()
     assert limit["message"].startswith(
         "spec.subscriptions[0].events[0].filter.cel: evaluation stopped after 10,000")
     obj["status"] = patch["status"]
-    assert limit_patch(obj, "spec.subscriptions[0].events[0].filter.cel", ITERATIONS_MESSAGE,
-                       "2026-12-01T02:00:00Z") is None, "said once"
-    same = status_patch(obj, Readiness(True, "Ready", "other", 1), "2026-12-01T03:00:00Z")
+    assert condition_patch(obj, limit, "2026-12-01T02:00:00Z") is None, "said once"
+    same = condition_patch(obj, ready_condition(Readiness(True, "Ready", "other", 1)),
+                           "2026-12-01T03:00:00Z")
     assert same is not None and [c["type"] for c in same["status"]["conditions"]] == [
         LIMIT_CONDITION, "Ready"], "kept while the generation is the same"
-    newer = status_patch(obj, Readiness(True, "Ready", "m", 2), "2026-12-01T03:00:00Z")
+    newer = condition_patch(obj, ready_condition(Readiness(True, "Ready", "m", 2)),
+                            "2026-12-01T03:00:00Z")
     assert newer is not None and [c["type"] for c in newer["status"]["conditions"]] == \
         ["Ready"], "a changed subscription starts clean"
 

@@ -43,8 +43,9 @@ from .subscriptions import (
     Loaded,
     Snapshot,
     build_snapshot,
-    limit_patch,
-    status_patch,
+    condition_patch,
+    limit_condition,
+    ready_condition,
 )
 
 LIST_PAGE = 500
@@ -166,31 +167,37 @@ class SubscriptionStore:
 
     def _write_limit(self, name: str, where: str, message: str) -> bool:
         """True when done (written, or nothing to write); False on a conflict."""
-        custom = self.kube.custom()
         with translate(f"get {PLURAL}.{GROUP} {name}"):
             try:
-                obj = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name,
-                                                       _request_timeout=self.kube.timeout)
+                obj = self.kube.custom().get_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, name, _request_timeout=self.kube.timeout)
             except ApiException as exc:
                 if exc.status == 404:
                     return True
                 raise
-        patch = limit_patch(obj, where, message, utc_now())
+        condition = limit_condition(where, message, _meta(obj).get("generation"))
+        patch = condition_patch(obj, condition, utc_now())
         if patch is None:
             return True
-        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
-            try:
-                custom.patch_cluster_custom_object_status(
-                    GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
-                    _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status == 409:
-                    return False
-                raise
+        if self._patch_status(name, patch) is None:
+            return False
         self.limit_writes += 1
         logs.info("subscription status written", subscription=name, condition="FilterEvaluated",
                   where=where)
         return True
+
+    def _patch_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """The object as patched; ``None`` on a conflict (it changed since it was read)."""
+        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
+            try:
+                result = self.kube.custom().patch_cluster_custom_object_status(
+                    GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
+                    _request_timeout=self.kube.timeout)
+            except ApiException as exc:
+                if exc.status == 409:
+                    return None
+                raise
+        return result if isinstance(result, dict) else {}
 
     def _cut_watch(self) -> None:
         current = self._watch
@@ -274,8 +281,8 @@ class SubscriptionStore:
                 name = str(_meta(obj).get("name") or "") if isinstance(obj, dict) else ""
                 if name:
                     loaded[name] = self.compiler.load(obj)
-                    if self.write_status and status_patch(obj, loaded[name].readiness,
-                                                          utc_now()) is not None:
+                    if self.write_status and condition_patch(
+                            obj, ready_condition(loaded[name].readiness), "") is not None:
                         # What the write needs, not the whole object.
                         written = _meta(obj)
                         pending.append(({"metadata": {k: written.get(k) for k in _WRITE_META},
@@ -402,7 +409,7 @@ class SubscriptionStore:
         written = self._written.get(name)
         if written is not None and written.resource_version == rv:
             written.seen = True
-        patch = status_patch(obj, loaded.readiness, utc_now())
+        patch = condition_patch(obj, ready_condition(loaded.readiness), utc_now())
         if patch is None:
             self._written.pop(name, None)
             return
@@ -410,17 +417,16 @@ class SubscriptionStore:
         if written is not None and written.key == key and not written.seen:
             return  # our own write is still on its way back through the watch
         try:
-            with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
-                result = self.kube.custom().patch_cluster_custom_object_status(
-                    GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
-                    _request_timeout=self.kube.timeout)
+            result = self._patch_status(name, patch)
         except FunctionError as exc:
             logs.warning("could not write subscription status", subscription=name,
                          error=exc.reason)
             return
-        new_rv = str(_meta(result).get("resourceVersion") or "") if isinstance(result, dict) \
-            else ""
-        self._written[name] = _Written(key, new_rv)
+        if result is None:  # changed meanwhile: the watch brings the new version
+            logs.debug("subscription changed before its status was written",
+                       subscription=name)
+            return
+        self._written[name] = _Written(key, str(_meta(result).get("resourceVersion") or ""))
         self.status_writes += 1
         logs.info("subscription status written", subscription=name,
                   ready=loaded.readiness.ready, reason=loaded.readiness.reason)

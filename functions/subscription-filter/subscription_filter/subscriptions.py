@@ -613,81 +613,58 @@ def build_snapshot(loaded: Iterable[Loaded]) -> Snapshot:
 # ------------------------------------------------------------------------- status
 
 
-def current_ready(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Any]:
-    """(the Ready condition or ``None``, ``status.observedGeneration``) of ``obj``."""
-    status = obj.get("status")
-    if not isinstance(status, Mapping):
-        return None, None
-    conditions = status.get("conditions")
-    ready = None
-    if isinstance(conditions, list):
-        ready = next((c for c in conditions
-                      if isinstance(c, Mapping) and c.get("type") == CONDITION), None)
-    return ready, status.get("observedGeneration")
+def ready_condition(readiness: Readiness) -> dict[str, Any]:
+    status, reason, message, generation = readiness.condition_key()
+    return _condition(CONDITION, status, reason, message, generation)
 
 
-def status_patch(obj: Mapping[str, Any], readiness: Readiness,
-                 now: str) -> dict[str, Any] | None:
-    """The merge patch for ``/status``, or ``None`` when the object already says so.
-
-    Other conditions are kept (a merge patch replaces a list whole); the Ready
-    condition's ``lastTransitionTime`` only moves when its status flips.
-    """
-    ready, observed = current_ready(obj)
-    want_status, reason, message, generation = readiness.condition_key()
-    if ready is not None and (
-        ready.get("status"), ready.get("reason"), ready.get("message") or "",
-        ready.get("observedGeneration"),
-    ) == (want_status, reason, message, generation) and observed == generation:
-        return None
-    transition = now
-    if ready is not None and ready.get("status") == want_status and ready.get(
-            "lastTransitionTime"):
-        transition = str(ready["lastTransitionTime"])
-    condition: dict[str, Any] = {
-        "type": CONDITION, "status": want_status, "reason": reason, "message": message,
-        "lastTransitionTime": transition,
-    }
-    if generation is not None:
-        condition["observedGeneration"] = generation
-    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-    conditions = (status or {}).get("conditions")
-    others = [c for c in conditions if isinstance(c, Mapping) and c.get("type") != CONDITION
-              and not _stale_limit(c, generation)] if isinstance(conditions, list) else []
-    body: dict[str, Any] = {"conditions": [*others, condition]}
-    if generation is not None:
-        body["observedGeneration"] = generation
-    return {"status": body}
-
-
-def _stale_limit(condition: Mapping[str, Any], generation: int | None) -> bool:
-    """A limit condition written for another generation of the subscription."""
-    return condition.get("type") == LIMIT_CONDITION and \
-        condition.get("observedGeneration") != generation
-
-
-def limit_patch(obj: Mapping[str, Any], where: str, message: str,
-                now: str) -> dict[str, Any] | None:
-    """The merge patch for ``/status`` saying the filter at ``where`` stopped at an
-    evaluation limit, or ``None`` when the object already says so. Guarded by the
-    object's resourceVersion: the conditions list is replaced whole."""
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    generation = meta.get("generation") if isinstance(meta.get("generation"), int) else None
-    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-    conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+def limit_condition(where: str, message: str, generation: Any) -> dict[str, Any]:
+    """The filter at ``where`` stopped at an evaluation limit (``message``)."""
     text = (f"{where}: {message}; the events it could not evaluate were not notified to "
             f"this subscriber")[:1000]
-    for c in conditions:
-        if isinstance(c, Mapping) and c.get("type") == LIMIT_CONDITION and (
-                c.get("status"), c.get("message"), c.get("observedGeneration")) == (
-                "False", text, generation):
-            return None
-    condition: dict[str, Any] = {"type": LIMIT_CONDITION, "status": "False",
-                                 "reason": LIMIT_REASON, "message": text,
-                                 "lastTransitionTime": now}
-    if generation is not None:
+    return _condition(LIMIT_CONDITION, "False", LIMIT_REASON, text, generation)
+
+
+def _condition(type_: str, status: str, reason: str, message: str,
+               generation: Any) -> dict[str, Any]:
+    condition = {"type": type_, "status": status, "reason": reason, "message": message}
+    if isinstance(generation, int):
         condition["observedGeneration"] = generation
-    others = [c for c in conditions
-              if isinstance(c, Mapping) and c.get("type") != LIMIT_CONDITION]
-    return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
-            "status": {"conditions": [*others, condition]}}
+    return condition
+
+
+def _said(condition: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (condition.get("status"), condition.get("reason"), condition.get("message") or "",
+            condition.get("observedGeneration"))
+
+
+def condition_patch(obj: Mapping[str, Any], condition: Mapping[str, Any],
+                    now: str) -> dict[str, Any] | None:
+    """The merge patch for ``/status`` setting ``condition`` (in place of the one of its
+    type), or ``None`` when the object already says so. Other conditions are kept, but
+    a ``FilterEvaluated`` of another generation is dropped; a merge patch replaces the
+    list whole, so it is guarded by the object's resourceVersion. ``lastTransitionTime``
+    only moves when the status flips; ``Ready`` also sets ``status.observedGeneration``."""
+    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+    listed = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    conditions = [c for c in listed if isinstance(c, Mapping)]
+    kind, generation = condition["type"], condition.get("observedGeneration")
+    current = next((c for c in conditions if c.get("type") == kind), None)
+    if current is not None and _said(current) == _said(condition) and (
+            kind != CONDITION or status.get("observedGeneration") == generation):
+        return None
+    transition = now
+    if current is not None and current.get("status") == condition["status"] \
+            and current.get("lastTransitionTime"):
+        transition = str(current["lastTransitionTime"])
+    others = [c for c in conditions if c.get("type") != kind and not (
+        c.get("type") == LIMIT_CONDITION and c.get("observedGeneration") != generation)]
+    body: dict[str, Any] = {
+        "conditions": [*others, {**condition, "lastTransitionTime": transition}]}
+    if kind == CONDITION and generation is not None:
+        body["observedGeneration"] = generation
+    patch: dict[str, Any] = {"status": body}
+    version = _meta(obj).get("resourceVersion")
+    if version:
+        patch["metadata"] = {"resourceVersion": version}
+    return patch
