@@ -41,6 +41,19 @@ def _kind(kind: str, group: str) -> str:
     return kind + (f" ({group})" if group else "")
 
 
+def subscribes_to(obj: Any) -> str:
+    """An entry's object as written: ``Pod (apps) in namespace devops``, ``Pod in every
+    namespace``."""
+    group = obj.api_version.rpartition("/")[0]
+    return _kind(obj.written_kind or obj.kind, group) + (
+        f" in namespace {obj.namespace}" if obj.namespace else " in every namespace")
+
+
+def _shown(rule: Any) -> str:
+    """The filter as written, on one line."""
+    return " ".join(rule.cel_source.split())
+
+
 def evaluate(sub: Any, obj: Any, rule: Any, scope: Any) -> tuple[Check, ...]:
     """The checks of one entry (``obj`` and one of its ``rule``), in order, up to the
     first that fails: the entry matches when the last one passed."""
@@ -49,7 +62,7 @@ def evaluate(sub: Any, obj: Any, rule: Any, scope: Any) -> tuple[Check, ...]:
     at = f"{obj.where}.object"
     if (obj.group, obj.kind) != (event.group.lower(), event.kind.lower()):
         return (Check("object", False, at, f"the event is about {_kind(event.kind, event.group)}"
-                      f"; this entry subscribes to {obj.describe()}"),)
+                      f"; this entry subscribes to {subscribes_to(obj)}"),)
     done.append(Check("object", True, at))
     if obj.namespace not in ("", event.namespace):
         done.append(Check("namespace", False, f"{at}.namespace",
@@ -79,10 +92,10 @@ def evaluate(sub: Any, obj: Any, rule: Any, scope: Any) -> tuple[Check, ...]:
                     "subscription's status)" if isinstance(exc, celengine.CelLimitError)
                     else "CEL error (treated as no match)")
             done.append(Check("cel-error", False, at, f"{said}: {exc.message}; expression: "
-                              f"{rule.cel_shown}", exc.message))
+                              f"{_shown(rule)}", exc.message))
             return tuple(done)
         done.append(Check("cel", passed, at,
-                          "" if passed else f"CEL returned false: {rule.cel_shown}"))
+                          "" if passed else f"CEL returned false: {_shown(rule)}"))
     return tuple(done)
 
 

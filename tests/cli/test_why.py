@@ -340,7 +340,8 @@ def test_the_checks_of_spec_subscriptions(engine: Engine) -> None:
     [obj] = objects
     assert (obj.where, obj.api_version, obj.written_kind) == (
         "spec.subscriptions[0]", "artifacts.katanomi.dev/v1alpha1", "ArtifactPromotionRun")
-    assert obj.describe() == "ArtifactPromotionRun (artifacts.katanomi.dev) in namespace devops"
+    assert why.subscribes_to(obj) == \
+        "ArtifactPromotionRun (artifacts.katanomi.dev) in namespace devops"
     assert all(r.cel is None and r.cel_source.strip() for r in obj.events)
     compiled, cel_problems = check_cel(objects, parse_subscriber(spec), engine)
     assert cel_problems == []

@@ -20,6 +20,7 @@ instead of silently never matching.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -324,23 +325,9 @@ def decode(source: str) -> str:
 
 
 def encode(text: str) -> str:
-    """A double-quoted CEL string literal whose value is ``text``."""
-    out = ['"']
-    for ch in text:
-        if ch in '\\"':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """A double-quoted CEL string literal whose value is ``text`` (JSON's escapes are
+    CEL's too)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def subscriber_binding(subscriber: Mapping[str, Any]) -> dict[str, Any]:

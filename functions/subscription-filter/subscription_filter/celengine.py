@@ -145,8 +145,7 @@ class Engine(Protocol):
         ...
 
     def event(self, ce_value: Any) -> EventScope:
-        """``ce_value`` (converted with ``value``), for every subscriber;
-        ``CelEvalError`` when the engine cannot take it."""
+        """``ce_value`` (converted with ``value``), for every subscriber."""
         ...
 
     def value(self, plain_value: Any) -> Any:
@@ -533,36 +532,23 @@ def _numeric_functions() -> dict[str, Any]:
 
     numbers = (celtypes.IntType, celtypes.UintType, celtypes.DoubleType)
 
-    def mixed(a: Any, b: Any) -> bool:
-        return (
-            isinstance(a, numbers) and isinstance(b, numbers)
-            and not isinstance(a, celtypes.BoolType) and not isinstance(b, celtypes.BoolType)
-            and type(a) is not type(b)
-        )
-
-    def native(x: Any) -> int | float:
-        return float(x) if isinstance(x, celtypes.DoubleType) else int(x)
-
     def wrap(name: str, op: Any) -> Any:
         fallback = base_functions[name]
 
         def compare(a: Any, b: Any) -> Any:
-            if mixed(a, b):
-                x, y = native(a), native(b)
-                if (isinstance(x, float) and math.isnan(x)) or (
-                    isinstance(y, float) and math.isnan(y)
-                ):
-                    return celtypes.BoolType(name == "_!=_")
-                return celtypes.BoolType(op(x, y))
-            return fallback(a, b)
+            if type(a) is type(b) or not all(isinstance(v, numbers) and not isinstance(
+                    v, celtypes.BoolType) for v in (a, b)):
+                return fallback(a, b)
+            x, y = (float(v) if isinstance(v, celtypes.DoubleType) else int(v) for v in (a, b))
+            if math.isnan(x) or math.isnan(y):
+                return celtypes.BoolType(name == "_!=_")
+            return celtypes.BoolType(op(x, y))
 
         return compare
 
-    return {
-        "_==_": wrap("_==_", operator.eq), "_!=_": wrap("_!=_", operator.ne),
-        "_<_": wrap("_<_", operator.lt), "_<=_": wrap("_<=_", operator.le),
-        "_>_": wrap("_>_", operator.gt), "_>=_": wrap("_>=_", operator.ge),
-    }
+    return {name: wrap(name, op) for name, op in (
+        ("_==_", operator.eq), ("_!=_", operator.ne), ("_<_", operator.lt),
+        ("_<=_", operator.le), ("_>_", operator.gt), ("_>=_", operator.ge))}
 
 
 class CelPyEngine:

@@ -6,13 +6,12 @@ ends; a 410 Gone (as an HTTP status or as an ERROR event) makes it list again.
 The store is ready after the first list. Each change rebuilds an immutable
 ``Snapshot`` that request threads read without locks.
 
-Status: after loading an object the store writes its ``Ready`` condition with a
-merge patch on ``/status`` when, and only when, it differs from what the object
-already says. Its own write comes back through the watch; until it has, an older
-copy of the object does not trigger a second write. A filter that stopped at an
-evaluation limit is reported by request threads (``report_limit``) and written as a
-``FilterEvaluated=False`` condition by a second thread, once per subscription
-generation, place and message.
+Status: the store writes an object's ``Ready`` condition when it differs from what the
+copy it loaded says; a filter that stopped at an evaluation limit is reported by
+request threads (``report_limit``) and written as ``FilterEvaluated=False`` by a second
+thread, once per subscription generation, place and message. Both are merge patches
+guarded by the copy's resourceVersion: a copy that is no longer current is refused, and
+the watch brings the newer one.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import watch as k8s_watch
@@ -56,7 +54,7 @@ MAX_BACKOFF = 30.0
 # 410, is the server (or something between) refusing: wait before the next one.
 QUICK_WATCH_SECONDS = 0.5
 MERGE_PATCH = "application/merge-patch+json"
-_WRITE_META = ("name", "uid", "generation", "resourceVersion")
+_WRITE_META = ("name", "generation", "resourceVersion")
 
 
 SUBSCRIPTIONS = metrics.gauge("kubeevent_subscriptions",
@@ -65,13 +63,6 @@ SUBSCRIPTIONS = metrics.gauge("kubeevent_subscriptions",
 
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@dataclass
-class _Written:
-    key: tuple[str, tuple[str, str, str, int | None]]
-    resource_version: str
-    seen: bool = False
 
 
 class Expired(Exception):
@@ -98,7 +89,6 @@ class SubscriptionStore:
         self.status_writes = 0
         self.events_seen = 0
         self._loaded: dict[str, Loaded] = {}
-        self._written: dict[str, _Written] = {}
         self._snapshot = Snapshot()
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -290,7 +280,6 @@ class SubscriptionStore:
             resource_version = str((page.get("metadata") or {}).get("resourceVersion")
                                    or resource_version)
         self._loaded = loaded
-        self._written.clear()
         self._publish()
         self.resource_version = resource_version
         self.lists += 1
@@ -361,7 +350,6 @@ class SubscriptionStore:
         if not name:
             return
         if kind == "DELETED":
-            self._written.pop(name, None)
             if self._loaded.pop(name, None) is not None:
                 self._publish()
                 logs.info("subscription removed", subscription=name)
@@ -394,41 +382,19 @@ class SubscriptionStore:
     # ------------------------------------------------------------------ status
 
     def _sync_status(self, obj: Mapping[str, Any], loaded: Loaded) -> None:
+        """Write ``loaded``'s Ready condition when ``obj`` says otherwise."""
+        if not self.write_status or self._stop.is_set():
+            return
+        patch = condition_patch(obj, ready_condition(loaded.readiness), utc_now())
         try:
-            self._write_status(obj, loaded)
+            if patch is None or self._patch_status(loaded.name, patch) is None:
+                return  # nothing to write, or changed since: the watch brings the newer copy
         except Exception as exc:  # one object's status must never stop the watch
             logs.warning("could not write subscription status", subscription=loaded.name,
                          error=_describe(exc))
-
-    def _write_status(self, obj: Mapping[str, Any], loaded: Loaded) -> None:
-        if not self.write_status or self._stop.is_set():
             return
-        meta = _meta(obj)
-        name = str(meta.get("name") or "")
-        rv = str(meta.get("resourceVersion") or "")
-        written = self._written.get(name)
-        if written is not None and written.resource_version == rv:
-            written.seen = True
-        patch = condition_patch(obj, ready_condition(loaded.readiness), utc_now())
-        if patch is None:
-            self._written.pop(name, None)
-            return
-        key = (str(meta.get("uid") or ""), loaded.readiness.condition_key())
-        if written is not None and written.key == key and not written.seen:
-            return  # our own write is still on its way back through the watch
-        try:
-            result = self._patch_status(name, patch)
-        except FunctionError as exc:
-            logs.warning("could not write subscription status", subscription=name,
-                         error=exc.reason)
-            return
-        if result is None:  # changed meanwhile: the watch brings the new version
-            logs.debug("subscription changed before its status was written",
-                       subscription=name)
-            return
-        self._written[name] = _Written(key, str(_meta(result).get("resourceVersion") or ""))
         self.status_writes += 1
-        logs.info("subscription status written", subscription=name,
+        logs.info("subscription status written", subscription=loaded.name,
                   ready=loaded.readiness.ready, reason=loaded.readiness.reason)
 
 

@@ -24,7 +24,6 @@ import json
 import marshal
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any, NamedTuple
 
 from . import limits
@@ -101,11 +100,6 @@ class EventRule:
     where: str
     cel_source: str = ""
 
-    @cached_property
-    def cel_shown(self) -> str:
-        """The filter as written, on one line."""
-        return " ".join(self.cel_source.split())
-
 
 @dataclass(frozen=True)
 class ObjectRule:
@@ -120,13 +114,6 @@ class ObjectRule:
     where: str = ""
     api_version: str = ""
     written_kind: str = ""
-
-    def describe(self) -> str:
-        """``Pod (apps) in namespace devops``, ``Pod in every namespace``."""
-        group = _split_api_version(self.api_version)[0]
-        kind = (self.written_kind or self.kind) + (f" ({group})" if group else "")
-        return kind + (f" in namespace {self.namespace}" if self.namespace
-                       else " in every namespace")
 
 
 @dataclass(frozen=True)
@@ -147,9 +134,6 @@ class Readiness:
     reason: str
     message: str
     generation: int | None
-
-    def condition_key(self) -> tuple[str, str, str, int | None]:
-        return ("True" if self.ready else "False", self.reason, self.message, self.generation)
 
 
 @dataclass(frozen=True)
@@ -614,8 +598,8 @@ def build_snapshot(loaded: Iterable[Loaded]) -> Snapshot:
 
 
 def ready_condition(readiness: Readiness) -> dict[str, Any]:
-    status, reason, message, generation = readiness.condition_key()
-    return _condition(CONDITION, status, reason, message, generation)
+    return _condition(CONDITION, "True" if readiness.ready else "False", readiness.reason,
+                      readiness.message, readiness.generation)
 
 
 def limit_condition(where: str, message: str, generation: Any) -> dict[str, Any]:
