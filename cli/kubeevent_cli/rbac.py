@@ -176,7 +176,7 @@ class Live:
 
     def __init__(self, kube: Any, groups_configmap: str = "kubeevent-user-groups",
                  namespace: str = "cpaas-system") -> None:
-        from subscription_filter.groups import GroupDirectory
+        from subscription_filter.rbac import GroupDirectory
         from subscription_filter.rbac import AccessReviewer
 
         def read() -> dict[str, str] | None:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import pytest
 
 from subscription_filter.config import Config
-from subscription_filter.groups import AUTHENTICATED, GroupDirectory, parse_groups
-from subscription_filter.rbac import Target, review_body
+from subscription_filter.rbac import (
+    AUTHENTICATED,
+    GroupDirectory,
+    Target,
+    parse_groups,
+    review_body,
+)
 from tests.support import factory
 
 from .test_app import recipients, until

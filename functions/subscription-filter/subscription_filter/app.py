@@ -14,8 +14,7 @@ from cloudevents.http import CloudEvent
 from . import core
 from .celengine import Engine, select
 from .config import Config
-from .groups import GroupDirectory
-from .rbac import AccessReviewer
+from .rbac import AccessReviewer, GroupDirectory
 from .shared import logs, metrics, tracing
 from .shared.errors import FunctionError
 from .shared.events import Outcome
@@ -113,18 +112,19 @@ class SubscriptionFilter:
         MATCH_SECONDS.observe(time.perf_counter() - started)
         CANDIDATES.observe(result.candidates)
         MATCHES.observe(len(result.matched))
+        by_place: dict[tuple[str, str], list[str]] = {}
         for error in result.errors:
             CEL_ERRORS.labels("limit" if error.limit else "error").inc()
-        for (where, message), names in errors_by_place(result.errors).items():
-            # One line per place and error: many subscriptions share a filter.
+            by_place.setdefault((error.where, error.message), []).append(error.subscription)
+            if error.limit:  # not the event's fault: the subscriber must be able to see it
+                self.store.report_limit(error.subscription, f"{error.where}.filter.cel",
+                                        error.message)
+        for (where, message), names in by_place.items():
+            # One line per place and error (many subscriptions share a filter).
             logs.warning("filter could not be evaluated; treated as no match",
                          id=enriched.id, subscription=names[0] if len(names) == 1 else None,
                          subscriptions=names[:LOGGED_NAMES] if len(names) > 1 else None,
                          count=len(names), where=where, error=message)
-        for error in result.errors:
-            if error.limit:  # not the event's fault: the subscriber must be able to see it
-                self.store.report_limit(error.subscription, f"{error.where}.filter.cel",
-                                        error.message)
         recipients, denied = self._readers(result.matched, enriched)
         fields: dict[str, Any] = {
             "object": enriched.object_ref, "candidates": result.candidates,
@@ -177,14 +177,6 @@ class SubscriptionFilter:
 
 # How many subscription names one log line of evaluation errors lists (the count is all).
 LOGGED_NAMES = 20
-
-
-def errors_by_place(errors: Sequence[core.MatchError]) -> dict[tuple[str, str], list[str]]:
-    """(where, message) → the subscriptions with that error there, in ``errors``' order."""
-    grouped: dict[tuple[str, str], list[str]] = {}
-    for error in errors:
-        grouped.setdefault((error.where, error.message), []).append(error.subscription)
-    return grouped
 
 
 def build(environ: Mapping[str, str] | None = None, *, kube: Kube | None = None,

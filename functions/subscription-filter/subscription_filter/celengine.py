@@ -457,25 +457,21 @@ class _Stopped(Exception):
 _budget = threading.local()
 
 
-def _step() -> None:
-    left = _budget.left - 1
-    if left < 0:
-        raise _Stopped(ITERATIONS_MESSAGE)
-    if time.monotonic() > _budget.deadline:
-        raise _Stopped(TIME_MESSAGE.format(seconds=_budget.seconds))
-    _budget.left = left
-
-
 def _counted(body: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def step(value: Any) -> Any:
-        _step()
+        left = _budget.left - 1
+        if left < 0:
+            raise _Stopped(ITERATIONS_MESSAGE)
+        if time.monotonic() > _budget.deadline:
+            raise _Stopped(TIME_MESSAGE.format(seconds=_budget.seconds))
+        _budget.left = left
         return body(value)
 
     return step
 
 
 def _bounded_runner() -> type:
-    """celpy's interpreter with every comprehension iteration counted (``_step``)."""
+    """celpy's interpreter with every comprehension iteration counted (``_counted``)."""
     import celpy
     from celpy import celtypes
     from celpy.evaluation import Evaluator
@@ -517,10 +513,8 @@ def _celpy_error(exc: Exception) -> str:
 
 
 def _celpy_type(value: Any) -> str:
-    name = type(value).__name__
-    return {"IntType": "int", "UintType": "uint", "DoubleType": "double",
-            "StringType": "string", "BytesType": "bytes", "ListType": "list",
-            "MapType": "map", "NoneType": "null"}.get(name, name)
+    """``IntType`` → ``int``, as CEL names its types."""
+    return "null" if value is None else type(value).__name__.removesuffix("Type").lower()
 
 
 def _numeric_functions() -> dict[str, Any]:

@@ -1,25 +1,30 @@
 """May this subscriber read the object? Asked with a SubjectAccessReview, cached briefly.
 
-A subscriber becomes a recipient only when the API server says the user (with the
-groups an administrator lists for them, see groups.py) or the group may ``get`` the
-involved object. Decisions, allowed or denied, are cached for
-``ttl`` seconds. A review the API server cannot answer raises a typed error
-(``TemporaryError`` → 503) so the broker retries the event.
+A subscriber becomes a recipient only when the API server says the user or the group
+may ``get`` the involved object. Kubernetes cannot say which groups a user is in
+(groups come from the authenticator at each request), so a review naming none would
+miss every grant to a group: a User's groups are read from the ConfigMap
+``SUBSCRIBER_GROUPS_CONFIGMAP`` in ``SYSTEM_NAMESPACE`` (key: username; value: groups,
+comma- or newline-separated), which only an administrator may write, never from the
+subscription, and every review carries ``system:authenticated``. Decisions, allowed or
+denied, are kept for ``ttl`` seconds; a review the API server cannot answer raises a
+typed error (``TemporaryError`` → 503) so the broker retries the event.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .core import Enriched
-from .groups import GroupDirectory
-from .shared.cache import Cache
+from .shared.cache import Cache, CachedMap
 from .shared.kube import Kube, json_body, translate
 from .subscriptions import Subscriber
 
+AUTHENTICATED = "system:authenticated"
 MAX_ENTRIES = 10_000
 
 
@@ -55,9 +60,27 @@ def review_body(subscriber: Subscriber, target: Target, verb: str = "get",
             "spec": spec}
 
 
+def parse_groups(value: str) -> tuple[str, ...]:
+    """``"a, b\\nc"`` → ``("a", "b", "c")``: blanks dropped, order and first copy kept."""
+    return tuple(dict.fromkeys(g.strip() for g in re.split(r"[,\n]", value) if g.strip()))
+
+
+class GroupDirectory:
+    """``groups_of(user)``: the user's groups plus ``system:authenticated``. ``read()``
+    gives the ConfigMap's data, ``None`` when there is none, or raises a typed error
+    (the event is then retried); ``read`` ``None``: no directory. Kept ``ttl`` seconds."""
+
+    def __init__(self, read: Callable[[], Mapping[str, str] | None] | None, *,
+                 ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.directory = CachedMap(read or (lambda: None), ttl, clock)
+
+    def groups_of(self, user: str) -> tuple[str, ...]:
+        listed = parse_groups(self.directory().get(user, ""))
+        return (*listed, AUTHENTICATED) if AUTHENTICATED not in listed else listed
+
+
 class AccessReviewer:
-    """Asks the API server; a User subscriber's groups come from ``groups`` (an
-    administrator's directory, see groups.py), never from the subscription."""
+    """Asks the API server; a User subscriber's groups come from ``groups``."""
 
     def __init__(self, kube: Kube, ttl: float, *, groups: GroupDirectory | None = None,
                  clock: Callable[[], float] = time.monotonic,

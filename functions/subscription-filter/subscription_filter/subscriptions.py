@@ -163,12 +163,6 @@ def _mapping(value: Any, where: str, *, required: bool = True) -> Mapping[str, A
     return value
 
 
-def _scalar_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
 def parse_subscriber(spec: Mapping[str, Any]) -> Subscriber:
     raw = spec.get("subscriber")
     if raw is None:
@@ -210,11 +204,6 @@ def channels_of(annotations: Mapping[str, Any]) -> tuple[str, ...]:
         if channel and channel not in seen:
             seen.append(channel)
     return tuple(seen)
-
-
-def _split_api_version(api_version: str) -> tuple[str, str]:
-    group, _, version = api_version.rpartition("/")
-    return group, version
 
 
 def check_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -293,9 +282,8 @@ def _object_rule(raw: Any, where: str) -> tuple[ObjectRule, list[Any]]:
         events_raw = []
     if not isinstance(events_raw, list):
         raise Invalid("InvalidSpec", f"{where}.events must be a list")
-    group, _ = _split_api_version(api_version)
-    rule = ObjectRule(group.lower(), kind.lower(), (namespace or "").strip(), (), where,
-                      api_version, kind)
+    rule = ObjectRule(api_version.rpartition("/")[0].lower(), kind.lower(),
+                      (namespace or "").strip(), (), where, api_version, kind)
     return rule, events_raw
 
 
@@ -310,7 +298,8 @@ def _event_rule(raw: Any, where: str) -> EventRule:
     for key, value in exact_raw.items():
         if isinstance(value, (Mapping, list)):
             raise Invalid("InvalidSpec", f"{where}.filter.exact.{key} must be text")
-        exact.append((str(key).lower(), _scalar_text(value)))
+        text = "" if value is None else str(value)
+        exact.append((str(key).lower(), text.lower() if isinstance(value, bool) else text))
     cel_raw = filt.get("cel")
     if cel_raw is not None and not isinstance(cel_raw, str):
         raise Invalid("InvalidSpec", f"{where}.filter.cel must be text")
