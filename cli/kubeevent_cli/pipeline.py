@@ -125,7 +125,7 @@ def parse_enriched(event: CloudEvent, where: str) -> Any:
 
 def notification_request(event: CloudEvent, recipients: Sequence[Any]) -> tuple[CloudEvent, Any]:
     """The request the filter would emit, and the notifier's reading of it."""
-    reply = bridge.filter_core.notification(event, recipients)
+    (reply,) = bridge.filter_core.notifications(event, recipients)
     data = bridge.shared_events.json_data(reply)
     return reply, bridge.notifier_core.parse_request(reply["type"], reply["id"], data)
 

@@ -176,8 +176,7 @@ class Live:
 
     def __init__(self, kube: Any, groups_configmap: str = "kubeevent-user-groups",
                  namespace: str = "cpaas-system") -> None:
-        from subscription_filter.rbac import GroupDirectory
-        from subscription_filter.rbac import AccessReviewer
+        from subscription_filter.rbac import AccessReviewer, GroupDirectory
 
         def read() -> dict[str, str] | None:
             # The administrator's group directory, as the filter reads it (the reviews

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                         f"(it has: {', '.join(types)})")
     sample = enriched_sample(wanted)
     sample["id"] = f"test-send-{uuid.uuid4()}"  # a new notification every time
-    request = bridge.filter_core.notification(sample, [sub])
+    (request,) = bridge.filter_core.notifications(sample, [sub])
     outcome = notifier(args).handle(request, {})
     result = {"subscription": args.subscription, "subscriber": sub.subscriber.name,
               "event_type": wanted, "notification": request["id"],

@@ -479,15 +479,15 @@ def test_notification_request(engine: Engine) -> None:
     event = factory.enriched_event("approvalpending", obj=RUN, id="in-1")
     parsed = core.parse_enriched(event)
     matched = core.match(index, parsed, engine).matched
-    reply = core.notification(event, list(reversed(matched)))
-    again = core.notification(event, matched)
+    (reply,) = core.notifications(event, list(reversed(matched)))
+    (again,) = core.notifications(event, matched)
     assert reply["type"] == core.NOTIFICATION_TYPE
     assert reply["id"] == again["id"] != "in-1"
     assert reply["source"] == core.NOTIFICATION_SOURCE
     assert reply["involvedobjectname"] == "my-promotion"
     assert reply["eventreason"] == "approvalpending"
-    other = core.notification(factory.enriched_event("approvalpending", obj=RUN, id="in-2"),
-                              matched)
+    (other,) = core.notifications(
+        factory.enriched_event("approvalpending", obj=RUN, id="in-2"), matched)
     assert other["id"] != reply["id"]
     data = reply.data
     assert data["event"]["id"] == "in-1" and data["event"]["type"] == event["type"]

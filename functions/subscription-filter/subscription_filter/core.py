@@ -250,13 +250,6 @@ def notifications(event: CloudEvent, recipients: Sequence[Subscription],
     return requests
 
 
-def notification(event: CloudEvent, recipients: Sequence[Subscription],
-                 source: str = NOTIFICATION_SOURCE) -> CloudEvent:
-    """The one notification request for ``event`` when its recipients fit in one."""
-    (request,) = notifications(event, recipients, source)
-    return request
-
-
 # Recipients' room in a request is at least this (an event heavier than its share is
 # made lighter first).
 MIN_ROOM = 64 * 1024

@@ -96,8 +96,8 @@ class SubscriptionStore:
         self._watch: k8s_watch.Watch | None = None
         self._limits: queue.Queue[tuple[str, str, str]] = queue.Queue(maxsize=LIMIT_QUEUE)
         self._limits_reported: set[tuple[str, int, str, str]] = set()
-        self._limit_thread: threading.Thread | None = None
         self._limit_lock = threading.Lock()
+        self._limits_thread: threading.Thread | None = None
         self.limit_writes = 0
 
     # ------------------------------------------------------------------ public
@@ -109,6 +109,10 @@ class SubscriptionStore:
         self._thread = threading.Thread(target=self._run, name="subscription-watch",
                                         daemon=True)
         self._thread.start()
+        if self.write_status and not (self._limits_thread and self._limits_thread.is_alive()):
+            self._limits_thread = threading.Thread(target=self._write_limits,
+                                                   name="subscription-limits", daemon=True)
+            self._limits_thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread: an open watch is cut off rather than waited for."""
@@ -126,19 +130,11 @@ class SubscriptionStore:
             return
         sub = self._snapshot.subscriptions.get(name)
         key = (name, sub.generation if sub is not None else -1, where, message)
-        with self._limit_lock:
-            if key in self._limits_reported:
+        with self._limit_lock:  # only reporters put: a queue not full here takes one more
+            if key in self._limits_reported or self._limits.full():
                 return
             self._limits_reported.add(key)
-            if self._limit_thread is None or not self._limit_thread.is_alive():
-                self._limit_thread = threading.Thread(
-                    target=self._write_limits, name="subscription-limits", daemon=True)
-                self._limit_thread.start()
-        try:
             self._limits.put_nowait((name, where, message))
-        except queue.Full:
-            with self._limit_lock:
-                self._limits_reported.discard(key)
 
     def _write_limits(self) -> None:
         while not self._stop.is_set():
@@ -286,10 +282,9 @@ class SubscriptionStore:
         ready = sum(1 for item in self._loaded.values() if item.subscription is not None)
         logs.info("subscriptions listed", total=len(self._loaded), ready=ready,
                   not_ready=len(self._loaded) - ready, resource_version=resource_version)
-        for name, item in self._loaded.items():
+        for item in self._loaded.values():
             if item.subscription is None:
-                logs.warning("subscription not used", subscription=name,
-                             reason=item.readiness.reason, detail=item.readiness.message)
+                _not_used(item)
         self._ready.set()
         return pending
 
@@ -355,19 +350,15 @@ class SubscriptionStore:
                 logs.info("subscription removed", subscription=name)
         elif kind in ("ADDED", "MODIFIED"):
             loaded = self.compiler.load(obj)
-            previous = self._loaded.get(name)
-            self._loaded[name] = loaded
-            if previous is None or previous.subscription != loaded.subscription \
-                    or previous.readiness != loaded.readiness:
+            if self._loaded.get(name) != loaded:
+                self._loaded[name] = loaded
                 self._publish()
                 if loaded.subscription is not None:
                     logs.info("subscription in use", subscription=name,
                               subscriber=loaded.subscription.subscriber.name,
                               generation=loaded.readiness.generation)
                 else:
-                    logs.warning("subscription not used", subscription=name,
-                                 reason=loaded.readiness.reason,
-                                 detail=loaded.readiness.message)
+                    _not_used(loaded)
             self._sync_status(obj, loaded)
         if rv:
             self.resource_version = rv
@@ -417,6 +408,11 @@ def _collector_paused() -> Iterator[None]:
         if outermost:
             gc.freeze()
             gc.enable()
+
+
+def _not_used(loaded: Loaded) -> None:
+    logs.warning("subscription not used", subscription=loaded.name,
+                 reason=loaded.readiness.reason, detail=loaded.readiness.message)
 
 
 def _describe(exc: BaseException) -> str:

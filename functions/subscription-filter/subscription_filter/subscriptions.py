@@ -41,7 +41,6 @@ from .shared.cache import Cache
 GROUP = "core.katanomi.dev"
 VERSION = "v1alpha1"
 PLURAL = "clustersubscriptions"
-KIND = "ClusterSubscription"
 OWNER_ANNOTATION = "katanomi.dev/owned.username"
 CHANNELS_ANNOTATION = "core.katanomi.dev/sink.pluginclasses"
 SUBSCRIBER_KINDS = ("User", "Group")
@@ -119,7 +118,6 @@ class ObjectRule:
 @dataclass(frozen=True)
 class Subscription:
     name: str
-    uid: str
     generation: int
     subscriber: Subscriber
     channels: tuple[str, ...]
@@ -450,7 +448,6 @@ class Compiler:
         return Loaded(name, subscription, Readiness(True, "Ready", message, generation))
 
     def _load(self, obj: Mapping[str, Any], name: str, generation: int | None) -> Subscription:
-        meta = _meta(obj)
         spec = check_spec(obj)
         subscriber = parse_subscriber(spec)
         check_owner(obj, subscriber)
@@ -462,7 +459,7 @@ class Compiler:
         if isinstance(objects, Invalid):
             raise objects
         return Subscription(
-            name=name, uid=_text(meta.get("uid")), generation=generation or 0,
+            name=name, generation=generation or 0,
             subscriber=subscriber, channels=self._channels.get_or(channels, lambda: channels),
             objects=objects, bound=self.engine.value(subscriber.binding),
         )
