@@ -18,7 +18,7 @@ from corpwechat_notifier.shared import logs
 from corpwechat_notifier.shared.config import ConfigError
 from corpwechat_notifier.shared.errors import BadRequest, TemporaryError, Unprocessable
 from corpwechat_notifier.templates import TemplateStore, parse_mapping
-from corpwechat_notifier.users import GroupTargets, TTLCache, UserDirectory
+from corpwechat_notifier.users import GroupTargets, UserDirectory
 from corpwechat_notifier.wecom import target_batches
 from tests.corpwechat_notifier.support import installed_templates
 from tests.support import factory
@@ -305,16 +305,24 @@ def test_one_failed_lookup_fails_them_all_with_the_first_error_in_order():
     assert directory.resolve_many([("a", "a@example.com")]) == [("a", "email")]
 
 
-def test_ttl_cache_expires_and_is_bounded():
+def test_looked_up_mails_expire_and_are_bounded():
     clock = Clock()
-    cache = TTLCache(ttl=10, size=2, clock=clock)
-    cache.put("a", "1")
-    cache.put("b", None)
-    assert cache.get("a") == (True, "1") and cache.get("b") == (True, None)
-    cache.put("c", "3")
-    assert cache.get("a") == (False, None)
-    clock.now += 11
-    assert cache.get("c") == (False, None)
+    lookups: list[str] = []
+
+    def lookup(mail: str) -> str | None:
+        lookups.append(mail)
+        return None if mail.startswith("nobody") else mail.split("@")[0]
+
+    directory = UserDirectory(dict, lookup, by_mail=True, ttl=10, size=2, clock=clock)
+    for _ in range(2):  # the second round is served from the cache, the miss included
+        assert directory.resolve_many([("a", "a@x.io"), ("n", "nobody@x.io")], workers=1) == [
+            ("a", "email"), (None, "none")]
+    assert lookups == ["a@x.io", "nobody@x.io"]
+    directory.resolve("c", "c@x.io")  # a third mail pushes out the oldest (a@x.io)
+    directory.resolve("a", "a@x.io")
+    clock.now += 11  # and after the ttl every one is looked up again
+    directory.resolve("c", "c@x.io")
+    assert lookups == ["a@x.io", "nobody@x.io", "c@x.io", "a@x.io", "c@x.io"]
 
 
 # ---------------------------------------------------------------- template lookup

@@ -6,12 +6,12 @@ Nothing here does I/O, so it is tested with plain data.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .shared.cache import Cache
 from .shared.errors import BadRequest
 
 NOTIFICATION_REQUESTED = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
@@ -145,30 +145,17 @@ class SentRecord:
     """
 
     def __init__(self, size: int = 10000) -> None:
-        self.size = max(1, size)
-        self._entries: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: Cache[tuple[str, str, str], bool] = Cache(size)
 
     def sent(self, notification_id: str, channel: str, user: str) -> bool:
-        key = (notification_id, channel, user)
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return True
-            return False
+        return self._entries.get((notification_id, channel, user)) is not None
 
     def add(self, notification_id: str, channel: str, users: Iterable[str]) -> None:
-        with self._lock:
-            for user in users:
-                key = (notification_id, channel, user)
-                self._entries[key] = None
-                self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        for user in users:
+            self._entries.put((notification_id, channel, user), True)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)
 
 
 class KeyedLocks:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +23,8 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.filters import FILTERS
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .shared.cache import Cache
 
 MSGTYPES = ("text", "markdown", "textcard")
 FIELDS = ("title", "content", "url", "btntxt")
@@ -343,16 +343,12 @@ class Renderer:
 
     def __init__(self, cache_size: int = 256) -> None:
         self.env = new_environment()
-        self._cache: OrderedDict[TemplateSpec, Compiled] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._cache: Cache[TemplateSpec, Compiled] = Cache(cache_size)
 
     def compile(self, spec: TemplateSpec) -> Compiled:
-        with self._lock:
-            hit = self._cache.get(spec)
-            if hit is not None:
-                self._cache.move_to_end(spec)
-                return hit
+        return self._cache.get_or(spec, lambda: self._compile(spec))
+
+    def _compile(self, spec: TemplateSpec) -> Compiled:
         templates: dict[str, Any] = {}
         uses_subscriber = False
         for key, source in spec.sources().items():
@@ -363,12 +359,7 @@ class Renderer:
             except TemplateError as exc:
                 raise RenderError(f"template {spec.name!r}: {key}: "
                                   f"{type(exc).__name__}: {exc}") from None
-        compiled = Compiled(spec, templates, uses_subscriber)
-        with self._lock:
-            self._cache[spec] = compiled
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return compiled
+        return Compiled(spec, templates, uses_subscriber)
 
     def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
         values: dict[str, str] = {}

@@ -12,7 +12,6 @@ answer.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from .render import (
     template_context,
 )
 from .shared import logs
+from .shared.cache import Cache
 
 CONFIG_MAP = "katanomi-config"
 MAPPING_KEY = "notification.templates"
@@ -94,38 +94,24 @@ class TemplateStore:
         self.read_config = read_config
         self.read_template = read_template
         self.namespace = namespace
-        self.ttl = ttl
-        self.clock = clock
-        self._mapping: tuple[float, dict[str, str] | None] | None = None
-        self._templates: dict[str, tuple[float, dict[str, Any] | None]] = {}
-        self._lock = threading.Lock()
+        self._mapping: Cache[None, dict[str, str] | None] = Cache(1, ttl, clock)
+        # Names come from the mapping: few.
+        self._templates: Cache[str, dict[str, Any] | None] = Cache(512, ttl, clock)
 
     def mapping(self) -> dict[str, str] | None:
-        with self._lock:
-            if self._mapping and self.clock() - self._mapping[0] < self.ttl:
-                return self._mapping[1]
+        return self._mapping.get_or(None, self._read_mapping)
+
+    def _read_mapping(self) -> dict[str, str] | None:
         data = self.read_config()
-        mapping = None
-        if data is not None:
-            mapping, problems = parse_mapping(data.get(MAPPING_KEY))
-            for problem in problems:
-                logs.warning(problem.message, error=problem.error or None)
-        with self._lock:
-            self._mapping = (self.clock(), mapping)
+        if data is None:
+            return None
+        mapping, problems = parse_mapping(data.get(MAPPING_KEY))
+        for problem in problems:
+            logs.warning(problem.message, error=problem.error or None)
         return mapping
 
     def template(self, name: str) -> dict[str, Any] | None:
-        with self._lock:
-            hit = self._templates.get(name)
-            if hit and self.clock() - hit[0] < self.ttl:
-                return hit[1]
-        obj = self.read_template(name)
-        with self._lock:
-            self._templates[name] = (self.clock(), obj)
-            if len(self._templates) > 512:  # names come from the mapping: stays small
-                oldest = min(self._templates, key=lambda k: self._templates[k][0])
-                del self._templates[oldest]
-        return obj
+        return self._templates.get_or(name, lambda: self.read_template(name))
 
     def lookup(self, event_type: str) -> Lookup:
         mapping = self.mapping()

@@ -21,14 +21,12 @@ answer keeps the order of the recipients, and the first failure in that order is
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .shared import logs
-from .shared.cache import CachedMap
+from .shared.cache import Cache, CachedMap
 
 DIRECTORY = "corpwechat-users"
 # WeCom member ids: 1-64 bytes of letters, digits and "_-@.", starting with a letter or digit.
@@ -41,37 +39,6 @@ LOOKUP_WORKERS = 8
 
 def valid_userid(userid: str) -> bool:
     return _USERID.fullmatch(userid) is not None
-
-
-class TTLCache:
-    """A small bounded map whose entries expire; values may be ``None`` (negative hits)."""
-
-    _MISSING = object()
-
-    def __init__(self, ttl: float, size: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.size = max(1, size)
-        self.clock = clock
-        self._data: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> tuple[bool, str | None]:
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return False, None
-            if self.clock() >= entry[0]:
-                del self._data[key]
-                return False, None
-            self._data.move_to_end(key)
-            return True, entry[1]
-
-    def put(self, key: str, value: str | None) -> None:
-        with self._lock:
-            self._data[key] = (self.clock() + self.ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
 
 
 GROUPS_DIRECTORY = "corpwechat-groups"
@@ -114,7 +81,8 @@ class UserDirectory:
         self.lookup_email = lookup_email
         self.by_mail = by_mail
         self.by_username = by_username
-        self.mails = TTLCache(ttl, size, clock)
+        # mail key → user id; "" when WeCom has no member for the mail (a negative hit).
+        self.mails: Cache[str, str] = Cache(size, ttl, clock)
         self.directory = CachedMap(read_directory, directory_ttl, clock)
 
     def resolve(self, name: str, mail: str = "") -> tuple[str | None, str]:
@@ -136,7 +104,7 @@ class UserDirectory:
             if directory.get(name) or not mail or not self.by_mail:
                 continue
             key = mail.strip().lower()
-            if key not in wanted and not self.mails.get(key)[0]:
+            if key not in wanted and self.mails.get(key) is None:
                 wanted[key] = mail.strip()
         fresh = self._look_up(wanted, workers)
         noted: set[str] = set()
@@ -147,7 +115,7 @@ class UserDirectory:
 
         def one(key: str) -> str | None:
             userid = self.lookup_email(wanted[key])
-            self.mails.put(key, userid)
+            self.mails.put(key, userid or "")
             return userid
 
         if len(wanted) <= 1 or workers <= 1:
@@ -171,11 +139,11 @@ class UserDirectory:
                 userid, looked_up = fresh[key], key not in noted
                 noted.add(key)
             else:
-                hit, userid = self.mails.get(key)
-                looked_up = not hit
+                userid = self.mails.get(key)
+                looked_up = userid is None
                 if looked_up:
                     userid = self.lookup_email(mail.strip())
-                    self.mails.put(key, userid)
+                    self.mails.put(key, userid or "")
             if userid:
                 return userid, "email"
             if looked_up:
