@@ -301,89 +301,70 @@ class WeComClient:
             if cached is not None and cached.value == value:
                 del self._tokens[key]
 
-    def _after_transport_failure(self, endpoint: str, exc: _Transient, failures: int) -> None:
-        """Give up with a 503 after ``attempts`` failures, else log and back off."""
-        if failures >= self.attempts:
-            raise _with_code(WeComUnavailable(
-                f"WeCom {endpoint} {exc} after {failures} attempts"), None, "") from None
-        logs.warning("WeCom call failed; retrying", endpoint=endpoint, error=str(exc),
-                     attempt=failures)
-        self._pause(failures)
+    def _retried(self, method: str, endpoint: str, params: dict[str, Any],
+                 body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The answer of ``endpoint``; after a transport failure or a busy errcode (-1,
+        45033) it is asked again, backing off, at most ``attempts`` times in all, then
+        ``WeComUnavailable`` (503). Any other answer is the caller's to judge. A timed-out
+        message/send may have been delivered: the duplicate check drops the repeat."""
+        failures = 0
+        while True:
+            errcode, errmsg = None, ""
+            try:
+                answer = self._request(method, endpoint, params, body)
+            except _Transient as exc:
+                error = f"WeCom {endpoint} {exc}"
+            else:
+                errcode = answer["errcode"]
+                if errcode not in RETRYABLE:
+                    return answer
+                errmsg = str(answer.get("errmsg") or "")
+                error = str(classify(errcode, errmsg, endpoint))
+            failures += 1
+            if failures >= self.attempts:
+                raise _with_code(WeComUnavailable(f"{error} after {failures} attempts"),
+                                 errcode, errmsg)
+            logs.warning("WeCom call failed; retrying", endpoint=endpoint, error=error,
+                         errcode=errcode, attempt=failures)
+            self._pause(failures)
 
     def _gettoken(self, credentials: Credentials) -> tuple[str, float]:
         params = {"corpid": credentials.corp_id, "corpsecret": credentials.corp_secret}
-        failures = 0
-        while True:
-            try:
-                answer = self._request("GET", GETTOKEN, params)
-            except _Transient as exc:
-                failures += 1
-                self._after_transport_failure(GETTOKEN, exc, failures)
-                continue
-            errcode = answer["errcode"]
-            if errcode == 0:
-                value = answer.get("access_token")
-                if not isinstance(value, str) or not value:
-                    raise _with_code(WeComUnavailable("WeCom gettoken answered no access_token"),
-                                     None, "")
-                logs.register_secret(value)
-                expires_in = answer.get("expires_in", 7200)
-                if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) \
-                        or not math.isfinite(expires_in):
-                    expires_in = 7200  # WeCom documents 7200; an unusable value is not trusted
-                # expires_in: 0 is a token that is already stale: used once, fetched again
-                return value, max(0.0, float(expires_in))
-            errmsg = str(answer.get("errmsg") or "")
-            if errcode in RETRYABLE:
-                failures += 1
-                if failures < self.attempts:
-                    logs.warning("WeCom busy; retrying", endpoint=GETTOKEN, errcode=errcode,
-                                 attempt=failures)
-                    self._pause(failures)
-                    continue
-            raise classify(errcode, errmsg, GETTOKEN)
+        answer = self._retried("GET", GETTOKEN, params)
+        if answer["errcode"] != 0:
+            raise classify(answer["errcode"], str(answer.get("errmsg") or ""), GETTOKEN)
+        value = answer.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise _with_code(WeComUnavailable("WeCom gettoken answered no access_token"),
+                             None, "")
+        logs.register_secret(value)
+        expires_in = answer.get("expires_in", 7200)
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) \
+                or not math.isfinite(expires_in):
+            expires_in = 7200  # WeCom documents 7200; an unusable value is not trusted
+        # expires_in: 0 is a token that is already stale: used once, fetched again
+        return value, max(0.0, float(expires_in))
 
     # ------------------------------------------------------------------ calls
 
     def call(self, credentials: Credentials, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to ``endpoint`` with the app's token; the ok answer, else a typed error."""
-        renewed = False
-        failures = 0
-        while True:
+        """POST ``body`` to ``endpoint`` with the app's token; the ok answer, else a typed
+        error. A refused token is dropped and fetched again, once."""
+        for renewed in (False, True):
             token = self.token(credentials)
-            try:
-                answer = self._request("POST", endpoint, {"access_token": token}, body)
-            except _Transient as exc:
-                failures += 1
-                # A timed-out message/send may have been delivered: the duplicate check
-                # makes WeCom drop the repeat.
-                self._after_transport_failure(endpoint, exc, failures)
-                continue
+            answer = self._retried("POST", endpoint, {"access_token": token}, body)
             errcode = answer["errcode"]
             if errcode == 0:
                 return answer
             errmsg = str(answer.get("errmsg") or "")
-            if errcode in TOKEN_ERRORS:
-                self.drop_token(credentials, token)
-                logs.info("WeCom refused the access token; fetching a new one",
-                          endpoint=endpoint, errcode=errcode, again=renewed or None)
-                if renewed:
-                    raise _with_code(WeComUnavailable(
-                        f"WeCom {endpoint} refused a fresh access token (errcode {errcode})"),
-                        errcode, errmsg)
-                renewed = True
-                continue
-            if errcode in RETRYABLE:
-                failures += 1
-                if failures < self.attempts:
-                    logs.warning("WeCom busy; retrying", endpoint=endpoint, errcode=errcode,
-                                 attempt=failures)
-                    self._pause(failures)
-                    continue
-                error = classify(errcode, errmsg, endpoint)
-                raise _with_code(WeComUnavailable(f"{error} after {failures} attempts"),
-                                 errcode, errmsg)
-            raise classify(errcode, errmsg, endpoint)
+            if errcode not in TOKEN_ERRORS:
+                raise classify(errcode, errmsg, endpoint)
+            self.drop_token(credentials, token)
+            logs.info("WeCom refused the access token; fetching a new one",
+                      endpoint=endpoint, errcode=errcode, again=renewed or None)
+        raise _with_code(WeComUnavailable(
+            f"WeCom {endpoint} refused a fresh access token (errcode {errcode})"),
+            errcode, errmsg)
 
     def send(self, credentials: Credentials, message: Message, users: Sequence[str], *,
              on_sent: Callable[[list[str]], None] | None = None) -> SendReport:
