@@ -18,30 +18,30 @@ $(STAMP): requirements.txt functions/*/requirements.txt
 ## Run the whole chain locally on this machine (Ctrl-C stops it).
 ## `make dev DEV_ARGS="--kube cluster"`: on a real kube-apiserver with Knative's adapter.
 dev: $(STAMP)
-	$(PY) -m tests.devstack $(DEV_ARGS)
+	$(PY) -m dev.stack $(DEV_ARGS)
 
 ## Lint, check vendored copies, run every test (the real-cluster ones too when Go is here).
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) tests/tools/vendor.py --check
-	bash tests/cluster/build.sh --if-go
+	$(PY) dev/vendor.py --check
+	bash dev/cluster/build.sh --if-go
 	$(PY) -m pytest $(CLUSTER_TESTS)
 
 ## Only the real-cluster tests (builds .cluster/bin first; needs Go).
 test-cluster: $(STAMP)
-	bash tests/cluster/build.sh
+	bash dev/cluster/build.sh
 	$(PY) -m pytest tests/cluster
 
 ## A real control plane to use by hand (Ctrl-C stops it).
 cluster: $(STAMP)
-	$(PY) -m tests.cluster
+	$(PY) -m dev.cluster
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
 ## Copy shared/ into each function and refresh each func.yaml from the defaults.
 vendor: $(STAMP)
-	$(PY) tests/tools/vendor.py
+	$(PY) dev/vendor.py
 
 ## Benchmarks (on demand, not in CI).
 bench: $(STAMP)

@@ -40,7 +40,7 @@ from bench.common import (
     table,
 )
 from bench.world import World, sized_promotion_run
-from tests.support.factory import apiserver_event, kube_event
+from dev.support.factory import apiserver_event, kube_event
 
 NAME = "coldstart"
 TARGET = 1.5

@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.support.procs import FunctionProcess
+from dev.support.procs import FunctionProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"

@@ -29,7 +29,7 @@ from bench.common import (
     table,
 )
 from bench.world import World, size_of, sized_promotion_run
-from tests.support.factory import apiserver_event, kube_event
+from dev.support.factory import apiserver_event, kube_event
 
 NAME = "enricher"
 TARGET = 0.7

@@ -34,8 +34,8 @@ from cloudevents.conversion import to_binary
 
 from bench.common import BenchProcess, children, emit, log, ms, percentile, rss_mb, table
 from bench.world import World, sized_promotion_run
-from tests.support.factory import enriched_event
-from tests.support.seed import example
+from dev.support.factory import enriched_event
+from dev.support.seed import example
 
 NAME = "filter"
 FUNCTION = "subscription-filter"

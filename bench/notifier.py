@@ -41,9 +41,9 @@ from bench.common import (
     table,
 )
 from bench.world import World, sized_promotion_run
-from tests.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
-from tests.support.factory import enriched_event, notification_request, recipient
-from tests.support.seed import ROOT
+from dev.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
+from dev.support.factory import enriched_event, notification_request, recipient
+from dev.support.seed import ROOT
 
 NAME = "notifier"
 FUNCTION = "corpwechat-notifier"

@@ -16,9 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support.factory import promotion_run
-from tests.support.sink import RecordingSink
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support.factory import promotion_run
+from dev.support.sink import RecordingSink
 
 
 def size_of(value: Any) -> int:

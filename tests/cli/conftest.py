@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dev.support.factory import kube_event, promotion_run
 from tests.cli.support import SEED_ADMIN, subscription_for, write_json, write_yaml
-from tests.support.factory import kube_event, promotion_run
 
 
 @dataclass

@@ -141,7 +141,7 @@ def test_every_kind_of_problem_is_reported(tmp_path: Path) -> None:
 
 
 def test_templates_render_against_a_given_event(tmp_path: Path) -> None:
-    from tests.support.factory import kube_event, promotion_run
+    from dev.support.factory import kube_event, promotion_run
 
     obj = promotion_run(name="release-42", requester="zoe")
     event = write_yaml(tmp_path / "event.yaml", kube_event("ApprovalPending", obj=obj))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support.procs import free_port
 from tests.cli.conftest import Case
 from tests.cli.support import PLATFORM_URL, TEMPLATES, by_name, run
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support.procs import free_port
 
 ADMIN = "admin-artifactpromotionrun-subscription"
 

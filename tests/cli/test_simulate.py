@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from corpwechat_notifier.templates import BUILTIN
+from dev.support.factory import apiserver_event, as_json, enriched_event
 from tests.cli.conftest import Case, make_case
 from tests.cli.support import (
     CONFIG_MAP,
@@ -21,7 +22,6 @@ from tests.cli.support import (
     write_json,
     write_yaml,
 )
-from tests.support.factory import apiserver_event, as_json, enriched_event
 
 ADMIN = "admin-artifactpromotionrun-subscription"
 ALICE = "alice-artifactpromotionrun-subscription"

@@ -12,6 +12,7 @@ import pytest
 from kubeevent_cli import why
 from kubeevent_cli.lint import subscription_problems as problems
 
+from dev.support import factory
 from subscription_filter import core
 from subscription_filter.binding import rewrite, source_position
 from subscription_filter.celengine import CelEvalError, Engine
@@ -25,7 +26,6 @@ from subscription_filter.subscriptions import (
     compile_cel,
     parse_subscriber,
 )
-from tests.support import factory
 
 ENRICHED_TYPE = factory.KUBEEVENT
 

@@ -1,2 +1,1 @@
-"""The real Kubernetes control plane (kube-apiserver, etcd, kubectl) and Knative's own
-ApiServerSource adapter, built from Go modules, and the tests that run against them."""
+"""The tests that run against a real control plane (dev/cluster)."""

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .controlplane import ControlPlane, build_status
-from .install import install_crds, project_namespaces
+from dev.cluster.controlplane import ControlPlane, build_status
+from dev.cluster.install import install_crds, project_namespaces
 
 
 @functools.cache

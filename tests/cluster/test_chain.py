@@ -14,18 +14,17 @@ import pytest
 import yaml
 from cloudevents.http import CloudEvent
 
+from dev.cluster.adapter import ReceiveAdapter
+from dev.cluster.chain import ClusterChain
+from dev.cluster.controlplane import ControlPlane
+from dev.support.factory import cluster_subscription, kube_event, post, promotion_run
+from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
 from tests.support.cli import kubeevent
-from tests.support.factory import cluster_subscription, kube_event, post, promotion_run
-from tests.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
-
-from .adapter import ReceiveAdapter
-from .chain import ClusterChain
-from .controlplane import ControlPlane
 
 
 def devstack_subscriptions() -> dict[str, str]:
     """subscriber → the example ClusterSubscription YAML written for them."""
-    from tests.devstack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
+    from dev.stack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
 
     found = {}
     for doc in load_yaml_file(DEVSTACK_EXAMPLES / "clustersubscriptions.yaml"):

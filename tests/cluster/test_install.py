@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import factory
-from tests.support.factory import cluster_subscription
-from tests.support.seed import example
-
-from .controlplane import ClusterError, ControlPlane
-from .install import MANIFESTS
+from dev.cluster.controlplane import ClusterError, ControlPlane
+from dev.cluster.install import MANIFESTS
+from dev.support import factory
+from dev.support.factory import cluster_subscription
+from dev.support.seed import example
 
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
 TARGETS = [MANIFESTS / "overlays" / name for name in OVERLAYS] + [

@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from tests.support.factory import cluster_subscription
-
-from .controlplane import ClusterError, ControlPlane
-from .install import MANIFESTS
+from dev.cluster.controlplane import ClusterError, ControlPlane
+from dev.cluster.install import MANIFESTS
+from dev.support.factory import cluster_subscription
 
 POLICY = "kubeevent-clustersubscription-owner"
 

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.seed import SEED, example, shell_block
-
-from .controlplane import ControlPlane
-from .install import MANIFESTS, apply_overlay
+from dev.cluster.controlplane import ControlPlane
+from dev.cluster.install import MANIFESTS, apply_overlay
+from dev.support.seed import SEED, example, shell_block
 
 pytestmark = pytest.mark.skipif(not SEED.exists(), reason="the source document is not beside "
                                                           "the repository")

@@ -20,9 +20,9 @@ from corpwechat_notifier.shared.errors import BadRequest, TemporaryError, Unproc
 from corpwechat_notifier.templates import TemplateStore, parse_mapping
 from corpwechat_notifier.users import GroupTargets, UserDirectory
 from corpwechat_notifier.wecom import target_batches
+from dev.support import factory
+from dev.support.seed import example
 from tests.corpwechat_notifier.support import installed_templates
-from tests.support import factory
-from tests.support.seed import example
 
 
 def b64(text: str) -> str:

@@ -14,17 +14,17 @@ import requests
 import yaml
 from cloudevents.http import CloudEvent
 
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
+from dev.support import factory
+from dev.support.procs import FunctionProcess
+from dev.support.seed import example
 from tests.corpwechat_notifier.support import (
     CRD_FILE,
     DELIVERY_CRD,
     PLATFORM_URL,
     installed_templates,
 )
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
-from tests.support import factory
-from tests.support.procs import FunctionProcess
-from tests.support.seed import example
 
 CORP_ID, AGENT = "ww0123456789abcdef", 1000002
 SECRET = "Fx7_Qp-s3cret-Vw9zKd2LmN4bR8tY6uJ1hG5cX3eA0"  # 43 characters, like a real one

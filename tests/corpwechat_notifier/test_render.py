@@ -30,14 +30,14 @@ from corpwechat_notifier.templates import (
     parse_mapping,
     select_template,
 )
+from dev.support import factory
+from dev.support.seed import example
 from tests.corpwechat_notifier.support import (
     CRD_FILE,
     PLATFORM_URL,
     TEMPLATE_FILE,
     installed_templates,
 )
-from tests.support import factory
-from tests.support.seed import example
 
 REASONS = ("approvalpending", "approvaldenied", "running", "failed")
 RUN_URL = f"{PLATFORM_URL}/console-devops/workspace/devops/artifactpromotionruns/my-promotion"

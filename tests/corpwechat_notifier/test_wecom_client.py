@@ -21,7 +21,7 @@ from corpwechat_notifier.wecom import (
     WeComRejected,
     WeComUnavailable,
 )
-from tests.fakes.wecom import GETTOKEN, USERID_BY_EMAIL, WeComSandbox
+from dev.fakes.wecom import GETTOKEN, USERID_BY_EMAIL, WeComSandbox
 
 CORP_ID, SECRET, AGENT = "ww-test", "client-s3cret", 1000002
 MESSAGE = Message("text", (("content", "制品晋级待审批 / awaiting approval"),))
@@ -391,7 +391,7 @@ class _Scripted:
     def __init__(self, answers: list[str]) -> None:
         from http.server import ThreadingHTTPServer
 
-        from tests.support.loopback import QuietHandler
+        from dev.support.loopback import QuietHandler
 
         owner = self
         self.answers = list(answers)

@@ -20,7 +20,7 @@ import pytest
 
 from corpwechat_notifier.credentials import Credentials
 from corpwechat_notifier.wecom import WeComClient, WeComUnavailable
-from tests.fakes.wecom import GETTOKEN, USERID_BY_EMAIL, WeComSandbox
+from dev.fakes.wecom import GETTOKEN, USERID_BY_EMAIL, WeComSandbox
 
 CORP_ID, SECRET, AGENT = "ww-proxy", "proxy-s3cret", 1000002
 CREDS = Credentials(CORP_ID, SECRET, AGENT)

@@ -1,1 +1,1 @@
-"""The local dev stack: a dev broker routing by the Trigger manifests, and the chain."""
+"""Tests of the dev stack (dev/stack): its broker and the chain it runs."""

@@ -13,8 +13,8 @@ import requests
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
 
-from tests.devstack import manifests
-from tests.devstack.broker import (
+from dev.stack import manifests
+from dev.stack.broker import (
     DeliverySpec,
     DevBroker,
     Trigger,

@@ -1,4 +1,4 @@
-"""README command 1: ``python -m tests.devstack`` shows who received which message."""
+"""README command 1: ``python -m dev.stack`` shows who received which message."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.devstack.manifests import ROOT
+from dev.stack.manifests import ROOT
 
-COMMAND = [sys.executable, "-m", "tests.devstack", "--kube", "fake", "--wecom", "sandbox"]
+COMMAND = [sys.executable, "-m", "dev.stack", "--kube", "fake", "--wecom", "sandbox"]
 
 
 def environment() -> dict[str, str]:

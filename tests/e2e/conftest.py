@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.devstack.stack import NOTIFIER, Stack, StackOptions
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.fakes.wecom import Delivery, WeComSandbox
-from tests.support.seed import example
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.fakes.wecom import Delivery, WeComSandbox
+from dev.stack.stack import NOTIFIER, Stack, StackOptions
+from dev.support.seed import example
 
 APR = ("artifacts.katanomi.dev/v1alpha1", "ArtifactPromotionRun")
 SUBSCRIPTION = ("core.katanomi.dev/v1alpha1", "ClusterSubscription")
@@ -42,7 +42,7 @@ def subscription(name: str, subscriber: str, *, owner: str | None = None,
 
 def corpwechat_users(**extra: str) -> dict[str, Any]:
     """The example user directory with more people in it (an administrator's ConfigMap)."""
-    from tests.devstack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
+    from dev.stack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
 
     (doc,) = load_yaml_file(DEVSTACK_EXAMPLES / "corpwechat-users.yaml")
     doc["data"].update(extra)

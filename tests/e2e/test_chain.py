@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.devstack.stack import BROKER, SYSTEM_NAMESPACE, Stack
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.fakes.wecom import GETTOKEN, MESSAGE_SEND, WeComSandbox
-from tests.support.factory import (
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.fakes.wecom import GETTOKEN, MESSAGE_SEND, WeComSandbox
+from dev.stack.stack import BROKER, SYSTEM_NAMESPACE, Stack
+from dev.support.factory import (
     NOTIFICATION_REQUESTED,
     binary_headers,
     enriched_event,
@@ -23,8 +23,8 @@ from tests.support.factory import (
     promotion_run,
     sign,
 )
-from tests.support.factory import notification_request as factory_request
-from tests.support.seed import SEED_SUBSCRIPTIONS, TITLES
+from dev.support.factory import notification_request as factory_request
+from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES
 
 from .conftest import INJECTION, SUBSCRIPTION, received, recipients, settle, wait_for
 

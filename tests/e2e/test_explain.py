@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from tests.devstack.stack import Stack
-from tests.fakes.kube_api import FakeKubeAPI
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.stack.stack import Stack
+from dev.support.factory import kube_event, promotion_run
+from dev.support.seed import SEED_SUBSCRIPTIONS
 from tests.support.cli import kubeevent
-from tests.support.factory import kube_event, promotion_run
-from tests.support.seed import SEED_SUBSCRIPTIONS
 
 from .conftest import settle
 

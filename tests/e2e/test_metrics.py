@@ -9,9 +9,9 @@ import uuid
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.devstack.stack import ENRICHER, FILTER, NOTIFIER, Stack
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support.factory import kube_event, post_raw, promotion_run
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.stack.stack import ENRICHER, FILTER, NOTIFIER, Stack
+from dev.support.factory import kube_event, post_raw, promotion_run
 
 from .conftest import settle
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 from cloudevents.conversion import to_binary
 
-from tests.devstack.stack import ENRICHER, FILTER, NOTIFIER, Stack, StackOptions
-from tests.support.factory import apiserver_event, kube_event, promotion_run
+from dev.stack.stack import ENRICHER, FILTER, NOTIFIER, Stack, StackOptions
+from dev.support.factory import apiserver_event, kube_event, promotion_run
 from tests.support.otlp import OtlpReceiver
 
 from .conftest import REQUESTED, settle

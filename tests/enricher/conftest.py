@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support.factory import promotion_run
-from tests.support.procs import FunctionProcess
-from tests.support.sink import RecordingSink
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support.factory import promotion_run
+from dev.support.procs import FunctionProcess
+from dev.support.sink import RecordingSink
 
 
 @pytest.fixture(scope="module")

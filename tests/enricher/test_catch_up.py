@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support.factory import apiserver_event, kube_event, post, promotion_run
-from tests.support.procs import FunctionProcess
-from tests.support.sink import RecordingSink
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support.factory import apiserver_event, kube_event, post, promotion_run
+from dev.support.procs import FunctionProcess
+from dev.support.sink import RecordingSink
 
 from .conftest import enricher_env
 

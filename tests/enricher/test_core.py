@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from dev.support.factory import events_v1, kube_event, promotion_run
 from enricher import core
 from enricher.config import Config
 from enricher.shared.config import ConfigError
 from enricher.shared.errors import BadRequest, Forbidden
-from tests.support.factory import events_v1, kube_event, promotion_run
 
 SEED_TYPE = "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.approvalpending.v1alpha1"
 

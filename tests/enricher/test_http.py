@@ -12,9 +12,8 @@ import time
 import pytest
 import requests
 
-from shared.fit import ENRICHED_BYTES
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support.factory import (
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support.factory import (
     SIGNING_KEY,
     apiserver_event,
     binary_headers,
@@ -24,8 +23,9 @@ from tests.support.factory import (
     post_raw,
     promotion_run,
 )
-from tests.support.procs import FunctionProcess
-from tests.support.sink import RecordingSink
+from dev.support.procs import FunctionProcess
+from dev.support.sink import RecordingSink
+from shared.fit import ENRICHED_BYTES
 
 from .conftest import start_enricher
 

@@ -1,0 +1,1 @@
+"""Tests of the test doubles (dev/fakes): the fake API server and the WeCom sandbox."""

@@ -15,7 +15,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.dynamic import DynamicClient
 
-from tests.fakes.kube_api import FakeKubeAPI, parse_label_selector
+from dev.fakes.kube_api import FakeKubeAPI, parse_label_selector
 
 REPO = Path(__file__).resolve().parents[2]
 APR = "artifacts.katanomi.dev/v1alpha1"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fakes.wecom import (
+from dev.fakes.wecom import (
     CONTENT_LIMIT,
     MAX_USERS,
     Delivery,
@@ -806,7 +806,7 @@ def test_cli_prints_delivered_messages_and_stops_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "tests.fakes.wecom",
+            "dev.fakes.wecom",
             "--port",
             "0",
             "--users",

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.devstack import manifests
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support.seed import EXAMPLES
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.stack import manifests
+from dev.support.seed import EXAMPLES
 
 EXISTING = {
     "apiVersion": "v1", "kind": "ConfigMap",

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.devstack import manifests
-from tests.devstack.broker import Trigger
-from tests.devstack.stack import func_yaml_env
-from tests.support.procs import FUNCTIONS
-from tests.support.seed import example
+from dev.stack import manifests
+from dev.stack.broker import Trigger
+from dev.stack.stack import func_yaml_env
+from dev.support.procs import FUNCTIONS
+from dev.support.seed import example
 
 OVERLAYS = ["knative", "katanomi"]
 FUNCTION_NAMES = ["kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier"]

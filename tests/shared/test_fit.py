@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dev.support.factory import promotion_run
 from shared import fit
-from tests.support.factory import promotion_run
 
 
 def test_an_object_that_fits_loses_only_its_bloat() -> None:

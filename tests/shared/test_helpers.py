@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import pytest
 from cloudevents.http import CloudEvent
 
+from dev.support.factory import binary_headers
 from shared import logs
 from shared.boundary import Request, dispatch
 from shared.config import (
@@ -39,7 +40,6 @@ from shared.events import (
     new_event,
     parse_event,
 )
-from tests.support.factory import binary_headers
 
 
 @pytest.mark.parametrize(("exc", "status"), [

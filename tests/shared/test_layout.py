@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from tests.tools import vendor
+from dev import vendor
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "reference" / "func_yaml-schema.json"
@@ -27,8 +29,10 @@ def test_top_level_layout_is_the_designed_one() -> None:
         assert (ROOT / name).exists(), name
     allowed = {"functions", "func.yaml", "shared", "manifests", "tests", "requirements.txt",
                "README.md", "Makefile", ".ci", "pyproject.toml", "bench", ".git", ".gitignore",
-               "cli"}  # cli/: the kubeevent command (lint, simulate), an addition to DESIGN §2
-    # .cluster/: the control plane binaries tests/cluster/build.sh makes (git-ignored)
+               "cli", "dev"}
+    # Additions to DESIGN §2: cli/, the kubeevent command (lint, simulate); dev/, the tools
+    # the tests, the benchmarks and `make dev` share (DESIGN places the test doubles in tests/).
+    # .cluster/: the control plane binaries dev/cluster/build.sh makes (git-ignored)
     ignored = (".venv", ".cluster", ".pytest", ".ruff", ".dev")
     tracked = {p.name for p in ROOT.iterdir() if not p.name.startswith(ignored)}
     assert tracked <= allowed, tracked - allowed
@@ -38,7 +42,7 @@ def test_every_vendored_copy_matches_shared() -> None:
     assert present_functions(), "no functions found"
     for function in present_functions():
         drift = vendor.copy_drift(vendor.package_of(function) / "shared")
-        assert drift == [], f"run `python tests/tools/vendor.py`: {drift}"
+        assert drift == [], f"run `python dev/vendor.py`: {drift}"
 
 
 def test_drift_is_detected(tmp_path: Path) -> None:
@@ -82,3 +86,14 @@ def test_each_function_has_both_entries_and_a_procfile() -> None:
         for line in reqs.splitlines():
             if line.strip() and not line.startswith("#"):
                 assert "==" in line, f"{function.name}: unpinned {line}"
+
+
+def test_the_tools_do_not_import_the_tests() -> None:
+    """bench/ and the dev stack (``make dev``) are tools: they run without the test package."""
+    code = ("import sys, bench.__main__, bench.filter, bench.notifier, bench.enricher, "
+            "bench.coldstart, dev.stack.__main__, dev.cluster.__main__, dev.vendor; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tests'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

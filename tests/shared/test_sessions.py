@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dev.support.sink import RecordingSink
 from shared.sessions import PooledSession
-from tests.support.sink import RecordingSink
 
 
 @pytest.fixture

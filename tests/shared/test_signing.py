@@ -8,10 +8,10 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import from_http
 
+from dev.support import factory
 from shared.config import ConfigError
 from shared.errors import Forbidden
 from shared.signing import EXTENSION, Signer, signer_from_env
-from tests.support import factory
 
 KEY = factory.SIGNING_KEY.encode()
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support import factory
 from subscription_filter.app import SubscriptionFilter, build
 from subscription_filter.binding import resolve, rewrite, subscriber_binding
 from subscription_filter.celengine import (
@@ -19,8 +21,6 @@ from subscription_filter.celengine import (
     select,
 )
 from subscription_filter.shared.kube import Kube
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support import factory
 
 ENGINE_NAMES = ["celpy", "cel-expr"]
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cloudevents.conversion import to_binary
 
+from dev.support import factory
 from subscription_filter.app import SubscriptionFilter
 from subscription_filter.celengine import select
 from subscription_filter.config import Config
@@ -24,7 +25,6 @@ from subscription_filter.shared.errors import Unprocessable
 from subscription_filter.shared.kube import Kube
 from subscription_filter.store import SubscriptionStore
 from subscription_filter.subscriptions import Compiler
-from tests.support import factory
 
 CSUB = "core.katanomi.dev/v1alpha1"
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dev.support import factory
 from subscription_filter.celengine import (
     MAX_DEPTH,
     MAX_EXPRESSION_BYTES,
@@ -18,7 +19,6 @@ from subscription_filter.celengine import (
     CelPyEngine,
     select,
 )
-from tests.support import factory
 
 from .conftest import outcome
 

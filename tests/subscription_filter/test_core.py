@@ -10,6 +10,7 @@ import pytest
 import yaml
 from cloudevents.http import CloudEvent
 
+from dev.support import factory, seed
 from subscription_filter import binding, core
 from subscription_filter.celengine import CelPyEngine, Engine, Program
 from subscription_filter.rbac import Target, review_body
@@ -24,7 +25,6 @@ from subscription_filter.subscriptions import (
     condition_patch,
     ready_condition,
 )
-from tests.support import factory, seed
 
 RUN = factory.promotion_run(requester="alice", approvers=("admin", "bob"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from dev.support import factory
 from subscription_filter.config import Config
 from subscription_filter.rbac import (
     AUTHENTICATED,
@@ -13,7 +14,6 @@ from subscription_filter.rbac import (
     parse_groups,
     review_body,
 )
-from tests.support import factory
 
 from .test_app import recipients, until
 

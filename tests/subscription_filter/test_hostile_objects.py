@@ -7,12 +7,12 @@ import time
 
 import pytest
 
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support import factory
 from subscription_filter.celengine import select
 from subscription_filter.shared.kube import Kube
 from subscription_filter.store import SubscriptionStore
 from subscription_filter.subscriptions import Compiler
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support import factory
 
 from .test_app import recipients, until
 

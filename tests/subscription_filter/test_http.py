@@ -19,9 +19,9 @@ import requests
 import yaml
 from cloudevents.http import CloudEvent, from_http
 
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.support import factory, seed
-from tests.support.procs import FunctionProcess
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support import factory, seed
+from dev.support.procs import FunctionProcess
 
 FUNCTION = "subscription-filter"
 CSUB = "core.katanomi.dev/v1alpha1"

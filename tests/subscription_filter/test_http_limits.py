@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.kube_api import FakeKubeAPI
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support import factory
+from dev.support.procs import FunctionProcess
 from tests.subscription_filter.test_http import CRD, CSUB, eventually, names, post, start
-from tests.support import factory
-from tests.support.procs import FunctionProcess
 
 BOB = "bob-artifactpromotionrun-subscription"
 ALICE = "alice-artifactpromotionrun-subscription"

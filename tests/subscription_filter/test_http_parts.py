@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from cloudevents.http import from_http
 
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.support import factory
+from dev.support.procs import FunctionProcess
+from dev.support.sink import RecordingSink
 from shared.events import MAX_BODY_BYTES
-from tests.fakes.kube_api import FakeKubeAPI
 from tests.subscription_filter.test_http import CRD, post, reply, start
-from tests.support import factory
-from tests.support.procs import FunctionProcess
-from tests.support.sink import RecordingSink
 
 PEOPLE = [f"person-{i:03}" for i in range(600)]
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dev.support import factory
 from subscription_filter import core, limits
 from subscription_filter.binding import rewrite
 from subscription_filter.celengine import (
@@ -30,7 +31,6 @@ from subscription_filter.subscriptions import (
     ready_condition,
 )
 from tests.subscription_filter.test_cel_conformance import SEED_CEL
-from tests.support import factory
 
 USERS = "ce.data.object.status.artifactPromotionSpec.approvalSpec.users"
 

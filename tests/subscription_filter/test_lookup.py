@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from dev.support import factory
 from subscription_filter import celengine, core
 from subscription_filter.binding import rewrite
 from subscription_filter.celengine import CelEvalError, Engine
 from subscription_filter.subscriptions import Compiler, build_snapshot
-from tests.support import factory
 
 NAMES = ("admin", "bob", "carol", "x y", "")
 

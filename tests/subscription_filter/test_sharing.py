@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dev.support import factory
 from subscription_filter import core
 from subscription_filter.binding import rewrite, subscriber_binding
 from subscription_filter.celengine import (
@@ -19,7 +20,6 @@ from subscription_filter.celengine import (
 )
 from subscription_filter.subscriptions import Compiler, Programs, build_snapshot
 from tests.subscription_filter.conftest import make_engine, outcome
-from tests.support import factory
 
 APPROVER = factory.seed_subscription()["spec"]["subscriptions"][0]["events"][0]["filter"]["cel"]
 PEOPLE = ("admin", "bob", "carol", "dave", "erin")

@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from .loopback import LoopbackServer
+from dev.support.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)

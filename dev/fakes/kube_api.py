@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from tests.support.loopback import LoopbackServer, QuietHandler
+from dev.support.loopback import LoopbackServer, QuietHandler
 
 __all__ = [
     "DEFAULT_TOKEN",

@@ -1,4 +1,4 @@
-"""``python -m tests.devstack`` (``make dev``): run the whole chain here and show who hears what.
+"""``python -m dev.stack`` (``make dev``): run the whole chain here and show who hears what.
 
 Starts a Kubernetes API (yours when KUBECONFIG / ~/.kube/config answers, else an embedded
 fake loaded with manifests/examples), the WeCom API (real when CORPWECHAT_CORP_ID,
@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.fakes.wecom import Delivery, format_delivery
+from dev.fakes.wecom import Delivery, format_delivery
 
 from . import manifests
 from .stack import (
@@ -175,7 +175,7 @@ def summary(steps: Sequence[Step]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.devstack", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true",
                         help="exit after the replay instead of running until Ctrl-C")
@@ -216,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _out("kubeevent-enricher dev stack on a real kube-apiserver: building and "
                      "starting the control plane, Knative's receive adapter, WeCom, the dev "
                      "broker and three functions ...")
-                from tests.cluster.chain import DevCluster
-                from tests.cluster.controlplane import ClusterError
+                from dev.cluster.chain import DevCluster
+                from dev.cluster.controlplane import ClusterError
 
                 try:
                     dev = DevCluster(args.workdir / "cluster", log=log).start()

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.devstack.stack import (
+from dev.fakes.wecom import Delivery
+from dev.stack.stack import (
     BROKER,
     ENRICHER,
     FILTER,
@@ -27,8 +28,7 @@ from tests.devstack.stack import (
     Stack,
     StackOptions,
 )
-from tests.fakes.wecom import Delivery
-from tests.support.factory import SIGNING_KEY
+from dev.support.factory import SIGNING_KEY
 
 from . import install
 from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
@@ -220,7 +220,7 @@ class DevCluster:
         self._run_uid = ""
 
     def start(self) -> DevCluster:
-        from tests.devstack.manifests import DEVSTACK_EXAMPLES, EXAMPLES, load_yaml_file
+        from dev.stack.manifests import DEVSTACK_EXAMPLES, EXAMPLES, load_yaml_file
 
         ensure_built()
         try:

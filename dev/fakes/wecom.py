@@ -25,7 +25,7 @@ status (``"http500"``, any ``"http4xx"``/``"http5xx"``).
 
 Run it alone (prints each delivered message; stops on SIGINT/SIGTERM)::
 
-    python -m tests.fakes.wecom --port 8089 --users alice,bob --email alice@example.com=alice
+    python -m dev.fakes.wecom --port 8089 --users alice,bob --email alice@example.com=alice
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from types import FrameType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.support.loopback import LoopbackServer, QuietHandler
+from dev.support.loopback import LoopbackServer, QuietHandler
 
 GETTOKEN = "gettoken"
 MESSAGE_SEND = "message/send"
@@ -954,7 +954,7 @@ def _parse_email(value: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.wecom",
+        prog="python -m dev.fakes.wecom",
         description="WeCom API sandbox: answers gettoken, message/send and "
         "user/get_userid_by_email, and prints every delivered message.",
     )

@@ -1,4 +1,4 @@
-"""``python -m tests.cluster`` (``make cluster``): a real control plane to use by hand.
+"""``python -m dev.cluster`` (``make cluster``): a real control plane to use by hand.
 
 Builds ``.cluster/bin`` if needed, starts etcd and kube-apiserver on 127.0.0.1 with RBAC,
 installs every CRD (ours, the ArtifactPromotionRun stand-in, Knative's) and the project
@@ -24,7 +24,7 @@ from .install import apply_overlay, install_crds, project_namespaces
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m dev.cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cluster" / "run",
                         help="certificates, kubeconfigs, etcd data and logs "

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the real control plane the cluster tests run against, from the Go modules pinned in
-# tests/cluster/go: kube-apiserver, kubectl, etcd and Knative's apiserver_receive_adapter.
+# dev/cluster/go: kube-apiserver, kubectl, etcd and Knative's apiserver_receive_adapter.
 #
-#   tests/cluster/build.sh            # build into .cluster/bin unless it is already current
-#   tests/cluster/build.sh --check    # exit 0 when .cluster/bin is current, 1 otherwise
-#   tests/cluster/build.sh --if-go    # build when Go is on PATH; without it say so in one line
+#   dev/cluster/build.sh            # build into .cluster/bin unless it is already current
+#   dev/cluster/build.sh --check    # exit 0 when .cluster/bin is current, 1 otherwise
+#   dev/cluster/build.sh --if-go    # build when Go is on PATH; without it say so in one line
 #                                     # and exit 0 (under CI=true: exit 1)
 #
 # The binaries are rebuilt only when a go.mod/go.sum, this script or `go version` changes
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-GO_DIR=$ROOT/tests/cluster/go
+GO_DIR=$ROOT/dev/cluster/go
 OUT=$ROOT/.cluster/bin
 K8S_VERSION=v1.35.4
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly"

@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from tests.support.factory import SIGNING_ENV
+from dev.support.factory import SIGNING_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"

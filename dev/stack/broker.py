@@ -57,7 +57,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
 
-from tests.support.loopback import LoopbackServer
+from dev.support.loopback import LoopbackServer
 
 RETRYABLE = frozenset({404, 408, 409, 429})
 ERROR_DATA_LIMIT = 1024

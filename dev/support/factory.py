@@ -247,7 +247,7 @@ def seed_subscription() -> dict[str, Any]:
 def _seed_subscription() -> dict[str, Any]:
     import yaml
 
-    from tests.support.seed import example
+    from dev.support.seed import example
 
     return yaml.safe_load(example("seed-clustersubscription-admin.yaml"))
 

@@ -1,6 +1,6 @@
 """A real Kubernetes control plane as local processes: etcd and kube-apiserver on 127.0.0.1.
 
-Built from Go modules by ``tests/cluster/build.sh`` into ``.cluster/bin``. The API server
+Built from Go modules by ``dev/cluster/build.sh`` into ``.cluster/bin``. The API server
 runs with ``--authorization-mode=RBAC``; every user has credentials of their own (the
 admin a client certificate in ``system:masters``, the others bearer tokens with their
 groups), and ServiceAccounts log in with tokens from the TokenRequest API
@@ -25,11 +25,11 @@ from typing import IO, Any
 import requests
 import yaml
 
-from tests.support.procs import free_port
+from dev.support.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cluster" / "bin"
-BUILD_SCRIPT = ROOT / "tests" / "cluster" / "build.sh"
+BUILD_SCRIPT = ROOT / "dev" / "cluster" / "build.sh"
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "apiserver_receive_adapter")
 ADMIN = "admin"
 
@@ -68,12 +68,12 @@ def build_status() -> tuple[bool, str]:
     check = subprocess.run(["bash", str(BUILD_SCRIPT), "--check"], capture_output=True,
                            check=False)
     if check.returncode != 0:
-        return False, ".cluster/bin is missing or out of date: run tests/cluster/build.sh"
+        return False, ".cluster/bin is missing or out of date: run dev/cluster/build.sh"
     return True, ""
 
 
 def ensure_built() -> None:
-    """Run tests/cluster/build.sh, which builds only when .cluster/bin is not current."""
+    """Run dev/cluster/build.sh, which builds only when .cluster/bin is not current."""
     if shutil.which("go") is None and binaries_missing():
         raise ClusterError("no Go toolchain on PATH to build .cluster/bin")
     if subprocess.run(["bash", str(BUILD_SCRIPT)], check=False).returncode != 0:
@@ -154,7 +154,7 @@ class ControlPlane:
         missing = binaries_missing(self.bin)
         if missing:
             raise ClusterError(f"missing {', '.join(missing)} in {self.bin}: "
-                               f"run tests/cluster/build.sh")
+                               f"run dev/cluster/build.sh")
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             self._make_pki()

@@ -1,8 +1,8 @@
 """The whole chain on one machine: Kubernetes API, WeCom, the dev broker, three functions.
 
-``Stack`` is what ``python -m tests.devstack`` runs and what the end-to-end tests start
+``Stack`` is what ``python -m dev.stack`` runs and what the end-to-end tests start
 once per module. The functions run through functions-framework as separate processes
-(``tests.support.procs.FunctionProcess``) with the environment of their ``func.yaml``
+(``dev.support.procs.FunctionProcess``) with the environment of their ``func.yaml``
 plus the local endpoints; the dev broker routes by the Trigger objects rendered from
 ``manifests/``.
 """
@@ -22,9 +22,9 @@ import yaml
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from tests.fakes.kube_api import FakeKubeAPI
-from tests.fakes.wecom import WeComSandbox
-from tests.support.procs import FUNCTIONS, FunctionProcess
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.fakes.wecom import WeComSandbox
+from dev.support.procs import FUNCTIONS, FunctionProcess
 
 from . import manifests
 from .broker import DevBroker

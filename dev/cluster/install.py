@@ -3,7 +3,7 @@
 - our CRDs (``kubectl apply -k manifests/crds``), a stand-in CRD for Katanomi's
   ArtifactPromotionRun, and Knative Eventing's and Serving's own CRDs, read from the
   ``knative.dev/eventing`` and ``knative.dev/serving`` module downloads pinned in
-  ``tests/cluster/go/knative``, so every Knative object we ship meets the real schema;
+  ``dev/cluster/go/knative``, so every Knative object we ship meets the real schema;
 - the project namespaces the seed's ApiServerSource watches (label
   ``cpaas.io/inner-namespace``);
 - then whatever overlay a test names.
@@ -20,8 +20,8 @@ from pathlib import Path
 from .controlplane import ROOT, ClusterError, ControlPlane
 
 MANIFESTS = ROOT / "manifests"
-TEST_CRDS = ROOT / "tests" / "cluster" / "crds"
-KNATIVE_MODULE = ROOT / "tests" / "cluster" / "go" / "knative"
+TEST_CRDS = ROOT / "dev" / "cluster" / "crds"
+KNATIVE_MODULE = ROOT / "dev" / "cluster" / "go" / "knative"
 # Where each Knative module keeps its CRDs.
 KNATIVE_CRD_DIRS = {"knative.dev/eventing": "config/core/resources",
                     "knative.dev/serving": "config/core/300-resources"}
@@ -32,7 +32,7 @@ INNER_NAMESPACE_LABEL = "cpaas.io/inner-namespace"
 @cache
 def knative_crd_files() -> tuple[Path, ...]:
     """The CRD files of the pinned Knative modules (already in the module cache after
-    tests/cluster/build.sh; ``go mod download`` verifies them against go.sum)."""
+    dev/cluster/build.sh; ``go mod download`` verifies them against go.sum)."""
     env = dict(os.environ, GOTOOLCHAIN="local", GOWORK="off", GOFLAGS="-mod=readonly")
     files: list[Path] = []
     for module, crd_dir in KNATIVE_CRD_DIRS.items():
