@@ -295,7 +295,7 @@ def entries(index: Index, *key: str) -> list[Candidate]:
     found = [c for bucket in index.buckets(*key)
              for group in (*(v for lk in bucket.lookups.values() for v in lk.by_name.values()),
                            *bucket.others.values()) for c in group]
-    return sorted(found, key=lambda c: c.order)
+    return sorted(found, key=lambda c: (c.subscription.name, c.entry))
 
 
 def test_index_by_type_group_kind_and_namespace(engine: Engine) -> None:

@@ -1,20 +1,12 @@
 """``$(subscriber.<field>)`` in a CEL filter is bound as data, never pasted as text.
 
-A small scanner that knows CEL's lexical rules for string literals and comments
-rewrites each placeholder into a reference to a bound variable before the
-expression is compiled:
-
-* ``"$(subscriber.name)"`` (the whole literal)  → ``(__subscriber__["name"])``
-* ``"team-$(subscriber.name)"``                  → ``("team-" + __subscriber__["name"])``
-* a bare ``$(subscriber.name)`` outside literals → ``(__subscriber__["name"])``
-
-The field path is the only text that reaches the compiled expression, and it is
-restricted to ``[A-Za-z0-9_-]`` segments, so nothing a subscriber's data holds
-(quotes, operators, comments) can change what an expression means. Bytes
-literals and comments are left alone. Every path must name a text field of
-``spec.subscriber`` (``name``, ``kind``, ``apiGroup``, ``info.mail`` …); an
-unknown path is a compile error, so a typo shows in the subscription's status
-instead of silently never matching.
+A scanner that knows CEL's string literals and comments rewrites each placeholder into a
+reference to a bound variable: ``"$(subscriber.name)"`` and a bare ``$(subscriber.name)``
+→ ``(__subscriber__["name"])``, ``"team-$(subscriber.name)"`` → ``("team-" +
+__subscriber__["name"])``; bytes literals and comments are left alone. Only the field
+path (``[A-Za-z0-9_-]`` segments) reaches the expression, so nothing a subscriber's data
+holds can change what it means. A path that names no text field of ``spec.subscriber``
+is a compile error: a typo shows in the status instead of never matching.
 """
 
 from __future__ import annotations

@@ -1,33 +1,26 @@
 """CEL behind one small adapter, with two engines that pass one conformance suite:
-``celpy`` (cel-python: pure Python, always installed) and ``cel-expr`` (cel-expr-python,
-Google's cel-cpp: much faster; used when importable, ``CEL_ENGINE=auto``, or when asked
-for). Both see ``ce`` (the CloudEvent: attributes, extensions and ``data``),
-``subscriber`` (``spec.subscriber`` with text leaves) and ``__subscriber__``, which
-``$(subscriber.*)`` placeholders are rewritten to.
+``celpy`` (cel-python, pure Python) and ``cel-expr`` (cel-expr-python, Google's cel-cpp,
+much faster; used when importable). Both see ``ce`` (the CloudEvent: attributes,
+extensions, ``data``), ``subscriber`` (``spec.subscriber``, text leaves) and
+``__subscriber__``, which ``$(subscriber.*)`` is rewritten to.
 
-Absurd expressions are refused before either engine sees them, by the same rules for
-both: lexical ones (``check_limits``: size, bracket nesting, ``&&``/``||`` operators,
-runs of ``!``/``-``, comprehensions, valid escapes, which cel-python is lenient about),
-then the depth of the syntax tree (``MAX_DEPTH``, measured without recursion, so
-neither a recursion limit nor a native stack can be reached) and the worst cost of one
-evaluation (``limits``). At run time a comprehension runs at most ``limits.ITERATIONS``
-times per evaluation (cel-cpp's own budget; celpy counts the same) and a celpy
-evaluation at most ``EVALUATION_SECONDS``.
+The same limits for both, before either engine sees an expression: lexical ones
+(``check_limits``), the syntax tree's depth (measured without recursion, so no recursion
+limit or native stack is reached) and the worst cost of one evaluation (``limits``). At
+run time a comprehension runs at most ``limits.ITERATIONS`` times per evaluation
+(cel-cpp's budget; celpy counts the same), a celpy evaluation at most
+``EVALUATION_SECONDS``. ``True`` matches; an error or a non-bool result raises
+``CelEvalError`` (no match), a bound reached ``CelLimitError`` (no answer: shown on the
+subscription).
 
-``True`` matches, ``False`` does not; an error or a non-bool result raises
-``CelEvalError`` (no match), and an evaluation stopped at a bound ``CelLimitError``: no
-answer, which the caller shows on the subscription.
-
-One event, many subscribers: ``Engine.event`` converts the event once and
-``Program.for_event`` sets a program up for it, as a function of a subscriber's binding.
-cel-cpp converts an activation's data on its first evaluation, so cel-expr keeps one
-activation per event holding only ``ce``, and compiles ``subscriber`` and
-``__subscriber__`` as calls of functions that return the subscriber being evaluated
-(per thread); an expression that cannot be compiled so (``subscriber`` as a macro's own
-variable) gets an activation per subscriber.
-
-Most filters can be true only for a subscriber named among some values of the event
-(``name_key``): the caller evaluates those once per event (``Engine.compile_values``).
+One event, many subscribers: ``Engine.event`` converts the event once, and
+``Program.for_event`` gives a function of a subscriber's binding. cel-cpp converts an
+activation's data on its first evaluation, so cel-expr keeps one activation per event
+holding only ``ce`` and compiles ``subscriber``/``__subscriber__`` as calls of functions
+returning the subscriber being evaluated (per thread); what cannot be compiled so
+(``subscriber`` as a macro's variable) gets an activation per subscriber. Most filters
+can be true only for subscribers named among some values of the event (``name_key``),
+evaluated once per event (``Engine.compile_values``).
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def match(index: Index, enriched: Enriched, engine: Engine,
     """
     scope = scope or Scope(enriched, engine)
     decided = [(c, scope.decide(c)) for c in candidates(index, scope)]
-    decided.sort(key=lambda d: d[0].order)
+    decided.sort(key=lambda d: (d[0].subscription.name, d[0].entry))
     result = MatchResult(candidates=len(decided))
     matched: dict[str, Subscription] = {}
     for candidate, decision in decided:

@@ -16,9 +16,9 @@ work (one unit: one operation, or 16 bytes compared or copied) or build a value 
   weighs, not its length times its size: sizes and costs are kept as
   ``fixed + k·|v|`` for the innermost comprehension variable ``v``.
 
-What is refused is what could exhaust the filter: a ``map`` that doubles a string
-24 times, a comprehension over a list nested in one over another list, ``in`` over a
-large list inside a loop. The seed's filters cost under a fifth of the limit.
+Refused: a ``map`` doubling a string 24 times, a comprehension over a list nested in one
+over another, ``in`` over a large list inside a loop. The seed's filters cost under a
+fifth of the limit.
 """
 
 from __future__ import annotations

@@ -391,13 +391,11 @@ class SubscriptionStore:
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while a big, cycle-free structure is built (each pass
-    it makes meanwhile walks everything built so far: a list of 100,000 would spend most
-    of its time there), and what was built kept out of later passes (``gc.freeze``: a
-    full pass over millions of objects would stall a request). Cyclic garbage from before
-    is collected first, so it is not frozen with it (the outermost pause does both; that
-    pass only walks what is not frozen yet). Reference counting still frees what is
-    dropped, the snapshot a change replaces included."""
+    """The cycle collector off while a big, cycle-free structure is built (its passes would
+    walk everything built so far: most of a 100,000 list's time), and what was built kept
+    out of later passes (``gc.freeze``: a pass over millions of objects stalls requests).
+    Earlier cyclic garbage is collected first, not frozen with it. Reference counting
+    still frees what is dropped, a replaced snapshot included."""
     outermost = gc.isenabled()
     if outermost:
         gc.collect()

@@ -2,20 +2,12 @@
 condition, and the index an event is matched through. Pure: plain dicts in.
 
 A subscription is used only when it is valid as a whole; otherwise it gets
-``Ready=False`` with the reason, and it never affects another subscription.
-``Compiler.load`` runs these checks in this order and reports the first reason (the
-CLI's ``lint`` runs the same checks and reports every reason):
-
-* ``check_spec``, ``parse_subscriber`` → ``InvalidSpec``: a required field is missing or
-  has the wrong shape (e.g. ``spec.subscriber.name is required``);
-* ``check_owner`` → ``OwnerMismatch``: ``katanomi.dev/owned.username`` differs from
-  ``spec.subscriber.name``;
-* ``check_channels`` → ``NoChannels``: ``core.katanomi.dev/sink.pluginclasses`` names no
-  channel (nobody could be notified);
-* ``check_subscriptions`` → ``InvalidSpec``: an entry of ``spec.subscriptions`` has the
-  wrong shape;
-* ``check_cel`` → ``InvalidCEL``: a filter does not compile (the message carries the
-  error, and where in the expression as written it is).
+``Ready=False`` with the reason, and it never affects another. ``Compiler.load`` runs
+these checks in order and reports the first reason (the CLI's ``lint``, every reason):
+``check_spec`` and ``parse_subscriber`` (``InvalidSpec``: a field missing or misshapen),
+``check_owner`` (``OwnerMismatch``: ``katanomi.dev/owned.username`` is not the
+subscriber), ``check_channels`` (``NoChannels``), ``check_subscriptions`` (``InvalidSpec``)
+and ``check_cel`` (``InvalidCEL``: the error, and where in the filter as written).
 """
 
 from __future__ import annotations
@@ -485,20 +477,13 @@ class Candidate(NamedTuple):  # a tuple: there is one per entry of every subscri
     rule: EventRule
     entry: int = 0
 
-    @property
-    def order(self) -> tuple[str, int]:
-        return self.subscription.name, self.entry
 
-
-class Lookup:
+class Lookup(NamedTuple):
     """The candidates of filters with one name lookup, by subscriber name: for an event,
     only those named in its ``values`` can match (see ``celengine.name_key``)."""
 
-    __slots__ = ("by_name", "values")
-
-    def __init__(self, values: Values) -> None:
-        self.values = values
-        self.by_name: dict[str, tuple[Candidate, ...]] = {}
+    values: Values
+    by_name: dict[str, tuple[Candidate, ...]]
 
 
 @dataclass
@@ -542,10 +527,9 @@ class Index:
                     (rule.type, obj.group, obj.kind, obj.namespace), Bucket())
                 program = rule.cel
                 if program is not None and program.values is not None:
-                    key = str(program.key)
-                    if key not in bucket.lookups:
-                        bucket.lookups[key] = Lookup(program.values)
-                    plan.append((rule, len(plan), bucket.lookups[key].by_name))
+                    lookup = bucket.lookups.setdefault(str(program.key),
+                                                       Lookup(program.values, {}))
+                    plan.append((rule, len(plan), lookup.by_name))
                 else:
                     plan.append((rule, len(plan),
                                  bucket.others.setdefault((rule.exact, program), [])))
