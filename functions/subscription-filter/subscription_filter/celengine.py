@@ -50,14 +50,11 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 class CelError(Exception):
-    """Carries a one-line message."""
+    """Carries a one-line ``message``."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split())[:500])
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0])
+        self.message = " ".join(str(message).split())[:500]
+        super().__init__(self.message)
 
 
 # How both engines name a place in the expression in a compile error (1-based).
@@ -94,16 +91,6 @@ EVALUATION_SECONDS = 5.0
 ITERATIONS_MESSAGE = (f"evaluation stopped after {limits.ITERATIONS:,} comprehension "
                       f"iterations, the limit per evaluation")
 TIME_MESSAGE = "evaluation stopped after {seconds:g} s, the limit per evaluation"
-
-
-_BUDGET = "iteration budget exceeded"  # how cel-cpp says it
-
-
-def eval_error(message: str) -> CelEvalError:
-    """The error for an engine's message: ``CelLimitError`` when it says a bound was hit."""
-    if _BUDGET in message.lower():
-        return CelLimitError(ITERATIONS_MESSAGE)
-    return CelEvalError(message)
 
 
 class Program(Protocol):
@@ -173,12 +160,10 @@ def plain(value: Any, depth: int = 0) -> Any:
         # cel-cpp ends a string at NUL, so "alice\0mallory" would equal "alice": a NUL is
         # replaced, and the string can then equal no NUL-free one, in either engine.
         return value.replace("\x00", NUL_STANDIN) if "\x00" in value else value
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, (bool, float)):
         return value
     if isinstance(value, int):
         return value if _INT64[0] <= value <= _INT64[1] else float(value)
-    if isinstance(value, float):
-        return value
     if isinstance(value, (dict, Mapping)):
         return {plain(str(k), depth + 1): plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -262,18 +247,13 @@ def _checked_tree(expression: str) -> Any:
 
 def _parse_error(exc: Exception) -> str:
     """Position and what was unexpected, from cel-python's parse error (and lark's)."""
-    line = getattr(exc, "line", None)
-    column = getattr(exc, "column", None)
     cause = exc.__cause__ or exc.__context__
-    what = "unexpected input"
-    token = getattr(cause, "token", None)
-    if token is not None:
-        what = ("unexpected end of expression" if getattr(token, "type", "") == "$END"
-                else f"unexpected {str(token)!r}")
-    elif getattr(cause, "char", None):
-        what = f"unexpected character {cause.char!r}"  # type: ignore[union-attr]
-    where = at(line, column) if line is not None and column is not None else ""
-    return f"{where}{what}"
+    token, char = getattr(cause, "token", None), getattr(cause, "char", None)
+    what = ("unexpected end of expression" if getattr(token, "type", "") == "$END"
+            else f"unexpected {str(token)!r}" if token is not None
+            else f"unexpected character {char!r}" if char else "unexpected input")
+    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+    return (at(line, column) if line is not None and column is not None else "") + what
 
 
 def tree_depth(tree: Any) -> int:
@@ -547,7 +527,6 @@ class CelPyEngine:
         from celpy.evaluation import base_functions
 
         self.seconds = seconds  # how long one evaluation may run
-
         self._functions = _numeric_functions()
         self._known_functions = frozenset(base_functions) | {"has", "dyn"} | COMPREHENSIONS
         self._runner_class = _bounded_runner()
@@ -634,17 +613,14 @@ def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
                    if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
     texts = {}
     for n, token in enumerate(significant):
+        # Only a char token's text is "." or "(" (literals keep their quotes).
         if token.kind != "ident" or token.text not in names \
-                or (n and _is(significant[n - 1], ".")):
+                or (n and significant[n - 1].text == "."):
             continue
-        if n + 1 < len(significant) and _is(significant[n + 1], "("):
+        if n + 1 < len(significant) and significant[n + 1].text == "(":
             return None
         texts[id(token)] = token.text + "()"
     return "".join(texts.get(id(t), t.text) for t in tokens)
-
-
-def _is(token: Token, char: str) -> bool:
-    return token.kind == "char" and token.text == char
 
 
 class CelExprProgram:
@@ -678,15 +654,19 @@ class CelExprProgram:
         _current.bound = bound
         try:
             result = self._compiled.eval(activation)
+            kind = result.type()
+            if kind == cel.Type.ERROR:
+                raise RuntimeError(str(result.value()))
         except Exception as exc:
-            raise eval_error(_cel_expr_error(str(exc))) from None
+            message = _cel_expr_error(str(exc))
+            # How cel-cpp says an evaluation reached its iteration budget.
+            if "iteration budget exceeded" in message.lower():
+                raise CelLimitError(ITERATIONS_MESSAGE) from None
+            raise CelEvalError(message) from None
         finally:
             _current.bound = previous
-        kind = result.type()
         if kind == cel.Type.BOOL:
             return bool(result.value())
-        if kind == cel.Type.ERROR:
-            raise eval_error(_cel_expr_error(str(result.value())))
         raise CelEvalError(f"result is {kind.name().lower()}, not bool")
 
 
