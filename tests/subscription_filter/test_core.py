@@ -11,7 +11,7 @@ import yaml
 from cloudevents.http import CloudEvent
 
 from dev.support import factory, seed
-from subscription_filter import binding, core
+from subscription_filter import binding, celengine, core
 from subscription_filter.celengine import CelPyEngine, Engine, Program
 from subscription_filter.rbac import Target, review_body
 from subscription_filter.shared.errors import BadRequest
@@ -84,8 +84,12 @@ def test_scan_knows_literals_and_comments() -> None:
     tokens = list(binding.scan("f('a)' + \"b(\" // c(\n)"))
     kinds = [t.kind for t in tokens if t.kind != "char"]
     assert kinds == ["ident", "literal", "literal", "comment"]
-    assert binding.shape("f('a)' + \"b(((\" // (((\n)").nesting == 1
-    assert binding.shape("[{(x)}]").nesting == 3
+    # Brackets count towards the nesting limit only outside literals and comments.
+    deep = celengine.MAX_NESTING + 1
+    celengine.check_limits("f('" + "(" * deep + "') // " + "[" * deep + "\n")
+    celengine.check_limits("[{(" * (celengine.MAX_NESTING // 3) + "x" + ")}]" * 10)
+    with pytest.raises(celengine.CelCompileError, match=f"nested {deep} deep"):
+        celengine.check_limits("[" * deep + "x" + "]" * deep)
 
 
 @pytest.mark.parametrize("text", ["plain", 'q"uote', "back\\slash", "tab\tnl\ncr\r", "\x01\x7f",

@@ -15,15 +15,11 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 BINDING_VARIABLE = "__subscriber__"
 PLACEHOLDER = re.compile(r"\$\(subscriber((?:\.[A-Za-z0-9_-]+)+)\)")
 MAX_BINDING_DEPTH = 16
-_PREFIXES = frozenset(
-    {"r", "R", "b", "B", "rb", "rB", "Rb", "RB", "br", "bR", "Br", "BR"}
-)
 _IDENT_START = re.compile(r"[A-Za-z_]")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIMPLE_ESCAPES = {
@@ -37,30 +33,16 @@ class BindingError(ValueError):
     """A placeholder or literal that cannot be bound (reported as a compile error)."""
 
 
-@dataclass(frozen=True)
-class Literal:
-    """A string or bytes literal as written, split into its parts."""
+class Literal(NamedTuple):
+    """A string or bytes literal: its prefix (``r``, ``b``, ``rb`` …), what stands between
+    its quotes, and whether it is closed."""
 
     prefix: str
-    quote: str
     body: str
     closed: bool
 
-    @property
-    def raw(self) -> bool:
-        return "r" in self.prefix.lower()
 
-    @property
-    def is_bytes(self) -> bool:
-        return "b" in self.prefix.lower()
-
-    @property
-    def text(self) -> str:
-        return self.prefix + self.quote + self.body + (self.quote if self.closed else "")
-
-
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """``kind`` is ``literal``, ``comment``, ``placeholder``, ``ident`` or ``char``."""
 
     kind: str
@@ -87,7 +69,7 @@ def scan(expression: str) -> Iterator[Token]:
             assert ident is not None
             word = ident.group(0)
             after = ident.end()
-            if word in _PREFIXES and after < n and expression[after] in "\"'":
+            if word.lower() in ("r", "b", "rb", "br") and after < n and expression[after] in "\"'":
                 prefix, i = word, after
             else:
                 yield Token("ident", word)
@@ -115,67 +97,15 @@ def _literal(expression: str, i: int, prefix: str) -> tuple[Literal, int]:
     body_start = k
     while k < n:
         if expression.startswith(quote, k):
-            return Literal(prefix, quote, expression[body_start:k], True), k + len(quote)
+            return Literal(prefix, expression[body_start:k], True), k + len(quote)
         if len(quote) == 1 and expression[k] in "\r\n":
             break
         k += 2 if (not raw and expression[k] == "\\") else 1
     # Unterminated: hand the rest over unchanged; the engine reports the syntax error.
-    return Literal(prefix, quote, expression[body_start:], False), n
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What the limits look at, outside literals and comments."""
-
-    nesting: int
-    logical_operators: int
-    unary_run: int
-    comprehensions: int = 0  # ``.all(`` ``.exists(`` ``.exists_one(`` ``.map(`` ``.filter(``
-    bad_escape: str = ""  # the first invalid escape in a non-raw literal, said as an error
-    tokens: tuple[Token, ...] = ()  # every token, as ``scan`` gives them
+    return Literal(prefix, expression[body_start:], False), n
 
 
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
-
-
-def shape(expression: str) -> Shape:
-    """Deepest ``( [ {`` nesting, the number of ``&&``/``||``, the longest run of
-    prefix ``!``/``-`` operators, the comprehensions, and invalid escapes (one scan)."""
-    scanned = tuple(scan(expression))
-    bad_escape = ""
-    for token in scanned:
-        literal = token.literal
-        if literal is not None and literal.closed and not literal.raw and not bad_escape:
-            try:
-                decode(literal.body)
-            except BindingError as exc:
-                bad_escape = str(exc)
-    tokens = [t for t in scanned
-              if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
-    depth = deepest = logical = run = longest = comprehensions = 0
-    pending_second = False
-    for i, token in enumerate(tokens):
-        ch = token.text if token.kind == "char" else ""
-        following = tokens[i + 1].text if i + 1 < len(tokens) else ""
-        if token.kind == "ident" and token.text in COMPREHENSIONS and following == "(" \
-                and i and tokens[i - 1].text == ".":
-            comprehensions += 1
-        if not ch:
-            run = 0
-        elif ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-        elif ch in "&|" and following == ch and not pending_second:
-            logical += 1
-        pending_second = ch in "&|" and following == ch and not pending_second
-        if ch == "-" or (ch == "!" and following != "="):
-            run += 1
-            longest = max(longest, run)
-        else:
-            run = 0
-    return Shape(deepest, logical, longest, comprehensions, bad_escape, scanned)
 
 
 def reference(path: str, variable: str = BINDING_VARIABLE) -> str:
@@ -183,8 +113,7 @@ def reference(path: str, variable: str = BINDING_VARIABLE) -> str:
     return variable + "".join(f'["{segment}"]' for segment in path.split("."))
 
 
-@dataclass(frozen=True)
-class Rewritten:
+class Rewritten(NamedTuple):
     expression: str
     fields: tuple[str, ...]
 
@@ -207,8 +136,8 @@ def rewrite(expression: str, variable: str = BINDING_VARIABLE) -> Rewritten:
 def _pieces(expression: str, use: Callable[[str], str]) -> Iterator[tuple[str, str]]:
     """(text as written, text as compiled) for each token of ``expression``."""
     for token in scan(expression):
-        if token.kind == "literal" and token.literal is not None:
-            yield token.text, _rewrite_literal(token.literal, use)
+        if token.literal is not None:
+            yield token.text, _rewrite_literal(token, token.literal, use)
         elif token.kind == "placeholder":
             match = PLACEHOLDER.fullmatch(token.text)
             assert match is not None
@@ -242,18 +171,19 @@ def source_position(source: str, line: int, column: int,
     return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
-def _rewrite_literal(literal: Literal, use: Callable[[str], str]) -> str:
-    if literal.is_bytes or not literal.closed:
-        return literal.text
-    pieces = list(_split_body(literal.body, literal.raw))
+def _rewrite_literal(token: Token, literal: Literal, use: Callable[[str], str]) -> str:
+    raw = "r" in literal.prefix.lower()
+    if "b" in literal.prefix.lower() or not literal.closed:
+        return token.text
+    pieces = list(_split_body(literal.body, raw))
     if not any(kind == "field" for kind, _ in pieces):
-        return literal.text
+        return token.text
     parts: list[str] = []
     for kind, value in pieces:
         if kind == "field":
             parts.append(use(value))
         else:
-            text = value if literal.raw else decode(value)
+            text = value if raw else decode(value)
             if text:
                 parts.append(encode(text))
     return "(" + " + ".join(parts) + ")"

@@ -25,6 +25,7 @@ evaluated once per event (``Engine.compile_values``).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from . import limits
-from .binding import BINDING_VARIABLE, COMPREHENSIONS, Token, scan, shape
+from .binding import BINDING_VARIABLE, COMPREHENSIONS, BindingError, Token, decode, scan
 from .limits import bare, children, identifier, walk
 
 MAX_EXPRESSION_BYTES = 4096
@@ -171,17 +172,14 @@ def plain(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
-_parse_lock = threading.Lock()
-_parse_env: Any = None
+_parse_lock = threading.Lock()  # held around every use of the parser (lark's is not safe)
 
 
+@functools.cache
 def _parser() -> Any:
-    global _parse_env
-    if _parse_env is None:
-        import celpy
+    import celpy
 
-        _parse_env = celpy.Environment()
-    return _parse_env
+    return celpy.Environment()
 
 
 # Parse-tree nodes that are an AST level of their own; the precedence levels
@@ -204,18 +202,45 @@ def check_limits(expression: str) -> tuple[Token, ...]:
             f"expression is {size} bytes, over the limit of {MAX_EXPRESSION_BYTES}")
     if not expression.strip():
         raise CelCompileError("expression is empty")
-    measured = shape(expression)
+    scanned = tuple(scan(expression))
+    bad_escape = ""  # the first invalid escape in a non-raw literal
+    for literal in (t.literal for t in scanned if t.literal is not None):
+        if literal.closed and "r" not in literal.prefix.lower() and not bad_escape:
+            try:
+                decode(literal.body)
+            except BindingError as exc:
+                bad_escape = str(exc)
+    # Outside literals and comments: the deepest ``( [ {`` nesting, the ``&&``/``||``, the
+    # comprehensions and the longest run of prefix ``!``/``-``.
+    tokens = [t for t in scanned
+              if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
+    depth = nesting = logical = comprehensions = run = unary = 0
+    second = False  # the token is the second character of ``&&`` or ``||``
+    for i, token in enumerate(tokens):
+        ch = token.text if token.kind == "char" else ""
+        following = tokens[i + 1].text if i + 1 < len(tokens) else ""
+        comprehensions += token.kind == "ident" and token.text in COMPREHENSIONS \
+            and following == "(" and i > 0 and tokens[i - 1].text == "."
+        if ch and ch in "([{":
+            depth += 1
+            nesting = max(nesting, depth)
+        elif ch and ch in ")]}":
+            depth = max(0, depth - 1)
+        second = ch in ("&", "|") and following == ch and not second
+        logical += second
+        run = run + 1 if ch == "-" or (ch == "!" and following != "=") else 0
+        unary = max(unary, run)
     for found, limit, what in (
-            (measured.nesting, MAX_NESTING, "brackets are nested {} deep"),
-            (measured.logical_operators, MAX_LOGICAL, "expression has {} && and || operators"),
-            (measured.comprehensions, MAX_COMPREHENSIONS,
+            (nesting, MAX_NESTING, "brackets are nested {} deep"),
+            (logical, MAX_LOGICAL, "expression has {} && and || operators"),
+            (comprehensions, MAX_COMPREHENSIONS,
              "expression has {} comprehensions (all, exists, exists_one, map, filter)"),
-            (measured.unary_run, MAX_UNARY_RUN, "{} ! or - operators in a row")):
+            (unary, MAX_UNARY_RUN, "{} ! or - operators in a row")):
         if found > limit:
             raise CelCompileError(f"{what.format(found)}, over the limit of {limit}")
-    if measured.bad_escape:
-        raise CelCompileError(measured.bad_escape)
-    return measured.tokens
+    if bad_escape:
+        raise CelCompileError(bad_escape)
+    return scanned
 
 
 def parse(expression: str) -> Any:
@@ -398,11 +423,9 @@ class CelPyProgram:
         """The expression's value; ``CelEvalError`` (``CelLimitError`` at a bound)."""
         from celpy.evaluation import CELEvalError
 
-        outer = getattr(_budget, "left", None)
-        if outer is None:  # the outermost evaluation on this thread sets the bounds
-            _budget.left = limits.ITERATIONS
-            _budget.deadline = time.monotonic() + self._seconds
-            _budget.seconds = self._seconds
+        _budget.left = limits.ITERATIONS
+        _budget.deadline = time.monotonic() + self._seconds
+        _budget.seconds = self._seconds
         try:
             result = self._runner.evaluate(activation)
         except _Stopped as exc:
@@ -413,9 +436,6 @@ class CelPyProgram:
             raise CelEvalError("expression is too deeply nested to evaluate") from None
         except Exception as exc:
             raise CelEvalError(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            if outer is None:
-                _budget.left = None
         if isinstance(result, CELEvalError):
             raise CelEvalError(_celpy_error(result))
         return result
