@@ -25,6 +25,7 @@ evaluated once per event (``Engine.compile_values``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -566,9 +567,7 @@ class CelPyEngine:
         return CelPyProgram(expression, runner, self.seconds, name_key(tree, expression))
 
     def compile_values(self, expression: str) -> Values:
-        program = self.compile(expression)
-        assert isinstance(program, CelPyProgram)
-        return program
+        return self.compile(expression)  # type: ignore[return-value]  # a CelPyProgram
 
     def _check_references(self, tree: Any) -> None:
         """Refuse undeclared variables and unknown functions at compile time, as the
@@ -758,13 +757,12 @@ class CelExprEngine:
         """One form: the shared activation's when it compiles (the common case), else
         the plain one, which also gives a failing expression its error."""
         text = as_calls(expression, scanned=check_limits(expression))
-        compiled = self._compile_in(self._shared_env, text) if text is not None else None
+        compiled = None
+        if text is not None:
+            with contextlib.suppress(CelCompileError):
+                compiled = self._compiled(self._shared_env, text)
         shared = compiled is not None
-        if compiled is None:
-            try:
-                compiled = self._compile_in(self._env, expression, quiet=False)
-            except Exception as exc:
-                raise CelCompileError(_cel_expr_error(str(exc))) from None
+        compiled = self._compiled(self._env, expression) if compiled is None else compiled
         returns = compiled.return_type()
         if returns not in (self.cel.Type.BOOL, self.cel.Type.DYN):
             raise CelCompileError(
@@ -774,20 +772,14 @@ class CelExprEngine:
         return CelExprProgram(expression, compiled, self, shared, name_key(tree, expression))
 
     def compile_values(self, expression: str) -> Values:
-        compiled = self._compile_in(self._shared_env, expression)
-        if compiled is None:
-            raise CelCompileError(f"cannot compile {expression}")
-        return CelExprValues(compiled, self.cel)
+        return CelExprValues(self._compiled(self._shared_env, expression), self.cel)
 
-    def _compile_in(self, env: Any, text: str, quiet: bool = True) -> Any:
-        """``text`` compiled in ``env``; ``None`` if it does not (``quiet``) or raises."""
+    def _compiled(self, env: Any, text: str) -> Any:
         try:
             with self._lock:
                 return env.compile(text)
-        except Exception:
-            if quiet:
-                return None
-            raise
+        except Exception as exc:
+            raise CelCompileError(_cel_expr_error(str(exc))) from None
 
     def event(self, ce_value: Any) -> EventScope:
         return CelExprEvent(ce_value, self._shared_env)
@@ -824,7 +816,7 @@ class CelExprEvent:
 def cel_expr_available() -> bool:
     try:
         import cel_expr_python.cel  # noqa: F401
-    except ImportError:
+    except ImportError:  # not installed, or its native part does not load
         return False
     return True
 
@@ -832,12 +824,10 @@ def cel_expr_available() -> bool:
 def select(name: str) -> Engine:
     """``auto`` → cel-expr when importable, else celpy; ``ValueError`` if unknown or
     unavailable."""
-    if name == "celpy":
+    if name == "cel-expr" and not cel_expr_available():
+        raise ValueError("cel-expr-python is not installed")
+    if name == "celpy" or (name == "auto" and not cel_expr_available()):
         return CelPyEngine()
-    if name == "cel-expr":
-        if not cel_expr_available():
-            raise ValueError("cel-expr-python is not installed")
+    if name in ("auto", "cel-expr"):
         return CelExprEngine()
-    if name == "auto":
-        return CelExprEngine() if cel_expr_available() else CelPyEngine()
     raise ValueError(f"unknown CEL engine {name!r}: use auto, celpy or cel-expr")

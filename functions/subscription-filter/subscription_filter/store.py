@@ -43,6 +43,7 @@ from .subscriptions import (
     build_snapshot,
     condition_patch,
     limit_condition,
+    metadata,
     ready_condition,
 )
 
@@ -69,11 +70,6 @@ class Expired(Exception):
     """The watch's resourceVersion is gone: list again."""
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
-
 class SubscriptionStore:
     def __init__(self, kube: Kube, compiler: Compiler, *, watch_timeout: int = 60,
                  retry_seconds: float = 1.0, write_status: bool = True,
@@ -98,7 +94,6 @@ class SubscriptionStore:
         self._limits_reported: set[tuple[str, int, str, str]] = set()
         self._limit_lock = threading.Lock()
         self._limits_thread: threading.Thread | None = None
-        self.limit_writes = 0
 
     # ------------------------------------------------------------------ public
 
@@ -161,29 +156,28 @@ class SubscriptionStore:
                 if exc.status == 404:
                     return True
                 raise
-        condition = limit_condition(where, message, _meta(obj).get("generation"))
+        return self._write(obj, limit_condition(where, message, metadata(obj).get("generation")))
+
+    def _write(self, obj: Mapping[str, Any], condition: dict[str, Any]) -> bool:
+        """Set ``condition`` on the status of ``obj`` unless it says so already. False on a
+        conflict: the object changed since ``obj`` was read."""
+        name = str(metadata(obj).get("name"))
         patch = condition_patch(obj, condition, utc_now())
         if patch is None:
             return True
-        if self._patch_status(name, patch) is None:
-            return False
-        self.limit_writes += 1
-        logs.info("subscription status written", subscription=name, condition="FilterEvaluated",
-                  where=where)
-        return True
-
-    def _patch_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
-        """The object as patched; ``None`` on a conflict (it changed since it was read)."""
         with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
             try:
-                result = self.kube.custom().patch_cluster_custom_object_status(
+                self.kube.custom().patch_cluster_custom_object_status(
                     GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
                     _request_timeout=self.kube.timeout)
             except ApiException as exc:
                 if exc.status == 409:
-                    return None
+                    return False
                 raise
-        return result if isinstance(result, dict) else {}
+        self.status_writes += 1
+        logs.info("subscription status written", subscription=name, condition=condition["type"],
+                  status=condition["status"], reason=condition["reason"])
+        return True
 
     def _cut_watch(self) -> None:
         current = self._watch
@@ -264,13 +258,13 @@ class SubscriptionStore:
             for n, obj in enumerate(page.get("items") or []):
                 if n % 32 == 0:
                     time.sleep(0)  # let the thread reading the next page have the GIL
-                name = str(_meta(obj).get("name") or "") if isinstance(obj, dict) else ""
+                name = str(metadata(obj).get("name") or "") if isinstance(obj, dict) else ""
                 if name:
                     loaded[name] = self.compiler.load(obj)
                     if self.write_status and condition_patch(
                             obj, ready_condition(loaded[name].readiness), "") is not None:
                         # What the write needs, not the whole object.
-                        written = _meta(obj)
+                        written = metadata(obj)
                         pending.append(({"metadata": {k: written.get(k) for k in _WRITE_META},
                                          "status": obj.get("status")}, loaded[name]))
             resource_version = str((page.get("metadata") or {}).get("resourceVersion")
@@ -336,12 +330,12 @@ class SubscriptionStore:
             if obj.get("code") == 410:
                 raise Expired(str(obj.get("message") or "410 Gone"))
             raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
-        rv = str(_meta(obj).get("resourceVersion") or "")
+        rv = str(metadata(obj).get("resourceVersion") or "")
         if kind == "BOOKMARK":
             if rv:
                 self.resource_version = rv
             return
-        name = str(_meta(obj).get("name") or "")
+        name = str(metadata(obj).get("name") or "")
         if not name:
             return
         if kind == "DELETED":
@@ -373,20 +367,15 @@ class SubscriptionStore:
     # ------------------------------------------------------------------ status
 
     def _sync_status(self, obj: Mapping[str, Any], loaded: Loaded) -> None:
-        """Write ``loaded``'s Ready condition when ``obj`` says otherwise."""
+        """Write ``loaded``'s Ready condition when ``obj`` says otherwise (on a conflict,
+        the watch brings the newer copy)."""
         if not self.write_status or self._stop.is_set():
             return
-        patch = condition_patch(obj, ready_condition(loaded.readiness), utc_now())
         try:
-            if patch is None or self._patch_status(loaded.name, patch) is None:
-                return  # nothing to write, or changed since: the watch brings the newer copy
+            self._write(obj, ready_condition(loaded.readiness))
         except Exception as exc:  # one object's status must never stop the watch
             logs.warning("could not write subscription status", subscription=loaded.name,
                          error=_describe(exc))
-            return
-        self.status_writes += 1
-        logs.info("subscription status written", subscription=loaded.name,
-                  ready=loaded.readiness.ready, reason=loaded.readiness.reason)
 
 
 @contextmanager

@@ -136,7 +136,7 @@ class Loaded:
 # ------------------------------------------------------------------------ parsing
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, Mapping) else {}
 
@@ -202,7 +202,7 @@ def check_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _annotations(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    annotations = _meta(obj).get("annotations")
+    annotations = metadata(obj).get("annotations")
     return annotations if isinstance(annotations, Mapping) else {}
 
 
@@ -421,7 +421,7 @@ class Compiler:
         self._channels: Cache[tuple[str, ...], tuple[str, ...]] = Cache(MAX_SPECS)
 
     def load(self, obj: Mapping[str, Any]) -> Loaded:
-        meta = _meta(obj)
+        meta = metadata(obj)
         name = _text(meta.get("name"))
         generation = meta.get("generation")
         generation = generation if isinstance(generation, int) else None
@@ -618,7 +618,7 @@ def condition_patch(obj: Mapping[str, Any], condition: Mapping[str, Any],
     if kind == CONDITION and generation is not None:
         body["observedGeneration"] = generation
     patch: dict[str, Any] = {"status": body}
-    version = _meta(obj).get("resourceVersion")
+    version = metadata(obj).get("resourceVersion")
     if version:
         patch["metadata"] = {"resourceVersion": version}
     return patch
