@@ -12,15 +12,6 @@ from .shared.signing import Signer, signer_from_env
 CEL_ENGINES = ("auto", *ENGINES)
 
 
-NO_GROUPS = "-"
-
-
-def groups_configmap(environ: Mapping[str, str] | None) -> str:
-    """``SUBSCRIBER_GROUPS_CONFIGMAP``: the default name when unset, ``""`` for ``-``."""
-    name = env("SUBSCRIBER_GROUPS_CONFIGMAP", "kubeevent-user-groups", environ)
-    return "" if name == NO_GROUPS else name
-
-
 @dataclass(frozen=True)
 class Config:
     rbac_check: bool = True
@@ -46,6 +37,7 @@ class Config:
                               f"got {engine!r}")
         if engine == "cel-expr" and not cel_expr_available():
             raise ConfigError("CEL_ENGINE is cel-expr but cel-expr-python is not installed")
+        groups = env("SUBSCRIBER_GROUPS_CONFIGMAP", "kubeevent-user-groups", environ)
         return cls(
             rbac_check=env_bool("SUBSCRIPTION_RBAC_CHECK", True, environ),
             rbac_cache_seconds=env_float("SUBSCRIPTION_RBAC_CACHE_SECONDS", 30.0, environ),
@@ -56,8 +48,8 @@ class Config:
                                           minimum=0.05),
             status_updates=env_bool("SUBSCRIPTION_STATUS_UPDATES", True, environ),
             system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
-            # Unset means the default; set to "-" for no group directory at all.
-            groups_configmap=groups_configmap(environ),
+            # Unset means the default; "-" for no group directory at all.
+            groups_configmap="" if groups == "-" else groups,
             k_sink=env_url("K_SINK", "", environ) or None,
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             signer=signer_from_env(environ, required=True),

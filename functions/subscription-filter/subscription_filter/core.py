@@ -58,16 +58,12 @@ class Enriched:
         return {**self.attributes, "data": self.data}
 
 
-def _attr_text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
-
-
 def parse_enriched(event: CloudEvent) -> Enriched:
     """``BadRequest`` unless ``event`` is an enriched kube event with JSON object data."""
     type_ = str(event["type"])
     if not type_.startswith(ENRICHED_PREFIX):
         raise BadRequest(f"unsupported event type {type_!r}: expected {ENRICHED_PREFIX}*")
-    attrs = {k: _attr_text(v) for k, v in attributes(event).items() if v is not None}
+    attrs = {k: str(v) for k, v in attributes(event).items() if v is not None}
     for name in REQUIRED_EXTENSIONS:
         if not attrs.get(name, "").strip():
             raise BadRequest(f"not an enriched event: extension {name!r} is missing")

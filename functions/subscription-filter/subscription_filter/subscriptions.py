@@ -18,15 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from . import limits
-from .binding import (
-    BINDING_VARIABLE,
-    BindingError,
-    resolve,
-    rewrite,
-    source_position,
-    subscriber_binding,
-)
+from . import binding, limits
 from .celengine import CelCompileError, Engine, Program, Values, plain
 from .shared.cache import Cache
 
@@ -154,10 +146,7 @@ def _mapping(value: Any, where: str, *, required: bool = True) -> Mapping[str, A
 
 
 def parse_subscriber(spec: Mapping[str, Any]) -> Subscriber:
-    raw = spec.get("subscriber")
-    if raw is None:
-        raise Invalid("InvalidSpec", "spec.subscriber.name is required")
-    raw = _mapping(raw, "spec.subscriber")
+    raw = _mapping(spec.get("subscriber"), "spec.subscriber", required=False)
     name = _text(raw.get("name"))
     if not name:
         raise Invalid("InvalidSpec", "spec.subscriber.name is required")
@@ -171,17 +160,17 @@ def parse_subscriber(spec: Mapping[str, Any]) -> Subscriber:
                       f"got {kind!r}")
     info = _mapping(raw.get("info"), "spec.subscriber.info", required=False)
     try:
-        binding = subscriber_binding(raw)
+        bound = binding.subscriber_binding(raw)
         info_plain = plain(info)
-    except (BindingError, ValueError) as exc:
+    except (binding.BindingError, ValueError) as exc:
         raise Invalid("InvalidSpec", str(exc)) from None
-    binding["name"] = name
-    binding["kind"] = kind
-    size = len(json.dumps(binding, ensure_ascii=False).encode("utf-8", "replace"))
+    bound["name"] = name
+    bound["kind"] = kind
+    size = len(json.dumps(bound, ensure_ascii=False).encode("utf-8", "replace"))
     if size > limits.SUBSCRIBER_BYTES:  # what the cost of a filter is worked out for
         raise Invalid("InvalidSpec", f"spec.subscriber is {size} bytes as bound to CEL, over "
                                      f"the limit of {limits.SUBSCRIBER_BYTES}")
-    return Subscriber(name, kind, _text(raw.get("apiGroup")), info_plain, binding)
+    return Subscriber(name, kind, _text(raw.get("apiGroup")), info_plain, bound)
 
 
 def channels_of(annotations: Mapping[str, Any]) -> tuple[str, ...]:
@@ -334,15 +323,15 @@ def compile_cel(source: str, subscriber: Subscriber, engine: Engine, where: str)
     """Bind placeholders, then compile; ``InvalidCel`` on any failure, naming the place in
     ``source`` (not in the expression the placeholders were rewritten into)."""
     try:
-        rewritten = rewrite(source, BINDING_VARIABLE)
+        rewritten = binding.rewrite(source)
         for path in rewritten.fields:
-            resolve(subscriber.binding, path)
+            binding.resolve(subscriber.binding, path)
         return engine.compile(rewritten.expression)
-    except BindingError as exc:
+    except binding.BindingError as exc:
         raise InvalidCel(where, str(exc)) from None
     except CelCompileError as exc:
         compiled_at = exc.position
-        position = source_position(source, *compiled_at) if compiled_at else None
+        position = binding.source_position(source, *compiled_at) if compiled_at else None
         raise InvalidCel(where, exc.placed(None), position, exc.placed(position)) from None
 
 
@@ -364,7 +353,6 @@ class Programs:
 
     def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
         self.engine = engine
-        self.name = engine.name
         self._programs: Cache[str, Program | CelCompileError] = Cache(max_programs)
         self._values: Cache[str, Values | None] = Cache(max_programs)
         self.compiled = 0  # how many times the engine compiled
@@ -383,15 +371,15 @@ class Programs:
             program = self.engine.compile(expression)
         except CelCompileError as exc:
             return exc
-        if program.key is not None:
-            program.values = self._values.get_or(program.key, lambda: self._lookup(program))
+        key = program.key
+        if key is not None:
+            program.values = self._values.get_or(key, lambda: self._lookup(key))
         return program
 
-    def _lookup(self, program: Program) -> Values | None:
-        """``None`` when the lookup does not compile: the filter is then evaluated for
-        every subscriber."""
+    def _lookup(self, key: str) -> Values | None:
+        """``None`` when it does not compile: every subscriber is then evaluated."""
         try:
-            return self.engine.compile_values(str(program.key))
+            return self.engine.compile_values(key)
         except CelCompileError:
             return None
 
