@@ -32,7 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import limits
 from .binding import BINDING_VARIABLE, COMPREHENSIONS, BindingError, Token, decode, scan
@@ -782,7 +782,10 @@ class CelExprEngine:
             raise CelCompileError(_cel_expr_error(str(exc))) from None
 
     def event(self, ce_value: Any) -> EventScope:
-        return CelExprEvent(ce_value, self._shared_env)
+        try:
+            return CelExprEvent(ce_value, self._shared_env.Activation({"ce": ce_value}))
+        except Exception as exc:
+            return CelExprEvent(ce_value, None, f"cannot bind variables: {exc}")
 
     def value(self, plain_value: Any) -> Any:
         return plain_value
@@ -795,19 +798,14 @@ class CelExprEngine:
             raise CelEvalError(f"cannot bind variables: {exc}") from None
 
 
-class CelExprEvent:
+class CelExprEvent(NamedTuple):
     """One event: its activation holds only ``ce`` (converted by cel-cpp once, on the
     first evaluation) and is shared by every subscriber; ``error`` when cel-cpp cannot
     take the event."""
 
-    def __init__(self, ce_value: Any, env: Any) -> None:
-        self.ce = ce_value
-        self.activation: Any = None
-        self.error: str | None = None
-        try:
-            self.activation = env.Activation({"ce": ce_value})
-        except Exception as exc:
-            self.error = f"cannot bind variables: {exc}"
+    ce: Any
+    activation: Any
+    error: str | None = None
 
 
 # -------------------------------------------------------------------------- choice
