@@ -96,7 +96,6 @@ TIME_MESSAGE = "evaluation stopped after {seconds:g} s, the limit per evaluation
 
 
 class Program(Protocol):
-    source: str
     key: str | None  # the filter's name lookup (``name_key``)
     values: Values | None  # its compiled values (``Engine.compile_values``), set by the caller
 
@@ -390,8 +389,7 @@ _TYPE_NAMES = frozenset({
 class CelPyProgram:
     """A program, and the values of an expression of ``ce`` alone (``strings``)."""
 
-    def __init__(self, source: str, runner: Any, seconds: float, key: str | None) -> None:
-        self.source = source
+    def __init__(self, runner: Any, seconds: float, key: str | None) -> None:
         self.key = key
         self.values: Values | None = None
         self._runner = runner
@@ -564,7 +562,7 @@ class CelPyEngine:
             raise CelCompileError("expression is too deeply nested") from None
         except Exception as exc:
             raise CelCompileError(f"{type(exc).__name__}: {exc}") from None
-        return CelPyProgram(expression, runner, self.seconds, name_key(tree, expression))
+        return CelPyProgram(runner, self.seconds, name_key(tree, expression))
 
     def compile_values(self, expression: str) -> Values:
         return self.compile(expression)  # type: ignore[return-value]  # a CelPyProgram
@@ -607,15 +605,11 @@ class CelPyEngine:
 # The subscriber that ``subscriber()`` / ``__subscriber__()`` return: set around one
 # evaluation, on the thread that evaluates (cel-cpp calls the function on it).
 _current = threading.local()
-_UNSET = object()
 SUBSCRIBER_FUNCTIONS = ("subscriber", BINDING_VARIABLE)
 
 
 def _current_subscriber() -> Any:
-    bound = getattr(_current, "bound", _UNSET)
-    if bound is _UNSET:
-        raise RuntimeError("no subscriber is bound")
-    return bound
+    return _current.bound
 
 
 def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
@@ -646,9 +640,8 @@ class CelExprProgram:
     """One compiled form: for the event's activation (``shared``: the subscriber through
     ``_current_subscriber``), else for an activation per subscriber."""
 
-    def __init__(self, source: str, compiled: Any, engine: CelExprEngine, shared: bool,
+    def __init__(self, compiled: Any, engine: CelExprEngine, shared: bool,
                  key: str | None) -> None:
-        self.source = source
         self.key = key
         self.values: Values | None = None
         self.shares_the_event = shared
@@ -667,10 +660,9 @@ class CelExprProgram:
         return lambda bound: run(own({"ce": event.ce, "subscriber": bound,
                                       BINDING_VARIABLE: bound}))
 
-    def _run(self, activation: Any, bound: Any = _UNSET) -> bool:
+    def _run(self, activation: Any, bound: Any = None) -> bool:
         cel = self._engine.cel
-        previous = getattr(_current, "bound", _UNSET)
-        _current.bound = bound
+        _current.bound = bound  # what ``_current_subscriber`` gives while this evaluates
         try:
             result = self._compiled.eval(activation)
             kind = result.type()
@@ -682,8 +674,6 @@ class CelExprProgram:
             if "iteration budget exceeded" in message.lower():
                 raise CelLimitError(ITERATIONS_MESSAGE) from None
             raise CelEvalError(message) from None
-        finally:
-            _current.bound = previous
         if kind == cel.Type.BOOL:
             return bool(result.value())
         raise CelEvalError(f"result is {kind.name().lower()}, not bool")
@@ -769,7 +759,7 @@ class CelExprEngine:
                 f"expression returns {returns.name().lower()}, but a filter must return bool"
             )
         tree = _checked_tree(expression)  # depth and cost, on the tree both engines share
-        return CelExprProgram(expression, compiled, self, shared, name_key(tree, expression))
+        return CelExprProgram(compiled, self, shared, name_key(tree, expression))
 
     def compile_values(self, expression: str) -> Values:
         return CelExprValues(self._compiled(self._shared_env, expression), self.cel)
