@@ -125,15 +125,13 @@ class _Estimator:
     def small(self, parts: list[Est], own: Lin = _ONE, size: float = _SMALL) -> Est:
         return self.node(parts, own, _const(size))
 
-    def checked(self, est: Est, node: Any) -> Est:
+    def of(self, node: Any) -> Est:
+        est = self._of(node)
         size = self.worst(est.size)
         if size > MAX_VALUE_BYTES:
             raise TooCostly(f"{_where(node)}can build a value of up to {_bytes(size)} for one "
                             f"event, over the limit of {_bytes(MAX_VALUE_BYTES)}")
         return est
-
-    def of(self, node: Any) -> Est:
-        return self.checked(self._of(node), node)
 
     def _of(self, node: Any) -> Est:
         data = str(getattr(node, "data", ""))
@@ -174,9 +172,11 @@ class _Estimator:
             return self.node(parts, _const(len(parts) + 1),
                              self.add(_const(len(parts)), *(p.size for p in parts)),
                              _const(len(parts)))
-        # Anything else: its parts, and as big as they are together.
-        parts = [self.of(t) for t in trees]
-        return self.node(parts, _ONE, self.add(_const(_SMALL), *(p.size for p in parts)),
+        return self.together([self.of(t) for t in trees], _ONE)  # anything else
+
+    def together(self, parts: list[Est], own: Lin) -> Est:
+        """A node as big as its ``parts`` are together."""
+        return self.node(parts, own, self.add(_const(_SMALL), *(p.size for p in parts)),
                          self.add(_ONE, *(p.count for p in parts)))
 
     def binary(self, left_node: Any, right_node: Any) -> Est:
@@ -212,10 +212,7 @@ class _Estimator:
         if name == "matches" and len(parts) == 2:  # RE2: linear in the text, per state
             own = self.add(own, self.times(self.units(parts[0].size),
                                            self.add(_ONE, self.units(parts[1].size))))
-        if name in _SMALL_RESULTS:
-            return self.small(parts, own)
-        return self.node(parts, own, self.add(_const(_SMALL), *(p.size for p in parts)),
-                         self.add(_ONE, *(p.count for p in parts)))
+        return self.small(parts, own) if name in _SMALL_RESULTS else self.together(parts, own)
 
     def comprehension(self, name: str, target: Est, variable: str, body: list[Any]) -> Est:
         count = target.count

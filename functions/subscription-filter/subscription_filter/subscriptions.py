@@ -311,12 +311,12 @@ def compile_objects(spec: Mapping[str, Any], subscriber: Subscriber,
     """``spec.subscriptions`` → rules, every CEL filter compiled; the first problem of
     ``check_subscriptions``, else of ``check_cel``, is raised."""
     objects, found = check_subscriptions(spec)
-    if not found:
-        objects, cel_problems = check_cel(objects, subscriber, engine)
-        found.extend(cel_problems)
     if found:
         raise found[0]
-    return objects
+    compiled, failed = check_cel(objects, subscriber, engine)
+    if failed:
+        raise failed[0]
+    return compiled
 
 
 def compile_cel(source: str, subscriber: Subscriber, engine: Engine, where: str) -> Program:
