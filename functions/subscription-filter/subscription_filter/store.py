@@ -35,6 +35,7 @@ from .shared.errors import FunctionError
 from .shared.kube import Kube, translate
 from .subscriptions import (
     GROUP,
+    KIND,
     PLURAL,
     VERSION,
     Compiler,
@@ -139,24 +140,14 @@ class SubscriptionStore:
                 continue
             for _attempt in range(3):  # a conflict: someone wrote meanwhile, read again
                 try:
-                    if self._write_limit(name, where, message):
+                    obj = self.kube.get(f"{GROUP}/{VERSION}", KIND, name)
+                    if obj is None or self._write(obj, limit_condition(
+                            where, message, metadata(obj).get("generation"))):
                         break
                 except Exception as exc:  # one status must never stop the others
                     logs.warning("could not write subscription status", subscription=name,
                                  error=_describe(exc))
                     break
-
-    def _write_limit(self, name: str, where: str, message: str) -> bool:
-        """True when done (written, or nothing to write); False on a conflict."""
-        with translate(f"get {PLURAL}.{GROUP} {name}"):
-            try:
-                obj = self.kube.custom().get_cluster_custom_object(
-                    GROUP, VERSION, PLURAL, name, _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return True
-                raise
-        return self._write(obj, limit_condition(where, message, metadata(obj).get("generation")))
 
     def _write(self, obj: Mapping[str, Any], condition: dict[str, Any]) -> bool:
         """Set ``condition`` on the status of ``obj`` unless it says so already. False on a

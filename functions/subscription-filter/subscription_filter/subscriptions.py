@@ -25,6 +25,7 @@ from .shared.cache import Cache
 GROUP = "core.katanomi.dev"
 VERSION = "v1alpha1"
 PLURAL = "clustersubscriptions"
+KIND = "ClusterSubscription"
 OWNER_ANNOTATION = "katanomi.dev/owned.username"
 CHANNELS_ANNOTATION = "core.katanomi.dev/sink.pluginclasses"
 SUBSCRIBER_KINDS = ("User", "Group")
