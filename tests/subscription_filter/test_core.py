@@ -92,6 +92,16 @@ def test_scan_knows_literals_and_comments() -> None:
         celengine.check_limits("[" * deep + "x" + "]" * deep)
 
 
+@pytest.mark.parametrize("text", [
+    "", "a", "f('a)' + \"b(\" // c(\n)", "r'x\\' + b\"y\" + rb'''z'''", "'open", '"""open\n',
+    "'a\\'b' // end", "$(subscriber.name) + $(other) + $", "x // no newline", "é😀 \t\r\n",
+    "br'\\n' Rb\"\" bR''", "'\\", "a'b\ncd", "'''a\n'b'''",
+])
+def test_scan_tokens_rebuild_the_text_exactly(text: str) -> None:
+    """``as_calls`` rebuilds an expression from its tokens: nothing may be lost or added."""
+    assert "".join(t.text for t in binding.scan(text)) == text
+
+
 @pytest.mark.parametrize("text", ["plain", 'q"uote', "back\\slash", "tab\tnl\ncr\r", "\x01\x7f",
                                   "é😀", ""])
 def test_encode_then_decode_round_trips(text: str) -> None:

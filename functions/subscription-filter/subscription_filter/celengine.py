@@ -616,12 +616,10 @@ def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
              scanned: tuple[Token, ...] = ()) -> str | None:
     """``expression`` with each reference to a variable in ``names`` made a call of the
     function of that name (``subscriber.name`` → ``subscriber().name``); literals,
-    comments and fields (``x.subscriber``) are left alone. ``None`` when its text cannot
-    be rebuilt from its tokens (``scanned``, when the caller has them), or it calls one of
-    ``names`` itself (``subscriber()`` must stay an error)."""
+    comments and fields (``x.subscriber``) are left alone (``scanned``: its tokens, when the
+    caller has them). ``None`` when it calls one of ``names`` itself (``subscriber()`` must
+    stay an error)."""
     tokens = scanned or tuple(scan(expression))
-    if "".join(t.text for t in tokens) != expression:
-        return None
     significant = [t for t in tokens
                    if t.kind != "comment" and not (t.kind == "char" and t.text.isspace())]
     texts = {}

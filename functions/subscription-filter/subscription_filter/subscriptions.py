@@ -177,13 +177,8 @@ def parse_subscriber(spec: Mapping[str, Any]) -> Subscriber:
 def channels_of(annotations: Mapping[str, Any]) -> tuple[str, ...]:
     """``"wechat, CorpWeChat"`` → ``("wechat", "corpwechat")``: split, trimmed,
     lowercased, duplicates dropped, order kept."""
-    raw = annotations.get(CHANNELS_ANNOTATION)
-    seen: list[str] = []
-    for item in str(raw or "").split(","):
-        channel = item.strip().lower()
-        if channel and channel not in seen:
-            seen.append(channel)
-    return tuple(seen)
+    listed = str(annotations.get(CHANNELS_ANNOTATION) or "").split(",")
+    return tuple(dict.fromkeys(c.strip().lower() for c in listed if c.strip()))
 
 
 def check_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -257,9 +252,7 @@ def _object_rule(raw: Any, where: str) -> tuple[ObjectRule, list[Any]]:
     namespace = obj.get("namespace")
     if namespace is not None and not isinstance(namespace, str):
         raise Invalid("InvalidSpec", f"{where}.object.namespace must be text")
-    events_raw = entry.get("events")
-    if events_raw is None:
-        events_raw = []
+    events_raw = [] if entry.get("events") is None else entry.get("events")
     if not isinstance(events_raw, list):
         raise Invalid("InvalidSpec", f"{where}.events must be a list")
     rule = ObjectRule(api_version.rpartition("/")[0].lower(), kind.lower(),
@@ -490,7 +483,7 @@ class Index:
 
     def __init__(self, subscriptions: Iterable[Subscription]) -> None:
         self._buckets: dict[IndexKey, Bucket] = {}
-        self.size = 0
+        self.size = 0  # entries
         # Where each entry goes, worked out once per ``objects`` (shared by every
         # subscription of the same spec): a lookup's ``by_name`` or a list of others.
         plans: dict[int, list[tuple[EventRule, int, Any]]] = {}
