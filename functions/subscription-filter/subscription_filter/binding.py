@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 BINDING_VARIABLE = "__subscriber__"
 PLACEHOLDER = re.compile(r"\$\(subscriber((?:\.[A-Za-z0-9_-]+)+)\)")
 MAX_BINDING_DEPTH = 16
-_IDENT_START = re.compile(r"[A-Za-z_]")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIMPLE_ESCAPES = {
     "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
@@ -62,13 +61,10 @@ def scan(expression: str) -> Iterator[Token]:
             yield Token("comment", expression[i:end])
             i = end
             continue
-        prefix = ""
-        start = i
-        if _IDENT_START.match(ch):
-            ident = _IDENT.match(expression, i)
-            assert ident is not None
-            word = ident.group(0)
-            after = ident.end()
+        prefix, start = "", i
+        ident = _IDENT.match(expression, i)
+        if ident is not None:
+            word, after = ident.group(0), ident.end()
             if word.lower() in ("r", "b", "rb", "br") and after < n and expression[after] in "\"'":
                 prefix, i = word, after
             else:
@@ -108,9 +104,9 @@ def _literal(expression: str, i: int, prefix: str) -> tuple[Literal, int]:
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
-def reference(path: str, variable: str = BINDING_VARIABLE) -> str:
-    """CEL that reads the bound field ``path`` (``info.mail`` → ``v["info"]["mail"]``)."""
-    return variable + "".join(f'["{segment}"]' for segment in path.split("."))
+def reference(path: str) -> str:
+    """CEL reading the bound field ``path``: ``info.mail`` → ``__subscriber__["info"]["mail"]``."""
+    return BINDING_VARIABLE + "".join(f'["{segment}"]' for segment in path.split("."))
 
 
 class Rewritten(NamedTuple):
@@ -119,15 +115,15 @@ class Rewritten(NamedTuple):
 
 
 @functools.lru_cache(maxsize=4096)
-def rewrite(expression: str, variable: str = BINDING_VARIABLE) -> Rewritten:
-    """Replace every placeholder with a reference to ``variable`` (see the module doc).
+def rewrite(expression: str) -> Rewritten:
+    """Replace every placeholder with a reference to the bound subscriber (see the module doc).
     Kept by text: thousands of subscriptions share a few filters."""
     fields: list[str] = []
 
     def use(path: str) -> str:
         if path not in fields:
             fields.append(path)
-        return reference(path, variable)
+        return reference(path)
 
     text = "".join(rewritten for _, rewritten in _pieces(expression, use))
     return Rewritten(text, tuple(fields))
@@ -146,13 +142,12 @@ def _pieces(expression: str, use: Callable[[str], str]) -> Iterator[tuple[str, s
             yield token.text, token.text
 
 
-def source_position(source: str, line: int, column: int,
-                    variable: str = BINDING_VARIABLE) -> tuple[int, int]:
+def source_position(source: str, line: int, column: int) -> tuple[int, int]:
     """A 1-based (line, column) in ``rewrite(source).expression`` → the same place in
     ``source`` as written. A place inside a rewritten literal or placeholder is the start
     of that literal or placeholder; a place past the end is the end of ``source``."""
     try:
-        pieces = list(_pieces(source, lambda path: reference(path, variable)))
+        pieces = list(_pieces(source, reference))
     except BindingError:  # such a source never reaches the compiler
         return line, column
     compiled_lines = "".join(rewritten for _, rewritten in pieces).split("\n")
