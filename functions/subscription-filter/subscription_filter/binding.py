@@ -134,10 +134,8 @@ def _pieces(expression: str, use: Callable[[str], str]) -> Iterator[tuple[str, s
     for token in scan(expression):
         if token.literal is not None:
             yield token.text, _rewrite_literal(token, token.literal, use)
-        elif token.kind == "placeholder":
-            match = PLACEHOLDER.fullmatch(token.text)
-            assert match is not None
-            yield token.text, f"({use(match.group(1)[1:])})"
+        elif token.kind == "placeholder":  # ``$(subscriber.<path>)``
+            yield token.text, f"({use(token.text[len('$(subscriber.'):-1])})"
         else:
             yield token.text, token.text
 
@@ -173,14 +171,9 @@ def _rewrite_literal(token: Token, literal: Literal, use: Callable[[str], str]) 
     pieces = list(_split_body(literal.body, raw))
     if not any(kind == "field" for kind, _ in pieces):
         return token.text
-    parts: list[str] = []
-    for kind, value in pieces:
-        if kind == "field":
-            parts.append(use(value))
-        else:
-            text = value if raw else decode(value)
-            if text:
-                parts.append(encode(text))
+    # A text piece is never empty, nor is its value (each escape stands for a character).
+    parts = [use(value) if kind == "field" else encode(value if raw else decode(value))
+             for kind, value in pieces]
     return "(" + " + ".join(parts) + ")"
 
 
