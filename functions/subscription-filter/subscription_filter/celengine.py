@@ -570,25 +570,22 @@ class CelPyEngine:
     def _check_references(self, tree: Any) -> None:
         """Refuse undeclared variables and unknown functions at compile time, as the
         cel-cpp type checker does (cel-python would only fail when evaluating)."""
-        bound: set[str | None] = set()  # comprehension variables
-        names: list[tuple[str, str]] = []
+        known: set[str | None] = {*VARIABLES, *_TYPE_NAMES}  # and comprehension variables
+        names: list[tuple[bool, str]] = []  # (a function?, name)
         for node in walk(tree):
             kids = children(node)
             data = str(getattr(node, "data", ""))
-            tokens = [str(k) for k in kids if not hasattr(k, "children")]
-            if data in ("ident", "dot_ident") and tokens:
-                names.append(("variable", tokens[0]))
-            elif data in ("ident_arg", "dot_ident_arg", "member_dot_arg") and tokens:
-                names.append(("function", tokens[0]))
+            name = next((str(k) for k in kids if not hasattr(k, "children")), "")
+            if name and data in ("ident", "dot_ident", "ident_arg", "dot_ident_arg",
+                                 "member_dot_arg"):
+                names.append((data.endswith("_arg"), name))
+            if data == "member_dot_arg" and name in COMPREHENSIONS:
                 args = [children(k) for k in kids if str(getattr(k, "data", "")) == "exprlist"]
-                if data == "member_dot_arg" and tokens[0] in COMPREHENSIONS and args and args[0]:
-                    bound.add(identifier(args[0][0]))
-        for kind, name in names:
-            if kind == "variable" and name not in VARIABLES and name not in _TYPE_NAMES \
-                    and name not in bound:
-                raise CelCompileError(f"undeclared reference to '{name}'")
-            if kind == "function" and name not in self._known_functions:
-                raise CelCompileError(f"undeclared reference to function '{name}'")
+                known.add(identifier(args[0][0]) if args and args[0] else None)
+        for function, name in names:
+            if not (name in self._known_functions if function else name in known):
+                what = "function " if function else ""
+                raise CelCompileError(f"undeclared reference to {what}'{name}'")
 
     def value(self, plain_value: Any) -> Any:
         from celpy.adapter import json_to_cel

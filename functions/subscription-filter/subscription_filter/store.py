@@ -63,10 +63,6 @@ SUBSCRIPTIONS = metrics.gauge("kubeevent_subscriptions",
                               "ClusterSubscriptions known: ready, not_ready", ("state",))
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 class Expired(Exception):
     """The watch's resourceVersion is gone: list again."""
 
@@ -153,7 +149,7 @@ class SubscriptionStore:
         """Set ``condition`` on the status of ``obj`` unless it says so already. False on a
         conflict: the object changed since ``obj`` was read."""
         name = str(metadata(obj).get("name"))
-        patch = condition_patch(obj, condition, utc_now())
+        patch = condition_patch(obj, condition, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         if patch is None:
             return True
         with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
