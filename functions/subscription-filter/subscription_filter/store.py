@@ -272,13 +272,10 @@ class SubscriptionStore:
     def _pages(self) -> Iterator[dict[str, Any]]:
         """The list's pages; the next one is fetched while the caller loads this one."""
         def fetch(token: str | None) -> dict[str, Any]:
-            kwargs: dict[str, Any] = {"limit": self.list_page,
-                                      "_request_timeout": self.kube.timeout}
-            if token:
-                kwargs["_continue"] = token
             with translate(f"list {PLURAL}.{GROUP}"):
-                return self.kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL,
-                                                                     **kwargs)
+                return self.kube.custom().list_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, limit=self.list_page, _continue=token,
+                    _request_timeout=self.kube.timeout)
 
         with ThreadPoolExecutor(1, thread_name_prefix="subscription-list") as pool:
             future: Future[dict[str, Any]] | None = pool.submit(fetch, None)

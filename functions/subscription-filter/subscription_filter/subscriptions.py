@@ -409,13 +409,11 @@ class Compiler:
         generation = generation if isinstance(generation, int) else None
         try:
             subscription = self._load(obj, name, generation)
-        except Invalid as exc:
-            return Loaded(name, None, Readiness(False, exc.reason, exc.message, generation))
-        except Exception as exc:  # a value no check foresaw: this object only is not used
+        except Exception as exc:  # Invalid, or a value no check foresaw: only this one fails
             detail = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace").decode()[:300]
-            return Loaded(name, None, Readiness(False, "InvalidObject",
-                                                f"the object cannot be read: {detail}",
-                                                generation))
+            why = exc if isinstance(exc, Invalid) else Invalid(
+                "InvalidObject", f"the object cannot be read: {detail}")
+            return Loaded(name, None, Readiness(False, why.reason, why.message, generation))
         events = sum(len(o.events) for o in subscription.objects)
         message = (f"{events} event filter{'s' if events != 1 else ''} for "
                    f"{subscription.subscriber.name}, channels: {', '.join(subscription.channels)}")
