@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, Protocol
 
 from . import limits
 from .binding import BINDING_VARIABLE, COMPREHENSIONS, BindingError, Token, decode, scan
-from .limits import bare, children, identifier, walk
+from .limits import at, bare, children, identifier, walk
 
 MAX_EXPRESSION_BYTES = 4096
 MAX_NESTING = 32
@@ -61,10 +61,6 @@ class CelError(Exception):
 
 # How both engines name a place in the expression in a compile error (1-based).
 _POSITION = re.compile(r"line (\d+), column (\d+): ")
-
-
-def at(line: int | str, column: int | str) -> str:
-    return f"line {line}, column {column}: "
 
 
 class CelCompileError(CelError):
@@ -277,8 +273,7 @@ def _parse_error(exc: Exception) -> str:
     what = ("unexpected end of expression" if getattr(token, "type", "") == "$END"
             else f"unexpected {str(token)!r}" if token is not None
             else f"unexpected character {char!r}" if char else "unexpected input")
-    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
-    return (at(line, column) if line is not None and column is not None else "") + what
+    return at(getattr(exc, "line", None), getattr(exc, "column", None)) + what
 
 
 def tree_depth(tree: Any) -> int:

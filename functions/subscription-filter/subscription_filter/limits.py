@@ -286,10 +286,14 @@ def identifier(node: Any) -> str | None:
     return str(found[0]) if str(getattr(node, "data", "")) == "ident" and found else None
 
 
+def at(line: Any, column: Any) -> str:
+    """How a compile error names a place (1-based): ``""`` when it is not known."""
+    return f"line {line}, column {column}: " if line is not None and column is not None else ""
+
+
 def _where(node: Any) -> str:
     meta = getattr(node, "meta", None)
-    line, column = getattr(meta, "line", None), getattr(meta, "column", None)
-    return f"line {line}, column {column}: " if line is not None and column is not None else ""
+    return at(getattr(meta, "line", None), getattr(meta, "column", None))
 
 
 def _bytes(size: float) -> str:
