@@ -78,7 +78,6 @@ class SubscriptionStore:
         self.retry_seconds = retry_seconds
         self.write_status = write_status
         self.resource_version: str | None = None
-        self.lists = 0
         self.status_writes = 0
         self.events_seen = 0
         self._loaded: dict[str, Loaded] = {}
@@ -259,7 +258,6 @@ class SubscriptionStore:
         self._loaded = loaded
         self._publish()
         self.resource_version = resource_version
-        self.lists += 1
         ready = sum(1 for item in self._loaded.values() if item.subscription is not None)
         logs.info("subscriptions listed", total=len(self._loaded), ready=ready,
                   not_ready=len(self._loaded) - ready, resource_version=resource_version)
