@@ -32,21 +32,16 @@ class BindingError(ValueError):
     """A placeholder or literal that cannot be bound (reported as a compile error)."""
 
 
-class Literal(NamedTuple):
-    """A string or bytes literal: its prefix (``r``, ``b``, ``rb`` …), what stands between
-    its quotes, and whether it is closed."""
-
-    prefix: str
-    body: str
-    closed: bool
-
-
 class Token(NamedTuple):
-    """``kind`` is ``literal``, ``comment``, ``placeholder``, ``ident`` or ``char``."""
+    """``kind`` is ``literal``, ``comment``, ``placeholder``, ``ident`` or ``char``; a
+    literal's ``prefix`` (``r``, ``b``, ``rb`` …), ``body`` (between its quotes) and
+    whether it is ``closed``."""
 
     kind: str
     text: str
-    literal: Literal | None = None
+    prefix: str = ""
+    body: str = ""
+    closed: bool = True
 
 
 def scan(expression: str) -> Iterator[Token]:
@@ -73,8 +68,9 @@ def scan(expression: str) -> Iterator[Token]:
                 continue
         ch = expression[i]
         if ch in "\"'":
-            literal, i = _literal(expression, i, prefix)
-            yield Token("literal", expression[start:i], literal)
+            literal = _literal(expression, start, i, prefix)
+            yield literal
+            i = start + len(literal.text)
             continue
         if ch == "$":
             placeholder = PLACEHOLDER.match(expression, i)
@@ -86,19 +82,20 @@ def scan(expression: str) -> Iterator[Token]:
         i += 1
 
 
-def _literal(expression: str, i: int, prefix: str) -> tuple[Literal, int]:
+def _literal(expression: str, start: int, i: int, prefix: str) -> Token:
+    """The literal whose prefix is at ``start`` and quote at ``i``."""
     quote = expression[i] * 3 if expression.startswith(expression[i] * 3, i) else expression[i]
     raw = "r" in prefix.lower()
-    k, n = i + len(quote), len(expression)
-    body_start = k
-    while k < n:
+    k = body_start = i + len(quote)
+    while k < len(expression):
         if expression.startswith(quote, k):
-            return Literal(prefix, expression[body_start:k], True), k + len(quote)
+            end = k + len(quote)
+            return Token("literal", expression[start:end], prefix, expression[body_start:k])
         if len(quote) == 1 and expression[k] in "\r\n":
             break
         k += 2 if (not raw and expression[k] == "\\") else 1
     # Unterminated: hand the rest over unchanged; the engine reports the syntax error.
-    return Literal(prefix, expression[body_start:], False), n
+    return Token("literal", expression[start:], prefix, expression[body_start:], False)
 
 
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
@@ -132,8 +129,8 @@ def rewrite(expression: str) -> Rewritten:
 def _pieces(expression: str, use: Callable[[str], str]) -> Iterator[tuple[str, str]]:
     """(text as written, text as compiled) for each token of ``expression``."""
     for token in scan(expression):
-        if token.literal is not None:
-            yield token.text, _rewrite_literal(token, token.literal, use)
+        if token.kind == "literal":
+            yield token.text, _rewrite_literal(token, use)
         elif token.kind == "placeholder":  # ``$(subscriber.<path>)``
             yield token.text, f"({use(token.text[len('$(subscriber.'):-1])})"
         else:
@@ -164,11 +161,11 @@ def source_position(source: str, line: int, column: int) -> tuple[int, int]:
     return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
-def _rewrite_literal(token: Token, literal: Literal, use: Callable[[str], str]) -> str:
-    raw = "r" in literal.prefix.lower()
-    if "b" in literal.prefix.lower() or not literal.closed:
+def _rewrite_literal(token: Token, use: Callable[[str], str]) -> str:
+    raw = "r" in token.prefix.lower()
+    if "b" in token.prefix.lower() or not token.closed:
         return token.text
-    pieces = list(_split_body(literal.body, raw))
+    pieces = list(_split_body(token.body, raw))
     if not any(kind == "field" for kind, _ in pieces):
         return token.text
     # A text piece is never empty, nor is its value (each escape stands for a character).

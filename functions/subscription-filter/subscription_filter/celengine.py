@@ -200,7 +200,7 @@ def check_limits(expression: str) -> tuple[Token, ...]:
         raise CelCompileError("expression is empty")
     scanned = tuple(scan(expression))
     bad_escape = ""  # the first invalid escape in a non-raw literal
-    for literal in (t.literal for t in scanned if t.literal is not None):
+    for literal in (t for t in scanned if t.kind == "literal"):
         if literal.closed and "r" not in literal.prefix.lower() and not bad_escape:
             try:
                 decode(literal.body)
