@@ -65,10 +65,6 @@ class Est:
     flat: float  # work, every node in a comprehension counted ``ITERATIONS`` times
 
 
-def _const(value: float) -> Lin:
-    return Lin(float(value))
-
-
 _ONE = Lin(1.0)
 
 
@@ -90,7 +86,7 @@ class _Estimator:
     def add(self, *lins: Lin) -> Lin:
         var = next((x.var for x in lins if x.var), None)
         if any(x.var not in (None, var) for x in lins):
-            return _const(sum(self.worst(x) for x in lins))
+            return Lin(sum(self.worst(x) for x in lins))
         return Lin(sum(x.fixed for x in lins), sum(x.k for x in lins), var)
 
     def scale(self, lin: Lin, by: float) -> Lin:
@@ -109,7 +105,7 @@ class _Estimator:
             return self.scale(lin, n.fixed)
         if lin.var is None:
             return self.scale(n, lin.fixed)
-        return _const(self.worst(n) * self.worst(lin))
+        return Lin(self.worst(n) * self.worst(lin))
 
     def units(self, size: Lin) -> Lin:
         return self.scale(size, 1 / _BYTES_PER_UNIT)
@@ -123,7 +119,7 @@ class _Estimator:
                    sum(p.flat for p in parts) + self.worst(own) * times)
 
     def small(self, parts: list[Est], own: Lin = _ONE, size: float = _SMALL) -> Est:
-        return self.node(parts, own, _const(size))
+        return self.node(parts, own, Lin(size))
 
     def of(self, node: Any) -> Est:
         est = self._of(node)
@@ -160,23 +156,23 @@ class _Estimator:
                 return self.node([], _ONE, Lin(0, 1, name), Lin(1, 0.5, name))
             size = {"ce": EVENT_BYTES, "subscriber": SUBSCRIBER_BYTES,
                     "__subscriber__": SUBSCRIBER_BYTES}.get(name, _SMALL)
-            return self.node([], _ONE, _const(size), _const(size / 2 + 1))
+            return self.node([], _ONE, Lin(size), Lin(size / 2 + 1))
         if data == "literal":
             size = len((str(kids[0]) if kids else "").encode("utf-8"))
-            return self.node([], _ONE, _const(size), _const(size / 2 + 1))
+            return self.node([], _ONE, Lin(size), Lin(size / 2 + 1))
         if data in ("list_lit", "map_lit", "member_object"):
             parts = [self.of(e) for t in trees if str(getattr(t, "data", "")) in _LISTS
                      for e in _exprs(t)]
             if data == "member_object":
                 parts.insert(0, self.of(trees[0]))
-            return self.node(parts, _const(len(parts) + 1),
-                             self.add(_const(len(parts)), *(p.size for p in parts)),
-                             _const(len(parts)))
+            return self.node(parts, Lin(len(parts) + 1),
+                             self.add(Lin(len(parts)), *(p.size for p in parts)),
+                             Lin(len(parts)))
         return self.together([self.of(t) for t in trees], _ONE)  # anything else
 
     def together(self, parts: list[Est], own: Lin) -> Est:
         """A node as big as its ``parts`` are together."""
-        return self.node(parts, own, self.add(_const(_SMALL), *(p.size for p in parts)),
+        return self.node(parts, own, self.add(Lin(_SMALL), *(p.size for p in parts)),
                          self.add(_ONE, *(p.count for p in parts)))
 
     def binary(self, left_node: Any, right_node: Any) -> Est:
@@ -217,7 +213,7 @@ class _Estimator:
     def comprehension(self, name: str, target: Est, variable: str, body: list[Any]) -> Est:
         count = target.count
         n = count if count.var is not None or self.worst(count) <= ITERATIONS \
-            else _const(ITERATIONS)
+            else Lin(ITERATIONS)
         outer = self.env.get(variable)
         self.env[variable] = self.worst(target.size)
         self.depth += 1
@@ -234,7 +230,7 @@ class _Estimator:
             """``lin`` summed over the iterations: an element's share is its own size."""
             if lin.var != variable:
                 return self.times(n, lin)
-            return self.add(self.times(n, _const(lin.fixed)), self.scale(target.size, lin.k))
+            return self.add(self.times(n, Lin(lin.fixed)), self.scale(target.size, lin.k))
 
         cost = self.add(target.cost, n, *(total(p.cost) for p in parts))
         flat = target.flat + sum(p.flat for p in parts) + ITERATIONS
