@@ -46,7 +46,8 @@ MAX_UNARY_RUN = 8
 # The CRD's admission rule says the same, so such a filter is refused when it is written.
 MAX_COMPREHENSIONS = 8
 MAX_DATA_DEPTH = 64
-VARIABLES = ("ce", "subscriber", BINDING_VARIABLE)
+SUBSCRIBER = ("subscriber", BINDING_VARIABLE)  # the names of the subscriber's binding
+VARIABLES = ("ce", *SUBSCRIBER)
 ENGINES = ("celpy", "cel-expr")
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -294,8 +295,6 @@ def tree_depth(tree: Any) -> int:
 
 # ------------------------------------------------------------------ name lookup
 
-_SUBSCRIBER = frozenset({"subscriber", BINDING_VARIABLE})
-
 
 def name_key(tree: Any, expression: str) -> str | None:
     """An expression of ``ce`` alone whose value lists every name for which the filter
@@ -325,7 +324,7 @@ def name_key(tree: Any, expression: str) -> str | None:
                 "exists", "exists_one") and _free(kids[0]):
             args = children(kids[2])
             variable = identifier(args[0]) if len(args) == 2 else None
-            body = bare(args[1]) if variable not in (None, *_SUBSCRIBER) else None
+            body = bare(args[1]) if variable not in (None, *SUBSCRIBER) else None
             found = children(body)
             if str(getattr(body, "data", "")) != "relation" or len(found) != 2 \
                     or str(getattr(found[0], "data", "")) != "relation_eq":
@@ -349,7 +348,7 @@ def _is_name(node: Any) -> bool:
     node = bare(node)
     kids = children(node)
     if str(node.data) not in ("member_dot", "member_index") or len(kids) != 2 \
-            or identifier(kids[0]) not in _SUBSCRIBER:
+            or identifier(kids[0]) not in SUBSCRIBER:
         return False
     if str(node.data) == "member_dot":
         return str(kids[1]) == "name"
@@ -369,7 +368,7 @@ def _other_side(left: Any, right: Any) -> Any:
 def _free(node: Any) -> bool:
     """Whether ``node`` never names the subscriber."""
     return not any(str(getattr(n, "data", "")) in ("ident", "dot_ident") and children(n)
-                   and str(children(n)[0]) in _SUBSCRIBER for n in walk(node))
+                   and str(children(n)[0]) in SUBSCRIBER for n in walk(node))
 
 
 # ------------------------------------------------------------------------- celpy
@@ -594,17 +593,16 @@ class CelPyEngine:
 # ---------------------------------------------------------------------- cel-expr
 
 
-# The subscriber that ``subscriber()`` / ``__subscriber__()`` return: set around one
+# The subscriber that ``subscriber()`` / ``__subscriber__()`` return: set before each
 # evaluation, on the thread that evaluates (cel-cpp calls the function on it).
 _current = threading.local()
-SUBSCRIBER_FUNCTIONS = ("subscriber", BINDING_VARIABLE)
 
 
 def _current_subscriber() -> Any:
     return _current.bound
 
 
-def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER_FUNCTIONS,
+def as_calls(expression: str, names: tuple[str, ...] = SUBSCRIBER,
              scanned: tuple[Token, ...] = ()) -> str | None:
     """``expression`` with each reference to a variable in ``names`` made a call of the
     function of that name (``subscriber.name`` → ``subscriber().name``); literals,
@@ -695,8 +693,7 @@ def _cel_expr_error(text: str) -> str:
     message = " ".join(" ".join(lines).split())
     if "recursion" in message.lower():
         return f"expression is nested too deeply (over {MAX_DEPTH} levels)"
-    for code in ("INVALID_ARGUMENT: ", "NOT_FOUND: ", "UNKNOWN: ", "CANCELLED: "):
-        message = message.replace(code, "")
+    message = re.sub(r"(INVALID_ARGUMENT|NOT_FOUND|UNKNOWN|CANCELLED): ", "", message)
     message = re.sub(r" \[[A-Z_]+\]$", "", message)
     message = re.sub(r" expecting (\{[^}]*\}|\S+)", "", message)
     message = message.replace(" (in container '')", "")
@@ -730,7 +727,7 @@ class CelExprEngine:
             cel.FunctionDecl(name, [cel.Overload(
                 id=f"{name}_current", return_type=subscriber, parameters=[],
                 impl=_current_subscriber)])
-            for name in SUBSCRIBER_FUNCTIONS])
+            for name in SUBSCRIBER])
         self._lock = threading.Lock()
 
     def compile(self, expression: str) -> Program:

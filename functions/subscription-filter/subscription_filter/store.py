@@ -256,9 +256,8 @@ class SubscriptionStore:
             resource_version = str((page.get("metadata") or {}).get("resourceVersion")
                                    or resource_version)
         self._loaded = loaded
-        self._publish()
+        ready = self._publish()
         self.resource_version = resource_version
-        ready = sum(1 for item in self._loaded.values() if item.subscription is not None)
         logs.info("subscriptions listed", total=len(self._loaded), ready=ready,
                   not_ready=len(self._loaded) - ready, resource_version=resource_version)
         for item in self._loaded.values():
@@ -312,19 +311,12 @@ class SubscriptionStore:
             if obj.get("code") == 410:
                 raise Expired(str(obj.get("message") or "410 Gone"))
             raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
-        rv = str(metadata(obj).get("resourceVersion") or "")
-        if kind == "BOOKMARK":
-            if rv:
-                self.resource_version = rv
-            return
-        name = str(metadata(obj).get("name") or "")
-        if not name:
-            return
-        if kind == "DELETED":
+        name = str(metadata(obj).get("name") or "")  # a BOOKMARK only moves the version on
+        if kind == "DELETED" and name:
             if self._loaded.pop(name, None) is not None:
                 self._publish()
                 logs.info("subscription removed", subscription=name)
-        elif kind in ("ADDED", "MODIFIED"):
+        elif kind in ("ADDED", "MODIFIED") and name:
             loaded = self.compiler.load(obj)
             if self._loaded.get(name) != loaded:
                 self._loaded[name] = loaded
@@ -336,15 +328,18 @@ class SubscriptionStore:
                 else:
                     _not_used(loaded)
             self._sync_status(obj, loaded)
+        rv = str(metadata(obj).get("resourceVersion") or "")
         if rv:
             self.resource_version = rv
 
-    def _publish(self) -> None:
+    def _publish(self) -> int:
+        """A new snapshot of ``_loaded``; how many of its subscriptions are ready."""
         with _collector_paused():
             self._snapshot = build_snapshot(self._loaded.values())
         ready = sum(1 for r in self._snapshot.readiness.values() if r.ready)
         SUBSCRIPTIONS.labels("ready").set(ready)
         SUBSCRIPTIONS.labels("not_ready").set(len(self._snapshot.readiness) - ready)
+        return ready
 
     # ------------------------------------------------------------------ status
 

@@ -535,13 +535,9 @@ class Snapshot:
 
 
 def build_snapshot(loaded: Iterable[Loaded]) -> Snapshot:
-    subs: dict[str, Subscription] = {}
-    readiness: dict[str, Readiness] = {}
-    for item in loaded:
-        readiness[item.name] = item.readiness
-        if item.subscription is not None:
-            subs[item.name] = item.subscription
-    return Snapshot(subs, readiness, Index(subs.values()))
+    items = list(loaded)
+    subs = {item.name: item.subscription for item in items if item.subscription is not None}
+    return Snapshot(subs, {item.name: item.readiness for item in items}, Index(subs.values()))
 
 
 # ------------------------------------------------------------------------- status
