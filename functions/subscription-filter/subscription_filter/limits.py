@@ -122,6 +122,7 @@ class _Estimator:
         return self.node(parts, own, Lin(size))
 
     def of(self, node: Any) -> Est:
+        node = bare(node)  # a level that only wraps one child costs what the child does
         est = self._of(node)
         size = self.worst(est.size)
         if size > MAX_VALUE_BYTES:
@@ -133,8 +134,6 @@ class _Estimator:
         data = str(getattr(node, "data", ""))
         kids = children(node)
         trees = [k for k in kids if hasattr(k, "children")]
-        if data in WRAPPERS and len(trees) == 1 and len(kids) == 1:
-            return self.of(trees[0])
         if data == "expr" and len(trees) == 3:
             test, yes, no = (self.of(t) for t in trees)
             return self.node([test, yes, no], _ONE, self.most(yes.size, no.size),
@@ -250,7 +249,8 @@ WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "ad
 
 
 def children(node: Any) -> list[Any]:
-    return [c for c in getattr(node, "children", []) if c is not None]
+    """A parse-tree node's children (celpy's parser leaves no ``None`` placeholders)."""
+    return getattr(node, "children", [])
 
 
 def walk(tree: Any) -> Iterator[Any]:
@@ -264,9 +264,9 @@ def walk(tree: Any) -> Iterator[Any]:
 
 def bare(node: Any) -> Any:
     """``node`` without the levels that only wrap it."""
-    while str(getattr(node, "data", "")) in WRAPPERS and len(children(node)) == 1 \
-            and hasattr(children(node)[0], "children"):
-        node = children(node)[0]
+    while (kids := children(node)) and len(kids) == 1 and hasattr(kids[0], "children") \
+            and getattr(node, "data", "") in WRAPPERS:
+        node = kids[0]
     return node
 
 
