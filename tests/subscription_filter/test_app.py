@@ -238,3 +238,27 @@ def test_a_ready_status_from_an_older_copy_does_not_drop_what_was_written_since(
     function.store._sync_status(older, loaded)
     assert conditions() == ["Ready", "FilterEvaluated"]
     assert function.store.status_writes == writes
+
+
+def test_a_limit_reported_for_a_deleted_subscription_is_dropped_quietly(
+        api, make, capsys) -> None:
+    """The subscription went between the evaluation and the write: nothing to write, no
+    warning, and the writer goes on to the next report."""
+    function = make()
+    until(function.ready)
+    kept = api.add(factory.cluster_subscription("kim"))["metadata"]["name"]
+    until(lambda: function.store.snapshot().subscriptions.get(kept))
+    where = "spec.subscriptions[0].events[0].filter.cel"
+    function.store.report_limit("gone-subscription", where, "stopped")
+    function.store.report_limit(kept, where, "stopped")  # written after the first, in order
+
+    def conditions() -> list[str]:
+        obj = api.get_object(CSUB, "ClusterSubscription", kept)
+        return [c["type"] for c in (obj.get("status") or {}).get("conditions") or []]
+
+    until(lambda: "FilterEvaluated" in conditions())
+    gets = api.request_log("GET", f"/apis/{CSUB}/clustersubscriptions/gone-subscription")
+    assert [r.status for r in gets] == [404]
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+              if line.startswith("{")]
+    assert not [r for r in logged if r["message"] == "could not write subscription status"]

@@ -318,6 +318,24 @@ def _lists(api: FakeKubeAPI) -> int:
     return len(api.request_log("GET", f"/apis/{CSUB}/clustersubscriptions", verb="list"))
 
 
+def test_a_bookmark_moves_the_watch_on(fn, api) -> None:
+    """A watch that saw no subscription change ends with a BOOKMARK at the server's
+    version; the next watch resumes from there, not from the last subscription event."""
+
+    def watched_from() -> list[int]:
+        watches = api.request_log("GET", f"/apis/{CSUB}/clustersubscriptions", verb="watch")
+        return [int(r.query.get("resourceVersion") or 0) for r in watches]
+
+    # Idle first (two watches from one version): the function's own status writes at
+    # start are subscription changes too.
+    eventually(lambda: len(w := watched_from()) >= 2 and w[-1] == w[-2], what="an idle watch")
+    api.add({"apiVersion": "v1", "kind": "ConfigMap", "data": {},
+             "metadata": {"name": f"bump-{uuid.uuid4().hex[:8]}", "namespace": "default"}})
+    bumped = int(api.resource_version)
+    eventually(lambda: max(watched_from()) >= bumped,
+               what="a watch resumed from the bookmark's version")
+
+
 def test_relist_after_the_watch_expires(fn, api) -> None:
     """The watch resumes with an old resourceVersion → a 410 ERROR event → list again,
     which also finds what changed while it was away."""
