@@ -184,6 +184,9 @@ _EVENTS = "spec/subscriptions/0/events"
     ("annotation:core.katanomi.dev/sink.pluginclasses", _DELETE, "NoChannels",
      "names no notification channel"),
     ("spec/subscriber/kind", "ServiceAccount", "InvalidSpec", "User, Group"),
+    ("spec/subscriber", None, "InvalidSpec", "spec.subscriber.name is required"),
+    ("spec/subscriber", "kim", "InvalidSpec", "spec.subscriber must be an object"),
+    ("spec/subscriptions/0/events", "approvalpending", "InvalidSpec", "events must be a list"),
     ("spec/subscriptions", [], "InvalidSpec", "at least one object"),
     ("spec/subscriptions/0/object/kind", "", "InvalidSpec", "needs kind and apiVersion"),
     ("spec/subscriptions/0/events", None, "InvalidSpec", "lists no event type"),
@@ -194,6 +197,8 @@ _EVENTS = "spec/subscriptions/0/events"
     (f"{_EVENTS}/3/filter/cel", 'ce.x == "$(subscriber.info.phone)"', "InvalidCEL",
      "spec.subscriber.info.phone is not set"),
     (f"{_EVENTS}/3/filter/cel", "nosuchvar == 1", "InvalidCEL", "undeclared reference"),
+    (f"{_EVENTS}/3/filter/cel", "nosuchfunction(1) == 1", "InvalidCEL",
+     "'nosuchfunction'"),  # cel-cpp leaves out "function"
 ])
 def test_what_makes_a_subscription_unusable(engine: Engine, path: str, value: Any, reason: str,
                                             fragment: str) -> None:
