@@ -10,7 +10,8 @@ Kubernetes' own behaviour (RBAC, schemas, admission, watch) is tested against a 
 kube-apiserver (tests/cluster); this fake serves the faults a real one cannot be made to
 show (injected 5xx, delays, hung-up streams, compaction on demand), scale runs, and the
 dev stack's embedded API. It implements only what the functions and tests use: merge
-patches (no JSON patch), label selectors (no field selectors).
+patches (no JSON patch), label selectors, and the field selectors a real API server
+serves (``metadata.name``/``namespace``, and an Event's ``involvedObject.kind`` and such).
 """
 
 from __future__ import annotations
@@ -392,6 +393,43 @@ def parse_label_selector(selector: str | None) -> _Predicate:
     return match
 
 
+# The fields a real API server lets a list select on: metadata.name and
+# metadata.namespace for every kind, and these for Events (core/v1's field set).
+_EVENT_FIELDS = frozenset({
+    "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+    "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+    "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type",
+})
+
+
+def parse_field_selector(selector: str | None, kind: str) -> _Predicate:
+    """A predicate for a ``fieldSelector``: ``=``, ``==`` and ``!=`` on the fields the
+    real API server supports for ``kind``; any other field is its 400."""
+    if not selector:
+        return lambda obj: True
+    checks: list[tuple[list[str], bool, str]] = []
+    for req in _split_requirements(selector):
+        m = re.match(r"^([A-Za-z.]+)\s*(==|=|!=)\s*(.*)$", req)
+        if not m:
+            raise KubeError(400, f"invalid field selector: {req!r}")
+        name, op, value = m.groups()
+        if name not in ("metadata.name", "metadata.namespace") and not (
+                kind == "Event" and name in _EVENT_FIELDS):
+            raise KubeError(400, f'field label not supported: {name}')
+        if name == "source":
+            name = "source.component"
+        checks.append((name.split("."), op == "!=", value))
+
+    def value_at(obj: dict[str, Any], path: list[str]) -> str:
+        node: Any = obj
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        return "" if node is None else str(node)
+
+    return lambda obj: all((value_at(obj, path) == value) != negate
+                           for path, negate, value in checks)
+
+
 # ----------------------------------------------------------------------------- server
 
 
@@ -520,6 +558,7 @@ def _default_types() -> list[ResourceType]:
         r("", "v1", "Pod", "pods", True, True, short_names=("po",)),
         r("", "v1", "Event", "events", short_names=("ev",)),
         r("events.k8s.io", "v1", "Event", "events", short_names=("ev",)),
+        r("coordination.k8s.io", "v1", "Lease", "leases"),
         r("rbac.authorization.k8s.io", "v1", "Role", "roles"),
         r("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
         r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
@@ -1468,7 +1507,7 @@ class FakeKubeAPI(LoopbackServer):
                 dry_run,
                 as_object=True,
             )
-            for o in self._items(rtype, ns, self._selectors(query))
+            for o in self._items(rtype, ns, self._selectors(query, rtype.kind))
         ]
         return 200, self._list_doc(rtype, deleted)
 
@@ -1533,11 +1572,10 @@ class FakeKubeAPI(LoopbackServer):
             )
 
     @staticmethod
-    def _selectors(query: dict[str, str]) -> _Predicate:
-        if query.get("fieldSelector"):
-            # Nothing under test sends one: refuse rather than answer as if it matched.
-            raise KubeError(400, "this fake API server does not implement fieldSelector")
-        return parse_label_selector(query.get("labelSelector"))
+    def _selectors(query: dict[str, str], kind: str = "") -> _Predicate:
+        labels = parse_label_selector(query.get("labelSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"), kind)
+        return lambda obj: labels(obj) and fields(obj)
 
     def _list(self, rtype: ResourceType, ns: str | None, query: dict[str, str]) -> dict[str, Any]:
         # As an API server does, later pages come from the list the first page was cut
@@ -1547,7 +1585,7 @@ class FakeKubeAPI(LoopbackServer):
         if query.get("continue") and items is None:
             raise KubeError(410, "the provided continue parameter is too old", "Expired")
         if items is None:
-            items = self._items(rtype, ns, self._selectors(query))
+            items = self._items(rtype, ns, self._selectors(query, rtype.kind))
         start = int(offset or 0)
         limit = int(query.get("limit") or 0)
         end = start + limit if limit > 0 else len(items)
@@ -1791,7 +1829,7 @@ class FakeKubeAPI(LoopbackServer):
         query: dict[str, str],
         name: str | None,
     ) -> None:
-        labels = self._selectors(query)
+        labels = self._selectors(query, rtype.kind)
 
         def pred(obj: dict[str, Any]) -> bool:
             meta = obj.get("metadata") or {}

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from cloudevents.http import CloudEvent
 
 from dev.fakes.kube_api import FakeKubeAPI
+from dev.support import factory
 from dev.support.factory import promotion_run
 from dev.support.procs import FunctionProcess
 from dev.support.sink import RecordingSink
@@ -57,3 +60,26 @@ def start_enricher(kube: FakeKubeAPI, broker: RecordingSink, **extra: str) -> Fu
     return FunctionProcess("kubeevent-enricher-sink", env=enricher_env(kube, broker, **extra))
 
 
+
+
+_API: dict[str, FakeKubeAPI] = {}
+
+
+@pytest.fixture(autouse=True)
+def _events_live_in_the_api(kube: FakeKubeAPI) -> Iterator[None]:
+    _API["kube"] = kube
+    yield
+    _API.pop("kube", None)
+
+
+def apiserver_event(data: Any, *, stored: bool = True, **options: Any) -> CloudEvent:
+    """What ApiServerSource sends for ``data``; the Event is first created in the test's
+    API server (``stored=False``: one that never was), since the enricher reads every
+    Event back and acts only on what the API server has."""
+    if stored and options.get("mode", "resource") == "resource" and isinstance(data, dict):
+        meta = data.get("metadata") or {}
+        kube = _API["kube"]
+        if kube.get_object(data.get("apiVersion", "v1"), "Event", meta.get("name"),
+                           meta.get("namespace")) is None:
+            kube.add(data)
+    return factory.apiserver_event(data, **options)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from dev.support.factory import events_v1, kube_event, promotion_run
+from dev.support.factory import SIGNING_ENV, events_v1, kube_event, promotion_run
 from enricher import core
 from enricher.config import Config
 from enricher.shared.config import ConfigError
@@ -125,40 +127,86 @@ def test_kind_filter() -> None:
 
 
 def test_broker_urls_and_the_allow_list() -> None:
+    seed = ("cpaas-system/cloudevents-katanomi-dev",)
     url = core.broker_url("cloudevents-katanomi-dev", ingress="http://ingress",
-                          default_namespace="cpaas-system", allowed=frozenset())
+                          default_namespace="cpaas-system", allowed=seed)
     assert url == "http://ingress/cpaas-system/cloudevents-katanomi-dev"
     assert core.broker_url("team/b", ingress="http://i", default_namespace="x",
-                           allowed=frozenset({"team/b"})) == "http://i/team/b"
-    with pytest.raises(Forbidden, match="ALLOWED_BROKERS"):
-        core.broker_url("other/b", ingress="http://i", default_namespace="x",
-                        allowed=frozenset({"team/b"}))
+                           allowed=("team/b",)) == "http://i/team/b"
+    for other in ("other/b", "cloudevents-katanomi-dev"):
+        with pytest.raises(Forbidden, match="ALLOWED_BROKERS"):
+            core.broker_url(other, ingress="http://i", default_namespace="x",
+                            allowed=("team/b",))
     for bad in ("a/b/c", "Bad_Name", "../x", ""):
         with pytest.raises(BadRequest):
-            core.broker_url(bad, ingress="http://i", default_namespace="x", allowed=frozenset())
+            core.broker_url(bad, ingress="http://i", default_namespace="x", allowed=seed)
 
 
 def test_config_from_env() -> None:
-    config = Config.from_env({"ALLOWED_BROKERS": "a/b, c/d", "INVOLVED_OBJECT_KINDS":
-                              "ArtifactPromotionRun.artifacts.katanomi.dev",
+    config = Config.from_env({**SIGNING_ENV, "ALLOWED_BROKERS": "a/b, c/d",
+                              "INVOLVED_OBJECT_KINDS":
+                              "ArtifactPromotionRun.artifacts.katanomi.dev, Pod",
                               "BROKER_INGRESS_URL": "http://x/"})
-    assert config.allowed_brokers == frozenset({"a/b", "c/d"})
+    assert config.allowed_brokers == ("a/b", "c/d")
+    assert config.kind_names == ("ArtifactPromotionRun", "Pod")
     assert config.broker_ingress_url == "http://x"
     assert config.default_broker_namespace == "cpaas-system"
-    assert config.k_sink is None
+    assert config.k_sink is None and config.reply is False
+    default = Config.from_env(SIGNING_ENV)
+    assert default.allowed_brokers == ("cpaas-system/cloudevents-katanomi-dev",), \
+        "never 'any broker'"
     with pytest.raises(ConfigError, match="ALLOWED_BROKERS"):
-        Config.from_env({"ALLOWED_BROKERS": "justname"})
+        Config.from_env({**SIGNING_ENV, "ALLOWED_BROKERS": "justname"})
     with pytest.raises(ConfigError, match="K_SINK"):
-        Config.from_env({"K_SINK": "not-a-url"})
+        Config.from_env({**SIGNING_ENV, "K_SINK": "not-a-url"})
+
+
+def test_the_enricher_does_not_start_without_its_key_unless_told_why() -> None:
+    with pytest.raises(ConfigError, match="KUBEEVENT_SIGNING_KEY is required"):
+        Config.from_env({})
+    assert Config.from_env({"KUBEEVENT_SIGNING": "off"}).signer is None
+
+
+def test_confirm_takes_only_the_event_the_api_server_has() -> None:
+    raw = kube_event("ApprovalPending", message="waiting")
+    core.confirm(core.parse_kube_event(raw), core.parse_kube_event(dict(raw, count=7)))
+    for change in ({"message": "other"}, {"reason": "Failed"}, {"type": "Warning"},
+                   {"metadata": {**raw["metadata"], "uid": "x"}}):
+        with pytest.raises(Forbidden, match="unconfirmed Event"):
+            core.confirm(core.parse_kube_event({**raw, **change}), core.parse_kube_event(raw))
+    assert core.event_key(raw) == ("v1", "devops", raw["metadata"]["name"])
+    for bad in ({"apiVersion": "apps/v1"}, {"metadata": {"namespace": "devops"}}):
+        with pytest.raises(BadRequest):
+            core.event_key({**raw, **bad})
+
+
+def _at(seconds: float, namespace: str, created: float | None = None) -> dict:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or seconds))
+    return {"lastTimestamp": stamp, "metadata": {"namespace": namespace,
+                                                 "creationTimestamp": made}}
+
+
+def test_recent_takes_namespaces_in_turns_and_does_not_believe_the_future() -> None:
+    now = 2_000_000_000.0
+    busy = [_at(now - i, "busy") for i in range(100)]
+    quiet = [_at(now - 600, "devops")]
+    chosen = core.recent({"busy": busy, "devops": quiet}, now, 3600, 3)
+    assert quiet[0] in chosen and len(chosen) == 3
+    future = _at(now + 10 * 365 * 86400, "devops", created=now - 3000)
+    assert core.event_time(future, now) == now - 3000, "the server's creation time instead"
+    older = _at(now - 60, "devops")
+    assert core.recent({"devops": [future, older]}, now, 3600, 1) == [older]
+    assert core.recent({"devops": [_at(now - 7200, "devops")]}, now, 3600, 5) == []
 
 
 def test_trusted_reporters_from_env() -> None:
-    config = Config.from_env({"TRUSTED_REPORTERS":
+    config = Config.from_env({**SIGNING_ENV, "TRUSTED_REPORTERS":
                               "ArtifactPromotionRun.artifacts.katanomi.dev=a|b, Pod=kubelet"})
     assert config.trusted_reporters == {
         "artifactpromotionrun.artifacts.katanomi.dev": frozenset({"a", "b"}),
         "pod": frozenset({"kubelet"})}
-    assert Config.from_env({}).trusted_reporters == {}
+    assert Config.from_env(SIGNING_ENV).trusted_reporters == {}
     for bad in ("Pod", "Pod=", "=kubelet"):
         with pytest.raises(ConfigError, match="TRUSTED_REPORTERS"):
-            Config.from_env({"TRUSTED_REPORTERS": bad})
+            Config.from_env({**SIGNING_ENV, "TRUSTED_REPORTERS": bad})

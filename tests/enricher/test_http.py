@@ -14,8 +14,8 @@ import requests
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support.factory import (
+    SIGNING_ENV,
     SIGNING_KEY,
-    apiserver_event,
     binary_headers,
     events_v1,
     kube_event,
@@ -27,7 +27,7 @@ from dev.support.procs import FunctionProcess
 from dev.support.sink import RecordingSink
 from shared.fit import ENRICHED_BYTES
 
-from .conftest import start_enricher
+from .conftest import apiserver_event, start_enricher
 
 PENDING = "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.approvalpending.v1alpha1"
 SEED_BROKER = {"broker": "cloudevents-katanomi-dev"}
@@ -62,7 +62,8 @@ def test_seed_event_reaches_the_broker_in_the_seed_shape(
     assert event["eventreason"] == "approvalpending"
     assert event["eventtype"] == "Normal"
     assert event["datacontenttype"] == "application/json"
-    assert event.data["event"] == raw
+    stored = kube.get_object("v1", "Event", raw["metadata"]["name"], "devops")
+    assert event.data["event"] == stored, "the Event as the API server has it"
     assert event.data["object"] == the_object(kube), "the object fresh from the API server"
     from enricher.shared.signing import Signer
 
@@ -92,17 +93,39 @@ def test_namespaced_broker_and_the_allow_list(kube: FakeKubeAPI, broker: Recordi
     assert [r.path for r in broker.received] == ["/team-a/events"]
 
 
-def test_without_broker_it_replies_or_posts_to_k_sink(enricher: FunctionProcess, kube: FakeKubeAPI,
-                                                      broker: RecordingSink) -> None:
-    reply = post(enricher.url, apiserver_event(kube_event()))
-    assert reply.status_code == 200
-    assert reply.headers["ce-type"] == PENDING
-    assert reply.headers["content-type"].startswith("application/json")
-    assert json.loads(reply.content)["object"]["metadata"]["name"] == "my-promotion"
+@pytest.mark.parametrize("named", ["evil-ns/evil", "evil", "cpaas-system/other"])
+def test_a_caller_never_chooses_the_broker(enricher: FunctionProcess, kube: FakeKubeAPI,
+                                           broker: RecordingSink, named: str) -> None:
+    """By default only the source document's Broker is allowed: a caller naming another
+    gets 403 before anything is read, and the run goes nowhere."""
+    kube.clear_request_log()
+    response = post(enricher.url, apiserver_event(kube_event(obj=the_object(kube))),
+                    params={"broker": named})
+    assert response.status_code == 403
+    assert response.text.strip().endswith("is not in ALLOWED_BROKERS")
+    assert broker.received == [] and kube.request_log("GET") == []
+
+
+def test_without_broker_it_goes_to_the_configured_broker_never_back_to_the_caller(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink) -> None:
+    """No confused deputy: whoever posts gets 202 and no run, signed or not, unless the
+    operator turns reply mode on; K_SINK, where set, is the configured destination."""
+    answer = post(enricher.url, apiserver_event(kube_event()))
+    assert answer.status_code == 202 and answer.content == b""
+    assert [r.path for r in broker.received] == ["/cpaas-system/cloudevents-katanomi-dev"]
+    broker.clear()
+    with start_enricher(kube, broker, ENRICHER_REPLY="true") as proc:
+        reply = post(proc.url, apiserver_event(kube_event()))
+        assert reply.status_code == 200
+        assert reply.headers["ce-type"] == PENDING
+        assert reply.headers["content-type"].startswith("application/json")
+        assert json.loads(reply.content)["object"]["metadata"]["name"] == "my-promotion"
     assert broker.received == []
-    with RecordingSink() as k_sink, start_enricher(kube, broker, K_SINK=k_sink.url) as proc:
+    with RecordingSink() as k_sink, start_enricher(kube, broker, K_SINK=k_sink.url,
+                                                   ENRICHER_REPLY="true") as proc:
         assert post(proc.url, apiserver_event(kube_event())).status_code == 202
         assert [e["type"] for e in k_sink.events()] == [PENDING]
+    assert broker.received == []
 
 
 def test_delete_and_unwanted_kinds_emit_nothing(kube: FakeKubeAPI, broker: RecordingSink) -> None:
@@ -148,7 +171,7 @@ def test_reference_mode_fetches_the_event(enricher: FunctionProcess, kube: FakeK
     assert event["eventreason"] == "running"
     assert event.data["event"]["metadata"]["uid"] == stored["metadata"]["uid"]
     missing = dict(ref, name="no-such-event")
-    assert post(enricher.url, apiserver_event(missing, mode="ref"),
+    assert post(enricher.url, apiserver_event(missing, mode="ref", stored=False),
                 params=SEED_BROKER).status_code == 202
     assert len(broker.received) == 1
 
@@ -255,7 +278,7 @@ def test_the_procfile_command_itself_serves(kube: FakeKubeAPI, broker: Recording
             pytest.skip("port 8080 is taken on this machine")
     proc = subprocess.Popen([sys.executable, "-m", "parliament", "."],
                             cwd=FunctionProcess("kubeevent-enricher-sink").dir,
-                            env={**os.environ, **{
+                            env={**os.environ, **SIGNING_ENV, **{
                                 "KUBECONFIG": str(kube.kubeconfig_path),  # type: ignore[attr-defined]
                                 "BROKER_INGRESS_URL": broker.url}},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -290,7 +313,8 @@ def test_an_event_about_an_object_in_another_namespace_is_refused(
     assert response.status_code == 403
     assert response.text.strip() == ("untrusted Event: it is in namespace 'staging' but about "
                                      "an object in 'devops'")
-    assert broker.received == [] and kube.request_log("GET") == [], "nothing read, nothing sent"
+    assert broker.received == [], "nothing sent"
+    assert not kube.request_log("GET", path_regex="^/apis/artifacts"), "the run was not read"
     v1 = events_v1(forged)
     assert post(enricher.url, apiserver_event(v1), params=SEED_BROKER).status_code == 403
 
@@ -354,7 +378,9 @@ def test_sensitive_kinds_are_never_read_whatever_the_kinds_say(
         response = post(proc.url, apiserver_event(event), params=SEED_BROKER)
         output = proc.output()
     assert response.status_code == 202 and broker.received == []
-    assert kube.request_log("GET") == [], "the object was not even read"
+    assert not kube.request_log(
+        "GET", path_regex=f"/{kind.lower()}s/"), \
+        "the object was not even read"
     assert "hunter2" not in output and "sensitive kind" in output
 
 
@@ -368,7 +394,7 @@ def test_object_names_that_would_change_the_request_path_are_refused(
     response = post(enricher.url, apiserver_event(event), params=SEED_BROKER)
     assert response.status_code == 400
     assert "is not a Kubernetes object name" in response.text
-    assert kube.request_log("GET") == [] and broker.received == []
+    assert not kube.request_log("GET", path_regex="^/apis/") and broker.received == []
 
 
 def test_managed_fields_and_last_applied_copies_are_not_published(
@@ -479,3 +505,78 @@ def test_metrics_are_served_on_the_functions_own_port(
               if s.name == "kubeevent_requests_total" and s.labels["status"] == "202"]
     assert served and served[0].labels["function"] == "kubeevent-enricher-sink"
     assert served[0].value >= 1
+
+
+# ------------------------------------------------------------ Events the API server has
+
+
+PHISHING = "SSO 过期请重新审批 re-approve: https://acp.evil.example/sso"
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_a_forged_event_that_the_api_server_never_had_reaches_nobody(
+        enricher: FunctionProcess, kube: FakeKubeAPI, broker: RecordingSink, mode: str) -> None:
+    """An ApprovalDenied about alice's real run, never created: refused, nothing read of
+    the run, nothing emitted, counted; every forged Event has a fresh uid, so this is not
+    dedup's job."""
+    forged = kube_event("ApprovalDenied", obj=the_object(kube), message=PHISHING)
+    kube.clear_request_log()
+    response = post(enricher.url, apiserver_event(forged, stored=False), mode=mode,
+                    params=SEED_BROKER)
+    assert response.status_code == 403
+    assert response.text.strip().startswith("unconfirmed Event: the API server has no Event "
+                                            "devops/")
+    assert broker.received == []
+    assert not kube.request_log("GET", path_regex="^/apis/artifacts"), "the run was not read"
+    assert "acp.evil.example" not in response.text
+    metrics = requests.get(enricher.url + "/metrics", timeout=5).text
+    assert 'kubeevent_enricher_events_unconfirmed_total{reason="missing"}' in metrics
+
+
+@pytest.mark.parametrize("change", ["message", "reason", "uid", "involved name", "type"])
+def test_an_event_altered_on_the_way_is_refused(enricher: FunctionProcess, kube: FakeKubeAPI,
+                                                broker: RecordingSink, change: str) -> None:
+    """The stored Event exists, but what was posted says something else about it."""
+    real = kube_event("ApprovalPending", obj=the_object(kube), message="waiting for admin")
+    kube.add(real)
+    altered = json.loads(json.dumps(real))
+    if change == "message":
+        altered["message"] = PHISHING
+    elif change == "reason":
+        altered["reason"] = "ApprovalDenied"
+    elif change == "uid":
+        altered["metadata"]["uid"] = "another-uid"
+    elif change == "involved name":
+        altered["involvedObject"]["name"] = "someone-elses-run"
+    else:
+        altered["type"] = "Warning"
+    response = post(enricher.url, apiserver_event(altered, stored=False), params=SEED_BROKER)
+    assert response.status_code == 403, response.text
+    assert response.text.startswith("unconfirmed Event: ")
+    assert broker.received == []
+
+
+def test_the_stored_event_is_what_goes_out(enricher: FunctionProcess, kube: FakeKubeAPI,
+                                           broker: RecordingSink) -> None:
+    """Fields nobody checks (a repeat's count, a label) come from the API server's copy."""
+    real = kube_event("ApprovalPending", obj=the_object(kube))
+    real["count"] = 3
+    kube.add(real)
+    posted = json.loads(json.dumps(real))
+    posted["count"] = 1
+    posted["metadata"]["labels"] = {"injected": "yes"}
+    assert post(enricher.url, apiserver_event(posted, stored=False),
+                params=SEED_BROKER).status_code == 202
+    (event,) = broker.events()
+    assert event.data["event"]["count"] == 3
+    assert "labels" not in event.data["event"]["metadata"]
+
+
+def test_an_event_without_a_name_cannot_be_confirmed(enricher: FunctionProcess,
+                                                     broker: RecordingSink) -> None:
+    nameless = kube_event("ApprovalPending")
+    del nameless["metadata"]["name"]
+    response = post(enricher.url, apiserver_event(nameless, stored=False), params=SEED_BROKER)
+    assert response.status_code == 400
+    assert "read back from the API server" in response.text
+    assert broker.received == []

@@ -94,5 +94,5 @@ class Config:
                                       minimum=1),
             member_per_hour=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_HOUR", 1000, environ,
                                     minimum=1),
-            signer=signer_from_env(environ, required=True),
+            signer=signer_from_env(environ),
         )

@@ -11,9 +11,10 @@ from cloudevents.http import CloudEvent
 from . import core
 from .config import Config
 from .shared import logs, metrics, tracing
-from .shared.errors import BadRequest, FunctionError, PermanentError
+from .shared.errors import Forbidden, FunctionError, PermanentError
 from .shared.events import Outcome, json_data
 from .shared.kube import Kube
+from .shared.lease import RunLease
 from .shared.retry import retry_briefly
 from .shared.sessions import PooledSession
 from .shared.sink import SinkTimedOut, post_event
@@ -29,6 +30,14 @@ CATCHUP_EVENTS = metrics.counter("kubeevent_enricher_catchup_events",
                                  "failed", ("result",))
 
 
+CATCHUP_PINGS = metrics.counter("kubeevent_enricher_catchup_pings",
+                                "Catch-up pings: run, or skipped because one was running or "
+                                "ran within CATCHUP_MIN_INTERVAL_SECONDS", ("result",))
+UNCONFIRMED = metrics.counter("kubeevent_enricher_events_unconfirmed",
+                              "Posted Events the API server does not have (missing) or has "
+                              "otherwise (different): dropped, nothing emitted", ("reason",))
+
+
 class Enricher:
     name = "kubeevent-enricher-sink"
 
@@ -36,13 +45,16 @@ class Enricher:
         self.config = config
         self.kube = kube
         self.http = http or PooledSession()
+        namespace, _, name = config.catchup_lease.partition("/")
+        self.lease = RunLease(kube, namespace, name,
+                              interval=config.catchup_min_interval_seconds)
 
     def ready(self) -> bool:
         return True
 
     def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
         if event["type"] == core.PING:
-            return self._catch_up(self._target(params))
+            return self._catch_up(params)
         mode, action = core.action_of(event["type"])
         if action == "delete":
             return Outcome.ack("deleted Events are not enriched")
@@ -51,13 +63,34 @@ class Enricher:
         data = json_data(event)
         if mode == "ref":
             api_version, name, namespace = core.parse_event_ref(data)
-            fetched = self.kube.get(api_version, "Event", name, namespace or None)
-            if fetched is None:
+            stored = self.kube.get(api_version, "Event", name, namespace or None)
+            if stored is None:
                 logs.warning("referenced Event is gone; nothing to enrich",
                              event_ref=f"{namespace}/{name}")
                 return Outcome.ack("referenced Event no longer exists")
-            data = fetched
-        return self._enrich(core.parse_kube_event(data), target)
+            return self._enrich(core.parse_kube_event(stored), target)
+        return self._enrich(self._confirmed(core.parse_kube_event(data)), target)
+
+    def _confirmed(self, posted: core.KubeEvent) -> core.KubeEvent:
+        """The Event as the API server has it (one GET), which must be the one posted:
+        whoever can reach the enricher could otherwise make one up, with any message, for
+        anyone's run. A forged or altered Event is refused (403), nothing emitted."""
+        api_version, namespace, name = core.event_key(posted.raw)
+        with tracing.span("read the Event back", namespace=namespace):
+            stored = retry_briefly(
+                lambda: self.kube.get(api_version, "Event", name, namespace or None),
+                "read the Event back", attempts=self.config.attempts)
+        if stored is None:
+            UNCONFIRMED.labels("missing").inc()
+            raise Forbidden(f"unconfirmed Event: the API server has no Event {namespace}/"
+                            f"{name}; nothing emitted")
+        confirmed = core.parse_kube_event(stored)
+        try:
+            core.confirm(posted, confirmed)
+        except Forbidden:
+            UNCONFIRMED.labels("different").inc()
+            raise
+        return confirmed
 
     def _enrich(self, kube_event: core.KubeEvent, target: str | None) -> Outcome:
         ref = kube_event.involved
@@ -95,26 +128,47 @@ class Enricher:
         EMITTED.inc()
         return Outcome.ack("", delivered_to=target, **fields)
 
-    def _catch_up(self, target: str | None) -> Outcome:
+    def _catch_up(self, params: Mapping[str, str]) -> Outcome:
         """A PingSource's tick: every Event of the watched namespaces that said something
         within the window goes out again exactly as the ApiServerSource path sends it
-        (same ids, so nobody is told twice), newest first, bounded per run."""
-        if target is None:
-            raise BadRequest("a catch-up ping needs ?broker= (or K_SINK): a reply reaches "
-                             "no broker")
+        (same ids, so nobody is told twice), bounded per run, to the configured broker
+        only. At most one run at a time across replicas, and one per interval: a ping
+        costs nothing more, whoever sends it."""
+        target = self._configured_target()
+        asked = params.get("broker")
+        if asked is not None and self._target(params) != target:
+            raise Forbidden("a catch-up ping cannot choose where events go: it sends only "
+                            "to the configured broker")
+        why_not = self.lease.acquire()
+        if why_not is not None:
+            CATCHUP_PINGS.labels("skipped").inc()
+            return Outcome.ack(f"catch-up skipped: {why_not}")
+        CATCHUP_PINGS.labels("run").inc()
+        try:
+            return self._catch_up_run(target)
+        finally:
+            self.lease.release()
+
+    def _catch_up_run(self, target: str) -> Outcome:
         config = self.config
-        listed: list[dict[str, Any]] = []
+        listed = 0
+        by_namespace: dict[str, list[dict[str, Any]]] = {}
         namespaces = self._names("v1", "Namespace",
                                  label_selector=config.catchup_namespace_selector)
         for namespace in namespaces:
-            token: str | None = None
-            while len(listed) < config.catchup_max_listed:
-                page, token = self.kube.list_page("v1", "Event", namespace=namespace,
-                                                  limit=CATCHUP_PAGE, token=token)
-                listed.extend(page)
-                if token is None:
-                    break
-        chosen = core.recent(listed, time.time(), config.catchup_window_seconds,
+            found = by_namespace[namespace] = []
+            for selector in self._kind_selectors():
+                token: str | None = None
+                while len(found) < config.catchup_max_listed:
+                    page, token = self.kube.list_page(
+                        "v1", "Event", namespace=namespace, field_selector=selector,
+                        limit=min(CATCHUP_PAGE, config.catchup_max_listed - len(found)),
+                        token=token)
+                    found.extend(page)
+                    if token is None:
+                        break
+            listed += len(found)
+        chosen = core.recent(by_namespace, time.time(), config.catchup_window_seconds,
                              config.catchup_max_events)
         counts = {"emitted": 0, "skipped": 0, "failed": 0}
         why: dict[str, int] = {}  # the first words of each skip's reason → how many
@@ -138,11 +192,17 @@ class Enricher:
         CATCHUP_RUNS.inc()
         for result, count in counts.items():
             CATCHUP_EVENTS.labels(result).inc(count)
-        logs.info("catch-up done", namespaces=len(namespaces), listed=len(listed),
+        logs.info("catch-up done", namespaces=len(namespaces), listed=listed,
                   in_window=len(chosen), window_seconds=config.catchup_window_seconds,
                   skipped_because=why or None, **counts)
-        return Outcome.ack("", namespaces=len(namespaces), listed=len(listed),
+        return Outcome.ack("", namespaces=len(namespaces), listed=listed,
                            in_window=len(chosen), **counts)
+
+    def _kind_selectors(self) -> list[str]:
+        """One field selector per enriched kind (the API server filters Events by
+        ``involvedObject.kind``), so other kinds' Events are never listed; ``""`` (all)
+        when every kind is enriched."""
+        return [f"involvedObject.kind={kind}" for kind in self.config.kind_names] or [""]
 
     def _names(self, api_version: str, kind: str, *, label_selector: str) -> list[str]:
         names: list[str] = []
@@ -154,7 +214,15 @@ class Enricher:
             if token is None:
                 return [n for n in names if n]
 
+    def _configured_target(self) -> str:
+        """Where events go when no broker is named: K_SINK, else the first of
+        ALLOWED_BROKERS."""
+        if self.config.k_sink:
+            return self.config.k_sink
+        return f"{self.config.broker_ingress_url}/{self.config.allowed_brokers[0]}"
+
     def _target(self, params: Mapping[str, str]) -> str | None:
+        """``None``: reply (only when ENRICHER_REPLY is on and no broker is named)."""
         broker = params.get("broker")
         if broker is not None:
             return core.broker_url(
@@ -163,7 +231,9 @@ class Enricher:
                 default_namespace=self.config.default_broker_namespace,
                 allowed=self.config.allowed_brokers,
             )
-        return self.config.k_sink
+        if self.config.reply and not self.config.k_sink:
+            return None
+        return self._configured_target()
 
     def _post(self, url: str, event: CloudEvent) -> None:
         with tracing.span("post to broker"):

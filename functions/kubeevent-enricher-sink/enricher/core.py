@@ -256,46 +256,100 @@ def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> CloudEvent:
 
 
 def broker_url(param: str, *, ingress: str, default_namespace: str,
-               allowed: frozenset[str]) -> str:
-    """``?broker=<name>`` or ``?broker=<ns>/<name>`` → the broker ingress URL."""
+               allowed: tuple[str, ...]) -> str:
+    """``?broker=<name>`` or ``?broker=<ns>/<name>`` → the broker ingress URL; a broker
+    outside ``allowed`` (ALLOWED_BROKERS) is refused: a caller never chooses where an
+    enriched event, with its object, goes."""
     parts = param.strip().split("/")
     if len(parts) == 1:
         namespace, name = default_namespace, parts[0]
     elif len(parts) == 2:
         namespace, name = parts
     else:
-        raise BadRequest(f"broker {param!r} must be <name> or <namespace>/<name>")
+        raise BadRequest(f"broker {param[:80]!r} must be <name> or <namespace>/<name>")
     for part in (namespace, name):
         if not _DNS_LABEL.match(part):
-            raise BadRequest(f"broker {param!r}: {part!r} is not a valid Kubernetes name")
-    if allowed and f"{namespace}/{name}" not in allowed:
+            raise BadRequest(f"broker {param[:80]!r}: {part[:80]!r} is not a valid "
+                             f"Kubernetes name")
+    if f"{namespace}/{name}" not in allowed:
         raise Forbidden(f"broker {namespace}/{name} is not in ALLOWED_BROKERS")
     return f"{ingress}/{namespace}/{name}"
 
 
+def event_key(raw: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(apiVersion, namespace, name) that read a posted Event back from the API server."""
+    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    api_version = _text(raw.get("apiVersion")) or "v1"
+    if api_version not in ("v1", "events.k8s.io/v1"):
+        raise BadRequest(f"not an Event: apiVersion {api_version[:60]!r}")
+    namespace, name = _text(meta.get("namespace")), _text(meta.get("name"))
+    if not name or not _OBJECT_NAME.match(name) or (namespace and
+                                                      not _DNS_LABEL.match(namespace)):
+        raise BadRequest("not an Event: metadata.name and metadata.namespace must name it, "
+                         "so that it can be read back from the API server")
+    return api_version, namespace, name
+
+
+def confirm(posted: KubeEvent, stored: KubeEvent) -> None:
+    """The Event the API server has must be the one posted: the same object (uid) saying
+    the same (reason, message, type, involved object). ``Forbidden`` otherwise: a forged
+    or altered Event, or one the API server has since changed (its update is sent too)."""
+    posted_uid = _text((posted.raw.get("metadata") or {}).get("uid"))
+    stored_uid = _text((stored.raw.get("metadata") or {}).get("uid"))
+    if posted_uid != stored_uid:
+        raise Forbidden("unconfirmed Event: the API server's Event of that name is another "
+                        "object (uid differs)")
+    if posted.revision != stored.revision:
+        raise Forbidden("unconfirmed Event: it says something the API server's Event does "
+                        "not (reason, message, type or involved object differ)")
+
+
 PING = "dev.knative.sources.ping"
+# A timestamp further ahead than this is not believed for ordering (clocks differ a little).
+FUTURE_SLACK = 300.0
 
 
-def event_time(raw: Mapping[str, Any]) -> float | None:
-    """When an Event last said something (as ``parse_kube_event`` takes its time), as a
-    POSIX timestamp; ``None`` when it names no time."""
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-    for value in (raw.get("lastTimestamp"), raw.get("eventTime"),
-                  (raw.get("series") or {}).get("lastObservedTime")
-                  if isinstance(raw.get("series"), dict) else None,
-                  raw.get("firstTimestamp"), metadata.get("creationTimestamp")):
-        if isinstance(value, str) and value:
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
     return None
 
 
-def recent(events: list[dict[str, Any]], now: float, window: float, limit: int
-           ) -> list[dict[str, Any]]:
-    """The Events that said something within ``window`` seconds before ``now``, newest
-    first, at most ``limit`` (older ones were caught by earlier runs)."""
-    timed = [(t, e) for e in events if (t := event_time(e)) is not None and now - t <= window]
-    timed.sort(key=lambda pair: pair[0], reverse=True)
-    return [e for _, e in timed[:limit]]
+def event_time(raw: Mapping[str, Any], now: float | None = None) -> float | None:
+    """When an Event last said something (as ``parse_kube_event`` takes its time), as a
+    POSIX timestamp; ``None`` when it names no time. With ``now``, a time in the future
+    (whoever creates an Event writes it) gives way to ``metadata.creationTimestamp``, which
+    the API server sets."""
+    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    series = raw.get("series") if isinstance(raw.get("series"), dict) else {}
+    said = next((t for value in (raw.get("lastTimestamp"), raw.get("eventTime"),
+                                 series.get("lastObservedTime"), raw.get("firstTimestamp"))
+                 if (t := _timestamp(value)) is not None), None)
+    created = _timestamp(metadata.get("creationTimestamp"))
+    if said is None or (now is not None and said > now + FUTURE_SLACK):
+        return created
+    return said
+
+
+def recent(by_namespace: Mapping[str, list[dict[str, Any]]], now: float, window: float,
+           limit: int) -> list[dict[str, Any]]:
+    """The Events that said something within ``window`` seconds before ``now``, at most
+    ``limit``: each namespace's newest first, taken in turns, so no namespace's volume
+    (or made-up timestamps) crowds out another's (older ones were caught by earlier runs)."""
+    queues = []
+    for events in by_namespace.values():
+        timed = [(t, e) for e in events
+                 if (t := event_time(e, now)) is not None and now - t <= window]
+        timed.sort(key=lambda pair: pair[0], reverse=True)
+        queues.append([e for _, e in timed])
+    chosen: list[dict[str, Any]] = []
+    for turn in range(max((len(q) for q in queues), default=0)):
+        for queue in queues:
+            if turn < len(queue):
+                chosen.append(queue[turn])
+                if len(chosen) >= limit:
+                    return chosen
+    return chosen

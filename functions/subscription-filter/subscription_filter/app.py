@@ -104,6 +104,7 @@ class SubscriptionFilter:
         signer = self.config.signer
         if signer is not None:
             signer.verify(event, "kubeevent-enricher-sink")
+            event = signer.trusted(event)  # only what the enricher signed is read
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
         started = time.perf_counter()

@@ -52,5 +52,5 @@ class Config:
             groups_configmap="" if groups == "-" else groups,
             k_sink=env_url("K_SINK", "", environ) or None,
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
-            signer=signer_from_env(environ, required=True),
+            signer=signer_from_env(environ),
         )

@@ -38,6 +38,12 @@ class NotFound(PermanentError):
     status = 404
 
 
+class Conflict(Unprocessable):
+    """409: the object exists already (create) or changed since it was read (replace)."""
+
+    status = 409
+
+
 class AccessDenied(TemporaryError):
     """The function's own ServiceAccount lacks a permission (retry after RBAC is fixed)."""
 
@@ -124,9 +130,24 @@ class Kube:
             return None
         return json_body(response, what)
 
+    def write(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``create`` or ``replace`` (guarded by the body's resourceVersion) ``body``; the
+        object as stored. ``Conflict`` when it exists (create) or changed (replace)."""
+        resource = self.resource(str(body.get("apiVersion")), str(body.get("kind")))
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") if resource.namespaced else None
+        what = describe(verb, resource, str(meta.get("name") or ""), namespace)
+        call = resource.create if verb == "create" else resource.replace
+        with translate(what):
+            kwargs: dict[str, Any] = {"body": body, "_request_timeout": self.timeout}
+            if namespace:
+                kwargs["namespace"] = namespace
+            response = call(serialize=False, **kwargs)
+        return json_body(response, what)
+
     def list_page(self, api_version: str, kind: str, *, namespace: str | None = None,
-                  label_selector: str = "", limit: int = 500, token: str | None = None
-                  ) -> tuple[list[dict[str, Any]], str | None]:
+                  label_selector: str = "", field_selector: str = "", limit: int = 500,
+                  token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a list: (the objects as plain dicts, the continue token or
         ``None`` when it was the last page)."""
         resource = self.resource(api_version, kind)
@@ -136,6 +157,8 @@ class Kube:
             kwargs["namespace"] = namespace
         if label_selector:
             kwargs["label_selector"] = label_selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
         if token:
             kwargs["_continue"] = token
         with translate(what):
@@ -198,6 +221,8 @@ def translate(what: str) -> Iterator[None]:
         message = _status_message(exc)
         if status == 404:
             raise NotFound(f"{what}: not found") from None
+        if status == 409:
+            raise Conflict(f"{what}: conflict: {message}") from None
         if status in (401, 403):
             logs.error("missing permission", permission=what, status=status, detail=message)
             raise AccessDenied(f"{what}: forbidden by the API server (missing RBAC permission)") \
