@@ -119,7 +119,8 @@ def enricher_subject(world: World) -> Subject:
     obj = world.kube.add(sized_promotion_run("cold-promotion", "devops"))
 
     def request() -> tuple[dict[str, str], bytes, dict[str, str]]:
-        headers, body = to_binary(apiserver_event(kube_event("ApprovalPending", obj=obj)))
+        event = world.kube.add(kube_event("ApprovalPending", obj=obj))
+        headers, body = to_binary(apiserver_event(event))
         return dict(headers), body, {"broker": "cloudevents-katanomi-dev"}
 
     return Subject(

@@ -313,7 +313,15 @@ class Stack:
         return self.functions[NOTIFIER]
 
     def send(self, kube_event: Mapping[str, Any], action: str = "add") -> requests.Response:
-        """POST ``kube_event`` to the enricher as the seed's ApiServerSource does."""
+        """POST ``kube_event`` to the enricher as the seed's ApiServerSource does. The
+        enricher acts only on Events the API server has: in the embedded API the Event is
+        created first (as a controller would); a cluster of yours is never written to, so
+        there the enricher refuses an example Event it does not have, and says so."""
+        meta = kube_event.get("metadata") or {}
+        if self.kube_api is not None and self.kube_api.get_object(
+                str(kube_event.get("apiVersion") or "v1"), "Event", str(meta.get("name")),
+                meta.get("namespace")) is None:
+            self.kube_api.add(dict(kube_event))
         headers, body = to_binary(apiserver_event(kube_event, action))
         return requests.post(self.enricher.url, data=body, headers=dict(headers),
                              params=BROKER_PARAM, timeout=30)

@@ -35,13 +35,16 @@ def signed_headers(headers: dict[str, str], body: bytes) -> dict[str, str]:
     """Binary-mode ``headers`` with our signature over their id and type and ``body``, for
     raw bodies that are not a well-formed event (what a signed but broken event looks
     like)."""
-    from shared.signing import EXTENSION, Signer
+    from shared.signing import EXTENSION, SIGNED_AT, Signer
 
     attrs = {k[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
     if not attrs.get("id") or not attrs.get("type"):
         return dict(headers)
-    event = CloudEvent({"source": "test", **attrs, "specversion": "1.0"}, body)
-    return {**headers, f"ce-{EXTENSION}": Signer(SIGNING_KEY.encode()).signature(event)}
+    event = Signer(SIGNING_KEY.encode()).sign(
+        CloudEvent({"source": "test", **attrs, "specversion": "1.0"}, body))
+    # The SDK gives an event without ``time`` one (on both sides): send the signed one.
+    return {**headers, "ce-time": event["time"], f"ce-{SIGNED_AT}": event[SIGNED_AT],
+            f"ce-{EXTENSION}": event[EXTENSION]}
 
 
 def sign(event: CloudEvent, key: str = SIGNING_KEY) -> CloudEvent:

@@ -17,7 +17,13 @@ from cloudevents.http import CloudEvent
 from dev.cluster.adapter import ReceiveAdapter
 from dev.cluster.chain import ClusterChain
 from dev.cluster.controlplane import ControlPlane
-from dev.support.factory import cluster_subscription, kube_event, post, promotion_run
+from dev.support.factory import (
+    apiserver_event,
+    cluster_subscription,
+    kube_event,
+    post,
+    promotion_run,
+)
 from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
 from tests.support.cli import kubeevent
 
@@ -34,7 +40,9 @@ def devstack_subscriptions() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def chain(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterChain]:
-    running = ClusterChain(plane, tmp_path_factory.mktemp("chain"))
+    # A catch-up may run once a second here (an hour's window, a 1 s interval).
+    running = ClusterChain(plane, tmp_path_factory.mktemp("chain"), function_env={
+        "kubeevent-enricher-sink": {"CATCHUP_MIN_INTERVAL_SECONDS": "1"}})
     running.install()
     # Each person creates their own subscription with their own credentials (the
     # ownership policy of the overlay is in force); admin's is the seed's, verbatim.
@@ -314,7 +322,9 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
 def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) -> None:
     """While Knative's adapter is down (as when a namespace's label changes), an Event
     is created: the restarted adapter does not send it. The catch-up ping does, through
-    the enricher's own RBAC; a second ping tells nobody again."""
+    the enricher's own RBAC (Events listed by kind with a field selector, one run at a
+    time by a Lease); a second ping tells nobody again, and one that names another
+    broker exports nothing."""
     assert chain.adapter is not None
     chain.adapter.stop()
     try:
@@ -333,13 +343,19 @@ def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) ->
     ping = CloudEvent({"type": "dev.knative.sources.ping",
                        "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
                                  "kubeevent-catch-up"}, {"catchUp": "events"})
+    before = len(stack.broker.ingress)
+    refused = post(stack.enricher.url, ping, params={"broker": "devops/elsewhere"})
+    assert refused.status_code == 403 and len(stack.broker.ingress) == before
     for _ in range(2):
-        response = post(stack.enricher.url, ping, params={"broker": "cloudevents-katanomi-dev"})
+        time.sleep(1.1)  # past the interval since the last run
+        response = post(stack.enricher.url, ping)
         assert response.status_code == 202, response.text
         assert stack.broker.wait_idle(60) and stack.sandbox.wait_idle(10)
         got = {u: [m for m in ms if run["metadata"]["name"] in (m.description or "")]
                for u, ms in chain.received().items()}
         assert {u: len(m) for u, m in got.items() if m} == {"bob": 1}
+    runs = [r for r in stack.enricher.log_records() if r.get("message") == "catch-up done"]
+    assert len(runs) >= 2 and all(r["failed"] == 0 for r in runs[-2:])
 
 
 def test_explain_says_who_was_told_and_why_the_others_were_not(
@@ -381,3 +397,28 @@ def test_test_send_reaches_the_subscriber_only_marked_as_a_test(
     (message,) = got["bob"]
     assert (message.title or "").startswith("[TEST] ")
     assert TITLES["ApprovalDenied"] in (message.title or "")
+
+
+def test_a_made_up_event_about_a_real_run_reaches_nobody_and_discloses_nothing(
+        chain: ClusterChain) -> None:
+    """Posted straight to the enricher, as any pod could: an ApprovalDenied the API server
+    never had (a fresh uid, a phishing link) is refused; a real Event posted without
+    ``?broker=`` comes back as 202 with no body, not as the run with a valid signature."""
+    stack = chain.running()
+    assert stack.broker is not None and stack.sandbox is not None
+    run = run_in(chain, approvers=("bob",))
+    forged = event_about(run, "ApprovalDenied",
+                         "SSO 过期请重新审批 re-approve: https://acp.evil.example/sso")
+    forged["metadata"].update(name=f"{run['metadata']['name']}.forged", uid=str(uuid.uuid4()))
+    before = len(stack.broker.ingress)
+    answer = post(stack.enricher.url, apiserver_event(forged),
+                  params={"broker": "cloudevents-katanomi-dev"})
+    assert answer.status_code == 403 and answer.text.startswith("unconfirmed Event")
+    real = chain.create(event_about(run, "Running"))
+    reply = post(stack.enricher.url, apiserver_event(real))
+    assert (reply.status_code, reply.content) == (202, b"")
+    assert stack.broker.wait_idle(60) and stack.sandbox.wait_idle(10)
+    assert not any(e["type"].endswith(".approvaldenied.v1alpha1")
+                   for e in stack.broker.ingress[before:])
+    assert all("acp.evil.example" not in (m.description or "") + (m.url or "")
+               for ms in chain.received().values() for m in ms)

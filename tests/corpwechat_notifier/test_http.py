@@ -698,6 +698,20 @@ def test_a_notification_request_not_signed_by_the_filter_reaches_nobody(ff, weco
     assert wecom.calls == [] and not wecom.delivered
 
 
+def test_a_signed_request_replayed_after_the_records_are_swept_reaches_nobody(ff, wecom):
+    """Signed by the filter eight days ago (the records keep seven): refused as expired."""
+    import time as clock
+
+    from corpwechat_notifier.shared.signing import Signer
+
+    request = factory.notification_request(recipients=[factory.recipient("bob")],
+                                           signed=False)
+    Signer(factory.SIGNING_KEY.encode(), clock=lambda: clock.time() - 8 * 86400).sign(request)
+    answer = factory.post(ff.url, request)
+    assert answer.status_code == 403 and answer.text.startswith("expired signature")
+    assert wecom.calls == [] and not wecom.delivered
+
+
 # ---------------------------------------------------------------- logs (keep last)
 
 

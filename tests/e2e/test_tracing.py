@@ -41,7 +41,7 @@ def stack(receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> I
 def test_one_trace_from_the_event_to_the_message(stack: Stack, receiver: OtlpReceiver) -> None:
     assert stack.kube_api is not None and stack.broker is not None
     run = stack.kube_api.add(promotion_run(f"run-{uuid.uuid4().hex[:8]}", "devops"))
-    event = apiserver_event(kube_event("ApprovalPending", obj=run))
+    event = apiserver_event(stack.kube_api.add(kube_event("ApprovalPending", obj=run)))
     event["traceparent"] = f"00-{TRACE}-00f067aa0ba902b7-01"
     headers, body = to_binary(event)
     response = requests.post(stack.enricher.url, data=body, headers=dict(headers),

@@ -586,8 +586,25 @@ def test_label_selector(selector: str, expected: bool) -> None:
 # ------------------------------------------------------------------------------ CLI
 
 
-def test_field_selectors_are_refused_not_ignored(core: client.CoreV1Api) -> None:
-    """Nothing under test sends one; a fake that ignored it would answer wrongly."""
+def test_field_selectors_serve_what_a_real_api_server_serves(core: client.CoreV1Api) -> None:
+    """metadata.name/namespace for any kind and an Event's own fields select; any other
+    field is the real server's 400, not ignored (a fake that ignored it would answer
+    wrongly)."""
+    for name in ("fs-a", "fs-b"):
+        core.create_namespace({"metadata": {"name": name}})
+    names = [n.metadata.name for n in
+             core.list_namespace(field_selector="metadata.name=fs-b").items]
+    assert names == ["fs-b"]
+    for involved in ("Pod", "ArtifactPromotionRun"):
+        core.create_namespaced_event("devops", {
+            "metadata": {"name": f"e-{involved.lower()}", "namespace": "devops"},
+            "involvedObject": {"kind": involved, "name": "x", "namespace": "devops"},
+            "reason": "R"})
+    listed = core.list_namespaced_event(
+        "devops", field_selector="involvedObject.kind=ArtifactPromotionRun,reason=R").items
+    assert [e.metadata.name for e in listed] == ["e-artifactpromotionrun"]
+    other = core.list_namespaced_event("devops", field_selector="involvedObject.kind!=Pod")
+    assert "e-pod" not in [e.metadata.name for e in other.items]
     with pytest.raises(client.ApiException) as raised:
-        core.list_namespace(field_selector="metadata.name=devops")
+        core.list_namespace(field_selector="status.phase=Active")
     assert raised.value.status == 400

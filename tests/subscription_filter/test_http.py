@@ -457,6 +457,42 @@ def test_unsigned_or_forged_enriched_events_are_403(fn, mode) -> None:
     assert response.status_code == 403 and "wrongly signed" in response.text
 
 
+@pytest.mark.parametrize("attribute", ["involvedobjectnamespace", "involvedobjectname",
+                                       "source", "time"])
+def test_a_signed_event_with_a_routing_attribute_changed_is_403(fn, attribute) -> None:
+    """The filter routes and asks the SubjectAccessReview by these: devops → staging once
+    gave bob, who may not read devops, the devops run."""
+    event = factory.enriched_event("approvalpending")
+    event[attribute] = {"involvedobjectnamespace": "staging", "involvedobjectname": "other",
+                        "source": "/apis/x/v1/namespaces/staging/r/o/",
+                        "time": "2016-01-01T00:00:00Z"}[attribute]
+    response = factory.post(fn.url, event)
+    assert response.status_code == 403 and "wrongly signed" in response.text
+
+
+def test_a_signed_event_captured_long_ago_is_403(fn) -> None:
+    """Replayed after the delivery records that would have stopped it were swept."""
+    from subscription_filter.shared.signing import Signer
+
+    week_ago = Signer(factory.SIGNING_KEY.encode(), clock=lambda: time.time() - 8 * 86400)
+    old = week_ago.sign(factory.enriched_event("approvalpending", signed=False))
+    response = factory.post(fn.url, old)
+    assert response.status_code == 403
+    assert response.text.startswith("expired signature: signed ")
+
+
+def test_attributes_nobody_signed_are_not_seen_by_filters_or_passed_on(fn) -> None:
+    """An extension added on the way (Knative's own, or an attacker's) is dropped: the
+    notification request carries only what the enricher signed."""
+    event = factory.enriched_event("approvalpending")
+    event["approvedby"] = "security-team"
+    response = factory.post(fn.url, event)
+    assert response.status_code == 200, response.text
+    reply = from_http(dict(response.headers), response.content)
+    assert "approvedby" not in reply.get_attributes()
+    assert "approvedby" not in reply.data["event"]
+
+
 def test_the_notification_request_is_signed_by_the_filter(fn) -> None:
     from subscription_filter.shared.signing import Signer
 

@@ -20,10 +20,10 @@ Secret) over, each part length-prefixed:
 
 A receiver acts only on what is signed: ``trusted`` gives it the event without any other
 extension (Knative's own, such as ``knativearrivaltime``, or one an attacker added), the
-trace context excepted. During a key rotation a second key is accepted
-(``KUBEEVENT_SIGNING_KEY_ACCEPTED``), never used to sign. Knative's broker passes
-extensions and data through unchanged. Knative's own OIDC and EventPolicy, where they are
-on, are an additional wall, not this one.
+trace context excepted. During a key rotation the variable holds two keys,
+``<signing key>,<also accepted>``: the second is accepted, never used to sign. Knative's
+broker passes extensions and data through unchanged. Knative's own OIDC and EventPolicy,
+where they are on, are an additional wall, not this one.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ EXTENSION = "kubeeventsignature"
 SIGNED_AT = "kubeeventsignedat"
 SCHEME = "v2="
 KEY_VARIABLE = "KUBEEVENT_SIGNING_KEY"
-ACCEPTED_VARIABLE = "KUBEEVENT_SIGNING_KEY_ACCEPTED"
 SWITCH_VARIABLE = "KUBEEVENT_SIGNING"
 MAX_AGE_VARIABLE = "KUBEEVENT_SIGNATURE_MAX_AGE_SECONDS"
 MIN_KEY_LENGTH = 32
@@ -148,19 +147,10 @@ class Signer:
         return CloudEvent(keep, event.data)
 
 
-def _key(name: str, environ: Mapping[str, str] | None) -> bytes | None:
-    value = env(name, "", environ)
-    if not value:
-        return None
-    if len(value) < MIN_KEY_LENGTH:
-        raise ConfigError(f"{name} must be at least {MIN_KEY_LENGTH} characters")
-    logs.register_secret(value)
-    return value.encode("utf-8")
-
-
 def signer_from_env(environ: Mapping[str, str] | None = None) -> Signer | None:
     """The shared key, read once at start. Every function signs or verifies, so none runs
-    without it, unless ``KUBEEVENT_SIGNING=off`` says another control guards it."""
+    without it, unless ``KUBEEVENT_SIGNING=off`` says another control guards it. During a
+    rotation ``KUBEEVENT_SIGNING_KEY`` is ``<signing key>,<also accepted>``."""
     switch = env(SWITCH_VARIABLE, "on", environ).lower()
     if switch not in ("on", "off"):
         raise ConfigError(f"{SWITCH_VARIABLE} must be on or off, got {switch!r}")
@@ -168,10 +158,15 @@ def signer_from_env(environ: Mapping[str, str] | None = None) -> Signer | None:
         logs.warning("event signatures are off: this function acts on any event it is sent "
                      "and signs nothing", variable=SWITCH_VARIABLE)
         return None
-    key = _key(KEY_VARIABLE, environ)
-    if key is None:
+    keys = [k.strip() for k in env(KEY_VARIABLE, "", environ).split(",")]
+    if not keys[0]:
         raise ConfigError(f"{KEY_VARIABLE} is required: the key the functions sign their "
                           f"events with (or {SWITCH_VARIABLE}=off)")
-    accepted = _key(ACCEPTED_VARIABLE, environ)
+    if len(keys) > 2 or any(len(k) < MIN_KEY_LENGTH for k in keys):
+        raise ConfigError(f"{KEY_VARIABLE} must be one key, or two separated by a comma "
+                          f"during a rotation, each at least {MIN_KEY_LENGTH} characters")
+    for key in keys:
+        logs.register_secret(key)
     max_age = env_float(MAX_AGE_VARIABLE, DEFAULT_MAX_AGE, environ, minimum=60.0)
-    return Signer(key, (accepted,) if accepted and accepted != key else (), max_age)
+    signing, *accepted = (k.encode("utf-8") for k in keys)
+    return Signer(signing, tuple(a for a in accepted if a != signing), max_age)
