@@ -478,8 +478,10 @@ def test_long_values_are_cut_to_what_wecom_accepts(ff, wecom):
     answer = factory.post(ff.url, event)
     assert answer.status_code == 202, answer.text
     (card,) = wecom.delivered
-    assert len(card.description.encode()) <= 512 and card.description.endswith("…")
+    assert len(card.description.encode()) <= 512 and "…”</div>" in card.description, \
+        "the longest values are cut, inside the template's markup"
     assert "Requested by: alice" in card.description and card.url == RUN_URL
+    assert "到 To: registry.example.com/prod/app</div>" in card.description
 
 
 def test_recipients_with_the_same_rendering_share_one_call(ff, wecom):

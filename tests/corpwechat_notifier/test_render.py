@@ -182,7 +182,68 @@ def test_values_are_data_never_template_code(templates):
     spec = parse_template(templates["kubeevent.artifactpromotionrun.approvaldenied"])
     description = render(spec, event_dict("approvaldenied", obj=obj)).get("description")
     assert "{{ 7*7 }}{% raw %}" in description and "49" not in description
-    assert "{{ ''.__class__ }}" in description
+    assert "{{ &#39;&#39;.__class__ }}" in description, "data, escaped for the card's HTML"
+
+
+# ------------------------------------------------- values escaped for where they land
+
+FORGED_APPROVAL = ('<div class="highlight">✅ 安全团队已批准 Approved by security team</div>'
+                   '<div class="normal">到 To: registry.example.com/staging/app</div>')
+
+
+def test_an_object_field_cannot_inject_card_markup_or_push_the_target_out(templates):
+    """A requester's ``spec.artifact`` with a forged line and padding: shown as text, cut,
+    and the real target, name and namespace still fit the 512-byte description."""
+    obj = factory.promotion_run(artifact=FORGED_APPROVAL + " " * 40 + "x" * 2000)
+    spec = parse_template(templates["kubeevent.artifactpromotionrun.approvalpending"])
+    description = render(spec, event_dict("approvalpending", obj=obj)).get("description")
+    assert len(description.encode()) <= 512
+    assert '<div class="highlight">✅' not in description
+    assert "&lt;div class=&#34;highlight&#34;&gt;✅" in description \
+        or "&lt;div class=&quot;highlight&quot;&gt;✅" in description
+    assert description.rstrip().endswith("到 To: registry.example.com/prod/app</div>")
+    assert "请审批 Please review: devops/my-promotion" in description
+    assert description.count("<div") == 5, "only the template's own markup"
+
+
+@pytest.mark.parametrize("sneaky", ["\u202e", "\u200b", "\u2066", "\ufeff", "\x1b[2K",
+                                    "\x07", "\u0085", "\n"])
+def test_bidi_zero_width_and_control_characters_are_removed(templates, sneaky):
+    obj = factory.promotion_run(requester=f"ali{sneaky}ce", artifact=f"app{sneaky}:v1")
+    spec = parse_template(templates["kubeevent.artifactpromotionrun.approvalpending"])
+    description = render(spec, event_dict("approvalpending", obj=obj)).get("description")
+    assert sneaky not in description and "\x1b" not in description
+    assert "ali" in description and "app" in description
+
+
+@pytest.mark.parametrize(("msgtype", "absent", "present"), [
+    ("text", ['<a href="https://evil.example/approve">'], ["＜a href="]),
+    ("markdown", ["[重新提交审批](https://evil.example/approve)", '<font color="warning">'],
+     ["［重新提交审批］", "＜font"]),
+])
+def test_values_cannot_make_links_or_markup_in_text_and_markdown(msgtype, absent, present):
+    hostile = ('<a href="https://evil.example/approve">重新提交审批</a> '
+               '[重新提交审批](https://evil.example/approve) <font color="warning">x</font>')
+    spec = TemplateSpec(name="t", msgtype=msgtype, title="**{{ event.data.event.reason }}**",
+                        content="说: {{ event.data.event.message }}")
+    message = render(spec, event_dict("approvaldenied", message=hostile))
+    content = message.get("content")
+    for text in absent:
+        assert text not in content
+    for text in present:
+        assert text in content
+
+
+def test_a_url_value_cannot_end_the_link_or_change_its_scheme():
+    spec = TemplateSpec(name="t", msgtype="textcard", title="t", content="c",
+                        url="{{ event.data.object.spec.link }}")
+    obj = factory.promotion_run()
+    obj["spec"]["link"] = 'https://acp.example.com/x" onclick="y <b>'
+    message = render(spec, event_dict("approvaldenied", obj=obj))
+    assert message.get("url") == "https://acp.example.com/x%22%20onclick=%22y%20%3Cb%3E"
+    obj["spec"]["link"] = "javascript:alert(1)"
+    assert render(spec, event_dict("approvaldenied", obj=obj)).msgtype == "text", \
+        "no link at all rather than a script"
 
 
 # ---------------------------------------------------------------- the sandbox
@@ -447,3 +508,17 @@ def test_ordinary_widths_loops_and_growth_still_work():
               "{% for i in range(300) %}{% endfor %}{{ ('ab' ~ 'cd') * 3 }}")
     assert render(text_spec(source)).get("content") == \
         "[    x    |    a|   b|abcdabcdabcd"
+
+
+def test_the_builtin_message_carries_no_live_link_and_keeps_the_object_and_link():
+    hostile = ('<a href="https://evil.example/approve">重新提交审批</a>\u202e' + "x" * 5000)
+    event = event_dict("approvaldenied", message=hostile)
+    event["involvedobjectname"] = "my-promotion\u200b"
+    message = fallback_message(event, "https://acp.example.com")
+    content = message.get("content")
+    assert "<a" not in content and "＜a href=" in content
+    assert "\u202e" not in content and "\u200b" not in content
+    assert len(content.encode()) <= 2048
+    assert "devops/my-promotion" in content
+    assert content.endswith("/console-devops/workspace/devops/artifactpromotionruns/"
+                            "my-promotion")

@@ -7,22 +7,34 @@ mutating method is refused with a ``SecurityError`` (the caller then sends the b
 message and logs a warning). Undefined values chain (``a.b.c | default('-')`` works even
 when ``a`` is missing) and ``None`` prints as an empty string, so a template survives an
 object with missing fields.
+
+Every value a template prints (``{{ … }}``) is made safe for where it lands, whoever wrote
+it (a requester writes ``spec.artifact``): control, bidi and zero-width characters are
+removed and line breaks become spaces (``clean``), then it is escaped for its field: the
+textcard description's HTML subset (``&lt;div…``), markdown's link, emphasis and font
+syntax, a text message's ``<a>`` tags, a URL's unsafe characters. The template's own text
+is kept. A field that would not fit WeCom's limit is fitted by cutting the longest values
+first, so short ones (the object's name and namespace, the target) always stay whole.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import ChainableUndefined, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.filters import FILTERS
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
 
 from .shared.cache import Cache
 
@@ -226,8 +238,80 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return _check_size(super().call_binop(context, operator, left, right), f"'{operator}'")
 
 
+# Characters that change how text around them is shown (bidi overrides and isolates, marks)
+# or hide in it (zero-width): removed from every value.
+_INVISIBLE = frozenset("\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d"
+                       "\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069"
+                       "\ufeff\u180e")
+_BREAKS = frozenset("\n\r\t\v\f\u0085\u2028\u2029")
+
+
+def clean(text: str) -> str:
+    """``text`` without control, bidi and zero-width characters; line breaks as spaces."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(" " if c in _BREAKS else c for c in text
+                   if c in _BREAKS or (c not in _INVISIBLE and unicodedata.category(c)
+                                       not in ("Cc", "Cf", "Cs", "Co", "Cn")))
+
+
+def _plain(text: str) -> str:
+    """For a text message (and any title): no tag can form, so no ``<a href>``."""
+    return text.replace("<", "＜").replace(">", "＞")
+
+
+_MARKDOWN = str.maketrans({"<": "＜", ">": "＞", "[": "［", "]": "］", "*": "＊", "`": "ˋ",
+                           "#": "＃", "_": "＿", "~": "～", "|": "｜"})
+
+
+def _markdown(text: str) -> str:
+    """For WeCom markdown: no link, emphasis, code, heading, quote or ``<font>``."""
+    return text.translate(_MARKDOWN)
+
+
+def _html(text: str) -> str:
+    """For the textcard description's HTML subset (``<div class=…>``)."""
+    return str(escape(text))
+
+
+def _url(text: str) -> str:
+    """For a link: what would end or change it (spaces, quotes, ``<``) percent-encoded."""
+    return quote(text, safe=":/?#[]@!$&'()*+,;=%-._~")
+
+
+def escaper(msgtype: str, field: str) -> Callable[[str], str]:
+    """How a value is escaped in ``field`` of a ``msgtype`` message."""
+    if field == "url":
+        return _url
+    if msgtype == "markdown":
+        return _markdown
+    if msgtype == "textcard" and field == "content":
+        return _html
+    return _plain
+
+
+class _Values(threading.local):
+    """The escaping, and the cap on one value's length, of the field being rendered."""
+
+    escape: Callable[[str], str] = _plain
+    cap: int | None = None
+    longest: int = 0
+
+
+_VALUES = _Values()
+
+
 def _finalize(value: Any) -> Any:
-    return "" if value is None else value
+    """Applied to every value a template prints."""
+    if value is None:
+        return ""
+    # A value the template escaped itself (``| e``) is escaped here like any other.
+    text = clean(value.unescape() if isinstance(value, Markup) else str(value))
+    _VALUES.longest = max(_VALUES.longest, len(text))
+    cap = _VALUES.cap
+    if cap is not None and len(text) > cap:
+        text = text[:max(cap - 1, 0)] + CUT_MARK
+    return _VALUES.escape(text)
 
 
 def new_environment() -> ImmutableSandboxedEnvironment:
@@ -313,6 +397,8 @@ def build_message(msgtype: str, *, title: str = "", content: str = "", url: str 
     title, content, url, btntxt = (v.strip() for v in (title, content, url, btntxt))
     if not title and not content:
         raise RenderError("the rendered message is empty")
+    if url and not url.lower().startswith(("https://", "http://")):
+        url = ""  # a javascript: or relative link is no link
     if msgtype == "textcard" and url:
         fields = [
             ("title", truncate_utf8(title or content.splitlines()[0], TITLE_LIMIT)),
@@ -362,22 +448,65 @@ class Renderer:
         return Compiled(spec, templates, uses_subscriber)
 
     def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
+        msgtype = compiled.spec.msgtype
         values: dict[str, str] = {}
-        for key, template in compiled.templates.items():
-            budget = _Budget()
-            previous = sys.gettrace()
-            sys.settrace(budget.calls)  # this thread only
-            try:
-                values[key] = _bounded(template.generate(dict(context)))
-            except SecurityError as exc:
-                raise RenderError(f"template {compiled.spec.name!r}: {key}: refused by the "
-                                  f"sandbox: {exc}") from None
-            except Exception as exc:  # any failure of a template means: use the fallback
-                raise RenderError(f"template {compiled.spec.name!r}: {key}: "
-                                  f"{type(exc).__name__}: {exc}") from None
-            finally:
-                sys.settrace(previous)
-        return build_message(compiled.spec.msgtype, **values)
+        # The content last: in text and markdown it shares its room with title and link.
+        for key in sorted(compiled.templates, key=lambda k: k == "content"):
+            limit = field_limit(msgtype, key, values)
+            values[key] = self._fitted(compiled, key, context, limit)
+        return build_message(msgtype, **values)
+
+    def _fitted(self, compiled: Compiled, key: str, context: Mapping[str, Any],
+                limit: int) -> str:
+        """The field rendered whole, or, when it would not fit ``limit`` bytes, with each
+        value cut to the longest length that fits: long values are cut first, short ones
+        (a name, a namespace, the target) are left whole."""
+        escape_as = escaper(compiled.spec.msgtype, key)
+        text = self._render_field(compiled, key, context, escape_as, None)
+        longest = _VALUES.longest
+        if utf8_len(text) <= limit or key == "url":
+            return text
+        low, high, best = 1, longest, None
+        while low <= high:
+            cap = (low + high) // 2
+            candidate = self._render_field(compiled, key, context, escape_as, cap)
+            if utf8_len(candidate) <= limit:
+                best, low = candidate, cap + 1
+            else:
+                high = cap - 1
+        return best if best is not None else self._render_field(compiled, key, context,
+                                                                escape_as, 1)
+
+    @staticmethod
+    def _render_field(compiled: Compiled, key: str, context: Mapping[str, Any],
+                      escape_as: Callable[[str], str], cap: int | None) -> str:
+        template = compiled.templates[key]
+        budget = _Budget()
+        previous = sys.gettrace()
+        _VALUES.escape, _VALUES.cap, _VALUES.longest = escape_as, cap, 0
+        sys.settrace(budget.calls)  # this thread only
+        try:
+            return _bounded(template.generate(dict(context)))
+        except SecurityError as exc:
+            raise RenderError(f"template {compiled.spec.name!r}: {key}: refused by the "
+                              f"sandbox: {exc}") from None
+        except Exception as exc:  # any failure of a template means: use the fallback
+            raise RenderError(f"template {compiled.spec.name!r}: {key}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        finally:
+            sys.settrace(previous)
+            _VALUES.escape, _VALUES.cap = _plain, None
+
+
+def field_limit(msgtype: str, key: str, rendered: Mapping[str, str]) -> int:
+    """The bytes a rendered field may take in a ``msgtype`` message (``rendered``: the
+    fields rendered before it)."""
+    if msgtype == "textcard":
+        return {"title": TITLE_LIMIT, "content": DESCRIPTION_LIMIT}.get(key, URL_LIMIT)
+    if key != "content":
+        return CONTENT_LIMIT // 4 if key == "title" else URL_LIMIT
+    around = sum(utf8_len(rendered.get(k, "")) for k in ("title", "url")) + 32
+    return max(CONTENT_LIMIT - around, CONTENT_LIMIT // 2)
 
 
 def _bounded(chunks: Any) -> str:
@@ -412,12 +541,18 @@ def _first(*values: Any) -> str:
     return ""
 
 
+# The longest a value of the built-in message may be (a name or namespace is at most 253).
+FALLBACK_VALUE = 253
+FALLBACK_MESSAGE = 600
+
+
 def console_link(platform_url: str, kind: str, namespace: str, name: str) -> str:
     """Where the console shows an object: the run page for an ArtifactPromotionRun."""
     if not platform_url:
         return ""
     if kind.lower() == "artifactpromotionrun" and namespace and name:
-        return f"{platform_url}/console-devops/workspace/{namespace}/artifactpromotionruns/{name}"
+        return f"{platform_url}/console-devops/workspace/{_url(namespace)}/" \
+               f"artifactpromotionruns/{_url(name)}"
     return platform_url
 
 
@@ -435,11 +570,18 @@ def fallback_message(event: Mapping[str, Any], platform_url: str = "") -> Messag
     reason = _first(kube_event.get("reason"), event.get("eventreason"))
     severity = _first(event.get("eventtype"), kube_event.get("type"))
     message = _first(kube_event.get("message"), kube_event.get("note"))
+    # Anyone who may create Events, or write the object, wrote these: made plain text,
+    # each capped so the object and the link always fit.
+    kind, namespace, name, reason, severity = (
+        _plain(clean(v))[:FALLBACK_VALUE] for v in (kind, namespace, name, reason, severity))
+    message = _plain(clean(message))
+    if len(message) > FALLBACK_MESSAGE:
+        message = message[:FALLBACK_MESSAGE - 1] + CUT_MARK
     target = "/".join(part for part in (namespace, name) if part) or "-"
     lines = [
         f"事件 Event: {reason or '-'}" + (f" ({severity})" if severity else ""),
         f"对象 Object: {kind or '-'} {target}",
-        f"类型 Type: {_first(event.get('type')) or '-'}",
+        f"类型 Type: {_plain(clean(_first(event.get('type'))))[:FALLBACK_VALUE] or '-'}",
     ]
     if message:
         # The Event's own words (anyone who may create Events wrote them): quoted as such.
