@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from . import __version__
 from .errors import USAGE, UserError
+from .report import visible_output
 
 PROG = "kubeevent"
 INTERNAL = 3
@@ -159,6 +160,11 @@ def _tolerant_streams() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _tolerant_streams()
+    with visible_output():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("KUBEEVENT_DEBUG") == "1"
     try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -43,9 +45,55 @@ def sort_key(finding: Finding) -> tuple[str, int, int, str]:
             finding.message)
 
 
+# What a terminal would act on rather than show: control characters (ESC starts a
+# sequence that can erase a line or make a hyperlink), bidi overrides and isolates, and
+# other invisible format characters.
+_ACTIVE = re.compile("[^\n\t -~\u00a0-\U0010ffff]|[\u0080-\u009f\u061c\u200b-\u200f"
+                     "\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """``text`` with everything a terminal would act on written out (``\\x1b``,
+    ``\\u202e``), so what is printed is what the object says, not what it does."""
+    def shown(match: re.Match[str]) -> str:
+        char = match.group(0)
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _ACTIVE.sub(shown, text)
+
+
+class VisibleStream:
+    """A text stream that writes everything through ``visible``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(visible(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def visible_output() -> Iterator[None]:
+    """Everything the CLI prints, on stdout and stderr, made ``visible`` (the Event
+    texts, names and reasons it shows are written by whoever created them)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = VisibleStream(sys.stdout), VisibleStream(sys.stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def print_json(payload: Any, stream: TextIO | None = None) -> None:
+    """JSON with every character a terminal would act on as a ``\\u`` escape (inside
+    strings, where JSON allows it; the indentation's newlines are the only raw ones)."""
     out = stream or sys.stdout
-    out.write(json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n")
+    text = json.dumps(payload, ensure_ascii=False, indent=2, default=str)
+    text = _ACTIVE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+    out.write(text + "\n")
 
 
 def plural(count: int, word: str) -> str:

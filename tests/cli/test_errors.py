@@ -93,3 +93,16 @@ def test_lint_option_mistakes(pending: Case) -> None:
     run("lint", "--object", pending.object, SEED_ADMIN).assert_user_error(
         "--object needs --event")
     run("lint", "-", "-", stdin="").assert_user_error("'-' (standard input) can be given once")
+
+
+def test_visible_writes_out_what_a_terminal_would_act_on() -> None:
+    from kubeevent_cli.report import print_json, visible
+
+    assert visible("ok\tline\n") == "ok\tline\n"
+    assert visible("a\x1b[2Kb\rc\x07\x7f\x9b") == "a\\x1b[2Kb\\x0dc\\x07\\x7f\\x9b"
+    assert visible("审批\u202egnp.exe\u200b") == "审批\\u202egnp.exe\\u200b"
+    import io
+
+    out = io.StringIO()
+    print_json({"reason": "a\x1b]8;;x\x07\u202e\x85"}, out)
+    assert out.getvalue() == '{\n  "reason": "a\\u001b]8;;x\\u0007\\u202e\\u0085"\n}\n'
