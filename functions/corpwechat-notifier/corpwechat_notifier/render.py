@@ -397,8 +397,9 @@ def build_message(msgtype: str, *, title: str = "", content: str = "", url: str 
     title, content, url, btntxt = (v.strip() for v in (title, content, url, btntxt))
     if not title and not content:
         raise RenderError("the rendered message is empty")
-    if url and not url.lower().startswith(("https://", "http://")):
-        url = ""  # a javascript: or relative link is no link
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", url)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        url = ""  # javascript:, data:, …: no link rather than that one
     if msgtype == "textcard" and url:
         fields = [
             ("title", truncate_utf8(title or content.splitlines()[0], TITLE_LIMIT)),
