@@ -16,6 +16,12 @@ master and worker). The numbers the targets were set against ("at filing") are s
 beside each case.
 
 ``--full`` adds the pure-Python engine (celpy) at 1,000 subscriptions.
+
+The flood case: 1,000 seed subscriptions, then the same plus one user (``mallory``)
+holding 5,000 subscriptions whose approval filter matches every event (one text, as a
+script would create them), in the same run; the event names three other approvers, so
+mallory is never a recipient. Target: the event costs at most 2x (p50) what it costs
+without mallory.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class Case:
     rss_mb: float | None = None
     first_s: float | None = None
     filed: tuple[float, float, float, float] | None = None  # p50, p95, RSS, first reply
+    flood: int = 0  # subscriptions of one more user, mallory, besides the ``size``
 
 
 CASES = (
@@ -66,6 +73,21 @@ CASES = (
          first_s=5, filed=(42, 182, 745, 13)),
 )
 CELPY = Case("celpy seed 1k", 1_000, engine="celpy")
+FLOOD = (Case("flood: baseline", 1_000), Case("flood: + mallory's 5,000", 1_000, flood=5_000))
+FLOOD_TARGET = 2.0
+
+
+def flooded(template: dict[str, Any], j: int) -> dict[str, Any]:
+    """One of mallory's subscriptions: the seed's, with a filter every event passes."""
+    sub = copy.deepcopy(template)
+    name = "mallory"
+    sub["metadata"]["name"] = f"mallory-{j:05d}"
+    sub["metadata"]["annotations"]["katanomi.dev/owned.username"] = name
+    sub["spec"]["subscriber"]["name"] = name
+    sub["spec"]["subscriber"]["info"] = {"mail": "mallory@example.com"}
+    for event in sub["spec"]["subscriptions"][0]["events"]:
+        event["filter"]["cel"] = 'ce.data.object.spec.artifact != ""'
+    return sub
 
 
 def subscriber(i: int) -> str:
@@ -167,6 +189,7 @@ def measure(world: World, case: Case, obj: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = [c for c in CASES if not (args.quick and c.size > 10_000)]
+    plan.extend(FLOOD)
     if args.full:
         plan.append(CELPY)
     results = []
@@ -177,9 +200,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             template = seed_template()
             for i in range(case.size):
                 world.kube.add(subscription(template, i, own_text(case, i)))
+            for j in range(case.flood):
+                world.kube.add(flooded(template, j))
+            if case.flood:
+                world.kube.deny(user="mallory")  # who may not read the run
             results.append(measure(world, case, obj))
+    by_name = {r["case"]: r for r in results}
+    base, flood = (by_name[c.name] for c in FLOOD)
+    ratio = round(flood["p50_ms"] / base["p50_ms"], 2)
+    flood.update(ratio_p50=ratio, met=ratio <= FLOOD_TARGET)
 
     def target(case: Case) -> str:
+        if case.flood:
+            return f"p50 ≤ {FLOOD_TARGET:g}x the baseline ({by_name[case.name]['ratio_p50']}x)"
         if case.p50_ms is None:
             return "-"
         return (f"p50 ≤ {case.p50_ms:g}, p95 ≤ {case.p95_ms:g} ms, RSS ≤ {case.rss_mb:g} MB, "

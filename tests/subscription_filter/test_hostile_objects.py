@@ -64,8 +64,12 @@ def test_bad_objects_are_not_ready_with_a_reason_and_later_changes_still_apply(a
     for name in BAD_STATUS:
         condition = until(lambda name=name: ready_condition(api, name))
         assert condition["status"] == "True", (name, condition)
-    used = recipients(function, "failed", factory.promotion_run(requester="kim"))
-    assert sorted(used) == ["kim", "kim"], "the two with a mended status, not the broken four"
+    outcome = function.handle(factory.enriched_event(
+        "failed", obj=factory.promotion_run(requester="kim")), {})
+    assert sorted(outcome.fields["matched"]) == sorted(BAD_STATUS), \
+        "the two with a mended status, not the broken four"
+    assert recipients(function, "failed", factory.promotion_run(requester="kim")) == ["kim"], \
+        "one person, one recipient"
 
 
 @pytest.mark.parametrize(("status", "what"), [(200, "ended at once"), (410, "expired")])

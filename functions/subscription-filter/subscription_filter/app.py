@@ -73,6 +73,7 @@ class SubscriptionFilter:
             self.kube, self.compiler, watch_timeout=self.config.watch_timeout_seconds,
             retry_seconds=self.config.watch_retry_seconds,
             write_status=self.config.status_updates,
+            per_subscriber=self.config.subscriptions_per_subscriber,
         )
 
     def start(self) -> None:
@@ -126,7 +127,7 @@ class SubscriptionFilter:
                          id=enriched.id, subscription=names[0] if len(names) == 1 else None,
                          subscriptions=names[:LOGGED_NAMES] if len(names) > 1 else None,
                          count=len(names), where=where, error=message)
-        recipients, denied = self._readers(result.matched, enriched)
+        recipients, denied = self._readers(core.one_per_subscriber(result.matched), enriched)
         fields: dict[str, Any] = {
             "object": enriched.object_ref, "candidates": result.candidates,
             "matched": [s.name for s in result.matched], "denied": denied or None,

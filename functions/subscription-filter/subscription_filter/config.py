@@ -20,6 +20,8 @@ class Config:
     watch_timeout_seconds: int = 60
     watch_retry_seconds: float = 1.0
     status_updates: bool = True
+    # A subscriber's subscriptions beyond this many (the newest) are not used.
+    subscriptions_per_subscriber: int = 50
     system_namespace: str = "cpaas-system"
     groups_configmap: str = "kubeevent-user-groups"
     # Where the second and later notification requests of a long recipient list go (the
@@ -47,6 +49,8 @@ class Config:
             watch_retry_seconds=env_float("SUBSCRIPTION_WATCH_RETRY_SECONDS", 1.0, environ,
                                           minimum=0.05),
             status_updates=env_bool("SUBSCRIPTION_STATUS_UPDATES", True, environ),
+            subscriptions_per_subscriber=env_int("SUBSCRIPTIONS_PER_SUBSCRIBER", 50, environ,
+                                                 minimum=1),
             system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
             # Unset means the default; "-" for no group directory at all.
             groups_configmap="" if groups == "-" else groups,

@@ -8,7 +8,7 @@ An entry of a subscription matches an event when its object, namespace and event
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cloudevents.http import CloudEvent
@@ -99,6 +99,9 @@ class Scope:
         self._event: EventScope | None = None
         self._runners: dict[Program, Callable[[Any], bool]] = {}
         self._names: dict[Values, frozenset[str] | None] = {}
+        # (filter, binding) → its answer: a subscriber's many subscriptions sharing a
+        # filter are evaluated once.
+        self._decided: dict[tuple[Program, str], bool | CelEvalError] = {}
 
     def event_scope(self) -> EventScope:
         if self._event is None:
@@ -133,10 +136,15 @@ class Scope:
         rule = candidate.rule
         if rule.cel is None:
             return True
-        try:
-            return self.runner(rule.cel)(candidate.subscription.bound)
-        except CelEvalError as exc:
-            return exc
+        key = (rule.cel, candidate.subscription.binding_key)
+        decided = self._decided.get(key)
+        if decided is None:
+            try:
+                decided = self.runner(rule.cel)(candidate.subscription.bound)
+            except CelEvalError as exc:
+                decided = exc
+            self._decided[key] = decided
+        return decided
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,20 @@ def match(index: Index, enriched: Enriched, engine: Engine,
                                             isinstance(decision, CelLimitError)))
     result.matched = sorted(matched.values(), key=lambda s: s.name)
     return result
+
+
+def one_per_subscriber(matched: Sequence[Subscription]) -> list[Subscription]:
+    """One entry per subscriber (the first of their matched subscriptions by name, with
+    every channel any of them asks for): a person is one recipient, however many of
+    their subscriptions match."""
+    first: dict[tuple[str, str], Subscription] = {}
+    channels: dict[tuple[str, str], dict[str, None]] = {}
+    for sub in sorted(matched, key=lambda s: s.name):
+        key = (sub.subscriber.kind, sub.subscriber.name)
+        first.setdefault(key, sub)
+        channels.setdefault(key, {}).update(dict.fromkeys(sub.channels))
+    return [replace(sub, channels=tuple(channels[key])) if tuple(channels[key]) != sub.channels
+            else sub for key, sub in first.items()]
 
 
 def recipient(sub: Subscription) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -70,8 +70,9 @@ class Expired(Exception):
 class SubscriptionStore:
     def __init__(self, kube: Kube, compiler: Compiler, *, watch_timeout: int = 60,
                  retry_seconds: float = 1.0, write_status: bool = True,
-                 list_page: int = LIST_PAGE) -> None:
+                 list_page: int = LIST_PAGE, per_subscriber: int = 0) -> None:
         self.kube = kube
+        self.per_subscriber = per_subscriber
         self.list_page = list_page
         self.compiler = compiler
         self.watch_timeout = watch_timeout
@@ -89,6 +90,10 @@ class SubscriptionStore:
         self._limits: queue.Queue[tuple[str, str, str]] = queue.Queue(maxsize=LIMIT_QUEUE)
         self._limits_reported: set[tuple[str, int, str, str]] = set()
         self._limit_lock = threading.Lock()
+        # Subscriptions whose Ready condition a cap decision changed: written (read fresh
+        # first) by the status thread, however many there are.
+        self._due: dict[str, None] = {}
+        self._due_lock = threading.Lock()
         self._limits_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ public
@@ -128,21 +133,36 @@ class SubscriptionStore:
             self._limits.put_nowait((name, where, message))
 
     def _write_limits(self) -> None:
+        """Writes, read fresh: the limits reported, and the Ready conditions a cap changed."""
         while not self._stop.is_set():
+            with self._due_lock:
+                due = next(iter(self._due), None)
+                if due is not None:
+                    del self._due[due]
+            if due is not None:
+                self._write_fresh(due, lambda obj, name=due: ready_condition(
+                    self._snapshot.readiness[name]) if name in self._snapshot.readiness
+                    else None)
+                continue
             try:
                 name, where, message = self._limits.get(timeout=0.5)
             except queue.Empty:
                 continue
-            for _attempt in range(3):  # a conflict: someone wrote meanwhile, read again
-                try:
-                    obj = self.kube.get(f"{GROUP}/{VERSION}", KIND, name)
-                    if obj is None or self._write(obj, limit_condition(
-                            where, message, metadata(obj).get("generation"))):
-                        break
-                except Exception as exc:  # one status must never stop the others
-                    logs.warning("could not write subscription status", subscription=name,
-                                 error=_describe(exc))
-                    break
+            self._write_fresh(name, lambda obj, where=where, message=message: limit_condition(
+                where, message, metadata(obj).get("generation")))
+
+    def _write_fresh(self, name: str,
+                     condition: Callable[[Mapping[str, Any]], dict[str, Any] | None]) -> None:
+        for _attempt in range(3):  # a conflict: someone wrote meanwhile, read again
+            try:
+                obj = self.kube.get(f"{GROUP}/{VERSION}", KIND, name)
+                wanted = None if obj is None else condition(obj)
+                if obj is None or wanted is None or self._write(obj, wanted):
+                    return
+            except Exception as exc:  # one status must never stop the others
+                logs.warning("could not write subscription status", subscription=name,
+                             error=_describe(exc))
+                return
 
     def _write(self, obj: Mapping[str, Any], condition: dict[str, Any]) -> bool:
         """Set ``condition`` on the status of ``obj`` unless it says so already. False on a
@@ -334,8 +354,16 @@ class SubscriptionStore:
 
     def _publish(self) -> int:
         """A new snapshot of ``_loaded``; how many of its subscriptions are ready."""
+        before = self._snapshot.capped
         with _collector_paused():
-            self._snapshot = build_snapshot(self._loaded.values())
+            self._snapshot = build_snapshot(self._loaded.values(), self.per_subscriber)
+        changed = before ^ self._snapshot.capped
+        if changed and self.write_status:
+            with self._due_lock:
+                self._due.update(dict.fromkeys(sorted(changed)))
+            logs.info("subscriptions over the per-subscriber cap changed",
+                      capped=len(self._snapshot.capped), changed=len(changed),
+                      per_subscriber=self.per_subscriber)
         ready = sum(1 for r in self._snapshot.readiness.values() if r.ready)
         SUBSCRIPTIONS.labels("ready").set(ready)
         SUBSCRIPTIONS.labels("not_ready").set(len(self._snapshot.readiness) - ready)
@@ -348,8 +376,9 @@ class SubscriptionStore:
         the watch brings the newer copy)."""
         if not self.write_status or self._stop.is_set():
             return
+        readiness = self._snapshot.readiness.get(loaded.name, loaded.readiness)
         try:
-            self._write(obj, ready_condition(loaded.readiness))
+            self._write(obj, ready_condition(readiness))
         except Exception as exc:  # one object's status must never stop the watch
             logs.warning("could not write subscription status", subscription=loaded.name,
                          error=_describe(exc))

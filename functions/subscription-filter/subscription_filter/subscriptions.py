@@ -109,6 +109,8 @@ class Subscription:
     objects: tuple[ObjectRule, ...]
     # The subscriber's binding in the engine's own representation (converted once).
     bound: Any = field(default=None, compare=False, repr=False)
+    # The binding as text: subscriptions with the same one give a filter the same answer.
+    binding_key: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class Loaded:
     name: str
     subscription: Subscription | None
     readiness: Readiness
+    # metadata.creationTimestamp: which of a user's subscriptions are the newest.
+    created: str = field(default="", compare=False)
 
 
 # ------------------------------------------------------------------------ parsing
@@ -417,7 +421,8 @@ class Compiler:
         events = sum(len(o.events) for o in subscription.objects)
         message = (f"{events} event filter{'s' if events != 1 else ''} for "
                    f"{subscription.subscriber.name}, channels: {', '.join(subscription.channels)}")
-        return Loaded(name, subscription, Readiness(True, "Ready", message, generation))
+        return Loaded(name, subscription, Readiness(True, "Ready", message, generation),
+                      _text(meta.get("creationTimestamp")))
 
     def _load(self, obj: Mapping[str, Any], name: str, generation: int | None) -> Subscription:
         spec = check_spec(obj)
@@ -434,6 +439,7 @@ class Compiler:
             name=name, generation=generation or 0,
             subscriber=subscriber, channels=self._channels.get_or(channels, lambda: channels),
             objects=objects, bound=self.engine.value(subscriber.binding),
+            binding_key=json.dumps(subscriber.binding, sort_keys=True, default=str),
         )
 
     def _compile(self, spec: Mapping[str, Any], subscriber: Subscriber
@@ -527,17 +533,45 @@ class Index:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """An immutable view of every subscription the filter knows (swapped whole)."""
+    """An immutable view of every subscription the filter knows (swapped whole);
+    ``capped``: those not used because their subscriber has too many."""
 
     subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
     readiness: Mapping[str, Readiness] = field(default_factory=dict)
     index: Index = field(default_factory=lambda: Index(()))
+    capped: frozenset[str] = frozenset()
 
 
-def build_snapshot(loaded: Iterable[Loaded]) -> Snapshot:
+TOO_MANY = "TooManySubscriptions"
+
+
+def build_snapshot(loaded: Iterable[Loaded], per_subscriber: int = 0) -> Snapshot:
+    """The snapshot of ``loaded``. With ``per_subscriber``, a subscriber's usable
+    subscriptions beyond that many (the newest) are not used and not Ready: one user's
+    thousands (cluster-scoped, so no quota holds them) would tax every event."""
     items = list(loaded)
-    subs = {item.name: item.subscription for item in items if item.subscription is not None}
-    return Snapshot(subs, {item.name: item.readiness for item in items}, Index(subs.values()))
+    readiness = {item.name: item.readiness for item in items}
+    usable = [item for item in items if item.subscription is not None]
+    capped: set[str] = set()
+    if per_subscriber > 0:
+        own: dict[tuple[str, str], list[Loaded]] = {}
+        for item in usable:
+            subscriber = item.subscription.subscriber  # type: ignore[union-attr]
+            own.setdefault((subscriber.kind, subscriber.name), []).append(item)
+        for (_, who), theirs in own.items():
+            if len(theirs) <= per_subscriber:
+                continue
+            theirs.sort(key=lambda i: (i.created, i.name))
+            for extra in theirs[per_subscriber:]:
+                capped.add(extra.name)
+                readiness[extra.name] = Readiness(
+                    False, TOO_MANY, f"{who} has {len(theirs)} subscriptions; the oldest "
+                    f"{per_subscriber} are used (the filter's SUBSCRIPTIONS_PER_SUBSCRIBER): "
+                    f"delete some, or merge their filters into one",
+                    extra.readiness.generation)
+    subs = {i.name: i.subscription for i in usable if i.name not in capped}
+    return Snapshot(subs, readiness, Index(subs.values()),  # type: ignore[arg-type]
+                    frozenset(capped))
 
 
 # ------------------------------------------------------------------------- status
