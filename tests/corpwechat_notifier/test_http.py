@@ -784,6 +784,15 @@ def test_callers_that_hang_up_while_wecom_hangs_free_every_worker(ff, kube, weco
     assert wecom.wait_idle(10)
 
 
+QUOTA_API = "kubeevent.io/v1alpha1"
+
+
+def forget_member_counts(kube) -> None:
+    """As if an hour had passed for every member's count (the NotificationQuotas)."""
+    for quota in kube.objects(QUOTA_API, "NotificationQuota", NS):
+        kube.delete_object(QUOTA_API, "NotificationQuota", quota["metadata"]["name"], NS)
+
+
 def test_a_member_over_wecoms_rate_limit_is_deferred_not_silently_dropped(
         kube, wecom, tmp_path):
     """WeCom answers ok for what one member gets beyond its limit and drops it. The
@@ -792,6 +801,7 @@ def test_a_member_over_wecoms_rate_limit_is_deferred_not_silently_dropped(
     that (the enricher's catch-up re-sends recent Events)."""
     limit = {"CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": "3"}
     wecom.member_limits = (3, 1000)
+    forget_member_counts(kube)
     proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **limit})
     try:
         requests_ = [factory.notification_request(
@@ -805,8 +815,9 @@ def test_a_member_over_wecoms_rate_limit_is_deferred_not_silently_dropped(
             status = record["status"]
             assert (status["phase"], status["reason"]) == ("Deferred", "MemberRateLimit")
             assert status["deferredUntil"] > record["spec"]["claimedAt"]
-        # The minute has passed (made so: the record's time, and WeCom's counter).
+        # The minute has passed (made so: the record's time, and both counters).
         wecom.reset()
+        forget_member_counts(kube)
         for record in deferred:
             record["status"]["deferredUntil"] = "2026-01-01T00:00:00Z"
             kube.update_object(record)
@@ -822,6 +833,163 @@ def test_a_member_over_wecoms_rate_limit_is_deferred_not_silently_dropped(
         proc.stop()
 
 
+SWEEP = CloudEvent({"type": "dev.knative.sources.ping", "source": "/apis/v1/namespaces/"
+                   "kubeevent-enricher/pingsources/kubeevent-delivery-sweep"},
+                  {"sweep": "notificationdeliveries"})
+
+
+def sweep(proc: FunctionProcess) -> dict[str, Any]:
+    """One sweep run (the Lease's interval is 1 s in these tests); what it logged."""
+    time.sleep(1.1)
+    answer = factory.post(proc.url, SWEEP)
+    assert answer.status_code == 202, answer.text
+    return [r for r in proc.log_records() if r.get("message") == "delivery records swept"][-1]
+
+
+def as_if_due(kube: FakeKubeAPI, notification: str) -> None:
+    """The time of every waiting record of ``notification`` has come (an hour passed)."""
+    for record in records_of(kube, notification).values():
+        status = record.get("status") or {}
+        for key in ("deferredUntil", "nextAttemptAt"):
+            if status.get(key):
+                status[key] = "2026-01-01T00:00:00Z"
+        kube.update_object(record)
+
+
+SWEPT = {"DELIVERY_SWEEP_INTERVAL_SECONDS": "1", "DELIVERY_RETENTION_INTERVAL_SECONDS": "1"}
+
+
+def test_two_replicas_share_one_member_limit_and_the_rest_goes_out_when_slots_free(
+        kube, wecom, tmp_path):
+    """Counted per replica, two replicas let 40 through for bob and WeCom dropped 10 the
+    records called Sent. One count in the API server: WeCom never drops one, and what is
+    deferred goes out from its record when a slot frees, with no new event."""
+    limit = {"CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": "5", **SWEPT}
+    wecom.member_limits = (5, 1000)
+    wecom.reset()
+    forget_member_counts(kube)
+    replicas = [start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **limit})
+                for _ in range(2)]
+    try:
+        requests_ = [factory.notification_request(
+            factory.enriched_event("approvalpending", obj=factory.promotion_run(f"lim-{i}")),
+            recipients=[factory.recipient("bob")]) for i in range(8)]
+        for n, request in enumerate(requests_):
+            assert factory.post(replicas[n % 2].url, request).status_code == 202
+        assert deliveries(wecom) == {"bob.wx": 5}
+        assert wecom.dropped == [], "nothing was sent that WeCom would drop"
+        phases = [records_of(kube, r["id"])["bob"]["status"]["phase"] for r in requests_]
+        assert sorted(phases) == ["Deferred"] * 3 + ["Sent"] * 5
+        waiting = [records_of(kube, r["id"])["bob"] for r in requests_
+                   if records_of(kube, r["id"])["bob"]["status"]["phase"] == "Deferred"]
+        for record in waiting:
+            assert record["metadata"]["labels"]["kubeevent.io/retry"] == "true"
+            assert record["status"]["pending"]["target"] == "bob.wx"
+        # Before its time nothing is sent again.
+        assert sweep(replicas[0])["waiting"] >= 3 and len(wecom.delivered_to("bob.wx")) == 5
+        # A minute later (both counters forget it): the sweep sends the three.
+        wecom.reset()
+        forget_member_counts(kube)
+        for request in requests_:
+            as_if_due(kube, request["id"])
+        assert sweep(replicas[1])["resent"] >= 3
+        assert len(wecom.delivered_to("bob.wx")) == 3 and wecom.dropped == []
+        for request in requests_:
+            record = records_of(kube, request["id"])["bob"]
+            assert record["status"]["phase"] == "Sent"
+            assert "kubeevent.io/retry" not in record["metadata"].get("labels", {})
+            assert "pending" not in record["status"]
+    finally:
+        wecom.member_limits = (30, 1000)
+        for proc in replicas:
+            proc.stop()
+
+
+def test_a_message_wecom_would_drop_as_a_duplicate_spends_no_slot(kube, wecom, tmp_path):
+    """30 forged Events with the same content once spent all of alice's slots and deferred
+    her real Failed notification: identical content within the duplicate-check interval
+    is free."""
+    wecom.member_limits = (3, 1000)
+    wecom.reset()
+    forget_member_counts(kube)
+    proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS),
+                        "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": "3"})
+    try:
+        same = factory.promotion_run("same-run")
+        for _ in range(6):  # six notifications, one identical message
+            request = factory.notification_request(
+                factory.enriched_event("approvalpending", obj=same),
+                recipients=[factory.recipient("alice")])
+            assert factory.post(proc.url, request).status_code == 202
+        real = factory.notification_request(
+            factory.enriched_event("failed", obj=factory.promotion_run("real-run")),
+            recipients=[factory.recipient("alice")])
+        assert factory.post(proc.url, real).status_code == 202
+        assert records_of(kube, real["id"])["alice"]["status"]["phase"] == "Sent"
+        assert len(wecom.delivered_to("alice")) == 2, "the card once, the failure once"
+    finally:
+        wecom.member_limits = (30, 1000)
+        proc.stop()
+
+
+def test_a_long_wecom_outage_loses_nothing_and_a_day_later_gives_up_counted(
+        kube, wecom, tmp_path):
+    """WeCom unreachable for hours: the broker's retries and the catch-up window are long
+    over, and the records alone send it once WeCom is back; what waited a day is
+    Expired, counted, and never sent."""
+    wecom.reset()
+    proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT})
+    try:
+        request = approval_pending()
+        wecom.inject(MESSAGE_SEND, "http503", times=1000)
+        answer = factory.post(proc.url, request)
+        assert answer.status_code == 503, answer.text
+        failed = records_of(kube, request["id"])
+        assert {r["status"]["phase"] for r in failed.values()} == {"Failed"}
+        for record in failed.values():
+            assert record["status"]["pending"]["fields"]["title"].startswith("制品晋级待您审批")
+            assert record["status"]["nextAttemptAt"] > record["spec"]["claimedAt"]
+        # Still down at the next attempt: tried, failed again, later.
+        as_if_due(kube, request["id"])
+        assert sweep(proc)["failed_again"] >= 2 and wecom.delivered == []
+        # Three hours later WeCom is back.
+        wecom.clear_faults()
+        as_if_due(kube, request["id"])
+        assert sweep(proc)["resent"] >= 2
+        told = [d for d in wecom.delivered if d.userid in ("AdminWx", "bob.wx")]
+        assert sorted(d.userid for d in told) == sorted(
+            r["status"]["target"] for r in records_of(kube, request["id"]).values()) == \
+            ["AdminWx", "bob.wx"]
+        assert {r["status"]["phase"] for r in records_of(kube, request["id"]).values()} == \
+            {"Sent"}
+        def to_them() -> int:
+            return len([d for d in wecom.delivered if d.userid in ("AdminWx", "bob.wx")])
+
+        before = to_them()
+        assert factory.post(proc.url, request).status_code == 202
+        assert to_them() == before, "a redelivery of the event sends nothing again"
+        # A delivery that has waited more than a day is given up, and counted.
+        stale = approval_pending()
+        wecom.inject(MESSAGE_SEND, "http503", times=1000)
+        assert factory.post(proc.url, stale).status_code == 503
+        wecom.clear_faults()
+        for record in records_of(kube, stale["id"]).values():  # made a day ago
+            kube.delete_object(DELIVERY_API, "NotificationDelivery",
+                               record["metadata"]["name"], NS)
+            record["metadata"]["creationTimestamp"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 25 * 3600))
+            kube.add(record)
+        assert sweep(proc)["expired"] == 2
+        assert {r["status"]["phase"] for r in records_of(kube, stale["id"]).values()} == \
+            {"Expired"}
+        assert to_them() == before
+        metrics = requests.get(proc.url + "/metrics", timeout=5).text
+        assert "kubeevent_deliveries_expired_total 2.0" in metrics
+    finally:
+        wecom.clear_faults()
+        proc.stop()
+
+
 def test_the_ping_sweeps_records_past_their_retention(kube, wecom, tmp_path):
     old = {"apiVersion": DELIVERY_API, "kind": "NotificationDelivery",
            "metadata": {"name": "nd-old", "namespace": NS,
@@ -830,15 +998,11 @@ def test_the_ping_sweeps_records_past_their_retention(kube, wecom, tmp_path):
                     "recipient": {"name": "bob"}}}
     kube.add(old)
     event = approval_pending()
-    proc = start("ff", environment(kube, wecom, tmp_path, **ENV_CREDENTIALS))
+    proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT})
     try:
         assert factory.post(proc.url, event).status_code == 202
-        ping = CloudEvent({"type": "dev.knative.sources.ping", "source": "/apis/v1/namespaces/"
-                           "kubeevent-enricher/pingsources/kubeevent-delivery-sweep"},
-                          {"sweep": "notificationdeliveries"})
-        answer = factory.post(proc.url, ping)
+        assert sweep(proc)["deleted"] >= 1
     finally:
         proc.stop()
-    assert answer.status_code == 202, answer.text
     assert kube.get_object(DELIVERY_API, "NotificationDelivery", "nd-old", NS) is None
     assert set(records_of(kube, event["id"])) == {"admin", "bob"}, "recent ones are kept"

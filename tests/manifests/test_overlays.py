@@ -100,7 +100,8 @@ def test_the_plain_overlay_brings_crds_broker_and_namespaces() -> None:
     crds = {o["metadata"]["name"]: o for o in objs if o["kind"] == "CustomResourceDefinition"}
     assert set(crds) == {"clustersubscriptions.core.katanomi.dev",
                          "notificationtemplates.core.katanomi.dev",
-                         "notificationdeliveries.kubeevent.io"}
+                         "notificationdeliveries.kubeevent.io",
+                         "notificationquotas.kubeevent.io"}
     assert crds["clustersubscriptions.core.katanomi.dev"]["spec"]["scope"] == "Cluster"
     assert crds["notificationtemplates.core.katanomi.dev"]["spec"]["scope"] == "Namespaced"
     assert crds["notificationdeliveries.kubeevent.io"]["spec"]["scope"] == "Namespaced"
@@ -355,8 +356,16 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
             (SYSTEM_NS, "core.katanomi.dev", "notificationtemplates", "get", ()),
             (SYSTEM_NS, "", "secrets", "get", ("platform-corpwechat-server",)),
             *((SYSTEM_NS, "kubeevent.io", "notificationdeliveries", verb, ())
-              for verb in ("create", "get", "list", "update", "delete")),
+              for verb in ("create", "get", "list", "update", "patch", "delete")),
             (SYSTEM_NS, "kubeevent.io", "notificationdeliveries/status", "patch", ()),
+            # the member counts shared by all replicas
+            *((SYSTEM_NS, "kubeevent.io", "notificationquotas", verb, ())
+              for verb in ("create", "get", "list", "update", "delete")),
+            # the sweep, one run at a time
+            (FUNCTION_NS, "coordination.k8s.io", "leases", "create", ()),
+            *((FUNCTION_NS, "coordination.k8s.io", "leases", verb,
+               ("kubeevent-delivery-sweep", "kubeevent-delivery-sweep-retention"))
+              for verb in ("get", "update")),
         },
         f"{WATCHER_NS}/kubeevent-watcher-sa": {  # the seed's
             ("*", "", "events", "get", ()), ("*", "", "events", "list", ()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from cloudevents.http import CloudEvent
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from . import core, records
+from . import core, quota, records
 from .config import Config
 from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret_labels
 from .render import Message, Renderer
@@ -17,6 +18,7 @@ from .shared import logs, metrics, tracing
 from .shared.errors import TemporaryError
 from .shared.events import Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
+from .shared.lease import RunLease
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected
@@ -26,6 +28,9 @@ PING = "dev.knative.sources.ping"
 NOTIFICATIONS = metrics.counter(
     "kubeevent_notifications", "Recipients of notifications, by channel and what became of "
     "them: sent, skipped_duplicate, refused, failed, deferred", ("channel", "result"))
+EXPIRED = metrics.counter(
+    "kubeevent_deliveries_expired", "Deliveries given up after DELIVERY_GIVE_UP_SECONDS of "
+    "failures or deferrals (phase Expired)")
 TEMPLATE_FALLBACKS = metrics.counter(
     "kubeevent_template_fallbacks", "Messages sent with the built-in text because the "
     "template was missing or failed")
@@ -113,6 +118,17 @@ class Notifier:
                                                 lease_seconds=config.delivery_lease_seconds)
                         if config.delivery_records else None)
         self.limits = core.MemberLimits(config.member_per_minute, config.member_per_hour)
+        # The member limit, counted in the API server for every replica (with the records).
+        self.quota = (quota.MemberQuota(
+            reads.kube, config.system_namespace, core.CHANNEL,
+            per_minute=config.member_per_minute, per_hour=config.member_per_hour,
+            duplicate_window=config.duplicate_check_interval) if config.delivery_records
+            else None)
+        lease_namespace, _, lease_name = config.sweep_lease.partition("/")
+        self.sweep_lease = RunLease(reads.kube, lease_namespace, lease_name,
+                                    interval=config.sweep_interval_seconds)
+        self.retention_lease = RunLease(reads.kube, lease_namespace, lease_name + "-retention",
+                                        interval=config.retention_interval_seconds)
 
     def ready(self) -> bool:
         return True
@@ -142,30 +158,120 @@ class Notifier:
         skipped += len(done)
         NOTIFICATIONS.labels(core.CHANNEL, "skipped_duplicate").inc(skipped)
         pending = [r for r in pending if r.name in claims or self.records is None]
-        outcomes: dict[str, tuple[str, str, str, float | None]] = {}
+        results: dict[str, records.Result] = {}
         try:
-            outcome = self._send(request, pending, outcomes, skipped, fields)
+            outcome = self._send(request, pending, results, skipped, fields)
         except BaseException as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             for name in claims:
-                outcomes.setdefault(name, (records.FAILED, "NotSent", str(reason), None))
+                results.setdefault(name, records.Result(records.FAILED, "NotSent", str(reason)))
             raise
         finally:
-            self._record(claims, outcomes)
+            self._record(claims, results)
         if busy:
             raise TemporaryError(f"{len(busy)} recipient(s) of notification {request.id} are "
                                  f"being sent to by another replica; the rest went out")
         return outcome
 
     def _sweep(self) -> Outcome:
-        """A PingSource's tick: delete the delivery records past their retention. It does
-        nothing else, so it needs no signature (a PingSource cannot sign)."""
+        """A PingSource's tick: send again what failed or was deferred (from the records,
+        however old its event), expire what waited too long, and delete the records past
+        their retention (at most hourly). It chooses nothing (no recipient, no text: both
+        come from the records), so it needs no signature (a PingSource cannot sign); one
+        run at a time across replicas, at most one per DELIVERY_SWEEP_INTERVAL_SECONDS."""
         if self.records is None:
             return Outcome.ack("delivery records are off")
-        seen, deleted = self.records.sweep(self.config.delivery_retention_seconds)
+        why_not = self.sweep_lease.acquire()
+        if why_not is not None:
+            return Outcome.ack(f"sweep skipped: {why_not}")
+        try:
+            retried = self._retry_waiting()
+            seen = deleted = 0
+            if self.retention_lease.acquire() is None:  # at most hourly
+                try:
+                    seen, deleted = self.records.sweep(self.config.delivery_retention_seconds)
+                    if self.quota is not None:
+                        self.quota.sweep()
+                finally:
+                    self.retention_lease.release()
+        finally:
+            self.sweep_lease.release()
         logs.info("delivery records swept", seen=seen, deleted=deleted,
-                  retention_seconds=self.config.delivery_retention_seconds)
-        return Outcome.ack("", records_seen=seen, records_deleted=deleted)
+                  retention_seconds=self.config.delivery_retention_seconds, **retried)
+        return Outcome.ack("", records_seen=seen, records_deleted=deleted, **retried)
+
+    def _retry_waiting(self) -> dict[str, int]:
+        """Each record waiting to be sent again whose time has come: taken over (so no
+        replica sends it twice), sent as recorded, and its outcome written."""
+        assert self.records is not None
+        counts = {"resent": 0, "expired": 0, "waiting": 0, "failed_again": 0}
+        now = time.time()
+        credentials = None
+        for record in self.records.retry_candidates():
+            what = records.due(record, now, self.config.delivery_give_up_seconds)
+            if what == "wait":
+                counts["waiting"] += 1
+                continue
+            claim = self.records.take_over(record)
+            if claim.outcome != "mine":
+                continue
+            if what != "send":
+                counts["expired"] += 1
+                EXPIRED.inc()
+                logs.warning("delivery given up: not sent within DELIVERY_GIVE_UP_SECONDS",
+                             record=claim.record, subscriber=claim.recipient,
+                             give_up_seconds=self.config.delivery_give_up_seconds)
+                self.records.finish(claim, records.Result(
+                    records.EXPIRED, "GaveUp", f"not sent within "
+                    f"{self.config.delivery_give_up_seconds:g} s"))
+                continue
+            pending = records.Pending.from_json((record.get("status") or {}).get("pending"))
+            assert pending is not None  # due() said send
+            message = Message(pending.msgtype, pending.fields)
+            try:
+                credentials = credentials or self.credentials.get()
+                result = self._deliver(credentials, message, pending.target, claim.recipient)
+            except Exception as exc:  # the next sweep tries again, later
+                reason = getattr(exc, "reason", None) or type(exc).__name__
+                result = records.Result(records.FAILED, "Unreachable", str(reason),
+                                        retry=pending)
+            counts["resent" if result.phase == records.SENT else "failed_again"] += 1
+            NOTIFICATIONS.labels(core.CHANNEL, result.phase.lower()).inc()
+            self.records.finish(claim, result)
+        return counts
+
+    def _deliver(self, credentials: Any, message: Message, target: str,
+                 name: str) -> records.Result:
+        """One recorded message to one target, within the member limit."""
+        retry = records.Pending(target, message.msgtype, message.fields)
+        admission = self._admit(target, message)
+        if not admission.admitted:
+            return self._deferred(admission, retry)
+        report = self.client.send(credentials, message, [target])
+        if report.invalid or report.unlicensed:
+            why = "InvalidUser" if report.invalid else "Unlicensed"
+            return records.Result(records.REFUSED, why, f"WeCom refused user {target}")
+        if report.unreachable:
+            return records.Result(records.FAILED, "Unreachable", report.unreachable[0].reason,
+                                  retry=retry)
+        logs.info("delivery sent from its record", subscriber=name, target=target)
+        return records.Result(records.SENT, "Sent", target)
+
+    def _admit(self, target: str, message: Message) -> quota.Admission:
+        """The member limit: departments and tags are not members."""
+        if target.startswith(("party:", "tag:")):
+            return quota.Admission(True)
+        if self.quota is not None:
+            return self.quota.admit(target, message)
+        until = self.limits.admit(target)
+        return quota.Admission(until is None, until)
+
+    def _deferred(self, admission: quota.Admission, retry: records.Pending) -> records.Result:
+        limits = self.config
+        return records.Result(
+            records.DEFERRED, "MemberRateLimit",
+            f"WeCom takes at most {limits.member_per_minute} messages a minute and "
+            f"{limits.member_per_hour} an hour for one member", admission.until, retry)
 
     def _claim(self, request: core.NotificationRequest, pending: list[core.Recipient]
                ) -> tuple[dict[str, records.Claim], list[str], list[str]]:
@@ -188,22 +294,18 @@ class Notifier:
         return mine, busy, done
 
     def _record(self, claims: Mapping[str, records.Claim],
-                outcomes: Mapping[str, tuple[str, str, str, float | None]]) -> None:
-        for name in set(claims) | set(outcomes):
-            phase = outcomes.get(name, (records.FAILED,))[0]
+                results: Mapping[str, records.Result]) -> None:
+        for name in set(claims) | set(results):
+            phase = results[name].phase if name in results else records.FAILED
             NOTIFICATIONS.labels(core.CHANNEL, phase.lower()).inc()
         if self.records is None:
             return
         for name, claim in claims.items():
-            phase, reason, detail, until = outcomes.get(
-                name, (records.FAILED, "NotSent", "the request ended before it was sent", None))
-            target = detail if phase == records.SENT else ""
-            self.records.finish(claim, phase, reason=reason,
-                                message="" if phase == records.SENT else detail,
-                                target=target, deferred_until=until)
+            self.records.finish(claim, results.get(name) or records.Result(
+                records.FAILED, "NotSent", "the request ended before it was sent"))
 
     def _send(self, request: core.NotificationRequest, pending: list[core.Recipient],
-              outcomes: dict[str, tuple[str, str, str, float | None]], skipped: int,
+              results: dict[str, records.Result], skipped: int,
               fields: dict[str, Any]) -> Outcome:
         if not pending:
             return Outcome.ack("already sent or being sent", skipped=skipped, **fields)
@@ -225,21 +327,18 @@ class Notifier:
                 resolved[how] = resolved.get(how, 0) + 1
                 if not targets:
                     refused.append(recipient.name)
-                    outcomes[recipient.name] = (records.REFUSED, "NoTarget", f"no WeCom "
-                                                f"target ({how})", None)
+                    results[recipient.name] = records.Result(
+                        records.REFUSED, "NoTarget", f"no WeCom target ({how})")
                     continue
                 for target in targets:
-                    until = None if target.startswith(("party:", "tag:")) \
-                        else self.limits.admit(target)
-                    if until is not None:
+                    admission = self._admit(target, message)
+                    if not admission.admitted:
                         deferred.append(recipient.name)
-                        limits = self.config
-                        outcomes[recipient.name] = (
-                            records.DEFERRED, "MemberRateLimit",
-                            f"WeCom takes at most {limits.member_per_minute} messages a minute "
-                            f"and {limits.member_per_hour} an hour for one member", until)
+                        results[recipient.name] = self._deferred(admission, records.Pending(
+                            target, message.msgtype, message.fields))
                         logs.warning("member rate limit: deferred", subscriber=recipient.name,
-                                     notification=request.id, until=records.now_text(until))
+                                     notification=request.id,
+                                     until=records.now_text(admission.until))
                         continue
                     plan.setdefault(message, OrderedDict()).setdefault(target, []).append(
                         recipient.name)
@@ -247,29 +346,33 @@ class Notifier:
         invalid: list[str] = []
         calls = 0
         unreachable: list[WeComRejected] = []
-        for message, by_user in plan.items():
-            def record(batch: list[str], by_user: Mapping[str, list[str]] = by_user) -> None:
-                names = [name for userid in batch for name in by_user[userid]]
-                self.sent.add(request.id, core.CHANNEL, names)
-                for userid in batch:
-                    for name in by_user[userid]:
-                        outcomes[name] = (records.SENT, "Sent", userid, None)
+        try:
+            for message, by_user in plan.items():
+                def record(batch: list[str], by_user: Mapping[str, list[str]] = by_user) -> None:
+                    names = [name for userid in batch for name in by_user[userid]]
+                    self.sent.add(request.id, core.CHANNEL, names)
+                    for userid in batch:
+                        for name in by_user[userid]:
+                            results[name] = records.Result(records.SENT, "Sent", userid)
 
-            report = self.client.send(credentials, message, list(by_user), on_sent=record)
-            calls += report.calls
-            sent.extend(report.delivered)
-            invalid.extend(report.invalid + report.unlicensed)
-            for userid, why in [(u, "InvalidUser") for u in report.invalid] + \
-                    [(u, "Unlicensed") for u in report.unlicensed]:
-                for name in by_user.get(userid, ()):
-                    outcomes[name] = (records.REFUSED, why, f"WeCom refused user {userid}", None)
-            for rejected in report.unreachable:
-                for userid in by_user:
-                    for name in by_user[userid]:
-                        if outcomes.get(name, ("",))[0] != records.SENT:
-                            outcomes[name] = (records.FAILED, "Unreachable", rejected.reason,
-                                              None)
-            unreachable.extend(report.unreachable)
+                report = self.client.send(credentials, message, list(by_user), on_sent=record)
+                calls += report.calls
+                sent.extend(report.delivered)
+                invalid.extend(report.invalid + report.unlicensed)
+                for userid, why in [(u, "InvalidUser") for u in report.invalid] + \
+                        [(u, "Unlicensed") for u in report.unlicensed]:
+                    for name in by_user.get(userid, ()):
+                        results[name] = records.Result(records.REFUSED, why,
+                                                       f"WeCom refused user {userid}")
+                for rejected in report.unreachable:
+                    self._unsent(message, by_user, results, rejected.reason)
+                unreachable.extend(report.unreachable)
+        except TemporaryError as exc:
+            # WeCom down: what did not go out keeps its message; the sweep sends it again
+            # from the record, however long the outage lasts.
+            for message, by_user in plan.items():
+                self._unsent(message, by_user, results, exc.reason)
+            raise
         if unreachable:
             # Everything reachable went out; what is left will not get better: dead-letter.
             raise unreachable[0]
@@ -277,6 +380,18 @@ class Notifier:
                            sent=len(sent), users=sent[:50], invalid=invalid or None,
                            refused=refused or None, deferred=deferred or None, calls=calls,
                            messages=len(plan), template=template, resolved=resolved, **fields)
+
+    @staticmethod
+    def _unsent(message: Message, by_user: Mapping[str, list[str]],
+                results: dict[str, records.Result], reason: str) -> None:
+        """Who was to get ``message`` and has no outcome yet: failed, to be sent again."""
+        for target, names in by_user.items():
+            for name in names:
+                if name not in results:
+                    results[name] = records.Result(records.FAILED, "Unreachable", reason,
+                                                   retry=records.Pending(
+                                                       target, message.msgtype,
+                                                       message.fields))
 
     def _targets(self, recipient: core.Recipient,
                  found: Iterator[tuple[str | None, str]]) -> tuple[list[str], str]:

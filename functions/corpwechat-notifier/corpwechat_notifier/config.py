@@ -13,6 +13,12 @@ DEFAULT_API_URL = "https://qyapi.weixin.qq.com/cgi-bin"
 MAX_DUPLICATE_CHECK_INTERVAL = 4 * 3600
 
 
+def _lease(value: str) -> str:
+    if value.count("/") != 1 or not all(value.split("/")):
+        raise ConfigError(f"DELIVERY_SWEEP_LEASE must be namespace/name, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     system_namespace: str = "cpaas-system"
@@ -40,7 +46,16 @@ class Config:
     delivery_records: bool = True
     delivery_lease_seconds: float = 300.0
     delivery_retention_seconds: float = 7 * 86400.0
-    # WeCom drops what an app sends one member beyond these (per replica here).
+    # A delivery that failed or was deferred is sent again by the sweep until it is this
+    # old (a day: longer than any WeCom outage worth waiting out), then Expired.
+    delivery_give_up_seconds: float = 86400.0
+    # The sweep (a PingSource): one run at a time across replicas, one per interval; the
+    # retention part of it at most once per retention interval.
+    sweep_interval_seconds: float = 60.0
+    retention_interval_seconds: float = 3600.0
+    sweep_lease: str = "kubeevent-enricher/kubeevent-delivery-sweep"
+    # WeCom drops what an app sends one member beyond these (counted for all replicas in
+    # the API server with the delivery records; per replica without them).
     member_per_minute: int = 30
     member_per_hour: int = 1000
     # Verifies that a notification request was signed by subscription-filter.
@@ -90,6 +105,14 @@ class Config:
                                              minimum=1.0),
             delivery_retention_seconds=env_float("DELIVERY_RETENTION_SECONDS", 7 * 86400.0,
                                                  environ, minimum=60.0),
+            delivery_give_up_seconds=env_float("DELIVERY_GIVE_UP_SECONDS", 86400.0, environ,
+                                               minimum=60.0),
+            sweep_interval_seconds=env_float("DELIVERY_SWEEP_INTERVAL_SECONDS", 60.0, environ,
+                                             minimum=1.0),
+            retention_interval_seconds=env_float("DELIVERY_RETENTION_INTERVAL_SECONDS", 3600.0,
+                                                 environ, minimum=1.0),
+            sweep_lease=_lease(env("DELIVERY_SWEEP_LEASE",
+                                   "kubeevent-enricher/kubeevent-delivery-sweep", environ)),
             member_per_minute=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE", 30, environ,
                                       minimum=1),
             member_per_hour=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_HOUR", 1000, environ,

@@ -19,6 +19,13 @@ Taking over is a replace with the record's resourceVersion, so two claimants nev
 win. The records are the notification history (labels for user, event kind and reason,
 namespace and object) and are deleted ``DELIVERY_RETENTION_SECONDS`` after they were made
 (``sweep``).
+
+The records are also the only scheduler (functions scale to zero, so nothing may wait in
+memory): a delivery that failed while WeCom was unreachable, or was deferred by the
+member limit, keeps the message it was to send (``status.pending``: target and message)
+and the label ``kubeevent.io/retry``; the periodic sweep sends it again from there
+(``due``, ``retry_candidates``) with backoff, however long ago its event was, until it is
+``DELIVERY_GIVE_UP_SECONDS`` old: then it is ``Expired``.
 """
 
 from __future__ import annotations
@@ -43,12 +50,31 @@ VERSION = "v1alpha1"
 PLURAL = "notificationdeliveries"
 KIND = "NotificationDelivery"
 LABEL = "kubeevent.io/"
-SENT, REFUSED, FAILED, DEFERRED = "Sent", "Refused", "Failed", "Deferred"
+SENT, REFUSED, FAILED, DEFERRED, EXPIRED = "Sent", "Refused", "Failed", "Deferred", "Expired"
+RETRY_LABEL = LABEL + "retry"
+# A failed delivery is tried again after 1, 2, 4 … minutes, at most an hour apart.
+FIRST_BACKOFF = 60.0
+MAX_BACKOFF = 3600.0
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
 def now_text(at: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
+
+
+def due(record: Mapping[str, Any], now: float, give_up: float) -> str:
+    """What the sweep does with a waiting record: ``expire`` (older than ``give_up``
+    seconds), ``send`` (its time has come), ``wait``, or ``skip`` (nothing to send)."""
+    meta = record.get("metadata") if isinstance(record.get("metadata"), Mapping) else {}
+    status = record.get("status") if isinstance(record.get("status"), Mapping) else {}
+    made = parse_time(meta.get("creationTimestamp"))
+    if made is not None and now - made > give_up:
+        return "expire"
+    phase = status.get("phase")
+    if phase not in (FAILED, DEFERRED) or Pending.from_json(status.get("pending")) is None:
+        return "skip"
+    when = parse_time(status.get("deferredUntil" if phase == DEFERRED else "nextAttemptAt"))
+    return "wait" if when is not None and when > now else "send"
 
 
 def parse_time(text: Any) -> float | None:
@@ -74,6 +100,51 @@ def record_name(notification_id: str, channel: str, recipient: str) -> str:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """What a delivery that did not go out is to send when it is tried again."""
+
+    target: str
+    msgtype: str
+    fields: tuple[tuple[str, str], ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"target": self.target, "msgtype": self.msgtype, "fields": dict(self.fields)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Pending | None:
+        if not isinstance(raw, Mapping):
+            return None
+        fields = raw.get("fields")
+        target, msgtype = raw.get("target"), raw.get("msgtype")
+        if not (isinstance(target, str) and target and isinstance(msgtype, str)
+                and isinstance(fields, Mapping)):
+            return None
+        return cls(target, msgtype, tuple((str(k), str(v)) for k, v in fields.items()))
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one recipient's delivery: the phase and why, the WeCom target it
+    went to (Sent), until when it waits (Deferred), and what to send when it is tried
+    again (``retry``, for Failed and Deferred)."""
+
+    phase: str
+    reason: str
+    detail: str = ""
+    until: float | None = None
+    retry: Pending | None = None
+
+    @property
+    def retried_later(self) -> bool:
+        return self.retry is not None and self.phase in (FAILED, DEFERRED)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before a delivery that failed ``attempt`` times is tried again."""
+    return min(FIRST_BACKOFF * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
+
+
+@dataclass(frozen=True)
 class Claim:
     """The outcome of a claim: ``mine`` (send it), ``done`` (told already, or never can
     be, or deferred until later: ``phase`` says which) or ``busy`` (being sent by
@@ -83,6 +154,8 @@ class Claim:
     record: str
     outcome: str
     phase: str = ""
+    attempt: int = 1
+    retrying: bool = False  # the record carries the retry label
 
 
 def _attr(event: Mapping[str, Any], name: str) -> str:
@@ -199,33 +272,73 @@ class DeliveryRecords:
                 raise
         logs.info("delivery taken over", record=name, subscriber=recipient,
                   previous=phase or "claimed", attempt=spec["attempt"])
-        return Claim(recipient, name, "mine", phase)
+        retrying = RETRY_LABEL in ((existing.get("metadata") or {}).get("labels") or {})
+        return Claim(recipient, name, "mine", phase, spec["attempt"], retrying)
 
     # ---------------------------------------------------------------- outcome
 
-    def finish(self, claim: Claim, phase: str, *, reason: str = "", message: str = "",
-               target: str = "", deferred_until: float | None = None) -> bool:
+    def finish(self, claim: Claim, result: Result) -> bool:
         """Write the outcome of a claim; ``False`` (logged) when it could not be written:
         the message went out or not all the same, and WeCom's duplicate check is the last
-        layer against a second send."""
-        status: dict[str, Any] = {"phase": phase, "reason": reason, "message": message[:500],
-                                  "finishedAt": now_text()}
-        if target:
-            status["target"] = target
-        if deferred_until is not None:
-            status["deferredUntil"] = now_text(deferred_until)
+        layer against a second send. A delivery to be tried again keeps its message and
+        the retry label; one that is done loses them."""
+        status: dict[str, Any] = {"phase": result.phase, "reason": result.reason,
+                                  "message": "" if result.phase == SENT
+                                  else result.detail[:500],
+                                  "finishedAt": now_text(), "pending": None,
+                                  "nextAttemptAt": None, "deferredUntil": None}
+        if result.phase == SENT and result.detail:
+            status["target"] = result.detail
+        if result.until is not None:
+            status["deferredUntil"] = now_text(result.until)
+        if result.retried_later:
+            assert result.retry is not None
+            status["pending"] = result.retry.as_json()
+            if result.phase == FAILED:
+                status["nextAttemptAt"] = now_text(time.time() + backoff(claim.attempt))
         try:
             with translate(f"patch {PLURAL}.{GROUP}/status {claim.record}"):
                 self.kube.custom().patch_namespaced_custom_object_status(
                     GROUP, VERSION, self.namespace, PLURAL, claim.record, {"status": status},
                     _request_timeout=self.kube.timeout)
+            if result.retried_later != claim.retrying:
+                self._label(claim.record, "true" if result.retried_later else None)
         except Exception as exc:
             logs.error("could not record a delivery outcome", record=claim.record,
-                       subscriber=claim.recipient, phase=phase,
+                       subscriber=claim.recipient, phase=result.phase,
                        error=getattr(exc, "reason", None) or type(exc).__name__)
             return False
         return True
 
+    def _label(self, name: str, value: str | None) -> None:
+        with translate(f"patch {PLURAL}.{GROUP} {name}"):
+            self.kube.custom().patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name,
+                {"metadata": {"labels": {RETRY_LABEL: value}}},
+                _request_timeout=self.kube.timeout)
+
+    # ------------------------------------------------------------------ retry
+
+    def retry_candidates(self, page: int = 200) -> list[dict[str, Any]]:
+        """The records waiting to be sent again (label ``kubeevent.io/retry``), at most
+        ``page`` of them, oldest first."""
+        with translate(f"list {PLURAL}.{GROUP}"):
+            listed = self.kube.custom().list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, label_selector=f"{RETRY_LABEL}=true",
+                limit=page, _request_timeout=self.kube.timeout)
+        items = [i for i in listed.get("items") or [] if isinstance(i, dict)]
+        return sorted(items, key=lambda i: str((i.get("metadata") or {})
+                                               .get("creationTimestamp") or ""))
+
+    def take_over(self, existing: Mapping[str, Any]) -> Claim:
+        """Claim a record the sweep found waiting (``mine``, or ``busy`` when someone else
+        took it first)."""
+        spec = existing.get("spec") if isinstance(existing.get("spec"), Mapping) else {}
+        recipient = str((spec.get("recipient") or {}).get("name") or "")
+        status = existing.get("status") if isinstance(existing.get("status"), Mapping) else {}
+        return self._take_over(recipient, existing, str(status.get("phase") or ""))
+
+    # ------------------------------------------------------------------ sweep
     # ------------------------------------------------------------------ sweep
 
     def sweep(self, retention_seconds: float, limit: int = 2000, page: int = 500
