@@ -460,3 +460,20 @@ def test_record_names_and_label_values_are_deterministic_and_valid() -> None:
     hashed = label_value("alice@example.com")
     assert hashed.startswith("h-") and len(hashed) == 42
     assert label_value("x" * 64).startswith("h-")
+
+
+def test_the_member_window_slides_and_a_duplicate_is_free() -> None:
+    from corpwechat_notifier.quota import decide
+
+    now = 10_000.0
+    spec = {"sent": [now - 3700, now - 59, now - 30, now - 10], "recent": {"h1": now - 10}}
+    admission, sent, recent = decide(spec, now, "h2", 3, 1000, 1800)
+    assert (admission.admitted, admission.until) == (False, now - 59 + 60), \
+        "three within the minute: the oldest of them frees the next slot"
+    assert sent == [now - 59, now - 30, now - 10], "older than an hour is forgotten"
+    free, _, _ = decide(spec, now, "h1", 3, 1000, 1800)
+    assert free.admitted and free.duplicate, "what WeCom drops as a duplicate spends no slot"
+    later, sent, recent = decide(spec, now + 60, "h2", 3, 1000, 1800)
+    assert later.admitted and sent[-1] == now + 60 and recent["h2"] == now + 60
+    hourly, _, _ = decide({"sent": [now - 3000 + i for i in range(5)]}, now, "h", 30, 5, 1800)
+    assert (hourly.admitted, hourly.until) == (False, now - 3000 + 3600)

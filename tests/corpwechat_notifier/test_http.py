@@ -997,6 +997,11 @@ def test_the_ping_sweeps_records_past_their_retention(kube, wecom, tmp_path):
            "spec": {"notification": "n-old", "channel": "corpwechat",
                     "recipient": {"name": "bob"}}}
     kube.add(old)
+    idle = {"apiVersion": QUOTA_API, "kind": "NotificationQuota",
+            "metadata": {"name": "nq-idle", "namespace": NS},
+            "spec": {"channel": "corpwechat", "member": "gone.wx", "sent": [1.0e9],
+                     "recent": {"abc": 1.0e9}}}
+    kube.add(idle)
     event = approval_pending()
     proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT})
     try:
@@ -1004,5 +1009,8 @@ def test_the_ping_sweeps_records_past_their_retention(kube, wecom, tmp_path):
         assert sweep(proc)["deleted"] >= 1
     finally:
         proc.stop()
+    assert kube.get_object(QUOTA_API, "NotificationQuota", "nq-idle", NS) is None, \
+        "a member count idle for an hour is deleted"
+    assert kube.objects(QUOTA_API, "NotificationQuota", NS), "the busy ones are kept"
     assert kube.get_object(DELIVERY_API, "NotificationDelivery", "nd-old", NS) is None
     assert set(records_of(kube, event["id"])) == {"admin", "bob"}, "recent ones are kept"

@@ -114,18 +114,13 @@ class MemberQuota:
     def sweep(self, idle: float = 3600.0, page: int = 500) -> int:
         """Delete the counts of members sent nothing for ``idle`` seconds (their windows
         are empty): how many were deleted."""
-        custom = self.kube.custom()
         now = self.clock()
         deleted = 0
         token: str | None = None
         while True:
-            with translate(f"list {PLURAL}.{GROUP}"):
-                kwargs: dict[str, Any] = {"limit": page, "_request_timeout": self.kube.timeout}
-                if token:
-                    kwargs["_continue"] = token
-                listed = custom.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, **kwargs)
-            for item in listed.get("items") or []:
+            items, token = self.kube.list_page(API_VERSION, KIND, namespace=self.namespace,
+                                               limit=page, token=token)
+            for item in items:
                 spec = item.get("spec") or {}
                 times = [float(t) for t in [*(spec.get("sent") or []),
                                              *((spec.get("recent") or {}).values())]
@@ -134,12 +129,11 @@ class MemberQuota:
                     continue
                 try:
                     with translate(f"delete {PLURAL}.{GROUP}"):
-                        custom.delete_namespaced_custom_object(
+                        self.kube.custom().delete_namespaced_custom_object(
                             GROUP, VERSION, self.namespace, PLURAL, item["metadata"]["name"],
                             _request_timeout=self.kube.timeout)
                     deleted += 1
                 except NotFound:
                     pass
-            token = (listed.get("metadata") or {}).get("continue") or None
-            if not token:
+            if token is None:
                 return deleted
