@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+# func's environment for the functions (func-python, cloudevents 2.x, the functions'
+# pyproject dependencies): the tests run each function through it too.
+FUNC_VENV  ?= .venv-func
+FUNC_STAMP  = $(FUNC_VENV)/.installed
 
 .PHONY: dev test test-cluster cluster lint vendor bench clean
 
@@ -15,20 +19,26 @@ $(STAMP): requirements.txt functions/*/requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+$(FUNC_STAMP): $(STAMP) functions/*/pyproject.toml dev/func_env.py
+	$(PYTHON) -m venv $(FUNC_VENV)
+	$(PY) dev/func_env.py > $(FUNC_VENV)/requirements.txt
+	$(FUNC_VENV)/bin/python -m pip install --quiet -r $(FUNC_VENV)/requirements.txt
+	touch $(FUNC_STAMP)
+
 ## Run the whole chain locally on this machine (Ctrl-C stops it).
 ## `make dev DEV_ARGS="--kube cluster"`: on a real kube-apiserver with Knative's adapter.
 dev: $(STAMP)
 	$(PY) -m dev.stack $(DEV_ARGS)
 
 ## Lint, check vendored copies, run every test (the real-cluster ones too when Go is here).
-test: $(STAMP)
+test: $(STAMP) $(FUNC_STAMP)
 	$(PY) -m ruff check .
 	$(PY) dev/vendor.py --check
 	bash dev/cluster/build.sh --if-go
 	$(PY) -m pytest $(CLUSTER_TESTS)
 
 ## Only the real-cluster tests (builds .cluster/bin first; needs Go).
-test-cluster: $(STAMP)
+test-cluster: $(STAMP) $(FUNC_STAMP)
 	bash dev/cluster/build.sh
 	$(PY) -m pytest tests/cluster
 
@@ -48,4 +58,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FUNC_VENV) .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Cold start: process start to first successful response, vs a hello-world function.
 
 Each start spawns the function's process the way the tests do (functions-framework
-under gunicorn, or parliament's app under waitress), polls ``/health/liveness``
+under gunicorn, or func's service: ``new()`` under func-python), polls ``/health/liveness``
 every 5 ms until it answers ("listening": imports and ``build()`` done), then POSTs
 its real first request until one succeeds ("first success"): for the enricher that includes API
 discovery, the object GET and the broker POST; for the filter, loading the
@@ -9,7 +9,8 @@ subscriptions (readiness); for the notifier, a delivered message. The hello-worl
 baseline gets a CloudEvent POST too, and so does a second baseline, hello-world
 plus ``import kubernetes`` (the floor of any function on the official client).
 Starts alternate baseline and subjects; the ratio is median over median. Target:
-<= 1.5x the hello-world parliament function.
+<= 1.5x a hello-world function on func-python (what ``func create -l python -t
+cloudevents`` makes: every request answered with a small CloudEvent).
 
 ``--profile`` adds where the start time goes: ``python -X importtime`` of each
 function's entry module, summed per top-level package.
@@ -44,7 +45,7 @@ from dev.support.factory import apiserver_event, kube_event
 
 NAME = "coldstart"
 TARGET = 1.5
-RUNTIMES = ("parliament", "ff")
+RUNTIMES = ("func", "ff")
 
 
 @dataclass
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "listening_ms": ms(median([s.listening for s in values])),
                     "first_success_ms": success, "ratio": ratio,
                     "rss_mb": median([s.rss_mb for s in values]),
-                    "met": ratio <= TARGET if runtime == "parliament" and targets[name]
+                    "met": ratio <= TARGET if runtime == "func" and targets[name]
                     else None,
                 })
         if args.profile:
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc = subject.make("ff")
                 profiles[subject.name] = import_profile(str(proc.dir))
     table(f"Cold start: process start to first successful response (median of {repeats}; "
-          f"target <= {TARGET}x hello-world on parliament)",
+          f"target <= {TARGET}x a hello-world on func-python)",
           ["runtime", "function", "listening ms", "first success ms", "x hello", "RSS MB",
            "met"],
           [[r["runtime"], r["function"], r["listening_ms"], r["first_success_ms"],

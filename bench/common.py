@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from dev.support.factory import SIGNING_ENV
 from dev.support.procs import FunctionProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,9 @@ class BenchProcess(FunctionProcess):
     def spawn(self) -> float:
         """Start the process without waiting; returns the monotonic start time."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-        env.update({"PYTHONUNBUFFERED": "1", "WORKERS": "1", "THREADS": "8"})
+        env.update({"PYTHONUNBUFFERED": "1", "WORKERS": "1", "THREADS": "8",
+                    "LISTEN_ADDRESS": f"127.0.0.1:{self.port}"})
+        env.update(SIGNING_ENV)
         env.update(self.env)
         started = time.perf_counter()
         self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=env,

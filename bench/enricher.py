@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     with World() as world:
         obj = world.kube.add(sized_promotion_run("my-promotion", "devops"))
-        for runtime in ("ff", "parliament"):
+        for runtime in ("ff", "func"):
             log(f"enricher on {runtime}: {rounds} rounds x {count} events, "
                 f"{concurrency} concurrent, object {size_of(obj)} bytes")
             results.append(measure(runtime, world, obj, rounds=rounds, count=count,

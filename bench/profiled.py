@@ -1,13 +1,11 @@
 """Serve a function with every request under cProfile (benchmarks only).
 
-    python -m bench.profiled ff|parliament <function dir> <port> <stats file>
+    python -m bench.profiled ff <function dir> <port> <stats file>
 
-The app object is the one each runtime builds (functions-framework's
-``create_app(target="handle")`` from main.py, or parliament's
-``server.create(server.load(dir))`` from func.py); it is served by waitress in one
-process so that the profile and the serving threads live together. Each serving
-thread keeps its own profiler, enabled only while it handles a request; on
-SIGTERM the profilers are merged and written to the stats file.
+The app object is functions-framework's ``create_app(target="handle")`` from main.py;
+it is served by waitress in one process so that the profile and the serving threads
+live together. Each serving thread keeps its own profiler, enabled only while it
+handles a request; on SIGTERM the profilers are merged and written to the stats file.
 
 The profilers' clock is each thread's CPU time (``time.thread_time``), so a
 thread waiting on a socket or for the GIL is not counted; set
@@ -68,14 +66,12 @@ def main(argv: list[str]) -> None:
     runtime, directory, port, out = argv
     os.chdir(directory)
     sys.path.insert(0, directory)
-    if runtime == "ff":
-        from functions_framework import create_app
+    if runtime != "ff":
+        raise SystemExit("--profile serves the function with functions-framework (its WSGI "
+                         "app under waitress); func-python's ASGI server is not profiled")
+    from functions_framework import create_app
 
-        app = create_app(target="handle", source=os.path.join(directory, "main.py"))
-    else:
-        from parliament import server
-
-        app = server.create(server.load(directory))
+    app = create_app(target="handle", source=os.path.join(directory, "main.py"))
     profiled = Profiled(app.wsgi_app)
     app.wsgi_app = profiled  # type: ignore[method-assign]
 

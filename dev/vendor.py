@@ -29,7 +29,7 @@ IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 def function_dirs() -> list[Path]:
-    return sorted(p for p in FUNCTIONS.iterdir() if (p / "func.py").exists())
+    return sorted(p for p in FUNCTIONS.iterdir() if (p / "func.yaml").exists())
 
 
 def package_of(function: Path) -> Path:

@@ -37,11 +37,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from . import logs
 from .config import ConfigError, env, env_float
 from .errors import Forbidden
+from .sdk import CloudEvent
 
 EXTENSION = "kubeeventsignature"
 SIGNED_AT = "kubeeventsignedat"

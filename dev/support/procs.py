@@ -1,10 +1,12 @@
 """Run a function as a real HTTP server process, through either runtime.
 
 ``functions-framework`` is started exactly as documented
-(``functions-framework --target handle --port N`` in the function folder).
-parliament's ``python -m parliament .`` always binds port 8080, so tests run
-the same ``parliament.server.create(load(dir))`` app under waitress on a free
-port instead: the function code path is identical.
+(``functions-framework --target handle --port N`` in the function folder, the dev
+environment ``.venv``). ``func`` runs what func's scaffolding runs for the function
+(its ``service/main.py``: ``from function import new`` served by func-python's http
+middleware, on ``LISTEN_ADDRESS``) in ``.venv-func``, the environment func would build:
+func-python and the functions' pyproject dependencies (cloudevents 2.x), see the
+Makefile.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from dev.support.factory import SIGNING_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
-_PARLIAMENT_ON_PORT = (
-    "import sys; from parliament import server; from waitress import serve; "
-    "serve(server.create(server.load(sys.argv[1])), host='127.0.0.1', port=int(sys.argv[2]), "
-    "threads=8)"
-)
+FUNC_PYTHON = ROOT / ".venv-func" / "bin" / "python"
+# func's service/main.py for a function with `invoke: http`, with the function's folder
+# where func puts it (on the path).
+_FUNC_SERVICE = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                 "from func_python.http import serve; from function import new; serve(new)")
 
 
 _handed_out: set[int] = set()
@@ -73,7 +75,7 @@ def free_port() -> int:
 class FunctionProcess:
     def __init__(self, name: str, *, runtime: str = "ff", env: dict[str, str] | None = None,
                  port: int | None = None) -> None:
-        if runtime not in ("ff", "parliament"):
+        if runtime not in ("ff", "func"):
             raise ValueError(runtime)
         self.name = name
         self.runtime = runtime
@@ -91,11 +93,15 @@ class FunctionProcess:
         if self.runtime == "ff":
             return [sys.executable, "-m", "functions_framework", "--target", "handle",
                     "--host", "127.0.0.1", "--port", str(self.port)]
-        return [sys.executable, "-c", _PARLIAMENT_ON_PORT, str(self.dir), str(self.port)]
+        if not FUNC_PYTHON.exists():
+            raise RuntimeError(f"{FUNC_PYTHON} is missing: `make test` builds it (func's "
+                               f"environment for the functions)")
+        return [str(FUNC_PYTHON), "-c", _FUNC_SERVICE, str(self.dir)]
 
     def start(self, timeout: float = 30.0, wait_ready: bool = False) -> FunctionProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-        env.update({"PYTHONUNBUFFERED": "1", "WORKERS": "1", "THREADS": "8"})
+        env.update({"PYTHONUNBUFFERED": "1", "WORKERS": "1", "THREADS": "8",
+                    "LISTEN_ADDRESS": f"127.0.0.1:{self.port}"})
         env.update(SIGNING_ENV)  # the tests' shared signing key (a test may override it)
         env.update(self.env)
         self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=env,

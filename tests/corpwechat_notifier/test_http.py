@@ -150,9 +150,10 @@ def ff(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
 
 
 @pytest.fixture(scope="module")
-def parliament(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
-    proc = start("parliament", environment(kube, wecom, tmp_path_factory.mktemp("parliament"),
-                                           **ENV_CREDENTIALS))
+def func(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
+    """The notifier as func serves it (func-python, cloudevents 2.x)."""
+    proc = start("func", environment(kube, wecom, tmp_path_factory.mktemp("func"),
+                                     **ENV_CREDENTIALS))
     yield proc
     proc.stop()
 
@@ -218,7 +219,7 @@ def logged(proc: FunctionProcess, message: str, notification: str) -> list[dict[
 # ---------------------------------------------------------------- acceptance
 
 
-@pytest.mark.parametrize("runtime", ["ff", "parliament"])
+@pytest.mark.parametrize("runtime", ["ff", "func"])
 @pytest.mark.parametrize("mode", ["binary", "structured"])
 def test_seed_approval_pending_is_one_message_to_the_right_users(request, wecom, runtime, mode):
     proc = request.getfixturevalue(runtime)
@@ -543,10 +544,10 @@ def records_of(kube: FakeKubeAPI, notification: str) -> dict[str, dict[str, Any]
 
 
 def test_redelivery_to_another_replica_is_skipped_by_the_delivery_record(
-        ff, parliament, kube, wecom):
+        ff, func, kube, wecom):
     event = approval_pending()
     assert factory.post(ff.url, event).status_code == 202
-    assert factory.post(parliament.url, event).status_code == 202
+    assert factory.post(func.url, event).status_code == 202
     assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
     assert wecom.send_count == 1 and wecom.suppressed == [], "the other replica did not call"
     found = records_of(kube, event["id"])
@@ -562,7 +563,7 @@ def test_redelivery_to_another_replica_is_skipped_by_the_delivery_record(
 
 
 def test_a_crash_between_send_and_record_is_caught_by_wecoms_duplicate_check(
-        ff, parliament, kube, wecom):
+        ff, func, kube, wecom):
     """The message went out but its outcome was never written (the replica died): once
     the claim's lease has passed another replica takes it over, and WeCom's duplicate
     check is the last layer."""
@@ -572,7 +573,7 @@ def test_a_crash_between_send_and_record_is_caught_by_wecoms_duplicate_check(
         record.pop("status")
         record["spec"]["claimedAt"] = "2026-01-01T00:00:00Z"
         kube.update_object(record)
-    assert factory.post(parliament.url, event).status_code == 202
+    assert factory.post(func.url, event).status_code == 202
     assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
     assert len(wecom.suppressed) == 2
     assert {r["spec"]["attempt"] for r in records_of(kube, event["id"]).values()} == {2}
@@ -717,7 +718,7 @@ def test_a_signed_request_replayed_after_the_records_are_swept_reaches_nobody(ff
 # ---------------------------------------------------------------- logs (keep last)
 
 
-def test_no_secret_or_token_in_any_log_line(ff, parliament, from_secret, wecom, issued_tokens):
+def test_no_secret_or_token_in_any_log_line(ff, func, from_secret, wecom, issued_tokens):
     wecom.revoke_tokens()
     assert factory.post(from_secret.url, approval_pending()).status_code == 202
     issued_tokens.update(c.response["access_token"] for c in wecom.calls_to(GETTOKEN)
@@ -726,7 +727,7 @@ def test_no_secret_or_token_in_any_log_line(ff, parliament, from_secret, wecom, 
     # the scan means something: token refreshes, retries and refusals were all logged
     messages = {r.get("message") for r in ff.log_records()}
     assert {"handled", "rejected", "failed", "WeCom call failed; retrying"} <= messages
-    for proc in (ff, parliament, from_secret):
+    for proc in (ff, func, from_secret):
         output = proc.output()
         assert '"message": "handled"' in output
         for value in (SECRET, b64(SECRET), *issued_tokens):

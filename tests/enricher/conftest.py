@@ -48,7 +48,7 @@ def enricher_env(kube: FakeKubeAPI, broker: RecordingSink, **extra: str) -> dict
     return env
 
 
-@pytest.fixture(scope="module", params=["ff", "parliament"])
+@pytest.fixture(scope="module", params=["ff", "func"])
 def enricher(request: pytest.FixtureRequest, kube: FakeKubeAPI,
              broker: RecordingSink) -> Iterator[FunctionProcess]:
     with FunctionProcess("kubeevent-enricher-sink", runtime=request.param,

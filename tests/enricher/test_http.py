@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support.factory import (
-    SIGNING_ENV,
     SIGNING_KEY,
     binary_headers,
     events_v1,
@@ -269,33 +264,6 @@ def test_missing_kube_config_fails_start(broker: RecordingSink, tmp_path) -> Non
                                 broker.url, "KUBERNETES_SERVICE_HOST": ""})
     with pytest.raises(RuntimeError, match="no Kubernetes configuration"):
         proc.start(timeout=20)
-
-
-def test_the_procfile_command_itself_serves(kube: FakeKubeAPI, broker: RecordingSink) -> None:
-    """`python -m parliament .` exactly as the Procfile says (it always binds port 8080)."""
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 8080)) == 0:
-            pytest.skip("port 8080 is taken on this machine")
-    proc = subprocess.Popen([sys.executable, "-m", "parliament", "."],
-                            cwd=FunctionProcess("kubeevent-enricher-sink").dir,
-                            env={**os.environ, **SIGNING_ENV, **{
-                                "KUBECONFIG": str(kube.kubeconfig_path),  # type: ignore[attr-defined]
-                                "BROKER_INGRESS_URL": broker.url}},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get("http://127.0.0.1:8080/health/readiness", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        response = post("http://127.0.0.1:8080", apiserver_event(kube_event()), params=SEED_BROKER)
-        assert response.status_code == 202
-        assert [e["type"] for e in broker.events()] == [PENDING]
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 # ------------------------------------------------------------------ hostile Events

@@ -273,6 +273,11 @@ def test_knative_services_match_func_yaml(overlay: str, name: str) -> None:
     assert signing["valueFrom"]["secretKeyRef"].get("optional", False) is \
         (name == "kubeevent-enricher-sink")
     assert service["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+    # `func deploy` sets only func.yaml's deploy.labels (and its own): the same as the
+    # overlay's, so a function deployed that way is cluster-local too, and the Triggers
+    # and the NetworkPolicy find it.
+    labels = {label["key"]: label["value"] for label in func["deploy"]["labels"]}
+    assert labels == {**service["metadata"]["labels"], **template["metadata"]["labels"]}
     image = container["image"]
     assert "/" in image and image.split("/")[-1].split(":")[0] == name, \
         f"the overlay's images: sets {name}, got {image}"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -76,16 +78,27 @@ def test_func_yaml_files_validate_against_the_knative_schema() -> None:
         jsonschema.validate(data, schema)
 
 
-def test_each_function_has_both_entries_and_a_procfile() -> None:
+def test_each_function_has_both_entries_and_no_parliament() -> None:
+    """func's layout (the Python project ``function`` with ``new()``) and
+    functions-framework's ``main.py``; nothing of parliament's, which func 1.18-1.22
+    cannot build and 1.23 treats as legacy (a Procfile or an import of it)."""
     for function in present_functions():
-        assert (function / "Procfile").read_text().strip() == "web: python -m parliament ."
-        assert "parliament_main(" in (function / "func.py").read_text()
+        assert not (function / "Procfile").exists() and not (function / "func.py").exists()
+        assert "AsgiFunction(build)" in (function / "function.py").read_text()
         assert "functions_framework_target(" in (function / "main.py").read_text()
+        project = tomllib.loads((function / "pyproject.toml").read_text())["project"]
+        assert project["name"] == "function"
         reqs = (function / "requirements.txt").read_text()
-        assert "cloudevents==1.12.0" in reqs
-        for line in reqs.splitlines():
-            if line.strip() and not line.startswith("#"):
-                assert "==" in line, f"{function.name}: unpinned {line}"
+        assert "cloudevents==1.12.0" in reqs and "parliament" not in reqs
+        pins = [line for line in reqs.splitlines() if line.strip() and not line.startswith("#")]
+        for line in pins:
+            assert "==" in line, f"{function.name}: unpinned {line}"
+        # The same pins in both entries, but for the CloudEvents SDK's major version.
+        shared = {p for p in pins if not p.startswith(("cloudevents==", "functions-framework"))}
+        assert set(project["dependencies"]) == shared | {"cloudevents==2.2.0"}, function.name
+        for path in function.rglob("*.py"):
+            assert not re.search(r"^\s*(from|import)\s+parliament\b", path.read_text(),
+                                 re.M), path
 
 
 def test_the_tools_do_not_import_the_tests() -> None:

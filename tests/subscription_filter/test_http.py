@@ -1,7 +1,7 @@
 """The filter over HTTP, as a real process, against the fake API server.
 
-One functions-framework process (module scope) serves most tests; a parliament
-process with its own API server checks the other runtime. Subscriptions are the
+One functions-framework process (module scope) serves most tests; a process as func
+serves it (func-python), with its own API server, checks the other runtime. Subscriptions are the
 seed's, for ``admin`` (approver), ``bob`` (approver), ``alice`` (requester),
 ``carol`` (a stranger) and ``dave`` (every namespace), plus broken ones.
 """
@@ -412,22 +412,21 @@ def test_health(fn) -> None:
     assert requests.get(fn.url + "/health/readiness", timeout=5).status_code == 200
 
 
-# ------------------------------------------------------------ parliament, both modes
+# ------------------------------------------------------------ func, both modes
 
 
 @pytest.fixture(scope="module")
-def parliament(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FunctionProcess]:
+def func(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FunctionProcess]:
     with FakeKubeAPI() as fake:
         fake.add(factory.seed_subscription())
         fake.add(factory.cluster_subscription("alice"))
-        proc = start(fake, tmp_path_factory.mktemp("parliament"), "parliament",
-                     CEL_ENGINE="celpy")
+        proc = start(fake, tmp_path_factory.mktemp("func"), "func", CEL_ENGINE="celpy")
         yield proc
         proc.stop()
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
-@pytest.mark.parametrize("runtime", ["ff", "parliament"])
+@pytest.mark.parametrize("runtime", ["ff", "func"])
 def test_runtimes_and_content_modes(request, runtime, mode) -> None:
     proc = request.getfixturevalue("fn" if runtime == "ff" else runtime)
     obj = run()
@@ -435,7 +434,7 @@ def test_runtimes_and_content_modes(request, runtime, mode) -> None:
     assert pending.status_code == 200, (pending.text, proc.output()[-3000:])
     assert pending.headers["content-type"].startswith("application/json")
     assert pending.headers["ce-type"] == "dev.katanomi.cloudevents.notification.requested.v1alpha1"
-    approvers = ["admin"] if runtime == "parliament" else ["admin", "bob"]
+    approvers = ["admin"] if runtime == "func" else ["admin", "bob"]
     assert names(pending) == approvers
     assert names(post(proc, "running", obj, mode=mode)) == ["alice"]
     assert post(proc, "running", obj, mode=mode, message="again").status_code == 202

@@ -7,7 +7,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from cloudevents.http import CloudEvent
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from . import core, quota, records
@@ -19,6 +18,7 @@ from .shared.errors import TemporaryError
 from .shared.events import Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
 from .shared.lease import RunLease
+from .shared.sdk import CloudEvent
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected

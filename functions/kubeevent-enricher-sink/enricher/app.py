@@ -6,8 +6,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from . import core
 from .config import Config
 from .shared import logs, metrics, tracing
@@ -16,6 +14,7 @@ from .shared.events import Outcome, json_data
 from .shared.kube import Kube
 from .shared.lease import RunLease
 from .shared.retry import retry_briefly
+from .shared.sdk import CloudEvent
 from .shared.sessions import PooledSession
 from .shared.sink import SinkTimedOut, post_event
 

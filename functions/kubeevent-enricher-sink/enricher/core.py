@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from .shared import fit
 from .shared.errors import BadRequest, Forbidden
 from .shared.events import deterministic_id, new_event, strict_json
+from .shared.sdk import CloudEvent
 
 RESOURCE_TYPE = "dev.knative.apiserver.resource."
 REF_TYPE = "dev.knative.apiserver.ref."

@@ -9,8 +9,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from . import core
 from .celengine import Engine, select
 from .config import Config
@@ -19,6 +17,7 @@ from .shared import logs, metrics, tracing
 from .shared.errors import FunctionError
 from .shared.events import Outcome
 from .shared.kube import Kube
+from .shared.sdk import CloudEvent
 from .shared.sessions import PooledSession
 from .shared.sink import post_event
 from .store import SubscriptionStore
@@ -187,7 +186,7 @@ def build(environ: Mapping[str, str] | None = None, *, kube: Kube | None = None,
 
     The watch starts on the first readiness probe or request, in the process that
     serves it (functions-framework forks its worker after importing ``main.py``).
-    ``start=True`` starts it now: parliament serves in the process that built it.
+    ``start=True`` starts it now.
     """
     logs.configure()
     config = Config.from_env(environ)

@@ -11,12 +11,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from .celengine import CelEvalError, CelLimitError, Engine, EventScope, Program, Values, plain
 from .shared import fit
 from .shared.errors import BadRequest
 from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
+from .shared.sdk import CloudEvent
 from .subscriptions import Candidate, Index, Lookup, Subscription
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cloudevents.http import CloudEvent
+from .sdk import CloudEvent
 
 TRACEPARENT, TRACESTATE = "traceparent", "tracestate"
 _PARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")

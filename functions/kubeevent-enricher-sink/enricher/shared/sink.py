@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import requests
-from cloudevents.http import CloudEvent
 
 from .errors import RateLimited, TemporaryError, Unprocessable
 from .events import binary_http
+from .sdk import CloudEvent
 from .sessions import PooledSession
 
 

@@ -1,23 +1,23 @@
 """The HTTP boundary: the one place an outcome or an error becomes a status.
 
-Both runtime adapters (parliament's ``main(context)`` and functions-framework's
-``handle(request)``) hand the raw request to ``dispatch``; nothing else in a
-function touches HTTP.
+Both runtime adapters (``new()`` for func's func-python middleware, an ASGI instance,
+and functions-framework's ``handle(request)``) hand the raw request to ``dispatch``;
+nothing else in a function touches HTTP.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from cloudevents.http import CloudEvent
 
 from . import logs, metrics, tracing
 from .errors import FunctionError, PayloadTooLarge, TemporaryError, one_line, status_for
 from .events import MAX_BODY_BYTES, Outcome, binary_http, parse_event
+from .sdk import CloudEvent
 
 
 class Function(Protocol):
@@ -121,24 +121,23 @@ def _dispatch_event(function: Function, request: Request) -> Response:
     return _text(outcome.status, "" if outcome.status == 202 else outcome.reason)
 
 
-def read_body(request: Any, limit: int = MAX_BODY_BYTES, *, already_read: bool = False) -> bytes:
+def read_body(request: Any, limit: int = MAX_BODY_BYTES) -> bytes:
     """The body of a Flask/werkzeug request, refused (413) past ``limit`` before it is
     read: a declared length over it is refused at once, and a chunked body is read only to
-    one byte past it (a 300 MB body is never held). ``already_read``: the server has read
-    it (parliament does, within waitress's limit): take that."""
+    one byte past it (a 300 MB body is never held)."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"body of {length} bytes is over the {limit}-byte limit")
-    body = request.get_data() if already_read else request.stream.read(limit + 1)
+    body = request.stream.read(limit + 1)
     if len(body) > limit:
         raise PayloadTooLarge(f"body is over the {limit}-byte limit")
     return bytes(body)
 
 
-def _serve(function: Function, request: Any, *, already_read: bool = False) -> Response:
-    """What both adapters do with a Flask/werkzeug request."""
+def _serve(function: Function, request: Any) -> Response:
+    """What the functions-framework adapter does with a Flask/werkzeug request."""
     try:
-        body = read_body(request, already_read=already_read)
+        body = read_body(request)
     except PayloadTooLarge as exc:
         logs.warning("rejected", status=exc.status, reason=exc.reason)
         return _text(exc.status, exc.reason)
@@ -148,55 +147,66 @@ def _serve(function: Function, request: Any, *, already_read: bool = False) -> R
     )
 
 
-def _limit_waitress(limit: int = 2 * MAX_BODY_BYTES) -> None:
-    """``python -m parliament .`` serves with waitress and its defaults, which buffer a body
-    of up to 1 GB before the function sees it. Its limit is set here, before the server is
-    made, so waitress itself answers 413 (and stops reading) past twice ours; in between,
-    the function's own one-line 413 answers."""
-    try:
-        from waitress.adjustments import Adjustments
-    except ImportError:  # another server: the bounded read below still holds
-        return
-    Adjustments.max_request_body_size = limit
+class AsgiFunction:
+    """What ``new()`` returns for func (since 1.18: func's scaffolding serves the function's
+    ``new()`` with the func-python middleware on port 8080). func-python calls
+    ``start(cfg)`` with the environment at start (the configuration is read then, once),
+    ``alive()``/``ready()`` for the health paths, and ``handle(scope, receive, send)`` for
+    every other request, whose raw body it hands over (``invoke: http`` in func.yaml): the
+    CloudEvent is read here, as under functions-framework, so a signature covers the bytes
+    that were sent. The core is blocking (the kubernetes client, requests), so it runs on
+    a worker thread, not on the event loop."""
 
+    def __init__(self, build: Callable[[Mapping[str, str]], Function]) -> None:
+        self.build = build
+        self.function: Function | None = None
 
-def _serve_metrics_under_parliament() -> None:
-    """parliament routes only ``/`` and its health paths to the function, so ``GET
-    /metrics`` would be its 404. ``parliament.server.create`` makes its Flask app after
-    importing func.py, looking ``Flask`` up in its module then: the app it makes here also
-    serves ``/metrics``."""
-    try:
-        from parliament import server
-    except ImportError:  # another server: /metrics reaches dispatch
-        return
-    if getattr(server.Flask, "serves_metrics", False):
-        return
-    base = server.Flask
+    def start(self, cfg: Mapping[str, str]) -> None:
+        if self.function is None:
+            self.function = self.build(dict(cfg))
 
-    class WithMetrics(base):  # type: ignore[misc, valid-type]
-        serves_metrics = True
+    def stop(self) -> None:
+        stop = getattr(self.function, "stop", None)
+        if callable(stop):
+            stop()
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
+    def alive(self) -> bool:
+        return True
 
-            def exposition() -> tuple[bytes, int, dict[str, str]]:
-                body, content_type = metrics.exposition()
-                return body, 200, {"Content-Type": content_type}
+    def ready(self) -> tuple[bool, str]:
+        ready = self.function is not None and self.function.ready()
+        return ready, "OK" if ready else "not ready"
 
-            self.add_url_rule("/metrics", "metrics", exposition, methods=["GET"])
+    async def handle(self, scope: Mapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                     send: Callable[[Any], Awaitable[None]]) -> None:
+        import asyncio
+        from urllib.parse import parse_qsl
 
-    server.Flask = WithMetrics
-
-
-def parliament_main(function: Function) -> Any:
-    """``main(context)`` for ``python -m parliament .`` (func.py)."""
-    _limit_waitress()
-    _serve_metrics_under_parliament()
-
-    def main(context: Any) -> tuple[bytes, int, dict[str, str]]:
-        return _serve(function, context.request, already_read=True).as_tuple()
-
-    return main
+        if self.function is None:  # a server that skipped the lifespan start
+            self.start(os.environ)
+        headers = {k.decode("latin-1"): v.decode("latin-1")
+                   for k, v in scope.get("headers") or []}
+        body, too_large, more = b"", False, True
+        while more and not too_large:  # past the limit: answer now, the rest is never read
+            message = await receive()
+            body += message.get("body", b"")
+            too_large = len(body) > MAX_BODY_BYTES
+            more = bool(message.get("more_body"))
+        if too_large:
+            logs.warning("rejected", status=PayloadTooLarge.status, reason="body too large")
+            response = _text(PayloadTooLarge.status,
+                             f"body is over the {MAX_BODY_BYTES}-byte limit",
+                             {"Connection": "close"})
+        else:
+            query = scope.get("query_string") or b""
+            request = Request(str(scope.get("method") or "GET"), str(scope.get("path") or "/"),
+                              headers, body, dict(parse_qsl(query.decode("latin-1"))))
+            assert self.function is not None
+            response = await asyncio.to_thread(dispatch, self.function, request)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                for k, v in response.headers.items()]})
+        await send({"type": "http.response.body", "body": response.body})
 
 
 def functions_framework_target(function: Function) -> Any:
@@ -208,7 +218,7 @@ def functions_framework_target(function: Function) -> Any:
             # functions-framework reads the whole request before it answers unless the
             # answer is streamed: stream the refusal, so the rest is never read, and close
             # the connection, which the unread rest makes unusable (gunicorn takes this
-            # hop-by-hop header; waitress, under parliament, would refuse it).
+            # hop-by-hop header).
             import flask
 
             return flask.Response(iter([response.body]), response.status,

@@ -11,12 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from cloudevents.conversion import to_binary, to_dict
-from cloudevents.exceptions import GenericException
-from cloudevents.http import CloudEvent, from_http
-
 from . import tracing
 from .errors import BadRequest, PayloadTooLarge
+from .sdk import CloudEvent, GenericException, from_http, to_binary, to_dict
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
