@@ -548,3 +548,15 @@ def test_an_event_without_a_name_cannot_be_confirmed(enricher: FunctionProcess,
     assert response.status_code == 400
     assert "read back from the API server" in response.text
     assert broker.received == []
+
+
+def test_func_entry_without_its_key_ends_with_the_variables_name(kube: FakeKubeAPI,
+                                                                 broker: RecordingSink) -> None:
+    """func-python would go on without its lifespan and answer "not ready" forever: the
+    function ends instead, saying why."""
+    proc = FunctionProcess("kubeevent-enricher-sink", runtime="func",
+                           env={"KUBECONFIG": str(kube.kubeconfig_path),  # type: ignore[attr-defined]
+                                "KUBEEVENT_SIGNING_KEY": ""})
+    with pytest.raises(RuntimeError, match="exited with 1") as raised:
+        proc.start(timeout=30)
+    assert "KUBEEVENT_SIGNING_KEY is required" in str(raised.value)

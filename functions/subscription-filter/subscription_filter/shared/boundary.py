@@ -8,6 +8,7 @@ nothing else in a function touches HTTP.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -162,8 +163,19 @@ class AsgiFunction:
         self.function: Function | None = None
 
     def start(self, cfg: Mapping[str, str]) -> None:
-        if self.function is None:
+        """Build the core from ``cfg``. A configuration it cannot run with ends the process
+        with the reason (naming the variable): func-python's server would otherwise go on
+        without its lifespan and answer "not ready" forever, saying nothing."""
+        if self.function is not None:
+            return
+        try:
             self.function = self.build(dict(cfg))
+        except Exception as exc:
+            reason = one_line(logs.redact_text(f"{type(exc).__name__}: {exc}"))
+            logs.error("cannot start", error=reason)
+            sys.stderr.write(f"cannot start: {reason}\n")
+            sys.stderr.flush()
+            os._exit(1)
 
     def stop(self) -> None:
         stop = getattr(self.function, "stop", None)
