@@ -11,8 +11,9 @@ FUNC_STAMP  = $(FUNC_VENV)/.installed
 .PHONY: dev test test-cluster cluster lint vendor bench clean
 
 # The real-cluster suite (tests/cluster) needs kube-apiserver, etcd, kubectl and Knative's
-# adapter, built from Go modules into .cluster/bin; without Go it is left out.
-CLUSTER_TESTS := $(if $(shell command -v go),,--ignore=tests/cluster)
+# adapter, and tests/func Knative's func CLI, built from Go modules into .cluster/bin;
+# without Go they are left out.
+CLUSTER_TESTS := $(if $(shell command -v go),,--ignore=tests/cluster --ignore=tests/func)
 
 $(STAMP): requirements.txt functions/*/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,12 @@ $(FUNC_STAMP): $(STAMP) functions/*/pyproject.toml dev/func_env.py
 	$(PYTHON) -m venv $(FUNC_VENV)
 	$(PY) dev/func_env.py > $(FUNC_VENV)/requirements.txt
 	$(FUNC_VENV)/bin/python -m pip install --quiet -r $(FUNC_VENV)/requirements.txt
+	# What `func run --builder host` installs (offline, from here, in the tests): the same
+	# pins, and the build backends of the function (setuptools) and of func's service
+	# project (hatchling).
+	rm -rf $(FUNC_VENV)/wheels
+	$(FUNC_VENV)/bin/python -m pip download --quiet --dest $(FUNC_VENV)/wheels \
+	  -r $(FUNC_VENV)/requirements.txt setuptools==84.2.1 hatchling==1.33.0 wheel==0.48.0
 	touch $(FUNC_STAMP)
 
 ## Run the whole chain locally on this machine (Ctrl-C stops it).
