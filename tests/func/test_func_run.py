@@ -168,3 +168,34 @@ def test_the_notifier_under_func_run_sends_as_under_functions_framework(
         told = sorted((d.userid, d.msgtype, "run-func" in (d.content or ""))
                       for d in wecom.delivered)
         assert told == [("bob", "text", False), ("bob", "text", True)]
+
+
+def test_kubeevent_invoke_signs_what_func_invoke_cannot(api: FakeKubeAPI,
+                                                        tmp_path: Path) -> None:
+    """A developer's test event to the filter under `func run`: signed with the local key
+    it is answered; with --unsigned it gets the one-line 403 that says why."""
+    import json
+
+    from tests.cli.support import run as kubeevent
+
+    api.add(factory.cluster_subscription("bob", name="bob-invoke"))
+    event = factory.as_json(factory.enriched_event(
+        "approvalpending", obj=factory.promotion_run(approvers=("bob",)), signed=False))
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    env = {"KUBECONFIG": str(api.kubeconfig_path),  # type: ignore[attr-defined]
+           "SUBSCRIPTION_RBAC_CHECK": "false"}
+    with FuncRun("subscription-filter", tmp_path, env) as func:
+        signed = kubeevent("invoke", func.url, "--event", path, "--json",
+                           env=factory.SIGNING_ENV)
+        unsigned = kubeevent("invoke", func.url, "--event", path, "--unsigned")
+        keyless = kubeevent("invoke", func.url, "--event", path,
+                            env={"KUBEEVENT_SIGNING_KEY": ""})
+    assert signed.returncode == 0, signed.stderr
+    answer = signed.json()
+    assert answer["status"] == 200 and answer["signed"] is True
+    assert [r["subscriber"]["name"] for r in answer["reply"]["data"]["recipients"]] == ["bob"]
+    assert unsigned.returncode == 1
+    assert unsigned.stdout.strip() == ("403 unsigned event: only kubeevent-enricher-sink may "
+                                       "send here (extension kubeeventsignature missing)")
+    assert keyless.returncode == 2 and "KUBEEVENT_SIGNING_KEY is required" in keyless.stderr
