@@ -21,14 +21,8 @@ from .yamlio import Document, Position
 
 
 def subscriptions(kube: Any) -> list[Document]:
-    found = []
-    token = None
-    while True:
-        page, token = kube.list_page("core.katanomi.dev/v1alpha1", "ClusterSubscription",
-                                     limit=500, token=token)
-        found.extend(page)
-        if token is None:
-            break
+    found = [doc for page in kube.pages("core.katanomi.dev/v1alpha1", "ClusterSubscription")
+             for doc in page]
     return [Document("cluster", i, doc, Position("cluster", 1, 1))
             for i, doc in enumerate(found)]
 
@@ -36,18 +30,14 @@ def subscriptions(kube: Any) -> list[Document]:
 def events_of(kube: Any, api_version: str, kind: str, namespace: str, name: str
               ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    token = None
-    while True:
-        page, token = kube.list_page("v1", "Event", namespace=namespace, limit=500,
-                                     token=token)
+    for page in kube.pages("v1", "Event", namespace=namespace):
         for event in page:
             involved = event.get("involvedObject") or event.get("regarding") or {}
             if (involved.get("kind"), involved.get("name")) == (kind, name) and \
                     str(involved.get("apiVersion", "")).split("/")[0] == api_version.split(
                         "/")[0]:
                 found.append(event)
-        if token is None:
-            return found
+    return found
 
 
 def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:

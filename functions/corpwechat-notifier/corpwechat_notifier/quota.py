@@ -96,7 +96,7 @@ class MemberQuota:
             spec = (existing or {}).get("spec") or {}
             admission, sent, recent = decide(spec, self.clock(), digest, self.per_minute,
                                              self.per_hour, self.duplicate_window)
-            if not admission.admitted or (admission.duplicate and existing is not None):
+            if not admission.admitted or admission.duplicate:  # nothing to write
                 return admission
             body = dict(existing) if existing is not None else {
                 "apiVersion": API_VERSION, "kind": KIND,
@@ -116,10 +116,7 @@ class MemberQuota:
         are empty): how many were deleted."""
         now = self.clock()
         deleted = 0
-        token: str | None = None
-        while True:
-            items, token = self.kube.list_page(API_VERSION, KIND, namespace=self.namespace,
-                                               limit=page, token=token)
+        for items in self.kube.pages(API_VERSION, KIND, namespace=self.namespace, limit=page):
             for item in items:
                 spec = item.get("spec") or {}
                 times = [float(t) for t in [*(spec.get("sent") or []),
@@ -135,5 +132,4 @@ class MemberQuota:
                     deleted += 1
                 except NotFound:
                     pass
-            if token is None:
-                return deleted
+        return deleted

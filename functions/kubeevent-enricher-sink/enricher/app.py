@@ -134,8 +134,7 @@ class Enricher:
         only. At most one run at a time across replicas, and one per interval: a ping
         costs nothing more, whoever sends it."""
         target = self._configured_target()
-        asked = params.get("broker")
-        if asked is not None and self._target(params) != target:
+        if "broker" in params and self._target(params) != target:
             raise Forbidden("a catch-up ping cannot choose where events go: it sends only "
                             "to the configured broker")
         why_not = self.lease.acquire()
@@ -157,14 +156,12 @@ class Enricher:
         for namespace in namespaces:
             found = by_namespace[namespace] = []
             for selector in self._kind_selectors():
-                token: str | None = None
-                while len(found) < config.catchup_max_listed:
-                    page, token = self.kube.list_page(
-                        "v1", "Event", namespace=namespace, field_selector=selector,
-                        limit=min(CATCHUP_PAGE, config.catchup_max_listed - len(found)),
-                        token=token)
-                    found.extend(page)
-                    if token is None:
+                if len(found) >= config.catchup_max_listed:
+                    break
+                for page in self.kube.pages("v1", "Event", namespace=namespace,
+                                            field_selector=selector, limit=CATCHUP_PAGE):
+                    found.extend(page[:config.catchup_max_listed - len(found)])
+                    if len(found) >= config.catchup_max_listed:
                         break
             listed += len(found)
         chosen = core.recent(by_namespace, time.time(), config.catchup_window_seconds,
@@ -204,14 +201,10 @@ class Enricher:
         return [f"involvedObject.kind={kind}" for kind in self.config.kind_names] or [""]
 
     def _names(self, api_version: str, kind: str, *, label_selector: str) -> list[str]:
-        names: list[str] = []
-        token: str | None = None
-        while True:
-            page, token = self.kube.list_page(api_version, kind, label_selector=label_selector,
-                                              limit=CATCHUP_PAGE, token=token)
-            names.extend(str((o.get("metadata") or {}).get("name") or "") for o in page)
-            if token is None:
-                return [n for n in names if n]
+        names = (str((o.get("metadata") or {}).get("name") or "")
+                 for page in self.kube.pages(api_version, kind, label_selector=label_selector,
+                                             limit=CATCHUP_PAGE) for o in page)
+        return [n for n in names if n]
 
     def _configured_target(self) -> str:
         """Where events go when no broker is named: K_SINK, else the first of

@@ -170,6 +170,20 @@ class Kube:
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         return [i for i in items if isinstance(i, dict)], (meta.get("continue") or None)
 
+    def pages(self, api_version: str, kind: str, *, namespace: str | None = None,
+              label_selector: str = "", field_selector: str = "", limit: int = 500
+              ) -> Iterator[list[dict[str, Any]]]:
+        """Every page of a list, in order (stop iterating to stop listing)."""
+        token: str | None = None
+        while True:
+            page, token = self.list_page(api_version, kind, namespace=namespace,
+                                         label_selector=label_selector,
+                                         field_selector=field_selector, limit=limit,
+                                         token=token)
+            yield page
+            if token is None:
+                return
+
     def custom(self) -> k8s.CustomObjectsApi:
         return k8s.CustomObjectsApi(self.api)
 
