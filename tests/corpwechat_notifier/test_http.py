@@ -598,13 +598,18 @@ def test_partial_failure_resends_only_what_is_missing(ff, wecom):
         "ann", "bob.wx"]
 
 
-def test_unreachable_members_do_not_hold_back_the_others(ff, wecom):
+def test_unreachable_members_do_not_hold_back_the_others(ff, wecom, kube):
     event = factory.notification_request(
         factory.enriched_event("personal"),
         recipients=[factory.recipient("zed"), factory.recipient("ann")])
     first = factory.post(ff.url, event)
     assert first.status_code == 422 and "errcode 81013" in first.text
     assert deliveries(wecom) == {"ann": 1}
+    zed = records_of(kube, event["id"])["zed"]
+    assert (zed["status"]["phase"], zed["status"]["reason"]) == ("Failed", "Unreachable")
+    assert "pending" not in zed["status"] and \
+        "kubeevent.io/retry" not in zed["metadata"].get("labels", {}), \
+        "81013 will not get better: not sent again by the sweep"
     replay = factory.post(ff.url, event)  # e.g. replayed from the dead-letter sink
     assert replay.status_code == 422 and deliveries(wecom) == {"ann": 1}
     assert [c.body["touser"] for c in wecom.calls_to(MESSAGE_SEND)] == ["zed", "ann", "zed"]

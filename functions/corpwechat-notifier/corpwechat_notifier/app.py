@@ -227,10 +227,9 @@ class Notifier:
                 continue
             pending = records.Pending.from_json((record.get("status") or {}).get("pending"))
             assert pending is not None  # due() said send
-            message = Message(pending.msgtype, pending.fields)
             try:
                 credentials = credentials or self.credentials.get()
-                result = self._deliver(credentials, message, pending.target, claim.recipient)
+                result = self._deliver(credentials, pending, claim.recipient)
             except Exception as exc:  # the next sweep tries again, later
                 reason = getattr(exc, "reason", None) or type(exc).__name__
                 result = records.Result(records.FAILED, "Unreachable", str(reason),
@@ -240,20 +239,19 @@ class Notifier:
             self.records.finish(claim, result)
         return counts
 
-    def _deliver(self, credentials: Any, message: Message, target: str,
+    def _deliver(self, credentials: Any, pending: records.Pending,
                  name: str) -> records.Result:
-        """One recorded message to one target, within the member limit."""
-        retry = records.Pending(target, message.msgtype, message.fields)
-        admission = self._admit(target, message)
+        """One recorded message to its target, within the member limit."""
+        target = pending.target
+        admission = self._admit(target, pending.message)
         if not admission.admitted:
-            return self._deferred(admission, retry)
-        report = self.client.send(credentials, message, [target])
+            return self._deferred(admission, pending)
+        report = self.client.send(credentials, pending.message, [target])
         if report.invalid or report.unlicensed:
             why = "InvalidUser" if report.invalid else "Unlicensed"
             return records.Result(records.REFUSED, why, f"WeCom refused user {target}")
-        if report.unreachable:
-            return records.Result(records.FAILED, "Unreachable", report.unreachable[0].reason,
-                                  retry=retry)
+        if report.unreachable:  # 81013: not sent again (as from a notification request)
+            return records.Result(records.FAILED, "Unreachable", report.unreachable[0].reason)
         logs.info("delivery sent from its record", subscriber=name, target=target)
         return records.Result(records.SENT, "Sent", target)
 
@@ -334,8 +332,8 @@ class Notifier:
                     admission = self._admit(target, message)
                     if not admission.admitted:
                         deferred.append(recipient.name)
-                        results[recipient.name] = self._deferred(admission, records.Pending(
-                            target, message.msgtype, message.fields))
+                        results[recipient.name] = self._deferred(
+                            admission, records.Pending(target, message))
                         logs.warning("member rate limit: deferred", subscriber=recipient.name,
                                      notification=request.id,
                                      until=records.now_text(admission.until))
@@ -364,8 +362,8 @@ class Notifier:
                     for name in by_user.get(userid, ()):
                         results[name] = records.Result(records.REFUSED, why,
                                                        f"WeCom refused user {userid}")
-                for rejected in report.unreachable:
-                    self._unsent(message, by_user, results, rejected.reason)
+                for rejected in report.unreachable:  # 81013: will not get better
+                    self._unsent(message, by_user, results, rejected.reason, retry=False)
                 unreachable.extend(report.unreachable)
         except TemporaryError as exc:
             # WeCom down: what did not go out keeps its message; the sweep sends it again
@@ -383,15 +381,16 @@ class Notifier:
 
     @staticmethod
     def _unsent(message: Message, by_user: Mapping[str, list[str]],
-                results: dict[str, records.Result], reason: str) -> None:
-        """Who was to get ``message`` and has no outcome yet: failed, to be sent again."""
+                results: dict[str, records.Result], reason: str, *, retry: bool = True
+                ) -> None:
+        """Who was to get ``message`` and has no outcome yet: failed (and, with ``retry``,
+        to be sent again from the record)."""
         for target, names in by_user.items():
             for name in names:
                 if name not in results:
-                    results[name] = records.Result(records.FAILED, "Unreachable", reason,
-                                                   retry=records.Pending(
-                                                       target, message.msgtype,
-                                                       message.fields))
+                    results[name] = records.Result(
+                        records.FAILED, "Unreachable", reason,
+                        retry=records.Pending(target, message) if retry else None)
 
     def _targets(self, recipient: core.Recipient,
                  found: Iterator[tuple[str | None, str]]) -> tuple[list[str], str]:

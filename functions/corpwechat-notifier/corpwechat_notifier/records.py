@@ -41,6 +41,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from .core import NotificationRequest, Recipient
+from .render import Message
 from .shared import logs
 from .shared.errors import TemporaryError
 from .shared.kube import Kube, translate
@@ -104,11 +105,11 @@ class Pending:
     """What a delivery that did not go out is to send when it is tried again."""
 
     target: str
-    msgtype: str
-    fields: tuple[tuple[str, str], ...]
+    message: Message
 
     def as_json(self) -> dict[str, Any]:
-        return {"target": self.target, "msgtype": self.msgtype, "fields": dict(self.fields)}
+        return {"target": self.target, "msgtype": self.message.msgtype,
+                "fields": dict(self.message.fields)}
 
     @classmethod
     def from_json(cls, raw: Any) -> Pending | None:
@@ -119,7 +120,8 @@ class Pending:
         if not (isinstance(target, str) and target and isinstance(msgtype, str)
                 and isinstance(fields, Mapping)):
             return None
-        return cls(target, msgtype, tuple((str(k), str(v)) for k, v in fields.items()))
+        return cls(target, Message(msgtype, tuple((str(k), str(v))
+                                                  for k, v in fields.items())))
 
 
 @dataclass(frozen=True)
@@ -322,11 +324,8 @@ class DeliveryRecords:
     def retry_candidates(self, page: int = 200) -> list[dict[str, Any]]:
         """The records waiting to be sent again (label ``kubeevent.io/retry``), at most
         ``page`` of them, oldest first."""
-        with translate(f"list {PLURAL}.{GROUP}"):
-            listed = self.kube.custom().list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, label_selector=f"{RETRY_LABEL}=true",
-                limit=page, _request_timeout=self.kube.timeout)
-        items = [i for i in listed.get("items") or [] if isinstance(i, dict)]
+        items, _ = self.kube.list_page(f"{GROUP}/{VERSION}", KIND, namespace=self.namespace,
+                                       label_selector=f"{RETRY_LABEL}=true", limit=page)
         return sorted(items, key=lambda i: str((i.get("metadata") or {})
                                                .get("creationTimestamp") or ""))
 

@@ -7,6 +7,7 @@ nothing else in a function touches HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from . import logs, metrics, tracing
 from .errors import FunctionError, PayloadTooLarge, TemporaryError, one_line, status_for
@@ -191,9 +193,6 @@ class AsgiFunction:
 
     async def handle(self, scope: Mapping[str, Any], receive: Callable[[], Awaitable[Any]],
                      send: Callable[[Any], Awaitable[None]]) -> None:
-        import asyncio
-        from urllib.parse import parse_qsl
-
         if self.function is None:  # a server that skipped the lifespan start
             self.start(os.environ)
         headers = {k.decode("latin-1"): v.decode("latin-1")
