@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cloudevents.conversion import to_binary
-
 from bench.common import (
     BenchProcess,
     baseline,
@@ -30,6 +28,7 @@ from bench.common import (
 )
 from bench.world import World, size_of, sized_promotion_run
 from dev.support.factory import apiserver_event, kube_event
+from dev.support.wire import to_binary
 
 NAME = "enricher"
 TARGET = 0.7

@@ -36,12 +36,12 @@ from typing import Any
 
 import requests
 import yaml
-from cloudevents.conversion import to_binary
 
 from bench.common import BenchProcess, children, emit, log, ms, percentile, rss_mb, table
 from bench.world import World, sized_promotion_run
 from dev.support.factory import enriched_event
 from dev.support.seed import example
+from dev.support.wire import to_binary
 
 NAME = "filter"
 FUNCTION = "subscription-filter"

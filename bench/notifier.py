@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import requests
-from cloudevents.conversion import to_binary
 
 from bench.common import (
     BenchProcess,
@@ -44,6 +43,7 @@ from bench.world import World, sized_promotion_run
 from dev.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
 from dev.support.factory import enriched_event, notification_request, recipient
 from dev.support.seed import ROOT
+from dev.support.wire import to_binary
 
 NAME = "notifier"
 FUNCTION = "corpwechat-notifier"

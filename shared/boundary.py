@@ -19,8 +19,7 @@ from urllib.parse import parse_qsl
 
 from . import logs, metrics, tracing
 from .errors import FunctionError, PayloadTooLarge, TemporaryError, one_line, status_for
-from .events import MAX_BODY_BYTES, Outcome, binary_http, parse_event
-from .sdk import CloudEvent
+from .events import MAX_BODY_BYTES, Event, Outcome, binary_http, parse_event
 
 
 class Function(Protocol):
@@ -29,7 +28,7 @@ class Function(Protocol):
 
     name: str
 
-    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome: ...
+    def handle(self, event: Event, params: Mapping[str, str]) -> Outcome: ...
 
     def ready(self) -> bool: ...
 
@@ -90,7 +89,7 @@ def _dispatch_event(function: Function, request: Request) -> Response:
     if request.method != "POST":
         reason = f"method {request.method} not allowed; POST a CloudEvent"
         return _text(405, reason, {"Allow": "POST"})
-    event: CloudEvent | None = None
+    event: Event | None = None
     context: dict[str, Any] = {}
     try:
         event = parse_event(request.headers, request.body)

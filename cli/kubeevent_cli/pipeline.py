@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from . import bridge
 from .errors import UserError
 from .yamlio import Document, load_file
+
+PlainEvent = bridge.shared_events.Event  # the functions' own plain event
 
 APISERVER_PREFIX = "dev.knative.apiserver."
 ENRICHED_PREFIX = bridge.enricher_core.ENRICHED_PREFIX
@@ -34,7 +34,7 @@ class EventInput:
     shape: str
     data: dict[str, Any]
     source: str
-    event: CloudEvent | None = None
+    event: PlainEvent | None = None
 
 
 def single_document(path: str, what: str) -> Document:
@@ -46,7 +46,7 @@ def single_document(path: str, what: str) -> Document:
     return docs[0]
 
 
-def cloud_event(data: Mapping[str, Any], where: str) -> CloudEvent:
+def cloud_event(data: Mapping[str, Any], where: str) -> PlainEvent:
     """A structured-mode CloudEvent (JSON object) → ``CloudEvent``."""
     for name in _CE_REQUIRED:
         value = data.get(name)
@@ -65,7 +65,7 @@ def cloud_event(data: Mapping[str, Any], where: str) -> CloudEvent:
         elif not isinstance(value, str):
             raise UserError(f"{where}: CloudEvent attribute {key!r} must be a string")
         attributes[str(key)] = value
-    return CloudEvent(attributes, data.get("data"))
+    return PlainEvent(attributes, data.get("data"))
 
 
 def read_event(path: str) -> EventInput:
@@ -103,7 +103,7 @@ def parse_kube_event(event: EventInput) -> Any:
 
 
 def enriched_event(event: EventInput, obj: Mapping[str, Any] | None,
-                   replace_object: bool = False) -> CloudEvent:
+                   replace_object: bool = False) -> PlainEvent:
     """The enriched CloudEvent the enricher emits (or the one given, checked)."""
     if event.shape == "kube":
         return bridge.enricher_core.enrich(parse_kube_event(event), obj)
@@ -112,10 +112,10 @@ def enriched_event(event: EventInput, obj: Mapping[str, Any] | None,
         return event.event
     data = event.event.data if isinstance(event.event.data, dict) else {}
     attributes = bridge.shared_events.attributes(event.event)
-    return CloudEvent(attributes, {**data, "object": dict(obj) if obj is not None else None})
+    return PlainEvent(attributes, {**data, "object": dict(obj) if obj is not None else None})
 
 
-def parse_enriched(event: CloudEvent, where: str) -> Any:
+def parse_enriched(event: PlainEvent, where: str) -> Any:
     """The filter's view of the event (``subscription_filter.core.Enriched``)."""
     try:
         return bridge.filter_core.parse_enriched(event)
@@ -123,14 +123,14 @@ def parse_enriched(event: CloudEvent, where: str) -> Any:
         raise UserError(f"{where}: {exc}") from None
 
 
-def notification_request(event: CloudEvent, recipients: Sequence[Any]) -> tuple[CloudEvent, Any]:
+def notification_request(event: PlainEvent, recipients: Sequence[Any]) -> tuple[PlainEvent, Any]:
     """The request the filter would emit, and the notifier's reading of it."""
     (reply,) = bridge.filter_core.notifications(event, recipients)
     data = bridge.shared_events.json_data(reply)
     return reply, bridge.notifier_core.parse_request(reply["type"], reply["id"], data)
 
 
-def event_json(event: CloudEvent) -> dict[str, Any]:
+def event_json(event: PlainEvent) -> dict[str, Any]:
     """The structured JSON form the notifier's templates see as ``event``."""
     structured = bridge.shared_events.as_json_dict(event)
     structured["data"] = event.data

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from . import bridge
+
+PlainEvent = bridge.shared_events.Event  # the functions' own plain event
 
 APR_KIND = "ArtifactPromotionRun"
 APR_API_VERSION = "artifacts.katanomi.dev/v1alpha1"
@@ -87,7 +87,7 @@ def sample_event(obj: Mapping[str, Any], reason: str, message: str | None) -> di
 
 
 def enriched_sample(event_type: str, kinds: Mapping[str, tuple[str, str]] | None = None
-                    ) -> CloudEvent:
+                    ) -> PlainEvent:
     """An enriched event of ``event_type``; ``kinds`` maps a lowercase kind to
     (Kind, apiVersion) where subscriptions tell them (else ArtifactPromotionRun)."""
     kind, api_version, reason = APR_KIND, APR_API_VERSION, "approvalpending"
@@ -104,5 +104,5 @@ def enriched_sample(event_type: str, kinds: Mapping[str, tuple[str, str]] | None
         # Not an enricher type: keep the sample's data, under the type asked for.
         attributes = bridge.shared_events.attributes(enriched)
         attributes["type"] = event_type
-        return CloudEvent(attributes, enriched.data)
+        return PlainEvent(attributes, enriched.data)
     return enriched

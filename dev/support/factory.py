@@ -10,14 +10,16 @@ import uuid
 from typing import Any
 
 import requests
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
+
+from dev.support.wire import event as plain_event
+from dev.support.wire import to_binary, to_structured
+from shared.events import Event
 
 APR_API_VERSION = "artifacts.katanomi.dev/v1alpha1"
 APR_KIND = "ArtifactPromotionRun"
 KUBEEVENT = "dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.{}.v1alpha1"
 NOTIFICATION_REQUESTED = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
-# K8s Event reason → the lowercase reason in the CloudEvent type (the seed's four).
+# K8s Event reason → the lowercase reason in the Event type (the seed's four).
 REASONS = {
     "approvalpending": "ApprovalPending",
     "approvaldenied": "ApprovalDenied",
@@ -41,13 +43,13 @@ def signed_headers(headers: dict[str, str], body: bytes) -> dict[str, str]:
     if not attrs.get("id") or not attrs.get("type"):
         return dict(headers)
     event = Signer(SIGNING_KEY.encode()).sign(
-        CloudEvent({"source": "test", **attrs, "specversion": "1.0"}, body))
+        plain_event({"source": "test", **attrs, "specversion": "1.0"}, body))
     # The SDK gives an event without ``time`` one (on both sides): send the signed one.
     return {**headers, "ce-time": event["time"], f"ce-{SIGNED_AT}": event[SIGNED_AT],
             f"ce-{EXTENSION}": event[EXTENSION]}
 
 
-def sign(event: CloudEvent, key: str = SIGNING_KEY) -> CloudEvent:
+def sign(event: Event, key: str = SIGNING_KEY) -> Event:
     """``event`` with our functions' signature (after any change to it)."""
     from shared.signing import Signer
 
@@ -126,9 +128,9 @@ def events_v1(core_event: dict[str, Any]) -> dict[str, Any]:
 
 
 def apiserver_event(data: Any, *, action: str = "add", mode: str = "resource",
-                    id: str | None = None) -> CloudEvent:
+                    id: str | None = None) -> Event:
     """What ApiServerSource sends for ``data`` (an Event, or a ref in ref mode)."""
-    return CloudEvent({
+    return plain_event({
         "specversion": "1.0",
         "type": f"dev.knative.apiserver.{mode}.{action}",
         "source": "https://10.96.0.1:443",
@@ -140,7 +142,7 @@ def apiserver_event(data: Any, *, action: str = "add", mode: str = "resource",
 
 def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | None = None,
                    message: str | None = None, id: str | None = None,
-                   event: dict[str, Any] | None = None, signed: bool = True) -> CloudEvent:
+                   event: dict[str, Any] | None = None, signed: bool = True) -> Event:
     """An enriched event as the enricher emits it (DESIGN §5), built by hand."""
     obj = obj if obj is not None else promotion_run()
     kevent = event or kube_event(REASONS.get(reason, reason), obj=obj, message=message)
@@ -150,7 +152,7 @@ def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | Non
     kind = obj.get("kind", APR_KIND) if obj else APR_KIND
     ns = meta.get("namespace", "devops")
     name = meta.get("name", "my-promotion")
-    built = CloudEvent({
+    built = plain_event({
         "specversion": "1.0",
         "type": KUBEEVENT.format(reason),
         "source": f"/apis/{group}/{version}/namespaces/{ns}/{kind.lower()}/{name}/",
@@ -167,7 +169,7 @@ def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | Non
     return sign(built) if signed else built
 
 
-def post(url: str, event: CloudEvent, *, mode: str = "binary",
+def post(url: str, event: Event, *, mode: str = "binary",
          params: dict[str, str] | None = None, timeout: float = 30) -> requests.Response:
     """POST ``event`` in binary or structured content mode."""
     headers, body = (to_binary if mode == "binary" else to_structured)(event)
@@ -185,7 +187,7 @@ def binary_headers(type: str = "dev.knative.apiserver.resource.add",
             "ce-type": type, "content-type": content_type}
 
 
-def as_json(event: CloudEvent) -> dict[str, Any]:
+def as_json(event: Event) -> dict[str, Any]:
     _, body = to_structured(event)
     return json.loads(body)
 
@@ -213,10 +215,10 @@ def seed_recipient() -> dict[str, Any]:
                      subscription="admin-artifactpromotionrun-subscription")
 
 
-def notification_request(enriched: CloudEvent | None = None, *,
+def notification_request(enriched: Event | None = None, *,
                          recipients: list[dict[str, Any]] | None = None,
                          id: str | None = None, signed: bool = True,
-                         notification: Any = None) -> CloudEvent:
+                         notification: Any = None) -> Event:
     """What subscription-filter emits for ``enriched`` (default: a seed approval-pending);
     ``notification``: ``data.notification`` of one part of a split request."""
     enriched = enriched if enriched is not None else enriched_event("approvalpending")
@@ -225,7 +227,7 @@ def notification_request(enriched: CloudEvent | None = None, *,
         "recipients": recipients if recipients is not None else [seed_recipient()]}
     if notification is not None:
         data["notification"] = notification
-    built = CloudEvent({
+    built = plain_event({
         "specversion": "1.0",
         "type": NOTIFICATION_REQUESTED,
         "source": "/apis/core.katanomi.dev/v1alpha1/clustersubscriptions",

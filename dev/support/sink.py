@@ -1,4 +1,4 @@
-"""A recording CloudEvent sink: stands in for a broker ingress or K_SINK."""
+"""A recording Event sink: stands in for a broker ingress or K_SINK."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cloudevents.http import CloudEvent, from_http
+from dev.support.wire import from_http
+from shared.events import Event
 
 
 @dataclass
@@ -16,7 +17,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
 
-    def event(self) -> CloudEvent:
+    def event(self) -> Event:
         return from_http(self.headers, self.body)
 
 
@@ -61,7 +62,7 @@ class RecordingSink:
         with self._lock:
             self._statuses.extend(statuses)
 
-    def events(self) -> list[CloudEvent]:
+    def events(self) -> list[Event]:
         with self._lock:
             return [r.event() for r in self.received]
 

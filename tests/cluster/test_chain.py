@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cloudevents.http import CloudEvent
 
 from dev.cluster.adapter import ReceiveAdapter
 from dev.cluster.chain import ClusterChain
@@ -25,6 +24,7 @@ from dev.support.factory import (
     promotion_run,
 )
 from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
+from dev.support.wire import event as plain_event
 from tests.support.cli import kubeevent
 
 
@@ -340,7 +340,7 @@ def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) ->
     assert stack.broker is not None and stack.sandbox is not None
     assert not any(((e.data or {}).get("event") or {}).get("metadata", {}).get("uid")
                    == missed["metadata"]["uid"] for e in stack.broker.ingress)
-    ping = CloudEvent({"type": "dev.knative.sources.ping",
+    ping = plain_event({"type": "dev.knative.sources.ping",
                        "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
                                  "kubeevent-catch-up"}, {"catchUp": "events"})
     before = len(stack.broker.ingress)

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from cloudevents.http import CloudEvent
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
 from dev.support import factory
 from dev.support.procs import FunctionProcess
 from dev.support.seed import example
+from dev.support.wire import event as plain_event
+from shared.events import Event
 from tests.corpwechat_notifier.support import (
     CRD_FILE,
     DELIVERY_CRD,
@@ -185,7 +186,7 @@ def mail_only(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
     proc.stop()
 
 
-def deliver(proc: FunctionProcess, event: CloudEvent, *, mode: str = "binary",
+def deliver(proc: FunctionProcess, event: Event, *, mode: str = "binary",
             attempts: int = 6) -> list[requests.Response]:
     """POST like a Knative delivery: again while the status is one Knative retries."""
     answers = []
@@ -197,7 +198,7 @@ def deliver(proc: FunctionProcess, event: CloudEvent, *, mode: str = "binary",
     return answers
 
 
-def approval_pending(**kwargs: Any) -> CloudEvent:
+def approval_pending(**kwargs: Any) -> Event:
     """The seed's approval-pending request: approvers admin (the seed subscriber) and bob."""
     return factory.notification_request(
         factory.enriched_event("approvalpending"),
@@ -839,7 +840,7 @@ def test_a_member_over_wecoms_rate_limit_is_deferred_not_silently_dropped(
         proc.stop()
 
 
-SWEEP = CloudEvent({"type": "dev.knative.sources.ping", "source": "/apis/v1/namespaces/"
+SWEEP = plain_event({"type": "dev.knative.sources.ping", "source": "/apis/v1/namespaces/"
                    "kubeevent-enricher/pingsources/kubeevent-delivery-sweep"},
                   {"sweep": "notificationdeliveries"})
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from cloudevents.conversion import to_binary
 
 from dev.stack.stack import ENRICHER, FILTER, NOTIFIER, Stack, StackOptions
 from dev.support.factory import apiserver_event, kube_event, promotion_run
+from dev.support.wire import to_binary
 from tests.support.otlp import OtlpReceiver
 
 from .conftest import REQUESTED, settle

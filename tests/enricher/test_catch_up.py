@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 import requests
-from cloudevents.http import CloudEvent
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support.factory import kube_event, post, promotion_run
 from dev.support.procs import FunctionProcess
 from dev.support.sink import RecordingSink
+from dev.support.wire import event as plain_event
+from shared.events import Event
 
 from .conftest import apiserver_event, enricher_env
 
@@ -36,8 +37,8 @@ def event_at(run: dict[str, Any], reason: str, seconds_ago: float) -> dict[str, 
     return event
 
 
-def ping() -> CloudEvent:
-    return CloudEvent({"type": "dev.knative.sources.ping",
+def ping() -> Event:
+    return plain_event({"type": "dev.knative.sources.ping",
                        "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
                                  "kubeevent-catch-up"}, {"catchUp": "events"})
 

@@ -101,6 +101,24 @@ def test_each_function_has_both_entries_and_no_parliament() -> None:
                                  re.M), path
 
 
+def test_only_the_boundary_knows_the_cloudevents_sdk() -> None:
+    """The cores take plain attributes and data (``shared.events.Event``): the SDK is
+    imported by ``shared/sdk.py`` alone and used by ``shared/events.py`` alone, so a core
+    runs the same whichever SDK major version its entry installed."""
+    sdk_import = re.compile(r"^\s*(from|import)\s+cloudevents\b", re.M)
+    uses_sdk = re.compile(r"^\s*from\s+\.(shared)?\s*import\s+.*\bsdk\b|\.sdk\s+import", re.M)
+    sources = [*(ROOT / "shared").glob("*.py")]
+    for function in present_functions():
+        sources += [p for p in function.rglob("*.py") if "shared" not in p.relative_to(
+            function).parts]
+    for path in sources:
+        text = path.read_text()
+        if path.name != "sdk.py":
+            assert not sdk_import.search(text), f"{path}: imports the CloudEvents SDK"
+        if path.name not in ("sdk.py", "events.py"):
+            assert not uses_sdk.search(text), f"{path}: uses the SDK shim"
+
+
 def test_the_tools_do_not_import_the_tests() -> None:
     """bench/ and the dev stack (``make dev``) are tools: they run without the test package."""
     code = ("import sys, bench.__main__, bench.filter, bench.notifier, bench.enricher, "

@@ -5,10 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import from_http
 
 from dev.support import factory
+from dev.support.wire import from_http, to_binary, to_structured
 from shared.config import ConfigError
 from shared.errors import Forbidden
 from shared.signing import EXTENSION, SIGNED, SIGNED_AT, Signer, signer_from_env
@@ -37,7 +36,7 @@ CHANGES = {
     "involvedobjectkind": lambda e: e.__setitem__("involvedobjectkind", "Pod"),
     "eventreason": lambda e: e.__setitem__("eventreason", "approved"),
     "signed at": lambda e: e.__setitem__(SIGNED_AT, str(int(e[SIGNED_AT]) + 3600)),
-    "an attribute removed": lambda e: e._attributes.pop("involvedobjectnamespace"),
+    "an attribute removed": lambda e: e.attributes.pop("involvedobjectnamespace"),
     "a signed attribute added": lambda e: e.__setitem__("subject", "added"),
     "data": lambda e: setattr(e, "data", {**e.data, "object": None}),
     "nested data": lambda e: e.data["event"].__setitem__(
@@ -64,10 +63,10 @@ def test_key_order_and_transport_attributes_do_not_matter_and_are_not_trusted() 
     changed["approvedby"] = "security-team"
     Signer(KEY).verify(changed, "the enricher")
     trusted = Signer.trusted(changed)
-    attributes = trusted.get_attributes()
+    attributes = trusted.attributes
     assert "approvedby" not in attributes and "knativearrivaltime" not in attributes
     assert attributes["traceparent"] == changed["traceparent"]
-    assert {k for k in attributes if k in SIGNED} == {k for k in event.get_attributes()
+    assert {k for k in attributes if k in SIGNED} == {k for k in event.attributes
                                                         if k in SIGNED}
     assert trusted.data == changed.data
 

@@ -6,17 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cloudevents.http import CloudEvent
-
+from dev.support.wire import event as plain_event
 from shared import tracing
-from shared.events import new_event
+from shared.events import Event, new_event
 
 ROOT = Path(__file__).resolve().parents[2]
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def event(**attributes: str) -> CloudEvent:
-    return CloudEvent({"type": "t", "source": "s", "id": "1", **attributes}, {})
+def event(**attributes: str) -> Event:
+    return plain_event({"type": "t", "source": "s", "id": "1", **attributes}, {})
 
 
 def test_the_extension_wins_over_the_header_and_bad_values_start_a_new_trace() -> None:
@@ -41,7 +40,7 @@ def test_what_a_request_emits_continues_its_trace_with_a_span_of_its_own() -> No
     with tracing.request("test", None, "handle") as fresh:
         assert len(fresh.trace_id) == 32 and fresh.trace_id != parent.trace_id
     outside = new_event(type="t", source="s", id="3", data={})
-    assert "traceparent" not in outside.get_attributes()
+    assert "traceparent" not in outside.attributes
 
 
 def test_without_an_endpoint_the_sdk_is_never_imported() -> None:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cloudevents.conversion import to_binary
 
 from dev.support import factory
+from dev.support.wire import to_binary
 from subscription_filter.app import SubscriptionFilter
 from subscription_filter.celengine import select
 from subscription_filter.config import Config

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from cloudevents.http import CloudEvent
 
 from dev.support import factory, seed
+from dev.support.wire import event as plain_event
+from shared.events import Event
 from subscription_filter import binding, celengine, core
 from subscription_filter.celengine import CelPyEngine, Engine, Program
 from subscription_filter.rbac import Target, review_body
@@ -456,16 +457,16 @@ def test_parse_enriched() -> None:
     assert ce["data"]["object"]["metadata"]["name"] == "my-promotion"
 
 
-def _event(**changes: Any) -> CloudEvent:
+def _event(**changes: Any) -> Event:
     event = factory.enriched_event("failed", obj=RUN)
-    attrs = dict(event.get_attributes())
+    attrs = dict(event.attributes)
     data = changes.pop("data", event.data)
     for key, value in changes.items():
         if value is None:
             attrs.pop(key, None)
         else:
             attrs[key] = value
-    return CloudEvent(attrs, data)
+    return plain_event(attrs, data)
 
 
 @pytest.mark.parametrize(("event", "fragment"), [
@@ -477,7 +478,7 @@ def _event(**changes: Any) -> CloudEvent:
     (_event(data={"event": {}, "object": "x"}), "data.object must be"),
     (_event(data=b"{not json"), "not valid JSON"),
 ])
-def test_bad_input_is_refused(event: CloudEvent, fragment: str) -> None:
+def test_bad_input_is_refused(event: Event, fragment: str) -> None:
     with pytest.raises(BadRequest) as info:
         core.parse_enriched(event)
     assert fragment in info.value.reason

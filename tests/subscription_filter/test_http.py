@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from cloudevents.http import CloudEvent, from_http
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support import factory, seed
 from dev.support.procs import FunctionProcess
+from dev.support.wire import from_http
+from shared.events import Event
 
 FUNCTION = "subscription-filter"
 CSUB = "core.katanomi.dev/v1alpha1"
@@ -99,7 +100,7 @@ def run(**kwargs: Any) -> dict[str, Any]:
     return factory.promotion_run(**kwargs)
 
 
-def reply(response: requests.Response) -> CloudEvent:
+def reply(response: requests.Response) -> Event:
     assert response.status_code == 200, response.text
     return from_http(dict(response.headers), response.content)
 
@@ -488,7 +489,7 @@ def test_attributes_nobody_signed_are_not_seen_by_filters_or_passed_on(fn) -> No
     response = factory.post(fn.url, event)
     assert response.status_code == 200, response.text
     reply = from_http(dict(response.headers), response.content)
-    assert "approvedby" not in reply.get_attributes()
+    assert "approvedby" not in reply.attributes
     assert "approvedby" not in reply.data["event"]
 
 

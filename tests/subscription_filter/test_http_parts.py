@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloudevents.http import from_http
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support import factory
 from dev.support.procs import FunctionProcess
 from dev.support.sink import RecordingSink
+from dev.support.wire import from_http
 from shared.events import MAX_BODY_BYTES
 from tests.subscription_filter.test_http import CRD, post, reply, start
 

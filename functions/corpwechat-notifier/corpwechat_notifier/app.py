@@ -15,10 +15,9 @@ from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret
 from .render import Message, Renderer
 from .shared import logs, metrics, tracing
 from .shared.errors import TemporaryError
-from .shared.events import Outcome, json_data
+from .shared.events import Event, Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
 from .shared.lease import RunLease
-from .shared.sdk import CloudEvent
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected
@@ -133,7 +132,7 @@ class Notifier:
     def ready(self) -> bool:
         return True
 
-    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+    def handle(self, event: Event, params: Mapping[str, str]) -> Outcome:
         if event["type"] == PING:
             return self._sweep()
         if self.config.signer is not None:

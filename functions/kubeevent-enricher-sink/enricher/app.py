@@ -10,11 +10,10 @@ from . import core
 from .config import Config
 from .shared import logs, metrics, tracing
 from .shared.errors import Forbidden, FunctionError, PermanentError
-from .shared.events import Outcome, json_data
+from .shared.events import Event, Outcome, json_data
 from .shared.kube import Kube
 from .shared.lease import RunLease
 from .shared.retry import retry_briefly
-from .shared.sdk import CloudEvent
 from .shared.sessions import PooledSession
 from .shared.sink import SinkTimedOut, post_event
 
@@ -51,7 +50,7 @@ class Enricher:
     def ready(self) -> bool:
         return True
 
-    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+    def handle(self, event: Event, params: Mapping[str, str]) -> Outcome:
         if event["type"] == core.PING:
             return self._catch_up(params)
         mode, action = core.action_of(event["type"])
@@ -227,7 +226,7 @@ class Enricher:
             return None
         return self._configured_target()
 
-    def _post(self, url: str, event: CloudEvent) -> None:
+    def _post(self, url: str, event: Event) -> None:
         with tracing.span("post to broker"):
             retry_briefly(lambda: post_event(self.http, url, event, self.config.http_timeout),
                           "post to the broker", attempts=self.config.attempts,

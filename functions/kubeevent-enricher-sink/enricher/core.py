@@ -14,8 +14,7 @@ from typing import Any
 
 from .shared import fit
 from .shared.errors import BadRequest, Forbidden
-from .shared.events import deterministic_id, new_event, strict_json
-from .shared.sdk import CloudEvent
+from .shared.events import Event, deterministic_id, new_event, strict_json
 
 RESOURCE_TYPE = "dev.knative.apiserver.resource."
 REF_TYPE = "dev.knative.apiserver.ref."
@@ -229,8 +228,8 @@ def enriched_source(ref: ObjectRef) -> str:
     return f"{base}{scope}/{ref.kind.lower()}/{ref.name}/"
 
 
-def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> CloudEvent:
-    """The seed's enriched CloudEvent: id is fixed by the Event's revision."""
+def enrich(event: KubeEvent, obj: Mapping[str, Any] | None) -> Event:
+    """The seed's enriched Event: id is fixed by the Event's revision."""
     ref = event.involved
     event_data, object_data, trimmed = fit.fit_enriched(event.raw, obj)
     extensions = {

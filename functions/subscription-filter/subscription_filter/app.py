@@ -15,9 +15,8 @@ from .config import Config
 from .rbac import AccessReviewer, GroupDirectory
 from .shared import logs, metrics, tracing
 from .shared.errors import FunctionError
-from .shared.events import Outcome
+from .shared.events import Event, Outcome
 from .shared.kube import Kube
-from .shared.sdk import CloudEvent
 from .shared.sessions import PooledSession
 from .shared.sink import post_event
 from .store import SubscriptionStore
@@ -99,7 +98,7 @@ class SubscriptionFilter:
         self.start()
         return self.store.ready() or self.store.wait_ready(self.startup_wait)
 
-    def handle(self, event: CloudEvent, params: Mapping[str, str]) -> Outcome:
+    def handle(self, event: Event, params: Mapping[str, str]) -> Outcome:
         self.start()
         signer = self.config.signer
         if signer is not None:
@@ -143,7 +142,7 @@ class SubscriptionFilter:
         return Outcome.reply(reply, recipients=[s.name for s in recipients],
                              notification_id=reply["id"], **fields)
 
-    def _send_parts(self, parts: Sequence[CloudEvent]) -> None:
+    def _send_parts(self, parts: Sequence[Event]) -> None:
         """The second and later requests of a long recipient list, to ``K_SINK``: sent
         before the first is replied, so a failure makes the broker send the event again
         (the same requests, the same ids: the notifier tells nobody twice)."""

@@ -14,8 +14,14 @@ from typing import Any
 from .celengine import CelEvalError, CelLimitError, Engine, EventScope, Program, Values, plain
 from .shared import fit
 from .shared.errors import BadRequest
-from .shared.events import as_json_dict, attributes, deterministic_id, json_data, new_event
-from .shared.sdk import CloudEvent
+from .shared.events import (
+    Event,
+    as_json_dict,
+    attributes,
+    deterministic_id,
+    json_data,
+    new_event,
+)
 from .subscriptions import Candidate, Index, Lookup, Subscription
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
@@ -57,7 +63,7 @@ class Enriched:
         return {**self.attributes, "data": self.data}
 
 
-def parse_enriched(event: CloudEvent) -> Enriched:
+def parse_enriched(event: Event) -> Enriched:
     """``BadRequest`` unless ``event`` is an enriched kube event with JSON object data."""
     type_ = str(event["type"])
     if not type_.startswith(ENRICHED_PREFIX):
@@ -224,9 +230,9 @@ def recipient(sub: Subscription) -> dict[str, Any]:
             "channels": list(sub.channels)}
 
 
-def notifications(event: CloudEvent, recipients: Sequence[Subscription],
+def notifications(event: Event, recipients: Sequence[Subscription],
                   source: str = NOTIFICATION_SOURCE, limit: int = fit.MAX_BODY_BYTES
-                  ) -> list[CloudEvent]:
+                  ) -> list[Event]:
     """The notification requests (DESIGN §5) for the enriched ``event``: one, unless its
     recipients do not fit in ``limit`` bytes with the event, then as many as they need,
     each under ``limit``. Ids depend only on the input id (and the part), so a

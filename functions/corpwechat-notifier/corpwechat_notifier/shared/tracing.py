@@ -23,9 +23,10 @@ import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .sdk import CloudEvent
+if TYPE_CHECKING:
+    from .events import Event
 
 TRACEPARENT, TRACESTATE = "traceparent", "tracestate"
 _PARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -58,9 +59,9 @@ def parse(traceparent: Any, tracestate: Any = "") -> Trace | None:
     return Trace(found[1], found[2], found[3], state)
 
 
-def incoming(event: CloudEvent, headers: Mapping[str, str]) -> Trace | None:
+def incoming(event: Event, headers: Mapping[str, str]) -> Trace | None:
     """The trace ``event`` belongs to: its extension, else the HTTP header."""
-    attributes = event.get_attributes()
+    attributes = event.attributes
     found = parse(attributes.get(TRACEPARENT), attributes.get(TRACESTATE, ""))
     if found is None:
         lowered = {k.lower(): v for k, v in headers.items()}
@@ -77,7 +78,7 @@ def current() -> Trace | None:
     return _current.get()
 
 
-def stamp(event: CloudEvent) -> None:
+def stamp(event: Event) -> None:
     """Give an event this request emits the request's trace context."""
     trace = _current.get()
     if trace is None:

@@ -1,4 +1,6 @@
-"""CloudEvent in and out, via the ``cloudevents`` SDK (binary and structured mode)."""
+"""CloudEvent in and out. Past this module an event is plain attributes and data
+(``Event``); the ``cloudevents`` SDK reads and writes the wire (binary and structured
+mode) here only, so no core depends on which SDK major version its entry installed."""
 
 from __future__ import annotations
 
@@ -8,18 +10,52 @@ import string
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
-from . import tracing
+from . import sdk, tracing
 from .errors import BadRequest, PayloadTooLarge
-from .sdk import CloudEvent, GenericException, from_http, to_binary, to_dict
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
 _CORE_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time"}
 )
+
+
+class Event:
+    """A CloudEvent as plain attributes (extensions included) and data."""
+
+    __slots__ = ("attributes", "data")
+
+    def __init__(self, attributes: Mapping[str, Any], data: Any = None) -> None:
+        self.attributes: dict[str, Any] = dict(attributes)
+        self.data = data
+
+    def __getitem__(self, name: str) -> Any:
+        return self.attributes[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.attributes[name] = value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.attributes
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.attributes.get(name, default)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Event) and self.attributes == other.attributes
+                and self.data == other.data)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Event({self.attributes!r}, {self.data!r})"
+
+    def _sdk(self) -> Any:
+        return sdk.CloudEvent(dict(self.attributes), self.data)
 
 
 # The CloudEvents HTTP binding (3.1.3.2): in a ce-* header, space, '"', '%' and anything
@@ -39,24 +75,25 @@ def _decoded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return plain
 
 
-def parse_event(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+def parse_event(headers: Mapping[str, str], body: bytes) -> Event:
     """Read a binary- or structured-mode CloudEvent; bad input raises ``BadRequest``."""
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
     plain = _decoded_headers(headers)
     try:
-        event = from_http(plain, body)
-    except GenericException as exc:
+        read = sdk.from_http(plain, body)
+    except sdk.GenericException as exc:
         raise BadRequest(f"not a CloudEvent: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise BadRequest(f"not a CloudEvent: {exc}") from None
+    event = Event(read.get_attributes(), read.data)
     for name in ("id", "source", "type"):
         if not event.get(name):
             raise BadRequest(f"not a CloudEvent: attribute {name!r} is empty")
     return event
 
 
-def json_data(event: CloudEvent) -> dict[str, Any]:
+def json_data(event: Event) -> dict[str, Any]:
     """The event's data as a JSON object, else ``BadRequest``."""
     data = event.data
     if isinstance(data, (bytes, bytearray)):
@@ -85,7 +122,7 @@ def new_event(
     extensions: Mapping[str, str] | None = None,
     time: str | None = None,
     subject: str | None = None,
-) -> CloudEvent:
+) -> Event:
     attributes: dict[str, Any] = {
         "specversion": "1.0",
         "type": type,
@@ -100,29 +137,30 @@ def new_event(
     for key, value in (extensions or {}).items():
         if value is not None and value != "":
             attributes[key] = str(value)
-    event = CloudEvent(attributes, data)
+    attributes.setdefault("time", datetime.now(UTC).isoformat())
+    event = Event(attributes, data)
     tracing.stamp(event)  # the trace of the request it is made in
     return event
 
 
-def attributes(event: CloudEvent) -> dict[str, Any]:
+def attributes(event: Event) -> dict[str, Any]:
     """All context attributes, extensions included (no data)."""
-    return dict(event.get_attributes())
+    return dict(event.attributes)
 
 
-def extensions(event: CloudEvent) -> dict[str, Any]:
-    return {k: v for k, v in event.get_attributes().items() if k not in _CORE_ATTRIBUTES}
+def extensions(event: Event) -> dict[str, Any]:
+    return {k: v for k, v in event.attributes.items() if k not in _CORE_ATTRIBUTES}
 
 
-def as_json_dict(event: CloudEvent) -> dict[str, Any]:
+def as_json_dict(event: Event) -> dict[str, Any]:
     """The structured-mode JSON form (attributes plus ``data``)."""
-    return to_dict(event)
+    return sdk.to_dict(event._sdk())
 
 
-def binary_http(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+def binary_http(event: Event) -> tuple[dict[str, str], bytes]:
     """Binary mode, header values percent-encoded as the HTTP binding says: a reason in
     Chinese, or with a newline, still goes out (and comes back the same on our side)."""
-    headers, body = to_binary(event)
+    headers, body = sdk.to_binary(event._sdk())
     out = {str(k): header_value(str(v)) if str(k).lower().startswith("ce-") else str(v)
            for k, v in headers.items()}
     return out, body if isinstance(body, bytes) else b""
@@ -148,12 +186,12 @@ class Outcome:
     """What a function's core decided: the HTTP status and, for 200, the reply."""
 
     status: int
-    event: CloudEvent | None = None
+    event: Event | None = None
     reason: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def reply(cls, event: CloudEvent, **fields: Any) -> Outcome:
+    def reply(cls, event: Event, **fields: Any) -> Outcome:
         return cls(200, event, "", fields)
 
     @classmethod

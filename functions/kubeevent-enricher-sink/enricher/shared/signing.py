@@ -40,7 +40,7 @@ from typing import Any
 from . import logs
 from .config import ConfigError, env, env_float
 from .errors import Forbidden
-from .sdk import CloudEvent
+from .events import Event
 
 EXTENSION = "kubeeventsignature"
 SIGNED_AT = "kubeeventsignedat"
@@ -82,8 +82,8 @@ def _framed(*parts: bytes) -> bytes:
     return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
 
-def _message(event: CloudEvent) -> bytes:
-    attributes = event.get_attributes()
+def _message(event: Event) -> bytes:
+    attributes = event.attributes
     values = [_ABSENT if attributes.get(name) is None
               else str(attributes[name]).encode("utf-8", "surrogatepass") for name in SIGNED]
     return _framed(SCHEME.encode("ascii"), *values, canonical_data(event.data))
@@ -103,15 +103,15 @@ class Signer:
     max_age: float = DEFAULT_MAX_AGE
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
-    def signature(self, event: CloudEvent, key: bytes | None = None) -> str:
+    def signature(self, event: Event, key: bytes | None = None) -> str:
         return _mac(self.key if key is None else key, _message(event))
 
-    def sign(self, event: CloudEvent) -> CloudEvent:
+    def sign(self, event: Event) -> Event:
         event[SIGNED_AT] = str(int(self.clock()))
         event[EXTENSION] = self.signature(event)
         return event
 
-    def verify(self, event: CloudEvent, sender: str) -> None:
+    def verify(self, event: Event, sender: str) -> None:
         """Refuse (403) an event ``sender`` did not sign with our key, or signed too long
         ago to be anything but a replay."""
         presented = event.get(EXTENSION)
@@ -139,11 +139,11 @@ class Signer:
             raise Forbidden(f"signature from the future: signed {-age:.0f} s from now")
 
     @staticmethod
-    def trusted(event: CloudEvent) -> CloudEvent:
+    def trusted(event: Event) -> Event:
         """``event`` with only what its signature covers (and how it is carried)."""
-        keep = {name: value for name, value in event.get_attributes().items()
+        keep = {name: value for name, value in event.attributes.items()
                 if name in SIGNED or name in TRANSPORT or name == EXTENSION}
-        return CloudEvent(keep, event.data)
+        return Event(keep, event.data)
 
 
 def signer_from_env(environ: Mapping[str, str] | None = None) -> Signer | None:

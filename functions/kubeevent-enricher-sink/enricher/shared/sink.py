@@ -5,8 +5,7 @@ from __future__ import annotations
 import requests
 
 from .errors import RateLimited, TemporaryError, Unprocessable
-from .events import binary_http
-from .sdk import CloudEvent
+from .events import Event, binary_http
 from .sessions import PooledSession
 
 
@@ -15,7 +14,7 @@ class SinkTimedOut(TemporaryError):
     answers after every delivery), so it is not worth repeating at once."""
 
 
-def post_event(http: PooledSession, url: str, event: CloudEvent, timeout: float) -> None:
+def post_event(http: PooledSession, url: str, event: Event, timeout: float) -> None:
     """Deliver ``event``. A 400 (the event will never be taken) is ``Unprocessable``;
     any other refusal or an unreachable sink is a ``TemporaryError`` (429:
     ``RateLimited``; 404: the broker may yet be created), so the caller's own sender
