@@ -11,9 +11,9 @@ FUNC_STAMP  = $(FUNC_VENV)/.installed
 .PHONY: dev test test-cluster cluster lint vendor bench clean
 
 # The real-cluster suite (tests/cluster) needs kube-apiserver, etcd, kubectl and Knative's
-# adapter, and tests/func Knative's func CLI, built from Go modules into .cluster/bin;
+# adapter, and Knative's func CLI, built from Go modules into .cluster/bin;
 # without Go they are left out.
-CLUSTER_TESTS := $(if $(shell command -v go),,--ignore=tests/cluster --ignore=tests/func)
+CLUSTER_TESTS := $(if $(shell command -v go),,--ignore=tests/cluster)
 
 $(STAMP): requirements.txt functions/*/requirements.txt
 	$(PYTHON) -m venv $(VENV)
