@@ -9,8 +9,9 @@ subscriptions (readiness); for the notifier, a delivered message. The hello-worl
 baseline gets a CloudEvent POST too, and so does a second baseline, hello-world
 plus ``import kubernetes`` (the floor of any function on the official client).
 Starts alternate baseline and subjects; the ratio is median over median. Target:
-<= 1.5x a hello-world function on func-python (what ``func create -l python -t
-cloudevents`` makes: every request answered with a small CloudEvent).
+<= 1.5x a hello-world function on func-python: the one ``func create -l python -t
+cloudevents`` (Knative's func CLI, dev/cluster/build.sh) makes when the benchmark starts,
+served by func-python's CloudEvent middleware as func's scaffolding serves it.
 
 ``--profile`` adds where the start time goes: ``python -X importtime`` of each
 function's entry module, summed per top-level package.
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from cloudevents.conversion import to_binary
 
 from bench.common import (
     BenchProcess,
@@ -42,6 +42,7 @@ from bench.common import (
 )
 from bench.world import World, sized_promotion_run
 from dev.support.factory import apiserver_event, kube_event
+from dev.support.wire import to_binary
 
 NAME = "coldstart"
 TARGET = 1.5

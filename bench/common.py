@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,11 +24,17 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from dev.support.factory import SIGNING_ENV
-from dev.support.procs import FunctionProcess
+from dev.support.procs import FUNC_PYTHON, FunctionProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 BASELINES = BENCH / "baselines"
+FUNC = ROOT / ".cluster" / "bin" / "func"  # Knative's func CLI (dev/cluster/build.sh)
+CREATED = BENCH / "results" / "func-create"
+# What func's scaffolding for the cloudevents template runs (its service/main.py).
+_CLOUDEVENT_SERVICE = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                       "from func_python.cloudevent import serve; from function import new; "
+                       "serve(new)")
 PROFILES = BENCH / "results" / "profiles"  # git-ignored
 
 # ----------------------------------------------------------------- statistics
@@ -114,7 +122,8 @@ class BenchProcess(FunctionProcess):
     """
 
     def __init__(self, name: str, *, runtime: str = "ff", env: dict[str, str] | None = None,
-                 directory: Path | None = None, profile: Path | None = None) -> None:
+                 directory: Path | None = None, profile: Path | None = None,
+                 cloudevent: bool = False) -> None:
         env = dict(env or {})
         if profile is not None:
             env["PYTHONPATH"] = os.pathsep.join(
@@ -123,8 +132,11 @@ class BenchProcess(FunctionProcess):
         if directory is not None:
             self.dir = directory
         self.profile = profile
+        self.cloudevent = cloudevent  # served by func-python's CloudEvent middleware
 
     def command(self) -> list[str]:
+        if self.cloudevent:
+            return [str(FUNC_PYTHON), "-c", _CLOUDEVENT_SERVICE, str(self.dir)]
         if self.profile is None:
             return super().command()
         return [sys.executable, "-m", "bench.profiled", self.runtime, str(self.dir),
@@ -179,9 +191,38 @@ class BenchProcess(FunctionProcess):
 
 def baseline(kind: str, runtime: str, **kwargs: Any) -> BenchProcess:
     """``hello`` (a hello-world function), ``hello_kubernetes`` (the same plus ``import
-    kubernetes``) or ``noop`` (reads the body, answers 202)."""
+    kubernetes``) or ``noop`` (reads the body, answers 202). Under func-python the
+    hello-worlds are the one ``func create -l python -t cloudevents`` makes."""
+    if runtime == "func" and kind in ("hello", "hello_kubernetes"):
+        return BenchProcess(f"baseline-{kind}", runtime=runtime, cloudevent=True,
+                            directory=func_created(kind == "hello_kubernetes"), **kwargs)
     return BenchProcess(f"baseline-{kind}", runtime=runtime, directory=BASELINES / kind,
                         **kwargs)
+
+
+@functools.cache
+def func_created(with_kubernetes: bool = False) -> Path:
+    """A hello-world made now by Knative's ``func create -l python -t cloudevents``
+    (offline: func carries its templates), optionally importing the Kubernetes client
+    first, the floor of any function built on it."""
+    name = "hello-kubernetes" if with_kubernetes else "hello"
+    target = CREATED / name
+    if not FUNC.exists():
+        raise SystemExit(f"{FUNC.relative_to(ROOT)} is missing: dev/cluster/build.sh builds "
+                         "Knative's func CLI, whose hello-world is the cold-start baseline")
+    if target.exists():
+        shutil.rmtree(target)
+    CREATED.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run([str(FUNC), "create", "-l", "python", "-t", "cloudevents", name],
+                          cwd=CREATED, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOME": str(CREATED)}, check=False)
+    if made.returncode != 0:
+        raise SystemExit(f"func create failed: {made.stderr.strip() or made.stdout.strip()}")
+    if with_kubernetes:
+        code = target / "function" / "func.py"
+        code.write_text("import kubernetes  # noqa: F401  (its import time)\n"
+                        + code.read_text())
+    return target
 
 
 def profile_path(name: str, enabled: bool) -> Path | None:
