@@ -1,0 +1,52 @@
+"""Every benchmark runs, in its quick mode, so one cannot stop working unseen (the numbers
+are not judged here: speed is read from `python -m bench`, never asserted in a test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import BENCHMARKS
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNC = ROOT / ".cluster" / "bin" / "func"
+
+
+def lines(output: str) -> dict[str, dict[str, object]]:
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            found[str(record["bench"])] = record
+    return found
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_each_benchmark_runs_in_quick_mode(name: str) -> None:
+    if name == "coldstart" and not FUNC.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{FUNC} is missing: dev/cluster/build.sh builds it")
+        pytest.skip("the cold-start baseline is made by Knative's func CLI (not built)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    done = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    record = lines(done.stdout).get(name)
+    assert record is not None, done.stdout[-3000:]
+    if name == "coldstart":
+        # Every function answered its real first request, beside func's own hello-world.
+        started = {(r["runtime"], r["function"]): r["first_success_ms"]
+                   for r in record["results"]}  # type: ignore[union-attr]
+        assert {f for _, f in started} >= {"hello-world", "kubeevent-enricher-sink",
+                                           "subscription-filter", "corpwechat-notifier"}
+        assert {r for r, _ in started} == {"func", "ff"}
+        assert all(isinstance(ms, float) and ms > 0 for ms in started.values()), started
+    elif name == "notifier":
+        assert record["fanout"] and record["overhead"], record
+    else:
+        assert record["results"], record
