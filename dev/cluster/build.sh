@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the real control plane the cluster tests run against, from the Go modules pinned in
-# dev/cluster/go: kube-apiserver, kubectl, etcd, Knative's apiserver_receive_adapter and
+# dev/cluster/go: kube-apiserver, kubectl, etcd; Knative Eventing's own commands (its
+# ApiServerSource and PingSource adapters, and the MT channel-based Broker with its
+# InMemoryChannel, controllers and webhook: dev/cluster/eventing.py runs them); and
 # Knative's func CLI (v0.49.2, the func of Knative 1.22).
 #
 #   dev/cluster/build.sh            # build into .cluster/bin unless it is already current
@@ -27,6 +29,21 @@ if ! command -v go >/dev/null 2>&1; then
   exit 3
 fi
 
+# Knative Eventing's commands (module dev/cluster/go/adapter): binary name -> package.
+declare -A EVENTING=(
+  [apiserver_receive_adapter]=knative.dev/eventing/cmd/apiserver_receive_adapter
+  [mtping]=knative.dev/eventing/cmd/mtping
+  [broker_ingress]=knative.dev/eventing/cmd/broker/ingress
+  [broker_filter]=knative.dev/eventing/cmd/broker/filter
+  [imc_dispatcher]=knative.dev/eventing/cmd/in_memory/channel_dispatcher
+  [imc_controller]=knative.dev/eventing/cmd/in_memory/channel_controller
+  [mtchannel_broker]=knative.dev/eventing/cmd/mtchannel_broker
+  [eventing_controller]=knative.dev/eventing/cmd/controller
+  [eventing_webhook]=knative.dev/eventing/cmd/webhook
+)
+EVENTING_ORDER=(apiserver_receive_adapter mtping broker_ingress broker_filter imc_dispatcher
+  imc_controller mtchannel_broker eventing_controller eventing_webhook)
+
 stamp() {
   {
     go version
@@ -36,7 +53,7 @@ stamp() {
 }
 WANT=$(stamp)
 current() { [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$WANT" ] \
-  && for b in kube-apiserver kubectl etcd apiserver_receive_adapter func; do [ -x "$OUT/$b" ] || return 1; done; }
+  && for b in kube-apiserver kubectl etcd func "${!EVENTING[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
 
 if [ "${1:-}" = "--check" ]; then current; exit; fi
 if current; then echo "cluster binaries are current in .cluster/bin"; exit 0; fi
@@ -89,7 +106,9 @@ build() {  # build MODULE OUTPUT PACKAGE LDFLAGS
 build controlplane etcd go.etcd.io/etcd/server/v3 "-s -w"
 build controlplane kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$LDF"
 build controlplane kubectl k8s.io/kubernetes/cmd/kubectl "$LDF"
-build adapter apiserver_receive_adapter knative.dev/eventing/cmd/apiserver_receive_adapter "-s -w"
+for name in "${EVENTING_ORDER[@]}"; do
+  build adapter "$name" "${EVENTING[$name]}" "-s -w"
+done
 build func func knative.dev/func/cmd/func "-s -w -X knative.dev/func/pkg/version.Vers=v0.49.2"
 
 echo "$WANT" > "$OUT/.stamp"
