@@ -5,7 +5,9 @@ Knative's CRDs, the plain Knative overlay), the three functions run as processes
 logged in as its own ServiceAccount, so the RBAC in ``manifests/base`` is the only RBAC
 they have. Knative's own receive adapter watches the project namespaces as the seed's
 ApiServerSource and sends to the enricher with the seed's ``?broker=``; the dev broker
-routes by the Trigger manifests; WeCom is the sandbox. Events are created with kubectl.
+routes by the Trigger manifests, or, given ``eventing``, Knative's own broker does, with
+the Broker, Triggers and DeliverySpecs of the manifests as Knative admitted them; WeCom is
+the sandbox. Events are created with kubectl.
 """
 
 from __future__ import annotations
@@ -29,12 +31,16 @@ from dev.stack.stack import (
     StackOptions,
 )
 from dev.support.factory import SIGNING_KEY
+from dev.support.sink import RecordingSink
 
 from . import install
 from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
 from .controlplane import ADMIN, USERS, ClusterError, ControlPlane, ensure_built
+from .eventing import KnativeEventing
 
 WATCHER_SERVICE_ACCOUNT = "kubeevent-watcher-sa"
+DEAD_LETTER = "kubeevent-dead-letter"
+TRIGGERS = ("subscription-filter", "corpwechat-notifier")
 GROUPS_CONFIGMAP = "kubeevent-user-groups"
 APR = "artifactpromotionruns.artifacts.katanomi.dev"
 # Who may read the runs of the project namespaces (admin is in system:masters).
@@ -62,8 +68,12 @@ class ClusterChain:
 
     def __init__(self, plane: ControlPlane, workdir: Path, *,
                  function_env: Mapping[str, Mapping[str, str]] | None = None,
-                 backoff_scale: float = 0.01, log: Callable[[str], None] | None = None) -> None:
+                 backoff_scale: float = 0.01, log: Callable[[str], None] | None = None,
+                 eventing: KnativeEventing | None = None) -> None:
         self.plane = plane
+        # Knative's own broker, controllers and webhook (else the dev broker).
+        self.eventing = eventing
+        self.dead_letters: RecordingSink | None = None
         self.workdir = workdir
         self.function_env = function_env or {}
         self.backoff_scale = backoff_scale
@@ -72,6 +82,8 @@ class ClusterChain:
         self.adapter: ReceiveAdapter | None = None
 
     def install(self) -> None:
+        if self.eventing is not None:  # the Broker's channel resolves from its creation on
+            self.eventing.broker_channel(BROKER, SYSTEM_NAMESPACE)
         install.install(self.plane)
         self.plane.kubectl("apply", "-f", str(SANDBOX_SECRET))
         # The key the functions sign with, as an operator creates it (README); the local
@@ -100,8 +112,12 @@ class ClusterChain:
             options = StackOptions(kubeconfig=self.plane.kubeconfig(), wecom="sandbox",
                                    backoff_scale=self.backoff_scale, delivery_timeout=10.0,
                                    workdir=self.workdir, function_env=env,
-                                   load_examples=False)
+                                   load_examples=False,
+                                   broker_ingress=self.eventing.ingress_url
+                                   if self.eventing is not None else None)
             self.stack = Stack(options, log=self.log).start()
+            if self.eventing is not None:
+                self._serve_through_knative(self.eventing, self.stack)
             self.adapter = ReceiveAdapter(
                 self.plane, sink=f"{self.stack.enricher.url}/?broker={BROKER}",
                 namespaces=install.PROJECT_NAMESPACES,
@@ -114,11 +130,31 @@ class ClusterChain:
             raise
         return self
 
+    def _serve_through_knative(self, eventing: KnativeEventing, stack: Stack) -> None:
+        """Knative Serving's part for the functions (their Knative Services Ready at their
+        cluster-local addresses) and the dead-letter Service's endpoint; then Knative makes
+        the Broker and the Triggers of the manifests Ready."""
+        for name, proc in stack.functions.items():
+            eventing.publish(name, FUNCTION_NAMESPACE, proc.port)
+        self.dead_letters = RecordingSink().start()
+        eventing.publish(DEAD_LETTER, FUNCTION_NAMESPACE,
+                         int(self.dead_letters.url.rsplit(":", 1)[1]), ksvc=False)
+        eventing.wait_ready("broker", BROKER, SYSTEM_NAMESPACE)
+        for trigger in TRIGGERS:
+            eventing.wait_ready("trigger", trigger, SYSTEM_NAMESPACE)
+
+    def publish(self, name: str, port: int) -> None:
+        """Send the Knative Service ``name`` to another local port (a stand-in)."""
+        assert self.eventing is not None
+        self.eventing.publish(name, FUNCTION_NAMESPACE, port)
+
     def stop(self) -> None:
         if self.adapter is not None:
             self.adapter.stop()
         if self.stack is not None:
             self.stack.stop()
+        if self.dead_letters is not None:
+            self.dead_letters.stop()
 
     def __enter__(self) -> ClusterChain:
         return self.start()
@@ -168,10 +204,23 @@ class ClusterChain:
         """Create a Kubernetes Event with kubectl and wait until the chain has finished
         with it: the enricher posted it to the broker and every delivery has ended."""
         created = self.create(event)
-        uid = created["metadata"]["uid"]
         stack = self.running()
-        assert stack.broker is not None and stack.sandbox is not None
+        assert stack.sandbox is not None
         deadline = time.monotonic() + timeout
+        if self.eventing is not None:
+            # Knative's broker answers the enricher once every Trigger's delivery has ended
+            # (or been dead-lettered): its answer is the end of the chain.
+            about = created["involvedObject"]
+            while not self.enricher_saw(about.get("namespace", ""), about["name"]):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the enricher never answered Event "
+                                         f"{created['metadata']['name']}; adapter log:\n"
+                                         f"{self.adapter_log()}")
+                time.sleep(0.05)
+            assert stack.sandbox.wait_idle(10), "WeCom did not answer everything"
+            return created
+        uid = created["metadata"]["uid"]
+        assert stack.broker is not None
         while not any(((e.data or {}).get("event") or {}).get("metadata", {}).get("uid") == uid
                       for e in stack.broker.ingress):
             if time.monotonic() > deadline:
@@ -193,11 +242,15 @@ class ClusterChain:
 
     def reset(self) -> None:
         stack = self.running()
-        assert stack.broker is not None and stack.sandbox is not None
-        stack.broker.wait_idle(30)
+        assert stack.sandbox is not None
+        if stack.broker is not None:
+            stack.broker.wait_idle(30)
         stack.sandbox.wait_idle(10)
-        stack.broker.reset()
+        if stack.broker is not None:
+            stack.broker.reset()
         stack.sandbox.reset()
+        if self.dead_letters is not None:
+            self.dead_letters.clear()
 
     def adapter_log(self) -> str:
         return self.adapter.log_text() if self.adapter is not None else ""

@@ -133,8 +133,10 @@ class ControlPlane:
     """``start()`` brings etcd and kube-apiserver up; ``stop()`` ends both."""
 
     def __init__(self, workdir: Path, *, bin_dir: Path = BIN,
-                 users: Sequence[User] = USERS) -> None:
+                 users: Sequence[User] = USERS, service_range: str = "10.0.0.0/24") -> None:
         self.dir = workdir
+        # Knative's data plane needs loopback ClusterIPs (dev/cluster/eventing.py).
+        self.service_range = service_range
         self.bin = bin_dir
         self.users = {user.name: user for user in users}
         self.pki = workdir / "pki"
@@ -278,7 +280,7 @@ class ControlPlane:
             f"--service-account-issuer={self.url}",
             f"--service-account-key-file={p / 'sa.pub'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={self.service_range}",
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             f"--audit-policy-file={self.dir / 'audit-policy.yaml'}",

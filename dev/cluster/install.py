@@ -30,19 +30,24 @@ INNER_NAMESPACE_LABEL = "cpaas.io/inner-namespace"
 
 
 @cache
-def knative_crd_files() -> tuple[Path, ...]:
-    """The CRD files of the pinned Knative modules (already in the module cache after
-    dev/cluster/build.sh; ``go mod download`` verifies them against go.sum)."""
+def knative_module(module: str) -> Path:
+    """The source of a pinned Knative module (already in the module cache after
+    dev/cluster/build.sh; ``go mod download`` verifies it against go.sum)."""
     env = dict(os.environ, GOTOOLCHAIN="local", GOWORK="off", GOFLAGS="-mod=readonly")
+    result = subprocess.run(["go", "mod", "download", "-json", module], cwd=KNATIVE_MODULE,
+                            capture_output=True, text=True, env=env, check=False, timeout=300)
+    if result.returncode != 0:
+        raise ClusterError(f"go mod download {module} failed: {result.stdout[-500:]}"
+                           f"{result.stderr[-500:]}")
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+@cache
+def knative_crd_files() -> tuple[Path, ...]:
+    """The CRD files of the pinned Knative modules."""
     files: list[Path] = []
     for module, crd_dir in KNATIVE_CRD_DIRS.items():
-        result = subprocess.run(["go", "mod", "download", "-json", module], cwd=KNATIVE_MODULE,
-                                capture_output=True, text=True, env=env, check=False,
-                                timeout=300)
-        if result.returncode != 0:
-            raise ClusterError(f"go mod download {module} failed: {result.stdout[-500:]}"
-                               f"{result.stderr[-500:]}")
-        found = sorted((Path(json.loads(result.stdout)["Dir"]) / crd_dir).glob("*.yaml"))
+        found = sorted((knative_module(module) / crd_dir).glob("*.yaml"))
         if not found:
             raise ClusterError(f"no CRD files in {module}'s {crd_dir}")
         files.extend(found)

@@ -139,6 +139,9 @@ class StackOptions:
     extra_objects: list[dict[str, Any]] = field(default_factory=list)
     load_examples: bool = True
     start_timeout: float = 90.0
+    # A broker ingress the caller runs (Knative's own, dev/cluster/eventing.py): used
+    # instead of the dev broker, which is then not started.
+    broker_ingress: str | None = None
 
 
 class Stack:
@@ -239,6 +242,8 @@ class Stack:
                                     emails=SANDBOX_EMAILS).start()
 
     def _start_broker(self) -> None:
+        if self.options.broker_ingress is not None:
+            return
         subscribers = {f"{FUNCTION_NAMESPACE}/{name}": proc.url
                        for name, proc in self.functions.items()}
         self.broker_log.write_text("")
@@ -256,15 +261,19 @@ class Stack:
 
     def function_env(self, name: str) -> dict[str, str]:
         """The environment ``name`` runs with: its func.yaml, then the local endpoints."""
-        assert self.broker is not None and self.kubeconfig is not None
+        assert self.kubeconfig is not None
+        ingress = self.options.broker_ingress
+        if ingress is None:
+            assert self.broker is not None
+            ingress = self.broker.url
         env = func_yaml_env(name)
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["SYSTEM_NAMESPACE"] = SYSTEM_NAMESPACE
         if name == ENRICHER:
-            env["BROKER_INGRESS_URL"] = self.broker.url
+            env["BROKER_INGRESS_URL"] = ingress
             env["DEFAULT_BROKER_NAMESPACE"] = SYSTEM_NAMESPACE
         if name == FILTER:
-            env["K_SINK"] = f"{self.broker.url}/{SYSTEM_NAMESPACE}/{BROKER}"
+            env["K_SINK"] = f"{ingress}/{SYSTEM_NAMESPACE}/{BROKER}"
         if name == NOTIFIER:
             env["PLATFORM_URL"] = self.options.platform_url
             if self.sandbox is not None:

@@ -228,3 +228,38 @@ def test_emitted_json_is_strict() -> None:
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(BadRequest, match="not strict JSON"):
             strict_json({"count": bad})
+
+
+# Knative's InMemoryChannel dispatcher (v0.49.2) writes a failed delivery's body, base64
+# encoded, into a 1,024-byte buffer as knativeerrordata: a body over 768 bytes panics it
+# (and with it every broker that shares it). So every answer that is not a 2xx stays at
+# or under 768 bytes, whatever the reason's length or script.
+KNATIVE_ERROR_BODY_LIMIT = 768
+
+
+@pytest.mark.parametrize("reason", [
+    "x" * 5000, "审批" * 3000, "🚀" * 2000, "line\n" * 2000, "\udcff" * 900,
+    "a" + "é" * 1200, "%" * 4000,
+])
+@pytest.mark.parametrize("error", [BadRequest, Forbidden, PayloadTooLarge, Unprocessable,
+                                   TemporaryError, RateLimited, RuntimeError])
+def test_every_error_answer_fits_knatives_dead_letter_buffer(reason: str, error: type) -> None:
+    status, body, _ = _post(_Stub(error(reason)))
+    assert status >= 400 and 0 < len(body) <= KNATIVE_ERROR_BODY_LIMIT, (status, len(body))
+
+
+@pytest.mark.parametrize("headers", [
+    {"content-type": "text/plain"},
+    {"content-type": "application/cloudevents+json"},
+    {"ce-specversion": "9.9" * 500, "ce-id": "1", "ce-source": "s", "ce-type": "t"},
+    {"ce-specversion": "1.0", "ce-id": "", "ce-source": "界" * 3000, "ce-type": "t"},
+])
+def test_refusals_before_the_core_fit_knatives_dead_letter_buffer(
+        headers: dict[str, str]) -> None:
+    body = ("{" + "界" * 5000).encode()
+    response = dispatch(_Stub(Outcome.ack()), Request("POST", "/", headers, body, {}))
+    assert response.status >= 400
+    assert 0 < len(response.body) <= KNATIVE_ERROR_BODY_LIMIT, len(response.body)
+    too_big = dispatch(_Stub(Outcome.ack()), Request("POST", "/", binary_headers(),
+                                                     b"x" * (1024 * 1024 + 1), {}))
+    assert too_big.status == 413 and len(too_big.body) <= KNATIVE_ERROR_BODY_LIMIT

@@ -1,0 +1,180 @@
+"""The chain through Knative Eventing's own broker: broker ingress and filter, the
+InMemoryChannel dispatcher, Knative's controllers reconciling the Broker and the Triggers
+of our manifests (applied unchanged), Knative's webhook admitting them, and Knative's
+receive adapter sending the Events created with kubectl (dev/cluster/eventing.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dev.cluster.chain import DEAD_LETTER, TRIGGERS, ClusterChain
+from dev.cluster.controlplane import ControlPlane
+from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing, service_host, why_not
+from dev.cluster.install import install_crds, project_namespaces
+from dev.stack.stack import BROKER, FUNCTION_NAMESPACE, NOTIFIER, SYSTEM_NAMESPACE
+from dev.support.factory import (
+    enriched_event,
+    kube_event,
+    notification_request,
+    promotion_run,
+    recipient,
+)
+from dev.support.seed import TITLES, example
+from dev.support.sink import RecordingSink
+from dev.support.wire import to_binary
+from tests.cluster.conftest import require_cluster
+
+REQUESTED = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
+
+
+def require_knative() -> None:
+    import os
+
+    from tests.conftest import NAMESPACE_PROBLEM
+
+    require_cluster()
+    reason = NAMESPACE_PROBLEM[0] or why_not()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Knative's broker cannot run: {reason}", pytrace=False)
+    pytest.skip(f"Knative's broker cannot run: {reason}")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterChain]:
+    require_knative()
+    workdir = tmp_path_factory.mktemp("knative")
+    with ControlPlane(workdir / "plane", service_range=SERVICE_RANGE) as plane:
+        install_crds(plane)
+        project_namespaces(plane)
+        with KnativeEventing(plane, workdir / "eventing") as eventing:
+            running = ClusterChain(plane, workdir / "chain", eventing=eventing)
+            running.install()
+            running.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
+            from tests.cluster.test_chain import devstack_subscriptions
+
+            for user, text in devstack_subscriptions().items():
+                running.apply_yaml(text, user=user)
+            with running:
+                yield running
+
+
+@pytest.fixture(autouse=True)
+def _fresh(chain: ClusterChain) -> Iterator[None]:
+    chain.reset()
+    yield
+
+
+def event_about(run: dict[str, Any], reason: str, message: str | None = None) -> dict[str, Any]:
+    event = kube_event(reason, obj=run, message=message)
+    meta = run["metadata"]
+    event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
+    event["involvedObject"]["uid"] = meta["uid"]
+    return event
+
+
+def test_knative_admits_and_reconciles_the_manifests_broker_and_triggers(
+        chain: ClusterChain) -> None:
+    broker = chain.get("broker", BROKER, "-n", SYSTEM_NAMESPACE)
+    # Knative's webhook defaulted what the manifest leaves out; its controller made it
+    # addressable at the multi-tenant ingress.
+    assert broker["metadata"]["annotations"]["eventing.knative.dev/broker.class"] == \
+        "MTChannelBasedBroker"
+    assert broker["status"]["address"]["url"] == (
+        f"http://{service_host('broker-ingress', 'knative-eventing')}/{SYSTEM_NAMESPACE}/"
+        f"{BROKER}")
+    for name in TRIGGERS:
+        trigger = chain.get("trigger", name, "-n", SYSTEM_NAMESPACE)
+        status = trigger["status"]
+        assert status["subscriberUri"] == f"http://{service_host(name, FUNCTION_NAMESPACE)}"
+        assert status["deadLetterSinkUri"] == \
+            f"http://{service_host(DEAD_LETTER, FUNCTION_NAMESPACE)}"
+        assert trigger["metadata"]["labels"]["eventing.knative.dev/broker"] == BROKER
+        assert trigger["spec"]["delivery"] == {
+            "retry": 5, "backoffPolicy": "exponential", "backoffDelay": "PT0.5S",
+            "timeout": "PT20S", "deadLetterSink": {"ref": {
+                "apiVersion": "v1", "kind": "Service", "name": DEAD_LETTER,
+                "namespace": FUNCTION_NAMESPACE}}}
+
+
+@pytest.mark.parametrize(("reason", "message", "who"), [
+    ("ApprovalPending", None, {"admin", "bob"}),
+    ("Failed", "push failed: unauthorized", {"alice"}),
+])
+def test_a_seed_scenario_reaches_exactly_its_people_through_knatives_broker(
+        chain: ClusterChain, reason: str, message: str | None, who: set[str]) -> None:
+    run = chain.new_run(promotion_run(f"kn-{uuid.uuid4().hex[:8]}", "devops"))
+    chain.happen(event_about(run, reason, message))
+    got = chain.received()
+    assert set(got) == who, "approvers or the requester only; carol hears nothing"
+    for user in who:
+        (delivery,) = got[user]
+        assert TITLES[reason] in (delivery.title or "")
+        assert run["metadata"]["name"] in (delivery.description or "")
+    assert chain.dead_letters is not None and chain.dead_letters.received == []
+
+
+def test_a_trigger_filter_knative_would_refuse_is_refused(chain: ClusterChain) -> None:
+    """Knative's webhook refuses what its broker filter could not apply (an unparsable
+    CESQL expression is otherwise dropped by the filter: the Trigger would get every
+    event), and an attribute name the CloudEvents spec does not allow."""
+    trigger = next(d for d in yaml.safe_load_all(
+        (Path(__file__).resolve().parents[2] / "manifests" / "delivery" / "triggers.yaml")
+        .read_text()) if d and d["metadata"]["name"] == "subscription-filter")
+    for filters, why in (
+            ([{"cesql": "type LIKE 'dev.katanomi.%' AND subject IS NOT NULL"}], "cesql"),
+            ([{"exact": {"involvedObjectKind": "ArtifactPromotionRun"}}],
+             "invalid key name"),
+    ):
+        bad = {**trigger, "metadata": {"name": f"bad-{uuid.uuid4().hex[:6]}",
+                                       "namespace": SYSTEM_NAMESPACE},
+               "spec": {**trigger["spec"], "filters": filters}}
+        refused = chain.plane.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+        assert refused.returncode != 0, f"Knative admitted {filters}"
+        assert "validation.webhook.eventing.knative.dev" in refused.stderr, refused.stderr
+        assert why in refused.stderr, refused.stderr
+
+
+def test_a_notifier_answering_500_dead_letters_the_request_with_knatives_extensions(
+        chain: ClusterChain) -> None:
+    """The notifier Trigger's DeliverySpec (retry 5, exponential from 0.5 s): six calls,
+    then the original event with knativeerrorcode/knativeerrordest/knativeerrordata in the
+    dead-letter sink; the broker answers the sender only after all of it."""
+    stack = chain.running()
+    failing = RecordingSink(default_status=500).start()
+    try:
+        chain.publish(NOTIFIER, int(failing.url.rsplit(":", 1)[1]))
+        request = notification_request(enriched_event("approvalpending",
+                                                      obj=promotion_run("kn-dead")),
+                                       recipients=[recipient("bob")])
+        headers, body = to_binary(request)
+        import requests
+
+        started = time.monotonic()
+        answer = requests.post(f"{stack.options.broker_ingress}/{SYSTEM_NAMESPACE}/{BROKER}",
+                               data=body, headers=headers, timeout=90)
+        took = time.monotonic() - started
+    finally:
+        chain.publish(NOTIFIER, stack.functions[NOTIFIER].port)
+        failing.stop()
+    assert answer.status_code == 202, answer.text
+    assert len(failing.received) == 6, "the first call and the manifest's 5 retries"
+    assert took > 0.5 + 1 + 2 + 4 + 8 - 1, f"answered after {took:.1f} s"
+    assert chain.dead_letters is not None
+    (dead,) = chain.dead_letters.received
+    letter = dead.event()
+    assert letter["id"] == request["id"] and letter["type"] == REQUESTED
+    assert letter.data == request.data, "the original event, unchanged"
+    assert letter["knativeerrorcode"] == "500"
+    assert letter["knativeerrordest"] == f"http://{service_host(NOTIFIER, FUNCTION_NAMESPACE)}"
+    assert base64.b64decode(letter.get("knativeerrordata", "")) == b""
