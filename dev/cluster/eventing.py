@@ -47,6 +47,7 @@ WEBHOOK, IMC_WEBHOOK = "127.96.1.4", "127.96.1.5"
 INGRESS_PORT, FILTER_PORT, DISPATCHER_PORT = 8081, 8082, 8080
 # Addresses for what the harness publishes (functions, sinks): 127.96.3.1 and on.
 PUBLISHED = ipaddress.ip_network("127.96.3.0/24")
+PUBLISHED_MAX = 16
 COMMON_ENV = {"SYSTEM_NAMESPACE": NAMESPACE, "CONFIG_LOGGING_NAME": "config-logging",
               "CONFIG_OBSERVABILITY_NAME": "config-observability",
               "CLUSTER_DOMAIN": "cluster.local", "PROFILING_PORT": "0"}
@@ -120,6 +121,7 @@ class KnativeEventing:
             self._relay("kube-proxy", [
                 f"unix:{self.api_socket}=tcp:127.0.0.1:{self.plane.api_port}",
                 f"tcp:{INGRESS}:80=tcp:127.0.0.1:{INGRESS_PORT}",
+                f"unix:{self._socket_for(INGRESS)}=tcp:127.0.0.1:{INGRESS_PORT}",
                 f"tcp:{FILTER}:80=tcp:127.0.0.1:{FILTER_PORT}",
                 f"tcp:{DISPATCHER}:80=tcp:127.0.0.1:{DISPATCHER_PORT}",
                 f"tcp:{WEBHOOK}:443=unix:{self.dir / 'eventing-webhook.sock'}",
@@ -149,6 +151,9 @@ class KnativeEventing:
     def api_socket(self) -> Path:
         return self.dir / "api.sock"
 
+    def _socket_for(self, address: str) -> Path:
+        return self.dir / f"to-{address}.sock"
+
     @property
     def ingress_url(self) -> str:
         """The broker ingress, as a process in this namespace reaches it."""
@@ -173,15 +178,28 @@ class KnativeEventing:
         host = service_host(name, namespace)
         known = self._published.get(host)
         address = known[0] if known else str(PUBLISHED[len(self._published) + 1])
+        if known is None and len(self._published) >= PUBLISHED_MAX:
+            raise ClusterError(f"more than {PUBLISHED_MAX} published Services")
         if known is None or known[1] != port:
             if known is not None:  # now somewhere else: what kube-proxy does on a change
                 known[2].stop(timeout=5.0)
                 self.processes.remove(known[2])
             self.hosts.add(address, host)
-            relay = self._relay(f"relay-{name}", [f"tcp:{address}:80=tcp:127.0.0.1:{port}"])
+            # Also through a unix socket: how the PingSource adapter, in a network of its
+            # own, reaches it.
+            relay = self._relay(f"relay-{name}", [
+                f"tcp:{address}:80=tcp:127.0.0.1:{port}",
+                f"unix:{self._socket_for(address)}=tcp:127.0.0.1:{port}"])
             self._published[host] = (address, port, relay)
         url = f"http://{host}"
         if ksvc:
+            # Serving also makes a v1 Service of the Knative Service's name (what a
+            # PingSource or an ApiServerSource naming a v1 Service resolves).
+            self.plane.kubectl("apply", "-f", "-", input=json.dumps({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"type": "ExternalName", "externalName": host,
+                         "ports": [{"name": "http", "port": 80}]}}))
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             conditions = [{"type": kind, "status": "True", "lastTransitionTime": stamp}
                           for kind in ("Ready", "ConfigurationsReady", "RoutesReady")]
@@ -269,9 +287,18 @@ class KnativeEventing:
         self._apply(serving / "config" / "core" / "200-roles" /
                     "addressable-resolvers-clusterrole.yaml")
         aggregate_cluster_roles(self.plane)
+        # The PingSource adapter's Deployment, upstream: the PingSource reconciler updates
+        # its environment and reads its availability (the mtping process is the pod).
+        self._apply(core / "deployments" / "pingsource-mt-adapter.yaml")
+        self._available("imc-dispatcher")
+        self._available("pingsource-mt-adapter")
+
+    def _available(self, deployment: str) -> None:
+        """What the kubelet and the Deployment controller would report for a process that
+        runs here: the Deployment's Available condition, through /status."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.plane.kubectl(
-            "-n", NAMESPACE, "patch", "deployment", "imc-dispatcher", "--subresource=status",
+            "-n", NAMESPACE, "patch", "deployment", deployment, "--subresource=status",
             "--type=merge", "-p", json.dumps({"status": {
                 "observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
                 "availableReplicas": 1, "updatedReplicas": 1, "conditions": [{
@@ -280,7 +307,8 @@ class KnativeEventing:
                     "lastUpdateTime": now, "lastTransitionTime": now}]}}))
 
     def _process(self, name: str, binary: str, account: str, extra: Mapping[str, str],
-                 *, isolated: bool = False, webhook: bool = False) -> None:
+                 *, isolated: bool = False, webhook: bool = False,
+                 outbound: tuple[str, ...] = ()) -> None:
         env = {**COMMON_ENV, "HOME": str(self.dir), "POD_NAME": f"{name}-0",
                "KUBECONFIG": self._kubeconfig_of(account), **extra}
         argv = [str(BIN / binary)]
@@ -296,6 +324,8 @@ class KnativeEventing:
             relays = ["--relay", f"tcp:127.0.0.1:6443=unix:{self.api_socket}"]
             if webhook:
                 relays += ["--relay", f"unix:{self.dir / (name + '.sock')}=tcp:127.0.0.1:8443"]
+            for address in outbound:  # ClusterIP:80 here -> the same address outside
+                relays += ["--relay", f"tcp:{address}:80=unix:{self._socket_for(address)}"]
             argv = [sys.executable, "-m", "dev.cluster.isolated", *relays, "--", *argv]
             env.update({k: v for k, v in self._python_env().items() if k != "PATH"})
         import os
@@ -334,12 +364,16 @@ class KnativeEventing:
             "WEBHOOK_NAME": "eventing-webhook", "WEBHOOK_PORT": "8443",
             "SINK_BINDING_SELECTION_MODE": "exclusion",
             "METRICS_DOMAIN": "knative.dev/eventing"}, isolated=True, webhook=True)
-        # The PingSource adapter (its Deployment's environment; probes bind :8080).
+        # The PingSource adapter (its Deployment's environment). Its probes bind :8080, as
+        # the dispatcher's events do, so it has a network of its own too, from which the
+        # broker ingress and every published Service are relayed out (they may be
+        # published later: a relay connects when a connection comes).
         self._process("pingsource-mt-adapter", "mtping", "pingsource-mt-adapter", {
             "NAMESPACE": NAMESPACE, "K_OBSERVABILITY_CONFIG": "{}", "K_LOGGING_CONFIG": "",
             "K_LEADER_ELECTION_CONFIG": "", "K_NO_SHUTDOWN_AFTER": "",
             "K_SINK_TIMEOUT": "-1", "METRICS_DOMAIN": "knative.dev/eventing"},
-            isolated=True)
+            isolated=True, outbound=(INGRESS, *(str(PUBLISHED[i]) for i in
+                                                range(1, PUBLISHED_MAX + 1))))
 
     def _wait_ready(self, source: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout

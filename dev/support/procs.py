@@ -99,6 +99,9 @@ class FunctionProcess:
         return [str(FUNC_PYTHON), "-c", _FUNC_SERVICE, str(self.dir)]
 
     def start(self, timeout: float = 30.0, wait_ready: bool = False) -> FunctionProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            # A second process would take the port's place in this object and outlive it.
+            raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env.update({"PYTHONUNBUFFERED": "1", "WORKERS": "1", "THREADS": "8",
                     "LISTEN_ADDRESS": f"127.0.0.1:{self.port}"})

@@ -156,9 +156,11 @@ def test_the_filter_under_func_run_refuses_unsigned_events_with_one_line(
     with FuncRun("subscription-filter", tmp_path, env) as func:
         unsigned = factory.post(func.url, factory.enriched_event(signed=False))
         by_func = factory.post(func.url, signed)
-    with FunctionProcess("subscription-filter", env=env) as ff:
-        ff.start(wait_ready=True)
+    ff = FunctionProcess("subscription-filter", env=env).start(wait_ready=True)
+    try:
         by_ff = factory.post(ff.url, signed)
+    finally:
+        ff.stop()
     assert unsigned.status_code == 403
     assert unsigned.text.strip() == ("unsigned event: only kubeevent-enricher-sink may send "
                                      "here (extension kubeeventsignature missing)")

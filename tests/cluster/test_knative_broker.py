@@ -178,3 +178,41 @@ def test_a_notifier_answering_500_dead_letters_the_request_with_knatives_extensi
     assert letter["knativeerrorcode"] == "500"
     assert letter["knativeerrordest"] == f"http://{service_host(NOTIFIER, FUNCTION_NAMESPACE)}"
     assert base64.b64decode(letter.get("knativeerrordata", "")) == b""
+
+
+def test_knatives_ping_source_adapter_sends_the_manifests_pings_on_their_schedules(
+        chain: ClusterChain) -> None:
+    """The catch-up (to the enricher's v1 Service) and the delivery sweep (to the
+    notifier's Knative Service) PingSources of the manifests, reconciled by Knative's
+    controller and sent by Knative's PingSource adapter; a short schedule here (with
+    seconds, which Knative's cron parser takes) instead of every 5 minutes."""
+    stack = chain.running()
+    sources = {"kubeevent-catch-up": stack.enricher, "kubeevent-delivery-sweep":
+               stack.functions[NOTIFIER]}
+
+    def pings(proc: Any) -> list[dict[str, Any]]:
+        return [r for r in proc.log_records() if r.get("type") == "dev.knative.sources.ping"
+                and r.get("message") == "handled"]
+
+    before = {name: len(pings(proc)) for name, proc in sources.items()}
+    try:
+        for name in sources:
+            chain.plane.kubectl("patch", "pingsource", name, "-n", FUNCTION_NAMESPACE,
+                                "--type=merge", "-p",
+                                json.dumps({"spec": {"schedule": "*/2 * * * * *"}}))
+        for name, proc in sources.items():
+            assert chain.eventing is not None
+            source = chain.eventing.wait_ready("pingsource", name, FUNCTION_NAMESPACE)
+            assert source["status"]["sinkUri"].startswith("http://") and \
+                source["status"]["sinkUri"].endswith(".kubeevent-enricher.svc.cluster.local")
+            deadline = time.monotonic() + 30
+            while len(pings(proc)) < before[name] + 2:
+                assert time.monotonic() < deadline, f"no pings from {name}:\n" \
+                    f"{chain.eventing.logs('pingsource-mt-adapter')}"
+                time.sleep(0.2)
+            assert {r["status"] for r in pings(proc)[before[name]:]} == {202}
+    finally:
+        for name in sources:
+            chain.plane.kubectl("patch", "pingsource", name, "-n", FUNCTION_NAMESPACE,
+                                "--type=merge", "-p",
+                                json.dumps({"spec": {"schedule": "*/5 * * * *"}}))
