@@ -62,6 +62,51 @@ def grant_test_access(plane: ControlPlane, readers: Mapping[str, Sequence[str]] 
                   "--clusterrole=kubeevent-subscriber", *[f"--user={u.name}" for u in USERS])
 
 
+TAP = "kubeevent-test-tap"
+
+
+class KnativeBrokerView:
+    """What the tests read of Knative's broker, the way one watches a broker in a cluster:
+    a Trigger without filters (``kubeevent-test-tap``, the tests' own, not the project's)
+    whose subscriber records every event the broker takes. Knative's ingress answers its
+    sender only after every Trigger's delivery has ended, so a sender that has its answer
+    has seen the whole fan-out."""
+
+    def __init__(self, eventing: KnativeEventing, tap: RecordingSink) -> None:
+        self.eventing = eventing
+        self.tap = tap
+
+    @property
+    def ingress(self) -> list[Any]:
+        return self.tap.events()
+
+    def wait_idle(self, timeout: float = 30.0, quiet: float = 0.5) -> bool:
+        """True once the tap has taken nothing new for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        seen, since = len(self.tap.received), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = len(self.tap.received)
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return True
+        return False
+
+    def ingest(self, broker: str, event: Any) -> int:
+        """POST ``event`` (binary mode) to Knative's ingress for ``namespace/name``."""
+        import requests
+
+        from dev.support.wire import to_binary
+
+        headers, body = to_binary(event)
+        return requests.post(f"{self.eventing.ingress_url}/{broker}", data=body,
+                             headers=headers, timeout=120).status_code
+
+    def reset(self) -> None:
+        self.tap.clear()
+
+
 class ClusterChain:
     """``start()`` installs and runs everything on ``plane``; ``stop()`` ends what it ran
     (the control plane belongs to the caller)."""
@@ -74,6 +119,7 @@ class ClusterChain:
         # Knative's own broker, controllers and webhook (else the dev broker).
         self.eventing = eventing
         self.dead_letters: RecordingSink | None = None
+        self.view: KnativeBrokerView | None = None
         self.workdir = workdir
         self.function_env = function_env or {}
         self.backoff_scale = backoff_scale
@@ -139,8 +185,21 @@ class ClusterChain:
         self.dead_letters = RecordingSink().start()
         eventing.publish(DEAD_LETTER, FUNCTION_NAMESPACE,
                          int(self.dead_letters.url.rsplit(":", 1)[1]), ksvc=False)
+        tap = RecordingSink().start()
+        self.view = KnativeBrokerView(eventing, tap)
+        eventing.publish(TAP, FUNCTION_NAMESPACE, int(tap.url.rsplit(":", 1)[1]), ksvc=False)
+        self.plane.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": TAP, "namespace": FUNCTION_NAMESPACE},
+            "spec": {"ports": [{"name": "http", "port": 80}]}}))
+        self.plane.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+            "metadata": {"name": TAP, "namespace": SYSTEM_NAMESPACE},
+            "spec": {"broker": BROKER, "subscriber": {"ref": {
+                "apiVersion": "v1", "kind": "Service", "name": TAP,
+                "namespace": FUNCTION_NAMESPACE}}}}))
         eventing.wait_ready("broker", BROKER, SYSTEM_NAMESPACE)
-        for trigger in TRIGGERS:
+        for trigger in (*TRIGGERS, TAP):
             eventing.wait_ready("trigger", trigger, SYSTEM_NAMESPACE)
 
     def publish(self, name: str, port: int) -> None:
@@ -155,6 +214,8 @@ class ClusterChain:
             self.stack.stop()
         if self.dead_letters is not None:
             self.dead_letters.stop()
+        if self.view is not None:
+            self.view.tap.stop()
 
     def __enter__(self) -> ClusterChain:
         return self.start()
@@ -167,6 +228,15 @@ class ClusterChain:
     def running(self) -> Stack:
         assert self.stack is not None, "the chain is not running"
         return self.stack
+
+    @property
+    def broker(self) -> Any:
+        """What went into the broker (``ingress``), ``wait_idle``, ``ingest``, ``reset``:
+        Knative's broker through the tap Trigger, else the dev broker."""
+        if self.view is not None:
+            return self.view
+        assert self.running().broker is not None
+        return self.running().broker
 
     def enricher_saw(self, namespace: str, name: str) -> bool:
         """Did the enricher answer a request about the object ``namespace/name``?"""
@@ -251,6 +321,9 @@ class ClusterChain:
         stack.sandbox.reset()
         if self.dead_letters is not None:
             self.dead_letters.clear()
+        if self.view is not None:
+            self.view.wait_idle(30)
+            self.view.reset()
 
     def adapter_log(self) -> str:
         return self.adapter.log_text() if self.adapter is not None else ""

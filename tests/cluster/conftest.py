@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from dev.cluster.controlplane import ControlPlane, build_status
+from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing, why_not
 from dev.cluster.install import install_crds, project_namespaces
 
 
@@ -35,3 +36,30 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         install_crds(running)
         project_namespaces(running)
         yield running
+
+
+def require_knative() -> None:
+    """Knative's data plane needs its binaries and the session's private network
+    namespace (root): without them skipped with the reason, under ``CI=true`` failed."""
+    from tests.conftest import NAMESPACE_PROBLEM
+
+    require_cluster()
+    reason = NAMESPACE_PROBLEM[0] or why_not()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Knative's broker cannot run: {reason}", pytrace=False)
+    pytest.skip(f"Knative's broker cannot run: {reason}")
+
+
+@pytest.fixture(scope="module")
+def eventing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnativeEventing]:
+    """A fresh control plane (loopback ClusterIPs) with every CRD and the project
+    namespaces, and Knative Eventing's own broker, controllers and webhook on it."""
+    require_knative()
+    workdir = tmp_path_factory.mktemp("knative")
+    with ControlPlane(workdir / "plane", service_range=SERVICE_RANGE) as plane:
+        install_crds(plane)
+        project_namespaces(plane)
+        with KnativeEventing(plane, workdir / "eventing") as running:
+            yield running

@@ -1,6 +1,7 @@
 """The seed's scenarios on a real kube-apiserver, with Events created by kubectl and
-delivered by Knative's own ApiServerSource adapter; each function logged in as its own
-ServiceAccount with exactly the RBAC of manifests/base and manifests/delivery."""
+delivered by Knative's own ApiServerSource adapter, through Knative's own broker with the
+Broker and Triggers of the manifests; each function logged in as its own ServiceAccount
+with exactly the RBAC of manifests/base and manifests/delivery."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 
 from dev.cluster.adapter import ReceiveAdapter
 from dev.cluster.chain import ClusterChain
-from dev.cluster.controlplane import ControlPlane
+from dev.cluster.eventing import KnativeEventing
 from dev.support.factory import (
     apiserver_event,
     cluster_subscription,
@@ -39,9 +40,11 @@ def devstack_subscriptions() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def chain(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterChain]:
+def chain(eventing: KnativeEventing, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ClusterChain]:
     # A catch-up may run once a second here (an hour's window, a 1 s interval).
-    running = ClusterChain(plane, tmp_path_factory.mktemp("chain"), function_env={
+    running = ClusterChain(eventing.plane, tmp_path_factory.mktemp("chain"),
+                           eventing=eventing, function_env={
         "kubeevent-enricher-sink": {"CATCHUP_MIN_INTERVAL_SECONDS": "1"}})
     running.install()
     # Each person creates their own subscription with their own credentials (the
@@ -108,9 +111,7 @@ def test_each_seed_scenario_reaches_exactly_its_people(
         assert f"devops/{name}" in (delivery.description or "")
         if message:
             assert message in (delivery.description or "")
-    stack = chain.running()
-    assert stack.broker is not None
-    requests = [e for e in stack.broker.ingress
+    requests = [e for e in chain.broker.ingress
                 if e["type"].endswith("notification.requested.v1alpha1")]
     assert [sorted(r["subscription"] for r in e.data["recipients"]) for e in requests] == \
         [sorted(SEED_SUBSCRIPTIONS[u] for u in who)]
@@ -119,9 +120,7 @@ def test_each_seed_scenario_reaches_exactly_its_people(
 def test_the_event_reaches_the_enricher_as_knatives_adapter_sends_it(chain: ClusterChain) -> None:
     run = run_in(chain)
     created = chain.happen(event_about(run, "ApprovalPending"))
-    stack = chain.running()
-    assert stack.broker is not None
-    (enriched,) = [e for e in stack.broker.ingress
+    (enriched,) = [e for e in chain.broker.ingress
                    if ((e.data or {}).get("event") or {}).get("metadata", {}).get("uid")
                    == created["metadata"]["uid"]]
     assert enriched["type"] == \
@@ -228,12 +227,12 @@ def test_a_forged_event_from_another_namespace_reaches_nobody(chain: ClusterChai
     assert chain.adapter is not None
     chain.adapter.handshake(chain.enricher_saw, namespaces=["staging"])
     stack = chain.running()
-    assert stack.broker is not None and stack.broker.wait_idle(30)
+    assert chain.broker.wait_idle(30)
     refused = [r for r in stack.enricher.log_records()
                if r.get("message") == "rejected" and r.get("status") == 403]
     assert any("untrusted Event" in r.get("reason", "") for r in refused)
     assert chain.received() == {}
-    assert not [e for e in stack.broker.ingress
+    assert not [e for e in chain.broker.ingress
                 if e.get("involvedobjectname") == run["metadata"]["name"]]
 
 
@@ -308,13 +307,13 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
     assert table[1].split()[1:6] == ["bob", "devops", name, "approvalpending", "Sent"]
 
     stack = chain.running()
-    assert stack.broker is not None and stack.sandbox is not None
-    (request,) = [e for e in stack.broker.ingress
+    assert stack.sandbox is not None
+    (request,) = [e for e in chain.broker.ingress
                   if e["type"].endswith("notification.requested.v1alpha1")]
     stack.notifier.stop()
     stack.notifier.start(wait_ready=True)
-    assert stack.broker.ingest("cpaas-system/cloudevents-katanomi-dev", request) == 202
-    assert stack.broker.wait_idle(30) and stack.sandbox.wait_idle(10)
+    assert chain.broker.ingest("cpaas-system/cloudevents-katanomi-dev", request) == 202
+    assert chain.broker.wait_idle(30) and stack.sandbox.wait_idle(10)
     assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
     assert stack.sandbox.suppressed == [], "not even sent to WeCom's duplicate check"
 
@@ -337,20 +336,20 @@ def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) ->
         chain.adapter.start()
         chain.adapter.handshake(chain.enricher_saw)
     stack = chain.running()
-    assert stack.broker is not None and stack.sandbox is not None
+    assert stack.sandbox is not None
     assert not any(((e.data or {}).get("event") or {}).get("metadata", {}).get("uid")
-                   == missed["metadata"]["uid"] for e in stack.broker.ingress)
+                   == missed["metadata"]["uid"] for e in chain.broker.ingress)
     ping = plain_event({"type": "dev.knative.sources.ping",
                        "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
                                  "kubeevent-catch-up"}, {"catchUp": "events"})
-    before = len(stack.broker.ingress)
+    before = len(chain.broker.ingress)
     refused = post(stack.enricher.url, ping, params={"broker": "devops/elsewhere"})
-    assert refused.status_code == 403 and len(stack.broker.ingress) == before
+    assert refused.status_code == 403 and len(chain.broker.ingress) == before
     for _ in range(2):
         time.sleep(1.1)  # past the interval since the last run
         response = post(stack.enricher.url, ping)
         assert response.status_code == 202, response.text
-        assert stack.broker.wait_idle(60) and stack.sandbox.wait_idle(10)
+        assert chain.broker.wait_idle(60) and stack.sandbox.wait_idle(10)
         got = {u: [m for m in ms if run["metadata"]["name"] in (m.description or "")]
                for u, ms in chain.received().items()}
         assert {u: len(m) for u, m in got.items() if m} == {"bob": 1}
@@ -405,20 +404,20 @@ def test_a_made_up_event_about_a_real_run_reaches_nobody_and_discloses_nothing(
     never had (a fresh uid, a phishing link) is refused; a real Event posted without
     ``?broker=`` comes back as 202 with no body, not as the run with a valid signature."""
     stack = chain.running()
-    assert stack.broker is not None and stack.sandbox is not None
+    assert stack.sandbox is not None
     run = run_in(chain, approvers=("bob",))
     forged = event_about(run, "ApprovalDenied",
                          "SSO 过期请重新审批 re-approve: https://acp.evil.example/sso")
     forged["metadata"].update(name=f"{run['metadata']['name']}.forged", uid=str(uuid.uuid4()))
-    before = len(stack.broker.ingress)
+    before = len(chain.broker.ingress)
     answer = post(stack.enricher.url, apiserver_event(forged),
                   params={"broker": "cloudevents-katanomi-dev"})
     assert answer.status_code == 403 and answer.text.startswith("unconfirmed Event")
     real = chain.create(event_about(run, "Running"))
     reply = post(stack.enricher.url, apiserver_event(real))
     assert (reply.status_code, reply.content) == (202, b"")
-    assert stack.broker.wait_idle(60) and stack.sandbox.wait_idle(10)
+    assert chain.broker.wait_idle(60) and stack.sandbox.wait_idle(10)
     assert not any(e["type"].endswith(".approvaldenied.v1alpha1")
-                   for e in stack.broker.ingress[before:])
+                   for e in chain.broker.ingress[before:])
     assert all("acp.evil.example" not in (m.description or "") + (m.url or "")
                for ms in chain.received().values() for m in ms)

@@ -17,9 +17,7 @@ import pytest
 import yaml
 
 from dev.cluster.chain import DEAD_LETTER, TRIGGERS, ClusterChain
-from dev.cluster.controlplane import ControlPlane
-from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing, service_host, why_not
-from dev.cluster.install import install_crds, project_namespaces
+from dev.cluster.eventing import KnativeEventing, service_host
 from dev.stack.stack import BROKER, FUNCTION_NAMESPACE, NOTIFIER, SYSTEM_NAMESPACE
 from dev.support.factory import (
     enriched_event,
@@ -31,42 +29,21 @@ from dev.support.factory import (
 from dev.support.seed import TITLES, example
 from dev.support.sink import RecordingSink
 from dev.support.wire import to_binary
-from tests.cluster.conftest import require_cluster
+from tests.cluster.test_chain import devstack_subscriptions
 
 REQUESTED = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
 
 
-def require_knative() -> None:
-    import os
-
-    from tests.conftest import NAMESPACE_PROBLEM
-
-    require_cluster()
-    reason = NAMESPACE_PROBLEM[0] or why_not()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"Knative's broker cannot run: {reason}", pytrace=False)
-    pytest.skip(f"Knative's broker cannot run: {reason}")
-
-
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterChain]:
-    require_knative()
-    workdir = tmp_path_factory.mktemp("knative")
-    with ControlPlane(workdir / "plane", service_range=SERVICE_RANGE) as plane:
-        install_crds(plane)
-        project_namespaces(plane)
-        with KnativeEventing(plane, workdir / "eventing") as eventing:
-            running = ClusterChain(plane, workdir / "chain", eventing=eventing)
-            running.install()
-            running.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
-            from tests.cluster.test_chain import devstack_subscriptions
-
-            for user, text in devstack_subscriptions().items():
-                running.apply_yaml(text, user=user)
-            with running:
-                yield running
+def chain(eventing: KnativeEventing, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ClusterChain]:
+    running = ClusterChain(eventing.plane, tmp_path_factory.mktemp("chain"), eventing=eventing)
+    running.install()
+    running.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
+    for user, text in devstack_subscriptions().items():
+        running.apply_yaml(text, user=user)
+    with running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
