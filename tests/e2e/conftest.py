@@ -1,5 +1,9 @@
 """One whole chain per module: fake API server, WeCom sandbox, dev broker, three functions.
 
+These suites run on the dev broker (dev/stack/broker.py), an imitation of Knative's kept
+to what the manifests use; the same chain through Knative's own broker, controllers and
+webhook is tests/cluster.
+
 Starting the function processes is the slow part, so they start once; each test resets
 the recordings, faults and policies it may have touched.
 """
