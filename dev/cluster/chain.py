@@ -13,6 +13,7 @@ the sandbox. Events are created with kubectl.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,10 +34,10 @@ from dev.stack.stack import (
 from dev.support.factory import SIGNING_KEY
 from dev.support.sink import RecordingSink
 
-from . import install
+from . import install, netns
 from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
 from .controlplane import ADMIN, USERS, ClusterError, ControlPlane, ensure_built
-from .eventing import KnativeEventing
+from .eventing import SERVICE_RANGE, KnativeEventing, why_not
 
 WATCHER_SERVICE_ACCOUNT = "kubeevent-watcher-sa"
 DEAD_LETTER = "kubeevent-dead-letter"
@@ -279,9 +280,10 @@ class ClusterChain:
         deadline = time.monotonic() + timeout
         if self.eventing is not None:
             # Knative's broker answers the enricher once every Trigger's delivery has ended
-            # (or been dead-lettered): its answer is the end of the chain.
-            about = created["involvedObject"]
-            while not self.enricher_saw(about.get("namespace", ""), about["name"]):
+            # (or been dead-lettered): its answer about this Event is the end of the chain.
+            uid = created["metadata"]["uid"]
+            while not any(r.get("event_uid") == uid and r.get("message") == "handled"
+                          for r in stack.enricher.log_records()):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"the enricher never answered Event "
                                          f"{created['metadata']['name']}; adapter log:\n"
@@ -334,24 +336,41 @@ class ClusterChain:
 
 class DevCluster:
     """``make dev`` on the real control plane: builds ``.cluster/bin`` if needed, starts
-    the control plane, installs the plain Knative overlay, creates the example run and
-    subscriptions (each person's as that person), and runs the chain with Knative's
-    adapter. ``deliver`` creates an example Event with kubectl."""
+    the control plane and Knative Eventing's own broker (as root, in a private network
+    namespace; else the dev broker, saying why), installs the plain Knative overlay,
+    creates the example run and subscriptions (each person's as that person), and runs the
+    chain with Knative's adapter. ``deliver`` creates an example Event with kubectl."""
 
     def __init__(self, workdir: Path, log: Callable[[str], None] | None = None) -> None:
         self.workdir = workdir
         self.log = log
         self.plane: ControlPlane | None = None
+        self.eventing: KnativeEventing | None = None
         self.chain: ClusterChain | None = None
+        self.without_knative = ""  # why the dev broker stands in, if it does
         self._run_uid = ""
 
     def start(self) -> DevCluster:
         from dev.stack.manifests import DEVSTACK_EXAMPLES, EXAMPLES, load_yaml_file
 
         ensure_built()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.plane = ControlPlane(self.workdir / "control-plane").start()
-            self.chain = ClusterChain(self.plane, self.workdir, log=self.log)
+            netns.isolate(self.workdir / "hosts")
+        except netns.NamespaceError as exc:
+            self.without_knative = str(exc)
+        self.without_knative = self.without_knative or why_not() or ""
+        try:
+            if self.without_knative:
+                self.plane = ControlPlane(self.workdir / "control-plane").start()
+            else:
+                self.plane = ControlPlane(self.workdir / "control-plane",
+                                          service_range=SERVICE_RANGE).start()
+                install.install_crds(self.plane)
+                self.eventing = KnativeEventing(self.plane, self.workdir / "eventing",
+                                                log=self.log).start()
+            self.chain = ClusterChain(self.plane, self.workdir, log=self.log,
+                                      eventing=self.eventing)
             self.chain.install()
             for path in (EXAMPLES / "seed-clustersubscription-admin.yaml",
                          DEVSTACK_EXAMPLES / "clustersubscriptions.yaml"):
@@ -389,10 +408,25 @@ class DevCluster:
         assert self.plane is not None and self.chain is not None
         lines = self.plane.describe()
         lines.append(f"receive adapter (Knative's) log {self.workdir / 'adapter.log'}")
-        return lines + self.stack.describe()[1:]
+        if self.eventing is None:
+            lines.append(f"dev broker instead of Knative's: {self.without_knative}")
+            return lines + self.stack.describe()[1:]
+        lines.append(f"Knative's broker {self.eventing.ingress_url}/{SYSTEM_NAMESPACE}/{BROKER}"
+                     f"  (Knative Eventing's own processes, logs in "
+                     f"{self.eventing.dir / 'logs'})")
+        for name in (*TRIGGERS, TAP):
+            trigger = self.chain.get("trigger", name, "-n", SYSTEM_NAMESPACE)
+            lines.append(f"  Trigger {name}: -> "
+                         f"{(trigger.get('status') or {}).get('subscriberUri')}")
+        lines += self.stack.describe()[1:]
+        lines.append(f"all of it in a private network namespace: to reach it, run commands "
+                     f"with nsenter -t {os.getpid()} -n -m")
+        return lines
 
     def stop(self) -> None:
         if self.chain is not None:
             self.chain.stop()
+        if self.eventing is not None:
+            self.eventing.stop()
         if self.plane is not None:
             self.plane.stop()

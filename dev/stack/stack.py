@@ -341,7 +341,6 @@ class Stack:
 
     def describe(self) -> list[str]:
         """Readable lines: where each part listens and logs."""
-        assert self.broker is not None
         lines = []
         if self.kube_api is not None:
             lines.append(f"Kubernetes API  {self.kube_api.url}  (embedded fake; "
@@ -352,10 +351,12 @@ class Stack:
             lines.append(f"WeCom API       {self.sandbox.api_url}  (local sandbox)")
         else:
             lines.append("WeCom API       https://qyapi.weixin.qq.com (real: CORPWECHAT_* set)")
-        lines.append(f"dev broker      {self.broker.ingress_url(SYSTEM_NAMESPACE, BROKER)}  "
-                     f"(log {self.broker_log})")
-        for trigger in self.broker.triggers:
-            lines.append(f"  Trigger {trigger.name}: -> {self.broker.resolve(trigger.subscriber)}")
+        if self.broker is not None:
+            lines.append(f"dev broker      {self.broker.ingress_url(SYSTEM_NAMESPACE, BROKER)}  "
+                         f"(log {self.broker_log})")
+            for trigger in self.broker.triggers:
+                lines.append(f"  Trigger {trigger.name}: -> "
+                             f"{self.broker.resolve(trigger.subscriber)}")
         for name, proc in self.functions.items():
             lines.append(f"{name:<26}{proc.url}  (log {proc.log_path})")
         return lines

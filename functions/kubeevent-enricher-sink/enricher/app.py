@@ -117,8 +117,10 @@ class Enricher:
         enriched = core.enrich(kube_event, obj)
         if self.config.signer is not None:
             self.config.signer.sign(enriched)
+        meta = kube_event.raw.get("metadata") or {}
         fields = {"object": object_ref, "enriched_id": enriched["id"],
-                  "enriched_type": enriched["type"]}
+                  "enriched_type": enriched["type"],
+                  "event_uid": meta.get("uid") or None}
         if target is None:
             EMITTED.inc()
             return Outcome.reply(enriched, **fields)
