@@ -37,7 +37,7 @@ from dev.support.sink import RecordingSink
 from . import install, netns
 from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
 from .controlplane import ADMIN, USERS, ClusterError, ControlPlane, ensure_built
-from .eventing import SERVICE_RANGE, KnativeEventing, why_not
+from .eventing import SERVICE_RANGE, KnativeEventing, service_host, why_not
 
 WATCHER_SERVICE_ACCOUNT = "kubeevent-watcher-sa"
 DEAD_LETTER = "kubeevent-dead-letter"
@@ -115,8 +115,10 @@ class ClusterChain:
     def __init__(self, plane: ControlPlane, workdir: Path, *,
                  function_env: Mapping[str, Mapping[str, str]] | None = None,
                  backoff_scale: float = 0.01, log: Callable[[str], None] | None = None,
-                 eventing: KnativeEventing | None = None) -> None:
+                 eventing: KnativeEventing | None = None,
+                 wecom_member_limits: tuple[int, int] = (30, 1000)) -> None:
         self.plane = plane
+        self.wecom_member_limits = wecom_member_limits
         # Knative's own broker, controllers and webhook (else the dev broker).
         self.eventing = eventing
         self.dead_letters: RecordingSink | None = None
@@ -161,12 +163,17 @@ class ClusterChain:
                                    workdir=self.workdir, function_env=env,
                                    load_examples=False,
                                    broker_ingress=self.eventing.ingress_url
-                                   if self.eventing is not None else None)
+                                   if self.eventing is not None else None,
+                                   wecom_member_limits=self.wecom_member_limits)
             self.stack = Stack(options, log=self.log).start()
             if self.eventing is not None:
                 self._serve_through_knative(self.eventing, self.stack)
+            # Through Knative, the adapter sends where the seed's ApiServerSource resolves:
+            # the enricher's Knative Service address.
+            enricher = (f"http://{service_host(ENRICHER, FUNCTION_NAMESPACE)}"
+                        if self.eventing is not None else self.stack.enricher.url)
             self.adapter = ReceiveAdapter(
-                self.plane, sink=f"{self.stack.enricher.url}/?broker={BROKER}",
+                self.plane, sink=f"{enricher}/?broker={BROKER}",
                 namespaces=install.PROJECT_NAMESPACES,
                 kubeconfig=self.plane.service_account_kubeconfig(SOURCE_NAMESPACE,
                                                                  WATCHER_SERVICE_ACCOUNT),

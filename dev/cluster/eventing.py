@@ -48,6 +48,9 @@ INGRESS_PORT, FILTER_PORT, DISPATCHER_PORT = 8081, 8082, 8080
 # Addresses for what the harness publishes (functions, sinks): 127.96.3.1 and on.
 PUBLISHED = ipaddress.ip_network("127.96.3.0/24")
 PUBLISHED_MAX = 16
+# How long a request to a Knative Service waits for its process to come up, as Knative
+# Serving's activator holds requests while a revision scales from zero.
+ACTIVATOR_HOLD = 60.0
 COMMON_ENV = {"SYSTEM_NAMESPACE": NAMESPACE, "CONFIG_LOGGING_NAME": "config-logging",
               "CONFIG_OBSERVABILITY_NAME": "config-observability",
               "CLUSTER_DOMAIN": "cluster.local", "PROFILING_PORT": "0"}
@@ -174,7 +177,8 @@ class KnativeEventing:
         """Make ``http://NAME.NS.svc.cluster.local`` (port 80) reach ``127.0.0.1:port``:
         a hosts entry and a relay, as cluster DNS and kube-proxy would. With ``ksvc``
         the Knative Service of that name gets the status Knative Serving would write
-        (Ready, with that cluster-local address). Returns the URL."""
+        (Ready, with that cluster-local address), and a request waits while its process
+        is not up (the activator's part). Returns the URL."""
         host = service_host(name, namespace)
         known = self._published.get(host)
         address = known[0] if known else str(PUBLISHED[len(self._published) + 1])
@@ -187,8 +191,10 @@ class KnativeEventing:
             self.hosts.add(address, host)
             # Also through a unix socket: how the PingSource adapter, in a network of its
             # own, reaches it.
+            # A Knative Service's requests wait while it starts (the activator's part).
+            hold = ["--hold", str(ACTIVATOR_HOLD)] if ksvc else []
             relay = self._relay(f"relay-{name}", [
-                f"tcp:{address}:80=tcp:127.0.0.1:{port}",
+                *hold, f"tcp:{address}:80=tcp:127.0.0.1:{port}",
                 f"unix:{self._socket_for(address)}=tcp:127.0.0.1:{port}"])
             self._published[host] = (address, port, relay)
         url = f"http://{host}"

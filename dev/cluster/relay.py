@@ -1,9 +1,12 @@
 """A layer-4 relay: what kube-proxy does for a Service's ClusterIP, in user space.
 
-``python -m dev.cluster.relay LISTEN=TARGET ...``, each side ``tcp:HOST:PORT`` or
-``unix:PATH``. Prints ``READY`` once every listener is bound, then copies bytes both ways
-for each connection until either side closes. A unix socket also carries traffic between
-network namespaces (a socket file is reached through the file system, not the network).
+``python -m dev.cluster.relay [--hold SECONDS] LISTEN=TARGET ...``, each side
+``tcp:HOST:PORT`` or ``unix:PATH``. Prints ``READY`` once every listener is bound, then
+copies bytes both ways for each connection until either side closes. With ``--hold`` a
+connection whose target is not up yet is held that long while the relay keeps trying
+(what Knative Serving's activator does for a function scaled to zero). A unix socket
+also carries traffic between network namespaces (a socket file is reached through the
+file system, not the network).
 """
 
 from __future__ import annotations
@@ -61,13 +64,18 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 writer.write_eof()
 
 
-def _handler(target: Endpoint) -> object:
+def _handler(target: Endpoint, hold: float = 0.0) -> object:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await target.connect()
-        except OSError:
-            writer.close()
-            return
+        deadline = asyncio.get_running_loop().time() + hold
+        while True:
+            try:
+                up_reader, up_writer = await target.connect()
+                break
+            except OSError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    writer.close()
+                    return
+                await asyncio.sleep(0.02)
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         for each in (writer, up_writer):
             each.close()
@@ -84,8 +92,9 @@ def parse(pairs: Sequence[str]) -> list[tuple[Endpoint, Endpoint]]:
     return found
 
 
-async def run(pairs: Sequence[tuple[Endpoint, Endpoint]], ready: object = None) -> None:
-    servers = [await listen.serve(_handler(target)) for listen, target in pairs]
+async def run(pairs: Sequence[tuple[Endpoint, Endpoint]], ready: object = None,
+              hold: float = 0.0) -> None:
+    servers = [await listen.serve(_handler(target, hold)) for listen, target in pairs]
     if callable(ready):
         ready()
     stop = asyncio.Event()
@@ -99,12 +108,16 @@ async def run(pairs: Sequence[tuple[Endpoint, Endpoint]], ready: object = None) 
 
 
 def main(argv: Sequence[str]) -> int:
+    args, hold = list(argv), 0.0
     try:
-        pairs = parse(argv)
-    except ValueError as exc:
+        if args[:1] == ["--hold"]:
+            hold = float(args[1])
+            args = args[2:]
+        pairs = parse(args)
+    except (ValueError, IndexError) as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run(pairs, ready=lambda: print("READY", flush=True)))
+    asyncio.run(run(pairs, ready=lambda: print("READY", flush=True), hold=hold))
     return 0
 
 
