@@ -14,12 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from dev.cluster.chain import DEAD_LETTER, TRIGGERS, ClusterChain
 from dev.cluster.eventing import KnativeEventing, service_host
-from dev.stack.stack import BROKER, FUNCTION_NAMESPACE, NOTIFIER, SYSTEM_NAMESPACE
+from dev.stack.stack import (
+    BROKER,
+    ENRICHER,
+    FILTER,
+    FUNCTION_NAMESPACE,
+    NOTIFIER,
+    SYSTEM_NAMESPACE,
+)
 from dev.support.factory import (
+    apiserver_event,
     enriched_event,
     kube_event,
     notification_request,
@@ -30,14 +39,23 @@ from dev.support.seed import TITLES, example
 from dev.support.sink import RecordingSink
 from dev.support.wire import to_binary
 from tests.cluster.test_chain import devstack_subscriptions
+from tests.support.otlp import OtlpReceiver
 
 REQUESTED = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
 
 
 @pytest.fixture(scope="module")
-def chain(eventing: KnativeEventing, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[ClusterChain]:
-    running = ClusterChain(eventing.plane, tmp_path_factory.mktemp("chain"), eventing=eventing)
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def chain(eventing: KnativeEventing, receiver: OtlpReceiver,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterChain]:
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    running = ClusterChain(eventing.plane, tmp_path_factory.mktemp("chain"), eventing=eventing,
+                           function_env={ENRICHER: otel, FILTER: otel, NOTIFIER: otel})
     running.install()
     running.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
     for user, text in devstack_subscriptions().items():
@@ -135,8 +153,6 @@ def test_a_notifier_answering_500_dead_letters_the_request_with_knatives_extensi
                                                       obj=promotion_run("kn-dead")),
                                        recipients=[recipient("bob")])
         headers, body = to_binary(request)
-        import requests
-
         started = time.monotonic()
         answer = requests.post(f"{stack.options.broker_ingress}/{SYSTEM_NAMESPACE}/{BROKER}",
                                data=body, headers=headers, timeout=90)
@@ -193,3 +209,62 @@ def test_knatives_ping_source_adapter_sends_the_manifests_pings_on_their_schedul
             chain.plane.kubectl("patch", "pingsource", name, "-n", FUNCTION_NAMESPACE,
                                 "--type=merge", "-p",
                                 json.dumps({"spec": {"schedule": "*/5 * * * *"}}))
+
+
+def test_one_trace_and_the_counters_through_knatives_broker(
+        chain: ClusterChain, receiver: OtlpReceiver) -> None:
+    """The trace context of the enricher's input continues through Knative's broker
+    (its filter and channel pass ``traceparent`` on) to the filter's reply and the
+    notifier's message; each function exports its spans and counts what it answered."""
+    trace = uuid.uuid4().hex
+    stack = chain.running()
+
+    def answered() -> dict[str, float]:
+        counts = {}
+        for name, proc in stack.functions.items():
+            text = requests.get(f"{proc.url}/metrics", timeout=5).text
+            counts[name] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                               if line.startswith("kubeevent_requests_total{")
+                               and 'status="2' in line)
+        return counts
+
+    before = answered()
+    run = chain.new_run(promotion_run(f"kn-trace-{uuid.uuid4().hex[:6]}", "devops",
+                                      approvers=("bob",)))
+    assert chain.adapter is not None
+    chain.adapter.stop()  # the Event reaches the enricher once: from us, in our trace
+    try:
+        event = chain.create(event_about(run, "ApprovalPending"))
+    finally:
+        chain.adapter.start()
+        chain.adapter.handshake(chain.enricher_saw)
+    sent = apiserver_event(event)
+    sent["traceparent"] = f"00-{trace}-00f067aa0ba902b7-01"
+    headers, body = to_binary(sent)
+    answer = requests.post(f"{stack.enricher.url}/", data=body, headers=headers,
+                           params={"broker": BROKER}, timeout=120)
+    assert answer.status_code == 202, answer.text
+    assert chain.broker.wait_idle(30) and stack.sandbox is not None
+    stack.sandbox.wait_idle(10)
+    traced = [e for e in chain.broker.ingress
+              if e.get("involvedobjectname") == run["metadata"]["name"]
+              and str(e.get("traceparent", "")).split("-")[1:2] == [trace]]
+    assert {e["type"].rsplit(".", 2)[-2] for e in traced} >= {"approvalpending", "requested"}
+    spans: dict[str, set[str]] = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        spans = {}
+        for span in receiver.spans:
+            if span.trace_id == trace:
+                spans.setdefault(span.service, set()).add(span.name)
+        if "WeCom message/send" in spans.get(NOTIFIER, set()):
+            break
+        time.sleep(0.1)
+    assert "post to broker" in spans.get(ENRICHER, set())
+    assert "match" in spans.get(FILTER, set())
+    assert {"render", "WeCom message/send"} <= spans.get(NOTIFIER, set())
+    after = answered()
+    # The adapter's copy of the Event and ours: two enricher answers (or more, with the
+    # canaries); one filter answer each; the notifier's request.
+    assert after[ENRICHER] >= before[ENRICHER] + 1
+    assert after[FILTER] >= before[FILTER] + 1 and after[NOTIFIER] >= before[NOTIFIER] + 1
