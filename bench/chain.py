@@ -33,11 +33,11 @@ from typing import Any
 
 from bench.common import emit, log, median, ms, percentile, table
 from dev.cluster import netns
-from dev.cluster.chain import ClusterChain
+from dev.cluster.chain import ClusterChain, controller_event
 from dev.cluster.controlplane import ControlPlane
 from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing, why_not
 from dev.cluster.install import install_crds, project_namespaces
-from dev.support.factory import cluster_subscription, kube_event, promotion_run
+from dev.support.factory import cluster_subscription, promotion_run
 
 _why_not_knative: list[str] = []
 
@@ -80,14 +80,6 @@ class Arrivals:
         return True
 
 
-def _event(run: dict[str, Any], marker: str) -> dict[str, Any]:
-    event = kube_event("Failed", obj=run, message=f"push failed {marker}")
-    meta = run["metadata"]
-    event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
-    event["involvedObject"]["uid"] = meta["uid"]
-    return event
-
-
 def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str, Any]:
     from kubernetes import client, config
 
@@ -110,9 +102,6 @@ def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str,
                                      "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": str(lifted),
                                      "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": str(lifted)}})
         chain.install()
-        from dev.support.seed import example
-
-        chain.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
         chain.apply_yaml(json.dumps(cluster_subscription("alice")), user="alice")
         chain.start()
         stack = chain.running()
@@ -124,7 +113,8 @@ def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str,
         api = client.CoreV1Api(config.new_client_from_config(str(plane.kubeconfig())))
 
         def create(marker: str) -> None:
-            api.create_namespaced_event("devops", _event(run, marker))
+            api.create_namespaced_event("devops", controller_event(run, "Failed",
+                                                                   f"push failed {marker}"))
 
         latencies = []
         for i in range(events + 2):  # the first two warm the path up

@@ -66,6 +66,19 @@ def grant_test_access(plane: ControlPlane, readers: Mapping[str, Sequence[str]] 
 TAP = "kubeevent-test-tap"
 
 
+def controller_event(run: Mapping[str, Any], reason: str, message: str | None = None
+                     ) -> dict[str, Any]:
+    """A core/v1 Event about ``run`` as its controller records it (a generated name in
+    the run's namespace, the run's uid), to be created in the API server."""
+    from dev.support.factory import kube_event
+
+    event = kube_event(reason, obj=dict(run), message=message)
+    meta = run["metadata"]
+    event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
+    event["involvedObject"]["uid"] = meta["uid"]
+    return event
+
+
 class KnativeBrokerView:
     """What the tests read of Knative's broker, the way one watches a broker in a cluster:
     a Trigger without filters (``kubeevent-test-tap``, the tests' own, not the project's)
@@ -264,6 +277,16 @@ class ClusterChain:
     def apply_yaml(self, text: str, *, user: str = "admin") -> str:
         return self.plane.kubectl("apply", "-f", "-", user=user, input=text).stdout
 
+    def subscribe_examples(self) -> None:
+        """admin's subscription (the seed's, verbatim) and the dev stack's example ones,
+        each created by its own subscriber (the ownership policy is in force)."""
+        from dev.stack.manifests import DEVSTACK_EXAMPLES, EXAMPLES, load_yaml_file
+
+        for path in (EXAMPLES / "seed-clustersubscription-admin.yaml",
+                     DEVSTACK_EXAMPLES / "clustersubscriptions.yaml"):
+            for doc in load_yaml_file(path):
+                self.apply_yaml(json.dumps(doc), user=doc["spec"]["subscriber"]["name"])
+
     def new_run(self, run: Mapping[str, Any]) -> dict[str, Any]:
         """Create an ArtifactPromotionRun and write its status through ``/status``, as
         Katanomi's controller does."""
@@ -358,7 +381,7 @@ class DevCluster:
         self._run_uid = ""
 
     def start(self) -> DevCluster:
-        from dev.stack.manifests import DEVSTACK_EXAMPLES, EXAMPLES, load_yaml_file
+        from dev.stack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
 
         ensure_built()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -379,10 +402,7 @@ class DevCluster:
             self.chain = ClusterChain(self.plane, self.workdir, log=self.log,
                                       eventing=self.eventing)
             self.chain.install()
-            for path in (EXAMPLES / "seed-clustersubscription-admin.yaml",
-                         DEVSTACK_EXAMPLES / "clustersubscriptions.yaml"):
-                for doc in load_yaml_file(path):
-                    self.chain.apply_yaml(json.dumps(doc), user=doc["spec"]["subscriber"]["name"])
+            self.chain.subscribe_examples()
             for doc in load_yaml_file(DEVSTACK_EXAMPLES / "artifactpromotionrun.yaml"):
                 if doc["kind"] == "ArtifactPromotionRun":
                     self._run_uid = self.chain.new_run(doc)["metadata"]["uid"]

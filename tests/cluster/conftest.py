@@ -19,13 +19,18 @@ def _usable() -> tuple[bool, str]:
     return build_status()
 
 
-def require_cluster() -> None:
-    usable, why = _usable()
-    if usable:
+def _unless(reason: str | None, what: str) -> None:
+    """Skip with ``reason`` (under ``CI=true``: fail), unless it is None."""
+    if reason is None:
         return
     if os.environ.get("CI") == "true":
-        pytest.fail(f"the real-cluster tests cannot run: {why}", pytrace=False)
-    pytest.skip(f"real-cluster tests skipped: {why}")
+        pytest.fail(f"{what} cannot run: {reason}", pytrace=False)
+    pytest.skip(f"{what} skipped: {reason}")
+
+
+def require_cluster() -> None:
+    usable, why = _usable()
+    _unless(None if usable else why, "the real-cluster tests")
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +49,7 @@ def require_knative() -> None:
     from tests.conftest import NAMESPACE_PROBLEM
 
     require_cluster()
-    reason = NAMESPACE_PROBLEM[0] or why_not()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"Knative's broker cannot run: {reason}", pytrace=False)
-    pytest.skip(f"Knative's broker cannot run: {reason}")
+    _unless(NAMESPACE_PROBLEM[0] or why_not(), "Knative's broker")
 
 
 @pytest.fixture(scope="module")

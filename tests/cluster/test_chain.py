@@ -12,31 +12,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from dev.cluster.adapter import ReceiveAdapter
 from dev.cluster.chain import ClusterChain
+from dev.cluster.chain import controller_event as event_about
 from dev.cluster.eventing import KnativeEventing
 from dev.support.factory import (
     apiserver_event,
     cluster_subscription,
-    kube_event,
     post,
     promotion_run,
 )
-from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES, example
+from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES
 from dev.support.wire import event as plain_event
 from tests.support.cli import kubeevent
-
-
-def devstack_subscriptions() -> dict[str, str]:
-    """subscriber → the example ClusterSubscription YAML written for them."""
-    from dev.stack.manifests import DEVSTACK_EXAMPLES, load_yaml_file
-
-    found = {}
-    for doc in load_yaml_file(DEVSTACK_EXAMPLES / "clustersubscriptions.yaml"):
-        found[doc["spec"]["subscriber"]["name"]] = yaml.safe_dump(doc)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +36,7 @@ def chain(eventing: KnativeEventing, tmp_path_factory: pytest.TempPathFactory
                            eventing=eventing, function_env={
         "kubeevent-enricher-sink": {"CATCHUP_MIN_INTERVAL_SECONDS": "1"}})
     running.install()
-    # Each person creates their own subscription with their own credentials (the
-    # ownership policy of the overlay is in force); admin's is the seed's, verbatim.
-    running.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
-    for user, text in devstack_subscriptions().items():
-        running.apply_yaml(text, user=user)
+    running.subscribe_examples()
     with running:
         yield running
 
@@ -65,15 +50,6 @@ def _fresh_recordings(chain: ClusterChain) -> Iterator[None]:
 def run_in(chain: ClusterChain, namespace: str = "devops", **kwargs: Any) -> dict[str, Any]:
     run = promotion_run(f"run-{uuid.uuid4().hex[:8]}", namespace, **kwargs)
     return chain.new_run(run)
-
-
-def event_about(run: dict[str, Any], reason: str, message: str | None = None) -> dict[str, Any]:
-    """A core/v1 Event about ``run`` as its controller would record it."""
-    event = kube_event(reason, obj=run, message=message)
-    meta = run["metadata"]
-    event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
-    event["involvedObject"]["uid"] = meta["uid"]
-    return event
 
 
 def wait_ready(chain: ClusterChain, name: str, timeout: float = 30.0) -> dict[str, Any]:

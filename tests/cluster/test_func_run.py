@@ -15,12 +15,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from dev.cluster.chain import ClusterChain
+from dev.cluster.chain import controller_event as event_about
 from dev.cluster.controlplane import ControlPlane
 from dev.support import factory
 from dev.support.procs import FunctionProcess, free_port
@@ -103,15 +103,6 @@ def login(cluster: ClusterChain, name: str) -> dict[str, str]:
     """``name``'s environment: logged in as its own ServiceAccount."""
     path = cluster.plane.service_account_kubeconfig(NAMESPACE, name)
     return {"KUBECONFIG": str(path)}
-
-
-def event_about(run: dict[str, Any], reason: str) -> dict[str, Any]:
-    """A core/v1 Event about ``run`` as its controller records it."""
-    event = factory.kube_event(reason, obj=run)
-    meta = run["metadata"]
-    event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
-    event["involvedObject"]["uid"] = meta["uid"]
-    return event
 
 
 def test_the_enricher_under_func_run_answers_as_under_functions_framework(

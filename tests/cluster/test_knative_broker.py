@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from dev.cluster.chain import DEAD_LETTER, TRIGGERS, ClusterChain
+from dev.cluster.chain import controller_event as event_about
 from dev.cluster.eventing import KnativeEventing, service_host
 from dev.stack.stack import (
     BROKER,
@@ -30,15 +31,13 @@ from dev.stack.stack import (
 from dev.support.factory import (
     apiserver_event,
     enriched_event,
-    kube_event,
     notification_request,
     promotion_run,
     recipient,
 )
-from dev.support.seed import TITLES, example
+from dev.support.seed import TITLES
 from dev.support.sink import RecordingSink
 from dev.support.wire import to_binary
-from tests.cluster.test_chain import devstack_subscriptions
 from tests.support.otlp import OtlpReceiver
 
 REQUESTED = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
@@ -57,9 +56,7 @@ def chain(eventing: KnativeEventing, receiver: OtlpReceiver,
     running = ClusterChain(eventing.plane, tmp_path_factory.mktemp("chain"), eventing=eventing,
                            function_env={ENRICHER: otel, FILTER: otel, NOTIFIER: otel})
     running.install()
-    running.apply_yaml(example("seed-clustersubscription-admin.yaml"), user="admin")
-    for user, text in devstack_subscriptions().items():
-        running.apply_yaml(text, user=user)
+    running.subscribe_examples()
     with running:
         yield running
 
@@ -68,14 +65,6 @@ def chain(eventing: KnativeEventing, receiver: OtlpReceiver,
 def _fresh(chain: ClusterChain) -> Iterator[None]:
     chain.reset()
     yield
-
-
-def event_about(run: dict[str, Any], reason: str, message: str | None = None) -> dict[str, Any]:
-    event = kube_event(reason, obj=run, message=message)
-    meta = run["metadata"]
-    event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
-    event["involvedObject"]["uid"] = meta["uid"]
-    return event
 
 
 def test_knative_admits_and_reconciles_the_manifests_broker_and_triggers(
