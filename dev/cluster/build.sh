@@ -2,8 +2,9 @@
 # Build the real control plane the cluster tests run against, from the Go modules pinned in
 # dev/cluster/go: kube-apiserver, kubectl, etcd; Knative Eventing's own commands (its
 # ApiServerSource and PingSource adapters, and the MT channel-based Broker with its
-# InMemoryChannel, controllers and webhook: dev/cluster/eventing.py runs them); and
-# Knative's func CLI (v0.49.2, the func of Knative 1.22).
+# InMemoryChannel, controllers and webhook: dev/cluster/eventing.py runs them); Knative's
+# NATS JetStream channel (eventing-natss controller and dispatcher) and the nats-server it
+# pins (dev/cluster/natss.py); and Knative's func CLI (v0.49.2, the func of Knative 1.22).
 #
 #   dev/cluster/build.sh            # build into .cluster/bin unless it is already current
 #   dev/cluster/build.sh --check    # exit 0 when .cluster/bin is current, 1 otherwise
@@ -43,6 +44,13 @@ declare -A EVENTING=(
 )
 EVENTING_ORDER=(apiserver_receive_adapter mtping broker_ingress broker_filter imc_dispatcher
   imc_controller mtchannel_broker eventing_controller eventing_webhook)
+# The durable channel (module dev/cluster/go/natss).
+declare -A NATSS=(
+  [nats-server]=github.com/nats-io/nats-server/v2
+  [natss_controller]=knative.dev/eventing-natss/cmd/jetstream/controller
+  [natss_dispatcher]=knative.dev/eventing-natss/cmd/jetstream/dispatcher
+)
+NATSS_ORDER=(nats-server natss_controller natss_dispatcher)
 
 stamp() {
   {
@@ -53,7 +61,8 @@ stamp() {
 }
 WANT=$(stamp)
 current() { [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$WANT" ] \
-  && for b in kube-apiserver kubectl etcd func "${!EVENTING[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
+  && for b in kube-apiserver kubectl etcd func "${!EVENTING[@]}" "${!NATSS[@]}"; do
+       [ -x "$OUT/$b" ] || return 1; done; }
 
 if [ "${1:-}" = "--check" ]; then current; exit; fi
 if current; then echo "cluster binaries are current in .cluster/bin"; exit 0; fi
@@ -80,7 +89,7 @@ download() {
     *) go mod download ;;
   esac
 }
-for mod in controlplane adapter knative func; do
+for mod in controlplane adapter knative natss func; do
   for attempt in 1 2 3; do
     step "downloading modules for $mod (attempt $attempt)"
     if (cd "$GO_DIR/$mod" && download "$mod"); then break; fi
@@ -108,6 +117,9 @@ build controlplane kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$LDF"
 build controlplane kubectl k8s.io/kubernetes/cmd/kubectl "$LDF"
 for name in "${EVENTING_ORDER[@]}"; do
   build adapter "$name" "${EVENTING[$name]}" "-s -w"
+done
+for name in "${NATSS_ORDER[@]}"; do
+  build natss "$name" "${NATSS[$name]}" "-s -w"
 done
 build func func knative.dev/func/cmd/func "-s -w -X knative.dev/func/pkg/version.Vers=v0.49.2"
 

@@ -38,6 +38,7 @@ from . import install, netns
 from .adapter import SOURCE_NAMESPACE, ReceiveAdapter
 from .controlplane import ADMIN, USERS, ClusterError, ControlPlane, ensure_built
 from .eventing import SERVICE_RANGE, KnativeEventing, service_host, why_not
+from .natss import JetStreamChannel
 
 WATCHER_SERVICE_ACCOUNT = "kubeevent-watcher-sa"
 DEAD_LETTER = "kubeevent-dead-letter"
@@ -129,8 +130,11 @@ class ClusterChain:
                  function_env: Mapping[str, Mapping[str, str]] | None = None,
                  backoff_scale: float = 0.01, log: Callable[[str], None] | None = None,
                  eventing: KnativeEventing | None = None,
-                 wecom_member_limits: tuple[int, int] = (30, 1000)) -> None:
+                 wecom_member_limits: tuple[int, int] = (30, 1000),
+                 channel: JetStreamChannel | None = None) -> None:
         self.plane = plane
+        # The Broker on a JetStream channel (the jetstream overlay), else the default one.
+        self.channel = channel
         self.wecom_member_limits = wecom_member_limits
         # Knative's own broker, controllers and webhook (else the dev broker).
         self.eventing = eventing
@@ -146,7 +150,9 @@ class ClusterChain:
     def install(self) -> None:
         if self.eventing is not None:  # the Broker's channel resolves from its creation on
             self.eventing.broker_channel(BROKER, SYSTEM_NAMESPACE)
-        install.install(self.plane)
+        if self.channel is not None:
+            self.channel.broker_channel(BROKER, SYSTEM_NAMESPACE)
+        install.install(self.plane, "jetstream" if self.channel is not None else "knative")
         self.plane.kubectl("apply", "-f", str(SANDBOX_SECRET))
         # The key the functions sign with, as an operator creates it (README); the local
         # processes get the same key from the tests' environment.
@@ -219,6 +225,8 @@ class ClusterChain:
             "spec": {"broker": BROKER, "subscriber": {"ref": {
                 "apiVersion": "v1", "kind": "Service", "name": TAP,
                 "namespace": FUNCTION_NAMESPACE}}}}))
+        if self.channel is not None:
+            self.channel.settle()
         eventing.wait_ready("broker", BROKER, SYSTEM_NAMESPACE)
         for trigger in (*TRIGGERS, TAP):
             eventing.wait_ready("trigger", trigger, SYSTEM_NAMESPACE)
@@ -319,6 +327,17 @@ class ClusterChain:
                                          f"{created['metadata']['name']}; adapter log:\n"
                                          f"{self.adapter_log()}")
                 time.sleep(0.05)
+            if self.channel is not None:
+                # A durable channel answers once it has stored the event; delivery
+                # follows: wait for the outcome, not the answer.
+                assert self.view is not None
+                while not any(((e.data or {}).get("event") or {}).get("metadata", {})
+                              .get("uid") == uid for e in self.view.ingress):
+                    if time.monotonic() > deadline:
+                        raise AssertionError("the broker never delivered the enriched "
+                                             f"event of {created['metadata']['name']}")
+                    time.sleep(0.05)
+                self.settle(timeout)
             assert stack.sandbox.wait_idle(10), "WeCom did not answer everything"
             return created
         uid = created["metadata"]["uid"]
@@ -332,6 +351,24 @@ class ClusterChain:
         assert stack.broker.wait_idle(timeout), "the dev broker did not become idle"
         assert stack.sandbox.wait_idle(10), "WeCom did not answer everything"
         return created
+
+    def settle(self, timeout: float = 60.0, quiet: float = 1.0) -> None:
+        """Wait until neither the broker (its tap) nor WeCom has taken anything for
+        ``quiet`` seconds: on a durable channel, delivery goes on after the answer."""
+        stack = self.running()
+        assert stack.sandbox is not None
+        deadline = time.monotonic() + timeout
+        seen = (-1, -1)
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            now = (len(self.view.tap.received) if self.view is not None else 0,
+                   len(stack.sandbox.delivered))
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the chain did not settle in {timeout:.0f} s")
 
     def received(self) -> dict[str, list[Delivery]]:
         """WeCom user id → the messages the sandbox delivered to it."""

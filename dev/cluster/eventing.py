@@ -96,8 +96,11 @@ class KnativeEventing:
     ``SERVICE_RANGE``); ``stop()`` ends every process it started."""
 
     def __init__(self, plane: ControlPlane, workdir: Path,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, *,
+                 imc_dispatcher: bool = True) -> None:
         self.plane = plane
+        # False when another channel's dispatcher takes :8080 (dev/cluster/natss.py).
+        self.imc_dispatcher = imc_dispatcher
         self.dir = workdir
         self.log = log or (lambda line: None)
         self.hosts = netns.Hosts()
@@ -153,6 +156,10 @@ class KnativeEventing:
     @property
     def api_socket(self) -> Path:
         return self.dir / "api.sock"
+
+    def outside(self, address: str, target: str) -> None:
+        """Let isolated processes reach ``address`` (HOST:PORT) here, at ``target``."""
+        self._relay(f"out-{address}", [f"unix:{self._socket_for(address)}=tcp:{target}"])
 
     def _socket_for(self, address: str) -> Path:
         return self.dir / f"to-{address}.sock"
@@ -254,7 +261,8 @@ class KnativeEventing:
 
         root = str(Path(__file__).resolve().parents[2])
         return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": root,
-                "PYTHONUNBUFFERED": "1", netns.MARKER: "1"}
+                "PYTHONUNBUFFERED": "1", netns.MARKER: "1",
+                netns.HOSTS_VARIABLE: str(netns.Hosts.source())}
 
     def _launch(self, process: _Process) -> None:
         process.start()
@@ -314,7 +322,7 @@ class KnativeEventing:
 
     def _process(self, name: str, binary: str, account: str, extra: Mapping[str, str],
                  *, isolated: bool = False, webhook: bool = False,
-                 outbound: tuple[str, ...] = ()) -> None:
+                 outbound: tuple[str, ...] = (), etc: Path | None = None) -> None:
         env = {**COMMON_ENV, "HOME": str(self.dir), "POD_NAME": f"{name}-0",
                "KUBECONFIG": self._kubeconfig_of(account), **extra}
         argv = [str(BIN / binary)]
@@ -330,9 +338,15 @@ class KnativeEventing:
             relays = ["--relay", f"tcp:127.0.0.1:6443=unix:{self.api_socket}"]
             if webhook:
                 relays += ["--relay", f"unix:{self.dir / (name + '.sock')}=tcp:127.0.0.1:8443"]
-            for address in outbound:  # ClusterIP:80 here -> the same address outside
-                relays += ["--relay", f"tcp:{address}:80=unix:{self._socket_for(address)}"]
+            for address in outbound:  # HOST[:PORT] here -> the same address outside
+                host, _, port = address.partition(":")
+                relays += ["--relay", f"tcp:{host}:{port or 80}="
+                                      f"unix:{self._socket_for(address)}"]
             argv = [sys.executable, "-m", "dev.cluster.isolated", *relays, "--", *argv]
+            env.update({k: v for k, v in self._python_env().items() if k != "PATH"})
+        elif etc is not None:  # this network; files laid over /etc
+            argv = [sys.executable, "-m", "dev.cluster.isolated", "--same-network",
+                    "--etc", str(etc), "--hosts", str(self.hosts.source()), "--", *argv]
             env.update({k: v for k, v in self._python_env().items() if k != "PATH"})
         import os
 
@@ -354,10 +368,11 @@ class KnativeEventing:
             "CONTAINER_NAME": "filter", "NAMESPACE": NAMESPACE,
             "METRICS_DOMAIN": "knative.dev/internal/eventing",
             "FILTER_PORT": str(FILTER_PORT), "FILTER_PORT_HTTPS": "8445"})
-        self._process("imc-dispatcher", "imc_dispatcher", "imc-dispatcher", {
-            "CONTAINER_NAME": "dispatcher",
-            "METRICS_DOMAIN": "knative.dev/inmemorychannel-dispatcher",
-            "MAX_IDLE_CONNS": "1000", "MAX_IDLE_CONNS_PER_HOST": "1000"})
+        if self.imc_dispatcher:
+            self._process("imc-dispatcher", "imc_dispatcher", "imc-dispatcher", {
+                "CONTAINER_NAME": "dispatcher",
+                "METRICS_DOMAIN": "knative.dev/inmemorychannel-dispatcher",
+                "MAX_IDLE_CONNS": "1000", "MAX_IDLE_CONNS_PER_HOST": "1000"})
         self._process("eventing-controller", "eventing_controller", "eventing-controller", {
             "METRICS_DOMAIN": "knative.dev/eventing", **images}, isolated=True)
         self._process("mt-broker-controller", "mtchannel_broker", "eventing-controller", {
@@ -383,11 +398,13 @@ class KnativeEventing:
 
     def _wait_ready(self, source: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        for name, port in (("broker-ingress", INGRESS_PORT), ("broker-filter", FILTER_PORT),
-                           ("imc-dispatcher", DISPATCHER_PORT)):
+        listening = [("broker-ingress", INGRESS_PORT), ("broker-filter", FILTER_PORT)]
+        if self.imc_dispatcher:
+            listening.append(("imc-dispatcher", DISPATCHER_PORT))
+        for name, port in listening:
             self._until(lambda p=port: _answers(f"http://127.0.0.1:{p}/"),
                         deadline - time.monotonic(), f"{name} listening", name)
-        for lease in LEASES:
+        for lease in LEASES if self.imc_dispatcher else LEASES[:-1]:
             self._until(lambda lease=lease: self._lease_held(lease),
                         deadline - time.monotonic(), f"lease {lease}")
         core = source / "config" / "core" / "webhooks"

@@ -30,11 +30,13 @@ INNER_NAMESPACE_LABEL = "cpaas.io/inner-namespace"
 
 
 @cache
-def knative_module(module: str) -> Path:
-    """The source of a pinned Knative module (already in the module cache after
-    dev/cluster/build.sh; ``go mod download`` verifies it against go.sum)."""
+def knative_module(module: str, pinned_in: str = "knative") -> Path:
+    """The source of a Knative module pinned in ``dev/cluster/go/<pinned_in>`` (already
+    in the module cache after dev/cluster/build.sh; ``go mod download`` verifies it
+    against go.sum)."""
     env = dict(os.environ, GOTOOLCHAIN="local", GOWORK="off", GOFLAGS="-mod=readonly")
-    result = subprocess.run(["go", "mod", "download", "-json", module], cwd=KNATIVE_MODULE,
+    result = subprocess.run(["go", "mod", "download", "-json", module],
+                            cwd=KNATIVE_MODULE.parent / pinned_in,
                             capture_output=True, text=True, env=env, check=False, timeout=300)
     if result.returncode != 0:
         raise ClusterError(f"go mod download {module} failed: {result.stdout[-500:]}"

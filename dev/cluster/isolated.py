@@ -1,6 +1,7 @@
 """Run a command in a network namespace of its own, reachable only through relays.
 
-``python -m dev.cluster.isolated [--relay LISTEN=TARGET ...] -- CMD ...``
+``python -m dev.cluster.isolated [--relay LISTEN=TARGET ...] [--etc DIR --hosts FILE]
+[--same-network] -- CMD ...``
 
 Every Knative controller built on ``sharedmain`` binds ``:8080`` for its health probes
 (not configurable), and so does the InMemoryChannel dispatcher for events: each
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from dev.cluster import netns, relay
 
@@ -33,8 +35,13 @@ def main(argv: Sequence[str]) -> int:
     split = args.index("--")
     options, command = args[:split], args[split + 1:]
     pairs = [options[i + 1] for i, o in enumerate(options) if o == "--relay"]
+    etc = [options[i + 1] for i, o in enumerate(options) if o == "--etc"]
+    hosts = [options[i + 1] for i, o in enumerate(options) if o == "--hosts"]
     try:
-        netns.new_network()
+        if "--same-network" not in options:
+            netns.new_network()
+        if etc:
+            netns.overlay_etc(Path(etc[0]), Path(hosts[0]) if hosts else None)
         parsed = relay.parse(pairs)
     except (netns.NamespaceError, ValueError) as exc:
         print(f"isolated: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 MARKER = "KUBEEVENT_PRIVATE_NETNS"  # set once this process has moved (children inherit it)
+HOSTS_VARIABLE = "KUBEEVENT_HOSTS_FILE"  # the file bound over /etc/hosts there
 BASE_HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -58,6 +59,21 @@ def new_network() -> None:
     loopback_up()
 
 
+def overlay_etc(layer: Path, hosts: Path | None) -> None:
+    """In a new mount namespace of this process: ``/etc`` with ``layer/upper``'s files
+    over it (an overlay; nothing is written to the real ``/etc``), and ``hosts`` bound
+    over ``/etc/hosts`` again (an overlay shows the file beneath a bind mount)."""
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    upper, work = layer / "upper", layer / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    options = f"lowerdir=/etc,upperdir={upper},workdir={work}".encode()
+    _check(_libc.mount(b"overlay", b"/etc", b"overlay", 0, options), "mount overlay on /etc")
+    if hosts is not None:
+        _check(_libc.mount(str(hosts).encode(), b"/etc/hosts", None, MS_BIND, None),
+               "mount --bind hosts /etc/hosts")
+
+
 def isolated() -> bool:
     return os.environ.get(MARKER) == "1"
 
@@ -82,6 +98,7 @@ def isolate(hosts: Path) -> None:
     _check(_libc.mount(str(hosts).encode(), b"/etc/hosts", None, MS_BIND, None),
            "mount --bind hosts /etc/hosts")
     os.environ[MARKER] = "1"
+    os.environ[HOSTS_VARIABLE] = str(hosts)
 
 
 class Hosts:
@@ -101,6 +118,11 @@ class Hosts:
             if lines:
                 with self.path.open("a") as out:  # in place: the same inode
                     out.write("".join(line + "\n" for line in lines))
+
+    @staticmethod
+    def source() -> Path:
+        """The file behind ``/etc/hosts`` (to bind it again in a nested mount namespace)."""
+        return Path(os.environ.get(HOSTS_VARIABLE) or "/etc/hosts")
 
     def address(self, name: str) -> str | None:
         for line in self.path.read_text().splitlines():

@@ -21,7 +21,8 @@ TARGETS = [MANIFESTS / "overlays" / name for name in OVERLAYS] + [
     MANIFESTS, MANIFESTS / "policy", MANIFESTS / "network-policy"]
 # What a cluster already has before an overlay is installed: Katanomi/ACP brings the
 # CRDs (installed by the fixture) and its system namespace.
-PROVIDED_NAMESPACES = {"katanomi": ("cpaas-system",), "network-policy": ("kubeevent-enricher",)}
+PROVIDED_NAMESPACES = {"katanomi": ("cpaas-system",), "network-policy": ("kubeevent-enricher",),
+                       "jetstream": ("knative-eventing",)}  # where Knative lives
 
 
 def rendered(plane: ControlPlane, target: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,132 @@
+"""The chain on a durable channel: Knative's broker with the project's Broker on a NATS
+JetStream channel (``manifests/overlays/jetstream``), Knative's eventing-natss controller
+and dispatcher, and a three-node JetStream cluster (dev/cluster/natss.py). The channel
+answers once the stream has the event and delivers afterwards, at least once: the tests
+wait for outcomes, and count each message at WeCom."""
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from dev.cluster.chain import ClusterChain
+from dev.cluster.chain import controller_event as event_about
+from dev.cluster.controlplane import BIN, ControlPlane
+from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing
+from dev.cluster.install import install_crds, project_namespaces
+from dev.cluster.natss import BINARIES, JetStreamChannel, NatsCluster
+from dev.stack.stack import NOTIFIER, SYSTEM_NAMESPACE
+from dev.support.factory import promotion_run
+from dev.support.seed import TITLES
+from tests.cluster.conftest import _unless, require_knative
+
+LIFTED = 1_000_000  # WeCom's per-member limits, lifted: one member gets the burst
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    require_knative()
+    missing = [b for b in BINARIES if not (BIN / b).exists()]
+    _unless(f"missing {', '.join(missing)} (dev/cluster/build.sh)" if missing else None,
+            "the JetStream channel")
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def chain(nats: NatsCluster, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ClusterChain]:
+    workdir = tmp_path_factory.mktemp("jetstream")
+    with ControlPlane(workdir / "plane", service_range=SERVICE_RANGE) as plane:
+        install_crds(plane)
+        project_namespaces(plane)
+        with KnativeEventing(plane, workdir / "eventing", imc_dispatcher=False) as eventing:
+            channel = JetStreamChannel(eventing, nats).start()
+            running = ClusterChain(plane, workdir / "chain", eventing=eventing,
+                                   channel=channel, wecom_member_limits=(LIFTED, LIFTED),
+                                   function_env={NOTIFIER: {
+                                       "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": str(LIFTED),
+                                       "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": str(LIFTED)}})
+            running.install()
+            running.subscribe_examples()
+            with running:
+                yield running
+
+
+@pytest.fixture(autouse=True)
+def _fresh(chain: ClusterChain) -> Iterator[None]:
+    chain.settle()
+    chain.reset()
+    yield
+
+
+def test_the_broker_uses_a_replicated_jetstream_channel(chain: ClusterChain,
+                                                        nats: NatsCluster) -> None:
+    (channel,) = chain.get("natsjetstreamchannels", "-n", SYSTEM_NAMESPACE)["items"]
+    assert channel["spec"]["stream"]["config"]["replicas"] == 3
+    assert channel["spec"]["stream"]["config"]["storage"] == "File"
+    assert nats.stream_leader() is not None, "the stream exists, with a leader"
+
+
+@pytest.mark.parametrize(("reason", "message", "who"), [
+    ("ApprovalPending", None, {"admin", "bob"}),
+    ("ApprovalDenied", "denied by admin", {"alice"}),
+    ("Running", None, {"alice"}),
+    ("Failed", "push failed: unauthorized", {"alice"}),
+])
+def test_each_seed_scenario_reaches_exactly_its_people_through_jetstream(
+        chain: ClusterChain, reason: str, message: str | None, who: set[str]) -> None:
+    run = chain.new_run(promotion_run(f"js-{uuid.uuid4().hex[:8]}", "devops"))
+    chain.happen(event_about(run, reason, message))
+    got = chain.received()
+    assert set(got) == who, "approvers or the requester only; carol hears nothing"
+    for user in who:
+        (delivery,) = got[user]
+        assert TITLES[reason] in (delivery.title or "")
+        assert run["metadata"]["name"] in (delivery.description or "")
+
+
+def test_kill_9_of_the_stream_leader_during_a_burst_loses_nothing_and_sends_nothing_twice(
+        chain: ClusterChain, nats: NatsCluster) -> None:
+    """200 Failed Events (one message each, to the run's requester) created back to back;
+    after the first 50 the JetStream node leading the stream is killed with SIGKILL, and
+    brought back once the burst is created. Every message arrives exactly once."""
+    from kubernetes import client, config
+
+    run = chain.new_run(promotion_run(f"js-burst-{uuid.uuid4().hex[:6]}", "devops",
+                                      requester="alice"))
+    api = client.CoreV1Api(config.new_client_from_config(str(chain.plane.kubeconfig())))
+    markers = [f"burst-{uuid.uuid4().hex[:6]}-{i}" for i in range(200)]
+    leader = nats.stream_leader()
+    assert leader is not None
+    for i, marker in enumerate(markers):
+        if i == 50:
+            nats.kill(leader)
+        api.create_namespaced_event("devops", event_about(run, "Failed",
+                                                          f"push failed {marker}"))
+    nats.start(leader)
+    stack = chain.running()
+    assert stack.sandbox is not None
+    deadline = time.monotonic() + 240
+
+    def counted() -> collections.Counter[str]:
+        found: collections.Counter[str] = collections.Counter()
+        for delivery in stack.sandbox.delivered:  # type: ignore[union-attr]
+            for marker in re.findall(r"burst-[0-9a-f]{6}-\d+", delivery.description or ""):
+                found[marker] += 1
+        return found
+
+    while len(counted()) < len(markers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    chain.settle(120, quiet=3.0)
+    found = counted()
+    missing = [m for m in markers if m not in found]
+    twice = {m: n for m, n in found.items() if n > 1}
+    assert not missing, f"{len(missing)} messages lost, e.g. {missing[:3]}"
+    assert not twice, f"sent more than once: {twice}"
