@@ -172,6 +172,22 @@ class KnativeEventing:
     def pids(self) -> dict[str, int | None]:
         return {p.name: p.pid for p in self.processes}
 
+    def process(self, name: str) -> _Process:
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise KeyError(name)
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` of one of Knative's processes (a crashed pod)."""
+        import signal
+
+        self.process(name).stop(sig=signal.SIGKILL, timeout=10)
+
+    def start_again(self, name: str) -> None:
+        """Start a killed process again as it was (the kubelet restarting the pod)."""
+        self.process(name).start()
+
     def logs(self, name: str, lines: int = 60) -> str:
         for process in self.processes:
             if process.name == name:

@@ -10,7 +10,7 @@ import collections
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -92,25 +92,25 @@ def test_each_seed_scenario_reaches_exactly_its_people_through_jetstream(
         assert run["metadata"]["name"] in (delivery.description or "")
 
 
-def test_kill_9_of_the_stream_leader_during_a_burst_loses_nothing_and_sends_nothing_twice(
-        chain: ClusterChain, nats: NatsCluster) -> None:
-    """200 Failed Events (one message each, to the run's requester) created back to back;
-    after the first 50 the JetStream node leading the stream is killed with SIGKILL, and
-    brought back once the burst is created. Every message arrives exactly once."""
+def burst(chain: ClusterChain, count: int, fault: Callable[[], None], at: int) -> list[str]:
+    """``count`` Failed Events (one message each, to the run's requester) created back to
+    back, ``fault()`` called before the ``at``-th; returns the markers of the messages."""
     from kubernetes import client, config
 
     run = chain.new_run(promotion_run(f"js-burst-{uuid.uuid4().hex[:6]}", "devops",
                                       requester="alice"))
     api = client.CoreV1Api(config.new_client_from_config(str(chain.plane.kubeconfig())))
-    markers = [f"burst-{uuid.uuid4().hex[:6]}-{i}" for i in range(200)]
-    leader = nats.stream_leader()
-    assert leader is not None
+    markers = [f"burst-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
     for i, marker in enumerate(markers):
-        if i == 50:
-            nats.kill(leader)
+        if i == at:
+            fault()
         api.create_namespaced_event("devops", event_about(run, "Failed",
                                                           f"push failed {marker}"))
-    nats.start(leader)
+    return markers
+
+
+def each_once(chain: ClusterChain, markers: list[str]) -> None:
+    """Wait for every marker's message at WeCom, then say which are missing or twice."""
     stack = chain.running()
     assert stack.sandbox is not None
     deadline = time.monotonic() + 240
@@ -130,3 +130,26 @@ def test_kill_9_of_the_stream_leader_during_a_burst_loses_nothing_and_sends_noth
     twice = {m: n for m, n in found.items() if n > 1}
     assert not missing, f"{len(missing)} messages lost, e.g. {missing[:3]}"
     assert not twice, f"sent more than once: {twice}"
+
+
+def test_kill_9_of_the_stream_leader_during_a_burst_loses_nothing_and_sends_nothing_twice(
+        chain: ClusterChain, nats: NatsCluster) -> None:
+    """200 Events; after the first 50 the JetStream node leading the stream is killed
+    with SIGKILL, and brought back once the burst is created."""
+    leader = nats.stream_leader()
+    assert leader is not None
+    markers = burst(chain, 200, lambda: nats.kill(leader), at=50)
+    nats.start(leader)
+    each_once(chain, markers)
+
+
+def test_kill_9_of_the_jetstream_dispatcher_during_a_burst_loses_nothing_and_sends_nothing_twice(
+        chain: ClusterChain) -> None:
+    """100 Events; after the first 30 the channel's dispatcher is killed with SIGKILL and
+    started again once the burst is created (the kubelet restarting the pod): what it had
+    not delivered is delivered after it restarts, and nothing twice."""
+    eventing = chain.eventing
+    assert eventing is not None
+    markers = burst(chain, 100, lambda: eventing.kill("jetstream-ch-dispatcher"), at=30)
+    eventing.start_again("jetstream-ch-dispatcher")
+    each_once(chain, markers)
