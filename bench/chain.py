@@ -1,8 +1,9 @@
 """The whole chain: a Kubernetes Event created in the API server → the message at WeCom.
 
 On the real control plane of dev/cluster, with Knative's receive adapter, the three
-functions (each as its own ServiceAccount) and the WeCom sandbox, once through Knative
-Eventing's own broker (dev/cluster/eventing.py) and once through the dev broker, in the
+functions (each as its own ServiceAccount) and the WeCom sandbox, through Knative
+Eventing's own broker on its InMemoryChannel (dev/cluster/eventing.py), on a NATS
+JetStream channel (three nodes, dev/cluster/natss.py) and through the dev broker, in the
 same run:
 
 - latency: one Event at a time (a Failed Event about a run, so its requester gets one
@@ -31,12 +32,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, log, median, ms, percentile, table
+from bench.common import children, cpu_seconds, emit, log, median, ms, percentile, table
 from dev.cluster import netns
 from dev.cluster.chain import ClusterChain, controller_event
 from dev.cluster.controlplane import ControlPlane
 from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing, why_not
 from dev.cluster.install import install_crds, project_namespaces
+from dev.cluster.natss import JetStreamChannel, NatsCluster
 from dev.support.factory import cluster_subscription, promotion_run
 
 _why_not_knative: list[str] = []
@@ -83,20 +85,27 @@ class Arrivals:
 def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str, Any]:
     from kubernetes import client, config
 
-    knative = broker == "knative"
+    knative = broker in ("knative", "jetstream")
     plane = ControlPlane(workdir / "plane",
                          **({"service_range": SERVICE_RANGE} if knative else {})).start()
     eventing: KnativeEventing | None = None
     chain: ClusterChain | None = None
+    nats: NatsCluster | None = None
+    channel: JetStreamChannel | None = None
     try:
         install_crds(plane)
         project_namespaces(plane)
         if knative:
-            eventing = KnativeEventing(plane, workdir / "eventing").start()
+            eventing = KnativeEventing(plane, workdir / "eventing",
+                                       imc_dispatcher=broker == "knative").start()
+        if broker == "jetstream":
+            assert eventing is not None
+            nats = NatsCluster(workdir / "nats").start()
+            channel = JetStreamChannel(eventing, nats).start()
         # One member gets every message here: WeCom's per-member limits (which the
         # notifier keeps, deferring the rest) are lifted in the sandbox and the notifier.
         lifted = 1_000_000
-        chain = ClusterChain(plane, workdir / "chain", eventing=eventing,
+        chain = ClusterChain(plane, workdir / "chain", eventing=eventing, channel=channel,
                              wecom_member_limits=(lifted, lifted), function_env={
                                  "corpwechat-notifier": {
                                      "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": str(lifted),
@@ -116,6 +125,7 @@ def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str,
             api.create_namespaced_event("devops", controller_event(run, "Failed",
                                                                    f"push failed {marker}"))
 
+        cpu_before = broker_cpu(eventing, broker) if eventing is not None else 0.0
         latencies = []
         for i in range(events + 2):  # the first two warm the path up
             marker = f"bench-{broker}-{i}"
@@ -138,7 +148,10 @@ def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str,
             "broker": broker, "events": len(latencies),
             "p50_ms": ms(median(latencies)), "p95_ms": ms(percentile(latencies, 95)),
             "burst": burst, "sustained_eps": round(burst / took, 1)}
-        if knative:
+        if eventing is not None:
+            used = broker_cpu(eventing, broker) - cpu_before
+            result["broker_cpu_ms_per_event"] = ms(used / (events + 2 + burst))
+        if broker == "knative":
             result["from_zero"] = from_zero(stack, create, arrivals, broker)
         return result
     finally:
@@ -146,7 +159,22 @@ def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str,
             chain.stop()
         if eventing is not None:
             eventing.stop()
+        if nats is not None:
+            nats.stop()
         plane.stop()
+
+
+def broker_cpu(eventing: KnativeEventing, broker: str) -> float:
+    """CPU seconds the broker's data plane has used: ingress, filter and the channel's
+    dispatcher (for JetStream not the NATS nodes, which a cluster shares)."""
+    names = ["broker-ingress", "broker-filter",
+             "imc-dispatcher" if broker == "knative" else "jetstream-ch-dispatcher"]
+    total = 0.0
+    for name in names:
+        pid = eventing.process(name).pid
+        if pid is not None:  # with what it runs (a launcher's child is the binary)
+            total += sum(cpu_seconds(p) for p in (pid, *children(pid)))
+    return total
 
 
 def from_zero(stack: Any, create: Any, arrivals: Arrivals, broker: str) -> dict[str, Any]:
@@ -177,7 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prepare()
     events, burst = (20, 20) if args.quick else (300, 200)
     reason = _why_not_knative[0] if _why_not_knative else "not prepared"
-    brokers = ["knative", "dev"] if not reason else ["dev"]
+    brokers = ["knative", "jetstream", "dev"] if not reason else ["dev"]
     if reason:
         log(f"chain: Knative's broker cannot run here ({reason}); the dev broker only")
     results = []
@@ -187,9 +215,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix=f"bench-chain-{broker}-") as tmp:
             results.append(measure(broker, Path(tmp), events=events, burst=burst))
     table("Chain: Event created → message at the WeCom sandbox (one recipient per Event)",
-          ["broker", "Events", "p50 ms", "p95 ms", "burst", "Events/s"],
+          ["broker", "Events", "p50 ms", "p95 ms", "burst", "Events/s",
+           "broker CPU ms/Event"],
           [[r["broker"], r["events"], r["p50_ms"], r["p95_ms"], r["burst"],
-            r["sustained_eps"]] for r in results])
+            r["sustained_eps"], r.get("broker_cpu_ms_per_event", "-")] for r in results])
     for result in results:
         zero = result.get("from_zero")
         if zero:

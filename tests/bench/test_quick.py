@@ -51,8 +51,9 @@ def test_each_benchmark_runs_in_quick_mode(name: str) -> None:
     elif name == "chain":
         brokers = [r["broker"] for r in record["results"]]  # type: ignore[union-attr]
         if record["knative"] or os.environ.get("CI") == "true":
-            assert brokers == ["knative", "dev"], record
-            (through_knative, _) = record["results"]  # type: ignore[misc]
+            assert brokers == ["knative", "jetstream", "dev"], record
+            (through_knative, on_jetstream, _) = record["results"]  # type: ignore[misc]
+            assert on_jetstream["broker_cpu_ms_per_event"] > 0
             zero = through_knative["from_zero"]
             assert zero["message_ms"] > 0 and set(zero["ready_ms"]) == {
                 "kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier"}
