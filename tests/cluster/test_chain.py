@@ -25,6 +25,7 @@ from dev.support.factory import (
 )
 from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES
 from dev.support.wire import event as plain_event
+from tests.cluster.scenarios import SEED_SCENARIOS, reaches_exactly_its_people
 from tests.support.cli import kubeevent
 
 
@@ -67,30 +68,10 @@ def wait_ready(chain: ClusterChain, name: str, timeout: float = 30.0) -> dict[st
 # ------------------------------------------------------------------ the four scenarios
 
 
-@pytest.mark.parametrize(("reason", "message", "who"), [
-    ("ApprovalPending", None, {"admin", "bob"}),
-    ("ApprovalDenied", "denied by admin", {"alice"}),
-    ("Running", None, {"alice"}),
-    ("Failed", "push failed: unauthorized", {"alice"}),
-])
+@pytest.mark.parametrize(("reason", "message", "who"), SEED_SCENARIOS)
 def test_each_seed_scenario_reaches_exactly_its_people(
         chain: ClusterChain, reason: str, message: str | None, who: set[str]) -> None:
-    run = run_in(chain)
-    chain.happen(event_about(run, reason, message))
-    got = chain.received()
-    assert set(got) == who, "approvers or the requester only; carol hears nothing"
-    name = run["metadata"]["name"]
-    for user in who:
-        (delivery,) = got[user]
-        assert delivery.msgtype == "textcard"
-        assert TITLES[reason] in (delivery.title or "")
-        assert f"devops/{name}" in (delivery.description or "")
-        if message:
-            assert message in (delivery.description or "")
-    requests = [e for e in chain.broker.ingress
-                if e["type"].endswith("notification.requested.v1alpha1")]
-    assert [sorted(r["subscription"] for r in e.data["recipients"]) for e in requests] == \
-        [sorted(SEED_SUBSCRIPTIONS[u] for u in who)]
+    reaches_exactly_its_people(chain, reason, message, who)
 
 
 def test_the_event_reaches_the_enricher_as_knatives_adapter_sends_it(chain: ClusterChain) -> None:

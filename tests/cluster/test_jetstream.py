@@ -22,8 +22,8 @@ from dev.cluster.install import install_crds, project_namespaces
 from dev.cluster.natss import BINARIES, JetStreamChannel, NatsCluster
 from dev.stack.stack import NOTIFIER, SYSTEM_NAMESPACE
 from dev.support.factory import promotion_run
-from dev.support.seed import TITLES
 from tests.cluster.conftest import _unless, require_knative
+from tests.cluster.scenarios import SEED_SCENARIOS, reaches_exactly_its_people
 
 LIFTED = 1_000_000  # WeCom's per-member limits, lifted: one member gets the burst
 
@@ -74,22 +74,10 @@ def test_the_broker_uses_a_replicated_jetstream_channel(chain: ClusterChain,
     assert nats.stream_leader() is not None, "the stream exists, with a leader"
 
 
-@pytest.mark.parametrize(("reason", "message", "who"), [
-    ("ApprovalPending", None, {"admin", "bob"}),
-    ("ApprovalDenied", "denied by admin", {"alice"}),
-    ("Running", None, {"alice"}),
-    ("Failed", "push failed: unauthorized", {"alice"}),
-])
+@pytest.mark.parametrize(("reason", "message", "who"), SEED_SCENARIOS)
 def test_each_seed_scenario_reaches_exactly_its_people_through_jetstream(
         chain: ClusterChain, reason: str, message: str | None, who: set[str]) -> None:
-    run = chain.new_run(promotion_run(f"js-{uuid.uuid4().hex[:8]}", "devops"))
-    chain.happen(event_about(run, reason, message))
-    got = chain.received()
-    assert set(got) == who, "approvers or the requester only; carol hears nothing"
-    for user in who:
-        (delivery,) = got[user]
-        assert TITLES[reason] in (delivery.title or "")
-        assert run["metadata"]["name"] in (delivery.description or "")
+    reaches_exactly_its_people(chain, reason, message, who)
 
 
 def burst(chain: ClusterChain, count: int, fault: Callable[[], None], at: int) -> list[str]:

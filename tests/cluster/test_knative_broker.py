@@ -35,7 +35,6 @@ from dev.support.factory import (
     promotion_run,
     recipient,
 )
-from dev.support.seed import TITLES
 from dev.support.sink import RecordingSink
 from dev.support.wire import to_binary
 from tests.support.otlp import OtlpReceiver
@@ -89,23 +88,6 @@ def test_knative_admits_and_reconciles_the_manifests_broker_and_triggers(
             "timeout": "PT20S", "deadLetterSink": {"ref": {
                 "apiVersion": "v1", "kind": "Service", "name": DEAD_LETTER,
                 "namespace": FUNCTION_NAMESPACE}}}
-
-
-@pytest.mark.parametrize(("reason", "message", "who"), [
-    ("ApprovalPending", None, {"admin", "bob"}),
-    ("Failed", "push failed: unauthorized", {"alice"}),
-])
-def test_a_seed_scenario_reaches_exactly_its_people_through_knatives_broker(
-        chain: ClusterChain, reason: str, message: str | None, who: set[str]) -> None:
-    run = chain.new_run(promotion_run(f"kn-{uuid.uuid4().hex[:8]}", "devops"))
-    chain.happen(event_about(run, reason, message))
-    got = chain.received()
-    assert set(got) == who, "approvers or the requester only; carol hears nothing"
-    for user in who:
-        (delivery,) = got[user]
-        assert TITLES[reason] in (delivery.title or "")
-        assert run["metadata"]["name"] in (delivery.description or "")
-    assert chain.dead_letters is not None and chain.dead_letters.received == []
 
 
 def test_a_trigger_filter_knative_would_refuse_is_refused(chain: ClusterChain) -> None:
