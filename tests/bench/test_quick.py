@@ -27,6 +27,7 @@ def lines(output: str) -> dict[str, dict[str, object]]:
     return found
 
 
+@pytest.mark.timeout(900)  # the chain runs three whole stacks one after another
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_each_benchmark_runs_in_quick_mode(name: str) -> None:
     if name in ("coldstart", "chain") and not FUNC.exists():

@@ -132,7 +132,9 @@ def test_a_notifier_answering_500_dead_letters_the_request_with_knatives_extensi
         chain.publish(NOTIFIER, stack.functions[NOTIFIER].port)
         failing.stop()
     assert answer.status_code == 202, answer.text
-    assert len(failing.received) == 6, "the first call and the manifest's 5 retries"
+    # (Only this request: a PingSource of the manifests may ping the notifier meanwhile.)
+    calls = [r for r in failing.received if r.event()["id"] == request["id"]]
+    assert len(calls) == 6, "the first call and the manifest's 5 retries"
     assert took > 0.5 + 1 + 2 + 4 + 8 - 1, f"answered after {took:.1f} s"
     assert chain.dead_letters is not None
     (dead,) = chain.dead_letters.received
