@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -180,8 +182,6 @@ class KnativeEventing:
 
     def kill(self, name: str) -> None:
         """``kill -9`` of one of Knative's processes (a crashed pod)."""
-        import signal
-
         self.process(name).stop(sig=signal.SIGKILL, timeout=10)
 
     def start_again(self, name: str) -> None:
@@ -273,8 +273,6 @@ class KnativeEventing:
         return process
 
     def _python_env(self) -> dict[str, str]:
-        import os
-
         root = str(Path(__file__).resolve().parents[2])
         return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": root,
                 "PYTHONUNBUFFERED": "1", netns.MARKER: "1",
@@ -364,8 +362,6 @@ class KnativeEventing:
             argv = [sys.executable, "-m", "dev.cluster.isolated", "--same-network",
                     "--etc", str(etc), "--hosts", str(self.hosts.source()), "--", *argv]
             env.update({k: v for k, v in self._python_env().items() if k != "PATH"})
-        import os
-
         env["PATH"] = os.environ.get("PATH", "")
         self._launch(_Process(name, argv, self.dir / "logs" / f"{name}.log", env=env))
 
