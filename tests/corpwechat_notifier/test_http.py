@@ -997,6 +997,106 @@ def test_a_long_wecom_outage_loses_nothing_and_a_day_later_gives_up_counted(
         proc.stop()
 
 
+
+def forget_waiting(kube: FakeKubeAPI) -> None:
+    """No record left waiting by an earlier test (the sweep would count and send it)."""
+    for record in kube.objects(DELIVERY_API, "NotificationDelivery", NS):
+        if "kubeevent.io/retry" in record["metadata"].get("labels", {}):
+            kube.delete_object(DELIVERY_API, "NotificationDelivery",
+                               record["metadata"]["name"], NS)
+
+
+def as_if_claimed_just_now(kube: FakeKubeAPI, notification: str) -> None:
+    """Every record of ``notification`` as a replica killed mid-send leaves it: claimed a
+    moment ago (well inside the lease), no outcome, no retry label."""
+    for record in records_of(kube, notification).values():
+        record.pop("status", None)
+        record["metadata"].get("labels", {}).pop("kubeevent.io/retry", None)
+        record["spec"]["claimedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        kube.update_object(record)
+
+
+@pytest.mark.parametrize("died", ["before sending", "after WeCom took it"])
+def test_a_replica_killed_mid_send_is_finished_by_the_sweep_and_each_member_told_once(
+        kube, wecom, tmp_path, died):
+    """Its claim holds other replicas off for the lease (300 s), and the broker's
+    redeliveries end after 15 s: answering them 503 lost the message when the replica had
+    died before sending. The first redelivery hands the message over to the record; once
+    the lease has run out the sweep sends it, and WeCom's duplicate check drops the copy of
+    one that had gone out."""
+    wecom.reset()
+    forget_waiting(kube)
+    env = {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT}
+    request = approval_pending()
+    if died == "before sending":
+        wecom.inject(MESSAGE_SEND, "http503", times=1000)
+    killed = start("ff", env)
+    factory.post(killed.url, request)
+    killed.stop()
+    wecom.clear_faults()
+    proc = start("ff", env)  # the replica the broker redelivers to
+    try:
+        told_before = deliveries(wecom)
+        assert told_before == ({} if died == "before sending" else {"AdminWx": 1, "bob.wx": 1})
+        as_if_claimed_just_now(kube, request["id"])
+
+        redelivery = factory.post(proc.url, request)
+        assert redelivery.status_code == 202, redelivery.text
+        handed = [r for r in proc.log_records() if r.get("handed_over")]
+        assert handed and handed[-1]["handed_over"] == 2
+        found = records_of(kube, request["id"])
+        for name, target in (("admin", "AdminWx"), ("bob", "bob.wx")):
+            record = found[name]
+            assert "phase" not in record["status"], "still the dead claimant's"
+            assert record["status"]["pending"]["target"] == target
+            assert record["status"]["pending"]["fields"]["title"].startswith("制品晋级待您审批")
+            assert record["status"]["nextAttemptAt"] >= record["spec"]["claimedAt"]
+            assert record["metadata"]["labels"]["kubeevent.io/retry"] == "true"
+        assert deliveries(wecom) == told_before, "nothing sent while the claim holds"
+
+        assert sweep(proc)["waiting"] == 2 and deliveries(wecom) == told_before
+        as_if_due(kube, request["id"])  # the lease has run out
+        assert sweep(proc)["resent"] == 2
+        assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
+        assert len(wecom.suppressed) == (0 if died == "before sending" else 2)
+        for record in records_of(kube, request["id"]).values():
+            assert record["status"]["phase"] == "Sent" and record["spec"]["attempt"] == 2
+            assert "kubeevent.io/retry" not in record["metadata"].get("labels", {})
+            assert "pending" not in record["status"]
+    finally:
+        wecom.clear_faults()
+        proc.stop()
+
+
+def test_a_claimant_that_finishes_after_the_hand_over_is_not_sent_again(kube, wecom, tmp_path):
+    """Slow, not dead: the claimant writes its outcome after a redelivery handed the
+    message over. Its outcome clears the message; the sweep only drops the label."""
+    wecom.reset()
+    forget_waiting(kube)
+    env = {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT}
+    slow, proc = start("ff", env), start("ff", env)
+    try:
+        request = approval_pending()
+        assert factory.post(slow.url, request).status_code == 202
+        outcomes = {n: r["status"] for n, r in records_of(kube, request["id"]).items()}
+        as_if_claimed_just_now(kube, request["id"])
+        assert factory.post(proc.url, request).status_code == 202
+        assert all(r["metadata"]["labels"].get("kubeevent.io/retry") == "true"
+                   for r in records_of(kube, request["id"]).values()), "handed over"
+        for name, record in records_of(kube, request["id"]).items():  # the claimant's finish
+            record["status"] = {**outcomes[name], "pending": None, "nextAttemptAt": None}
+            kube.update_object(record)
+        as_if_due(kube, request["id"])
+        swept = sweep(proc)
+        assert swept["resent"] == 0 and swept["expired"] == 0
+        assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1} and wecom.suppressed == []
+        for record in records_of(kube, request["id"]).values():
+            assert record["status"]["phase"] == "Sent" and record["spec"]["attempt"] == 1
+            assert "kubeevent.io/retry" not in record["metadata"].get("labels", {})
+    finally:
+        slow.stop()
+        proc.stop()
+
 def test_the_ping_sweeps_records_past_their_retention(kube, wecom, tmp_path):
     old = {"apiVersion": DELIVERY_API, "kind": "NotificationDelivery",
            "metadata": {"name": "nd-old", "namespace": NS,

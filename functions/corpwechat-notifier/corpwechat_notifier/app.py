@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -168,9 +169,30 @@ class Notifier:
         finally:
             self._record(claims, results)
         if busy:
-            raise TemporaryError(f"{len(busy)} recipient(s) of notification {request.id} are "
-                                 f"being sent to by another replica; the rest went out")
+            still = self._hand_over(request, [r for r in recipients if r.name in busy], busy)
+            if still:
+                raise TemporaryError(f"{len(still)} recipient(s) of notification {request.id} "
+                                     f"are being sent to by another replica; the rest went out")
+            return replace(outcome, fields={**outcome.fields, "handed_over": len(busy)})
         return outcome
+
+    def _hand_over(self, request: core.NotificationRequest, recipients: list[core.Recipient],
+                   busy: Mapping[str, records.Claim]) -> list[str]:
+        """Recipients another claimant holds: each record gets the message to send if that
+        claimant never finishes (it may have died mid-send; the broker's retries end long
+        before its lease). Returns who could not be handed over (looked at again later)."""
+        assert self.records is not None
+        rendered, _ = self._render(request, recipients)
+        found = iter(self.users.resolve_many(
+            [(r.name, r.mail) for _, group in rendered for r in group if r.kind == "User"]))
+        still: list[str] = []
+        for message, group in rendered:
+            for recipient in group:
+                targets, _how = self._targets(recipient, found)
+                if len(targets) != 1 or not self.records.hand_over(
+                        busy[recipient.name], records.Pending(targets[0], message)):
+                    still.append(recipient.name)
+        return still
 
     def _sweep(self) -> Outcome:
         """A PingSource's tick: send again what failed or was deferred (from the records,
@@ -210,6 +232,9 @@ class Notifier:
             what = records.due(record, now, self.config.delivery_give_up_seconds)
             if what == "wait":
                 counts["waiting"] += 1
+                continue
+            if what == "skip":  # its claimant finished after handing it over
+                self.records.unlabel(record)
                 continue
             claim = self.records.take_over(record)
             if claim.outcome != "mine":
@@ -271,10 +296,10 @@ class Notifier:
             f"{limits.member_per_hour} an hour for one member", admission.until, retry)
 
     def _claim(self, request: core.NotificationRequest, pending: list[core.Recipient]
-               ) -> tuple[dict[str, records.Claim], list[str], list[str]]:
+               ) -> tuple[dict[str, records.Claim], dict[str, records.Claim], list[str]]:
         """The durable claims: (mine, being sent elsewhere, told already or deferred)."""
         mine: dict[str, records.Claim] = {}
-        busy: list[str] = []
+        busy: dict[str, records.Claim] = {}
         done: list[str] = []
         if self.records is None:
             return mine, busy, done
@@ -283,7 +308,7 @@ class Notifier:
             if claim.outcome == "mine":
                 mine[recipient.name] = claim
             elif claim.outcome == "busy":
-                busy.append(recipient.name)
+                busy[recipient.name] = claim
             else:
                 done.append(recipient.name)
                 if claim.phase in (records.SENT, records.REFUSED):

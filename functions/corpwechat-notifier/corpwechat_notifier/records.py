@@ -15,6 +15,13 @@ Failed              takes it over (a retry)
                     older than the lease (it crashed): then it takes it over
 ==================  ===========================================================
 
+A ``busy`` answer is not left to the broker's retries, which end long before a lease
+does: the redelivered request *hands the message over* to the record (``hand_over``:
+``status.pending``, ``nextAttemptAt`` = claim + lease, the retry label). If the claimant
+finishes, its outcome clears the message and the sweep only drops the label; if it died
+(before or after WeCom took the message), the sweep sends it once the lease has run out,
+and WeCom's duplicate check drops the copy of one that had gone out.
+
 Taking over is a replace with the record's resourceVersion, so two claimants never both
 win. The records are the notification history (labels for user, event kind and reason,
 namespace and object) and are deleted ``DELIVERY_RETENTION_SECONDS`` after they were made
@@ -65,15 +72,17 @@ def now_text(at: float | None = None) -> str:
 
 def due(record: Mapping[str, Any], now: float, give_up: float) -> str:
     """What the sweep does with a waiting record: ``expire`` (older than ``give_up``
-    seconds), ``send`` (its time has come), ``wait``, or ``skip`` (nothing to send)."""
+    seconds), ``send`` (its time has come), ``wait``, or ``skip`` (nothing to send: only
+    the label is left). A record without an outcome waits for its claim's lease
+    (``hand_over``)."""
     meta = record.get("metadata") if isinstance(record.get("metadata"), Mapping) else {}
     status = record.get("status") if isinstance(record.get("status"), Mapping) else {}
     made = parse_time(meta.get("creationTimestamp"))
     if made is not None and now - made > give_up:
         return "expire"
-    phase = status.get("phase")
-    if phase not in (FAILED, DEFERRED) or Pending.from_json(status.get("pending")) is None:
-        return "skip"
+    phase = status.get("phase") or ""
+    if phase not in (FAILED, DEFERRED, "") or Pending.from_json(status.get("pending")) is None:
+        return "skip"  # told already, never can be, or nothing recorded to send
     when = parse_time(status.get("deferredUntil" if phase == DEFERRED else "nextAttemptAt"))
     return "wait" if when is not None and when > now else "send"
 
@@ -158,6 +167,8 @@ class Claim:
     phase: str = ""
     attempt: int = 1
     retrying: bool = False  # the record carries the retry label
+    version: str = ""  # busy: the record's resourceVersion, for ``hand_over``
+    claimed_at: float | None = None  # busy: when the other claimant claimed it
 
 
 def _attr(event: Mapping[str, Any], name: str) -> str:
@@ -253,7 +264,8 @@ class DeliveryRecords:
         elif not phase:
             claimed = parse_time(spec.get("claimedAt"))
             if claimed is not None and now - claimed < self.lease_seconds:
-                return Claim(recipient, name, "busy")
+                version = str((existing.get("metadata") or {}).get("resourceVersion") or "")
+                return Claim(recipient, name, "busy", version=version, claimed_at=claimed)
         return self._take_over(recipient, existing, phase)
 
     def _take_over(self, recipient: str, existing: Mapping[str, Any], phase: str) -> Claim:
@@ -311,6 +323,33 @@ class DeliveryRecords:
                        error=getattr(exc, "reason", None) or type(exc).__name__)
             return False
         return True
+
+    def hand_over(self, claim: Claim, pending: Pending) -> bool:
+        """Leave ``pending`` on a record another claimant holds (``busy``), due when its
+        lease runs out: the sweep sends it then unless that claimant has written an
+        outcome. ``False`` when the record changed since it was read (the claimant
+        finished, or it was taken over): the caller looks again later."""
+        due_at = (claim.claimed_at or time.time()) + self.lease_seconds
+        body = {"metadata": {"resourceVersion": claim.version},
+                "status": {"pending": pending.as_json(), "nextAttemptAt": now_text(due_at)}}
+        with translate(f"patch {PLURAL}.{GROUP}/status {claim.record}"):
+            try:
+                self.kube.custom().patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, claim.record, body,
+                    _request_timeout=self.kube.timeout)
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    return False
+                raise
+        self._label(claim.record, "true")
+        logs.info("delivery handed to the sweep: its claimant has not finished",
+                  record=claim.record, subscriber=claim.recipient,
+                  due=now_text(due_at))
+        return True
+
+    def unlabel(self, record: Mapping[str, Any]) -> None:
+        """Drop the retry label of a record with nothing left to send."""
+        self._label(str(record["metadata"]["name"]), None)
 
     def _label(self, name: str, value: str | None) -> None:
         with translate(f"patch {PLURAL}.{GROUP} {name}"):
