@@ -11,9 +11,11 @@ Makefile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -107,8 +109,10 @@ class FunctionProcess:
                     "LISTEN_ADDRESS": f"127.0.0.1:{self.port}"})
         env.update(SIGNING_ENV)  # the tests' shared signing key (a test may override it)
         env.update(self.env)
+        # A session of its own: ``kill()`` takes its workers with it, as a container's end.
         self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         path = "/health/readiness" if wait_ready else "/health/liveness"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -132,6 +136,14 @@ class FunctionProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+    def kill(self) -> None:
+        """``kill -9`` of the process and its workers (a container killed): no handler
+        runs, whatever was in flight is cut off."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     @property
     def log_path(self) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,12 +21,19 @@ from dev.cluster.controlplane import BIN, ControlPlane
 from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing
 from dev.cluster.install import install_crds, project_namespaces
 from dev.cluster.natss import BINARIES, JetStreamChannel, NatsCluster
+from dev.fakes.wecom import Delivery
 from dev.stack.stack import NOTIFIER, SYSTEM_NAMESPACE
-from dev.support.factory import promotion_run
+from dev.support import wire
+from dev.support.factory import post, promotion_run
 from tests.cluster.conftest import _unless, require_knative
 from tests.cluster.scenarios import SEED_SCENARIOS, reaches_exactly_its_people
 
 LIFTED = 1_000_000  # WeCom's per-member limits, lifted: one member gets the burst
+LEASE = 20
+SWEEP_TICK = wire.event({"type": "dev.knative.sources.ping",
+                         "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
+                                   "kubeevent-delivery-sweep"},
+                        {"sweep": "notificationdeliveries"})
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,11 @@ def chain(nats: NatsCluster, tmp_path_factory: pytest.TempPathFactory
                                    channel=channel, wecom_member_limits=(LIFTED, LIFTED),
                                    function_env={NOTIFIER: {
                                        "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": str(LIFTED),
-                                       "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": str(LIFTED)}})
+                                       "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": str(LIFTED),
+                                       # A claim holds others off 20 s (not 5 min), and
+                                       # the sweep may run at every tick.
+                                       "DELIVERY_LEASE_SECONDS": str(LEASE),
+                                       "DELIVERY_SWEEP_INTERVAL_SECONDS": "1"}})
             running.install()
             running.subscribe_examples()
             with running:
@@ -97,11 +109,14 @@ def burst(chain: ClusterChain, count: int, fault: Callable[[], None], at: int) -
     return markers
 
 
-def each_once(chain: ClusterChain, markers: list[str]) -> None:
-    """Wait for every marker's message at WeCom, then say which are missing or twice."""
+def each_once(chain: ClusterChain, markers: list[str], *, sweep: bool = False) -> None:
+    """Wait for every marker's message at WeCom, then say which are missing or twice.
+    ``sweep``: tick the notifier's delivery sweep every 5 s meanwhile, as its PingSource
+    does every 5 minutes."""
     stack = chain.running()
     assert stack.sandbox is not None
     deadline = time.monotonic() + 240
+    ticked = time.monotonic()
 
     def counted() -> collections.Counter[str]:
         found: collections.Counter[str] = collections.Counter()
@@ -112,6 +127,9 @@ def each_once(chain: ClusterChain, markers: list[str]) -> None:
 
     while len(counted()) < len(markers) and time.monotonic() < deadline:
         time.sleep(0.5)
+        if sweep and time.monotonic() - ticked > 5:
+            ticked = time.monotonic()
+            assert post(stack.notifier.url, SWEEP_TICK).status_code == 202
     chain.settle(120, quiet=3.0)
     found = counted()
     missing = [m for m in markers if m not in found]
@@ -141,3 +159,42 @@ def test_kill_9_of_the_jetstream_dispatcher_during_a_burst_loses_nothing_and_sen
     markers = burst(chain, 100, lambda: eventing.kill("jetstream-ch-dispatcher"), at=30)
     eventing.start_again("jetstream-ch-dispatcher")
     each_once(chain, markers)
+
+
+def test_kill_9_of_the_notifier_mid_send_during_a_burst_loses_nothing_and_sends_nothing_twice(
+        chain: ClusterChain) -> None:
+    """200 Events; at the 50th message WeCom takes, the notifier is killed with SIGKILL
+    before WeCom answers it (so that message is out and not recorded), with other
+    requests cut off before and after their claims; it is started again (the kubelet).
+    The broker redelivers what was cut off: each redelivery that meets a claim without an
+    outcome hands the message to its record, and the sweep sends those once the lease has
+    run out. The redeliveries are counted: the ledger absorbed them, WeCom counts each
+    message once."""
+    stack = chain.running()
+    sandbox, notifier = stack.sandbox, stack.notifier
+    assert sandbox is not None
+    seen = collections.Counter[str]()
+    killed = threading.Event()
+
+    def kill_mid_send(delivery: Delivery) -> None:
+        if "burst-" in (delivery.description or ""):
+            seen["messages"] += 1
+            if seen["messages"] == 50 and not killed.is_set():
+                notifier.kill()  # WeCom has it; the notifier never hears so
+                killed.set()
+
+    sandbox.on_delivery = kill_mid_send
+    try:
+        markers = burst(chain, 200, lambda: None, at=0)
+        assert killed.wait(120), "the notifier was not killed: fewer than 50 messages"
+    finally:
+        sandbox.on_delivery = None
+    notifier.start()
+    each_once(chain, markers, sweep=True)
+    absorbed = [r for r in notifier.log_records() if r.get("message") == "handled"
+                and (r.get("handed_over") or r.get("skipped"))]
+    assert any(r.get("handed_over") for r in absorbed), \
+        "the message WeCom took when the notifier died was redelivered to a claim"
+    print(f"redeliveries absorbed by the delivery records: {len(absorbed)} "
+          f"({sum(1 for r in absorbed if r.get('handed_over'))} handed to the sweep); "
+          f"WeCom dropped {len(sandbox.suppressed)} as duplicates")
