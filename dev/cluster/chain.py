@@ -76,6 +76,8 @@ def controller_event(run: Mapping[str, Any], reason: str, message: str | None = 
     event = kube_event(reason, obj=dict(run), message=message)
     meta = run["metadata"]
     event["metadata"] = {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]}
+    event["firstTimestamp"] = event["lastTimestamp"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # said now
     event["involvedObject"]["uid"] = meta["uid"]
     return event
 

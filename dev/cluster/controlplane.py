@@ -11,6 +11,7 @@ are ever stopped, by their PIDs.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -365,6 +366,27 @@ class ControlPlane:
             raise ClusterError(f"kubectl {' '.join(args)} as {user} failed "
                                f"({result.returncode}): {result.stderr.strip()}")
         return result
+
+    def crds_established(self, *names: str, timeout: float = 60.0) -> None:
+        """Wait until the named CRDs (all when none is named) are Established.
+        ``kubectl wait`` gives up at once on a CRD the API server has not yet given any
+        condition, so this polls instead."""
+        deadline = time.monotonic() + timeout
+        waiting: list[str] = []
+        while time.monotonic() < deadline:
+            got = self.kubectl("get", "customresourcedefinitions", *names, "-o", "json",
+                               check=False)
+            if got.returncode == 0:
+                listed = json.loads(got.stdout)
+                items = listed["items"] if listed.get("kind") == "List" else [listed]
+                waiting = [str(i["metadata"]["name"]) for i in items if not any(
+                    c.get("type") == "Established" and c.get("status") == "True"
+                    for c in (i.get("status") or {}).get("conditions") or [])]
+                if not waiting:
+                    return
+            time.sleep(0.1)
+        raise ClusterError(f"CRDs not Established after {timeout:.0f} s: "
+                           f"{', '.join(waiting or names)}")
 
     def shell(self, script: str, *, user: str = ADMIN, cwd: Path | None = None,
               env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:

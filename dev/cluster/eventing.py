@@ -299,8 +299,7 @@ class KnativeEventing:
         self._apply(core / "100-namespace.yaml")
         self._apply(*sorted((core / "resources").glob("*.yaml")),
                     imc / "resources" / "in-memory-channel.yaml", server_side=True)
-        self.plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd",
-                           "--all")
+        self.plane.crds_established()
         self._apply(*sorted((core / "configmaps").glob("*.yaml")),
                     imc / "configmaps" / "event-dispatcher.yaml", server_side=True)
         self._apply(SYSTEM)

@@ -64,8 +64,7 @@ def install_crds(plane: ControlPlane) -> None:
     for path in knative_crd_files():
         # Knative's CRDs are too large for client-side apply's annotation.
         plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                  "customresourcedefinitions", "--all")
+    plane.crds_established()
 
 
 def project_namespaces(plane: ControlPlane, names: tuple[str, ...] = PROJECT_NAMESPACES) -> None:

@@ -34,6 +34,7 @@ DISPATCHER = "jetstream-ch-dispatcher"
 DISPATCHER_ADDRESS = "127.96.1.6"
 CHANNEL_TEMPLATE = "config-natjsm-channel"
 BINARIES = ("nats-server", "natss_controller", "natss_dispatcher")
+MAX_RECONNECTS = 100_000  # 200 ms apart: about five and a half hours without NATS
 
 
 def channel_host(broker: str, namespace: str) -> str:
@@ -137,8 +138,7 @@ class JetStreamChannel:
         jetstream = sorted((config / "jetstream").glob("*.yaml"))
         self.eventing._apply(*[p for p in jetstream if p.name.startswith("302-")],
                              server_side=True)
-        self.plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd",
-                           "natsjetstreamchannels.messaging.knative.dev")
+        self.plane.crds_established("natsjetstreamchannels.messaging.knative.dev")
         self.eventing._apply(*[p for p in jetstream if p.name.startswith(("200-", "201-"))])
         from .eventing import aggregate_cluster_roles
 
@@ -173,8 +173,11 @@ class JetStreamChannel:
         return self
 
     def _nats_config(self) -> str:
+        # Not maxReconnects: -1 (nats.go's "forever"): eventing-natss's reconnect delay
+        # counts attempts left as maxReconnects - attempts and exits the process when that
+        # is negative (pkg/common/nats/conn.go), so -1 exits at the first reconnect.
         return (f"url: {self.nats.url}\nconnOpts:\n  retryOnFailedConnect: true\n"
-                "  maxReconnects: -1\n  reconnectWaitMilliseconds: 200\n")
+                f"  maxReconnects: {MAX_RECONNECTS}\n  reconnectWaitMilliseconds: 200\n")
 
     def broker_channel(self, broker: str, namespace: str) -> None:
         self.eventing.hosts.add(DISPATCHER_ADDRESS, channel_host(broker, namespace))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from dev.cluster.chain import ClusterChain, controller_event
@@ -24,6 +25,12 @@ def reaches_exactly_its_people(chain: ClusterChain, reason: str, message: str | 
     subscriptions."""
     run = chain.new_run(promotion_run(f"run-{uuid.uuid4().hex[:8]}", "devops"))
     chain.happen(controller_event(run, reason, message))
+    # Delivery may go on after the broker's answer (a durable channel): wait for the
+    # messages expected, then for anything more to arrive.
+    deadline = time.monotonic() + 60
+    while not who <= set(chain.received()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    chain.settle()
     got = chain.received()
     assert set(got) == who, "approvers or the requester only; carol hears nothing"
     name = run["metadata"]["name"]

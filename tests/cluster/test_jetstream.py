@@ -22,7 +22,7 @@ from dev.cluster.eventing import SERVICE_RANGE, KnativeEventing
 from dev.cluster.install import install_crds, project_namespaces
 from dev.cluster.natss import BINARIES, JetStreamChannel, NatsCluster
 from dev.fakes.wecom import Delivery
-from dev.stack.stack import NOTIFIER, SYSTEM_NAMESPACE
+from dev.stack.stack import ENRICHER, NOTIFIER, SYSTEM_NAMESPACE
 from dev.support import wire
 from dev.support.factory import post, promotion_run
 from tests.cluster.conftest import _unless, require_knative
@@ -34,6 +34,9 @@ SWEEP_TICK = wire.event({"type": "dev.knative.sources.ping",
                          "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
                                    "kubeevent-delivery-sweep"},
                         {"sweep": "notificationdeliveries"})
+CATCH_UP_TICK = wire.event({"type": "dev.knative.sources.ping",
+                            "source": "/apis/v1/namespaces/kubeevent-enricher/pingsources/"
+                                      "kubeevent-catch-up"}, {"catchUp": "events"})
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,8 @@ def chain(nats: NatsCluster, tmp_path_factory: pytest.TempPathFactory
                                        # A claim holds others off 20 s (not 5 min), and
                                        # the sweep may run at every tick.
                                        "DELIVERY_LEASE_SECONDS": str(LEASE),
-                                       "DELIVERY_SWEEP_INTERVAL_SECONDS": "1"}})
+                                       "DELIVERY_SWEEP_INTERVAL_SECONDS": "1"},
+                                       ENRICHER: {"CATCHUP_MIN_INTERVAL_SECONDS": "1"}})
             running.install()
             running.subscribe_examples()
             with running:
@@ -92,27 +96,32 @@ def test_each_seed_scenario_reaches_exactly_its_people_through_jetstream(
     reaches_exactly_its_people(chain, reason, message, who)
 
 
-def burst(chain: ClusterChain, count: int, fault: Callable[[], None], at: int) -> list[str]:
+def burst(chain: ClusterChain, count: int, fault: Callable[[], None], at: int,
+          over: float = 0.0) -> list[str]:
     """``count`` Failed Events (one message each, to the run's requester) created back to
-    back, ``fault()`` called before the ``at``-th; returns the markers of the messages."""
+    back (or evenly ``over`` that many seconds), ``fault()`` called before the ``at``-th;
+    returns the markers of the messages."""
     from kubernetes import client, config
 
     run = chain.new_run(promotion_run(f"js-burst-{uuid.uuid4().hex[:6]}", "devops",
                                       requester="alice"))
     api = client.CoreV1Api(config.new_client_from_config(str(chain.plane.kubeconfig())))
     markers = [f"burst-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
+    started = time.monotonic()
     for i, marker in enumerate(markers):
         if i == at:
             fault()
+        time.sleep(max(0.0, started + over * i / count - time.monotonic()))
         api.create_namespaced_event("devops", event_about(run, "Failed",
                                                           f"push failed {marker}"))
     return markers
 
 
-def each_once(chain: ClusterChain, markers: list[str], *, sweep: bool = False) -> None:
+def each_once(chain: ClusterChain, markers: list[str], *, sweep: bool = False,
+              catch_up: bool = False) -> None:
     """Wait for every marker's message at WeCom, then say which are missing or twice.
-    ``sweep``: tick the notifier's delivery sweep every 5 s meanwhile, as its PingSource
-    does every 5 minutes."""
+    ``sweep``, ``catch_up``: tick the notifier's delivery sweep, the enricher's catch-up,
+    every 5 s meanwhile, as their PingSources do every 5 minutes."""
     stack = chain.running()
     assert stack.sandbox is not None
     deadline = time.monotonic() + 240
@@ -127,9 +136,12 @@ def each_once(chain: ClusterChain, markers: list[str], *, sweep: bool = False) -
 
     while len(counted()) < len(markers) and time.monotonic() < deadline:
         time.sleep(0.5)
-        if sweep and time.monotonic() - ticked > 5:
+        if (sweep or catch_up) and time.monotonic() - ticked > 5:
             ticked = time.monotonic()
-            assert post(stack.notifier.url, SWEEP_TICK).status_code == 202
+            if sweep:
+                assert post(stack.notifier.url, SWEEP_TICK).status_code == 202
+            if catch_up:
+                assert post(stack.enricher.url, CATCH_UP_TICK).status_code == 202
     chain.settle(120, quiet=3.0)
     found = counted()
     missing = [m for m in markers if m not in found]
@@ -198,3 +210,24 @@ def test_kill_9_of_the_notifier_mid_send_during_a_burst_loses_nothing_and_sends_
     print(f"redeliveries absorbed by the delivery records: {len(absorbed)} "
           f"({sum(1 for r in absorbed if r.get('handed_over'))} handed to the sweep); "
           f"WeCom dropped {len(sandbox.suppressed)} as duplicates")
+
+
+@pytest.mark.timeout(480)
+def test_all_three_nats_nodes_down_for_a_minute_while_events_are_created_loses_nothing(
+        chain: ClusterChain, nats: NatsCluster) -> None:
+    """Every JetStream node killed; 200 Events created over the next minute, then the
+    nodes come back with their stores. Meanwhile the channel takes nothing: the broker's
+    ingress refuses, the enricher answers 503, and Knative's adapter drops what failed for
+    ~3 s and holds the rest. What it dropped, the enricher's catch-up sends again (the
+    Events are in the API server); nothing twice."""
+    for node in range(nats.size):
+        nats.kill(node)
+    markers = burst(chain, 200, lambda: None, at=0, over=60.0)
+    nats.start()
+    dropped = [r for r in chain.running().enricher.log_records()
+               if r.get("message") == "failed" and r.get("status") == 503]
+    assert dropped, "the enricher met the outage (the broker refused it)"
+    each_once(chain, markers, catch_up=True)
+    caught_up = sum(r.get("emitted") or 0 for r in chain.running().enricher.log_records()
+                    if r.get("message") == "catch-up done")
+    assert caught_up, "what the adapter dropped came back through the catch-up"
