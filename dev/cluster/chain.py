@@ -248,6 +248,24 @@ class ClusterChain:
         if self.view is not None:
             self.view.tap.stop()
 
+    def stop_all(self) -> None:
+        """The source, the functions and Knative's processes stopped (SIGTERM), as when
+        the cluster's nodes shut down; the API server and WeCom stay."""
+        assert self.eventing is not None and self.adapter is not None
+        self.adapter.stop()
+        for proc in self.running().functions.values():
+            proc.stop()
+        self.eventing.stop_all()
+
+    def start_all(self) -> None:
+        """Everything ``stop_all`` stopped, started again in order."""
+        assert self.eventing is not None and self.adapter is not None
+        self.eventing.start_all()
+        for proc in self.running().functions.values():
+            proc.start()
+        self.adapter.start()
+        self.adapter.handshake(self.enricher_saw)
+
     def __enter__(self) -> ClusterChain:
         return self.start()
 

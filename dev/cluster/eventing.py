@@ -188,6 +188,19 @@ class KnativeEventing:
         """Start a killed process again as it was (the kubelet restarting the pod)."""
         self.process(name).start()
 
+    def stop_all(self) -> None:
+        """Every process stopped (SIGTERM, SIGKILL after 5 s; one frozen with SIGSTOP is
+        killed), in reverse order of start, and kept to be started again: a cluster's
+        nodes shut down."""
+        for process in reversed(self.processes):
+            process.stop(timeout=5.0)
+
+    def start_all(self) -> None:
+        """Start again what ``stop_all`` stopped, in the order it first started."""
+        for process in self.processes:
+            if not process.alive():
+                process.start()
+
     def logs(self, name: str, lines: int = 60) -> str:
         for process in self.processes:
             if process.name == name:

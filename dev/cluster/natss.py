@@ -94,6 +94,16 @@ class NatsCluster:
                     return str(leader)
         return ""
 
+    def stream_sequence(self) -> int:
+        """The last sequence number of the (one) stream: how many events it ever took."""
+        for i, node in enumerate(self.nodes):
+            if node is None or not node.alive():
+                continue
+            for account in self.jsz(i, streams="true").get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    return int((stream.get("state") or {}).get("last_seq") or 0)
+        return 0
+
     def stream_leader(self) -> int | None:
         """The node that leads the (one) stream's replicas, if a stream exists."""
         for i, node in enumerate(self.nodes):

@@ -7,7 +7,9 @@ wait for outcomes, and count each message at WeCom."""
 from __future__ import annotations
 
 import collections
+import os
 import re
+import signal
 import threading
 import time
 import uuid
@@ -163,12 +165,12 @@ def test_kill_9_of_the_stream_leader_during_a_burst_loses_nothing_and_sends_noth
 
 def test_kill_9_of_the_jetstream_dispatcher_during_a_burst_loses_nothing_and_sends_nothing_twice(
         chain: ClusterChain) -> None:
-    """100 Events; after the first 30 the channel's dispatcher is killed with SIGKILL and
+    """200 Events; after the first 50 the channel's dispatcher is killed with SIGKILL and
     started again once the burst is created (the kubelet restarting the pod): what it had
     not delivered is delivered after it restarts, and nothing twice."""
     eventing = chain.eventing
     assert eventing is not None
-    markers = burst(chain, 100, lambda: eventing.kill("jetstream-ch-dispatcher"), at=30)
+    markers = burst(chain, 200, lambda: eventing.kill("jetstream-ch-dispatcher"), at=50)
     eventing.start_again("jetstream-ch-dispatcher")
     each_once(chain, markers)
 
@@ -231,3 +233,31 @@ def test_all_three_nats_nodes_down_for_a_minute_while_events_are_created_loses_n
     caught_up = sum(r.get("emitted") or 0 for r in chain.running().enricher.log_records()
                     if r.get("message") == "catch-up done")
     assert caught_up, "what the adapter dropped came back through the catch-up"
+
+
+@pytest.mark.timeout(480)
+def test_the_whole_stack_stopped_with_events_queued_and_started_again_loses_nothing(
+        chain: ClusterChain, nats: NatsCluster) -> None:
+    """Knative's broker filter frozen (SIGSTOP): 200 Events are created and the channel
+    stores each and delivers none. Then everything stops: the source, the functions,
+    Knative's broker, controllers and webhook, the JetStream dispatcher and controller,
+    the three NATS nodes (SIGTERM; the frozen filter is killed). Started again, the
+    stream delivers what it held: each message once."""
+    eventing = chain.eventing
+    assert eventing is not None
+    frozen = eventing.process("broker-filter")
+    assert frozen.pid is not None
+    stored = nats.stream_sequence()
+    os.kill(frozen.pid, signal.SIGSTOP)
+    markers = burst(chain, 200, lambda: None, at=0)
+    deadline = time.monotonic() + 120
+    while nats.stream_sequence() < stored + len(markers):
+        assert time.monotonic() < deadline, "the channel did not store the 200 events"
+        time.sleep(0.2)
+    stack = chain.running()
+    assert stack.sandbox is not None and stack.sandbox.delivered == [], "queued, not sent"
+    chain.stop_all()
+    nats.stop()
+    nats.start()
+    chain.start_all()
+    each_once(chain, markers)
