@@ -32,7 +32,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import children, cpu_seconds, emit, log, median, ms, percentile, table
+from bench.common import (
+    children,
+    cpu_seconds,
+    emit,
+    log,
+    median,
+    ms,
+    percentile,
+    rss_mb,
+    table,
+)
 from dev.cluster import netns
 from dev.cluster.chain import ClusterChain, controller_event
 from dev.cluster.controlplane import ControlPlane
@@ -151,6 +161,7 @@ def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str,
         if eventing is not None:
             used = broker_cpu(eventing, broker) - cpu_before
             result["broker_cpu_ms_per_event"] = ms(used / (events + 2 + burst))
+            result["channel_peak_mb"] = channel_memory(eventing, nats)
         if broker == "knative":
             result["from_zero"] = from_zero(stack, create, arrivals, broker)
         return result
@@ -175,6 +186,28 @@ def broker_cpu(eventing: KnativeEventing, broker: str) -> float:
         if pid is not None:  # with what it runs (a launcher's child is the binary)
             total += sum(cpu_seconds(p) for p in (pid, *children(pid)))
     return total
+
+
+def channel_memory(eventing: KnativeEventing, nats: NatsCluster | None) -> float:
+    """Peak resident memory (MB) of what the channel adds: its dispatcher and controller,
+    and for JetStream the three NATS nodes (the binaries, not the harness's launchers)."""
+    names = (("jetstream-ch-dispatcher", "jetstream-ch-controller") if nats is not None
+             else ("imc-dispatcher", "imc-controller"))
+    pids = [eventing.process(name).pid for name in names]
+    if nats is not None:
+        pids += [node.pid for node in nats.nodes if node is not None]
+    total = 0.0
+    for pid in pids:
+        if pid is None:
+            continue
+        for each in (pid, *children(pid)):
+            try:
+                launcher = Path(f"/proc/{each}/exe").resolve().name.startswith("python")
+            except OSError:
+                continue
+            if not launcher:
+                total += rss_mb(each, "VmHWM")
+    return round(total, 1)
 
 
 def from_zero(stack: Any, create: Any, arrivals: Arrivals, broker: str) -> dict[str, Any]:
@@ -216,9 +249,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results.append(measure(broker, Path(tmp), events=events, burst=burst))
     table("Chain: Event created → message at the WeCom sandbox (one recipient per Event)",
           ["broker", "Events", "p50 ms", "p95 ms", "burst", "Events/s",
-           "broker CPU ms/Event"],
+           "broker CPU ms/Event", "channel peak MB"],
           [[r["broker"], r["events"], r["p50_ms"], r["p95_ms"], r["burst"],
-            r["sustained_eps"], r.get("broker_cpu_ms_per_event", "-")] for r in results])
+            r["sustained_eps"], r.get("broker_cpu_ms_per_event", "-"),
+            r.get("channel_peak_mb", "-")] for r in results])
     for result in results:
         zero = result.get("from_zero")
         if zero:

@@ -129,19 +129,21 @@ class FunctionProcess:
         raise RuntimeError(f"{self.name} did not start in {timeout}s:\n{self.output()[-3000:]}")
 
     def stop(self) -> None:
+        """SIGTERM, 10 s to finish, then ``kill()``; no worker outlives it (a worker left
+        behind would keep the port from the next start)."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                pass
+        self.kill()
 
     def kill(self) -> None:
         """``kill -9`` of the process and its workers (a container killed): no handler
         runs, whatever was in flight is cut off."""
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
