@@ -126,7 +126,7 @@ class KnativeEventing:
             self.hosts.add(DISPATCHER, service_host("imc-dispatcher", NAMESPACE))
             self.hosts.add(WEBHOOK, service_host("eventing-webhook", NAMESPACE))
             self.hosts.add(IMC_WEBHOOK, service_host("inmemorychannel-webhook", NAMESPACE))
-            self._relay("kube-proxy", [
+            self.start_relay("kube-proxy", [
                 f"unix:{self.api_socket}=tcp:127.0.0.1:{self.plane.api_port}",
                 f"tcp:{INGRESS}:80=tcp:127.0.0.1:{INGRESS_PORT}",
                 f"unix:{self._socket_for(INGRESS)}=tcp:127.0.0.1:{INGRESS_PORT}",
@@ -161,7 +161,7 @@ class KnativeEventing:
 
     def outside(self, address: str, target: str) -> None:
         """Let isolated processes reach ``address`` (HOST:PORT) here, at ``target``."""
-        self._relay(f"out-{address}", [f"unix:{self._socket_for(address)}=tcp:{target}"])
+        self.start_relay(f"out-{address}", [f"unix:{self._socket_for(address)}=tcp:{target}"])
 
     def _socket_for(self, address: str) -> Path:
         return self.dir / f"to-{address}.sock"
@@ -229,7 +229,7 @@ class KnativeEventing:
             # own, reaches it.
             # A Knative Service's requests wait while it starts (the activator's part).
             hold = ["--hold", str(ACTIVATOR_HOLD)] if ksvc else []
-            relay = self._relay(f"relay-{name}", [
+            relay = self.start_relay(f"relay-{name}", [
                 *hold, f"tcp:{address}:80=tcp:127.0.0.1:{port}",
                 f"unix:{self._socket_for(address)}=tcp:127.0.0.1:{port}"])
             self._published[host] = (address, port, relay)
@@ -276,7 +276,8 @@ class KnativeEventing:
 
     # ------------------------------------------------------------------ start-up
 
-    def _relay(self, name: str, pairs: list[str]) -> _Process:
+    def start_relay(self, name: str, pairs: list[str]) -> _Process:
+        """A relay (kube-proxy's part) for ``LISTEN=TARGET`` pairs, stopped with the rest."""
         log = self.dir / "logs" / f"{name}.log"
         log.unlink(missing_ok=True)
         process = _Process(name, [sys.executable, "-m", "dev.cluster.relay", *pairs], log,
@@ -298,7 +299,8 @@ class KnativeEventing:
     def _kubeconfig_of(self, account: str) -> str:
         return str(self.plane.service_account_kubeconfig(NAMESPACE, account, duration="48h"))
 
-    def _apply(self, *files: Path, server_side: bool = False) -> None:
+    def apply_files(self, *files: Path, server_side: bool = False) -> None:
+        """``kubectl apply`` of manifests from Knative's modules, unchanged."""
         args = ["apply"]
         if server_side:  # Knative's CRDs are too big for client-side apply
             args += ["--server-side", "--force-conflicts"]
@@ -309,31 +311,31 @@ class KnativeEventing:
     def _apply_objects(self, source: Path) -> None:
         core = source / "config" / "core"
         imc = source / "config" / "channels" / "in-memory-channel"
-        self._apply(core / "100-namespace.yaml")
-        self._apply(*sorted((core / "resources").glob("*.yaml")),
+        self.apply_files(core / "100-namespace.yaml")
+        self.apply_files(*sorted((core / "resources").glob("*.yaml")),
                     imc / "resources" / "in-memory-channel.yaml", server_side=True)
         self.plane.crds_established()
-        self._apply(*sorted((core / "configmaps").glob("*.yaml")),
+        self.apply_files(*sorted((core / "configmaps").glob("*.yaml")),
                     imc / "configmaps" / "event-dispatcher.yaml", server_side=True)
-        self._apply(SYSTEM)
-        self._apply(core / "webhooks" / "secret.yaml", imc / "webhooks" / "secret.yaml")
-        self._apply(*sorted(core.glob("200-*.yaml")), *sorted((core / "roles").glob("*.yaml")),
+        self.apply_files(SYSTEM)
+        self.apply_files(core / "webhooks" / "secret.yaml", imc / "webhooks" / "secret.yaml")
+        self.apply_files(*sorted(core.glob("200-*.yaml")), *sorted((core / "roles").glob("*.yaml")),
                     *sorted((source / "config" / "brokers" / "mt-channel-broker" / "roles")
                             .glob("*.yaml")),
                     *sorted(imc.glob("200-*.yaml")), *sorted((imc / "roles").glob("*.yaml")))
         # Knative Serving's addressable-resolver role: how the eventing controllers may
         # read a Knative Service's address (Serving ships it; no Serving runs here).
         serving = install.knative_module("knative.dev/serving")
-        self._apply(serving / "config" / "core" / "200-roles" /
+        self.apply_files(serving / "config" / "core" / "200-roles" /
                     "addressable-resolvers-clusterrole.yaml")
         aggregate_cluster_roles(self.plane)
         # The PingSource adapter's Deployment, upstream: the PingSource reconciler updates
         # its environment and reads its availability (the mtping process is the pod).
-        self._apply(core / "deployments" / "pingsource-mt-adapter.yaml")
-        self._available("imc-dispatcher")
-        self._available("pingsource-mt-adapter")
+        self.apply_files(core / "deployments" / "pingsource-mt-adapter.yaml")
+        self.mark_available("imc-dispatcher")
+        self.mark_available("pingsource-mt-adapter")
 
-    def _available(self, deployment: str) -> None:
+    def mark_available(self, deployment: str) -> None:
         """What the kubelet and the Deployment controller would report for a process that
         runs here: the Deployment's Available condition, through /status."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -346,9 +348,12 @@ class KnativeEventing:
                     "reason": "MinimumReplicasAvailable", "message": "local process",
                     "lastUpdateTime": now, "lastTransitionTime": now}]}}))
 
-    def _process(self, name: str, binary: str, account: str, extra: Mapping[str, str],
-                 *, isolated: bool = False, webhook: bool = False,
-                 outbound: tuple[str, ...] = (), etc: Path | None = None) -> None:
+    def start_process(self, name: str, binary: str, account: str, extra: Mapping[str, str],
+                      *, isolated: bool = False, webhook: bool = False,
+                      outbound: tuple[str, ...] = (), etc: Path | None = None) -> None:
+        """One of Knative's binaries as the pod ``name`` of ``account``: ``isolated`` in a
+        network of its own (``outbound``: addresses it reaches outside), or in this one
+        with ``etc`` laid over /etc."""
         env = {**COMMON_ENV, "HOME": str(self.dir), "POD_NAME": f"{name}-0",
                "KUBECONFIG": self._kubeconfig_of(account), **extra}
         argv = [str(BIN / binary)]
@@ -384,28 +389,28 @@ class KnativeEventing:
             "INTEGRATION_SOURCE_AWS_SQS_IMAGE", "INTEGRATION_SOURCE_AWS_DDB_STREAMS_IMAGE",
             "INTEGRATION_SINK_LOG_IMAGE", "INTEGRATION_SINK_AWS_S3_IMAGE",
             "INTEGRATION_SINK_AWS_SQS_IMAGE", "INTEGRATION_SINK_AWS_SNS_IMAGE")}
-        self._process("broker-ingress", "broker_ingress", "mt-broker-ingress", {
+        self.start_process("broker-ingress", "broker_ingress", "mt-broker-ingress", {
             "CONTAINER_NAME": "ingress", "NAMESPACE": NAMESPACE,
             "METRICS_DOMAIN": "knative.dev/internal/eventing",
             "INGRESS_PORT": str(INGRESS_PORT), "INGRESS_PORT_HTTPS": "8444"})
-        self._process("broker-filter", "broker_filter", "mt-broker-filter", {
+        self.start_process("broker-filter", "broker_filter", "mt-broker-filter", {
             "CONTAINER_NAME": "filter", "NAMESPACE": NAMESPACE,
             "METRICS_DOMAIN": "knative.dev/internal/eventing",
             "FILTER_PORT": str(FILTER_PORT), "FILTER_PORT_HTTPS": "8445"})
         if self.imc_dispatcher:
-            self._process("imc-dispatcher", "imc_dispatcher", "imc-dispatcher", {
+            self.start_process("imc-dispatcher", "imc_dispatcher", "imc-dispatcher", {
                 "CONTAINER_NAME": "dispatcher",
                 "METRICS_DOMAIN": "knative.dev/inmemorychannel-dispatcher",
                 "MAX_IDLE_CONNS": "1000", "MAX_IDLE_CONNS_PER_HOST": "1000"})
-        self._process("eventing-controller", "eventing_controller", "eventing-controller", {
+        self.start_process("eventing-controller", "eventing_controller", "eventing-controller", {
             "METRICS_DOMAIN": "knative.dev/eventing", **images}, isolated=True)
-        self._process("mt-broker-controller", "mtchannel_broker", "eventing-controller", {
+        self.start_process("mt-broker-controller", "mtchannel_broker", "eventing-controller", {
             "METRICS_DOMAIN": "knative.dev/eventing"}, isolated=True)
-        self._process("imc-controller", "imc_controller", "imc-controller", {
+        self.start_process("imc-controller", "imc_controller", "imc-controller", {
             "WEBHOOK_NAME": "inmemorychannel-webhook", "WEBHOOK_PORT": "8443",
             "METRICS_DOMAIN": "knative.dev/inmemorychannel-controller",
             "DISPATCHER_IMAGE": UNUSED_IMAGE}, isolated=True, webhook=True)
-        self._process("eventing-webhook", "eventing_webhook", "eventing-webhook", {
+        self.start_process("eventing-webhook", "eventing_webhook", "eventing-webhook", {
             "WEBHOOK_NAME": "eventing-webhook", "WEBHOOK_PORT": "8443",
             "SINK_BINDING_SELECTION_MODE": "exclusion",
             "METRICS_DOMAIN": "knative.dev/eventing"}, isolated=True, webhook=True)
@@ -413,7 +418,7 @@ class KnativeEventing:
         # the dispatcher's events do, so it has a network of its own too, from which the
         # broker ingress and every published Service are relayed out (they may be
         # published later: a relay connects when a connection comes).
-        self._process("pingsource-mt-adapter", "mtping", "pingsource-mt-adapter", {
+        self.start_process("pingsource-mt-adapter", "mtping", "pingsource-mt-adapter", {
             "NAMESPACE": NAMESPACE, "K_OBSERVABILITY_CONFIG": "{}", "K_LOGGING_CONFIG": "",
             "K_LEADER_ELECTION_CONFIG": "", "K_NO_SHUTDOWN_AFTER": "",
             "K_SINK_TIMEOUT": "-1", "METRICS_DOMAIN": "knative.dev/eventing"},
@@ -434,7 +439,7 @@ class KnativeEventing:
         core = source / "config" / "core" / "webhooks"
         imc = source / "config" / "channels" / "in-memory-channel" / "webhooks"
         # Empty configurations: each webhook fills in its rules and caBundle.
-        self._apply(core / "defaulting.yaml", core / "resource-validation.yaml",
+        self.apply_files(core / "defaulting.yaml", core / "resource-validation.yaml",
                     core / "config-validation.yaml", core / "sinkbindings.yaml",
                     imc / "defaulting.yaml", imc / "resource-validation.yaml")
         for configuration in WEBHOOK_CONFIGURATIONS:

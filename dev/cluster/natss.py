@@ -146,27 +146,27 @@ class JetStreamChannel:
         source = install.knative_module("knative.dev/eventing-natss", "natss")
         config = source / "config"
         jetstream = sorted((config / "jetstream").glob("*.yaml"))
-        self.eventing._apply(*[p for p in jetstream if p.name.startswith("302-")],
+        self.eventing.apply_files(*[p for p in jetstream if p.name.startswith("302-")],
                              server_side=True)
         self.plane.crds_established("natsjetstreamchannels.messaging.knative.dev")
-        self.eventing._apply(*[p for p in jetstream if p.name.startswith(("200-", "201-"))])
+        self.eventing.apply_files(*[p for p in jetstream if p.name.startswith(("200-", "201-"))])
         from .eventing import aggregate_cluster_roles
 
         aggregate_cluster_roles(self.plane)
-        self.eventing._apply(config / "broker" / "config-br-default-channel-jsm.yaml")
+        self.eventing.apply_files(config / "broker" / "config-br-default-channel-jsm.yaml")
         self.plane.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "config-nats", "namespace": NAMESPACE},
             "data": {"eventing-nats": self._nats_config()}}))
         hosts = self.eventing.hosts
         hosts.add(DISPATCHER_ADDRESS, service_host(DISPATCHER, NAMESPACE))
-        self.eventing._relay("relay-jetstream-dispatcher",
+        self.eventing.start_relay("relay-jetstream-dispatcher",
                              [f"tcp:{DISPATCHER_ADDRESS}:80=tcp:127.0.0.1:8080"])
         # The controller's network reaches the NATS nodes through relays.
         nodes = [f"127.0.0.1:{port}" for port in self.nats.client]
         for node in nodes:
             self.eventing.outside(node, node)
-        self.eventing._process("jetstream-ch-controller", "natss_controller",
+        self.eventing.start_process("jetstream-ch-controller", "natss_controller",
                                "jetstream-ch-controller", {
                                    "METRICS_DOMAIN": "knative.dev/eventing",
                                    "DISPATCHER_IMAGE": "local-process/unused",
@@ -176,7 +176,7 @@ class JetStreamChannel:
         mounted = self.eventing.dir / "jetstream-dispatcher-etc"
         (mounted / "upper" / "config-nats").mkdir(parents=True, exist_ok=True)
         (mounted / "upper" / "config-nats" / "eventing-nats").write_text(self._nats_config())
-        self.eventing._process(DISPATCHER, "natss_dispatcher", DISPATCHER, {
+        self.eventing.start_process(DISPATCHER, "natss_dispatcher", DISPATCHER, {
             "METRICS_DOMAIN": "knative.dev/eventing",
             "CONFIG_LEADERELECTION_NAME": "config-leader-election",
             "CONTAINER_NAME": "dispatcher"}, etc=mounted)
@@ -211,4 +211,4 @@ class JetStreamChannel:
             "addressType": "IPv4",
             "endpoints": [{"addresses": ["10.244.0.6"], "conditions": {"ready": True}}],
             "ports": [{"name": "http-dispatcher", "port": 8080, "protocol": "TCP"}]}))
-        self.eventing._available(DISPATCHER)
+        self.eventing.mark_available(DISPATCHER)
