@@ -86,6 +86,8 @@ class FunctionProcess:
         self.env = env or {}
         self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._read_to = 0  # log_records(): how far the log has been parsed
+        self._records: list[dict[str, Any]] = []
 
     @property
     def url(self) -> str:
@@ -157,16 +159,22 @@ class FunctionProcess:
         return Path(self._log.name).read_text(errors="replace")
 
     def log_records(self) -> list[dict[str, Any]]:
-        """The JSON log lines the function wrote (other lines are skipped)."""
-        records = []
-        for line in self.output().splitlines():
-            line = line.strip()
+        """The JSON log lines the function wrote (other lines are skipped). Only what was
+        written since the last call is read and parsed, so polling stays cheap."""
+        self._log.flush()
+        with open(self._log.name, "rb") as log:
+            log.seek(self._read_to)
+            chunk = log.read()
+        complete = chunk.rfind(b"\n") + 1
+        self._read_to += complete
+        for raw in chunk[:complete].splitlines():
+            line = raw.decode("utf-8", "replace").strip()
             if line.startswith("{"):
                 try:
-                    records.append(json.loads(line))
+                    self._records.append(json.loads(line))
                 except ValueError:
                     continue
-        return records
+        return list(self._records)
 
     def __enter__(self) -> FunctionProcess:
         return self.start()
