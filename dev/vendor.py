@@ -4,15 +4,16 @@
     python dev/vendor.py --check   # exit 1 and list what drifted; write nothing
 
 Each function folder holds exactly one Python package (its own modules); the
-shared helpers are copied to ``<package>/shared/`` so a function deploys from
-its folder alone and never imports across folders. In func.yaml, every key set
-in the top-level ``func.yaml`` is taken from there; the function's own keys
+shared helpers it imports (and what they import) are copied to ``<package>/shared/``
+so a function deploys from its folder alone and never imports across folders. In
+func.yaml, every key set in the top-level ``func.yaml`` is taken from there; the function's own keys
 (name, envs, namespace, service account) are kept, and ``name`` is the folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import filecmp
 import shutil
@@ -45,14 +46,58 @@ def shared_sources() -> list[Path]:
     return sorted(p.relative_to(SHARED) for p in files if "__pycache__" not in p.parts)
 
 
+def _relative_imports(path: Path, inside_shared: bool, package: str = "") -> set[str]:
+    """The shared modules ``path`` imports, by module name: within shared/ ``from .x
+    import`` and ``from . import x``; in a function's package ``from .shared(.x) import``;
+    in its entries (``package`` given) ``from <package>.shared(.x) import``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        module = node.module or ""
+        if package and node.level == 0 and module.startswith(f"{package}."):
+            module, level = module.removeprefix(f"{package}."), 1
+        else:
+            level = node.level
+        if level != 1:
+            continue
+        if inside_shared:
+            found |= {module} if module else {alias.name for alias in node.names}
+        elif module == "shared":
+            found |= {alias.name for alias in node.names}
+        elif module.startswith("shared."):
+            found.add(module.split(".", 1)[1])
+    return {name.split(".")[0] for name in found}
+
+
+def needed_sources(package: Path) -> list[Path]:
+    """What of shared/ a function's package imports, with what those import in turn:
+    only that is copied into it."""
+    own = [p for p in package.rglob("*.py")
+           if "shared" not in p.relative_to(package).parts and "__pycache__" not in p.parts]
+    entries = sorted(package.parent.glob("*.py"))  # function.py, main.py
+    wanted: set[str] = set()
+    todo = set().union(*(_relative_imports(p, inside_shared=False) for p in own),
+                       *(_relative_imports(p, False, package.name) for p in entries))
+    while todo:
+        name = todo.pop()
+        if name in wanted or not (SHARED / f"{name}.py").exists():
+            continue
+        wanted.add(name)
+        todo |= _relative_imports(SHARED / f"{name}.py", inside_shared=True) - wanted
+    return sorted(Path(f"{name}.py") for name in wanted | {"__init__"})
+
+
 def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def copy_drift(target: Path) -> list[str]:
-    """Files that differ between shared/ and a vendored copy, both ways."""
+def copy_drift(target: Path, wanted_files: list[Path] | None = None) -> list[str]:
+    """Files that differ between shared/ and a vendored copy, both ways: ``wanted_files``
+    (by default what the package holding ``target`` imports) must be there and equal,
+    nothing else may be."""
     drift = []
-    wanted = set(shared_sources())
+    wanted = set(needed_sources(target.parent) if wanted_files is None else wanted_files)
     for rel in wanted:
         dest = target / rel
         if not dest.exists() or not filecmp.cmp(SHARED / rel, dest, shallow=False):
@@ -60,7 +105,10 @@ def copy_drift(target: Path) -> list[str]:
     if target.exists():
         for extra in target.rglob("*.py"):
             if "__pycache__" not in extra.parts and extra.relative_to(target) not in wanted:
-                drift.append(f"{_shown(extra)} (not in shared/)")
+                rel = extra.relative_to(target)
+                drift.append(f"{_shown(extra)} ("
+                             + ("not imported by the function)" if (SHARED / rel).exists()
+                                else "not in shared/)"))
     return sorted(drift)
 
 
@@ -109,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if drift:
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(SHARED, target, ignore=IGNORED)
+            target.mkdir(parents=True)
+            for rel in needed_sources(target.parent):
+                shutil.copy2(SHARED / rel, target / rel)
             print(f"vendored shared/ into {target.relative_to(ROOT)}")
         if yaml_stale:
             yaml_path.write_text(func_yaml)

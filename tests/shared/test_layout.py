@@ -50,12 +50,36 @@ def test_every_vendored_copy_matches_shared() -> None:
 def test_drift_is_detected(tmp_path: Path) -> None:
     target = tmp_path / "shared"
     shutil.copytree(vendor.SHARED, target)
-    assert vendor.copy_drift(target) == []
+    everything = vendor.shared_sources()
+    assert vendor.copy_drift(target, everything) == []
     (target / "errors.py").write_text("# edited in the copy\n")
     (target / "stray.py").write_text("x = 1\n")
-    drift = vendor.copy_drift(target)
+    drift = vendor.copy_drift(target, everything)
     assert any(d.endswith("errors.py") for d in drift)
     assert any("stray.py" in d and "not in shared/" in d for d in drift)
+
+
+def test_a_function_gets_only_the_shared_modules_it_imports(tmp_path: Path) -> None:
+    """What its package and entries import, and what those import in turn; a module it
+    does not import is drift in its copy."""
+    package = tmp_path / "fn" / "fn_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "app.py").write_text("from .shared import logs\nfrom .shared.kube import Kube\n")
+    (tmp_path / "fn" / "main.py").write_text("from fn_pkg.shared.boundary import x\n")
+    wanted = {p.name for p in vendor.needed_sources(package)}
+    assert {"__init__.py", "logs.py", "kube.py", "boundary.py", "errors.py",
+            "events.py"} <= wanted, "kube and boundary import errors and events"
+    assert "fit.py" not in wanted and "cache.py" not in wanted
+    copy = tmp_path / "kubeevent-enricher-sink"
+    shutil.copytree(ROOT / "functions" / "kubeevent-enricher-sink", copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shared = vendor.package_of(copy) / "shared"
+    assert vendor.copy_drift(shared) == []
+    assert not (shared / "cache.py").exists(), "the enricher imports no cache"
+    shutil.copy(vendor.SHARED / "cache.py", shared / "cache.py")
+    assert any("cache.py" in d and "not imported by the function" in d
+               for d in vendor.copy_drift(shared))
 
 
 def test_func_yaml_files_are_generated_from_the_defaults() -> None:
