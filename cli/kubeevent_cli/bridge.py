@@ -38,6 +38,7 @@ ensure_path()
 from corpwechat_notifier import core as notifier_core  # noqa: E402
 from corpwechat_notifier import render, templates  # noqa: E402
 from corpwechat_notifier.shared import logs as notifier_logs  # noqa: E402
+from corpwechat_notifier.shared import notification  # noqa: E402
 from enricher import core as enricher_core  # noqa: E402
 from enricher.shared import events as shared_events  # noqa: E402
 from enricher.shared import logs as enricher_logs  # noqa: E402
@@ -48,8 +49,8 @@ from subscription_filter.shared import errors as filter_errors  # noqa: E402
 from subscription_filter.shared import logs as filter_logs  # noqa: E402
 
 __all__ = [
-    "binding", "celengine", "enricher_core", "filter_core", "filter_errors", "notifier_core",
-    "render", "shared_events", "signing", "subscriptions", "templates",
+    "binding", "celengine", "enricher_core", "filter_core", "filter_errors", "notification",
+    "notifier_core", "render", "shared_events", "signing", "subscriptions", "templates",
 ]
 
 def capture_logs(verbose: bool) -> None:

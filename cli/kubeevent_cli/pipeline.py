@@ -127,7 +127,7 @@ def notification_request(event: PlainEvent, recipients: Sequence[Any]) -> tuple[
     """The request the filter would emit, and the notifier's reading of it."""
     (reply,) = bridge.filter_core.notifications(event, recipients)
     data = bridge.shared_events.json_data(reply)
-    return reply, bridge.notifier_core.parse_request(reply["type"], reply["id"], data)
+    return reply, bridge.notification.parse_request(reply["type"], reply["id"], data)
 
 
 def event_json(event: PlainEvent) -> dict[str, Any]:

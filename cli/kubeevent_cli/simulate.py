@@ -289,7 +289,8 @@ def render(request: Any, templates: inputs.TemplateSet, config: inputs.Config | 
     """Each recipient's messages, as the notifier would send them."""
     rendering = pipeline.Rendering(templates.store(config), request.event_type, url)
     by_subscription = {v.name: v for v in verdicts}
-    chosen = {r.subscription for r in bridge.notifier_core.for_channel(request.recipients)}
+    chosen = {r.subscription for r in bridge.notification.for_channel(request.recipients,
+                                                                  bridge.notifier_core.CHANNEL)}
     first_for: dict[str, str] = {}
     for recipient in request.recipients:
         verdict = by_subscription.get(recipient.subscription)

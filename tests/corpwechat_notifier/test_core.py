@@ -1,4 +1,5 @@
-"""Pure parts: request parsing, the sent record, credentials, user ids, template lookup."""
+"""Pure parts: the sent record, credentials, user ids, template lookup (the request's
+parsing: tests/shared/test_notification.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from corpwechat_notifier.config import Config
 from corpwechat_notifier.credentials import CredentialStore, from_secret_data, unwrap
 from corpwechat_notifier.shared import logs
 from corpwechat_notifier.shared.config import ConfigError
-from corpwechat_notifier.shared.errors import BadRequest, TemporaryError, Unprocessable
+from corpwechat_notifier.shared.errors import TemporaryError, Unprocessable
 from corpwechat_notifier.templates import TemplateStore, parse_mapping
 from corpwechat_notifier.users import GroupTargets, UserDirectory
 from corpwechat_notifier.wecom import target_batches
@@ -41,54 +42,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-# ---------------------------------------------------------------- requests
-
-
-def test_parse_request_reads_the_seed_subscriber():
-    request = core.parse_request(core.NOTIFICATION_REQUESTED, "n-1", request_data())
-    assert request.id == "n-1"
-    assert request.event_type == factory.KUBEEVENT.format("approvalpending")
-    (recipient,) = request.recipients
-    assert (recipient.name, recipient.mail, recipient.channels) == (
-        "admin", "admin@example.com", ("corpwechat",))
-    assert recipient.subscriber["info"]["id"] == "21232f297a57a5a743894a0e4a801fc3"
-
-
-@pytest.mark.parametrize("event_type, data, reason", [
-    ("dev.katanomi.cloudevents.kubeevent.x.y.v1alpha1", request_data(), "unsupported event type"),
-    (core.NOTIFICATION_REQUESTED, request_data(event="x"), "data.event"),
-    (core.NOTIFICATION_REQUESTED, request_data(event={"data": {}}), "data.event.type"),
-    (core.NOTIFICATION_REQUESTED, request_data(event={"type": "t", "data": []}), "data.event.data"),
-    (core.NOTIFICATION_REQUESTED, request_data(recipients=None), "data.recipients"),
-    (core.NOTIFICATION_REQUESTED, request_data(recipients=["x"]), r"recipients\[0\]"),
-    (core.NOTIFICATION_REQUESTED, request_data(recipients=[{"subscriber": {"info": {}}}]),
-     "subscriber.name"),
-    (core.NOTIFICATION_REQUESTED,
-     request_data(recipients=[{"subscriber": {"name": "a", "info": "x"}}]), "info"),
-    (core.NOTIFICATION_REQUESTED,
-     request_data(recipients=[{"subscriber": {"name": "a"}, "channels": [1]}]), "channels"),
-    (core.NOTIFICATION_REQUESTED,
-     request_data(recipients=[{"subscriber": {"name": "a"}, "channels": {"a": 1}}]), "channels"),
-])
-def test_malformed_requests_are_bad_requests(event_type, data, reason):
-    with pytest.raises(BadRequest, match=reason) as caught:
-        core.parse_request(event_type, "id", data)
-    assert "\n" not in caught.value.reason
-
-
-def test_only_corpwechat_recipients_once_each():
-    data = request_data(recipients=[
-        factory.recipient("a", channels=("email",)),
-        factory.recipient("b", channels=("email", "CorpWeChat")),
-        factory.recipient("c", channels=()),
-        factory.recipient("b", subscription="another"),
-        {"subscriber": {"name": "d"}, "channels": "wechat, corpwechat"},
-    ])
-    request = core.parse_request(core.NOTIFICATION_REQUESTED, "id", data)
-    assert [(r.name, r.subscription) for r in core.for_channel(request.recipients)] == [
-        ("b", "b-artifactpromotionrun-subscription"), ("d", "")]
 
 
 def test_sent_record_is_bounded_and_keyed_by_notification():

@@ -14,11 +14,12 @@ from . import core, quota, records
 from .config import Config
 from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret_labels
 from .render import Message, Renderer
-from .shared import logs, metrics, tracing
+from .shared import logs, metrics, notification, tracing
 from .shared.errors import TemporaryError
 from .shared.events import Event, Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
 from .shared.lease import RunLease
+from .shared.notification import NotificationRequest, Recipient
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import WeComClient, WeComRejected
@@ -138,15 +139,15 @@ class Notifier:
             return self._sweep()
         if self.config.signer is not None:
             self.config.signer.verify(event, "subscription-filter")
-        request = core.parse_request(event["type"], event["id"], json_data(event))
+        request = notification.parse_request(event["type"], event["id"], json_data(event))
         fields: dict[str, Any] = {"notification_type": request.event_type}
-        recipients = core.for_channel(request.recipients)
+        recipients = notification.for_channel(request.recipients, core.CHANNEL)
         if not recipients:
             return Outcome.ack("no corpwechat recipients", recipients=0, **fields)
         with self.locks.hold(request.id):
             return self._notify(request, recipients, fields)
 
-    def _notify(self, request: core.NotificationRequest, recipients: list[core.Recipient],
+    def _notify(self, request: NotificationRequest, recipients: list[Recipient],
                 fields: dict[str, Any]) -> Outcome:
         pending = [r for r in recipients if not self.sent.sent(request.id, core.CHANNEL, r.name)]
         skipped = len(recipients) - len(pending)
@@ -176,7 +177,7 @@ class Notifier:
             return replace(outcome, fields={**outcome.fields, "handed_over": len(busy)})
         return outcome
 
-    def _hand_over(self, request: core.NotificationRequest, recipients: list[core.Recipient],
+    def _hand_over(self, request: NotificationRequest, recipients: list[Recipient],
                    busy: Mapping[str, records.Claim]) -> list[str]:
         """Recipients another claimant holds: each record gets the message to send if that
         claimant never finishes (it may have died mid-send; the broker's retries end long
@@ -295,7 +296,7 @@ class Notifier:
             f"WeCom takes at most {limits.member_per_minute} messages a minute and "
             f"{limits.member_per_hour} an hour for one member", admission.until, retry)
 
-    def _claim(self, request: core.NotificationRequest, pending: list[core.Recipient]
+    def _claim(self, request: NotificationRequest, pending: list[Recipient]
                ) -> tuple[dict[str, records.Claim], dict[str, records.Claim], list[str]]:
         """The durable claims: (mine, being sent elsewhere, told already or deferred)."""
         mine: dict[str, records.Claim] = {}
@@ -326,7 +327,7 @@ class Notifier:
             self.records.finish(claim, results.get(name) or records.Result(
                 records.FAILED, "NotSent", "the request ended before it was sent"))
 
-    def _send(self, request: core.NotificationRequest, pending: list[core.Recipient],
+    def _send(self, request: NotificationRequest, pending: list[Recipient],
               results: dict[str, records.Result], skipped: int,
               fields: dict[str, Any]) -> Outcome:
         if not pending:
@@ -416,7 +417,7 @@ class Notifier:
                         records.FAILED, "Unreachable", reason,
                         retry=records.Pending(target, message) if retry else None)
 
-    def _targets(self, recipient: core.Recipient,
+    def _targets(self, recipient: Recipient,
                  found: Iterator[tuple[str | None, str]]) -> tuple[list[str], str]:
         """Where ``recipient`` is sent, and how that was found; ``[]``: nowhere."""
         if recipient.kind == "Group":
@@ -436,8 +437,8 @@ class Notifier:
             return [], how
         return [userid], how
 
-    def _render(self, request: core.NotificationRequest, recipients: list[core.Recipient]
-                ) -> tuple[list[tuple[Message, list[core.Recipient]]], str]:
+    def _render(self, request: NotificationRequest, recipients: list[Recipient]
+                ) -> tuple[list[tuple[Message, list[Recipient]]], str]:
         """Messages and who gets each; the template name or ``builtin``."""
         selected = select_template(self.templates, self.renderer, request.event_type)
         if selected.compiled is None:
@@ -457,7 +458,7 @@ class Notifier:
 
         if not selected.uses_subscriber:
             return [(one(None), recipients)], selected.template
-        groups: OrderedDict[Message, list[core.Recipient]] = OrderedDict()
+        groups: OrderedDict[Message, list[Recipient]] = OrderedDict()
         for recipient in recipients:
             groups.setdefault(one(recipient.subscriber), []).append(recipient)
         return list(groups.items()), selected.template

@@ -47,11 +47,11 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from .core import NotificationRequest, Recipient
 from .render import Message
 from .shared import logs
 from .shared.errors import TemporaryError
 from .shared.kube import Kube, translate
+from .shared.notification import NotificationRequest, Recipient
 
 GROUP = "kubeevent.io"
 VERSION = "v1alpha1"

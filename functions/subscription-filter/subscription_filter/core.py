@@ -12,27 +12,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .celengine import CelEvalError, CelLimitError, Engine, EventScope, Program, Values, plain
-from .shared import fit
+from .shared import fit, notification
 from .shared.errors import BadRequest
-from .shared.events import (
-    Event,
-    as_json_dict,
-    attributes,
-    deterministic_id,
-    json_data,
-    new_event,
-)
+from .shared.events import Event, attributes, json_data
 from .subscriptions import Candidate, Index, Lookup, Subscription
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
-NOTIFICATION_TYPE = "dev.katanomi.cloudevents.notification.requested.v1alpha1"
-NOTIFICATION_SOURCE = "/apis/core.katanomi.dev/v1alpha1/clustersubscriptions"
+NOTIFICATION_TYPE = notification.NOTIFICATION_REQUESTED
+NOTIFICATION_SOURCE = notification.NOTIFICATION_SOURCE
 REQUIRED_EXTENSIONS = ("involvedobjectkind", "involvedobjectversion", "involvedobjectname")
-# Copied onto the notification request so Triggers and logs can use them.
-FORWARDED_EXTENSIONS = (
-    "involvedobjectgroup", "involvedobjectversion", "involvedobjectkind",
-    "involvedobjectname", "involvedobjectnamespace", "eventreason", "eventtype",
-)
 
 
 @dataclass(frozen=True)
@@ -226,53 +214,13 @@ def one_per_subscriber(matched: Sequence[Subscription]) -> list[Subscription]:
 
 
 def recipient(sub: Subscription) -> dict[str, Any]:
-    return {"subscription": sub.name, "subscriber": sub.subscriber.as_json(),
-            "channels": list(sub.channels)}
+    return notification.recipient_entry(sub.name, sub.subscriber.as_json(), sub.channels)
 
 
 def notifications(event: Event, recipients: Sequence[Subscription],
                   source: str = NOTIFICATION_SOURCE, limit: int = fit.MAX_BODY_BYTES
                   ) -> list[Event]:
-    """The notification requests (DESIGN §5) for the enriched ``event``: one, unless its
-    recipients do not fit in ``limit`` bytes with the event, then as many as they need,
-    each under ``limit``. Ids depend only on the input id (and the part), so a
-    redelivered event gives the same requests; ``data.notification`` (on a request of
-    several) names the whole: its id, this part and how many there are, so a recipient is
-    told once whichever part they fall in. An event too heavy to leave room for anyone is
-    sent on with its object made lighter (``fit.fit_object``)."""
-    structured = as_json_dict(event)
-    structured["data"] = json_data(event)
-    attrs = attributes(event)
-    room = fit.request_room(fit.size_of(structured), limit)
-    extensions = {k: attrs.get(k) for k in FORWARDED_EXTENSIONS}
-    if room < MIN_ROOM:
-        data = dict(structured["data"])
-        if isinstance(data.get("object"), dict):
-            data["object"], note = fit.fit_beside(data.get("event"), data["object"])
-            structured["data"] = data
-            structured[fit.TRIMMED_EXTENSION] = fit.noted(
-                str(structured.get(fit.TRIMMED_EXTENSION) or ""), "object", note)
-        room = fit.request_room(fit.size_of(structured), limit)
+    """The notification requests (DESIGN §5) for the enriched ``event``, recipients by
+    subscription name (``shared/notification.py`` builds and splits them)."""
     listed = [recipient(s) for s in sorted(recipients, key=lambda s: s.name)]
-    parts = fit.recipient_parts(listed, max(room, MIN_ROOM))
-    whole = deterministic_id("notification", str(event["id"]))
-    requests = []
-    for number, part in enumerate(parts, start=1):
-        data: dict[str, Any] = {"event": structured, "recipients": part}
-        if len(parts) > 1:
-            data["notification"] = {"id": whole, "part": number, "parts": len(parts)}
-        requests.append(new_event(
-            type=NOTIFICATION_TYPE,
-            source=source,
-            id=whole if number == 1 else deterministic_id("notification", str(event["id"]),
-                                                          f"part {number}"),
-            time=str(attrs["time"]) if attrs.get("time") else None,
-            data=data,
-            extensions=extensions,
-        ))
-    return requests
-
-
-# Recipients' room in a request is at least this (an event heavier than its share is
-# made lighter first).
-MIN_ROOM = 64 * 1024
+    return notification.build_requests(event, listed, source, limit)
