@@ -70,3 +70,38 @@ def engine(name: str | None) -> celengine.Engine:
     except ValueError as exc:
         raise UserError(f"--cel-engine: {exc}") from None
 
+
+
+FILTER_MANIFEST = MANIFESTS / "delivery" / "subscription-filter.yaml"
+
+
+def known_channels(option: str | None = None) -> tuple[str, ...]:
+    """The channels a notifier serves, as the filter knows them: ``--channels``, else
+    ``NOTIFICATION_CHANNELS`` in the filter's manifest, else the filter's default."""
+    import yaml
+
+    from subscription_filter.config import notification_channels
+
+    if option is None:
+        try:
+            docs = list(yaml.safe_load_all(FILTER_MANIFEST.read_text()))
+        except (OSError, yaml.YAMLError):
+            docs = []
+        for doc in docs:
+            for container in _containers(doc):
+                for item in container.get("env") or []:
+                    if isinstance(item, dict) and item.get("name") == "NOTIFICATION_CHANNELS":
+                        option = str(item.get("value") or "")
+    environ = {} if option is None else {"NOTIFICATION_CHANNELS": option}
+    try:
+        return notification_channels(environ)
+    except Exception as exc:  # the filter's ConfigError: one line
+        raise UserError(f"--channels: {exc}") from None
+
+
+def _containers(doc: object) -> list[dict[str, object]]:
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    template = spec.get("template") if isinstance(spec, dict) else None
+    pod = template.get("spec") if isinstance(template, dict) else None
+    containers = pod.get("containers") if isinstance(pod, dict) else None
+    return [c for c in containers or [] if isinstance(c, dict)]

@@ -51,6 +51,7 @@ def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
     if obj is None:
         raise UserError(f"{args.kind} {args.object} does not exist")
     engine = bridge.engine(args.cel_engine)
+    channels = bridge.known_channels(getattr(args, "channels", None))
     policy = rbac.policy("live", kube)
     docs = subscriptions(kube)
     records = records_of_object(kube, args.namespace, namespace, name)
@@ -67,7 +68,7 @@ def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
         event = bridge.enricher_core.enrich(kube_event, obj)
         enriched = pipeline.parse_enriched(event, "the cluster")
         warnings: list[str] = []
-        verdicts, _ = decide(docs, enriched, engine, policy, warnings)
+        verdicts, _ = decide(docs, enriched, engine, policy, warnings, channels)
         people = []
         for verdict in verdicts:
             subscriber = verdict.subscriber_json().get("name") or verdict.name

@@ -39,12 +39,13 @@ KUBEEVENT_ATTRIBUTES = frozenset({
 })
 CHECKS = {
     "InvalidSpec": "schema", "OwnerMismatch": "owner", "NoChannels": "channels",
-    "InvalidCEL": "cel",
+    "UnknownChannel": "channels", "InvalidCEL": "cel",
 }
 _SPEC_PATH = re.compile(r"^(spec(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
 
 
-def subscription_problems(obj: Any, engine: Any) -> list[Any]:
+def subscription_problems(obj: Any, engine: Any,
+                          channels: tuple[str, ...] | None = None) -> list[Any]:
     """Every reason not to use ``obj``, by the checks ``Compiler.load`` runs, in its
     order (so the first is the reason ``load`` gives): for showing an author every
     problem at once. A check that needs what an earlier one refused is left out."""
@@ -60,7 +61,7 @@ def subscription_problems(obj: Any, engine: Any) -> list[Any]:
     except subs_mod.Invalid as exc:
         found.append(exc)
     try:
-        subs_mod.check_channels(obj)
+        subs_mod.check_channels(obj, channels)
     except subs_mod.Invalid as exc:
         found.append(exc)
     objects, shape = subs_mod.check_subscriptions(spec)
@@ -85,6 +86,7 @@ class Subscribed:
 class Linter:
     engine: Any
     platform_url: str
+    channels: tuple[str, ...] | None = None  # the channels a notifier serves
     findings: list[Finding] = field(default_factory=list)
     documents: int = 0
     subscribed: list[Subscribed] = field(default_factory=list)
@@ -144,7 +146,7 @@ class Linter:
         if doc.get("metadata", "namespace"):
             self.add(WARNING, "schema", "a ClusterSubscription is cluster-scoped: "
                      "metadata.namespace is ignored", doc.at("metadata", "namespace"), doc)
-        problems = subscription_problems(doc.data, self.engine)
+        problems = subscription_problems(doc.data, self.engine, self.channels)
         for problem in problems:
             if isinstance(problem, subs_mod.InvalidCel):
                 self.cel_problem(doc, problem)
@@ -162,7 +164,7 @@ class Linter:
         annotations = ("metadata", "annotations")
         if reason == "OwnerMismatch":
             return doc.at(*annotations, subs_mod.OWNER_ANNOTATION)
-        if reason == "NoChannels":
+        if reason in ("NoChannels", "UnknownChannel"):
             return doc.at(*annotations, subs_mod.CHANNELS_ANNOTATION)
         match = _SPEC_PATH.match(message)
         if match is None:
@@ -380,7 +382,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--object needs --event")
     if sum(1 for f in args.files if f == "-") > 1:
         raise UserError("'-' (standard input) can be given once")
-    linter = Linter(bridge.engine(args.cel_engine), inputs.platform_url(args.platform_url))
+    linter = Linter(bridge.engine(args.cel_engine), inputs.platform_url(args.platform_url),
+                    bridge.known_channels(args.channels))
     files = expand(args.files)
     sample = None
     if args.event:

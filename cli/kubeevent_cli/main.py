@@ -38,6 +38,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cel-engine", choices=("auto", "celpy", "cel-expr"), default=None,
                         help="CEL engine, as the filter's CEL_ENGINE (default: $CEL_ENGINE, "
                              "else auto)")
+    parser.add_argument("--channels", metavar="LIST", default=None,
+                        help="the channels a notifier serves, as the filter's "
+                             "NOTIFICATION_CHANNELS (default: the filter's manifest)")
     parser.add_argument("--config", metavar="FILE",
                         help="katanomi-config: a ConfigMap, or the patch with "
                              "data.\"notification.templates\" (event type -> template)")
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where the delivery records are (the notifier's "
                               "SYSTEM_NAMESPACE)")
     explain.add_argument("--cel-engine", choices=("auto", "celpy", "cel-expr"), default=None)
+    explain.add_argument("--channels", metavar="LIST", default=None,
+                         help="the filter's NOTIFICATION_CHANNELS (default: its manifest)")
     _cluster(explain)
 
     test_send = commands.add_parser(
@@ -141,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     test_send.add_argument("--event-type", default=None,
                            help="part of one of its event types (default: its first), "
                                 "e.g. approvaldenied")
+    test_send.add_argument("--channels", metavar="LIST", default=None,
+                           help="the filter's NOTIFICATION_CHANNELS (default: its manifest)")
     test_send.add_argument("--namespace", default="cpaas-system",
                            help="the notifier's SYSTEM_NAMESPACE")
     _cluster(test_send)

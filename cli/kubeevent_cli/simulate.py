@@ -205,7 +205,8 @@ def _run(args: argparse.Namespace, engine: Any, url: str, kube: Any | None) -> i
     if config is not None:
         warnings.extend(message for message, _ in config.warnings)
 
-    verdicts, recipients = decide(sub_docs, enriched, engine, policy, warnings)
+    verdicts, recipients = decide(sub_docs, enriched, engine, policy, warnings,
+                                  bridge.known_channels(args.channels))
     reply, request = pipeline.notification_request(event, recipients)
     selected = render(request, templates, config, url, verdicts).selected
     problem = selected.problem
@@ -241,9 +242,11 @@ def choose_config(option: str | None, found: Sequence[Document]) -> inputs.Confi
 
 
 def decide(sub_docs: Sequence[Document], enriched: Any, engine: Any, policy: rbac.Policy,
-           warnings: list[str]) -> tuple[list[Verdict], list[Any]]:
-    """Every subscription's verdict, and the recipients (matched and allowed)."""
-    compiler = subs_mod.Compiler(engine)
+           warnings: list[str], channels: tuple[str, ...] | None = None
+           ) -> tuple[list[Verdict], list[Any]]:
+    """Every subscription's verdict, and the recipients (matched and allowed);
+    ``channels``: the ones a notifier serves (``bridge.known_channels``)."""
+    compiler = subs_mod.Compiler(engine, channels=channels)
     by_name: dict[str, tuple[Document, Any]] = {}
     for doc in sub_docs:
         loaded = compiler.load(doc.data)

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         close(kube)
     if found is None:
         raise UserError(f"ClusterSubscription {args.subscription} does not exist")
-    loaded = bridge.subscriptions.Compiler(bridge.engine(None)).load(found)
+    loaded = bridge.subscriptions.Compiler(
+        bridge.engine(None), channels=bridge.known_channels(args.channels)).load(found)
     if loaded.subscription is None:
         raise UserError(f"ClusterSubscription {args.subscription} is not Ready "
                         f"({loaded.readiness.reason}): {loaded.readiness.message}")

@@ -227,3 +227,23 @@ def test_a_broken_mapping_entry_is_a_warning_where_it_is_written(tmp_path: Path)
     payload = run("lint", "--json", yaml_error).json()
     [broken] = [f for f in findings(payload, "mapping") if "not valid YAML" in f["message"]]
     assert broken["line"] == where(text, "notification.templates:")[0]
+
+
+def test_a_channel_no_notifier_serves_is_an_error_where_it_is_written(
+        tmp_path: Path) -> None:
+    """``corpwechatt`` was Ready and reached nobody: lint says which channels are served,
+    by the filter's NOTIFICATION_CHANNELS in its manifest (or ``--channels``)."""
+    text = SEED_TEXT.replace('"core.katanomi.dev/sink.pluginclasses": "corpwechat"',
+                             '"core.katanomi.dev/sink.pluginclasses": "corpwechatt"')
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text, encoding="utf-8")
+    payload = run("lint", "--json", typo).json()
+    assert payload["ok"] is False
+    (finding,) = findings(payload, "channels")
+    assert finding["severity"] == "error"
+    assert (finding["line"], finding["column"]) == where(text, '"corpwechatt"')
+    assert finding["message"] == (
+        "not used (UnknownChannel): annotation core.katanomi.dev/sink.pluginclasses names "
+        "corpwechatt, which no notifier here serves; known channels: corpwechat")
+    served = run("lint", "--json", "--channels", "corpwechat,corpwechatt", typo).json()
+    assert findings(served, "channels") == []

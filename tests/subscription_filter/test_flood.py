@@ -56,7 +56,7 @@ def test_a_person_is_one_recipient_with_every_channel_they_asked_for(api: FakeKu
                                                                      make) -> None:
     api.add(factory.cluster_subscription("bob", name="bob-by-mail", channels="email"))
     api.add(factory.cluster_subscription("bob", name="bob-twice", channels="corpwechat,email"))
-    function = make()
+    function = make(NOTIFICATION_CHANNELS="corpwechat,email")
     until(function.ready)
     run = factory.promotion_run(approvers=("bob",))
     outcome = until(lambda: (o := function.handle(factory.enriched_event(
@@ -80,3 +80,28 @@ def test_a_filter_shared_by_one_subscribers_subscriptions_is_evaluated_once() ->
     assert result.candidates == 200 and len(result.matched) == 200
     assert len(scope._decided) == 1, "one answer per distinct filter, not per subscription"
     assert core.one_per_subscriber(result.matched) == [result.matched[0]]
+
+
+def test_a_channel_no_notifier_serves_is_not_ready_and_says_which_are(api: FakeKubeAPI,
+                                                                      make) -> None:
+    """A typo in the channels annotation was Ready and reached nobody: the filter knows
+    the served channels (NOTIFICATION_CHANNELS) and says so on the subscription; a
+    subscription naming only served ones beside it is Ready."""
+    api.add(factory.cluster_subscription("carol", name="carol-typo", channels="corpwechatt"))
+    api.add(factory.cluster_subscription("carol", name="carol-mail",
+                                         channels="corpwechat, email"))
+    api.add(factory.cluster_subscription("bob", name="bob-ok", channels="CorpWeChat"))
+    function = make(NOTIFICATION_CHANNELS="corpwechat")
+    until(function.ready)
+    typo = until(lambda: (c := ready_condition(api, "carol-typo")) and c)
+    assert (typo["status"], typo["reason"]) == ("False", "UnknownChannel")
+    assert typo["message"] == (
+        "annotation core.katanomi.dev/sink.pluginclasses names corpwechatt, which no "
+        "notifier here serves; known channels: corpwechat")
+    mail = until(lambda: (c := ready_condition(api, "carol-mail")) and c)
+    assert (mail["status"], mail["reason"]) == ("False", "UnknownChannel")
+    assert "names email," in mail["message"]
+    assert until(lambda: (c := ready_condition(api, "bob-ok")) and c)["status"] == "True"
+    run = factory.promotion_run(approvers=("bob", "carol"))
+    outcome = function.handle(factory.enriched_event("approvalpending", obj=run), {})
+    assert [r["subscriber"]["name"] for r in outcome.event.data["recipients"]] == ["bob"]

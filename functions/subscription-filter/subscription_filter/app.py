@@ -45,7 +45,7 @@ class SubscriptionFilter:
         self.config = config
         self.kube = kube
         self.engine = engine
-        self.compiler = Compiler(engine)
+        self.compiler = Compiler(engine, channels=config.notification_channels)
         self.reviewer = (AccessReviewer(kube, config.rbac_cache_seconds,
                                         groups=self._group_directory())
                          if config.rbac_check else None)

@@ -30,6 +30,9 @@ class Config:
     http_timeout: float = 10.0
     # Verifies the enricher's signature and signs its notification requests.
     signer: Signer | None = field(default=None, repr=False)
+    # The channels a notifier serves here (NOTIFICATION_CHANNELS): a subscription naming
+    # another is not Ready (UnknownChannel).
+    notification_channels: tuple[str, ...] = ("corpwechat",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -40,6 +43,7 @@ class Config:
         if engine == "cel-expr" and not cel_expr_available():
             raise ConfigError("CEL_ENGINE is cel-expr but cel-expr-python is not installed")
         groups = env("SUBSCRIBER_GROUPS_CONFIGMAP", "kubeevent-user-groups", environ)
+        channels = notification_channels(environ)
         return cls(
             rbac_check=env_bool("SUBSCRIPTION_RBAC_CHECK", True, environ),
             rbac_cache_seconds=env_float("SUBSCRIPTION_RBAC_CACHE_SECONDS", 30.0, environ),
@@ -57,4 +61,16 @@ class Config:
             k_sink=env_url("K_SINK", "", environ) or None,
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             signer=signer_from_env(environ),
+            notification_channels=channels,
         )
+
+
+def notification_channels(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``NOTIFICATION_CHANNELS``: the channels a notifier serves, lowercased, in order."""
+    channels = tuple(dict.fromkeys(
+        c.strip().lower() for c in env("NOTIFICATION_CHANNELS", "corpwechat",
+                                       environ).split(",") if c.strip()))
+    if not channels:
+        raise ConfigError("NOTIFICATION_CHANNELS names no channel (a comma-separated list "
+                          "of the channels a notifier serves, e.g. corpwechat)")
+    return channels

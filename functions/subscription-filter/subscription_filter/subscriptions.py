@@ -6,7 +6,8 @@ A subscription is used only when it is valid as a whole; otherwise it gets
 these checks in order and reports the first reason (the CLI's ``lint``, every reason):
 ``check_spec`` and ``parse_subscriber`` (``InvalidSpec``: a field missing or misshapen),
 ``check_owner`` (``OwnerMismatch``: ``katanomi.dev/owned.username`` is not the
-subscriber), ``check_channels`` (``NoChannels``), ``check_subscriptions`` (``InvalidSpec``)
+subscriber), ``check_channels`` (``NoChannels``; ``UnknownChannel``: one no notifier
+serves, by the filter's NOTIFICATION_CHANNELS), ``check_subscriptions`` (``InvalidSpec``)
 and ``check_cel`` (``InvalidCEL``: the error, and where in the filter as written).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import marshal
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -205,12 +206,20 @@ def check_owner(obj: Mapping[str, Any], subscriber: Subscriber) -> None:
                       f"spec.subscriber.name {subscriber.name!r}")
 
 
-def check_channels(obj: Mapping[str, Any]) -> tuple[str, ...]:
-    """The channels (see ``channels_of``); ``NoChannels`` when there is none."""
+def check_channels(obj: Mapping[str, Any], known: Collection[str] | None = None
+                   ) -> tuple[str, ...]:
+    """The channels (see ``channels_of``); ``NoChannels`` when there is none,
+    ``UnknownChannel`` when one is not in ``known`` (the channels a notifier serves):
+    a typo would otherwise be Ready and reach nobody."""
     channels = channels_of(_annotations(obj))
     if not channels:
         raise Invalid("NoChannels",
                       f"annotation {CHANNELS_ANNOTATION} names no notification channel")
+    unknown = [c for c in channels if known is not None and c not in known]
+    if unknown:
+        raise Invalid("UnknownChannel",
+                      f"annotation {CHANNELS_ANNOTATION} names {', '.join(unknown)}, which no "
+                      f"notifier here serves; known channels: {', '.join(sorted(known or ()))}")
     return channels
 
 
@@ -399,8 +408,10 @@ class Compiler:
     filter text). ``spec.subscriptions`` compiles to the same rules for every subscriber
     whose binding has the same text fields, so that is done once per distinct content."""
 
-    def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
+    def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS,
+                 channels: Collection[str] | None = None) -> None:
         self.engine = engine
+        self.channels = frozenset(channels) if channels is not None else None  # None: any
         self.programs = Programs(engine, max_programs)
         self._specs: Cache[tuple[bytes, frozenset[str]],
                            tuple[ObjectRule, ...] | Invalid] = Cache(MAX_SPECS)
@@ -428,7 +439,7 @@ class Compiler:
         spec = check_spec(obj)
         subscriber = parse_subscriber(spec)
         check_owner(obj, subscriber)
-        channels = check_channels(obj)
+        channels = check_channels(obj, self.channels)
         # marshal (version 2: no back-references) writes equal JSON values alike, fast.
         key = (marshal.dumps(spec.get("subscriptions"), 2),
                frozenset(_text_fields(subscriber.binding)))
