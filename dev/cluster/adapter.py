@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .controlplane import BIN, ClusterError, ControlPlane, _Process
+from .controlplane import BIN, ClusterError, ControlPlane, Process
 
 SOURCE_NAME = "kubeevent-watcher"
 SOURCE_NAMESPACE = "kubeevent-watcher"
@@ -55,7 +55,7 @@ class ReceiveAdapter:
             # pprof on a free port; the probe server's :8080 cannot be configured.
             "PROFILING_PORT": "0",
         }
-        self._process = _Process("apiserver_receive_adapter",
+        self._process = Process("apiserver_receive_adapter",
                                  [str(bin_dir / "apiserver_receive_adapter")], log, env)
 
     def start(self) -> ReceiveAdapter:

@@ -85,7 +85,7 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-class _Process:
+class Process:
     """One child process with its log file; stopped by its own PID only."""
 
     def __init__(self, name: str, argv: Sequence[str], log: Path,
@@ -111,17 +111,29 @@ class _Process:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """``sig`` to the process and what it started (its session: a launcher and the
+        binary it runs are one pod), SIGKILL to them all after ``timeout``; nothing of
+        it outlives this, as nothing of a pod outlives the pod."""
         proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        if proc is not None:
+            if proc.poll() is None:
+                self._signal_all(sig)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._signal_all(signal.SIGKILL)
+            proc.wait(10)
         if self._out is not None:
             self._out.close()
             self._out = None
+
+    def _signal_all(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)  # its own session: the group is its pid
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -144,8 +156,8 @@ class ControlPlane:
         self.etcd_port = 0
         self.api_port = 0
         self._tokens: dict[str, str] = {}
-        self._etcd: _Process | None = None
-        self._apiserver: _Process | None = None
+        self._etcd: Process | None = None
+        self._apiserver: Process | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -254,7 +266,7 @@ class ControlPlane:
         self.etcd_port, peer = free_port(), free_port()
         client = f"http://127.0.0.1:{self.etcd_port}"
         peer_url = f"http://127.0.0.1:{peer}"
-        self._etcd = _Process("etcd", [
+        self._etcd = Process("etcd", [
             str(self.bin / "etcd"), "--name=kubeevent-test", f"--data-dir={self.dir / 'etcd'}",
             f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
             f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
@@ -268,7 +280,7 @@ class ControlPlane:
         p = self.pki
         (self.dir / "audit-policy.yaml").write_text(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n")
-        self._apiserver = _Process("kube-apiserver", [
+        self._apiserver = Process("kube-apiserver", [
             str(self.bin / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             "--bind-address=127.0.0.1", f"--secure-port={self.api_port}",
@@ -293,7 +305,7 @@ class ControlPlane:
                    verify=str(p / "ca.crt"), cert=(str(p / "admin.crt"), str(p / "admin.key")))
 
     @staticmethod
-    def _wait(process: _Process, url: str, timeout: float, *, verify: Any, cert: Any) -> None:
+    def _wait(process: Process, url: str, timeout: float, *, verify: Any, cert: Any) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not process.alive():

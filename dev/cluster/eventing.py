@@ -38,7 +38,7 @@ from typing import Any
 import requests
 
 from . import install, netns
-from .controlplane import BIN, ClusterError, ControlPlane, _Process
+from .controlplane import BIN, ClusterError, ControlPlane, Process
 
 NAMESPACE = "knative-eventing"
 SERVICE_RANGE = "127.96.0.0/16"
@@ -106,8 +106,8 @@ class KnativeEventing:
         self.dir = workdir
         self.log = log or (lambda line: None)
         self.hosts = netns.Hosts()
-        self.processes: list[_Process] = []
-        self._published: dict[str, tuple[str, int, _Process]] = {}
+        self.processes: list[Process] = []
+        self._published: dict[str, tuple[str, int, Process]] = {}
         self._started = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -174,7 +174,7 @@ class KnativeEventing:
     def pids(self) -> dict[str, int | None]:
         return {p.name: p.pid for p in self.processes}
 
-    def process(self, name: str) -> _Process:
+    def process(self, name: str) -> Process:
         for process in self.processes:
             if process.name == name:
                 return process
@@ -276,11 +276,11 @@ class KnativeEventing:
 
     # ------------------------------------------------------------------ start-up
 
-    def start_relay(self, name: str, pairs: list[str]) -> _Process:
+    def start_relay(self, name: str, pairs: list[str]) -> Process:
         """A relay (kube-proxy's part) for ``LISTEN=TARGET`` pairs, stopped with the rest."""
         log = self.dir / "logs" / f"{name}.log"
         log.unlink(missing_ok=True)
-        process = _Process(name, [sys.executable, "-m", "dev.cluster.relay", *pairs], log,
+        process = Process(name, [sys.executable, "-m", "dev.cluster.relay", *pairs], log,
                            env=self._python_env())
         self._launch(process)
         self._until(lambda: "READY" in process.tail(5), 15, f"relay {name}", process)
@@ -292,7 +292,7 @@ class KnativeEventing:
                 "PYTHONUNBUFFERED": "1", netns.MARKER: "1",
                 netns.HOSTS_VARIABLE: str(netns.Hosts.source())}
 
-    def _launch(self, process: _Process) -> None:
+    def _launch(self, process: Process) -> None:
         process.start()
         self.processes.append(process)
 
@@ -380,7 +380,7 @@ class KnativeEventing:
                     "--etc", str(etc), "--hosts", str(self.hosts.source()), "--", *argv]
             env.update({k: v for k, v in self._python_env().items() if k != "PATH"})
         env["PATH"] = os.environ.get("PATH", "")
-        self._launch(_Process(name, argv, self.dir / "logs" / f"{name}.log", env=env))
+        self._launch(Process(name, argv, self.dir / "logs" / f"{name}.log", env=env))
 
     def _start_processes(self) -> None:
         images = {key: UNUSED_IMAGE for key in (
@@ -462,7 +462,7 @@ class KnativeEventing:
         return got.returncode == 0 and bool(got.stdout.strip())
 
     def _until(self, check: Callable[[], bool], timeout: float, what: str,
-               process: _Process | str | None = None) -> None:
+               process: Process | str | None = None) -> None:
         deadline = time.monotonic() + max(timeout, 1.0)
         while time.monotonic() < deadline:
             if check():
@@ -472,7 +472,7 @@ class KnativeEventing:
                 raise ClusterError(f"{', '.join(dead)} exited while waiting for {what}:\n"
                                    f"{self.logs(dead[0])}")
             time.sleep(0.2)
-        name = process.name if isinstance(process, _Process) else process
+        name = process.name if isinstance(process, Process) else process
         tail = f":\n{self.logs(name)}" if name else ""
         raise ClusterError(f"timed out waiting for {what}{tail}")
 

@@ -27,7 +27,7 @@ import requests
 from dev.support.procs import free_port
 
 from . import install
-from .controlplane import BIN, ClusterError, _Process
+from .controlplane import BIN, ClusterError, Process
 from .eventing import NAMESPACE, KnativeEventing, service_host
 
 DISPATCHER = "jetstream-ch-dispatcher"
@@ -52,7 +52,7 @@ class NatsCluster:
         self.client = [free_port() for _ in range(size)]
         self.routes = [free_port() for _ in range(size)]
         self.monitor = [free_port() for _ in range(size)]
-        self.nodes: list[_Process | None] = [None] * size
+        self.nodes: list[Process | None] = [None] * size
 
     @property
     def url(self) -> str:
@@ -68,7 +68,7 @@ class NatsCluster:
     def start(self, i: int | None = None, timeout: float = 30.0) -> NatsCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         for node in range(self.size) if i is None else [i]:
-            process = _Process(f"nats-n{node}", self._argv(node), self.dir / f"n{node}.log")
+            process = Process(f"nats-n{node}", self._argv(node), self.dir / f"n{node}.log")
             process.start()
             self.nodes[node] = process
         deadline = time.monotonic() + timeout
@@ -137,7 +137,7 @@ class JetStreamChannel:
         self.eventing = eventing
         self.nats = nats
         self.plane = eventing.plane
-        self.dispatcher: _Process | None = None
+        self.dispatcher: Process | None = None
 
     def start(self) -> JetStreamChannel:
         missing = [b for b in BINARIES if not (BIN / b).exists()]

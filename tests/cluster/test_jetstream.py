@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -171,8 +172,24 @@ def test_kill_9_of_the_jetstream_dispatcher_during_a_burst_loses_nothing_and_sen
     eventing = chain.eventing
     assert eventing is not None
     markers = burst(chain, 200, lambda: eventing.kill("jetstream-ch-dispatcher"), at=50)
+    assert running(BIN / "natss_dispatcher") == [], "the killed pod left nothing behind"
     eventing.start_again("jetstream-ch-dispatcher")
+    assert len(running(BIN / "natss_dispatcher")) == 1
     each_once(chain, markers)
+
+
+def running(binary: Path) -> list[int]:
+    """The processes running ``binary`` (a process the harness lost would be a second
+    consumer of the stream)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if Path(os.readlink(proc / "exe")) == binary.resolve():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
 
 
 def test_kill_9_of_the_notifier_mid_send_during_a_burst_loses_nothing_and_sends_nothing_twice(
