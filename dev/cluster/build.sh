@@ -4,7 +4,8 @@
 # ApiServerSource and PingSource adapters, and the MT channel-based Broker with its
 # InMemoryChannel, controllers and webhook: dev/cluster/eventing.py runs them); Knative's
 # NATS JetStream channel (eventing-natss controller and dispatcher) and the nats-server it
-# pins (dev/cluster/natss.py); and Knative's func CLI (v0.49.2, the func of Knative 1.22).
+# pins (dev/cluster/natss.py); Knative's func CLI (v0.49.2, the func of Knative 1.22); and
+# Mailpit (v1.33.1), a real SMTP server for the email notifier's tests.
 #
 #   dev/cluster/build.sh            # build into .cluster/bin unless it is already current
 #   dev/cluster/build.sh --check    # exit 0 when .cluster/bin is current, 1 otherwise
@@ -51,6 +52,8 @@ declare -A NATSS=(
   [natss_dispatcher]=knative.dev/eventing-natss/cmd/jetstream/dispatcher
 )
 NATSS_ORDER=(nats-server natss_controller natss_dispatcher)
+# A real SMTP server for the email notifier (module dev/cluster/go/mailpit; Go 1.26).
+MAILPIT=github.com/axllent/mailpit
 
 stamp() {
   {
@@ -61,7 +64,7 @@ stamp() {
 }
 WANT=$(stamp)
 current() { [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$WANT" ] \
-  && for b in kube-apiserver kubectl etcd func "${!EVENTING[@]}" "${!NATSS[@]}"; do
+  && for b in kube-apiserver kubectl etcd func mailpit "${!EVENTING[@]}" "${!NATSS[@]}"; do
        [ -x "$OUT/$b" ] || return 1; done; }
 
 if [ "${1:-}" = "--check" ]; then current; exit; fi
@@ -89,7 +92,7 @@ download() {
     *) go mod download ;;
   esac
 }
-for mod in controlplane adapter knative natss func; do
+for mod in controlplane adapter knative natss func mailpit; do
   for attempt in 1 2 3; do
     step "downloading modules for $mod (attempt $attempt)"
     if (cd "$GO_DIR/$mod" && download "$mod"); then break; fi
@@ -122,6 +125,7 @@ for name in "${NATSS_ORDER[@]}"; do
   build natss "$name" "${NATSS[$name]}" "-s -w"
 done
 build func func knative.dev/func/cmd/func "-s -w -X knative.dev/func/pkg/version.Vers=v0.49.2"
+build mailpit mailpit "$MAILPIT" "-s -w"
 
 echo "$WANT" > "$OUT/.stamp"
 step "done: $("$OUT/kube-apiserver" --version), $("$OUT/etcd" --version | head -1)"
