@@ -111,6 +111,8 @@ class FunctionProcess:
                     "LISTEN_ADDRESS": f"127.0.0.1:{self.port}"})
         env.update(SIGNING_ENV)  # the tests' shared signing key (a test may override it)
         env.update(self.env)
+        self._log.flush()
+        started_at = Path(self._log.name).stat().st_size  # this start's output follows
         # A session of its own: ``kill()`` takes its workers with it, as a container's end.
         self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
@@ -128,7 +130,12 @@ class FunctionProcess:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.name} did not start in {timeout}s:\n{self.output()[-3000:]}")
+        with socket.socket() as probe:
+            taken = probe.connect_ex(("127.0.0.1", self.port)) == 0
+        since = self.output().encode()[started_at:].decode(errors="replace")
+        raise RuntimeError(f"{self.name} did not start in {timeout}s (port {self.port} "
+                           f"{'answers for another process' if taken else 'is free'}); "
+                           f"its output:\n{since[-3000:] or '(none)'}")
 
     def stop(self) -> None:
         """SIGTERM, 10 s to finish, then ``kill()``; no worker outlives it (a worker left
