@@ -25,7 +25,7 @@ def seconds(text: str) -> int:
 
 def records_of(kube: Any, namespace: str, user: str) -> list[dict[str, Any]]:
     """The user's NotificationDeliveries (by the label the notifier gives them)."""
-    from corpwechat_notifier import records
+    from corpwechat_notifier.shared import records
 
     selector = f"{records.LABEL}user={records.label_value(user)}"
     return [i for i in _listed(kube, namespace, selector)
@@ -35,7 +35,7 @@ def records_of(kube: Any, namespace: str, user: str) -> list[dict[str, Any]]:
 def records_of_object(kube: Any, namespace: str, object_namespace: str, name: str
                       ) -> list[dict[str, Any]]:
     """The NotificationDeliveries about one object."""
-    from corpwechat_notifier import records
+    from corpwechat_notifier.shared import records
 
     selector = (f"{records.LABEL}namespace={records.label_value(object_namespace)},"
                 f"{records.LABEL}object={records.label_value(name)}")
@@ -46,7 +46,7 @@ def records_of_object(kube: Any, namespace: str, object_namespace: str, name: st
 def _listed(kube: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
     from kubernetes.client.rest import ApiException
 
-    from corpwechat_notifier import records
+    from corpwechat_notifier.shared import records
 
     found: list[dict[str, Any]] = []
     token = None
@@ -68,7 +68,7 @@ def _listed(kube: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
 
 
 def rows(items: list[dict[str, Any]], since: int, now: float) -> list[dict[str, str]]:
-    from corpwechat_notifier.records import parse_time
+    from corpwechat_notifier.shared.records import parse_time
 
     out = []
     for item in items:

@@ -66,7 +66,7 @@ def notifier(args: argparse.Namespace) -> Any:
     """The notifier, built as it starts (its environment), on the cluster of
     ``--kubeconfig``; its request signature is not checked (nothing crosses a network)."""
     from corpwechat_notifier import app
-    from corpwechat_notifier.render import Message
+    from corpwechat_notifier.shared.delivery import Message
 
     os.environ["KUBECONFIG"] = args.kubeconfig
     os.environ["KUBEEVENT_SIGNING"] = "off"

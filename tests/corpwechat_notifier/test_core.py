@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from corpwechat_notifier import core
 from corpwechat_notifier.config import Config
 from corpwechat_notifier.credentials import CredentialStore, from_secret_data, unwrap
 from corpwechat_notifier.shared import logs
@@ -42,18 +41,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_sent_record_is_bounded_and_keyed_by_notification():
-    record = core.SentRecord(size=3)
-    record.add("n1", "corpwechat", ["a", "b"])
-    assert record.sent("n1", "corpwechat", "a") and not record.sent("n2", "corpwechat", "a")
-    assert not record.sent("n1", "email", "a")
-    record.add("n2", "corpwechat", ["c", "d"])
-    assert len(record) == 3
-    # least recently used goes first: "a" was just looked at, "b" was not
-    assert not record.sent("n1", "corpwechat", "b")
-    assert record.sent("n1", "corpwechat", "a") and record.sent("n2", "corpwechat", "d")
 
 
 # ---------------------------------------------------------------- configuration
@@ -404,7 +391,7 @@ def test_member_limits_hold_to_wecoms_minute_and_hour() -> None:
 
 
 def test_record_names_and_label_values_are_deterministic_and_valid() -> None:
-    from corpwechat_notifier.records import label_value, record_name
+    from corpwechat_notifier.shared.records import label_value, record_name
 
     assert record_name("n1", "corpwechat", "bob") == record_name("n1", "corpwechat", "bob")
     assert record_name("n1", "corpwechat", "bob") != record_name("n1", "corpwechat", "ann")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from corpwechat_notifier.credentials import Credentials
-from corpwechat_notifier.render import Message
 from corpwechat_notifier.shared import logs
+from corpwechat_notifier.shared.delivery import Message
 from corpwechat_notifier.shared.errors import status_for
 from corpwechat_notifier.wecom import (
     MESSAGE_SEND,

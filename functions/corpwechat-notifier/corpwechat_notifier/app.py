@@ -10,11 +10,11 @@ from typing import Any
 
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from . import core, quota, records
+from . import core, quota
 from .config import Config
 from .credentials import PREFERRED_SECRET, SECRET_LABEL, CredentialStore, secret_labels
 from .render import Message, Renderer
-from .shared import logs, metrics, notification, tracing
+from .shared import delivery, logs, metrics, notification, records, tracing
 from .shared.errors import TemporaryError
 from .shared.events import Event, Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
@@ -105,8 +105,8 @@ class Notifier:
              "agent_id": config.agent_id},
             reads.server_secrets, config.system_namespace, config.credentials_cache_seconds)
         self.renderer = Renderer()
-        self.sent = core.SentRecord(config.sent_record_size)
-        self.locks = core.KeyedLocks()
+        self.sent = delivery.SentRecord(config.sent_record_size)
+        self.locks = delivery.KeyedLocks()
         self.users = UserDirectory(
             lambda: reads.config_map(DIRECTORY) or {},
             lambda mail: self.client.userid_by_email(self.credentials.get(), mail),

@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .records import GROUP, VERSION
 from .render import Message
 from .shared.errors import TemporaryError
 from .shared.kube import Conflict, Kube, NotFound, Unprocessable, translate
+from .shared.records import GROUP, VERSION
 
 KIND = "NotificationQuota"
 PLURAL = "notificationquotas"

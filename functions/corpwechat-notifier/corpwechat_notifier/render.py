@@ -37,6 +37,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
 from .shared.cache import Cache
+from .shared.delivery import Message
 
 MSGTYPES = ("text", "markdown", "textcard")
 FIELDS = ("title", "content", "url", "btntxt")
@@ -364,20 +365,6 @@ def parse_template(obj: Mapping[str, Any]) -> TemplateSpec:
     if not values.get("content") and not values.get("title"):
         raise RenderError(f"template {name!r}: spec.corpwechat has neither title nor content")
     return TemplateSpec(name=name, msgtype=msgtype, **values)
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message as message/send takes it: ``msgtype`` and its section, hashable."""
-
-    msgtype: str
-    fields: tuple[tuple[str, str], ...]
-
-    def section(self) -> dict[str, str]:
-        return dict(self.fields)
-
-    def get(self, name: str) -> str:
-        return self.section().get(name, "")
 
 
 def _with_suffix(body: str, suffix: str, limit: int) -> str:

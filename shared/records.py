@@ -47,11 +47,11 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from .render import Message
-from .shared import logs
-from .shared.errors import TemporaryError
-from .shared.kube import Kube, translate
-from .shared.notification import NotificationRequest, Recipient
+from . import logs
+from .delivery import Message
+from .errors import TemporaryError
+from .kube import Kube, translate
+from .notification import NotificationRequest, Recipient
 
 GROUP = "kubeevent.io"
 VERSION = "v1alpha1"
