@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
@@ -19,6 +18,7 @@ from .shared.errors import TemporaryError
 from .shared.events import Event, Outcome, json_data
 from .shared.kube import AccessDenied, Kube, json_body, translate
 from .shared.lease import RunLease
+from .shared.ledger import Ledger
 from .shared.notification import NotificationRequest, Recipient
 from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
@@ -26,12 +26,6 @@ from .wecom import WeComClient, WeComRejected
 
 TEMPLATE_API_VERSION, TEMPLATE_KIND = "core.katanomi.dev/v1alpha1", "NotificationTemplate"
 PING = "dev.knative.sources.ping"
-NOTIFICATIONS = metrics.counter(
-    "kubeevent_notifications", "Recipients of notifications, by channel and what became of "
-    "them: sent, skipped_duplicate, refused, failed, deferred", ("channel", "result"))
-EXPIRED = metrics.counter(
-    "kubeevent_deliveries_expired", "Deliveries given up after DELIVERY_GIVE_UP_SECONDS of "
-    "failures or deferrals (phase Expired)")
 TEMPLATE_FALLBACKS = metrics.counter(
     "kubeevent_template_fallbacks", "Messages sent with the built-in text because the "
     "template was missing or failed")
@@ -118,6 +112,7 @@ class Notifier:
         self.records = (records.DeliveryRecords(reads.kube, config.system_namespace,
                                                 lease_seconds=config.delivery_lease_seconds)
                         if config.delivery_records else None)
+        self.ledger = Ledger(core.CHANNEL, self.records, self.sent)
         self.limits = core.MemberLimits(config.member_per_minute, config.member_per_hour)
         # The member limit, counted in the API server for every replica (with the records).
         self.quota = (quota.MemberQuota(
@@ -149,51 +144,49 @@ class Notifier:
 
     def _notify(self, request: NotificationRequest, recipients: list[Recipient],
                 fields: dict[str, Any]) -> Outcome:
-        pending = [r for r in recipients if not self.sent.sent(request.id, core.CHANNEL, r.name)]
+        ledger = self.ledger
+        pending = ledger.unsent(request, recipients)
         skipped = len(recipients) - len(pending)
         if not pending:
-            NOTIFICATIONS.labels(core.CHANNEL, "skipped_duplicate").inc(skipped)
+            ledger.count("skipped_duplicate", skipped)
             return Outcome.ack("already sent", recipients=len(recipients), skipped=skipped,
                                **fields)
-        claims, busy, done = self._claim(request, pending)
-        skipped += len(done)
-        NOTIFICATIONS.labels(core.CHANNEL, "skipped_duplicate").inc(skipped)
-        pending = [r for r in pending if r.name in claims or self.records is None]
+        claims = ledger.claim(request, pending)
+        skipped += len(claims.done)
+        ledger.count("skipped_duplicate", skipped)
+        pending = ledger.mine(claims, pending)
         results: dict[str, records.Result] = {}
         try:
             outcome = self._send(request, pending, results, skipped, fields)
         except BaseException as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
-            for name in claims:
+            for name in claims.mine:
                 results.setdefault(name, records.Result(records.FAILED, "NotSent", str(reason)))
             raise
         finally:
-            self._record(claims, results)
-        if busy:
-            still = self._hand_over(request, [r for r in recipients if r.name in busy], busy)
+            ledger.record(claims, results)
+        if claims.busy:
+            held = [r for r in recipients if r.name in claims.busy]
+            still = ledger.hand_over(claims.busy, self._pending_for(request, held))
             if still:
                 raise TemporaryError(f"{len(still)} recipient(s) of notification {request.id} "
                                      f"are being sent to by another replica; the rest went out")
-            return replace(outcome, fields={**outcome.fields, "handed_over": len(busy)})
+            return replace(outcome, fields={**outcome.fields, "handed_over": len(claims.busy)})
         return outcome
 
-    def _hand_over(self, request: NotificationRequest, recipients: list[Recipient],
-                   busy: Mapping[str, records.Claim]) -> list[str]:
-        """Recipients another claimant holds: each record gets the message to send if that
-        claimant never finishes (it may have died mid-send; the broker's retries end long
-        before its lease). Returns who could not be handed over (looked at again later)."""
-        assert self.records is not None
+    def _pending_for(self, request: NotificationRequest, recipients: list[Recipient]
+                     ) -> dict[str, records.Pending | None]:
+        """What each of ``recipients`` is to get, as a record keeps it (one target)."""
         rendered, _ = self._render(request, recipients)
         found = iter(self.users.resolve_many(
             [(r.name, r.mail) for _, group in rendered for r in group if r.kind == "User"]))
-        still: list[str] = []
+        pending: dict[str, records.Pending | None] = {}
         for message, group in rendered:
             for recipient in group:
                 targets, _how = self._targets(recipient, found)
-                if len(targets) != 1 or not self.records.hand_over(
-                        busy[recipient.name], records.Pending(targets[0], message)):
-                    still.append(recipient.name)
-        return still
+                pending[recipient.name] = (records.Pending(targets[0], message)
+                                           if len(targets) == 1 else None)
+        return pending
 
     def _sweep(self) -> Outcome:
         """A PingSource's tick: send again what failed or was deferred (from the records,
@@ -223,46 +216,16 @@ class Notifier:
         return Outcome.ack("", records_seen=seen, records_deleted=deleted, **retried)
 
     def _retry_waiting(self) -> dict[str, int]:
-        """Each record waiting to be sent again whose time has come: taken over (so no
-        replica sends it twice), sent as recorded, and its outcome written."""
-        assert self.records is not None
-        counts = {"resent": 0, "expired": 0, "waiting": 0, "failed_again": 0}
-        now = time.time()
-        credentials = None
-        for record in self.records.retry_candidates():
-            what = records.due(record, now, self.config.delivery_give_up_seconds)
-            if what == "wait":
-                counts["waiting"] += 1
-                continue
-            if what == "skip":  # its claimant finished after handing it over
-                self.records.unlabel(record)
-                continue
-            claim = self.records.take_over(record)
-            if claim.outcome != "mine":
-                continue
-            if what != "send":
-                counts["expired"] += 1
-                EXPIRED.inc()
-                logs.warning("delivery given up: not sent within DELIVERY_GIVE_UP_SECONDS",
-                             record=claim.record, subscriber=claim.recipient,
-                             give_up_seconds=self.config.delivery_give_up_seconds)
-                self.records.finish(claim, records.Result(
-                    records.EXPIRED, "GaveUp", f"not sent within "
-                    f"{self.config.delivery_give_up_seconds:g} s"))
-                continue
-            pending = records.Pending.from_json((record.get("status") or {}).get("pending"))
-            assert pending is not None  # due() said send
-            try:
-                credentials = credentials or self.credentials.get()
-                result = self._deliver(credentials, pending, claim.recipient)
-            except Exception as exc:  # the next sweep tries again, later
-                reason = getattr(exc, "reason", None) or type(exc).__name__
-                result = records.Result(records.FAILED, "Unreachable", str(reason),
-                                        retry=pending)
-            counts["resent" if result.phase == records.SENT else "failed_again"] += 1
-            NOTIFICATIONS.labels(core.CHANNEL, result.phase.lower()).inc()
-            self.records.finish(claim, result)
-        return counts
+        """Each record waiting to be sent again whose time has come (``Ledger.resend``),
+        with the credentials read once."""
+        credentials: list[Any] = []
+
+        def deliver(pending: records.Pending, name: str) -> records.Result:
+            if not credentials:
+                credentials.append(self.credentials.get())
+            return self._deliver(credentials[0], pending, name)
+
+        return self.ledger.resend(deliver, self.config.delivery_give_up_seconds).as_fields()
 
     def _deliver(self, credentials: Any, pending: records.Pending,
                  name: str) -> records.Result:
@@ -295,37 +258,6 @@ class Notifier:
             records.DEFERRED, "MemberRateLimit",
             f"WeCom takes at most {limits.member_per_minute} messages a minute and "
             f"{limits.member_per_hour} an hour for one member", admission.until, retry)
-
-    def _claim(self, request: NotificationRequest, pending: list[Recipient]
-               ) -> tuple[dict[str, records.Claim], dict[str, records.Claim], list[str]]:
-        """The durable claims: (mine, being sent elsewhere, told already or deferred)."""
-        mine: dict[str, records.Claim] = {}
-        busy: dict[str, records.Claim] = {}
-        done: list[str] = []
-        if self.records is None:
-            return mine, busy, done
-        for recipient in pending:
-            claim = self.records.claim(request, recipient, core.CHANNEL)
-            if claim.outcome == "mine":
-                mine[recipient.name] = claim
-            elif claim.outcome == "busy":
-                busy[recipient.name] = claim
-            else:
-                done.append(recipient.name)
-                if claim.phase in (records.SENT, records.REFUSED):
-                    self.sent.add(request.id, core.CHANNEL, [recipient.name])
-        return mine, busy, done
-
-    def _record(self, claims: Mapping[str, records.Claim],
-                results: Mapping[str, records.Result]) -> None:
-        for name in set(claims) | set(results):
-            phase = results[name].phase if name in results else records.FAILED
-            NOTIFICATIONS.labels(core.CHANNEL, phase.lower()).inc()
-        if self.records is None:
-            return
-        for name, claim in claims.items():
-            self.records.finish(claim, results.get(name) or records.Result(
-                records.FAILED, "NotSent", "the request ended before it was sent"))
 
     def _send(self, request: NotificationRequest, pending: list[Recipient],
               results: dict[str, records.Result], skipped: int,
@@ -373,7 +305,7 @@ class Notifier:
             for message, by_user in plan.items():
                 def record(batch: list[str], by_user: Mapping[str, list[str]] = by_user) -> None:
                     names = [name for userid in batch for name in by_user[userid]]
-                    self.sent.add(request.id, core.CHANNEL, names)
+                    self.ledger.told(request, names)
                     for userid in batch:
                         for name in by_user[userid]:
                             results[name] = records.Result(records.SENT, "Sent", userid)
