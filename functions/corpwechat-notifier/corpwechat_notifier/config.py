@@ -42,7 +42,7 @@ class Config:
     # Where a user id may come from besides the corpwechat-users ConfigMap (both opt-in).
     userid_by_mail: bool = False
     userid_from_username: bool = False
-    # Durable delivery records (records.py): claim before sending, then the outcome.
+    # Durable delivery records (shared/records.py): claim before sending, then the outcome.
     delivery_records: bool = True
     delivery_lease_seconds: float = 300.0
     delivery_retention_seconds: float = 7 * 86400.0
