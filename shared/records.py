@@ -360,11 +360,13 @@ class DeliveryRecords:
 
     # ------------------------------------------------------------------ retry
 
-    def retry_candidates(self, page: int = 200) -> list[dict[str, Any]]:
-        """The records waiting to be sent again (label ``kubeevent.io/retry``), at most
-        ``page`` of them, oldest first."""
+    def retry_candidates(self, channel: str, page: int = 200) -> list[dict[str, Any]]:
+        """The records of ``channel`` waiting to be sent again (label
+        ``kubeevent.io/retry``), at most ``page`` of them, oldest first: another channel's
+        are its notifier's to send."""
+        selector = f"{RETRY_LABEL}=true,{LABEL}channel={label_value(channel)}"
         items, _ = self.kube.list_page(f"{GROUP}/{VERSION}", KIND, namespace=self.namespace,
-                                       label_selector=f"{RETRY_LABEL}=true", limit=page)
+                                       label_selector=selector, limit=page)
         return sorted(items, key=lambda i: str((i.get("metadata") or {})
                                                .get("creationTimestamp") or ""))
 

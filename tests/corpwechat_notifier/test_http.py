@@ -1068,6 +1068,33 @@ def test_a_replica_killed_mid_send_is_finished_by_the_sweep_and_each_member_told
         proc.stop()
 
 
+
+def test_the_sweep_sends_only_its_own_channels_records(kube, wecom, tmp_path):
+    """A record of another channel waiting to be sent again (an email that failed) is its
+    notifier's: the corpwechat sweep neither sends it through WeCom nor expires it."""
+    wecom.reset()
+    forget_waiting(kube)
+    env = {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT}
+    proc = start("ff", env)
+    try:
+        request = approval_pending()
+        wecom.inject(MESSAGE_SEND, "http503", times=1000)
+        assert factory.post(proc.url, request).status_code == 503
+        wecom.clear_faults()
+        for record in records_of(kube, request["id"]).values():  # as if email's
+            record["metadata"]["labels"]["kubeevent.io/channel"] = "email"
+            record["spec"]["channel"] = "email"
+            kube.update_object(record)
+        as_if_due(kube, request["id"])
+        swept = sweep(proc)
+        assert swept["resent"] == 0 and swept["expired"] == 0 and wecom.delivered == []
+        for record in records_of(kube, request["id"]).values():
+            assert record["status"]["phase"] == "Failed"
+            assert record["metadata"]["labels"]["kubeevent.io/retry"] == "true"
+    finally:
+        wecom.clear_faults()
+        proc.stop()
+
 def test_a_claimant_that_finishes_after_the_hand_over_is_not_sent_again(kube, wecom, tmp_path):
     """Slow, not dead: the claimant writes its outcome after a redelivery handed the
     message over. Its outcome clears the message; the sweep only drops the label."""

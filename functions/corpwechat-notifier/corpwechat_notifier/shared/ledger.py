@@ -132,7 +132,7 @@ class Ledger:
         assert self.records is not None
         done = Resent()
         now = time.time()
-        for record in self.records.retry_candidates():
+        for record in self.records.retry_candidates(self.channel):
             what = records.due(record, now, give_up_seconds)
             if what == "wait":
                 done.waiting += 1
