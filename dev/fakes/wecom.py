@@ -53,7 +53,9 @@ from dev.support.loopback import LoopbackServer, QuietHandler
 GETTOKEN = "gettoken"
 MESSAGE_SEND = "message/send"
 USERID_BY_EMAIL = "user/get_userid_by_email"
-ENDPOINTS: tuple[str, ...] = (GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL)
+# A group chat's robot (doc 91770): POST webhook/send?key=…, no access token.
+ROBOT_SEND = "webhook/send"
+ENDPOINTS: tuple[str, ...] = (GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, ROBOT_SEND)
 API_PREFIX = "/cgi-bin/"
 
 # Documented limits of message/send.
@@ -68,6 +70,10 @@ MAX_TAGS = 100  # totag entries
 DEFAULT_DUPLICATE_INTERVAL = 1800  # seconds
 MAX_DUPLICATE_INTERVAL = 4 * 3600  # seconds
 MSGTYPES: tuple[str, ...] = ("text", "markdown", "textcard")
+# A robot: at most this many messages a minute (then errcode 45009), content up to these
+# many UTF-8 bytes (then errcode 40058, "<type>.content exceed max length N").
+ROBOT_PER_MINUTE = 20
+ROBOT_LIMITS: dict[str, int] = {"text": 2048, "markdown": 4096}
 
 # errcode -> the English errmsg the API answers with (before the hint suffix).
 ERRMSG: dict[int, str] = {
@@ -98,6 +104,7 @@ ERRMSG: dict[int, str] = {
     46004: "user no exist",
     60020: "not allow to access from your ip",
     60105: "invalid email",
+    93000: "invalid webhook url",
     81013: "user & party & tag all invalid",
     82002: "invalid partyid list size",
     82003: "invalid tagid list size",
@@ -243,6 +250,7 @@ class WeComSandbox(LoopbackServer):
         clock: Callable[[], float] = time.monotonic,
         on_delivery: Callable[[Delivery], None] | None = None,
         member_limits: tuple[int, int] = (30, 1000),
+        robots: Mapping[str, str] | None = None,
     ) -> None:
         if oversize not in ("reject", "truncate"):
             raise ValueError(f"oversize must be 'reject' or 'truncate', not {oversize!r}")
@@ -282,6 +290,8 @@ class WeComSandbox(LoopbackServer):
         self._dropped: list[Delivery] = []
         self._member_sends: dict[tuple[str, int], list[float]] = {}
         self.member_limits = member_limits
+        self._robots: dict[str, str] = dict(robots or {})  # webhook key -> group chat
+        self._robot_sends: dict[str, list[float]] = {}
         self._calls: list[Call] = []
         self._history: dict[tuple[str, str], float] = {}
         self._server: _Server | None = None
@@ -456,6 +466,7 @@ class WeComSandbox(LoopbackServer):
             self._suppressed.clear()
             self._dropped.clear()
             self._member_sends.clear()
+            self._robot_sends.clear()
             self._calls.clear()
             self._history.clear()
             for queue in self._faults.values():
@@ -584,6 +595,8 @@ class WeComSandbox(LoopbackServer):
                 return self._gettoken(method, query, client_ip, now)
             if method != "POST":
                 raise _WeComError(43002)
+            if endpoint == ROBOT_SEND:
+                return self._robot_send(query, _json_object(raw_body), now, deliveries)
             token = self._check_token(query, now)
             self._check_ip(endpoint, client_ip)
             body = _json_object(raw_body)
@@ -654,6 +667,41 @@ class WeComSandbox(LoopbackServer):
         if userid is None:
             raise _WeComError(46004)
         return {"errcode": 0, "errmsg": "ok", "userid": userid}
+
+    # ------------------------------------------------------------------ webhook/send
+
+    def add_robot(self, key: str, chat: str) -> None:
+        """A group chat's robot with webhook ``key``: its messages are delivered to
+        ``robot:<chat>``."""
+        with self._lock:
+            self._robots[key] = chat
+
+    def _robot_send(self, query: dict[str, str], body: dict[str, Any], now: float,
+                    deliveries: list[Delivery]) -> dict[str, Any]:
+        chat = self._robots.get(query.get("key", ""))
+        if chat is None:
+            raise _WeComError(93000)
+        msgtype = body.get("msgtype")
+        if msgtype not in ROBOT_LIMITS:
+            raise _WeComError(40008)
+        section = body.get(msgtype)
+        content = section.get("content") if isinstance(section, dict) else None
+        if not isinstance(content, str) or not content:
+            raise _WeComError(44004)
+        limit = ROBOT_LIMITS[str(msgtype)]
+        if utf8_len(content) > limit:
+            raise _WeComError(40058, f"{msgtype}.content exceed max length {limit}")
+        key = str(query["key"])
+        recent = [t for t in self._robot_sends.get(key, ()) if now - t < 60.0]
+        if len(recent) >= ROBOT_PER_MINUTE:
+            self._robot_sends[key] = recent
+            raise _WeComError(45009)
+        self._robot_sends[key] = [*recent, now]
+        delivery = Delivery(f"robot:{chat}", str(msgtype), 0, secrets.token_urlsafe(24), now,
+                            content=content)
+        self._delivered.append(delivery)
+        deliveries.append(delivery)
+        return {"errcode": 0, "errmsg": "ok"}
 
     # ------------------------------------------------------------------ message/send
 

@@ -874,3 +874,58 @@ def test_a_member_gets_at_most_30_a_minute_and_1000_an_hour_the_rest_silently_dr
     for i in range(20):
         send(wecom, text(f"h-{i}"), access)
     assert len(wecom.delivered) == 40, "the hour's limit"
+
+
+# ---------------------------------------------------------------------------- group robots
+
+
+def robot(sb: WeComSandbox, key: str | None, body: Any) -> Any:
+    params = {} if key is None else {"key": key}
+    resp = requests.post(f"{sb.api_url}/webhook/send", params=params, json=body, timeout=5)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_a_group_robot_delivers_to_its_chat_without_an_access_token(
+        wecom: WeComSandbox) -> None:
+    wecom.add_robot("key-ops", "ops")
+    body = robot(wecom, "key-ops", {"msgtype": "markdown",
+                                    "markdown": {"content": "**Approval** pending"}})
+    assert body == {"errcode": 0, "errmsg": "ok"}
+    (got,) = wecom.delivered_to("robot:ops")
+    assert (got.msgtype, got.content) == ("markdown", "**Approval** pending")
+    assert wecom.gettoken_count == 0
+
+
+@pytest.mark.parametrize(("key", "body", "errcode", "start"), [
+    (None, {"msgtype": "text", "text": {"content": "x"}}, 93000, "invalid webhook url"),
+    ("nope", {"msgtype": "text", "text": {"content": "x"}}, 93000, "invalid webhook url"),
+    ("key-ops", {"msgtype": "textcard", "textcard": {"title": "x"}}, 40008,
+     "invalid message type"),
+    ("key-ops", {"msgtype": "text", "text": {}}, 44004, "empty content"),
+    ("key-ops", {"msgtype": "text", "text": {"content": HAN * 683}}, 40058,
+     "invalid parameter, text.content exceed max length 2048"),
+    ("key-ops", {"msgtype": "markdown", "markdown": {"content": "a" * 4097}}, 40058,
+     "invalid parameter, markdown.content exceed max length 4096"),
+])
+def test_a_group_robot_refuses_as_documented(wecom: WeComSandbox, key: str | None,
+                                             body: Any, errcode: int, start: str) -> None:
+    wecom.add_robot("key-ops", "ops")
+    assert_err(robot(wecom, key, body), errcode, start)
+    assert wecom.delivered == []
+
+
+def test_a_group_robot_takes_twenty_messages_a_minute(wecom: WeComSandbox) -> None:
+    wecom.add_robot("key-ops", "ops")
+    wecom.add_robot("key-dev", "dev")
+    for i in range(20):
+        assert robot(wecom, "key-ops", {"msgtype": "text", "text": {"content": f"m{i}"}}) \
+            == {"errcode": 0, "errmsg": "ok"}
+    assert_err(robot(wecom, "key-ops", {"msgtype": "text", "text": {"content": "21"}}),
+               45009, "api freq out of limit")
+    assert robot(wecom, "key-dev", {"msgtype": "text", "text": {"content": "other"}}
+                 )["errcode"] == 0, "the limit is per robot"
+    wecom.advance(60)
+    assert robot(wecom, "key-ops", {"msgtype": "text", "text": {"content": "later"}}
+                 )["errcode"] == 0
+    assert len(wecom.delivered_to("robot:ops")) == 21
