@@ -120,7 +120,7 @@ def burst(chain: ClusterChain, count: int, fault: Callable[[], None], at: int,
     return markers
 
 
-def each_once(chain: ClusterChain, markers: list[str], *, sweep: bool = False,
+def each_once(chain: ClusterChain, markers: list[str], *, sweep: bool = True,
               catch_up: bool = False) -> None:
     """Wait for every marker's message at WeCom, then say which are missing or twice.
     ``sweep``, ``catch_up``: tick the notifier's delivery sweep, the enricher's catch-up,
@@ -164,6 +164,7 @@ def test_kill_9_of_the_stream_leader_during_a_burst_loses_nothing_and_sends_noth
     each_once(chain, markers)
 
 
+@pytest.mark.timeout(480)
 def test_kill_9_of_the_jetstream_dispatcher_during_a_burst_loses_nothing_and_sends_nothing_twice(
         chain: ClusterChain) -> None:
     """200 Events; after the first 50 the channel's dispatcher is killed with SIGKILL and
@@ -174,6 +175,9 @@ def test_kill_9_of_the_jetstream_dispatcher_during_a_burst_loses_nothing_and_sen
     markers = burst(chain, 200, lambda: eventing.kill("jetstream-ch-dispatcher"), at=50)
     assert running(BIN / "natss_dispatcher") == [], "the killed pod left nothing behind"
     eventing.start_again("jetstream-ch-dispatcher")
+    deadline = time.monotonic() + 30  # its launcher starts it
+    while not running(BIN / "natss_dispatcher") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(running(BIN / "natss_dispatcher")) == 1
     each_once(chain, markers)
 
@@ -221,7 +225,7 @@ def test_kill_9_of_the_notifier_mid_send_during_a_burst_loses_nothing_and_sends_
     finally:
         sandbox.on_delivery = None
     notifier.start()
-    each_once(chain, markers, sweep=True)
+    each_once(chain, markers)
     absorbed = [r for r in notifier.log_records() if r.get("message") == "handled"
                 and (r.get("handed_over") or r.get("skipped"))]
     assert any(r.get("handed_over") for r in absorbed), \

@@ -1069,6 +1069,40 @@ def test_a_replica_killed_mid_send_is_finished_by_the_sweep_and_each_member_told
 
 
 
+
+def test_a_member_count_too_contended_to_write_defers_the_message_for_the_sweep(
+        kube, wecom, tmp_path):
+    """A burst for one member: when its count cannot be written (409 at every attempt),
+    the message waits in its record (Deferred, QuotaContended) and the request is done,
+    instead of burning the broker's retries, whose end is the dead letter; the sweep
+    sends it."""
+    wecom.reset()
+    forget_waiting(kube)
+    forget_member_counts(kube)
+    proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT})
+    try:
+        for method in ("POST", "PUT"):  # the count is read, never written
+            kube.fail(method, r"/notificationquotas", status=409, times=None)
+        request = factory.notification_request(
+            factory.enriched_event("failed", obj=factory.promotion_run("busy-member")),
+            recipients=[factory.recipient("ann")])
+        answer = factory.post(proc.url, request)
+        assert answer.status_code == 202, answer.text
+        record = records_of(kube, request["id"])["ann"]
+        assert (record["status"]["phase"], record["status"]["reason"]) == (
+            "Deferred", "QuotaContended")
+        assert record["status"]["pending"]["target"] == "ann"
+        assert record["metadata"]["labels"]["kubeevent.io/retry"] == "true"
+        assert deliveries(wecom) == {}
+        kube.clear_faults()
+        as_if_due(kube, request["id"])
+        assert sweep(proc)["resent"] == 1
+        assert deliveries(wecom) == {"ann": 1}
+        assert records_of(kube, request["id"])["ann"]["status"]["phase"] == "Sent"
+    finally:
+        kube.clear_faults()
+        proc.stop()
+
 def test_the_sweep_sends_only_its_own_channels_records(kube, wecom, tmp_path):
     """A record of another channel waiting to be sent again (an email that failed) is its
     notifier's: the corpwechat sweep neither sends it through WeCom nor expires it."""

@@ -254,6 +254,10 @@ class Notifier:
 
     def _deferred(self, admission: quota.Admission, retry: records.Pending) -> records.Result:
         limits = self.config
+        if admission.contended:
+            return records.Result(
+                records.DEFERRED, "QuotaContended", "too many messages for this member at "
+                "once to count them: sent again by the sweep", admission.until, retry)
         return records.Result(
             records.DEFERRED, "MemberRateLimit",
             f"WeCom takes at most {limits.member_per_minute} messages a minute and "
@@ -291,8 +295,9 @@ class Notifier:
                         deferred.append(recipient.name)
                         results[recipient.name] = self._deferred(
                             admission, records.Pending(target, message))
-                        logs.warning("member rate limit: deferred", subscriber=recipient.name,
-                                     notification=request.id,
+                        logs.warning("member quota contended: deferred" if admission.contended
+                                     else "member rate limit: deferred",
+                                     subscriber=recipient.name, notification=request.id,
                                      until=records.now_text(admission.until))
                         continue
                     plan.setdefault(message, OrderedDict()).setdefault(target, []).append(

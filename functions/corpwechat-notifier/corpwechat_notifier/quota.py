@@ -16,6 +16,7 @@ WeCom drops as a duplicate: it spends no slot (the member already has it).
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +31,11 @@ KIND = "NotificationQuota"
 PLURAL = "notificationquotas"
 API_VERSION = f"{GROUP}/{VERSION}"
 # Writers racing for one member's last slots: each 409 reads again.
-ATTEMPTS = 8
+ATTEMPTS = 12
+# Seconds: the n-th conflict waits up to n times this (jitter spreads a burst's writers).
+CONFLICT_BACKOFF = 0.02
+# Seconds before a message whose count could not be written is tried again.
+CONTENDED_RETRY = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Admission:
     admitted: bool
     until: float | None = None
     duplicate: bool = False
+    contended: bool = False  # not admitted: the count could not be written (try later)
 
 
 def content_hash(message: Message) -> str:
@@ -107,9 +113,11 @@ class MemberQuota:
             try:
                 self.kube.write("replace" if existing is not None else "create", body)
                 return admission
-            except Conflict:
-                continue  # another replica wrote first: count again
-        raise TemporaryError(f"the member quota of {member} is contended; try again")
+            except Conflict:  # another request wrote first: count again, a moment later
+                time.sleep(random.uniform(0, CONFLICT_BACKOFF * (_attempt + 1)))
+        # A burst for one member: the message waits in its record for the sweep rather
+        # than burn the broker's retries (whose end is the dead letter).
+        return Admission(False, until=self.clock() + CONTENDED_RETRY, contended=True)
 
     def sweep(self, idle: float = 3600.0, page: int = 500) -> int:
         """Delete the counts of members sent nothing for ``idle`` seconds (their windows
