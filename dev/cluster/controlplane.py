@@ -26,7 +26,7 @@ from typing import IO, Any
 import requests
 import yaml
 
-from dev.support.procs import free_port
+from dev.support.procs import end_session, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cluster" / "bin"
@@ -86,7 +86,8 @@ def _b64(path: Path) -> str:
 
 
 class Process:
-    """One child process with its log file; stopped by its own PID only."""
+    """One child process with its log file, in a session of its own: stopped with
+    everything it started, and nothing else."""
 
     def __init__(self, name: str, argv: Sequence[str], log: Path,
                  env: Mapping[str, str] | None = None) -> None:
@@ -114,26 +115,11 @@ class Process:
         """``sig`` to the process and what it started (its session: a launcher and the
         binary it runs are one pod), SIGKILL to them all after ``timeout``; nothing of
         it outlives this, as nothing of a pod outlives the pod."""
-        proc = self.proc
-        if proc is not None:
-            if proc.poll() is None:
-                self._signal_all(sig)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            self._signal_all(signal.SIGKILL)
-            proc.wait(10)
+        if self.proc is not None:
+            end_session(self.proc, sig, timeout)
         if self._out is not None:
             self._out.close()
             self._out = None
-
-    def _signal_all(self, sig: int) -> None:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, sig)  # its own session: the group is its pid
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def tail(self, lines: int = 40) -> str:
         try:

@@ -74,6 +74,29 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {low}-{high}")
 
 
+def end_session(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                timeout: float = 10.0, *, leader_only: bool = False) -> None:
+    """``sig`` to a process started with ``start_new_session`` and everything in its
+    session (a launcher and its binary, a server and its workers are one pod; with
+    ``leader_only`` to the process alone, which ends its workers itself), SIGKILL to them
+    all after ``timeout``: nothing of it outlives this, as nothing of a pod outlives the
+    pod."""
+
+    def signal_all(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signum)  # its own session: the group is its pid
+
+    if proc.poll() is None:
+        if leader_only:
+            proc.send_signal(sig)
+        else:
+            signal_all(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    signal_all(signal.SIGKILL)
+    proc.wait(10)
+
+
 class FunctionProcess:
     def __init__(self, name: str, *, runtime: str = "ff", env: dict[str, str] | None = None,
                  port: int | None = None) -> None:
@@ -138,23 +161,16 @@ class FunctionProcess:
                            f"its output:\n{since[-3000:] or '(none)'}")
 
     def stop(self) -> None:
-        """SIGTERM, 10 s to finish, then ``kill()``; no worker outlives it (a worker left
+        """SIGTERM, 10 s to finish, then SIGKILL; no worker outlives it (a worker left
         behind would keep the port from the next start)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
+        if self.proc is not None:
+            end_session(self.proc, leader_only=True)  # gunicorn ends its own workers
 
     def kill(self) -> None:
         """``kill -9`` of the process and its workers (a container killed): no handler
         runs, whatever was in flight is cut off."""
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            end_session(self.proc, signal.SIGKILL)
 
     @property
     def log_path(self) -> Path:
