@@ -313,21 +313,21 @@ class KnativeEventing:
         imc = source / "config" / "channels" / "in-memory-channel"
         self.apply_files(core / "100-namespace.yaml")
         self.apply_files(*sorted((core / "resources").glob("*.yaml")),
-                    imc / "resources" / "in-memory-channel.yaml", server_side=True)
+                         imc / "resources" / "in-memory-channel.yaml", server_side=True)
         self.plane.crds_established()
         self.apply_files(*sorted((core / "configmaps").glob("*.yaml")),
-                    imc / "configmaps" / "event-dispatcher.yaml", server_side=True)
+                         imc / "configmaps" / "event-dispatcher.yaml", server_side=True)
         self.apply_files(SYSTEM)
         self.apply_files(core / "webhooks" / "secret.yaml", imc / "webhooks" / "secret.yaml")
         self.apply_files(*sorted(core.glob("200-*.yaml")), *sorted((core / "roles").glob("*.yaml")),
-                    *sorted((source / "config" / "brokers" / "mt-channel-broker" / "roles")
-                            .glob("*.yaml")),
-                    *sorted(imc.glob("200-*.yaml")), *sorted((imc / "roles").glob("*.yaml")))
+                         *sorted((source / "config" / "brokers" / "mt-channel-broker" / "roles")
+                                 .glob("*.yaml")),
+                         *sorted(imc.glob("200-*.yaml")), *sorted((imc / "roles").glob("*.yaml")))
         # Knative Serving's addressable-resolver role: how the eventing controllers may
         # read a Knative Service's address (Serving ships it; no Serving runs here).
         serving = install.knative_module("knative.dev/serving")
         self.apply_files(serving / "config" / "core" / "200-roles" /
-                    "addressable-resolvers-clusterrole.yaml")
+                         "addressable-resolvers-clusterrole.yaml")
         aggregate_cluster_roles(self.plane)
         # The PingSource adapter's Deployment, upstream: the PingSource reconciler updates
         # its environment and reads its availability (the mtping process is the pod).
@@ -440,8 +440,8 @@ class KnativeEventing:
         imc = source / "config" / "channels" / "in-memory-channel" / "webhooks"
         # Empty configurations: each webhook fills in its rules and caBundle.
         self.apply_files(core / "defaulting.yaml", core / "resource-validation.yaml",
-                    core / "config-validation.yaml", core / "sinkbindings.yaml",
-                    imc / "defaulting.yaml", imc / "resource-validation.yaml")
+                         core / "config-validation.yaml", core / "sinkbindings.yaml",
+                         imc / "defaulting.yaml", imc / "resource-validation.yaml")
         for configuration in WEBHOOK_CONFIGURATIONS:
             self._until(lambda c=configuration: bool(self.plane.kubectl(
                 "get", c, "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}",

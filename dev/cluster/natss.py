@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,35 +87,30 @@ class NatsCluster:
         except (requests.RequestException, ValueError):
             return {}
 
+    def _live(self) -> Iterator[int]:
+        """The nodes running now."""
+        return (i for i, node in enumerate(self.nodes) if node is not None and node.alive())
+
+    def _streams(self) -> Iterator[dict[str, Any]]:
+        """The streams each live node reports (the one stream, as each node sees it)."""
+        for i in self._live():
+            for account in self.jsz(i, streams="true").get("account_details") or []:
+                yield from account.get("stream_detail") or []
+
     def meta_leader(self) -> str:
-        for i, node in enumerate(self.nodes):
-            if node is not None and node.alive():
-                leader = (self.jsz(i).get("meta_cluster") or {}).get("leader")
-                if leader:
-                    return str(leader)
-        return ""
+        leaders = ((self.jsz(i).get("meta_cluster") or {}).get("leader") for i in self._live())
+        return str(next((leader for leader in leaders if leader), ""))
 
     def stream_sequence(self) -> int:
         """The last sequence number of the (one) stream: how many events it ever took."""
-        for i, node in enumerate(self.nodes):
-            if node is None or not node.alive():
-                continue
-            for account in self.jsz(i, streams="true").get("account_details") or []:
-                for stream in account.get("stream_detail") or []:
-                    return int((stream.get("state") or {}).get("last_seq") or 0)
-        return 0
+        stream = next(self._streams(), None)
+        return int(((stream or {}).get("state") or {}).get("last_seq") or 0)
 
     def stream_leader(self) -> int | None:
         """The node that leads the (one) stream's replicas, if a stream exists."""
-        for i, node in enumerate(self.nodes):
-            if node is None or not node.alive():
-                continue
-            for account in self.jsz(i, streams="true").get("account_details") or []:
-                for stream in account.get("stream_detail") or []:
-                    leader = (stream.get("cluster") or {}).get("leader")
-                    if leader:
-                        return int(str(leader).lstrip("n"))
-        return None
+        leaders = ((stream.get("cluster") or {}).get("leader") for stream in self._streams())
+        leader = next((leader for leader in leaders if leader), None)
+        return int(str(leader).lstrip("n")) if leader else None
 
     def kill(self, i: int) -> None:
         node = self.nodes[i]

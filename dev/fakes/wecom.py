@@ -691,12 +691,9 @@ class WeComSandbox(LoopbackServer):
         limit = ROBOT_LIMITS[str(msgtype)]
         if utf8_len(content) > limit:
             raise _WeComError(40058, f"{msgtype}.content exceed max length {limit}")
-        key = str(query["key"])
-        recent = [t for t in self._robot_sends.get(key, ()) if now - t < 60.0]
-        if len(recent) >= ROBOT_PER_MINUTE:
-            self._robot_sends[key] = recent
+        if not _take_slot(self._robot_sends, str(query["key"]), now,
+                          ((60.0, ROBOT_PER_MINUTE),)):
             raise _WeComError(45009)
-        self._robot_sends[key] = [*recent, now]
         delivery = Delivery(f"robot:{chat}", str(msgtype), 0, secrets.token_urlsafe(24), now,
                             content=content)
         self._delivered.append(delivery)
@@ -781,14 +778,8 @@ class WeComSandbox(LoopbackServer):
         """WeCom delivers at most ``member_limits`` (per minute, per hour) messages of one
         app to one member; the rest are dropped without an error."""
         per_minute, per_hour = self.member_limits
-        key = (member, agent)
-        times = [t for t in self._member_sends.get(key, ()) if now - t < 3600]
-        if len(times) >= per_hour or len([t for t in times if now - t < 60]) >= per_minute:
-            self._member_sends[key] = times
-            return True
-        times.append(now)
-        self._member_sends[key] = times
-        return False
+        return not _take_slot(self._member_sends, (member, agent), now,
+                              ((60.0, per_minute), (3600.0, per_hour)))
 
     def _classify(
         self,
@@ -858,6 +849,19 @@ class WeComSandbox(LoopbackServer):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _take_slot(history: dict[Any, list[float]], key: Any, now: float,
+               windows: tuple[tuple[float, int], ...]) -> bool:
+    """Count a send for ``key`` in ``history`` unless a window (seconds, at most this many
+    sends) is full: ``False``, nothing counted, when one is."""
+    longest = max(span for span, _ in windows)
+    times = [t for t in history.get(key, ()) if now - t < longest]
+    if any(len([t for t in times if now - t < span]) >= limit for span, limit in windows):
+        history[key] = times
+        return False
+    history[key] = [*times, now]
+    return True
 
 
 def _parse_body(raw: bytes) -> Any:

@@ -99,7 +99,6 @@ class Notifier:
              "agent_id": config.agent_id},
             reads.server_secrets, config.system_namespace, config.credentials_cache_seconds)
         self.renderer = Renderer()
-        self.sent = delivery.SentRecord(config.sent_record_size)
         self.locks = delivery.KeyedLocks()
         self.users = UserDirectory(
             lambda: reads.config_map(DIRECTORY) or {},
@@ -112,7 +111,8 @@ class Notifier:
         self.records = (records.DeliveryRecords(reads.kube, config.system_namespace,
                                                 lease_seconds=config.delivery_lease_seconds)
                         if config.delivery_records else None)
-        self.ledger = Ledger(core.CHANNEL, self.records, self.sent)
+        self.ledger = Ledger(core.CHANNEL, self.records,
+                             delivery.SentRecord(config.sent_record_size))
         self.limits = core.MemberLimits(config.member_per_minute, config.member_per_hour)
         # The member limit, counted in the API server for every replica (with the records).
         self.quota = (quota.MemberQuota(
