@@ -63,9 +63,13 @@ def test_config_defaults_and_errors() -> None:
                       ({"SUBSCRIPTION_WATCH_TIMEOUT_SECONDS": "0"},
                        "SUBSCRIPTION_WATCH_TIMEOUT_SECONDS"),
                       ({"SUBSCRIPTION_RBAC_CACHE_SECONDS": "x"},
-                       "SUBSCRIPTION_RBAC_CACHE_SECONDS")):
+                       "SUBSCRIPTION_RBAC_CACHE_SECONDS"),
+                      ({"NOTIFICATION_CHANNELS": " , "}, "NOTIFICATION_CHANNELS")):
         with pytest.raises(ConfigError, match=name):
             Config.from_env({**factory.SIGNING_ENV, **env})
+    assert Config.from_env({**factory.SIGNING_ENV, "NOTIFICATION_CHANNELS":
+                            " CorpWeChat, email,corpwechat "}).notification_channels == (
+        "corpwechat", "email")
 
 
 @pytest.mark.parametrize("engine", ["celpy", "cel-expr"])
