@@ -49,9 +49,9 @@ class Clock:
 def test_config_defaults_and_validation():
     with pytest.raises(ConfigError, match="KUBEEVENT_SIGNING_KEY is required"):
         Config.from_env({})
-    assert Config.from_env({"KUBEEVENT_SIGNING": "off"}).signer is None
+    assert Config.from_env({"KUBEEVENT_SIGNING": "off"}).delivery.signer is None
     config = Config.from_env(factory.SIGNING_ENV)
-    assert config.system_namespace == "cpaas-system"
+    assert config.delivery.system_namespace == "cpaas-system"
     assert config.api_url == "https://qyapi.weixin.qq.com/cgi-bin"
     assert config.duplicate_check_interval == 1800 and config.timeout == (3.0, 10.0)
     assert "s3cret" not in repr(Config.from_env({**factory.SIGNING_ENV,

@@ -6,60 +6,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .shared.config import ConfigError, env, env_bool, env_float, env_int, env_url
-from .shared.signing import Signer, signer_from_env
+from .shared.pipeline import DeliveryConfig
 
 DEFAULT_API_URL = "https://qyapi.weixin.qq.com/cgi-bin"
 # WeCom accepts duplicate_check_interval up to four hours.
 MAX_DUPLICATE_CHECK_INTERVAL = 4 * 3600
 
 
-def _lease(value: str) -> str:
-    if value.count("/") != 1 or not all(value.split("/")):
-        raise ConfigError(f"DELIVERY_SWEEP_LEASE must be namespace/name, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class Config:
-    system_namespace: str = "cpaas-system"
     api_url: str = DEFAULT_API_URL
     # Credentials from the environment; each may be empty (then the Secret fills it in).
     corp_id: str = ""
     corp_secret: str = field(default="", repr=False)
     agent_id: str = ""
-    platform_url: str = ""
     duplicate_check_interval: int = 1800
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
     call_deadline: float = 15.0
     retry_attempts: int = 3
     retry_backoff: float = 0.2
-    template_cache_seconds: float = 30.0
     credentials_cache_seconds: float = 300.0
     user_id_cache_seconds: float = 3600.0
     user_id_cache_size: int = 10000
-    sent_record_size: int = 10000
     # Where a user id may come from besides the corpwechat-users ConfigMap (both opt-in).
     userid_by_mail: bool = False
     userid_from_username: bool = False
-    # Durable delivery records (shared/records.py): claim before sending, then the outcome.
-    delivery_records: bool = True
-    delivery_lease_seconds: float = 300.0
-    delivery_retention_seconds: float = 7 * 86400.0
-    # A delivery that failed or was deferred is sent again by the sweep until it is this
-    # old (a day: longer than any WeCom outage worth waiting out), then Expired.
-    delivery_give_up_seconds: float = 86400.0
-    # The sweep (a PingSource): one run at a time across replicas, one per interval; the
-    # retention part of it at most once per retention interval.
-    sweep_interval_seconds: float = 60.0
-    retention_interval_seconds: float = 3600.0
-    sweep_lease: str = "kubeevent-enricher/kubeevent-delivery-sweep"
     # WeCom drops what an app sends one member beyond these (counted for all replicas in
     # the API server with the delivery records; per replica without them).
     member_per_minute: int = 30
     member_per_hour: int = 1000
-    # Verifies that a notification request was signed by subscription-filter.
-    signer: Signer | None = field(default=None, repr=False)
+    # What every notifier reads (records, sweep, templates, signature).
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -71,7 +49,6 @@ class Config:
         agent_id = env("CORPWECHAT_AGENT_ID", "", environ)
         if agent_id and not agent_id.isdigit():
             raise ConfigError(f"CORPWECHAT_AGENT_ID must be a number, got {agent_id!r}")
-        platform_url = env_url("PLATFORM_URL", "", environ)
         interval = env_int("CORPWECHAT_DUPLICATE_CHECK_INTERVAL", 1800, environ, minimum=1)
         if interval > MAX_DUPLICATE_CHECK_INTERVAL:
             raise ConfigError(
@@ -79,12 +56,10 @@ class Config:
                 f"{MAX_DUPLICATE_CHECK_INTERVAL} seconds (WeCom's limit), got {interval}"
             )
         return cls(
-            system_namespace=env("SYSTEM_NAMESPACE", "cpaas-system", environ),
             api_url=env_url("CORPWECHAT_API_URL", DEFAULT_API_URL, environ),
             corp_id=env("CORPWECHAT_CORP_ID", "", environ),
             corp_secret=env("CORPWECHAT_CORP_SECRET", "", environ),
             agent_id=agent_id,
-            platform_url=platform_url,
             duplicate_check_interval=interval,
             connect_timeout=env_float("CORPWECHAT_CONNECT_TIMEOUT_SECONDS", 3.0, environ,
                                       minimum=0.05),
@@ -93,29 +68,14 @@ class Config:
                                     minimum=0.1),
             retry_attempts=env_int("CORPWECHAT_RETRY_ATTEMPTS", 3, environ, minimum=1),
             retry_backoff=env_float("CORPWECHAT_RETRY_BACKOFF_SECONDS", 0.2, environ),
-            template_cache_seconds=env_float("TEMPLATE_CACHE_SECONDS", 30.0, environ),
             credentials_cache_seconds=env_float("CREDENTIALS_CACHE_SECONDS", 300.0, environ),
             user_id_cache_seconds=env_float("USER_ID_CACHE_SECONDS", 3600.0, environ),
             user_id_cache_size=env_int("USER_ID_CACHE_SIZE", 10000, environ, minimum=1),
-            sent_record_size=env_int("SENT_RECORD_SIZE", 10000, environ, minimum=1),
             userid_by_mail=env_bool("CORPWECHAT_USERID_BY_MAIL", False, environ),
             userid_from_username=env_bool("CORPWECHAT_USERID_FROM_USERNAME", False, environ),
-            delivery_records=env_bool("DELIVERY_RECORDS", True, environ),
-            delivery_lease_seconds=env_float("DELIVERY_LEASE_SECONDS", 300.0, environ,
-                                             minimum=1.0),
-            delivery_retention_seconds=env_float("DELIVERY_RETENTION_SECONDS", 7 * 86400.0,
-                                                 environ, minimum=60.0),
-            delivery_give_up_seconds=env_float("DELIVERY_GIVE_UP_SECONDS", 86400.0, environ,
-                                               minimum=60.0),
-            sweep_interval_seconds=env_float("DELIVERY_SWEEP_INTERVAL_SECONDS", 60.0, environ,
-                                             minimum=1.0),
-            retention_interval_seconds=env_float("DELIVERY_RETENTION_INTERVAL_SECONDS", 3600.0,
-                                                 environ, minimum=1.0),
-            sweep_lease=_lease(env("DELIVERY_SWEEP_LEASE",
-                                   "kubeevent-enricher/kubeevent-delivery-sweep", environ)),
             member_per_minute=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE", 30, environ,
                                       minimum=1),
             member_per_hour=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_HOUR", 1000, environ,
                                     minimum=1),
-            signer=signer_from_env(environ),
+            delivery=DeliveryConfig.from_env(environ),
         )

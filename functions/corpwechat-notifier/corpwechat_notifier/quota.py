@@ -19,12 +19,12 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .render import Message
 from .shared.errors import TemporaryError
 from .shared.kube import Conflict, Kube, NotFound, Unprocessable, translate
+from .shared.pipeline import Admission
 from .shared.records import GROUP, VERSION
 
 KIND = "NotificationQuota"
@@ -36,17 +36,6 @@ ATTEMPTS = 12
 CONFLICT_BACKOFF = 0.02
 # Seconds before a message whose count could not be written is tried again.
 CONTENDED_RETRY = 5.0
-
-
-@dataclass(frozen=True)
-class Admission:
-    """``admitted``: send it (``duplicate``: without spending a slot); else ``until``:
-    when the member's next slot frees."""
-
-    admitted: bool
-    until: float | None = None
-    duplicate: bool = False
-    contended: bool = False  # not admitted: the count could not be written (try later)
 
 
 def content_hash(message: Message) -> str:
