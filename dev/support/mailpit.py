@@ -36,13 +36,16 @@ def why_not() -> str | None:
 
 class Mailpit:
     def __init__(self, workdir: Path, *, tls: str = "", auth: tuple[str, str] | None = None,
-                 chaos: bool = True) -> None:
+                 chaos: bool = True, allowed_recipients: str = "") -> None:
         if tls not in ("", "starttls", "implicit"):
             raise ValueError(tls)
         self.dir = workdir
         self.tls = tls
         self.auth = auth
         self.chaos_enabled = chaos
+        # A regular expression: other recipients get 550 at RCPT TO (one refused, the
+        # others of a transaction taken).
+        self.allowed_recipients = allowed_recipients
         self.smtp_port = free_port()
         self.http_port = free_port()
         self.ca_file: Path | None = None
@@ -60,6 +63,8 @@ class Mailpit:
                 "--disable-version-check", "--smtp-disable-rdns", "--quiet"]
         if self.chaos_enabled:
             argv.append("--enable-chaos")
+        if self.allowed_recipients:
+            argv += ["--smtp-allowed-recipients", self.allowed_recipients]
         if self.tls:
             cert, key = self._certificate()
             argv += ["--smtp-tls-cert", str(cert), "--smtp-tls-key", str(key)]

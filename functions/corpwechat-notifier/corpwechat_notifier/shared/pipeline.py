@@ -137,12 +137,14 @@ class Refusal:
 @dataclass
 class Report:
     """What one ``Channel.send`` did: API calls, targets that took it, targets refused,
-    and errors after which the message's remaining targets are not sent again."""
+    errors after which the message's remaining targets are not sent again, and why some
+    targets were put off (the server may take them later: sent again by the sweep)."""
 
     calls: int = 0
     delivered: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     unreachable: list[PermanentError] = field(default_factory=list)
+    put_off: TemporaryError | None = None
 
 
 class Channel(Protocol):
@@ -383,6 +385,8 @@ class Pipeline:
                 for error in report.unreachable:  # will not get better
                     self._unsent(message, by_target, results, error.reason, retry=False)
                 unreachable.extend(report.unreachable)
+                if report.put_off is not None:
+                    raise report.put_off
         except TemporaryError as exc:
             # The server is down: what did not go out keeps its message; the sweep sends it
             # again from the record, however long the outage lasts.
@@ -486,6 +490,8 @@ class Pipeline:
         if not admission.admitted:
             return self._deferred(admission, pending)
         report = self.channel.send(pending.message, [target], lambda batch: None)
+        if report.put_off is not None:
+            raise report.put_off
         if report.refused:
             refusal = report.refused[0]
             return records.Result(records.REFUSED, refusal.reason, refusal.text)

@@ -1,0 +1,1 @@
+"""email-notifier: renders NotificationTemplates' email sections and sends them over SMTP."""

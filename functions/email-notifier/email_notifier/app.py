@@ -1,0 +1,88 @@
+"""email-notifier: the shared delivery pipeline (``shared/pipeline.py``) with email as its
+channel: a notification request in, one email per recipient over SMTP, 202 back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .addresses import DIRECTORY, GROUPS_DIRECTORY, Addresses
+from .config import Config
+from .message import EmailSpec, Renderer, fallback_message, parse_template
+from .shared import logs
+from .shared.delivery import Message
+from .shared.kube import Kube
+from .shared.notification import Recipient
+from .shared.pipeline import (
+    ADMITTED,
+    Admission,
+    Channel,
+    Pipeline,
+    Report,
+    SystemReads,
+    Targets,
+)
+from .shared.render import Compiled, TemplateSource
+from .smtp import Settings, SettingsStore, SmtpClient
+
+CHANNEL = "email"
+
+
+class EmailChannel(Channel):
+    """``spec.email``, addresses from ``email-users``/``email-groups``, SMTP."""
+
+    name = CHANNEL
+    rate_limit = ""  # SMTP has no per-member limit: nothing is deferred
+
+    def __init__(self, config: Config, reads: SystemReads, client: SmtpClient) -> None:
+        self.client = client
+        self.email_renderer = Renderer()
+        self.settings = SettingsStore(config.server_env,
+                                      lambda: reads.secret(config.server_secret),
+                                      config.server_secret, config.settings_cache_seconds)
+        self._settings: Settings | None = None
+        ttl = config.delivery.template_cache_seconds
+        self.addresses = Addresses(lambda: reads.config_map(DIRECTORY),
+                                   lambda: reads.config_map(GROUPS_DIRECTORY),
+                                   from_subscription=config.address_from_subscription, ttl=ttl)
+
+    def parse_template(self, obj: Mapping[str, Any]) -> EmailSpec:
+        return parse_template(obj)
+
+    def compile(self, spec: TemplateSource) -> Compiled:
+        return self.email_renderer.compile(spec)
+
+    def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
+        return self.email_renderer.render(compiled, context)
+
+    def fallback(self, event: Mapping[str, Any], platform_url: str) -> Message:
+        return fallback_message(event, platform_url)
+
+    def targets(self, recipients: Sequence[Recipient]) -> list[Targets]:
+        return [self.addresses.targets(recipient) for recipient in recipients]
+
+    def admit(self, target: str, message: Message) -> Admission:
+        return ADMITTED
+
+    def prepare(self) -> None:
+        self._settings = self.settings.get()
+
+    def send(self, message: Message, targets: list[str],
+             on_sent: Callable[[list[str]], None]) -> Report:
+        return self.client.send(self._settings or self.settings.get(), message, targets,
+                                on_sent)
+
+    def swept(self) -> None:
+        pass
+
+
+def build(environ: Mapping[str, str] | None = None) -> Pipeline:
+    """Read configuration and connect; called once when the process starts."""
+    logs.configure()
+    config = Config.from_env(environ)
+    logs.register_secret(config.server_env.get("password"))
+    kube = Kube()
+    reads = SystemReads(kube, config.delivery.system_namespace)
+    client = SmtpClient(connect_timeout=config.connect_timeout, deadline=config.deadline)
+    return Pipeline("email-notifier", EmailChannel(config, reads, client), config.delivery,
+                    kube, reads)

@@ -1,0 +1,168 @@
+"""One channel's delivery ledger: who was told what, so each recipient is told once across
+replicas, restarts and redeliveries, and what could not go out is sent again later.
+
+A notifier asks it, in this order: ``unsent`` (this process's memory), ``claim`` (the
+durable records: mine to send, being sent elsewhere, told already), sends what is its own,
+``record``s the outcomes, and ``hand_over``s to the records what another claimant holds
+(it may have died mid-send). The sweep calls ``resend``: each record whose time has come
+is taken over and sent again through the channel's ``deliver``, or given up. The channel
+decides how to send; the ledger decides whether, and keeps count
+(``kubeevent_notifications{channel,result}``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import logs, metrics, records
+from .delivery import SentRecord
+from .notification import NotificationRequest, Recipient
+from .records import Claim, DeliveryRecords, Pending, Result
+
+NOTIFICATIONS = metrics.counter(
+    "kubeevent_notifications", "Recipients of notifications, by channel and what became of "
+    "them: sent, skipped_duplicate, refused, failed, deferred", ("channel", "result"))
+EXPIRED = metrics.counter(
+    "kubeevent_deliveries_expired", "Deliveries given up after DELIVERY_GIVE_UP_SECONDS of "
+    "failures or deferrals (phase Expired)")
+
+
+@dataclass
+class Claims:
+    """What ``claim`` found: recipients to send (``mine``, by name), held by another
+    claimant (``busy``), and told already or deferred (``done``, names)."""
+
+    mine: dict[str, Claim] = field(default_factory=dict)
+    busy: dict[str, Claim] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Resent:
+    """What one ``resend`` did: counts by outcome."""
+
+    resent: int = 0
+    expired: int = 0
+    waiting: int = 0
+    failed_again: int = 0
+
+    def as_fields(self) -> dict[str, int]:
+        return {"resent": self.resent, "expired": self.expired, "waiting": self.waiting,
+                "failed_again": self.failed_again}
+
+
+class Ledger:
+    def __init__(self, channel: str, records_: DeliveryRecords | None, sent: SentRecord
+                 ) -> None:
+        self.channel = channel
+        self.records = records_
+        self.sent = sent
+
+    def count(self, result: str, n: int = 1) -> None:
+        if n:
+            NOTIFICATIONS.labels(self.channel, result).inc(n)
+
+    # ------------------------------------------------------------------ a request
+
+    def unsent(self, request: NotificationRequest, recipients: Sequence[Recipient]
+               ) -> list[Recipient]:
+        """The recipients this process has not told about ``request`` already."""
+        return [r for r in recipients if not self.sent.sent(request.id, self.channel, r.name)]
+
+    def claim(self, request: NotificationRequest, recipients: Sequence[Recipient]) -> Claims:
+        """The durable claims (without records: every recipient is ``mine``)."""
+        claims = Claims()
+        if self.records is None:
+            return claims
+        for recipient in recipients:
+            claim = self.records.claim(request, recipient, self.channel)
+            if claim.outcome == "mine":
+                claims.mine[recipient.name] = claim
+            elif claim.outcome == "busy":
+                claims.busy[recipient.name] = claim
+            else:
+                claims.done.append(recipient.name)
+                if claim.phase in (records.SENT, records.REFUSED):
+                    self.sent.add(request.id, self.channel, [recipient.name])
+        return claims
+
+    def mine(self, claims: Claims, recipients: Sequence[Recipient]) -> list[Recipient]:
+        """Of ``recipients``, the ones to send now."""
+        return [r for r in recipients if r.name in claims.mine or self.records is None]
+
+    def told(self, request: NotificationRequest, names: Sequence[str]) -> None:
+        """``names`` were sent ``request`` (remembered at once: a batch may follow)."""
+        self.sent.add(request.id, self.channel, names)
+
+    def record(self, claims: Claims, results: Mapping[str, Result]) -> None:
+        """Write each claim's outcome (a claim without a result: the request ended
+        before it was sent) and count every outcome."""
+        for name in set(claims.mine) | set(results):
+            self.count((results[name].phase if name in results else records.FAILED).lower())
+        if self.records is None:
+            return
+        for name, claim in claims.mine.items():
+            self.records.finish(claim, results.get(name) or Result(
+                records.FAILED, "NotSent", "the request ended before it was sent"))
+
+    def hand_over(self, busy: Mapping[str, Claim], pending: Mapping[str, Pending | None]
+                  ) -> list[str]:
+        """Leave to each record another claimant holds the message its recipient is to
+        get (``pending``; ``None``: nothing to leave), to be sent if that claimant never
+        finishes (it may have died mid-send; the broker's retries end long before its
+        lease). Returns the names that could not be handed over (asked again later)."""
+        assert self.records is not None
+        still = []
+        for name, claim in busy.items():
+            left = pending.get(name)
+            if left is None or not self.records.hand_over(claim, left):
+                still.append(name)
+        return still
+
+    # ------------------------------------------------------------------ the sweep
+
+    def resend(self, deliver: Callable[[Pending, str], Result], give_up_seconds: float
+               ) -> Resent:
+        """Each record waiting to be sent again whose time has come: taken over (so no
+        replica sends it twice), sent through ``deliver(pending, recipient)`` (an
+        exception: failed again, tried at a later sweep), its outcome written; what has
+        waited ``give_up_seconds`` is Expired and counted."""
+        assert self.records is not None
+        done = Resent()
+        now = time.time()
+        for record in self.records.retry_candidates(self.channel):
+            what = records.due(record, now, give_up_seconds)
+            if what == "wait":
+                done.waiting += 1
+                continue
+            if what == "skip":  # its claimant finished after handing it over
+                self.records.unlabel(record)
+                continue
+            claim = self.records.take_over(record)
+            if claim.outcome != "mine":
+                continue
+            if what != "send":
+                done.expired += 1
+                EXPIRED.inc()
+                logs.warning("delivery given up: not sent within DELIVERY_GIVE_UP_SECONDS",
+                             record=claim.record, subscriber=claim.recipient,
+                             give_up_seconds=give_up_seconds)
+                self.records.finish(claim, Result(
+                    records.EXPIRED, "GaveUp", f"not sent within {give_up_seconds:g} s"))
+                continue
+            pending = Pending.from_json((record.get("status") or {}).get("pending"))
+            assert pending is not None  # due() said send
+            try:
+                result = deliver(pending, claim.recipient)
+            except Exception as exc:  # the next sweep tries again, later
+                reason = getattr(exc, "reason", None) or type(exc).__name__
+                result = Result(records.FAILED, "Unreachable", str(reason), retry=pending)
+            if result.phase == records.SENT:
+                done.resent += 1
+            else:
+                done.failed_again += 1
+            self.count(result.phase.lower())
+            self.records.finish(claim, result)
+        return done
