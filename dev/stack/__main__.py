@@ -85,13 +85,19 @@ def _subscribers() -> dict[str, str]:
     return found
 
 
-def _user_ids() -> dict[str, str]:
-    """CorpWeChat user id -> username, as the notifier resolves them in the examples."""
+def _directory(name: str) -> dict[str, str]:
+    """An example ConfigMap's values → its keys (a WeCom id or an address → username)."""
     names: dict[str, str] = {}
     for path in EXAMPLE_FILES:
         for doc in manifests.load_yaml_file(path):
-            if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "corpwechat-users":
+            if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == name:
                 names.update({str(v): str(k) for k, v in (doc.get("data") or {}).items()})
+    return names
+
+
+def _user_ids() -> dict[str, str]:
+    """CorpWeChat user id -> username, as the notifier resolves them in the examples."""
+    names = _directory("corpwechat-users")
     for name, mail in _subscribers().items():
         if mail in SANDBOX_EMAILS:
             names.setdefault(SANDBOX_EMAILS[mail], name)
@@ -123,11 +129,13 @@ def replay(stack: Stack, verbose: bool,
     the WeCom sandbox reports what was received."""
     deliver = deliver or send_to_enricher(stack)
     ids = _user_ids()
+    addresses = _directory("email-users")
     steps: list[Step] = []
     for number, event in enumerate(example_events(), 1):
         step = Step(number, event)
         steps.append(step)
         delivered_before = len(stack.sandbox.delivered) if stack.sandbox else 0
+        mail_before = {m["ID"] for m in stack.mailpit.messages()} if stack.mailpit else set()
         ingress_before = len(stack.broker.ingress) if stack.broker is not None else 0
         step.error = deliver(event)
         if stack.broker is not None and not stack.wait_idle(120):
@@ -149,6 +157,13 @@ def replay(stack: Stack, verbose: bool,
                     name = str((recipient.get("subscriber") or {}).get("name", ""))
                     step.received.append((name, "sent" if accepted else "NOT sent",
                                           "(real WeCom API)"))
+        if stack.mailpit is not None:
+            for mail in reversed(stack.mailpit.messages()):
+                if mail["ID"] in mail_before:
+                    continue
+                for to in mail.get("To") or []:
+                    user = addresses.get(to["Address"], to["Address"])
+                    step.received.append((user, "email", str(mail.get("Subject", ""))))
         _print_step(step)
     return steps
 
@@ -164,12 +179,14 @@ def _print_step(step: Step) -> None:
         _out(f"   {user:<{width}} ← [{msgtype}] {text}")
 
 
-def summary(steps: Sequence[Step]) -> list[str]:
-    """'Who received what' lines: ``user  reason, reason`` (lowercase reasons)."""
+def summary(steps: Sequence[Step], email: bool = False) -> list[str]:
+    """'Who received what' lines: ``user  reason, reason`` (lowercase reasons), on WeCom
+    or (``email``) by email."""
     got: dict[str, list[str]] = {name: [] for name in _subscribers()}
     for step in steps:
-        for user, _, _ in step.received:
-            got.setdefault(user, []).append(step.reason.lower())
+        for user, kind, _ in step.received:
+            if (kind == "email") == email:
+                got.setdefault(user, []).append(step.reason.lower())
     width = max((len(u) for u in got), default=0)
     return [f"  {user:<{width}}  {', '.join(reasons) if reasons else '(nothing)'}"
             for user, reasons in sorted(got.items())]
@@ -253,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _out("Who received what:")
             for line in summary(steps):
                 _out(line)
+            if stack.mailpit is not None:
+                _out()
+                _out("Who received what by email:")
+                for line in summary(steps, email=True):
+                    _out(line)
             if any(step.error for step in steps):
                 code = 1
         if args.once:

@@ -24,6 +24,8 @@ from cloudevents.http import CloudEvent
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.fakes.wecom import WeComSandbox
+from dev.support.mailpit import Mailpit
+from dev.support.mailpit import why_not as mailpit_missing
 from dev.support.procs import FUNCTIONS, FunctionProcess
 
 from . import manifests
@@ -32,7 +34,9 @@ from .broker import DevBroker
 ENRICHER = "kubeevent-enricher-sink"
 FILTER = "subscription-filter"
 NOTIFIER = "corpwechat-notifier"
-FUNCTION_NAMES = (ENRICHER, FILTER, NOTIFIER)
+EMAIL_NOTIFIER = "email-notifier"
+FUNCTION_NAMES = (ENRICHER, FILTER, NOTIFIER, EMAIL_NOTIFIER)
+MAIL_FROM = "Katanomi <noreply@kubeevent.local>"
 FUNCTION_NAMESPACE = "kubeevent-enricher"
 SYSTEM_NAMESPACE = "cpaas-system"
 BROKER = "cloudevents-katanomi-dev"
@@ -46,6 +50,7 @@ EXAMPLE_FILES = (
     manifests.DEVSTACK_EXAMPLES / "artifactpromotionrun.yaml",
     manifests.DEVSTACK_EXAMPLES / "clustersubscriptions.yaml",
     manifests.DEVSTACK_EXAMPLES / "corpwechat-users.yaml",
+    manifests.DEVSTACK_EXAMPLES / "email-users.yaml",
 )
 SANDBOX_SECRET = manifests.DEVSTACK_EXAMPLES / "corpwechat-server-secret.yaml"
 EVENTS_FILE = manifests.DEVSTACK_EXAMPLES / "events.yaml"
@@ -158,6 +163,7 @@ class Stack:
         self.kube_api: FakeKubeAPI | None = None
         self.kubeconfig: Path | None = None
         self.sandbox: WeComSandbox | None = None
+        self.mailpit: Mailpit | None = None
         self.broker: DevBroker | None = None
         self.functions: dict[str, FunctionProcess] = {}
         self.rendered: list[dict[str, Any]] = []
@@ -172,6 +178,7 @@ class Stack:
         try:
             self._start_kube()
             self._start_wecom()
+            self._start_mail()
             self.functions = {name: FunctionProcess(name) for name in FUNCTION_NAMES}
             self._start_broker()
             self._start_functions()
@@ -187,6 +194,8 @@ class Stack:
             self.broker.stop()
         if self.sandbox is not None:
             self.sandbox.stop()
+        if self.mailpit is not None:
+            self.mailpit.stop()
         if self.kube_api is not None:
             self.kube_api.stop()
 
@@ -245,6 +254,12 @@ class Stack:
                                     member_limits=self.options.wecom_member_limits,
                                     emails=SANDBOX_EMAILS).start()
 
+    def _start_mail(self) -> None:
+        """A real SMTP server (Mailpit) for email-notifier; without its binary the
+        notifier has no server and refuses email recipients (422), as it would deployed."""
+        if mailpit_missing() is None:
+            self.mailpit = Mailpit(self.workdir / "mailpit").start()
+
     def _start_broker(self) -> None:
         if self.options.broker_ingress is not None:
             return
@@ -289,6 +304,12 @@ class Stack:
                     corp_id, secret, agent_id = wecom_secret_credentials()
                     values = (corp_id, secret, str(agent_id))
                 env.update(zip(CREDENTIAL_VARIABLES, values, strict=True))
+        if name == EMAIL_NOTIFIER:
+            env["PLATFORM_URL"] = self.options.platform_url
+            if self.mailpit is not None:
+                env.update({"EMAIL_SMTP_HOST": "127.0.0.1",
+                            "EMAIL_SMTP_PORT": str(self.mailpit.smtp_port),
+                            "EMAIL_SMTP_TLS": "none", "EMAIL_FROM": MAIL_FROM})
         env.update(self.options.function_env.get(name, {}))
         return env
 
@@ -325,6 +346,10 @@ class Stack:
     def notifier(self) -> FunctionProcess:
         return self.functions[NOTIFIER]
 
+    @property
+    def email_notifier(self) -> FunctionProcess:
+        return self.functions[EMAIL_NOTIFIER]
+
     def send(self, kube_event: Mapping[str, Any], action: str = "add") -> requests.Response:
         """POST ``kube_event`` to the enricher as the seed's ApiServerSource does. The
         enricher acts only on Events the API server has: in the embedded API the Event is
@@ -355,6 +380,11 @@ class Stack:
             lines.append(f"WeCom API       {self.sandbox.api_url}  (local sandbox)")
         else:
             lines.append("WeCom API       https://qyapi.weixin.qq.com (real: CORPWECHAT_* set)")
+        if self.mailpit is not None:
+            lines.append(f"mail (Mailpit)  read at http://127.0.0.1:{self.mailpit.http_port}  "
+                         f"(SMTP 127.0.0.1:{self.mailpit.smtp_port})")
+        else:
+            lines.append(f"mail            not started: {mailpit_missing()}")
         if self.broker is not None:
             lines.append(f"dev broker      {self.broker.ingress_url(SYSTEM_NAMESPACE, BROKER)}  "
                          f"(log {self.broker_log})")

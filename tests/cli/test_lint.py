@@ -244,6 +244,6 @@ def test_a_channel_no_notifier_serves_is_an_error_where_it_is_written(
     assert (finding["line"], finding["column"]) == where(text, '"corpwechatt"')
     assert finding["message"] == (
         "not used (UnknownChannel): annotation core.katanomi.dev/sink.pluginclasses names "
-        "corpwechatt, which no notifier here serves; known channels: corpwechat")
+        "corpwechatt, which no notifier here serves; known channels: corpwechat, email")
     served = run("lint", "--json", "--channels", "corpwechat,corpwechatt", typo).json()
     assert findings(served, "channels") == []

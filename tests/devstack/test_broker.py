@@ -215,16 +215,20 @@ def test_the_deployed_triggers_route_as_designed() -> None:
     objects = manifests.render()
     triggers = {t["metadata"]["name"]: Trigger.from_object(t) for t in objects
                 if t["kind"] == "Trigger"}
-    assert set(triggers) == {"subscription-filter", "corpwechat-notifier"}
-    to_filter, to_notifier = triggers["subscription-filter"], triggers["corpwechat-notifier"]
+    assert set(triggers) == {"subscription-filter", "corpwechat-notifier", "email-notifier"}
+    to_filter = triggers["subscription-filter"]
+    notifiers = [triggers["corpwechat-notifier"], triggers["email-notifier"]]
     for reason in ("approvalpending", "approvaldenied", "running", "failed"):
         kind_event = event(f"dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.{reason}"
                            ".v1alpha1")
-        assert to_filter.matches(kind_event) and not to_notifier.matches(kind_event)
-    assert to_notifier.matches(event(REQUESTED)) and not to_filter.matches(event(REQUESTED))
+        assert to_filter.matches(kind_event)
+        assert not any(n.matches(kind_event) for n in notifiers)
+    assert all(n.matches(event(REQUESTED)) for n in notifiers)
+    assert not to_filter.matches(event(REQUESTED))
     for other in ("dev.knative.apiserver.resource.add", REQUESTED + "x",
                   "dev.katanomi.cloudevents.kubeeventx"):
-        assert not to_filter.matches(event(other)) and not to_notifier.matches(event(other))
+        assert not to_filter.matches(event(other))
+        assert not any(n.matches(event(other)) for n in notifiers)
     spec = to_filter.delivery
     assert spec is not None and spec.retry == 5 and spec.backoff_delay == 0.5
     assert spec.dead_letter_sink is not None

@@ -22,8 +22,8 @@ def environment() -> dict[str, str]:
     return env
 
 
-def who_received_what(output: str) -> dict[str, list[str]]:
-    lines = output.split("Who received what:\n", 1)[1].splitlines()
+def who_received_what(output: str, heading: str = "Who received what:") -> dict[str, list[str]]:
+    lines = output.split(heading + "\n", 1)[1].splitlines()
     table: dict[str, list[str]] = {}
     for line in lines:
         match = re.match(r"^  (\S+)\s+(.+)$", line)
@@ -51,11 +51,23 @@ def test_once_replays_the_four_scenarios_and_prints_who_received_what(tmp_path: 
         "alice": ["approvaldenied", "running", "failed"],
         "carol": [],
     }
+    # alice, bob and carol subscribe on both channels (the example subscriptions), admin
+    # (the seed's) on CorpWeChat only: the mail comes from the dev stack's Mailpit
+    assert who_received_what(output, "Who received what by email:") == {
+        "admin": [],
+        "bob": ["approvalpending"],
+        "alice": ["approvaldenied", "running", "failed"],
+        "carol": [],
+    }
+    assert "bob   ← [email] 制品晋级待您审批 / Artifact promotion awaiting your approval: " \
+        "devops/my-promotion" in output
+    assert re.search(r"mail \(Mailpit\)\s+read at http://127\.0\.0\.1:\d+", output)
     assert "admin ← [textcard] 制品晋级待您审批 / Artifact promotion awaiting your approval" \
         in output
     assert "alice ← [textcard] 制品晋级失败 / Artifact promotion failed" in output
     # ports and logs are shown
-    for name in ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier"):
+    for name in ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier",
+                 "email-notifier"):
         assert re.search(rf"{name}\s+http://127\.0\.0\.1:\d+\s+\(log \S+\)", output), name
     assert f"(log {tmp_path / 'broker.log'})" in output
     assert "artifactpromotionrun.approvalpending.v1alpha1" in (tmp_path / "broker.log").read_text()

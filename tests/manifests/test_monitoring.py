@@ -14,17 +14,19 @@ DASHBOARD = ROOT / "manifests" / "monitoring" / "grafana-dashboard.json"
 
 
 def exported() -> set[str]:
-    """Every metric family the three functions register."""
+    """Every metric family the four functions register."""
     import corpwechat_notifier.app
+    import email_notifier.app
     import enricher.app
     import subscription_filter.app
     import subscription_filter.store
     from corpwechat_notifier.shared import metrics as notifier
+    from email_notifier.shared import metrics as email_metrics
     from enricher.shared import metrics as enricher_metrics
     from subscription_filter.shared import metrics as filter_metrics
 
-    del corpwechat_notifier, enricher, subscription_filter
-    return {c._name for m in (notifier, enricher_metrics, filter_metrics)
+    del corpwechat_notifier, email_notifier, enricher, subscription_filter
+    return {c._name for m in (notifier, email_metrics, enricher_metrics, filter_metrics)
             for c in m._made.values()}
 
 
@@ -44,7 +46,8 @@ def test_the_dashboard_uses_only_metrics_the_functions_export() -> None:
 
 def test_every_function_is_scraped_on_its_own_port() -> None:
     objs = objects("knative")
-    for name in ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier"):
+    for name in ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier",
+                 "email-notifier"):
         service = find(objs, "Service", name, "kubeevent-enricher")
         assert service is not None
         template = service["spec"]["template"]

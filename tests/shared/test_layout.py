@@ -18,7 +18,8 @@ from dev import vendor
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "reference" / "func_yaml-schema.json"
-FUNCTIONS = ["kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier"]
+FUNCTIONS = ["kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier",
+             "email-notifier"]
 
 
 def present_functions() -> list[Path]:

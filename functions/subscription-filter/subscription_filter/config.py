@@ -32,7 +32,7 @@ class Config:
     signer: Signer | None = field(default=None, repr=False)
     # The channels a notifier serves here (NOTIFICATION_CHANNELS): a subscription naming
     # another is not Ready (UnknownChannel).
-    notification_channels: tuple[str, ...] = ("corpwechat",)
+    notification_channels: tuple[str, ...] = ("corpwechat", "email")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -68,7 +68,7 @@ class Config:
 def notification_channels(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """``NOTIFICATION_CHANNELS``: the channels a notifier serves, lowercased, in order."""
     channels = tuple(dict.fromkeys(
-        c.strip().lower() for c in env("NOTIFICATION_CHANNELS", "corpwechat",
+        c.strip().lower() for c in env("NOTIFICATION_CHANNELS", "corpwechat,email",
                                        environ).split(",") if c.strip()))
     if not channels:
         raise ConfigError("NOTIFICATION_CHANNELS names no channel (a comma-separated list "
