@@ -40,6 +40,18 @@ def events_of(kube: Any, api_version: str, kind: str, namespace: str, name: str
     return found
 
 
+def delivered(record: dict[str, Any] | None, channel: str) -> dict[str, Any]:
+    """What one channel's delivery record says (``None``: there is none)."""
+    status = (record or {}).get("status") or {}
+    return {"channel": channel, "notified": status.get("phase") == "Sent",
+            "when": status.get("finishedAt"),
+            "why": ("sent" if status.get("phase") == "Sent" else
+                    f"{status.get('phase') or 'being sent'}: {status.get('reason') or ''}"
+                    .rstrip(": ") if record else
+                    "matched, but no delivery record (not sent yet, or the notifier runs "
+                    "with DELIVERY_RECORDS=off)")}
+
+
 def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
     namespace, _, name = args.object.rpartition("/")
     if not namespace or not name:
@@ -55,7 +67,8 @@ def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
     policy = rbac.policy("live", kube)
     docs = subscriptions(kube)
     records = records_of_object(kube, args.namespace, namespace, name)
-    told = {(r["spec"]["event"].get("id"), r["spec"]["recipient"]["name"]): r
+    told = {(r["spec"]["event"].get("id"), r["spec"]["recipient"]["name"],
+             r["spec"].get("channel")): r
             for r in records if (r.get("spec") or {}).get("event")}
     out = []
     for raw in sorted(events_of(kube, args.api_version, args.kind, namespace, name),
@@ -73,18 +86,15 @@ def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
         for verdict in verdicts:
             subscriber = verdict.subscriber_json().get("name") or verdict.name
             entry: dict[str, Any] = {"subscription": verdict.name, "subscriber": subscriber}
-            record = told.get((enriched.id, subscriber))
             if verdict.matched:
-                status = (record or {}).get("status") or {}
+                # one delivery per channel the subscription names (and a notifier serves)
+                by_channel = [delivered(told.get((enriched.id, subscriber, channel)), channel)
+                              for channel in verdict.channels() if channel in channels]
                 entry.update(
-                    notified=status.get("phase") == "Sent",
-                    channel=(record or {}).get("spec", {}).get("channel"),
-                    when=status.get("finishedAt"),
-                    why=("sent" if status.get("phase") == "Sent" else
-                         f"{status.get('phase') or 'being sent'}: {status.get('reason') or ''}"
-                         .rstrip(": ") if record else
-                         "matched, but no delivery record (not sent yet, or the notifier "
-                         "runs with DELIVERY_RECORDS=off)"))
+                    notified=bool(by_channel) and all(d["notified"] for d in by_channel),
+                    channels=by_channel,
+                    why="; ".join(f"{d['channel']}: {d['why']}" for d in by_channel)
+                    if any(d["why"] != "sent" for d in by_channel) else "sent")
             else:
                 reason = verdict.reason
                 entry.update(notified=False, why=f"{reason.check}: {reason.message}"

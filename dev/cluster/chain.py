@@ -22,6 +22,7 @@ from typing import Any
 from dev.fakes.wecom import Delivery
 from dev.stack.stack import (
     BROKER,
+    EMAIL_NOTIFIER,
     ENRICHER,
     FILTER,
     FUNCTION_NAMESPACE,
@@ -42,7 +43,7 @@ from .natss import JetStreamChannel
 
 WATCHER_SERVICE_ACCOUNT = "kubeevent-watcher-sa"
 DEAD_LETTER = "kubeevent-dead-letter"
-TRIGGERS = ("subscription-filter", "corpwechat-notifier")
+TRIGGERS = ("subscription-filter", "corpwechat-notifier", "email-notifier")
 GROUPS_CONFIGMAP = "kubeevent-user-groups"
 APR = "artifactpromotionruns.artifacts.katanomi.dev"
 # Who may read the runs of the project namespaces (admin is in system:masters).
@@ -162,6 +163,7 @@ class ClusterChain:
                            FUNCTION_NAMESPACE, f"--from-literal=key={SIGNING_KEY}")
         people = [ADMIN, *self.plane.users]
         self._configmap("corpwechat-users", {name: name for name in people})
+        self._configmap("email-users", {name: f"{name}@example.com" for name in people})
         # What the authenticator says of each person, as an administrator writes it down.
         self._configmap(GROUPS_CONFIGMAP, {ADMIN: "system:masters", **{
             name: ",".join(user.groups) for name, user in self.plane.users.items()}})
@@ -176,7 +178,7 @@ class ClusterChain:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             env: dict[str, dict[str, str]] = {}
-            for name in (ENRICHER, FILTER, NOTIFIER):
+            for name in (ENRICHER, FILTER, NOTIFIER, EMAIL_NOTIFIER):
                 kubeconfig = self.plane.service_account_kubeconfig(FUNCTION_NAMESPACE, name)
                 env[name] = {"KUBECONFIG": str(kubeconfig), **self.function_env.get(name, {})}
             options = StackOptions(kubeconfig=self.plane.kubeconfig(), wecom="sandbox",
@@ -399,6 +401,16 @@ class ClusterChain:
             by_user.setdefault(delivery.userid, []).append(delivery)
         return by_user
 
+    def mailed(self) -> dict[str, list[dict[str, Any]]]:
+        """Address → the emails Mailpit received for it (summaries)."""
+        mailpit = self.running().mailpit
+        assert mailpit is not None, "the chain runs no SMTP server"
+        by_address: dict[str, list[dict[str, Any]]] = {}
+        for message in mailpit.messages():
+            for to in message.get("To") or []:
+                by_address.setdefault(to["Address"], []).append(message)
+        return by_address
+
     def reset(self) -> None:
         stack = self.running()
         assert stack.sandbox is not None
@@ -408,6 +420,8 @@ class ClusterChain:
         if stack.broker is not None:
             stack.broker.reset()
         stack.sandbox.reset()
+        if stack.mailpit is not None:
+            stack.mailpit.clear()
         if self.dead_letters is not None:
             self.dead_letters.clear()
         if self.view is not None:

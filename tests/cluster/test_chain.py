@@ -239,9 +239,10 @@ def test_a_filter_stopped_at_the_iteration_limit_says_so_on_the_subscription(
 
 def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
         chain: ClusterChain, capsys: pytest.CaptureFixture[str]) -> None:
-    """The record is made through the notifier's own RBAC on the real server: the history
-    answers "what did bob get about devops/<run>?", and a notifier that lost its memory
-    (restart, scale to zero) given the same notification again sends nothing."""
+    """The records are made through each notifier's own RBAC on the real server, one per
+    channel (bob subscribes with "corpwechat,email"): the history answers "what did bob
+    get about devops/<run>?", and notifiers that lost their memory (restart, scale to
+    zero) given the same notification again send nothing."""
     run = run_in(chain, approvers=("bob",))
     chain.happen(event_about(run, "ApprovalPending"))
     assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
@@ -249,15 +250,21 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
     listed = chain.get("notificationdeliveries", "-n", "cpaas-system", "-l",
                        f"kubeevent.io/user=bob,kubeevent.io/namespace=devops,"
                        f"kubeevent.io/object={name}")
-    (record,) = listed["items"]
-    assert (record["status"]["phase"], record["spec"]["event"]["reason"]) == (
-        "Sent", "approvalpending")
+    by_channel = {r["spec"]["channel"]: r for r in listed["items"]}
+    assert sorted(by_channel) == ["corpwechat", "email"] and len(listed["items"]) == 2
+    for made in by_channel.values():
+        assert (made["status"]["phase"], made["spec"]["event"]["reason"]) == (
+            "Sent", "approvalpending")
+    assert by_channel["email"]["status"]["target"] == "bob@example.com"
+    record = by_channel["corpwechat"]
+    assert {a: len(m) for a, m in chain.mailed().items()} == {"bob@example.com": 1}
     assert kubeevent(["history", "--user", "bob", "--since", "1h", "--json",
                          "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
     told = json.loads(capsys.readouterr().out)["deliveries"]
-    assert [(d["event"], d["object"], d["phase"]) for d in told
-            if d["object"] == f"devops/{name}"] == [("approvalpending", f"devops/{name}",
-                                                     "Sent")]
+    assert sorted((d["event"], d["object"], d["channel"], d["phase"]) for d in told
+                  if d["object"] == f"devops/{name}") == [
+        ("approvalpending", f"devops/{name}", "corpwechat", "Sent"),
+        ("approvalpending", f"devops/{name}", "email", "Sent")]
     table = chain.plane.kubectl("get", "notificationdeliveries", "-n", "cpaas-system",
                                 record["metadata"]["name"]).stdout.splitlines()
     assert table[0].split()[:6] == ["NAME", "USER", "NAMESPACE", "OBJECT", "EVENT", "PHASE"]
@@ -267,12 +274,14 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
     assert stack.sandbox is not None
     (request,) = [e for e in chain.broker.ingress
                   if e["type"].endswith("notification.requested.v1alpha1")]
-    stack.notifier.stop()
-    stack.notifier.start(wait_ready=True)
+    for notifier in (stack.notifier, stack.email_notifier):
+        notifier.stop()
+        notifier.start(wait_ready=True)
     assert chain.broker.ingest("cpaas-system/cloudevents-katanomi-dev", request) == 202
     assert chain.broker.wait_idle(30) and stack.sandbox.wait_idle(10)
     assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
     assert stack.sandbox.suppressed == [], "not even sent to WeCom's duplicate check"
+    assert {a: len(m) for a, m in chain.mailed().items()} == {"bob@example.com": 1}
 
 
 def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) -> None:
@@ -324,7 +333,9 @@ def test_explain_says_who_was_told_and_why_the_others_were_not(
     admin, bob, carol, alice = (people[SEED_SUBSCRIPTIONS[u]]
                                 for u in ("admin", "bob", "carol", "alice"))
     for told in (admin, bob):
-        assert (told["notified"], told["why"], told["channel"]) == (True, "sent", "corpwechat")
+        assert (told["notified"], told["why"]) == (True, "sent")
+        assert [c["channel"] for c in told["channels"]] == \
+            (["corpwechat"] if told is admin else ["corpwechat", "email"])
     assert carol["notified"] is False
     assert carol["why"].startswith("rbac: RBAC denied: carol may not get"), carol
     assert alice["notified"] is False

@@ -21,6 +21,8 @@ import yaml
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.fakes.wecom import Delivery, WeComSandbox
 from dev.stack.stack import NOTIFIER, Stack, StackOptions
+from dev.support.mailpit import Mailpit
+from dev.support.mailpit import why_not as mailpit_missing
 from dev.support.seed import example
 
 APR = ("artifacts.katanomi.dev/v1alpha1", "ArtifactPromotionRun")
@@ -86,6 +88,8 @@ def _reset(stack: Stack) -> Iterator[None]:
     stack.sandbox.wait_idle(10)
     stack.broker.reset()
     stack.sandbox.reset()
+    if stack.mailpit is not None:
+        stack.mailpit.clear()
     stack.kube_api.clear_faults()
     stack.kube_api.reset_policy()
 
@@ -100,6 +104,22 @@ def kube(stack: Stack) -> FakeKubeAPI:
 def wecom(stack: Stack) -> WeComSandbox:
     assert stack.sandbox is not None
     return stack.sandbox
+
+
+@pytest.fixture
+def mail(stack: Stack) -> Mailpit:
+    if stack.mailpit is None:
+        pytest.fail(f"the dev stack has no SMTP server: {mailpit_missing()}")
+    return stack.mailpit
+
+
+def mailed(mail: Mailpit) -> dict[str, list[dict[str, Any]]]:
+    """Address → the emails it received (Mailpit's summaries)."""
+    by_address: dict[str, list[dict[str, Any]]] = {}
+    for message in mail.messages():
+        for to in message.get("To") or []:
+            by_address.setdefault(to["Address"], []).append(message)
+    return by_address
 
 
 def settle(stack: Stack) -> None:

@@ -24,9 +24,16 @@ from dev.support.factory import (
     sign,
 )
 from dev.support.factory import notification_request as factory_request
+from dev.support.mailpit import Mailpit
 from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES
 
-from .conftest import INJECTION, SUBSCRIPTION, received, recipients, settle, wait_for
+from .conftest import INJECTION, SUBSCRIPTION, mailed, received, recipients, settle, wait_for
+
+# The emails' subjects begin with the templates' bilingual titles.
+TITLES_BOTH = {"ApprovalPending": "制品晋级待您审批 / Artifact promotion awaiting your approval",
+               "ApprovalDenied": "制品晋级申请被拒绝 / Artifact promotion denied",
+               "Running": "制品晋级已批准，正在执行 / Artifact promotion approved and running",
+               "Failed": "制品晋级失败 / Artifact promotion failed"}
 
 
 def new_run(kube: FakeKubeAPI, namespace: str = "devops", *, requester: str = "alice",
@@ -61,8 +68,10 @@ def dead_letters(stack: Stack) -> list[Any]:
     ("Failed", "push failed: unauthorized", {"alice"}),
 ])
 def test_each_seed_scenario_reaches_exactly_its_people(
-        stack: Stack, kube: FakeKubeAPI, wecom: WeComSandbox, reason: str,
+        stack: Stack, kube: FakeKubeAPI, wecom: WeComSandbox, mail: Mailpit, reason: str,
         message: str | None, who: set[str]) -> None:
+    """On WeCom, and by email for those who subscribe with "corpwechat,email" (alice and
+    bob; admin's subscription, the seed's, is CorpWeChat only)."""
     run = new_run(kube)
     happen(stack, reason, run, message)
     got = received(wecom)
@@ -77,12 +86,24 @@ def test_each_seed_scenario_reaches_exactly_its_people(
                                f"artifactpromotionruns/{name}"
         if message:
             assert message in (delivery.description or "")
+    emails = mailed(mail)
+    assert set(emails) == {f"{u}@example.com" for u in who - {"admin"}}
+    for address, (email,) in emails.items():
+        assert email["Subject"].startswith(TITLES_BOTH[reason]), address
+        full = mail.message(email["ID"])
+        assert f"devops/{name}" in full["Text"]
+        assert f'href="http://localhost/console-devops/workspace/devops/' \
+               f'artifactpromotionruns/{name}"' in full["HTML"]
+        if message:
+            assert message in full["Text"]
     assert recipients(stack) == [sorted(SEED_SUBSCRIPTIONS[u] for u in who)]
     assert stack.broker is not None
     (to_filter,) = stack.broker.deliveries_to("subscription-filter")
     (to_notifier,) = stack.broker.deliveries_to("corpwechat-notifier")
+    (to_email,) = stack.broker.deliveries_to("email-notifier")
     assert (to_filter.statuses, to_filter.outcome) == ([200], "replied")
     assert (to_notifier.statuses, to_notifier.outcome) == ([202], "delivered")
+    assert (to_email.statuses, to_email.outcome) == ([202], "delivered")
     assert dead_letters(stack) == []
 
 
