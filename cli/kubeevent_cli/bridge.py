@@ -1,24 +1,27 @@
 """The functions' own code, made importable from their folders next to the CLI.
 
 The CLI has no matching, CEL or rendering code of its own: everything it decides is
-decided by ``subscription_filter``, ``corpwechat_notifier`` and ``enricher`` exactly as
-they run in the cluster. This module finds their folders (``functions/<name>`` beside
-``cli/``), puts them on ``sys.path`` and sends their JSON log lines nowhere, or to
-stderr with ``--verbose``.
+decided by ``subscription_filter``, the notifiers (``corpwechat_notifier``,
+``email_notifier``) and ``enricher`` exactly as they run in the cluster. This module
+finds their folders (``functions/<name>`` beside ``cli/``), puts them on ``sys.path``
+and sends their JSON log lines nowhere, or to stderr with ``--verbose``.
 """
 
 from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
-FOLDERS = ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier")
+FOLDERS = ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier",
+           "email-notifier")
 MANIFESTS = ROOT / "manifests"
 
 
@@ -39,6 +42,10 @@ from corpwechat_notifier import core as notifier_core  # noqa: E402
 from corpwechat_notifier import render, templates  # noqa: E402
 from corpwechat_notifier.shared import logs as notifier_logs  # noqa: E402
 from corpwechat_notifier.shared import notification  # noqa: E402
+from corpwechat_notifier.shared import templates as shared_templates  # noqa: E402
+from email_notifier import message as email_message  # noqa: E402
+from email_notifier.shared import logs as email_logs  # noqa: E402
+from email_notifier.shared import templates as email_templates  # noqa: E402
 from enricher import core as enricher_core  # noqa: E402
 from enricher.shared import events as shared_events  # noqa: E402
 from enricher.shared import logs as enricher_logs  # noqa: E402
@@ -49,15 +56,38 @@ from subscription_filter.shared import errors as filter_errors  # noqa: E402
 from subscription_filter.shared import logs as filter_logs  # noqa: E402
 
 __all__ = [
-    "binding", "celengine", "enricher_core", "filter_core", "filter_errors", "notification",
-    "notifier_core", "render", "shared_events", "signing", "subscriptions", "templates",
+    "binding", "celengine", "email_message", "enricher_core", "filter_core", "filter_errors",
+    "notification", "notifier_core", "render", "shared_events", "shared_templates", "signing",
+    "subscriptions", "templates",
 ]
 
 def capture_logs(verbose: bool) -> None:
     """Send the functions' log lines to stderr (verbose) or to a buffer nobody reads."""
     stream: TextIO = sys.stderr if verbose else io.StringIO()
-    for module in (notifier_logs, enricher_logs, filter_logs):
+    for module in (notifier_logs, email_logs, enricher_logs, filter_logs):
         module.set_stream(stream)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """How a notifier makes its messages: its template section, renderer and built-in
+    message, and the shared template selection as that notifier carries it (each
+    notifier's copy of ``shared/`` has its own error types)."""
+
+    name: str
+    section: str  # spec.<section> of a NotificationTemplate
+    parse: Callable[[Mapping[str, Any]], Any]
+    renderer: Callable[[], Any]
+    fallback: Callable[[Mapping[str, Any], str], Any]
+    templates: Any  # the notifier's shared.templates
+
+
+CHANNELS = {
+    notifier_core.CHANNEL: Channel(notifier_core.CHANNEL, "corpwechat", render.parse_template,
+                                   render.Renderer, render.fallback_message, shared_templates),
+    "email": Channel("email", "email", email_message.parse_template, email_message.Renderer,
+                     email_message.fallback_message, email_templates),
+}
 
 
 def engine(name: str | None) -> celengine.Engine:

@@ -175,14 +175,16 @@ class TemplateSet:
         doc = self.docs.get(name)
         return doc.data if doc is not None and isinstance(doc.data, dict) else None
 
-    def store(self, config: Config | None) -> Any:
-        """The notifier's own TemplateStore over these documents and ``config``."""
+    def store(self, config: Config | None, channel: str = "corpwechat") -> Any:
+        """The notifiers' TemplateStore over these documents and ``config``, reading
+        ``channel``'s section."""
         data = None if config is None else config.data
 
         def read_config() -> Mapping[str, str] | None:
             return data
 
-        return bridge.templates.TemplateStore(read_config, self.read, ttl=0.0)
+        kit = bridge.CHANNELS[channel]
+        return kit.templates.TemplateStore(read_config, self.read, parse=kit.parse, ttl=0.0)
 
 
 def gather(paths: Iterable[str], accept: Callable[[Document], bool]) -> list[Document]:

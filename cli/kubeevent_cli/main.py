@@ -139,13 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
         "test-send", help="send one test message to one subscription's subscriber",
         description="Render the subscription's template for one of its event types against "
                     "a sample event and send it to that subscriber only, with the "
-                    "notifier's own code and WeCom client, marked [TEST]. WeCom "
-                    "credentials: the cluster's Secret, or CORPWECHAT_*; "
-                    "CORPWECHAT_API_URL and the notifier's other variables apply.")
+                    "channel's notifier's own code, marked [TEST]. corpwechat: WeCom "
+                    "credentials from the cluster's Secret, or CORPWECHAT_*; "
+                    "CORPWECHAT_API_URL and the notifier's other variables apply. email: "
+                    "the SMTP server from the Secret kubeevent-email-server, or EMAIL_*.")
     test_send.add_argument("--subscription", required=True, help="the ClusterSubscription")
     test_send.add_argument("--event-type", default=None,
                            help="part of one of its event types (default: its first), "
                                 "e.g. approvaldenied")
+    test_send.add_argument("--channel", default="corpwechat", choices=("corpwechat", "email"),
+                           help="the channel to send on (one the subscription names; "
+                                "default: corpwechat)")
     test_send.add_argument("--channels", metavar="LIST", default=None,
                            help="the filter's NOTIFICATION_CHANNELS (default: its manifest)")
     test_send.add_argument("--namespace", default="cpaas-system",

@@ -156,13 +156,18 @@ class Rendered:
 
 
 class Rendering:
-    """The notifier's template for one event type, then one message per subscriber."""
+    """A notifier's template for one event type, then one message per subscriber
+    (``channel``: whose section, renderer and built-in message)."""
 
-    def __init__(self, store: Any, event_type: str, platform_url: str) -> None:
+    def __init__(self, store: Any, event_type: str, platform_url: str,
+                 channel: str = "corpwechat") -> None:
         self.platform_url = platform_url
-        self.renderer = bridge.render.Renderer()
-        self.selected = bridge.templates.select_template(store, self.renderer, event_type)
+        self.channel = bridge.CHANNELS[channel]
+        self.renderer = self.channel.renderer()
+        self.selected = self.channel.templates.select_template(store, self.renderer,
+                                                               event_type)
 
     def render(self, event: Mapping[str, Any], subscriber: Mapping[str, Any] | None) -> Rendered:
-        return Rendered(*bridge.templates.message_for(self.selected, self.renderer, event,
-                                                      subscriber, self.platform_url))
+        return Rendered(*self.channel.templates.message_for(
+            self.selected, self.renderer, event, subscriber, self.platform_url,
+            self.channel.fallback))

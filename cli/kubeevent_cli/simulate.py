@@ -289,38 +289,41 @@ def decide(sub_docs: Sequence[Document], enriched: Any, engine: Any, policy: rba
 
 def render(request: Any, templates: inputs.TemplateSet, config: inputs.Config | None,
            url: str, verdicts: Sequence[Verdict]) -> pipeline.Rendering:
-    """Each recipient's messages, as the notifier would send them."""
-    rendering = pipeline.Rendering(templates.store(config), request.event_type, url)
+    """Each recipient's messages, one per channel, as each notifier would send them; the
+    CorpWeChat rendering (its template choice is the one reported)."""
+    renderings = {channel: pipeline.Rendering(templates.store(config, channel),
+                                              request.event_type, url, channel)
+                  for channel in bridge.CHANNELS}
     by_subscription = {v.name: v for v in verdicts}
-    chosen = {r.subscription for r in bridge.notification.for_channel(request.recipients,
-                                                                  bridge.notifier_core.CHANNEL)}
-    first_for: dict[str, str] = {}
+    chosen = {channel: {r.subscription for r in bridge.notification.for_channel(
+        request.recipients, channel)} for channel in bridge.CHANNELS}
+    first_for: dict[tuple[str, str], str] = {}
     for recipient in request.recipients:
         verdict = by_subscription.get(recipient.subscription)
         if verdict is None:
             continue
         for channel in recipient.channels:
-            if channel != CHANNEL:
+            if channel not in bridge.CHANNELS:
                 verdict.messages.append({"channel": channel, "rendered": False,
                                          "note": f"no {channel} notifier in this project"})
                 continue
-            if recipient.subscription not in chosen:
+            if recipient.subscription not in chosen[channel]:
                 verdict.messages.append({
                     "channel": channel, "rendered": False,
                     "note": f"{recipient.name} already gets this notification through "
-                            f"{first_for.get(recipient.name, 'another subscription')} "
-                            "(one message per person)"})
+                            f"{first_for.get((channel, recipient.name), 'another subscription')}"
+                            " (one message per person and channel)"})
                 continue
-            first_for.setdefault(recipient.name, recipient.subscription)
-            rendered = rendering.render(request.event, recipient.subscriber)
+            first_for.setdefault((channel, recipient.name), recipient.subscription)
+            rendered = renderings[channel].render(request.event, recipient.subscriber)
             verdict.messages.append({"channel": channel, "rendered": True,
                                      "to": recipient.name, **rendered.as_json()})
-    return rendering
+    return renderings[CHANNEL]
 
 
 # ---------------------------------------------------------------------- output
 
-FIELD_ORDER = ("title", "description", "content", "url", "btntxt")
+FIELD_ORDER = ("title", "description", "content", "url", "btntxt", "subject", "text", "html")
 
 
 def print_text(payload: dict[str, Any], out: TextIO) -> None:

@@ -1,7 +1,9 @@
 """``kubeevent test-send``: one real message to one subscriber, to check a setup end to
 end: the subscription's first (or the named) event type rendered against a sample event
-with the cluster's templates, sent by the notifier's own code and WeCom client (its
-credentials from the cluster's Secret, or ``CORPWECHAT_*``), marked as a test."""
+with the cluster's templates, sent by the channel's notifier's own code (``--channel``:
+corpwechat, its WeCom client and credentials from the cluster's Secret or
+``CORPWECHAT_*``; email, its SMTP client and the server Secret or ``EMAIL_*``), marked as
+a test."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from .samples import enriched_sample
 from .simulate import close, connect
 
 TEST_MARK = "[TEST] "
+# The fields that carry the mark: a WeCom message's title and text, an email's subject and
+# plain text.
+MARKED = frozenset({"title", "content", "subject", "text"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"ClusterSubscription {args.subscription} is not Ready "
                         f"({loaded.readiness.reason}): {loaded.readiness.message}")
     sub = loaded.subscription
+    if args.channel not in sub.channels:
+        raise UserError(f"the subscription does not name the channel {args.channel} (its "
+                        f"channels: {', '.join(sub.channels)}); choose one with --channel")
     types = [rule.type for obj in sub.objects for rule in obj.events]
     wanted = next((t for t in types if args.event_type and args.event_type in t), None) \
         if args.event_type else (types[0] if types else None)
@@ -48,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     (request,) = bridge.filter_core.notifications(sample, [sub])
     outcome = notifier(args).handle(request, {})
     result = {"subscription": args.subscription, "subscriber": sub.subscriber.name,
-              "event_type": wanted, "notification": request["id"],
+              "channel": args.channel, "event_type": wanted, "notification": request["id"],
               "status": outcome.status, "reason": outcome.reason or None,
               **{k: v for k, v in outcome.fields.items()
                  if k in ("sent", "users", "refused", "invalid", "deferred", "template")}}
@@ -63,10 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def notifier(args: argparse.Namespace) -> Any:
-    """The notifier, built as it starts (its environment), on the cluster of
+    """The channel's notifier, built as it starts (its environment), on the cluster of
     ``--kubeconfig``; its request signature is not checked (nothing crosses a network)."""
-    from corpwechat_notifier import app
-    from corpwechat_notifier.shared.delivery import Message
+    if args.channel == "email":
+        from email_notifier import app
+        from email_notifier.shared.delivery import Message
+    else:
+        from corpwechat_notifier import app  # type: ignore[no-redef]
+        from corpwechat_notifier.shared.delivery import Message  # type: ignore[assignment]
 
     os.environ["KUBECONFIG"] = args.kubeconfig
     os.environ["KUBEEVENT_SIGNING"] = "off"
@@ -78,7 +90,7 @@ def notifier(args: argparse.Namespace) -> Any:
     def marked(request: Any, recipients: list[Any]) -> Any:
         rendered, template = render(request, recipients)
         return [(Message(message.msgtype, tuple(
-                    (k, TEST_MARK + v if k in ("title", "content") and v else v)
+                    (k, TEST_MARK + v if k in MARKED and v else v)
                     for k, v in message.fields)), group)
                 for message, group in rendered], template
 

@@ -242,3 +242,21 @@ def test_without_the_object_the_filters_see_null(pending: Case) -> None:
     admin = by_name(payload)[ADMIN]
     assert admin["match"] is False
     assert admin["reason"]["check"] == "cel-error"
+
+
+def test_each_channel_a_subscription_names_gets_its_own_message(pending: Case) -> None:
+    """"corpwechat,email": the WeCom card and the email, each from its section of the
+    template."""
+    write_yaml(pending.subscriptions / "admin.yaml",
+               subscription_for("admin", name=ADMIN, channels="corpwechat,email"))
+    payload = run(*simulate(pending, "--json")).json()
+    card, email = by_name(payload)[ADMIN]["messages"]
+    assert (card["channel"], card["msgtype"]) == ("corpwechat", "textcard")
+    assert (email["channel"], email["msgtype"], email["to"]) == ("email", "email", "admin")
+    assert email["template"] == PENDING_TEMPLATE
+    assert email["subject"].startswith(
+        "制品晋级待您审批 / Artifact promotion awaiting your approval: devops/my-promotion")
+    assert PENDING_URL in email["text"] and f'href="{PENDING_URL}"' in email["html"]
+    text = run(*simulate(pending)).stdout
+    assert "email       to admin, template " + PENDING_TEMPLATE in text
+    assert "    subject      制品晋级待您审批" in text

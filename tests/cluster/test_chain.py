@@ -361,6 +361,27 @@ def test_test_send_reaches_the_subscriber_only_marked_as_a_test(
     (message,) = got["bob"]
     assert (message.title or "").startswith("[TEST] ")
     assert TITLES["ApprovalDenied"] in (message.title or "")
+    assert chain.mailed() == {}, "one channel at a time"
+
+    # by email: the SMTP server from EMAIL_*, the address from the cluster's email-users
+    mailpit = stack.mailpit
+    assert mailpit is not None
+    for name, value in (("EMAIL_SMTP_HOST", "127.0.0.1"),
+                        ("EMAIL_SMTP_PORT", str(mailpit.smtp_port)), ("EMAIL_SMTP_TLS", "none"),
+                        ("EMAIL_FROM", "Katanomi <noreply@example.com>")):
+        monkeypatch.setenv(name, value)
+    assert kubeevent(["test-send", "--subscription", SEED_SUBSCRIPTIONS["bob"],
+                         "--channel", "email", "--event-type", "approvaldenied", "--json",
+                         "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["channel"], result["sent"], result["users"]) == \
+        ("email", 1, ["bob@example.com"])
+    ((email,),) = chain.mailed().values()
+    assert email["Subject"].startswith("[TEST] ") and TITLES["ApprovalDenied"] in email["Subject"]
+    # admin's subscription (the seed's) names corpwechat only: said, nothing sent
+    assert kubeevent(["test-send", "--subscription", SEED_SUBSCRIPTIONS["admin"],
+                         "--channel", "email", "--kubeconfig", str(chain.plane.kubeconfig())]) == 2
+    assert "does not name the channel email" in capsys.readouterr().err
 
 
 def test_a_made_up_event_about_a_real_run_reaches_nobody_and_discloses_nothing(
