@@ -362,7 +362,7 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
             (SYSTEM_NS, "", "configmaps", "get",
              ("corpwechat-groups", "corpwechat-users", "katanomi-config")),
             (SYSTEM_NS, "core.katanomi.dev", "notificationtemplates", "get", ()),
-            (SYSTEM_NS, "", "secrets", "get", ("platform-corpwechat-server",)),
+            (SYSTEM_NS, "", "secrets", "get", ("corpwechat-robots", "platform-corpwechat-server")),
             *((SYSTEM_NS, "kubeevent.io", "notificationdeliveries", verb, ())
               for verb in ("create", "get", "list", "update", "patch", "delete")),
             (SYSTEM_NS, "kubeevent.io", "notificationdeliveries/status", "patch", ()),

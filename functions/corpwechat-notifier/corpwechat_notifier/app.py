@@ -15,7 +15,15 @@ from .credentials import (
     CredentialStore,
     secret_labels,
 )
-from .render import Message, Renderer, TemplateSpec, fallback_message, parse_template
+from .render import (
+    Message,
+    Renderer,
+    TemplateSpec,
+    fallback_message,
+    parse_template,
+    robot_message,
+)
+from .robots import RobotKeys, is_robot
 from .shared import logs
 from .shared.errors import TemporaryError
 from .shared.kube import AccessDenied, Kube, json_body, translate
@@ -32,7 +40,7 @@ from .shared.pipeline import (
 )
 from .shared.render import Compiled, TemplateSource
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
-from .wecom import WeComClient
+from .wecom import UNKNOWN_ROBOT, WeComClient, WeComRateLimited, WeComRejected
 
 
 class KubeReads(SystemReads):
@@ -93,8 +101,18 @@ class WeComChannel(Channel):
             per_minute=config.member_per_minute, per_hour=config.member_per_hour,
             duplicate_window=config.duplicate_check_interval)
             if config.delivery.delivery_records else None)
+        # A group chat's robot: its own limit, counted the same way.
+        self.robots = RobotKeys(lambda: reads.secret(config.robots_secret),
+                                config.credentials_cache_seconds)
+        self.robot_limits = core.MemberLimits(config.robot_per_minute,
+                                              config.robot_per_minute * 60)
+        self.robot_quota = (quota.MemberQuota(
+            reads.kube, config.delivery.system_namespace, core.CHANNEL,
+            per_minute=config.robot_per_minute, per_hour=config.robot_per_minute * 60,
+            duplicate_window=0) if config.delivery.delivery_records else None)
         self.rate_limit = (f"WeCom takes at most {config.member_per_minute} messages a minute "
-                           f"and {config.member_per_hour} an hour for one member")
+                           f"and {config.member_per_hour} an hour for one member, and "
+                           f"{config.robot_per_minute} a minute for a group chat's robot")
 
     # ------------------------------------------------------------------ messages
 
@@ -137,12 +155,14 @@ class WeComChannel(Channel):
         return Targets((userid,), how)
 
     def admit(self, target: str, message: Message) -> Admission:
-        """The member limit: departments and tags are not members."""
+        """The member limit, or a robot's: departments and tags are not members."""
         if target.startswith(("party:", "tag:")):
             return ADMITTED
-        if self.quota is not None:
-            return self.quota.admit(target, message)
-        until = self.limits.admit(target)
+        robot = is_robot(target)
+        counted = self.robot_quota if robot else self.quota
+        if counted is not None:
+            return counted.admit(target, message)
+        until = (self.robot_limits if robot else self.limits).admit(target)
         return Admission(until is None, until)
 
     # ------------------------------------------------------------------ sending
@@ -152,16 +172,48 @@ class WeComChannel(Channel):
 
     def send(self, message: Message, targets: list[str],
              on_sent: Callable[[list[str]], None]) -> Report:
-        credentials = self._credentials or self.credentials.get()
-        sent = self.client.send(credentials, message, targets, on_sent=on_sent)
-        refused = [Refusal(u, "InvalidUser", f"WeCom refused user {u}") for u in sent.invalid]
-        refused += [Refusal(u, "Unlicensed", f"WeCom refused user {u}")
-                    for u in sent.unlicensed]
-        return Report(sent.calls, sent.delivered, refused, list(sent.unreachable))
+        members = [t for t in targets if not is_robot(t)]
+        report = Report()
+        if members:
+            credentials = self._credentials or self.credentials.get()
+            sent = self.client.send(credentials, message, members, on_sent=on_sent)
+            report.calls, report.delivered = sent.calls, sent.delivered
+            report.refused = [Refusal(u, "InvalidUser", f"WeCom refused user {u}")
+                              for u in sent.invalid]
+            report.refused += [Refusal(u, "Unlicensed", f"WeCom refused user {u}")
+                               for u in sent.unlicensed]
+            report.unreachable = list(sent.unreachable)
+        for robot in (t for t in targets if is_robot(t)):
+            self._to_robot(robot, message, report, on_sent)
+        return report
+
+    def _to_robot(self, target: str, message: Message, report: Report,
+                  on_sent: Callable[[list[str]], None]) -> None:
+        """One group chat: refused for good (an unknown key), put off (its limit; sent
+        again from the record), or sent."""
+        key = self.robots.key(target)
+        if key is None:
+            report.refused.append(Refusal(target, "NoRobotKey", f"no webhook key for {target} "
+                                          f"in the Secret {self.config.robots_secret}"))
+            return
+        report.calls += 1
+        try:
+            self.client.robot_send(key, robot_message(message))
+        except WeComRateLimited as exc:
+            report.put_off = report.put_off or exc
+            return
+        except WeComRejected as exc:
+            if exc.errcode == UNKNOWN_ROBOT:
+                report.refused.append(Refusal(target, "InvalidRobot", exc.reason))
+            else:
+                report.unreachable.append(exc)
+            return
+        report.delivered.append(target)
+        on_sent([target])
 
     def swept(self) -> None:
         if self.quota is not None:
-            self.quota.sweep()
+            self.quota.sweep()  # one kind of count: robots' too
 
 
 def build(environ: Mapping[str, str] | None = None) -> Pipeline:

@@ -36,6 +36,10 @@ class Config:
     # the API server with the delivery records; per replica without them).
     member_per_minute: int = 30
     member_per_hour: int = 1000
+    # A group chat's robot takes at most 20 messages a minute (45009 beyond); its webhook
+    # keys are in this Secret of SYSTEM_NAMESPACE.
+    robot_per_minute: int = 20
+    robots_secret: str = "corpwechat-robots"
     # What every notifier reads (records, sweep, templates, signature).
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
@@ -77,5 +81,8 @@ class Config:
                                       minimum=1),
             member_per_hour=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_HOUR", 1000, environ,
                                     minimum=1),
+            robot_per_minute=env_int("CORPWECHAT_ROBOT_MESSAGES_PER_MINUTE", 20, environ,
+                                     minimum=1),
+            robots_secret=env("CORPWECHAT_ROBOTS_SECRET", "corpwechat-robots", environ),
             delivery=DeliveryConfig.from_env(environ),
         )

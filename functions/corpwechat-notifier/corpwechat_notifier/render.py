@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from html import unescape
 from typing import Any
 
 from .shared import render as sandbox
@@ -30,7 +31,8 @@ from .shared.render import (
 __all__ = [
     "CONTENT_LIMIT", "CUT_MARK", "DESCRIPTION_LIMIT", "TITLE_LIMIT", "URL_LIMIT", "Compiled",
     "Message", "RenderError", "Renderer", "TemplateSpec", "build_message", "clean",
-    "escaper", "fallback_message", "field_limit", "parse_template", "template_context",
+    "escaper", "fallback_message", "field_limit", "parse_template", "robot_message",
+    "template_context",
     "truncate_utf8", "utf8_len",
 ]
 
@@ -169,6 +171,26 @@ class Renderer(sandbox.Renderer):
             # The content last: in text and markdown it shares its room with title and link.
             last=("content",))
         return build_message(msgtype, **values)
+
+
+ROBOT_MARKDOWN_LIMIT = 4096  # bytes: a group chat robot's markdown content
+_TAG = re.compile(r"<[^>]*>")
+
+
+def robot_message(message: Message) -> Message:
+    """``message`` as a group chat's robot takes it: text and markdown as they are; a
+    textcard (robots have none) as markdown: the title in bold, the description's text,
+    the link."""
+    if message.msgtype in ("text", "markdown"):
+        return message
+    fields = message.section()
+    lines = [f"**{_markdown(fields.get('title', ''))}**"] if fields.get("title") else []
+    text = _TAG.sub("\n", fields.get("description", "")).replace("\n\n", "\n")
+    lines += [_markdown(unescape(line)) for line in text.splitlines() if line.strip()]
+    if fields.get("url"):
+        lines.append(f"[查看详情 View details]({fields['url']})")
+    return Message("markdown", (("content", truncate_utf8("\n".join(lines),
+                                                          ROBOT_MARKDOWN_LIMIT)),))
 
 
 def fallback_message(event: Mapping[str, Any], platform_url: str = "") -> Message:

@@ -42,14 +42,16 @@ def valid_userid(userid: str) -> bool:
 
 
 GROUPS_DIRECTORY = "corpwechat-groups"
-_GROUP_TARGET = re.compile(r"(party|tag):[0-9]{1,10}")
+_GROUP_TARGET = re.compile(r"(party|tag):[0-9]{1,10}|robot:[A-Za-z0-9][-._A-Za-z0-9]{0,62}")
 
 
 class GroupTargets:
-    """Where a ``kind: Group`` subscriber is sent: the WeCom departments and tags the
-    ConfigMap ``corpwechat-groups`` in SYSTEM_NAMESPACE maps the group to (key = group,
-    value = ``party:<id>`` / ``tag:<id>`` entries separated by commas). A group it does not
-    map is sent nothing: never to a user id that happens to have the group's name."""
+    """Where a ``kind: Group`` subscriber is sent: the WeCom departments and tags, and the
+    group chats (their robots), the ConfigMap ``corpwechat-groups`` in SYSTEM_NAMESPACE
+    maps the group to (key = group, value = ``party:<id>`` / ``tag:<id>`` /
+    ``robot:<name>`` entries separated by commas; a robot's webhook key is in the Secret
+    ``corpwechat-robots`` under ``<name>``). A group it does not map is sent nothing: never
+    to a user id that happens to have the group's name."""
 
     def __init__(self, read: Callable[[], Mapping[str, str] | None], ttl: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -59,7 +61,8 @@ class GroupTargets:
         entries = [e.strip() for e in self.directory().get(group, "").split(",") if e.strip()]
         good = [e for e in entries if _GROUP_TARGET.fullmatch(e)]
         if len(good) != len(entries):
-            logs.warning("corpwechat-groups has entries that are not party:<id> or tag:<id>",
+            logs.warning("corpwechat-groups has entries that are not party:<id>, tag:<id> or "
+                         "robot:<name>",
                          group=group, ignored=[e for e in entries if e not in good])
         return good
 

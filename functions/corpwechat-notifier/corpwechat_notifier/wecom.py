@@ -1,4 +1,5 @@
-"""A WeCom (CorpWeChat) server API client: gettoken, message/send, user/get_userid_by_email.
+"""A WeCom (CorpWeChat) server API client: gettoken, message/send, user/get_userid_by_email,
+and a group chat robot's webhook/send.
 
 One pooled ``requests.Session`` with (connect, read) timeouts. The environment's proxies
 (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and CA bundle
@@ -54,6 +55,9 @@ TOKEN_REFRESHES = metrics.counter("kubeevent_wecom_token_refreshes",
                                   "access_token fetched from WeCom")
 MESSAGE_SEND = "message/send"
 USERID_BY_EMAIL = "user/get_userid_by_email"
+# A group chat's robot: POST webhook/send?key=<webhook key>, no access token.
+ROBOT_SEND = "webhook/send"
+UNKNOWN_ROBOT = 93000
 MAX_USERS = 1000  # touser entries per message/send
 MAX_ANSWER_BYTES = 1024 * 1024  # WeCom's answers are a few hundred bytes
 
@@ -72,6 +76,7 @@ _HINTS = {
     40056: "check the agent id (CORPWECHAT_AGENT_ID or the Secret's agentId)",
     48002: "the app may not use this API",
     81013: "none of the recipients is a member the app can reach",
+    93000: "the robot's webhook key is not valid (check the Secret corpwechat-robots)",
 }
 
 
@@ -413,6 +418,17 @@ class WeComClient:
             if on_sent is not None:
                 on_sent(batch)
         return report
+
+    def robot_send(self, key: str, message: Message) -> None:
+        """Post ``message`` (text or markdown) into a group chat through its robot. No
+        duplicate check exists for robots: a timed-out post is asked again (``attempts``)
+        and may, rarely, show twice in the chat. 45009 (the robot's 20 a minute) is a
+        ``WeComRateLimited``, an unknown key (93000) or a refused message a
+        ``WeComRejected``."""
+        body = {"msgtype": message.msgtype, message.msgtype: message.section()}
+        answer = self._retried("POST", ROBOT_SEND, {"key": key}, body)
+        if answer["errcode"] != 0:
+            raise classify(answer["errcode"], str(answer.get("errmsg") or ""), ROBOT_SEND)
 
     def userid_by_email(self, credentials: Credentials, mail: str) -> str | None:
         """The member's user id for an enterprise mail address, or ``None`` if unknown."""
