@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,15 @@ def pytest_configure(config: pytest.Config) -> None:
         netns.isolate(Path(tempfile.mkdtemp(prefix="kubeevent-netns-")) / "hosts")
     except netns.NamespaceError as exc:
         NAMESPACE_PROBLEM[0] = str(exc)
+
+
+@pytest.fixture(scope="session")
+def templates() -> dict[str, dict[str, Any]]:
+    """The four shipped templates as ``envsubst | kubectl apply`` would create them (the
+    notifiers' suites)."""
+    from tests.corpwechat_notifier.support import installed_templates
+
+    return {doc["metadata"]["name"]: doc for doc in installed_templates()}
 
 
 @pytest.fixture(scope="session", params=ENGINE_NAMES)

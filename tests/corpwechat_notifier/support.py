@@ -36,3 +36,13 @@ def installed_templates(platform_url: str | None = PLATFORM_URL) -> list[dict[st
     text = envsubst(TEMPLATE_FILE.read_text(encoding="utf-8"), **variables)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
+
+
+def add_notification_objects(api: Any, namespace: str = "cpaas-system") -> None:
+    """What every notifier reads, into a fake API server: the system namespace, the
+    template and delivery CRDs and the shipped templates."""
+    api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    api.load_yaml(CRD_FILE)
+    api.load_yaml(DELIVERY_CRD)
+    for doc in installed_templates():
+        api.add(doc)

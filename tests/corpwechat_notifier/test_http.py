@@ -21,10 +21,9 @@ from dev.support.seed import example
 from dev.support.wire import event as plain_event
 from shared.events import Event
 from tests.corpwechat_notifier.support import (
-    CRD_FILE,
     DELIVERY_CRD,
     PLATFORM_URL,
-    installed_templates,
+    add_notification_objects,
 )
 
 CORP_ID, AGENT = "ww0123456789abcdef", 1000002
@@ -72,11 +71,7 @@ PERSONAL_TEMPLATE = {
 @pytest.fixture(scope="module")
 def kube() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
-        api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        api.load_yaml(CRD_FILE)
-        api.load_yaml(DELIVERY_CRD)
-        for doc in installed_templates():
-            api.add(doc)
+        add_notification_objects(api, NS)
         api.add(PERSONAL_TEMPLATE)
         api.add(katanomi_config())
         api.add({"apiVersion": "v1", "kind": "ConfigMap",

@@ -16,10 +16,8 @@ from dev.support import factory
 from dev.support.procs import FunctionProcess
 from shared.events import Event
 from tests.corpwechat_notifier.support import (
-    CRD_FILE,
-    DELIVERY_CRD,
     PLATFORM_URL,
-    installed_templates,
+    add_notification_objects,
 )
 from tests.corpwechat_notifier.test_http import (
     AGENT,
@@ -48,11 +46,7 @@ def b64(text: str) -> str:
 @pytest.fixture(scope="module")
 def kube() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
-        api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        api.load_yaml(CRD_FILE)
-        api.load_yaml(DELIVERY_CRD)
-        for doc in installed_templates():
-            api.add(doc)
+        add_notification_objects(api, NS)
         api.add(katanomi_config())
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "corpwechat-groups", "namespace": NS},

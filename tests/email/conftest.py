@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
 
 import pytest
 
-from tests.corpwechat_notifier.support import installed_templates
+from dev.support.mailpit import why_not
 
 
-@pytest.fixture(scope="session")
-def templates() -> dict[str, dict[str, Any]]:
-    """The four shipped templates as ``envsubst | kubectl apply`` would create them."""
-    return {doc["metadata"]["name"]: doc for doc in installed_templates()}
+@pytest.fixture(scope="module", autouse=True)
+def _mailpit_built(request: pytest.FixtureRequest) -> None:
+    """Mailpit (built by dev/cluster/build.sh) for the modules that start it: missing in
+    CI is a failure, elsewhere a skip."""
+    if not request.module.__name__.endswith(("test_http", "test_mailpit")):
+        return
+    problem = why_not()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)

@@ -5,7 +5,6 @@ and AUTH, and each recipient told once across replicas and restarts."""
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import threading
 import time
@@ -18,16 +17,14 @@ import yaml
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support import factory
-from dev.support.mailpit import Mailpit, why_not
+from dev.support.mailpit import Mailpit
 from dev.support.procs import FunctionProcess
 from dev.support.seed import example
 from dev.support.wire import event as plain_event
 from shared.events import Event
 from tests.corpwechat_notifier.support import (
-    CRD_FILE,
-    DELIVERY_CRD,
     PLATFORM_URL,
-    installed_templates,
+    add_notification_objects,
 )
 
 NS = "cpaas-system"
@@ -40,14 +37,6 @@ SWEEP = plain_event({"type": "dev.knative.sources.ping", "source": "/apis/v1/nam
                      "kubeevent-enricher/pingsources/kubeevent-email-sweep"},
                     {"sweep": "notificationdeliveries"})
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _built() -> None:
-    problem = why_not()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
 
 
 def b64(text: str) -> str:
@@ -63,11 +52,7 @@ def katanomi_config() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def kube() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
-        api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        api.load_yaml(CRD_FILE)
-        api.load_yaml(DELIVERY_CRD)
-        for doc in installed_templates():
-            api.add(doc)
+        add_notification_objects(api, NS)
         api.add(katanomi_config())
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "email-users", "namespace": NS},

@@ -4,7 +4,6 @@ notifier talks to it."""
 
 from __future__ import annotations
 
-import os
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -14,15 +13,6 @@ from pathlib import Path
 import pytest
 
 from dev.support.mailpit import Mailpit, why_not
-
-
-@pytest.fixture(autouse=True)
-def _built() -> None:
-    problem = why_not()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from .credentials import (
 from .render import (
     Message,
     Renderer,
-    TemplateSpec,
     fallback_message,
     parse_template,
     robot_message,
@@ -38,7 +37,6 @@ from .shared.pipeline import (
     SystemReads,
     Targets,
 )
-from .shared.render import Compiled, TemplateSource
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import UNKNOWN_ROBOT, WeComClient, WeComRateLimited, WeComRejected
 
@@ -75,11 +73,13 @@ class WeComChannel(Channel):
     departments and tags, WeCom's per-member limits, ``message/send``."""
 
     name = core.CHANNEL
+    parse_template = staticmethod(parse_template)
+    fallback = staticmethod(fallback_message)
 
     def __init__(self, config: Config, reads: KubeReads, client: WeComClient) -> None:
         self.config = config
         self.client = client
-        self.wecom_renderer = Renderer()
+        self.renderer = Renderer()
         self.credentials = CredentialStore(
             {"corp_id": config.corp_id, "corp_secret": config.corp_secret,
              "agent_id": config.agent_id},
@@ -113,20 +113,6 @@ class WeComChannel(Channel):
         self.rate_limit = (f"WeCom takes at most {config.member_per_minute} messages a minute "
                            f"and {config.member_per_hour} an hour for one member, and "
                            f"{config.robot_per_minute} a minute for a group chat's robot")
-
-    # ------------------------------------------------------------------ messages
-
-    def parse_template(self, obj: Mapping[str, Any]) -> TemplateSpec:
-        return parse_template(obj)
-
-    def compile(self, spec: TemplateSource) -> Compiled:
-        return self.wecom_renderer.compile(spec)
-
-    def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
-        return self.wecom_renderer.render(compiled, context)
-
-    def fallback(self, event: Mapping[str, Any], platform_url: str) -> Message:
-        return fallback_message(event, platform_url)
 
     # ------------------------------------------------------------------ targets
 

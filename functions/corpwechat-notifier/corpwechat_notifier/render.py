@@ -23,6 +23,7 @@ from .shared.render import (
     html,
     plain,
     template_context,
+    template_section,
     truncate_utf8,
     url,
     utf8_len,
@@ -88,24 +89,12 @@ class TemplateSpec:
 
 def parse_template(obj: Mapping[str, Any]) -> TemplateSpec:
     """A NotificationTemplate object → ``TemplateSpec``; unusable ones raise ``RenderError``."""
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    name = str(metadata.get("name") or "")
-    spec = obj.get("spec")
-    section = spec.get("corpwechat") if isinstance(spec, dict) else None
-    if not isinstance(section, dict):
-        raise RenderError(f"template {name!r} has no spec.corpwechat")
-    msgtype = section.get("msgtype") or "text"
+    section = template_section(obj, "corpwechat", FIELDS)
+    name, values = section.name, section.fields
+    msgtype = section.raw.get("msgtype") or "text"
     if msgtype not in MSGTYPES:
         raise RenderError(f"template {name!r}: msgtype {msgtype!r} is not one of "
                           f"{', '.join(MSGTYPES)}")
-    values: dict[str, str] = {}
-    for key in FIELDS:
-        value = section.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise RenderError(f"template {name!r}: spec.corpwechat.{key} must be a string")
-        values[key] = value
     if not values.get("content") and not values.get("title"):
         raise RenderError(f"template {name!r}: spec.corpwechat has neither title nor content")
     return TemplateSpec(name=name, msgtype=msgtype, **values)

@@ -4,11 +4,10 @@ channel: a notification request in, one email per recipient over SMTP, 202 back.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from .addresses import DIRECTORY, GROUPS_DIRECTORY, Addresses
 from .config import Config
-from .message import EmailSpec, Renderer, fallback_message, parse_template
+from .message import Renderer, fallback_message, parse_template
 from .shared import logs
 from .shared.delivery import Message
 from .shared.kube import Kube
@@ -22,7 +21,6 @@ from .shared.pipeline import (
     SystemReads,
     Targets,
 )
-from .shared.render import Compiled, TemplateSource
 from .smtp import Settings, SettingsStore, SmtpClient
 
 CHANNEL = "email"
@@ -33,10 +31,12 @@ class EmailChannel(Channel):
 
     name = CHANNEL
     rate_limit = ""  # SMTP has no per-member limit: nothing is deferred
+    parse_template = staticmethod(parse_template)
+    fallback = staticmethod(fallback_message)
 
     def __init__(self, config: Config, reads: SystemReads, client: SmtpClient) -> None:
         self.client = client
-        self.email_renderer = Renderer()
+        self.renderer = Renderer()
         self.settings = SettingsStore(config.server_env,
                                       lambda: reads.secret(config.server_secret),
                                       config.server_secret, config.settings_cache_seconds)
@@ -45,18 +45,6 @@ class EmailChannel(Channel):
         self.addresses = Addresses(lambda: reads.config_map(DIRECTORY),
                                    lambda: reads.config_map(GROUPS_DIRECTORY),
                                    from_subscription=config.address_from_subscription, ttl=ttl)
-
-    def parse_template(self, obj: Mapping[str, Any]) -> EmailSpec:
-        return parse_template(obj)
-
-    def compile(self, spec: TemplateSource) -> Compiled:
-        return self.email_renderer.compile(spec)
-
-    def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
-        return self.email_renderer.render(compiled, context)
-
-    def fallback(self, event: Mapping[str, Any], platform_url: str) -> Message:
-        return fallback_message(event, platform_url)
 
     def targets(self, recipients: Sequence[Recipient]) -> list[Targets]:
         return [self.addresses.targets(recipient) for recipient in recipients]

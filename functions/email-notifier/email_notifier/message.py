@@ -15,7 +15,14 @@ from typing import Any
 
 from .shared import render as sandbox
 from .shared.delivery import Message
-from .shared.render import Compiled, RenderError, html, plain, truncate_utf8
+from .shared.render import (
+    Compiled,
+    RenderError,
+    html,
+    plain,
+    template_section,
+    truncate_utf8,
+)
 
 FIELDS = ("subject", "text", "html")
 MSGTYPE = "email"
@@ -40,20 +47,8 @@ class EmailSpec:
 
 def parse_template(obj: Mapping[str, Any]) -> EmailSpec:
     """A NotificationTemplate object → ``EmailSpec``; unusable ones raise ``RenderError``."""
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    name = str(metadata.get("name") or "")
-    spec = obj.get("spec")
-    section = spec.get("email") if isinstance(spec, dict) else None
-    if not isinstance(section, dict):
-        raise RenderError(f"template {name!r} has no spec.email")
-    values: dict[str, str] = {}
-    for key in FIELDS:
-        value = section.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise RenderError(f"template {name!r}: spec.email.{key} must be a string")
-        values[key] = value
+    section = template_section(obj, "email", FIELDS)
+    name, values = section.name, section.fields
     if not values.get("subject"):
         raise RenderError(f"template {name!r}: spec.email has no subject")
     if not values.get("text") and not values.get("html"):

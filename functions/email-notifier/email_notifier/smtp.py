@@ -257,15 +257,13 @@ class SmtpClient:
         try:
             client.send_message(mail, from_addr=parseaddr(settings.sender)[1],
                                 to_addrs=[recipient])
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, said = exc.recipients.get(recipient, (550, b"refused"))
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:  # RCPT, DATA
+            code, said = (exc.recipients.get(recipient, (550, b"refused"))
+                          if isinstance(exc, smtplib.SMTPRecipientsRefused)
+                          else (exc.smtp_code, exc.smtp_error))
             SMTP_REPLIES.labels(f"{code // 100}xx").inc()
             client.rset()
             return code, _said(said)
-        except smtplib.SMTPDataError as exc:
-            SMTP_REPLIES.labels(f"{exc.smtp_code // 100}xx").inc()
-            client.rset()
-            return exc.smtp_code, _said(exc.smtp_error)
         SMTP_REPLIES.labels("2xx").inc()
         return 250, "ok"
 

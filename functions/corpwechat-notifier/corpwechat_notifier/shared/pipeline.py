@@ -35,9 +35,15 @@ from .kube import Kube, translate
 from .lease import RunLease
 from .ledger import Ledger
 from .notification import NotificationRequest, Recipient
-from .render import Compiled, TemplateSource
+from .render import TemplateSource
 from .signing import Signer, signer_from_env
-from .templates import CONFIG_MAP, TemplateStore, message_for, select_template
+from .templates import (
+    CONFIG_MAP,
+    ChannelRenderer,
+    TemplateStore,
+    message_for,
+    select_template,
+)
 
 PING = "dev.knative.sources.ping"
 TEMPLATE_API_VERSION, TEMPLATE_KIND = "core.katanomi.dev/v1alpha1", "NotificationTemplate"
@@ -148,20 +154,19 @@ class Report:
 
 
 class Channel(Protocol):
-    """One way of telling people. ``send`` calls ``on_sent(targets)`` as soon as a batch
-    is out (a later batch may fail) and raises ``TemporaryError`` when its server may
-    recover (what is not out yet is sent again by the sweep)."""
+    """One way of telling people: how its messages are made (``renderer``: the shared
+    sandbox rendering into the channel's message; ``parse_template``: its section of a
+    NotificationTemplate; ``fallback(event, platform_url)``: the built-in message), where
+    they go (``targets``), within which limits (``admit``) and how they are sent.
+    ``send`` calls ``on_sent(targets)`` as soon as a batch is out (a later batch may fail)
+    and raises ``TemporaryError`` when its server may recover (what is not out yet is sent
+    again by the sweep)."""
 
     name: str
     rate_limit: str  # why a target was deferred, in words (``admit``)
-
-    def parse_template(self, obj: Mapping[str, Any]) -> TemplateSource: ...
-
-    def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message: ...
-
-    def compile(self, spec: TemplateSource) -> Compiled: ...
-
-    def fallback(self, event: Mapping[str, Any], platform_url: str) -> Message: ...
+    renderer: ChannelRenderer
+    parse_template: Callable[[Mapping[str, Any]], TemplateSource]
+    fallback: Callable[[Mapping[str, Any], str], Message]
 
     def prepare(self) -> None:
         """Before a request's messages are made (e.g. credentials read once)."""
@@ -213,19 +218,6 @@ class SystemReads:
 # ---------------------------------------------------------------------- the pipeline
 
 
-class _ChannelRenderer:
-    """The channel as ``shared.templates``' renderer."""
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-
-    def compile(self, spec: TemplateSource) -> Compiled:
-        return self.channel.compile(spec)
-
-    def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
-        return self.channel.render(compiled, context)
-
-
 class Pipeline:
     """A notifier: the handler of notification requests and sweep ticks for ``channel``."""
 
@@ -239,7 +231,7 @@ class Pipeline:
             lambda: reads.config_map(CONFIG_MAP), reads.template,
             parse=channel.parse_template, namespace=config.system_namespace,
             ttl=config.template_cache_seconds)
-        self.renderer = _ChannelRenderer(channel)
+        self.renderer = channel.renderer
         self.locks = KeyedLocks()
         self.records = (records.DeliveryRecords(kube, config.system_namespace,
                                                 lease_seconds=config.delivery_lease_seconds)

@@ -313,6 +313,37 @@ class TemplateSource(Protocol):
 
 
 @dataclass(frozen=True)
+class Section:
+    """A channel's section of a NotificationTemplate, read: the template's name, the
+    section's other keys (``raw``) and its template fields that are set (``fields``)."""
+
+    name: str
+    raw: Mapping[str, Any]
+    fields: dict[str, str]
+
+
+def template_section(obj: Mapping[str, Any], section: str, fields: tuple[str, ...]
+                     ) -> Section:
+    """``spec.<section>`` of a NotificationTemplate object; ``RenderError`` when it is
+    missing or one of ``fields`` is not a string."""
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    name = str(metadata.get("name") or "")
+    spec = obj.get("spec")
+    found = spec.get(section) if isinstance(spec, dict) else None
+    if not isinstance(found, dict):
+        raise RenderError(f"template {name!r} has no spec.{section}")
+    values: dict[str, str] = {}
+    for key in fields:
+        value = found.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise RenderError(f"template {name!r}: spec.{section}.{key} must be a string")
+        values[key] = value
+    return Section(name, found, values)
+
+
+@dataclass(frozen=True)
 class Compiled:
     spec: Any  # the TemplateSource
     templates: dict[str, Any]
