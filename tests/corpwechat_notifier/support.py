@@ -38,11 +38,22 @@ def installed_templates(platform_url: str | None = PLATFORM_URL) -> list[dict[st
 
 
 
-def add_notification_objects(api: Any, namespace: str = "cpaas-system") -> None:
+def seed_katanomi_config(namespace: str = "cpaas-system") -> dict[str, Any]:
+    """The source document's katanomi-config (its template mapping) as a ConfigMap."""
+    data = yaml.safe_load((ROOT / "manifests" / "examples" / "seed-katanomi-config-patch.yaml")
+                          .read_text(encoding="utf-8"))["data"]
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "katanomi-config", "namespace": namespace}, "data": data}
+
+
+def add_notification_objects(api: Any, namespace: str = "cpaas-system", *,
+                             config: dict[str, Any] | None = None) -> None:
     """What every notifier reads, into a fake API server: the system namespace, the
-    template and delivery CRDs and the shipped templates."""
+    template and delivery CRDs, the shipped templates and katanomi-config (``config``,
+    else the source document's)."""
     api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     api.load_yaml(CRD_FILE)
     api.load_yaml(DELIVERY_CRD)
     for doc in installed_templates():
         api.add(doc)
+    api.add(config or seed_katanomi_config(namespace))

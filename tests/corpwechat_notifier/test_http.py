@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.fakes.wecom import GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, WeComSandbox
@@ -24,6 +23,7 @@ from tests.corpwechat_notifier.support import (
     DELIVERY_CRD,
     PLATFORM_URL,
     add_notification_objects,
+    seed_katanomi_config,
 )
 
 CORP_ID, AGENT = "ww0123456789abcdef", 1000002
@@ -43,11 +43,10 @@ def b64(text: str) -> str:
 
 
 def katanomi_config() -> dict[str, Any]:
-    data = yaml.safe_load(example("seed-katanomi-config-patch.yaml"))["data"]
-    data["notification.templates"] += (f'- type: "{PERSONAL}"\n'
-                                       "  templateRef:\n    name: test.personal\n")
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "katanomi-config", "namespace": NS}, "data": data}
+    config = seed_katanomi_config(NS)
+    config["data"]["notification.templates"] += (f'- type: "{PERSONAL}"\n'
+                                                 "  templateRef:\n    name: test.personal\n")
+    return config
 
 
 def seed_secret() -> str:
@@ -71,9 +70,8 @@ PERSONAL_TEMPLATE = {
 @pytest.fixture(scope="module")
 def kube() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
-        add_notification_objects(api, NS)
+        add_notification_objects(api, NS, config=katanomi_config())
         api.add(PERSONAL_TEMPLATE)
-        api.add(katanomi_config())
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "corpwechat-users", "namespace": NS},
                  "data": {"bob": "bob.wx", "carol": "carol-cm"}})

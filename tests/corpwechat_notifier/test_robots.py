@@ -29,7 +29,6 @@ from tests.corpwechat_notifier.test_http import (
     as_if_due,
     environment,
     forget_member_counts,
-    katanomi_config,
     records_of,
     start,
     sweep,
@@ -47,7 +46,6 @@ def b64(text: str) -> str:
 def kube() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
         add_notification_objects(api, NS)
-        api.add(katanomi_config())
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "corpwechat-groups", "namespace": NS},
                  "data": {"release-managers": "robot:releases, party:2",

@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support import factory
 from dev.support.mailpit import Mailpit
 from dev.support.procs import FunctionProcess
-from dev.support.seed import example
 from dev.support.wire import event as plain_event
 from shared.events import Event
 from tests.corpwechat_notifier.support import (
@@ -43,17 +41,10 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def katanomi_config() -> dict[str, Any]:
-    data = yaml.safe_load(example("seed-katanomi-config-patch.yaml"))["data"]
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "katanomi-config", "namespace": NS}, "data": data}
-
-
 @pytest.fixture(scope="module")
 def kube() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
         add_notification_objects(api, NS)
-        api.add(katanomi_config())
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "email-users", "namespace": NS},
                  "data": {"admin": "admin@corp.example", "bob": "bob@corp.example",

@@ -217,19 +217,9 @@ class SmtpClient:
                 else:
                     later.append(f"SMTP {code} for {recipient}: {text}")
         except smtplib.SMTPAuthenticationError as exc:
-            SMTP_REPLIES.labels(f"{exc.smtp_code // 100}xx").inc()
-            if exc.smtp_code >= 500:
-                raise SmtpMisconfigured(f"the SMTP server refused the login: {exc.smtp_code} "
-                                        f"{_said(exc.smtp_error)}") from None
-            raise SmtpUnavailable(f"SMTP login put off: {exc.smtp_code} "
-                                  f"{_said(exc.smtp_error)}") from None
+            raise _refused(exc, "the login") from None
         except smtplib.SMTPSenderRefused as exc:
-            SMTP_REPLIES.labels(f"{exc.smtp_code // 100}xx").inc()
-            if exc.smtp_code >= 500:
-                raise SmtpMisconfigured(f"the SMTP server refused the sender {exc.sender}: "
-                                        f"{exc.smtp_code} {_said(exc.smtp_error)}") from None
-            raise SmtpUnavailable(f"SMTP sender put off: {exc.smtp_code} "
-                                  f"{_said(exc.smtp_error)}") from None
+            raise _refused(exc, f"the sender {exc.sender}") from None
         except smtplib.SMTPResponseException as exc:  # HELO, STARTTLS, connect
             SMTP_REPLIES.labels(f"{exc.smtp_code // 100}xx").inc()
             raise SmtpUnavailable(f"SMTP server answered {exc.smtp_code} "
@@ -266,6 +256,16 @@ class SmtpClient:
             return code, _said(said)
         SMTP_REPLIES.labels("2xx").inc()
         return 250, "ok"
+
+
+def _refused(exc: smtplib.SMTPResponseException, what: str) -> Exception:
+    """The server refused ``what`` (the login, the sender): for good (5xx: configuration,
+    422) or for now (4xx: 503)."""
+    SMTP_REPLIES.labels(f"{exc.smtp_code // 100}xx").inc()
+    said = f"{exc.smtp_code} {_said(exc.smtp_error)}"
+    if exc.smtp_code >= 500:
+        return SmtpMisconfigured(f"the SMTP server refused {what}: {said}")
+    return SmtpUnavailable(f"the SMTP server put off {what}: {said}")
 
 
 def _said(raw: Any) -> str:
