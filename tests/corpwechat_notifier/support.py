@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -36,6 +37,11 @@ def installed_templates(platform_url: str | None = PLATFORM_URL) -> list[dict[st
     text = envsubst(TEMPLATE_FILE.read_text(encoding="utf-8"), **variables)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
+
+
+def b64(text: str) -> str:
+    """A Secret's ``data`` value."""
+    return base64.b64encode(text.encode()).decode()
 
 
 def seed_katanomi_config(namespace: str = "cpaas-system") -> dict[str, Any]:

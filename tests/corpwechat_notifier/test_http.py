@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 import time
 import uuid
@@ -23,6 +22,7 @@ from tests.corpwechat_notifier.support import (
     DELIVERY_CRD,
     PLATFORM_URL,
     add_notification_objects,
+    b64,
     seed_katanomi_config,
 )
 
@@ -37,9 +37,6 @@ PERSONAL = factory.KUBEEVENT.format("personal")
 RUN_URL = f"{PLATFORM_URL}/console-devops/workspace/devops/artifactpromotionruns/my-promotion"
 RETRIED = {404, 408, 409, 429}  # and every 5xx: what Knative delivery retries
 
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def katanomi_config() -> dict[str, Any]:

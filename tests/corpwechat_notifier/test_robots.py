@@ -3,7 +3,6 @@ against the WeCom sandbox's webhook/send (its 20 a minute, its byte limits, its 
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ from shared.events import Event
 from tests.corpwechat_notifier.support import (
     PLATFORM_URL,
     add_notification_objects,
+    b64,
 )
 from tests.corpwechat_notifier.test_http import (
     AGENT,
@@ -37,9 +37,6 @@ from tests.corpwechat_notifier.test_http import (
 ROBOT_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"  # the shape of a real webhook key
 RUN_URL = f"{PLATFORM_URL}/console-devops/workspace/devops/artifactpromotionruns/my-promotion"
 
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 @pytest.fixture(scope="module")

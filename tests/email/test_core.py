@@ -3,7 +3,6 @@ it, the MIME a recipient gets, addresses, and the SMTP settings."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from email_notifier.shared.errors import Unprocessable
 from email_notifier.shared.notification import Recipient
 from email_notifier.shared.render import RenderError
 from email_notifier.smtp import settings_from
+from tests.corpwechat_notifier.support import b64
 
 
 def template(email: Any) -> dict[str, Any]:
@@ -107,9 +107,6 @@ def test_addresses_come_from_the_admin_and_the_subscription_only_when_opted_in()
     assert strict.targets(group).to == ("a@corp.example", "b@corp.example")
     assert not valid_address("a@b") and not valid_address("Bob <b@corp.example>")
 
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def test_settings_from_the_secret_with_the_environment_winning():

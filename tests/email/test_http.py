@@ -4,7 +4,6 @@ and AUTH, and each recipient told once across replicas and restarts."""
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 import time
@@ -23,6 +22,7 @@ from shared.events import Event
 from tests.corpwechat_notifier.support import (
     PLATFORM_URL,
     add_notification_objects,
+    b64,
 )
 
 NS = "cpaas-system"
@@ -36,9 +36,6 @@ SWEEP = plain_event({"type": "dev.knative.sources.ping", "source": "/apis/v1/nam
                     {"sweep": "notificationdeliveries"})
 
 
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 @pytest.fixture(scope="module")
