@@ -25,7 +25,8 @@ from dev.stack import manifests
 ROOT = Path(__file__).resolve().parents[2]
 FUNC = ROOT / ".cluster" / "bin" / "func"
 NAMESPACE = "kubeevent-enricher"
-FUNCTIONS = ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier")
+FUNCTIONS = ("kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier",
+             "email-notifier")
 # func's own additions to what func.yaml says.
 FUNC_ENV = {"BUILT", "ADDRESS"}
 
