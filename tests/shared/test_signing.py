@@ -53,6 +53,27 @@ def test_any_change_to_what_a_receiver_reads_breaks_it(change: str) -> None:
         Signer(KEY).verify(changed, "the enricher")
 
 
+@pytest.mark.parametrize(("signed", "delivered"), [
+    ("2026-12-07T12:26:57.783557+00:00", "2026-12-07T12:26:57.783557Z"),
+    ("2026-12-07T12:26:57.120000Z", "2026-12-07T12:26:57.12Z"),  # a MicroTime's zeros
+    ("2026-12-07T12:26:57.000000Z", "2026-12-07T12:26:57Z"),
+    ("2026-12-07T14:26:57.5+02:00", "2026-12-07T12:26:57.5Z"),
+])
+def test_the_time_written_anew_by_a_broker_keeps_its_signature(signed: str,
+                                                               delivered: str) -> None:
+    """Knative's broker parses an event's time and writes it as RFC 3339 with nanoseconds
+    (Go): the same instant in another form is still signed; another instant is not."""
+    event = factory.enriched_event("approvalpending")
+    event["time"] = signed
+    Signer(KEY).sign(event)
+    rewritten = copy.deepcopy(event)
+    rewritten["time"] = delivered
+    Signer(KEY).verify(rewritten, "the enricher")
+    rewritten["time"] = delivered.replace(":57", ":58")
+    with pytest.raises(Forbidden, match="wrongly signed"):
+        Signer(KEY).verify(rewritten, "the enricher")
+
+
 def test_key_order_and_transport_attributes_do_not_matter_and_are_not_trusted() -> None:
     event = factory.enriched_event("approvaldenied", message="denied")
     changed = copy.deepcopy(event)

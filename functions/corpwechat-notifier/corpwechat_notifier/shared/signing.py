@@ -11,7 +11,8 @@ Secret) over, each part length-prefixed:
 
 - every attribute a receiver reads (``SIGNED``: id, type, source, subject, time, the
   involved object's and the Event's extensions, the trim note), an absent one signed as
-  absent, so none can be added, changed or removed;
+  absent, so none can be added, changed or removed; the time as the instant it names
+  (``canonical_time``: a broker may write it anew in another form);
 - the time it was signed (the extension ``kubeeventsignedat``, whole seconds since the
   epoch), so a signed event is refused once it is older than the maximum age
   (``KUBEEVENT_SIGNATURE_MAX_AGE_SECONDS``): a captured event cannot be replayed after the
@@ -32,7 +33,9 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,10 +85,35 @@ def _framed(*parts: bytes) -> bytes:
     return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
 
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?"
+                        r"(Z|[+-]\d\d:\d\d)", re.IGNORECASE)
+
+
+def canonical_time(value: str) -> str:
+    """The instant ``value`` (RFC 3339) names, written one way: UTC, ``Z``, the fraction
+    without trailing zeros. A broker may write an event's time anew (Knative's Go SDK
+    parses it and formats it as RFC 3339 with nanoseconds: ``+00:00`` becomes ``Z``,
+    ``.120000`` becomes ``.12``): the same instant must keep its signature. Anything
+    else is signed as it is."""
+    found = _TIMESTAMP.fullmatch(value.strip())
+    if found is None:
+        return value
+    seconds, fraction, offset = found.groups()
+    if offset.upper() not in ("Z", "+00:00", "-00:00"):
+        try:
+            moment = datetime.fromisoformat(seconds + offset)
+        except ValueError:
+            return value
+        seconds = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = (fraction or "").rstrip("0")
+    return f"{seconds.upper()}{'.' + fraction if fraction else ''}Z"
+
+
 def _message(event: Event) -> bytes:
     attributes = event.attributes
-    values = [_ABSENT if attributes.get(name) is None
-              else str(attributes[name]).encode("utf-8", "surrogatepass") for name in SIGNED]
+    values = [_ABSENT if attributes.get(name) is None else
+              (canonical_time(str(attributes[name])) if name == "time"
+               else str(attributes[name])).encode("utf-8", "surrogatepass") for name in SIGNED]
     return _framed(SCHEME.encode("ascii"), *values, canonical_data(event.data))
 
 
