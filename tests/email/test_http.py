@@ -45,6 +45,7 @@ def kube() -> Iterator[FakeKubeAPI]:
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "email-users", "namespace": NS},
                  "data": {"admin": "admin@corp.example", "bob": "bob@corp.example",
+                          "alice": "alice@corp.example",
                           "blocked": "blocked@elsewhere.example", "mallory": "not an address"}})
         api.add({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "email-groups", "namespace": NS},
@@ -388,11 +389,21 @@ def test_a_server_that_never_answers_ends_at_the_deadline(kube, tmp_path):
 # ---------------------------------------------------------------- replicas and restarts
 
 
+def seed_scenarios() -> list[Event]:
+    """The source document's four notifications, their people on "corpwechat,email":
+    the approvers for the pending one, the requester for the others."""
+    alice = factory.recipient("alice", channels=BOTH)
+    return [approvers(), *(request(alice, reason=reason)
+                           for reason in ("approvaldenied", "running", "failed"))]
+
+
 def test_two_replicas_and_a_restart_send_each_email_once(kube, mailpit, tmp_path):
+    """The seed's four notifications delivered to two replicas at once, then again to a
+    restarted one (the broker's retries): each person's email once per notification."""
     replicas = [start("ff", environment(kube, tmp_path / str(i), **plain_smtp(mailpit)))
                 for i in range(2)]
     try:
-        events = [approvers() for _ in range(5)]
+        events = seed_scenarios()
         answers: list[int] = []
 
         def deliver(event: Event, proc: FunctionProcess) -> None:
@@ -410,7 +421,12 @@ def test_two_replicas_and_a_restart_send_each_email_once(kube, mailpit, tmp_path
         replicas[0] = start("ff", environment(kube, tmp_path / "again", **plain_smtp(mailpit)))
         for event in events:  # the broker's retries, to the restarted replica
             assert factory.post(replicas[0].url, event).status_code == 202
-        assert received(mailpit) == {"admin@corp.example": 5, "bob@corp.example": 5}
+        assert received(mailpit) == {"admin@corp.example": 1, "bob@corp.example": 1,
+                                     "alice@corp.example": 3}
+        subjects = sorted(m["Subject"].split(" / ")[0] for m in mailpit.messages()
+                          if m["To"][0]["Address"] == "alice@corp.example")
+        assert subjects == sorted(["制品晋级申请被拒绝", "制品晋级已批准，正在执行",
+                                   "制品晋级失败"])
         for event in events:
             assert {r["status"]["phase"] for r in records_of(kube, event["id"]).values()} \
                 == {"Sent"}
