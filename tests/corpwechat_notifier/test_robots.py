@@ -175,3 +175,15 @@ def test_a_robot_wecom_does_not_know_is_refused_for_that_group(ff, kube, wecom, 
     assert (status["phase"], status["reason"]) == ("Refused", reason)
     assert says in status["message"]
     assert "key-wecom-never-made" not in json.dumps(status) + ff.output()
+
+
+def test_a_robots_other_over_limit_errcode_also_keeps_the_message(ff, kube, wecom):
+    """130101, reported for a robot over its limit, waits like 45009: never refused."""
+    wecom.inject(ROBOT_SEND, 130101)
+    event = to_group("chat-only")
+    answer = factory.post(ff.url, event)
+    assert answer.status_code == 429, answer.text
+    status = records_of(kube, event["id"])["chat-only"]["status"]
+    assert (status["phase"], status["pending"]["target"]) == ("Failed", "robot:releases")
+    assert factory.post(ff.url, event).status_code == 202  # the broker's retry: it goes out
+    assert len(chat(wecom)) == 1

@@ -35,9 +35,9 @@ import hmac
 import json
 import re
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from . import logs
