@@ -61,7 +61,8 @@ def promotion_run(name: str = "my-promotion", namespace: str = "devops", *,
                   artifact: str = "registry.example.com/devops/app:v1.2.3",
                   source: str = "registry.example.com/devops/app",
                   target: str = "registry.example.com/prod/app",
-                  phase: str = "Pending") -> dict[str, Any]:
+                  phase: str = "Pending", policy: str = "Any",
+                  timeout: str = "24h") -> dict[str, Any]:
     return {
         "apiVersion": APR_API_VERSION,
         "kind": APR_KIND,
@@ -74,7 +75,8 @@ def promotion_run(name: str = "my-promotion", namespace: str = "devops", *,
             "artifactPromotionSpec": {
                 "source": {"uri": source},
                 "target": {"uri": target},
-                "approvalSpec": {"users": [{"kind": "User", "name": a} for a in approvers]},
+                "approvalSpec": {"users": [{"kind": "User", "name": a} for a in approvers],
+                                 "policy": policy, "timeout": timeout},
             },
         },
     }
