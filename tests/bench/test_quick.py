@@ -57,7 +57,8 @@ def test_each_benchmark_runs_in_quick_mode(name: str) -> None:
             assert on_jetstream["broker_cpu_ms_per_event"] > 0
             zero = through_knative["from_zero"]
             assert zero["message_ms"] > 0 and set(zero["ready_ms"]) == {
-                "kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier"}
+                "kubeevent-enricher-sink", "subscription-filter", "corpwechat-notifier",
+                "email-notifier"}
         else:
             assert brokers == ["dev"] and record["without_knative"], record
         assert all(r["p50_ms"] > 0 and r["sustained_eps"] > 0
