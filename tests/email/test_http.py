@@ -433,3 +433,84 @@ def test_two_replicas_and_a_restart_send_each_email_once(kube, mailpit, tmp_path
     finally:
         for proc in replicas:
             proc.stop()
+
+
+# ---------------------------------------------------------------- faults at DATA
+
+
+class FaultySmtp:
+    """An SMTP server that takes everything up to the message's end and then answers
+    ``reply`` (e.g. 554 or 452), or drops the connection (``reply=None``): faults a real
+    server cannot be made to show on demand. Each message's recipients are kept."""
+
+    def __init__(self, reply: str | None) -> None:
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.transactions: list[list[str]] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 faulty ESMTP\r\n")
+            recipients: list[str] = []
+            for raw in lines:
+                command = raw.decode("utf-8", "replace").strip()
+                verb = command.split(" ", 1)[0].upper()
+                if verb == "EHLO":
+                    conn.sendall(b"250-faulty\r\n250 8BITMIME\r\n")
+                elif verb == "RCPT":
+                    recipients.append(command.split(":", 1)[1].strip(" <>"))
+                    conn.sendall(b"250 ok\r\n")
+                elif verb == "DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    for body in lines:
+                        if body.rstrip(b"\r\n") == b".":
+                            break
+                    self.transactions.append(recipients)
+                    if self.reply is None:
+                        return  # the connection drops before the answer
+                    conn.sendall(self.reply.encode() + b"\r\n")
+                    recipients = []
+                elif verb == "QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:  # MAIL, RSET, NOOP
+                    conn.sendall(b"250 ok\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(("reply", "status", "phase", "reason"), [
+    ("554 5.7.1 message refused by policy", 202, "Refused", "Rejected"),
+    ("452 4.3.1 insufficient system storage", 503, "Failed", "Unreachable"),
+    (None, 503, "Failed", "Unreachable"),  # dropped after the data, before the answer
+])
+def test_a_fault_after_the_message_data(kube, tmp_path, reply, status, phase, reason):
+    """The server's answer to the message's data decides for that recipient: 5xx refused
+    for good, 4xx or no answer kept for the retry (the record keeps the email)."""
+    server = FaultySmtp(reply)
+    proc = start("ff", environment(kube, tmp_path, EMAIL_SMTP_HOST="127.0.0.1",
+                                   EMAIL_SMTP_PORT=str(server.port), EMAIL_SMTP_TLS="none",
+                                   EMAIL_FROM=SENDER))
+    try:
+        event = request(factory.recipient("bob", channels=("email",)))
+        answer = factory.post(proc.url, event)
+        assert answer.status_code == status, answer.text
+        assert server.transactions == [["bob@corp.example"]], "the data was sent"
+        record = records_of(kube, event["id"])["bob"]["status"]
+        assert (record["phase"], record["reason"]) == (phase, reason)
+        assert bool(record.get("pending")) == (status == 503)
+    finally:
+        proc.stop()
+        server.close()
