@@ -264,7 +264,9 @@ class ClusterChain:
         assert self.eventing is not None and self.adapter is not None
         self.eventing.start_all()
         for proc in self.running().functions.values():
-            proc.start()
+            # The channel redelivers what it held the moment a function listens: its first
+            # health answer waits behind them.
+            proc.start(timeout=120)
         self.adapter.start()
         self.adapter.handshake(self.enricher_saw)
 

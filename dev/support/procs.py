@@ -147,7 +147,10 @@ class FunctionProcess:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
                                    f"{self.output()[-3000:]}")
             try:
-                if requests.get(self.url + path, timeout=1).status_code == 200:
+                # A process restarted into a redelivery storm answers its health check
+                # after the requests queued before it: wait for the answer, not 1 s.
+                wait = max(1.0, deadline - time.monotonic())
+                if requests.get(self.url + path, timeout=(1, wait)).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
