@@ -58,7 +58,7 @@ class GroupTargets:
         self.directory = CachedMap(read, ttl, clock)
 
     def targets(self, group: str) -> list[str]:
-        entries = [e.strip() for e in self.directory().get(group, "").split(",") if e.strip()]
+        entries = self.directory.listed(group)
         good = [e for e in entries if _GROUP_TARGET.fullmatch(e)]
         if len(good) != len(entries):
             logs.warning("corpwechat-groups has entries that are not party:<id>, tag:<id> or "

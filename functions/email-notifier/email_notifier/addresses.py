@@ -42,8 +42,7 @@ class Addresses:
 
     def targets(self, recipient: Recipient) -> Targets:
         if recipient.kind == "Group":
-            entries = [e.strip() for e in self.groups().get(recipient.name, "").split(",")
-                       if e.strip()]
+            entries = self.groups.listed(recipient.name)
             good = [e for e in entries if valid_address(e)]
             if len(good) != len(entries):
                 logs.warning(f"{GROUPS_DIRECTORY} has entries that are not addresses",

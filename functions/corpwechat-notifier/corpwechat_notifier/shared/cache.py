@@ -75,3 +75,7 @@ class CachedMap:
         return self._data.get_or(None, lambda: {
             str(k): str(v).strip() for k, v in (self.read() or {}).items()
             if isinstance(v, str) and v.strip()})
+
+    def listed(self, key: str) -> list[str]:
+        """``key``'s value as the entries it lists, separated by commas."""
+        return [e.strip() for e in self().get(key, "").split(",") if e.strip()]
