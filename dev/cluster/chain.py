@@ -407,11 +407,7 @@ class ClusterChain:
         """Address → the emails Mailpit received for it (summaries)."""
         mailpit = self.running().mailpit
         assert mailpit is not None, "the chain runs no SMTP server"
-        by_address: dict[str, list[dict[str, Any]]] = {}
-        for message in mailpit.messages():
-            for to in message.get("To") or []:
-                by_address.setdefault(to["Address"], []).append(message)
-        return by_address
+        return mailpit.by_recipient()
 
     def reset(self) -> None:
         stack = self.running()

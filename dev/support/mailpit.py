@@ -140,6 +140,14 @@ class Mailpit:
                 if any(t.get("Address", "").lower() == address.lower()
                        for t in m.get("To") or [])]
 
+    def by_recipient(self) -> dict[str, list[dict[str, Any]]]:
+        """Address (To) → the messages it received (summaries, newest first)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for message in self.messages():
+            for to in message.get("To") or []:
+                found.setdefault(to["Address"], []).append(message)
+        return found
+
     def clear(self) -> None:
         self.http.delete(f"{self.api}/messages", timeout=10).raise_for_status()
 

@@ -113,15 +113,6 @@ def mail(stack: Stack) -> Mailpit:
     return stack.mailpit
 
 
-def mailed(mail: Mailpit) -> dict[str, list[dict[str, Any]]]:
-    """Address → the emails it received (Mailpit's summaries)."""
-    by_address: dict[str, list[dict[str, Any]]] = {}
-    for message in mail.messages():
-        for to in message.get("To") or []:
-            by_address.setdefault(to["Address"], []).append(message)
-    return by_address
-
-
 def settle(stack: Stack) -> None:
     """Wait until the broker has nothing in flight and WeCom has answered everything."""
     assert stack.wait_idle(60), "the dev broker did not become idle"

@@ -27,7 +27,7 @@ from dev.support.factory import notification_request as factory_request
 from dev.support.mailpit import Mailpit
 from dev.support.seed import SEED_SUBSCRIPTIONS, TITLES
 
-from .conftest import INJECTION, SUBSCRIPTION, mailed, received, recipients, settle, wait_for
+from .conftest import INJECTION, SUBSCRIPTION, received, recipients, settle, wait_for
 
 # The emails' subjects begin with the templates' bilingual titles.
 TITLES_BOTH = {"ApprovalPending": "制品晋级待您审批 / Artifact promotion awaiting your approval",
@@ -86,7 +86,7 @@ def test_each_seed_scenario_reaches_exactly_its_people(
                                f"artifactpromotionruns/{name}"
         if message:
             assert message in (delivery.description or "")
-    emails = mailed(mail)
+    emails = mail.by_recipient()
     assert set(emails) == {f"{u}@example.com" for u in who - {"admin"}}
     for address, (email,) in emails.items():
         assert email["Subject"].startswith(TITLES_BOTH[reason]), address
