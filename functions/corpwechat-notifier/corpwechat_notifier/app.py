@@ -11,7 +11,6 @@ from .config import Config
 from .credentials import (
     PREFERRED_SECRET,
     SECRET_LABEL,
-    Credentials,
     CredentialStore,
     secret_labels,
 )
@@ -79,13 +78,13 @@ class WeComChannel(Channel):
     def __init__(self, config: Config, reads: KubeReads, client: WeComClient) -> None:
         self.config = config
         self.client = client
+        self.kube = reads.kube
         self.renderer = Renderer()
         self.credentials = CredentialStore(
             {"corp_id": config.corp_id, "corp_secret": config.corp_secret,
              "agent_id": config.agent_id},
             reads.server_secrets, config.delivery.system_namespace,
             config.credentials_cache_seconds)
-        self._credentials: Credentials | None = None
         cache_seconds = config.delivery.template_cache_seconds
         self.users = UserDirectory(
             lambda: reads.config_map(DIRECTORY) or {},
@@ -94,25 +93,33 @@ class WeComChannel(Channel):
             directory_ttl=cache_seconds, ttl=config.user_id_cache_seconds,
             size=config.user_id_cache_size)
         self.groups = GroupTargets(lambda: reads.config_map(GROUPS_DIRECTORY), cache_seconds)
-        self.limits = core.MemberLimits(config.member_per_minute, config.member_per_hour)
-        # The member limit, counted in the API server for every replica (with the records).
-        self.quota = (quota.MemberQuota(
-            reads.kube, config.delivery.system_namespace, core.CHANNEL,
-            per_minute=config.member_per_minute, per_hour=config.member_per_hour,
-            duplicate_window=config.duplicate_check_interval)
-            if config.delivery.delivery_records else None)
-        # A group chat's robot: its own limit, counted the same way.
         self.robots = RobotKeys(lambda: reads.secret(config.robots_secret),
                                 config.credentials_cache_seconds)
-        self.robot_limits = core.MemberLimits(config.robot_per_minute,
-                                              config.robot_per_minute * 60)
-        self.robot_quota = (quota.MemberQuota(
-            reads.kube, config.delivery.system_namespace, core.CHANNEL,
-            per_minute=config.robot_per_minute, per_hour=config.robot_per_minute * 60,
-            duplicate_window=0) if config.delivery.delivery_records else None)
+        # What one member, and one group chat's robot, may get: counted in the API server
+        # for every replica with the records, else per replica. A robot has no duplicate
+        # check.
+        self.member_limit = self._limit(config.member_per_minute, config.member_per_hour,
+                                        config.duplicate_check_interval)
+        self.robot_limit = self._limit(config.robot_per_minute, config.robot_per_minute * 60,
+                                       0)
         self.rate_limit = (f"WeCom takes at most {config.member_per_minute} messages a minute "
                            f"and {config.member_per_hour} an hour for one member, and "
                            f"{config.robot_per_minute} a minute for a group chat's robot")
+
+    def _limit(self, per_minute: int, per_hour: int,
+               duplicate_window: int) -> Callable[[str, Message], Admission]:
+        if self.config.delivery.delivery_records:
+            counted = quota.MemberQuota(
+                self.kube, self.config.delivery.system_namespace, core.CHANNEL,
+                per_minute=per_minute, per_hour=per_hour, duplicate_window=duplicate_window)
+            return counted.admit
+        limits = core.MemberLimits(per_minute, per_hour)
+
+        def admit(target: str, message: Message) -> Admission:
+            until = limits.admit(target)
+            return Admission(until is None, until)
+
+        return admit
 
     # ------------------------------------------------------------------ targets
 
@@ -144,25 +151,19 @@ class WeComChannel(Channel):
         """The member limit, or a robot's: departments and tags are not members."""
         if target.startswith(("party:", "tag:")):
             return ADMITTED
-        robot = is_robot(target)
-        counted = self.robot_quota if robot else self.quota
-        if counted is not None:
-            return counted.admit(target, message)
-        until = (self.robot_limits if robot else self.limits).admit(target)
-        return Admission(until is None, until)
+        return (self.robot_limit if is_robot(target) else self.member_limit)(target, message)
 
     # ------------------------------------------------------------------ sending
 
     def prepare(self) -> None:
-        self._credentials = self.credentials.get()
+        self.credentials.get()  # before anything is made: missing credentials fail first
 
     def send(self, message: Message, targets: list[str],
              on_sent: Callable[[list[str]], None]) -> Report:
         members = [t for t in targets if not is_robot(t)]
         report = Report()
         if members:
-            credentials = self._credentials or self.credentials.get()
-            sent = self.client.send(credentials, message, members, on_sent=on_sent)
+            sent = self.client.send(self.credentials.get(), message, members, on_sent=on_sent)
             report.calls, report.delivered = sent.calls, sent.delivered
             report.refused = [Refusal(u, "InvalidUser", f"WeCom refused user {u}")
                               for u in sent.invalid]
@@ -198,8 +199,10 @@ class WeComChannel(Channel):
         on_sent([target])
 
     def swept(self) -> None:
-        if self.quota is not None:
-            self.quota.sweep()  # one kind of count: robots' too
+        """The counts of members and robots sent nothing for an hour go (one kind of
+        object for both)."""
+        if self.config.delivery.delivery_records:
+            quota.sweep(self.kube, self.config.delivery.system_namespace)
 
 
 def build(environ: Mapping[str, str] | None = None) -> Pipeline:
@@ -211,7 +214,6 @@ def build(environ: Mapping[str, str] | None = None) -> Pipeline:
                          attempts=config.retry_attempts, backoff=config.retry_backoff,
                          duplicate_check_interval=config.duplicate_check_interval,
                          deadline=config.call_deadline)
-    kube = Kube()
-    reads = KubeReads(kube, config.delivery.system_namespace)
+    reads = KubeReads(Kube(), config.delivery.system_namespace)
     return Pipeline("corpwechat-notifier", WeComChannel(config, reads, client),
-                    config.delivery, kube, reads)
+                    config.delivery, reads)

@@ -108,25 +108,27 @@ class MemberQuota:
         # than burn the broker's retries (whose end is the dead letter).
         return Admission(False, until=self.clock() + CONTENDED_RETRY, contended=True)
 
-    def sweep(self, idle: float = 3600.0, page: int = 500) -> int:
-        """Delete the counts of members sent nothing for ``idle`` seconds (their windows
-        are empty): how many were deleted."""
-        now = self.clock()
-        deleted = 0
-        for items in self.kube.pages(API_VERSION, KIND, namespace=self.namespace, limit=page):
-            for item in items:
-                spec = item.get("spec") or {}
-                times = [float(t) for t in [*(spec.get("sent") or []),
-                                             *((spec.get("recent") or {}).values())]
-                         if isinstance(t, (int, float))]
-                if times and now - max(times) < idle:
-                    continue
-                try:
-                    with translate(f"delete {PLURAL}.{GROUP}"):
-                        self.kube.custom().delete_namespaced_custom_object(
-                            GROUP, VERSION, self.namespace, PLURAL, item["metadata"]["name"],
-                            _request_timeout=self.kube.timeout)
-                    deleted += 1
-                except NotFound:
-                    pass
-        return deleted
+
+def sweep(kube: Kube, namespace: str, *, idle: float = 3600.0, page: int = 500,
+          clock: Callable[[], float] = time.time) -> int:
+    """Delete the counts (of members and robots alike) sent nothing for ``idle`` seconds
+    (their windows are empty): how many were deleted."""
+    now = clock()
+    deleted = 0
+    for items in kube.pages(API_VERSION, KIND, namespace=namespace, limit=page):
+        for item in items:
+            spec = item.get("spec") or {}
+            times = [float(t) for t in [*(spec.get("sent") or []),
+                                         *((spec.get("recent") or {}).values())]
+                     if isinstance(t, (int, float))]
+            if times and now - max(times) < idle:
+                continue
+            try:
+                with translate(f"delete {PLURAL}.{GROUP}"):
+                    kube.custom().delete_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"],
+                        _request_timeout=kube.timeout)
+                deleted += 1
+            except NotFound:
+                pass
+    return deleted

@@ -21,7 +21,7 @@ from .shared.pipeline import (
     SystemReads,
     Targets,
 )
-from .smtp import Settings, SettingsStore, SmtpClient
+from .smtp import SettingsStore, SmtpClient
 
 CHANNEL = "email"
 
@@ -40,7 +40,6 @@ class EmailChannel(Channel):
         self.settings = SettingsStore(config.server_env,
                                       lambda: reads.secret(config.server_secret),
                                       config.server_secret, config.settings_cache_seconds)
-        self._settings: Settings | None = None
         ttl = config.delivery.template_cache_seconds
         self.addresses = Addresses(lambda: reads.config_map(DIRECTORY),
                                    lambda: reads.config_map(GROUPS_DIRECTORY),
@@ -53,12 +52,11 @@ class EmailChannel(Channel):
         return ADMITTED
 
     def prepare(self) -> None:
-        self._settings = self.settings.get()
+        self.settings.get()  # before anything is made: a missing server fails first
 
     def send(self, message: Message, targets: list[str],
              on_sent: Callable[[list[str]], None]) -> Report:
-        return self.client.send(self._settings or self.settings.get(), message, targets,
-                                on_sent)
+        return self.client.send(self.settings.get(), message, targets, on_sent)
 
     def swept(self) -> None:
         pass
@@ -69,8 +67,7 @@ def build(environ: Mapping[str, str] | None = None) -> Pipeline:
     logs.configure()
     config = Config.from_env(environ)
     logs.register_secret(config.server_env.get("password"))
-    kube = Kube()
-    reads = SystemReads(kube, config.delivery.system_namespace)
+    reads = SystemReads(Kube(), config.delivery.system_namespace)
     client = SmtpClient(connect_timeout=config.connect_timeout, deadline=config.deadline)
     return Pipeline("email-notifier", EmailChannel(config, reads, client), config.delivery,
-                    kube, reads)
+                    reads)

@@ -128,19 +128,25 @@ class SettingsStore:
 
 
 class _Deadline:
-    """Cuts the connection when the time is up, whatever it is waiting for."""
+    """Cuts the connection when the time is up (``seconds`` from ``start``), whatever it
+    is waiting for."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
+        self.ends = time.monotonic() + seconds
         self._timer: threading.Timer | None = None
         self._sock: socket.socket | None = None
 
-    def arm(self, client: smtplib.SMTP) -> None:
+    def start(self) -> None:
+        """A new deadline from now (one recipient's)."""
+        self.ends = time.monotonic() + self.seconds
+
+    def watch(self, client: smtplib.SMTP) -> None:
+        """Cut ``client``'s socket (after STARTTLS: the TLS one) when the time is up."""
         self.cancel()
-        self.expired = False
         self._sock = client.sock
-        self._timer = threading.Timer(self.seconds, self._expire)
+        self._timer = threading.Timer(max(0.0, self.ends - time.monotonic()), self._expire)
         self._timer.daemon = True
         self._timer.start()
 
@@ -164,15 +170,19 @@ class SmtpClient:
         self.connect_timeout = connect_timeout
         self.deadline = deadline
         self.local_hostname = local_hostname
+        # The trust store is read once per CA (the system's, or the Secret's ca.crt).
+        self._contexts: Cache[str, ssl.SSLContext] = Cache(4)
 
     def _context(self, settings: Settings) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if settings.ca_pem:
-            context.load_verify_locations(cadata=settings.ca_pem)
-        return context
+        def made() -> ssl.SSLContext:
+            context = ssl.create_default_context()
+            if settings.ca_pem:
+                context.load_verify_locations(cadata=settings.ca_pem)
+            return context
 
-    def _connect(self, settings: Settings, deadline: _Deadline,
-                 started: float) -> smtplib.SMTP:
+        return self._contexts.get_or(settings.ca_pem, made)
+
+    def _connect(self, settings: Settings, deadline: _Deadline) -> smtplib.SMTP:
         timeout = min(self.connect_timeout, self.deadline)
         client: smtplib.SMTP
         if settings.tls == "implicit":
@@ -182,12 +192,11 @@ class SmtpClient:
         else:
             client = smtplib.SMTP(settings.host, settings.port, timeout=timeout,
                                   local_hostname=self.local_hostname)
-        deadline.seconds = max(0.1, self.deadline - (time.monotonic() - started))
-        deadline.arm(client)
+        deadline.watch(client)
         client.ehlo()
         if settings.tls == "starttls":
             client.starttls(context=self._context(settings))
-            deadline.arm(client)  # the socket is the TLS one now
+            deadline.watch(client)  # the same deadline, on the TLS socket now
             client.ehlo()
         if settings.username:
             client.login(settings.username, settings.password)
@@ -198,14 +207,14 @@ class SmtpClient:
         """``message`` to each recipient alone; ``on_sent([recipient])`` after each."""
         report = Report()
         later: list[str] = []  # why recipients were put off (4xx)
-        deadline = _Deadline(self.deadline)
-        started = time.monotonic()
+        deadline = _Deadline(self.deadline)  # the first recipient's: connecting counts
         client: smtplib.SMTP | None = None
         try:
-            client = self._connect(settings, deadline, started)
-            for recipient in recipients:
-                deadline.seconds = self.deadline
-                deadline.arm(client)
+            client = self._connect(settings, deadline)
+            for number, recipient in enumerate(recipients):
+                if number:
+                    deadline.start()
+                deadline.watch(client)
                 report.calls += 1
                 code, text = self._one(client, settings, message, recipient)
                 if code < 300:

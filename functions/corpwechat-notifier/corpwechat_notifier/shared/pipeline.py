@@ -221,12 +221,12 @@ class SystemReads:
 class Pipeline:
     """A notifier: the handler of notification requests and sweep ticks for ``channel``."""
 
-    def __init__(self, name: str, channel: Channel, config: DeliveryConfig, kube: Kube,
-                 reads: SystemReads | None = None) -> None:
+    def __init__(self, name: str, channel: Channel, config: DeliveryConfig,
+                 reads: SystemReads) -> None:
         self.name = name
         self.channel = channel
         self.config = config
-        reads = reads or SystemReads(kube, config.system_namespace)
+        kube = reads.kube
         self.templates = TemplateStore(
             lambda: reads.config_map(CONFIG_MAP), reads.template,
             parse=channel.parse_template, namespace=config.system_namespace,
