@@ -1,11 +1,24 @@
 """WeCom (企业微信 / CorpWeChat) server API sandbox.
 
-A real HTTP server on loopback that answers the three WeCom calls the notifier makes the way
+A real HTTP server on loopback that answers the WeCom calls the notifier makes the way
 the documented WeCom server API does:
 
 * ``GET  /cgi-bin/gettoken?corpid=&corpsecret=``
-* ``POST /cgi-bin/message/send?access_token=`` (``text``, ``markdown``, ``textcard``)
+* ``POST /cgi-bin/message/send?access_token=`` (``text``, ``markdown``, ``textcard``,
+  ``template_card`` of types ``text_notice`` and ``button_interaction``: doc 90236)
+* ``POST /cgi-bin/message/update_template_card?access_token=`` (doc 94945): a card sent
+  with an ``action_menu`` (or buttons) answers a ``response_code``; it updates the card
+  once, within 72 hours, for members the card went to; ``template_card`` replaces the
+  whole card, ``button.replace_name`` only a button card's buttons
+* ``POST /cgi-bin/message/recall?access_token=`` (doc 94867): an app message sent within
+  24 hours, by ``msgid``
 * ``POST /cgi-bin/user/get_userid_by_email?access_token=``
+* ``POST /cgi-bin/webhook/send?key=`` (a group chat's robot, doc 91770)
+
+WeCom's documents name no errcode for a ``response_code`` that is unknown, used or
+expired, a ``task_id`` used before, or a recall that is too late or of an unknown message:
+the sandbox answers those with 40058 (invalid parameter) and says which in ``errmsg``; a
+client must treat any refusal of an update as "this card cannot be changed any more".
 
 Errors are answered like WeCom answers them: HTTP 200 with ``{"errcode": N, "errmsg": ...}``
 where ``errmsg`` carries the hint / ``from ip`` / ``more info at`` suffix. Clients must decide
@@ -55,7 +68,10 @@ MESSAGE_SEND = "message/send"
 USERID_BY_EMAIL = "user/get_userid_by_email"
 # A group chat's robot (doc 91770): POST webhook/send?key=…, no access token.
 ROBOT_SEND = "webhook/send"
-ENDPOINTS: tuple[str, ...] = (GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, ROBOT_SEND)
+UPDATE_CARD = "message/update_template_card"
+RECALL = "message/recall"
+ENDPOINTS: tuple[str, ...] = (GETTOKEN, MESSAGE_SEND, USERID_BY_EMAIL, ROBOT_SEND,
+                              UPDATE_CARD, RECALL)
 API_PREFIX = "/cgi-bin/"
 
 # Documented limits of message/send.
@@ -69,7 +85,12 @@ MAX_PARTIES = 100  # toparty entries
 MAX_TAGS = 100  # totag entries
 DEFAULT_DUPLICATE_INTERVAL = 1800  # seconds
 MAX_DUPLICATE_INTERVAL = 4 * 3600  # seconds
-MSGTYPES: tuple[str, ...] = ("text", "markdown", "textcard")
+MSGTYPES: tuple[str, ...] = ("text", "markdown", "textcard", "template_card")
+CARD_TYPES: tuple[str, ...] = ("text_notice", "button_interaction")
+RESPONSE_CODE_TTL = 72 * 3600  # seconds a response_code may be used (once)
+RECALL_WINDOW = 24 * 3600  # seconds within which an app message may be recalled
+# task_id: digits, letters and "_-@", at most 128 bytes, never twice in one app.
+_TASK_ID = re.compile(r"^[A-Za-z0-9_@-]{1,128}$")
 # A robot: at most this many messages a minute (then errcode 45009), content up to these
 # many UTF-8 bytes (then errcode 40058, "<type>.content exceed max length N").
 ROBOT_PER_MINUTE = 20
@@ -140,6 +161,44 @@ class Delivery:
     description: str | None = None
     url: str | None = None
     btntxt: str | None = None
+    # template_card: the card as sent (title: main_title.title, description:
+    # sub_title_text, url: card_action.url are filled from it too).
+    card: Mapping[str, Any] | None = None
+    task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CardUpdate:
+    """One member's card changed by ``update_template_card``: the whole card
+    (``card``) or a button card's buttons (``replace_name``)."""
+
+    userid: str
+    msgid: str
+    task_id: str
+    time: float
+    card: Mapping[str, Any] | None = None
+    replace_name: str | None = None
+
+
+@dataclass
+class _Card:
+    """A sent card that can be updated: its response_code's state."""
+
+    agent: int
+    msgid: str
+    task_id: str
+    users: list[str]
+    issued: float
+    used: bool = False
+
+
+@dataclass
+class _Sent:
+    """An app message, for recall."""
+
+    agent: int
+    time: float
+    recalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -294,6 +353,11 @@ class WeComSandbox(LoopbackServer):
         self._robot_sends: dict[str, list[float]] = {}
         self._calls: list[Call] = []
         self._history: dict[tuple[str, str], float] = {}
+        self._cards: dict[str, _Card] = {}  # response_code -> the card it updates
+        self._task_ids: set[tuple[int, str]] = set()
+        self._sent: dict[str, _Sent] = {}  # msgid -> the app message
+        self._updates: list[CardUpdate] = []
+        self._recalled: list[str] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -450,6 +514,41 @@ class WeComSandbox(LoopbackServer):
             return [d for d in self._delivered if d.userid.lower() == userid.lower()]
 
     @property
+    def card_updates(self) -> list[CardUpdate]:
+        """Every card changed by ``update_template_card``, oldest first (a copy)."""
+        with self._lock:
+            return list(self._updates)
+
+    @property
+    def recalled(self) -> list[str]:
+        """The msgids recalled, oldest first."""
+        with self._lock:
+            return list(self._recalled)
+
+    def card_of(self, userid: str, task_id: str) -> Mapping[str, Any] | None:
+        """The card ``userid`` sees now for ``task_id``: as sent, or as last updated
+        (``None``: never sent, or recalled)."""
+        with self._lock:
+            sent = next((d for d in reversed(self._delivered)
+                         if d.task_id == task_id and d.userid.lower() == userid.lower()), None)
+            if sent is None or sent.msgid in self._recalled:
+                return None
+            card = dict(sent.card or {})
+            for update in self._updates:
+                if update.task_id == task_id and update.userid.lower() == userid.lower():
+                    if update.card is not None:
+                        card = dict(update.card)
+                    else:
+                        card["replaced_button"] = update.replace_name
+            return card
+
+    def response_code_of(self, msgid: str) -> str | None:
+        """The response_code the send of ``msgid`` answered (tests: to age or use it)."""
+        with self._lock:
+            return next((code for code, card in self._cards.items() if card.msgid == msgid),
+                        None)
+
+    @property
     def gettoken_count(self) -> int:
         """gettoken calls answered (faulted ones included)."""
         return len(self.calls_to(GETTOKEN))
@@ -469,6 +568,11 @@ class WeComSandbox(LoopbackServer):
             self._robot_sends.clear()
             self._calls.clear()
             self._history.clear()
+            self._cards.clear()
+            self._task_ids.clear()
+            self._sent.clear()
+            self._updates.clear()
+            self._recalled.clear()
             for queue in self._faults.values():
                 queue.clear()
             if tokens:
@@ -602,6 +706,10 @@ class WeComSandbox(LoopbackServer):
             body = _json_object(raw_body)
             if endpoint == MESSAGE_SEND:
                 return self._send(body, token, now, deliveries)
+            if endpoint == UPDATE_CARD:
+                return self._update_card(body, token, now)
+            if endpoint == RECALL:
+                return self._recall(body, token, now)
             return self._userid_by_email(body)
         except _WeComError as err:
             return self._error(err.errcode, client_ip, err.note, **err.extra)
@@ -759,20 +867,104 @@ class WeComSandbox(LoopbackServer):
         check = body.get("enable_duplicate_check") in (1, "1", True)
         interval = _duplicate_interval(body.get("duplicate_check_interval"))
         digest = _content_digest(agent, str(msgtype), fields)
+
+        def duplicate(userid: str) -> bool:
+            last = self._history.get((userid.lower(), digest))
+            return check and last is not None and now - last < interval
+
+        task_id = fields.get("task_id")
+        if task_id is not None and not all(duplicate(u) for u in valid) \
+                and (agent, task_id) in self._task_ids:
+            raise _WeComError(40058, "task_id exist")
+        taken: list[str] = []
         for userid in valid:
             delivery = Delivery(userid, str(msgtype), agent, msgid, now, **fields)
-            key = (userid.lower(), digest)
-            last = self._history.get(key)
-            if check and last is not None and now - last < interval:
+            if duplicate(userid):
                 self._suppressed.append(delivery)
                 continue
-            self._history[key] = now
+            self._history[(userid.lower(), digest)] = now
+            taken.append(userid)
             if self._over_member_limit(userid.lower(), agent, now):
                 self._dropped.append(delivery)  # WeCom answers ok and delivers nothing
                 continue
             self._delivered.append(delivery)
             deliveries.append(delivery)
-        return {"errcode": 0, "errmsg": "ok", **report, "msgid": msgid}
+        answer = {"errcode": 0, "errmsg": "ok", **report, "msgid": msgid}
+        if not taken:
+            return answer  # a duplicate: nothing new went out, nothing to update later
+        self._sent[msgid] = _Sent(agent, now)
+        if task_id is not None:
+            self._task_ids.add((agent, task_id))
+            if _updatable(fields["card"]):
+                code = secrets.token_urlsafe(32)
+                self._cards[code] = _Card(agent, msgid, task_id, taken, now)
+                answer["response_code"] = code
+        return answer
+
+    def _update_card(self, body: dict[str, Any], token: _Token, now: float) -> dict[str, Any]:
+        """message/update_template_card (doc 94945)."""
+        agent = _agent_id(body.get("agentid"))
+        if agent not in self._agents:
+            raise _WeComError(40056)
+        if agent != token.agent_id:
+            raise _WeComError(301002)
+        code = body.get("response_code")
+        card = self._cards.get(code) if isinstance(code, str) else None
+        if card is None or card.agent != agent:
+            raise _WeComError(40058, "invalid response_code")
+        if card.used:
+            raise _WeComError(40058, "response_code has been used")
+        if now - card.issued > RESPONSE_CODE_TTL:
+            raise _WeComError(40058, "response_code expired")
+        users = body.get("userids")
+        everyone = body.get("atall") in (1, True)
+        if users is not None and (not isinstance(users, list)
+                                  or not all(isinstance(u, str) for u in users)):
+            raise _WeComError(40058, "userids must be a list of strings")
+        users = list(users or [])
+        if len(users) > MAX_USERS:
+            raise _WeComError(40032)
+        if not users and not everyone:
+            raise _WeComError(40058, "userids & partyids & tagids & atall all empty")
+        button = body.get("button")
+        replacement = body.get("template_card")
+        replace_name: str | None = None
+        new_card: dict[str, Any] | None = None
+        if replacement is not None:
+            new_card = dict(self._card_fields(replacement)["card"])
+        elif isinstance(button, dict) and isinstance(button.get("replace_name"), str) \
+                and button["replace_name"]:
+            original = next((d.card for d in self._delivered if d.msgid == card.msgid), None)
+            if not original or original.get("card_type") == "text_notice":
+                raise _WeComError(40058, "button.replace_name needs a button card")
+            replace_name = button["replace_name"]
+        else:
+            raise _WeComError(40058, "template_card or button.replace_name is required")
+        recipients = {u.lower(): u for u in card.users}
+        targets = list(recipients.values()) if everyone else users
+        invalid = [u for u in targets if u.lower() not in recipients]
+        changed = [recipients[u.lower()] for u in targets if u.lower() in recipients]
+        if not changed:
+            raise _WeComError(81013, invaliduser=invalid)
+        card.used = True
+        for userid in changed:
+            self._updates.append(CardUpdate(userid, card.msgid, card.task_id, now,
+                                            new_card, replace_name))
+        return {"errcode": 0, "errmsg": "ok", "invaliduser": invalid}
+
+    def _recall(self, body: dict[str, Any], token: _Token, now: float) -> dict[str, Any]:
+        """message/recall (doc 94867): an app message of this app, within 24 hours."""
+        msgid = body.get("msgid")
+        sent = self._sent.get(msgid) if isinstance(msgid, str) else None
+        if sent is None or sent.agent != token.agent_id:
+            raise _WeComError(40058, "invalid msgid")
+        if sent.recalled:
+            raise _WeComError(40058, "message has been recalled")
+        if now - sent.time > RECALL_WINDOW:
+            raise _WeComError(40058, "message can only be recalled within 24 hours")
+        sent.recalled = True
+        self._recalled.append(str(msgid))
+        return {"errcode": 0, "errmsg": "ok"}
 
     def _over_member_limit(self, member: str, agent: int, now: float) -> bool:
         """WeCom delivers at most ``member_limits`` (per minute, per hour) messages of one
@@ -805,7 +997,57 @@ class WeComSandbox(LoopbackServer):
         if all(v.lower() != key for v in valid):
             valid.append(canonical)
 
-    def _message_fields(self, msgtype: str, section: Any) -> dict[str, str]:
+    def _card_fields(self, section: Any) -> dict[str, Any]:
+        """A template_card's fields (doc 90236), refused as WeCom refuses them."""
+        if not isinstance(section, dict):
+            raise _WeComError(40058, "template_card is required")
+        card_type = section.get("card_type")
+        if card_type not in CARD_TYPES:
+            raise _WeComError(40058, "invalid card_type")
+        main = section.get("main_title") if isinstance(section.get("main_title"), dict) else {}
+        title = main.get("title") if isinstance(main.get("title"), str) else ""
+        sub = section.get("sub_title_text")
+        sub = sub if isinstance(sub, str) else ""
+        if not title and not sub:
+            raise _WeComError(40058, "main_title.title and sub_title_text are both empty")
+        task_id = section.get("task_id")
+        menu = section.get("action_menu")
+        if menu is not None:
+            actions = menu.get("action_list") if isinstance(menu, dict) else None
+            if not isinstance(actions, list) or not 1 <= len(actions) <= 3 or not all(
+                    isinstance(a, dict) and isinstance(a.get("text"), str) and a["text"]
+                    and isinstance(a.get("key"), str) and a["key"] for a in actions):
+                raise _WeComError(40058, "action_menu.action_list needs 1 to 3 text/key")
+        buttons = section.get("button_list")
+        if card_type == "button_interaction":
+            if not isinstance(buttons, list) or not 1 <= len(buttons) <= 6 or not all(
+                    isinstance(b, dict) and isinstance(b.get("text"), str) and b["text"]
+                    and isinstance(b.get("key"), str) and b["key"] for b in buttons):
+                raise _WeComError(40058, "button_list needs 1 to 6 text/key")
+        if (menu is not None or card_type == "button_interaction") and task_id is None:
+            raise _WeComError(40058, "task_id is required")
+        if task_id is not None and (not isinstance(task_id, str)
+                                    or not _TASK_ID.match(task_id)):
+            raise _WeComError(40058, "invalid task_id")
+        action = section.get("card_action")
+        url = action.get("url") if isinstance(action, dict) else None
+        if card_type == "text_notice":
+            if not isinstance(action, dict) or action.get("type") not in (1, 2):
+                raise _WeComError(40058, "card_action is required")
+            if action.get("type") == 1 and (not isinstance(url, str) or not url):
+                raise _WeComError(41010)
+        if isinstance(url, str) and utf8_len(url) > URL_LIMIT:
+            raise _WeComError(40039)
+        fields: dict[str, Any] = {"card": section, "title": title or None,
+                                  "description": sub or None,
+                                  "url": url if isinstance(url, str) else None}
+        if task_id is not None:
+            fields["task_id"] = task_id
+        return fields
+
+    def _message_fields(self, msgtype: str, section: Any) -> dict[str, Any]:
+        if msgtype == "template_card":
+            return self._card_fields(section)
         section = section if isinstance(section, dict) else {}
         truncate = self.oversize == "truncate"
         if msgtype in ("text", "markdown"):
@@ -864,6 +1106,11 @@ def _take_slot(history: dict[Any, list[float]], key: Any, now: float,
     return True
 
 
+def _updatable(card: Mapping[str, Any]) -> bool:
+    """Doc 94945: button cards, and notice cards that carry an ``action_menu``."""
+    return card.get("card_type") != "text_notice" or card.get("action_menu") is not None
+
+
 def _parse_body(raw: bytes) -> Any:
     if not raw:
         return None
@@ -918,7 +1165,7 @@ def _duplicate_interval(value: Any) -> int:
     return min(seconds, MAX_DUPLICATE_INTERVAL)
 
 
-def _content_digest(agent: int, msgtype: str, fields: Mapping[str, str]) -> str:
+def _content_digest(agent: int, msgtype: str, fields: Mapping[str, Any]) -> str:
     canonical = json.dumps([agent, msgtype, dict(fields)], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
