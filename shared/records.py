@@ -33,6 +33,12 @@ member limit, keeps the message it was to send (``status.pending``: target and m
 and the label ``kubeevent.io/retry``; the periodic sweep sends it again from there
 (``due``, ``retry_candidates``) with backoff, however long ago its event was, until it is
 ``DELIVERY_GIVE_UP_SECONDS`` old: then it is ``Expired``.
+
+A message that asked someone to decide (an approval request, ``follows``) keeps what is
+needed to change it later (``status.card``: the server's message id, a card's
+single-use ``responseCode`` and ``taskId``, when it was sent) and the label
+``kubeevent.io/follow``: the sweep follows the approval from there
+(``shared/followups.py``).
 """
 
 from __future__ import annotations
@@ -43,12 +49,12 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client.rest import ApiException
 
 from . import logs
-from .delivery import Message
+from .delivery import Message, Receipt
 from .errors import TemporaryError
 from .kube import Kube, translate
 from .notification import NotificationRequest, Recipient
@@ -60,6 +66,7 @@ KIND = "NotificationDelivery"
 LABEL = "kubeevent.io/"
 SENT, REFUSED, FAILED, DEFERRED, EXPIRED = "Sent", "Refused", "Failed", "Deferred", "Expired"
 RETRY_LABEL = LABEL + "retry"
+FOLLOW_LABEL = LABEL + "follow"
 # A failed delivery is tried again after 1, 2, 4 … minutes, at most an hour apart.
 FIRST_BACKOFF = 60.0
 MAX_BACKOFF = 3600.0
@@ -144,10 +151,22 @@ class Result:
     detail: str = ""
     until: float | None = None
     retry: Pending | None = None
+    receipt: Receipt | None = None  # Sent: what the server answered
 
     @property
     def retried_later(self) -> bool:
         return self.retry is not None and self.phase in (FAILED, DEFERRED)
+
+
+def card_status(receipt: Receipt, sent_at: float) -> dict[str, Any]:
+    """``status.card`` of a record whose message went out: what changes it later."""
+    card: dict[str, Any] = {"msgid": receipt.msgid, "sentAt": now_text(sent_at),
+                            "state": "Open"}
+    for key, value in (("responseCode", receipt.response_code), ("taskId", receipt.task_id),
+                       ("title", receipt.title[:256]), ("url", receipt.url[:2048])):
+        if value:
+            card[key] = value
+    return card
 
 
 def backoff(attempt: int) -> float:
@@ -169,6 +188,14 @@ class Claim:
     retrying: bool = False  # the record carries the retry label
     version: str = ""  # busy: the record's resourceVersion, for ``hand_over``
     claimed_at: float | None = None  # busy: when the other claimant claimed it
+    kind: str = ""  # what the notification is about: the object's kind and the
+    reason: str = ""  # Event's reason (``follows``)
+
+
+class Follows(Protocol):
+    def __call__(self, kind: str, reason: str) -> bool:
+        """Whether a message about ``kind`` for an Event with ``reason`` asks its
+        recipient to decide (the sweep follows it until it is decided)."""
 
 
 def _attr(event: Mapping[str, Any], name: str) -> str:
@@ -177,10 +204,12 @@ def _attr(event: Mapping[str, Any], name: str) -> str:
 
 
 class DeliveryRecords:
-    def __init__(self, kube: Kube, namespace: str, *, lease_seconds: float = 300.0) -> None:
+    def __init__(self, kube: Kube, namespace: str, *, lease_seconds: float = 300.0,
+                 follows: Follows | None = None) -> None:
         self.kube = kube
         self.namespace = namespace
         self.lease_seconds = lease_seconds
+        self.follows = follows
 
     # ------------------------------------------------------------------ claim
 
@@ -230,7 +259,9 @@ class DeliveryRecords:
                 custom.create_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, body,
                     _request_timeout=self.kube.timeout)
-                return Claim(recipient.name, name, "mine")
+                return Claim(recipient.name, name, "mine",
+                             kind=body["spec"]["object"]["kind"],
+                             reason=body["spec"]["event"]["reason"])
             except ApiException as exc:
                 if exc.status == 404:
                     raise TemporaryError(f"the API server does not serve {PLURAL}.{GROUP}: "
@@ -287,7 +318,10 @@ class DeliveryRecords:
         logs.info("delivery taken over", record=name, subscriber=recipient,
                   previous=phase or "claimed", attempt=spec["attempt"])
         retrying = RETRY_LABEL in ((existing.get("metadata") or {}).get("labels") or {})
-        return Claim(recipient, name, "mine", phase, spec["attempt"], retrying)
+        about = spec.get("object") if isinstance(spec.get("object"), Mapping) else {}
+        event = spec.get("event") if isinstance(spec.get("event"), Mapping) else {}
+        return Claim(recipient, name, "mine", phase, spec["attempt"], retrying,
+                     kind=str(about.get("kind") or ""), reason=str(event.get("reason") or ""))
 
     # ---------------------------------------------------------------- outcome
 
@@ -303,6 +337,10 @@ class DeliveryRecords:
                                   "nextAttemptAt": None, "deferredUntil": None}
         if result.phase == SENT and result.detail:
             status["target"] = result.detail
+        follow = (result.phase == SENT and self.follows is not None
+                  and self.follows(claim.kind, claim.reason))
+        if result.phase == SENT and result.receipt is not None:
+            status["card"] = card_status(result.receipt, time.time())
         if result.until is not None:
             status["deferredUntil"] = now_text(result.until)
         if result.retried_later:
@@ -317,6 +355,8 @@ class DeliveryRecords:
                     _request_timeout=self.kube.timeout)
             if result.retried_later != claim.retrying:
                 self._label(claim.record, "true" if result.retried_later else None)
+            if follow:
+                self._label(claim.record, "true", FOLLOW_LABEL)
         except Exception as exc:
             logs.error("could not record a delivery outcome", record=claim.record,
                        subscriber=claim.recipient, phase=result.phase,
@@ -351,11 +391,11 @@ class DeliveryRecords:
         """Drop the retry label of a record with nothing left to send."""
         self._label(str(record["metadata"]["name"]), None)
 
-    def _label(self, name: str, value: str | None) -> None:
+    def _label(self, name: str, value: str | None, label: str = RETRY_LABEL) -> None:
         with translate(f"patch {PLURAL}.{GROUP} {name}"):
             self.kube.custom().patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name,
-                {"metadata": {"labels": {RETRY_LABEL: value}}},
+                {"metadata": {"labels": {label: value}}},
                 _request_timeout=self.kube.timeout)
 
     # ------------------------------------------------------------------ retry
@@ -378,7 +418,62 @@ class DeliveryRecords:
         status = existing.get("status") if isinstance(existing.get("status"), Mapping) else {}
         return self._take_over(recipient, existing, str(status.get("phase") or ""))
 
-    # ------------------------------------------------------------------ sweep
+    # ------------------------------------------------------------------ follow-ups
+
+    def followed(self, channel: str, about: Mapping[str, str] | None = None,
+                 page: int = 500) -> list[dict[str, Any]]:
+        """The records of ``channel`` whose message is followed (label
+        ``kubeevent.io/follow``), all of them or those ``about`` one object (``kind``,
+        ``namespace``, ``name``), at most ``page``, oldest first."""
+        selector = f"{FOLLOW_LABEL}=true,{LABEL}channel={label_value(channel)}"
+        for key, label in (("kind", "kind"), ("namespace", "namespace"), ("name", "object")):
+            value = (about or {}).get(key)
+            if value:
+                value = value.lower() if key == "kind" else value
+                selector += f",{LABEL}{label}={label_value(value)}"
+        items, _ = self.kube.list_page(f"{GROUP}/{VERSION}", KIND, namespace=self.namespace,
+                                       label_selector=selector, limit=page)
+        return sorted(items, key=lambda i: str((i.get("metadata") or {})
+                                               .get("creationTimestamp") or ""))
+
+    def hold_card(self, record: Mapping[str, Any], action: str) -> bool:
+        """Mark ``record``'s card as being acted on (``status.card.working``), guarded by
+        the record's resourceVersion: ``False`` when another replica changed it since it
+        was read, or holds it and its lease has not run out (it does it)."""
+        meta = record.get("metadata") if isinstance(record.get("metadata"), Mapping) else {}
+        name = str(meta.get("name") or "")
+        card = ((record.get("status") or {}).get("card") or {})
+        working = card.get("working") if isinstance(card, Mapping) else None
+        if isinstance(working, Mapping):
+            since = parse_time(working.get("at"))
+            if since is not None and time.time() - since < self.lease_seconds:
+                return False
+        body = {"metadata": {"resourceVersion": str(meta.get("resourceVersion") or "")},
+                "status": {"card": {"working": {"action": action, "at": now_text()}}}}
+        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
+            try:
+                self.kube.custom().patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, name, body,
+                    _request_timeout=self.kube.timeout)
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    return False
+                raise
+        return True
+
+    def card_done(self, record: Mapping[str, Any], card: Mapping[str, Any], *,
+                  follow: bool) -> None:
+        """Write what was done to ``record``'s card (the hold released); ``follow``:
+        whether it is still followed."""
+        name = str(record["metadata"]["name"])
+        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
+            self.kube.custom().patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, name,
+                {"status": {"card": {**card, "working": None}}},
+                _request_timeout=self.kube.timeout)
+        if not follow:
+            self._label(name, None, FOLLOW_LABEL)
+
     # ------------------------------------------------------------------ sweep
 
     def sweep(self, retention_seconds: float, limit: int = 2000, page: int = 500

@@ -133,7 +133,8 @@ def test_every_kind_of_problem_is_reported(tmp_path: Path) -> None:
     assert any("msgtype 'card'" in f["message"] for f in template_errors)
     schema = [f for f in findings(payload, "schema") if f["file"] == str(templates)]
     assert [f["message"] for f in schema] == [
-        "spec.corpwechat.msgtype: 'card' is not one of ['text', 'markdown', 'textcard']"]
+        "spec.corpwechat.msgtype: 'card' is not one of ['text', 'markdown', 'textcard', "
+        "'template_card']"]
     [render] = findings(payload, "render")
     assert render["document"] == "NotificationTemplate/kubeevent.artifactpromotionrun.failed"
     assert "fails against a sample artifactpromotionrun.failed event" in render["message"]

@@ -237,7 +237,7 @@ def test_real_configuration_errors_from_the_sandbox(sandbox, client):
 def test_an_unreachable_batch_does_not_stop_the_next(sandbox, client):
     users = [f"ghost{n}" for n in range(1000)] + ["alice", "bob"]
     done: list[list[str]] = []
-    report = client.send(CREDS, MESSAGE, users, on_sent=done.append)
+    report = client.send(CREDS, MESSAGE, users, on_sent=lambda batch, receipt: done.append(batch))
     assert [e.errcode for e in report.unreachable] == [81013]
     assert done == [["alice", "bob"]] and report.delivered == ["alice", "bob"]
     assert report.calls == 2 and sorted(d.userid for d in sandbox.delivered) == ["alice", "bob"]
@@ -301,7 +301,7 @@ def test_recipients_go_in_batches_of_1000(client):
         big = WeComClient(open_sandbox.api_url, timeout=(1.0, 5.0))
         users = [f"user{n:04d}" for n in range(2500)]
         batches: list[list[str]] = []
-        report = big.send(CREDS, MESSAGE, users, on_sent=batches.append)
+        report = big.send(CREDS, MESSAGE, users, on_sent=lambda batch, receipt: batches.append(batch))
         calls = open_sandbox.calls_to(MESSAGE_SEND)
         assert [len(c.body["touser"].split("|")) for c in calls] == [1000, 1000, 500]
         assert [len(b) for b in batches] == [1000, 1000, 500] and report.calls == 3
@@ -315,7 +315,7 @@ def test_a_failed_batch_leaves_the_earlier_ones_recorded():
         batchy = WeComClient(open_sandbox.api_url, timeout=(1.0, 5.0), attempts=1)
         done: list[list[str]] = []
 
-        def record(batch: list[str]) -> None:
+        def record(batch: list[str], receipt: object = None) -> None:
             done.append(batch)
             open_sandbox.inject(MESSAGE_SEND, -1)  # the next batch fails
 

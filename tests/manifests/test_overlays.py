@@ -374,6 +374,8 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
             *((FUNCTION_NS, "coordination.k8s.io", "leases", verb,
                ("kubeevent-delivery-sweep", "kubeevent-delivery-sweep-retention"))
               for verb in ("get", "update")),
+            # following an approval: the object it is about
+            ("*", "artifacts.katanomi.dev", "artifactpromotionruns", "get", ()),
         },
         f"{FUNCTION_NS}/email-notifier": {
             (SYSTEM_NS, "", "configmaps", "get",

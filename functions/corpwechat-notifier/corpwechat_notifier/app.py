@@ -3,6 +3,7 @@ app messages as its channel: a notification request in, WeCom messages out, 202 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -17,13 +18,17 @@ from .credentials import (
 from .render import (
     Message,
     Renderer,
+    decided_card,
     fallback_message,
+    follow_up,
     parse_template,
+    reminder,
     robot_message,
 )
 from .robots import RobotKeys, is_robot
 from .shared import logs
 from .shared.errors import TemporaryError
+from .shared.followups import Conclusion, Follower
 from .shared.kube import AccessDenied, Kube, json_body, translate
 from .shared.notification import Recipient
 from .shared.pipeline import (
@@ -36,6 +41,7 @@ from .shared.pipeline import (
     SystemReads,
     Targets,
 )
+from .shared.records import parse_time
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import UNKNOWN_ROBOT, WeComClient, WeComRateLimited, WeComRejected
 
@@ -102,6 +108,7 @@ class WeComChannel(Channel):
                                         config.duplicate_check_interval)
         self.robot_limit = self._limit(config.robot_per_minute, config.robot_per_minute * 60,
                                        0)
+        self.follower = CardFollower(self)
         self.rate_limit = (f"WeCom takes at most {config.member_per_minute} messages a minute "
                            f"and {config.member_per_hour} an hour for one member, and "
                            f"{config.robot_per_minute} a minute for a group chat's robot")
@@ -158,12 +165,13 @@ class WeComChannel(Channel):
     def prepare(self) -> None:
         self.credentials.get()  # before anything is made: missing credentials fail first
 
-    def send(self, message: Message, targets: list[str],
-             on_sent: Callable[[list[str]], None]) -> Report:
+    def send(self, message: Message, targets: list[str], on_sent: Callable[..., None], *,
+             key: str = "") -> Report:
         members = [t for t in targets if not is_robot(t)]
         report = Report()
         if members:
-            sent = self.client.send(self.credentials.get(), message, members, on_sent=on_sent)
+            sent = self.client.send(self.credentials.get(), message, members, on_sent=on_sent,
+                                    key=key)
             report.calls, report.delivered = sent.calls, sent.delivered
             report.refused = [Refusal(u, "InvalidUser", f"WeCom refused user {u}")
                               for u in sent.invalid]
@@ -203,6 +211,50 @@ class WeComChannel(Channel):
         object for both)."""
         if self.config.delivery.delivery_records:
             quota.sweep(self.kube, self.config.delivery.system_namespace)
+
+
+class CardFollower(Follower):
+    """What becomes of an approver's WeCom message once the approval is decided (their
+    card says it, updated in place; a message that cannot be changed gets a short
+    follow-up) and while it waits (a reminder), within the member's limits."""
+
+    # A response_code is good for 72 hours; one this close to its end is not tried.
+    CODE_LIFETIME = 72 * 3600.0 - 600.0
+
+    def __init__(self, channel: WeComChannel) -> None:
+        self.channel = channel
+
+    def _text(self, target: str, message: Message) -> bool:
+        """Send ``message`` to one member within their limits; ``False``: not now."""
+        if not self.channel.admit(target, message).admitted:
+            return False
+        self.channel.client.send(self.channel.credentials.get(), message, [target])
+        return True
+
+    def conclude(self, target: str, card: Mapping[str, Any], conclusion: Conclusion
+                 ) -> str | None:
+        if is_robot(target) or target.startswith(("party:", "tag:")):
+            return "kept"  # a group's message is not one approver's to change
+        title, url = str(card.get("title") or ""), str(card.get("url") or "")
+        code, sent = str(card.get("responseCode") or ""), parse_time(card.get("sentAt"))
+        if code and url and sent is not None and time.time() - sent < self.CODE_LIFETIME:
+            try:
+                self.channel.client.update_card(self.channel.credentials.get(), code,
+                                                [target], decided_card(title,
+                                                                       conclusion.outcome, url))
+                return "updated"
+            except WeComRejected as exc:
+                logs.warning("WeCom would not update the card; a follow-up message instead",
+                             errcode=exc.errcode, subscriber=target)
+        if not self._text(target, follow_up(title, conclusion.outcome, url)):
+            return None
+        return "followed_up"
+
+    def remind(self, target: str, card: Mapping[str, Any], text: str) -> bool:
+        if is_robot(target) or target.startswith(("party:", "tag:")):
+            return False
+        return self._text(target, reminder(str(card.get("title") or ""), text,
+                                           str(card.get("url") or "")))
 
 
 def build(environ: Mapping[str, str] | None = None) -> Pipeline:

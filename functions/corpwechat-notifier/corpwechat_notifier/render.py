@@ -1,6 +1,11 @@
 """WeCom's section of a NotificationTemplate (``spec.corpwechat``) and WeCom's messages:
 how each field is escaped (the textcard description's HTML subset, markdown's syntax, a
 text message's tags, a URL), WeCom's size limits, and the built-in message fitted to them.
+
+``template_card`` is WeCom's text notice card (doc 90236) with an action menu, the card
+WeCom lets an app change after it was sent (doc 94945): what an approver gets, so that it
+can say later what was decided (``decided_card``, or ``follow_up`` once it cannot be
+changed any more).
 The sandbox, the escaping of values and the fitting of fields to a limit are
 ``shared/render.py``'s, as for every channel.
 """
@@ -31,13 +36,13 @@ from .shared.render import (
 
 __all__ = [
     "CONTENT_LIMIT", "CUT_MARK", "DESCRIPTION_LIMIT", "TITLE_LIMIT", "URL_LIMIT", "Compiled",
-    "Message", "RenderError", "Renderer", "TemplateSpec", "build_message", "clean",
-    "escaper", "fallback_message", "field_limit", "parse_template", "robot_message",
-    "template_context",
+    "Message", "RenderError", "Renderer", "TemplateSpec", "build_message", "card_section",
+    "clean", "decided_card", "escaper", "fallback_message", "field_limit", "follow_up",
+    "parse_template", "reminder", "robot_message", "summary", "template_context",
     "truncate_utf8", "utf8_len",
 ]
 
-MSGTYPES = ("text", "markdown", "textcard")
+MSGTYPES = ("text", "markdown", "textcard", "template_card")
 FIELDS = ("title", "content", "url", "btntxt")
 # WeCom message/send limits, in UTF-8 bytes (btntxt: characters).
 CONTENT_LIMIT = 2048
@@ -45,15 +50,17 @@ TITLE_LIMIT = 128
 DESCRIPTION_LIMIT = 512
 URL_LIMIT = 2048
 BTNTXT_LIMIT = 4
+# A text notice card: WeCom shows about 26 characters of the title and 112 of the text
+# under it and cuts the rest; these bytes keep every character it can show.
+CARD_TITLE_LIMIT = 128
+CARD_TEXT_LIMIT = 512
+# The card's action menu (required for a card that can be changed later).
+CARD_MENU = {"desc": "kubeevent", "action_list": [{"text": "查看详情 View details",
+                                                     "key": "kubeevent-view"}]}
 
 
 _MARKDOWN = str.maketrans({"<": "＜", ">": "＞", "[": "［", "]": "］", "*": "＊", "`": "ˋ",
                            "#": "＃", "_": "＿", "~": "～", "|": "｜"})
-
-
-def _markdown(text: str) -> str:
-    """For WeCom markdown: no link, emphasis, code, heading, quote or ``<font>``."""
-    return text.translate(_MARKDOWN)
 
 
 def _markdown(text: str) -> str:
@@ -111,8 +118,8 @@ def build_message(msgtype: str, *, title: str = "", content: str = "", url: str 
                   btntxt: str = "") -> Message:
     """Fit rendered fields into a WeCom message of ``msgtype`` within the byte limits.
 
-    A textcard without a url becomes a text message (nothing is dropped); text and
-    markdown carry the title above and the url below the content.
+    A textcard or template_card without a url becomes a text message (nothing is
+    dropped); text and markdown carry the title above and the url below the content.
     """
     title, content, url, btntxt = (v.strip() for v in (title, content, url, btntxt))
     if not title and not content:
@@ -120,6 +127,13 @@ def build_message(msgtype: str, *, title: str = "", content: str = "", url: str 
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", url)
     if scheme and scheme.group(1).lower() not in ("http", "https"):
         url = ""  # javascript:, data:, …: no link rather than that one
+    if msgtype == "template_card" and url:
+        lines = [line.strip() for line in content.splitlines() if line.strip()]
+        return Message("template_card", (
+            ("title", truncate_utf8(title or lines[0], CARD_TITLE_LIMIT)),
+            ("content", truncate_utf8("\n".join(lines if title else lines[1:]),
+                                      CARD_TEXT_LIMIT)),
+            ("url", truncate_utf8(url, URL_LIMIT))))
     if msgtype == "textcard" and url:
         fields = [
             ("title", truncate_utf8(title or content.splitlines()[0], TITLE_LIMIT)),
@@ -143,6 +157,8 @@ def field_limit(msgtype: str, key: str, rendered: Mapping[str, str]) -> int:
     fields rendered before it)."""
     if msgtype == "textcard":
         return {"title": TITLE_LIMIT, "content": DESCRIPTION_LIMIT}.get(key, URL_LIMIT)
+    if msgtype == "template_card":
+        return {"title": CARD_TITLE_LIMIT, "content": CARD_TEXT_LIMIT}.get(key, URL_LIMIT)
     if key != "content":
         return CONTENT_LIMIT // 4 if key == "title" else URL_LIMIT
     around = sum(utf8_len(rendered.get(k, "")) for k in ("title", "url")) + 32
@@ -174,7 +190,8 @@ def robot_message(message: Message) -> Message:
         return message
     fields = message.section()
     lines = [f"**{_markdown(fields.get('title', ''))}**"] if fields.get("title") else []
-    text = _TAG.sub("\n", fields.get("description", "")).replace("\n\n", "\n")
+    text = (fields.get("content", "") if message.msgtype == "template_card" else
+            _TAG.sub("\n", fields.get("description", "")).replace("\n\n", "\n"))
     lines += [_markdown(unescape(line)) for line in text.splitlines() if line.strip()]
     if fields.get("url"):
         lines.append(f"[查看详情 View details]({fields['url']})")
@@ -187,3 +204,53 @@ def fallback_message(event: Mapping[str, Any], platform_url: str = "") -> Messag
     built_in = sandbox.fallback(event, platform_url)
     return build_message("text", title=built_in.title, content=built_in.content,
                          url=built_in.link)
+
+
+# ---------------------------------------------------------------------- cards over time
+
+
+def card_section(message: Message, task_id: str) -> dict[str, Any]:
+    """The ``template_card`` of a message/send: a text notice card that WeCom lets us
+    change later (it has an action menu, so it needs our ``task_id``)."""
+    fields = message.section()
+    card: dict[str, Any] = {
+        "card_type": "text_notice",
+        "main_title": {"title": fields.get("title", "")},
+        "card_action": {"type": 1, "url": fields.get("url", "")},
+        "action_menu": CARD_MENU,
+        "task_id": task_id,
+    }
+    if fields.get("content"):
+        card["sub_title_text"] = fields["content"]
+    return card
+
+
+def summary(message: Message) -> tuple[str, str]:
+    """(a title line, the link) of a sent message, kept to say later what it was about."""
+    fields = message.section()
+    title = fields.get("title") or next(
+        (line.strip() for line in fields.get("content", "").splitlines() if line.strip()), "")
+    return truncate_utf8(title, CARD_TITLE_LIMIT), fields.get("url", "")
+
+
+def decided_card(title: str, outcome: str, url: str) -> dict[str, Any]:
+    """The card an approver's pending card becomes once it is decided: the outcome as its
+    title, what it was about under it, the same link (every card has one); no menu
+    (nothing left to do)."""
+    return {
+        "card_type": "text_notice",
+        "main_title": {"title": truncate_utf8(outcome, CARD_TITLE_LIMIT)},
+        "sub_title_text": truncate_utf8(title, CARD_TEXT_LIMIT),
+        "card_action": {"type": 1, "url": url},
+    }
+
+
+def follow_up(title: str, outcome: str, url: str) -> Message:
+    """What an approver gets when their card cannot be changed (a textcard, a card sent
+    more than 72 hours ago, a refused update): one short text."""
+    return build_message("text", title=outcome, content=title, url=url)
+
+
+def reminder(title: str, text: str, url: str) -> Message:
+    """A reminder to decide, as a text message with the link."""
+    return build_message("text", title=text, content=title, url=url)

@@ -1,5 +1,6 @@
-"""A WeCom (CorpWeChat) server API client: gettoken, message/send, user/get_userid_by_email,
-and a group chat robot's webhook/send.
+"""A WeCom (CorpWeChat) server API client: gettoken, message/send (a template card one
+member at a time, with our task id), message/update_template_card,
+user/get_userid_by_email, and a group chat robot's webhook/send.
 
 One pooled ``requests.Session`` with (connect, read) timeouts. The environment's proxies
 (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and CA bundle
@@ -29,6 +30,7 @@ content to the same member within ``duplicate_check_interval``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
@@ -41,8 +43,9 @@ import requests
 import urllib3
 
 from .credentials import Credentials
-from .render import Message
+from .render import Message, card_section, summary
 from .shared import logs, metrics, tracing
+from .shared.delivery import Receipt
 from .shared.errors import RateLimited, TemporaryError, Unprocessable
 from .shared.sessions import PooledSession
 
@@ -54,6 +57,7 @@ WECOM_CALLS = metrics.counter("kubeevent_wecom_api_calls",
 TOKEN_REFRESHES = metrics.counter("kubeevent_wecom_token_refreshes",
                                   "access_token fetched from WeCom")
 MESSAGE_SEND = "message/send"
+UPDATE_CARD = "message/update_template_card"
 USERID_BY_EMAIL = "user/get_userid_by_email"
 # A group chat's robot: POST webhook/send?key=<webhook key>, no access token.
 ROBOT_SEND = "webhook/send"
@@ -134,6 +138,7 @@ class SendReport:
     invalid: list[str] = field(default_factory=list)
     unlicensed: list[str] = field(default_factory=list)
     msgids: list[str] = field(default_factory=list)
+    receipts: dict[str, Receipt] = field(default_factory=dict)  # by member
     # Batches WeCom refused because none of their members is reachable (81013).
     unreachable: list[WeComRejected] = field(default_factory=list)
 
@@ -147,6 +152,13 @@ class SendReport:
 class _Token:
     value: str
     refresh_at: float
+
+
+def task_id(key: str, target: str) -> str:
+    """A card's task id: unique per app for ever (WeCom refuses one used before), the same
+    for the same notification and member (a resend is then the same card)."""
+    digest = hashlib.sha256(f"{key}\x1f{target}".encode("utf-8", "surrogatepass"))
+    return "ke-" + digest.hexdigest()[:40]
 
 
 def _split(value: Any) -> list[str]:
@@ -375,22 +387,28 @@ class WeComClient:
             errcode, errmsg)
 
     def send(self, credentials: Credentials, message: Message, users: Sequence[str], *,
-             on_sent: Callable[[list[str]], None] | None = None) -> SendReport:
+             on_sent: Callable[..., None] | None = None, key: str = "") -> SendReport:
         """Send ``message`` to ``users`` in batches of at most 1000 (one call per batch);
-        ``party:<id>`` and ``tag:<id>`` among them go as ``toparty``/``totag``.
+        ``party:<id>`` and ``tag:<id>`` among them go as ``toparty``/``totag``. A
+        template card goes to one member per call, with the task id of (``key``, the
+        member), so each member's card can be changed on its own later.
 
-        ``on_sent(batch)`` runs after each accepted batch, before the next one, so a
-        failure later on leaves a record of what already went out. A batch of which no
-        member is reachable (81013) is noted in ``report.unreachable`` and the next batch
-        still goes; any other error ends the send.
+        ``on_sent(batch, receipt)`` runs after each accepted batch, before the next one,
+        so a failure later on leaves a record of what already went out. A batch of which
+        no member is reachable (81013) is noted in ``report.unreachable`` and the next
+        batch still goes; any other error ends the send.
         """
         report = SendReport()
-        for batch, addressed in target_batches(users):
+        card = message.msgtype == "template_card"
+        title, url = summary(message)
+        calls = ([([t], {"touser": t}) for t in users] if card else target_batches(users))
+        for batch, addressed in calls:
+            task = task_id(key, batch[0]) if card else ""
             body = {
                 **addressed,
                 "msgtype": message.msgtype,
                 "agentid": credentials.agent_id,
-                message.msgtype: message.section(),
+                message.msgtype: card_section(message, task) if card else message.section(),
                 "safe": 0,
                 "enable_duplicate_check": 1,
                 "duplicate_check_interval": self.duplicate_check_interval,
@@ -418,9 +436,22 @@ class WeComClient:
                              invaliduser=invalid or None, unlicenseduser=unlicensed or None)
             report.invalid.extend(invalid)
             report.unlicensed.extend(unlicensed)
+            code = answer.get("response_code")
+            receipt = Receipt(str(answer.get("msgid") or ""),
+                              code if isinstance(code, str) else "", task, title, url)
+            for member in batch:
+                report.receipts[member] = receipt
             if on_sent is not None:
-                on_sent(batch)
+                on_sent(batch, receipt)
         return report
+
+    def update_card(self, credentials: Credentials, response_code: str,
+                    users: Sequence[str], card: dict[str, Any]) -> None:
+        """Replace the card ``response_code`` came with, for ``users`` (doc 94945). The
+        code works once, for 72 hours; WeCom's refusal is a ``WeComRejected``."""
+        self.call(credentials, UPDATE_CARD, {
+            "userids": list(users), "agentid": credentials.agent_id,
+            "response_code": response_code, "template_card": card})
 
     def robot_send(self, key: str, message: Message) -> None:
         """Post ``message`` (text or markdown) into a group chat through its robot. No

@@ -54,12 +54,16 @@ class EmailChannel(Channel):
     def prepare(self) -> None:
         self.settings.get()  # before anything is made: a missing server fails first
 
-    def send(self, message: Message, targets: list[str],
-             on_sent: Callable[[list[str]], None]) -> Report:
+    def send(self, message: Message, targets: list[str], on_sent: Callable[..., None], *,
+             key: str = "") -> Report:
         return self.client.send(self.settings.get(), message, targets, on_sent)
 
     def swept(self) -> None:
         pass
+
+    # An email cannot be changed once sent, and a second one for every decision is noise:
+    # approval requests by email are not followed.
+    follower = None
 
 
 def build(environ: Mapping[str, str] | None = None) -> Pipeline:

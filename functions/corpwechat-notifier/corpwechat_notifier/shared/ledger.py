@@ -123,10 +123,11 @@ class Ledger:
 
     # ------------------------------------------------------------------ the sweep
 
-    def resend(self, deliver: Callable[[Pending, str], Result], give_up_seconds: float
+    def resend(self, deliver: Callable[[Pending, str, str], Result], give_up_seconds: float
                ) -> Resent:
         """Each record waiting to be sent again whose time has come: taken over (so no
-        replica sends it twice), sent through ``deliver(pending, recipient)`` (an
+        replica sends it twice), sent through ``deliver(pending, recipient,
+        notification id)`` (an
         exception: failed again, tried at a later sweep), its outcome written; what has
         waited ``give_up_seconds`` is Expired and counted."""
         assert self.records is not None
@@ -154,8 +155,9 @@ class Ledger:
                 continue
             pending = Pending.from_json((record.get("status") or {}).get("pending"))
             assert pending is not None  # due() said send
+            key = str((record.get("spec") or {}).get("notification") or "")
             try:
-                result = deliver(pending, claim.recipient)
+                result = deliver(pending, claim.recipient, key)
             except Exception as exc:  # the next sweep tries again, later
                 reason = getattr(exc, "reason", None) or type(exc).__name__
                 result = Result(records.FAILED, "Unreachable", str(reason), retry=pending)

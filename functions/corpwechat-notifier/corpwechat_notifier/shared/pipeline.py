@@ -28,9 +28,10 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from . import logs, metrics, notification, records, tracing
 from .config import ConfigError, env, env_bool, env_float, env_int, env_url
-from .delivery import KeyedLocks, Message, SentRecord
+from .delivery import KeyedLocks, Message, Receipt, SentRecord
 from .errors import PermanentError, TemporaryError
 from .events import Event, Outcome, json_data
+from .followups import FollowConfig, Follower, Followups
 from .kube import Kube, translate
 from .lease import RunLease
 from .ledger import Ledger
@@ -80,6 +81,8 @@ class DeliveryConfig:
     sweep_lease: str = "kubeevent-enricher/kubeevent-delivery-sweep"
     # Verifies that a notification request was signed by subscription-filter.
     signer: Signer | None = field(default=None, repr=False)
+    # Messages that ask someone to decide are followed until it is decided.
+    follow: FollowConfig = field(default_factory=FollowConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -103,6 +106,7 @@ class DeliveryConfig:
                                                  environ, minimum=1.0),
             sweep_lease=_lease(env("DELIVERY_SWEEP_LEASE", sweep_lease, environ)),
             signer=signer_from_env(environ),
+            follow=FollowConfig.from_env(environ),
         )
 
 
@@ -158,15 +162,19 @@ class Channel(Protocol):
     sandbox rendering into the channel's message; ``parse_template``: its section of a
     NotificationTemplate; ``fallback(event, platform_url)``: the built-in message), where
     they go (``targets``), within which limits (``admit``) and how they are sent.
-    ``send`` calls ``on_sent(targets)`` as soon as a batch is out (a later batch may fail)
-    and raises ``TemporaryError`` when its server may recover (what is not out yet is sent
-    again by the sweep)."""
+    ``send`` calls ``on_sent(targets, receipt)`` as soon as a batch is out (a later batch
+    may fail; ``receipt``: what the server answered, to change the message later) and
+    raises ``TemporaryError`` when its server may recover (what is not out yet is sent
+    again by the sweep); ``key`` names the notification (the same on a resend).
+    ``follower``: what it does with a message that asked someone to decide once it is
+    decided, or while it waits (``None``: nothing)."""
 
     name: str
     rate_limit: str  # why a target was deferred, in words (``admit``)
     renderer: ChannelRenderer
     parse_template: Callable[[Mapping[str, Any]], TemplateSource]
     fallback: Callable[[Mapping[str, Any], str], Message]
+    follower: Follower | None
 
     def prepare(self) -> None:
         """Before a request's messages are made (e.g. credentials read once)."""
@@ -175,8 +183,8 @@ class Channel(Protocol):
 
     def admit(self, target: str, message: Message) -> Admission: ...
 
-    def send(self, message: Message, targets: list[str],
-             on_sent: Callable[[list[str]], None]) -> Report: ...
+    def send(self, message: Message, targets: list[str], on_sent: Callable[..., None], *,
+             key: str = "") -> Report: ...
 
     def swept(self) -> None:
         """After the retention sweep (e.g. old counters deleted)."""
@@ -234,8 +242,13 @@ class Pipeline:
         self.renderer = channel.renderer
         self.locks = KeyedLocks()
         self.records = (records.DeliveryRecords(kube, config.system_namespace,
-                                                lease_seconds=config.delivery_lease_seconds)
+                                                lease_seconds=config.delivery_lease_seconds,
+                                                follows=config.follow.follows)
                         if config.delivery_records else None)
+        self.followups = (Followups(kube, self.records, channel.name, channel.follower,
+                                    config.follow)
+                          if self.records is not None and channel.follower is not None
+                          else None)
         self.ledger = Ledger(channel.name, self.records, SentRecord(config.sent_record_size))
         lease_namespace, _, lease_name = config.sweep_lease.partition("/")
         self.sweep_lease = RunLease(kube, lease_namespace, lease_name,
@@ -254,10 +267,32 @@ class Pipeline:
         request = notification.parse_request(event["type"], event["id"], json_data(event))
         fields: dict[str, Any] = {"notification_type": request.event_type}
         recipients = notification.for_channel(request.recipients, self.channel.name)
-        if not recipients:
-            return Outcome.ack(f"no {self.channel.name} recipients", recipients=0, **fields)
-        with self.locks.hold(request.id):
-            return self._notify(request, recipients, fields)
+        try:
+            if not recipients:
+                return Outcome.ack(f"no {self.channel.name} recipients", recipients=0,
+                                   **fields)
+            with self.locks.hold(request.id):
+                return self._notify(request, recipients, fields)
+        finally:
+            self._follow(request)
+
+    def _follow(self, request: NotificationRequest) -> None:
+        """Follow the messages about this request's object at once (a decision ends its
+        approvers' wait now rather than at the next sweep); a failure is the sweep's."""
+        event = request.event
+        kind = str(event.get("involvedobjectkind") or "")
+        if self.followups is None or kind not in self.config.follow.paths:
+            return
+        about = {"kind": kind, "namespace": str(event.get("involvedobjectnamespace") or ""),
+                 "name": str(event.get("involvedobjectname") or "")}
+        try:
+            followed = self.followups.run(about)
+        except Exception as exc:
+            logs.warning("could not follow the approval now; the sweep does",
+                         error=getattr(exc, "reason", None) or type(exc).__name__, **about)
+            return
+        if followed:
+            logs.info("approval followed", **about, **followed)
 
     # ------------------------------------------------------------------ a request
 
@@ -358,15 +393,16 @@ class Pipeline:
         unreachable: list[PermanentError] = []
         try:
             for message, by_target in plan.items():
-                def record(batch: list[str], by_target: Mapping[str, list[str]] = by_target
-                           ) -> None:
+                def record(batch: list[str], receipt: Receipt | None = None, *,
+                           by_target: Mapping[str, list[str]] = by_target) -> None:
                     names = [name for target in batch for name in by_target[target]]
                     self.ledger.told(request, names)
                     for target in batch:
                         for name in by_target[target]:
-                            results[name] = records.Result(records.SENT, "Sent", target)
+                            results[name] = records.Result(records.SENT, "Sent", target,
+                                                           receipt=receipt)
 
-                report = self.channel.send(message, list(by_target), record)
+                report = self.channel.send(message, list(by_target), record, key=request.id)
                 calls += report.calls
                 sent.extend(report.delivered)
                 for refusal in report.refused:
@@ -449,6 +485,8 @@ class Pipeline:
             return Outcome.ack(f"sweep skipped: {why_not}")
         try:
             retried = self._retry_waiting()
+            if self.followups is not None:
+                retried = {**retried, **self.followups.run()}
             seen = deleted = 0
             if self.retention_lease.acquire() is None:  # at most hourly
                 try:
@@ -467,21 +505,25 @@ class Pipeline:
         the channel prepared once."""
         prepared: list[bool] = []
 
-        def deliver(pending: records.Pending, name: str) -> records.Result:
+        def deliver(pending: records.Pending, name: str, key: str) -> records.Result:
             if not prepared:
                 self.channel.prepare()
                 prepared.append(True)
-            return self._deliver(pending, name)
+            return self._deliver(pending, name, key)
 
         return self.ledger.resend(deliver, self.config.delivery_give_up_seconds).as_fields()
 
-    def _deliver(self, pending: records.Pending, name: str) -> records.Result:
-        """One recorded message to its target, within the channel's limits."""
+    def _deliver(self, pending: records.Pending, name: str, key: str) -> records.Result:
+        """One recorded message to its target, within the channel's limits (``key``: its
+        notification)."""
         target = pending.target
         admission = self.channel.admit(target, pending.message)
         if not admission.admitted:
             return self._deferred(admission, pending)
-        report = self.channel.send(pending.message, [target], lambda batch: None)
+        receipts: list[Receipt | None] = []
+        report = self.channel.send(pending.message, [target],
+                                   lambda batch, receipt=None: receipts.append(receipt),
+                                   key=key)
         if report.put_off is not None:
             raise report.put_off
         if report.refused:
@@ -490,4 +532,5 @@ class Pipeline:
         if report.unreachable:  # not sent again (as from a notification request)
             return records.Result(records.FAILED, "Unreachable", report.unreachable[0].reason)
         logs.info("delivery sent from its record", subscriber=name, target=target)
-        return records.Result(records.SENT, "Sent", target)
+        return records.Result(records.SENT, "Sent", target,
+                              receipt=next((r for r in receipts if r is not None), None))

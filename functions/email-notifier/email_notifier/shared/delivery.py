@@ -29,6 +29,20 @@ class Message:
         return self.section().get(name, "")
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """What the channel's server answered for one target's message, kept in its delivery
+    record to change the message later: its id (``msgid``: recall, follow-ups), the
+    single-use code that updates a card (``response_code``, empty: it cannot be updated)
+    and the card's ``task_id``; ``title`` and ``url`` to say what it was about."""
+
+    msgid: str = ""
+    response_code: str = ""
+    task_id: str = ""
+    title: str = ""
+    url: str = ""
+
+
 class SentRecord:
     """Bounded memory of (notification id, channel, subscriber) already delivered.
 
