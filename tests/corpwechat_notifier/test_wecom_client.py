@@ -301,7 +301,8 @@ def test_recipients_go_in_batches_of_1000(client):
         big = WeComClient(open_sandbox.api_url, timeout=(1.0, 5.0))
         users = [f"user{n:04d}" for n in range(2500)]
         batches: list[list[str]] = []
-        report = big.send(CREDS, MESSAGE, users, on_sent=lambda batch, receipt: batches.append(batch))
+        report = big.send(CREDS, MESSAGE, users,
+                          on_sent=lambda batch, receipt: batches.append(batch))
         calls = open_sandbox.calls_to(MESSAGE_SEND)
         assert [len(c.body["touser"].split("|")) for c in calls] == [1000, 1000, 500]
         assert [len(b) for b in batches] == [1000, 1000, 500] and report.calls == 3

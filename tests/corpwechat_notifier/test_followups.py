@@ -1,0 +1,276 @@
+"""An approval followed to its end (shared/followups.py) by the notifier as a running
+function: fake API server (the run and the delivery records) + WeCom sandbox (cards,
+their single-use response codes, updates), over HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dev.fakes.kube_api import FakeKubeAPI
+from dev.fakes.wecom import MESSAGE_SEND, RESPONSE_CODE_TTL, WeComSandbox
+from dev.support import factory
+from dev.support.procs import FunctionProcess
+from shared.events import Event
+from tests.corpwechat_notifier.support import ROOT, add_notification_objects
+from tests.corpwechat_notifier.test_http import (
+    AGENT,
+    CORP_ID,
+    DELIVERY_API,
+    ENV_CREDENTIALS,
+    NS,
+    SECRET,
+    SWEEP,
+    SWEPT,
+    environment,
+    start,
+)
+
+APR_CRD = ROOT / "dev" / "cluster" / "crds" / "artifactpromotionruns.yaml"
+USERS = {"admin": "AdminWx", "bob": "bob.wx", "carol": "carol.wx", "alice": "alice.wx"}
+CARD_TEMPLATE = {
+    "apiVersion": "core.katanomi.dev/v1alpha1", "kind": "NotificationTemplate",
+    "metadata": {"name": "kubeevent.artifactpromotionrun.approvalpending", "namespace": NS},
+    "spec": {"corpwechat": {
+        "msgtype": "template_card",
+        "title": "制品晋级待您审批 / Artifact promotion awaiting your approval",
+        "content": "请审批 Please review: {{ event.involvedobjectnamespace }}/"
+                   "{{ event.involvedobjectname }}\n"
+                   "申请人 Requested by: {{ event.data.object.status.triggeredBy.user.name }}",
+        "url": "https://acp.example.com/runs/{{ event.involvedobjectname }}",
+    }},
+}
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[FakeKubeAPI]:
+    with FakeKubeAPI() as api:
+        add_notification_objects(api, NS)
+        api.load_yaml(APR_CRD)
+        api.add(CARD_TEMPLATE)
+        api.add({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "corpwechat-users", "namespace": NS}, "data": USERS})
+        yield api
+
+
+@pytest.fixture(scope="module")
+def wecom() -> Iterator[WeComSandbox]:
+    with WeComSandbox(corp_id=CORP_ID, corp_secret=SECRET, agent_id=AGENT,
+                      users=set(USERS.values())) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(autouse=True)
+def clean(wecom: WeComSandbox) -> Iterator[None]:
+    wecom.reset()
+    yield
+
+
+FOLLOWING = {**SWEPT, **ENV_CREDENTIALS, "APPROVAL_REMIND_AFTER_SECONDS": "1",
+             "APPROVAL_REMIND_EVERY_SECONDS": "3600", "CORPWECHAT_USERID_BY_MAIL": "false",
+             "CORPWECHAT_USERID_FROM_USERNAME": "false"}
+
+
+def notifier(kube: FakeKubeAPI, wecom: WeComSandbox, path: Any, runtime: str = "ff"
+             ) -> FunctionProcess:
+    return start(runtime, environment(kube, wecom, path, **FOLLOWING))
+
+
+@pytest.fixture(scope="module")
+def ff(kube, wecom, tmp_path_factory) -> Iterator[FunctionProcess]:
+    proc = notifier(kube, wecom, tmp_path_factory.mktemp("ff"))
+    yield proc
+    proc.stop()
+
+
+def run(kube: FakeKubeAPI, name: str, *, policy: str = "Any",
+        approvers: tuple[str, ...] = ("admin", "bob")) -> dict[str, Any]:
+    obj = factory.promotion_run(name, policy=policy, approvers=approvers)
+    obj["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                         time.gmtime())
+    return kube.add(obj)
+
+
+def decide(kube: FakeKubeAPI, name: str, *decisions: tuple[str, bool]) -> None:
+    obj = kube.get_object(factory.APR_API_VERSION, factory.APR_KIND, name, "devops")
+    assert obj is not None
+    obj["status"]["approval"] = {"users": [
+        {"kind": "User", "name": user, "input": {"approved": True} if approved else {}}
+        for user, approved in decisions]}
+    kube.update_object(obj)
+
+
+def pending(obj: dict[str, Any], *names: str) -> Event:
+    return factory.notification_request(
+        factory.enriched_event("approvalpending", obj=obj),
+        recipients=[factory.recipient(n) for n in names])
+
+
+def requester_told(obj: dict[str, Any], reason: str = "approved") -> Event:
+    """What the requester gets once it is decided: the request whose arrival makes the
+    notifier follow the run at once."""
+    return factory.notification_request(factory.enriched_event(reason, obj=obj),
+                                        recipients=[factory.recipient("alice")])
+
+
+def post(proc: FunctionProcess, event: Event) -> None:
+    answer = factory.post(proc.url, event)
+    assert answer.status_code == 202, answer.text
+
+
+def sweep(proc: FunctionProcess) -> dict[str, Any]:
+    time.sleep(1.1)  # the sweep Lease's interval
+    post(proc, SWEEP)
+    return [r for r in proc.log_records() if r.get("message") == "delivery records swept"][-1]
+
+
+def cards(kube: FakeKubeAPI, name: str) -> dict[str, dict[str, Any]]:
+    """subscriber → ``status.card`` of the records about run ``name``."""
+    return {o["spec"]["recipient"]["name"]: (o.get("status") or {}).get("card") or {}
+            for o in kube.objects(DELIVERY_API, "NotificationDelivery", NS)
+            if o["spec"]["object"]["name"] == name}
+
+
+def followed(kube: FakeKubeAPI, name: str) -> set[str]:
+    return {o["spec"]["recipient"]["name"]
+            for o in kube.objects(DELIVERY_API, "NotificationDelivery", NS)
+            if o["spec"]["object"]["name"] == name
+            and (o["metadata"].get("labels") or {}).get("kubeevent.io/follow") == "true"}
+
+
+def card_title(wecom: WeComSandbox, userid: str, task_id: str) -> str:
+    card = wecom.card_of(userid, task_id)
+    assert card is not None
+    return str(card["main_title"]["title"])
+
+
+# ---------------------------------------------------------------- cards that follow
+
+
+@pytest.mark.parametrize("runtime", ["ff", "func"])
+def test_when_bob_approves_every_approvers_card_says_so_once(kube, wecom, tmp_path,
+                                                             runtime):
+    proc = notifier(kube, wecom, tmp_path, runtime)
+    try:
+        name = f"approve-{runtime}"
+        obj = run(kube, name)
+        post(proc, pending(obj, "admin", "bob"))
+        sent = {d.userid: d for d in wecom.delivered}
+        assert set(sent) == {"AdminWx", "bob.wx"}
+        assert all(d.msgtype == "template_card" and d.card and d.card.get("action_menu")
+                   for d in sent.values())
+        kept = cards(kube, name)
+        assert {k: (v["state"], bool(v["responseCode"]), v["taskId"]) for k, v in kept.items()} \
+            == {"admin": ("Open", True, sent["AdminWx"].task_id),
+                "bob": ("Open", True, sent["bob.wx"].task_id)}
+        assert followed(kube, name) == {"admin", "bob"}
+
+        decide(kube, name, ("bob", True))
+        told = requester_told(obj)
+        post(proc, told)  # alice hears; the approvers' cards follow at once
+        for userid in ("AdminWx", "bob.wx"):
+            title = card_title(wecom, userid, sent[userid].task_id)
+            assert title.startswith("已由 bob 批准 / Approved by bob at "), title
+        assert [d.userid for d in wecom.delivered if d.msgtype != "template_card"] \
+            == ["alice.wx"]
+        kept = cards(kube, name)
+        assert {k: v["state"] for k, v in kept.items() if k != "alice"} \
+            == {"admin": "Updated", "bob": "Updated"}
+        assert [h["action"] for h in kept["admin"]["history"]] == ["updated"]
+        assert followed(kube, name) == set()
+
+        # the same request again (a redelivery), and the sweep: nothing is done twice
+        post(proc, told)
+        sweep(proc)
+        assert len(wecom.card_updates) == 2
+        assert len(wecom.calls_to(MESSAGE_SEND)) == 3
+    finally:
+        proc.stop()
+
+
+def test_a_card_whose_code_expired_gets_a_short_follow_up_instead(kube, wecom, ff):
+    obj = run(kube, "late")
+    post(ff, pending(obj, "admin", "bob"))
+    wecom.advance(RESPONSE_CODE_TTL + 60)  # WeCom refuses the codes now
+    decide(kube, "late", ("admin", False))
+    post(ff, requester_told(obj, "approvaldenied"))
+    assert wecom.card_updates == []
+    follow_ups = [d for d in wecom.delivered if d.msgtype == "text" and d.userid != "alice.wx"]
+    assert sorted(d.userid for d in follow_ups) == ["AdminWx", "bob.wx"]
+    assert all(d.content and d.content.startswith("已由 admin 拒绝 / Denied by admin at ")
+               and "https://acp.example.com/runs/late" in d.content for d in follow_ups)
+    assert {k: v["state"] for k, v in cards(kube, "late").items() if k != "alice"} \
+        == {"admin": "FollowedUp", "bob": "FollowedUp"}
+
+
+def test_a_requesters_message_and_a_deleted_runs_are_left_as_they_are(kube, wecom, ff):
+    obj = run(kube, "mine", approvers=("bob",))
+    post(ff, pending(obj, "alice", "bob"))  # alice is told too, but she is no approver
+    assert followed(kube, "mine") == {"bob"}
+    assert cards(kube, "mine")["alice"]["state"] == "Closed"
+    kube.delete_object(factory.APR_API_VERSION, factory.APR_KIND, "mine", "devops")
+    sweep(ff)
+    assert cards(kube, "mine")["bob"]["state"] == "Closed"
+    assert wecom.card_updates == [] and len(wecom.delivered) == 2  # the two cards only
+
+
+def test_two_replicas_update_each_card_once(kube, wecom, tmp_path):
+    first = notifier(kube, wecom, tmp_path / "a")
+    second = notifier(kube, wecom, tmp_path / "b")
+    try:
+        obj = run(kube, "twice", approvers=("admin", "bob", "carol"))
+        post(first, pending(obj, "admin", "bob", "carol"))
+        decide(kube, "twice", ("carol", True))
+        told = requester_told(obj)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda proc: post(proc, told), (first, second)))
+        sweep(first)
+        sweep(second)
+        updated = sorted(u.userid for u in wecom.card_updates)
+        assert updated == ["AdminWx", "bob.wx", "carol.wx"]
+        assert [d.userid for d in wecom.delivered if d.msgtype == "text"] == ["alice.wx"]
+    finally:
+        first.stop()
+        second.stop()
+
+
+# ---------------------------------------------------------------- reminders
+
+
+def test_under_all_only_the_silent_approver_is_reminded_until_it_is_decided(kube, wecom, ff):
+    obj = run(kube, "slow", policy="All")
+    post(ff, pending(obj, "admin", "bob"))
+    decide(kube, "slow", ("bob", True))
+    assert sweep(ff)["reminded"] == 1
+    (reminder,) = [d for d in wecom.delivered if d.msgtype == "text"]
+    assert reminder.userid == "AdminWx"
+    assert "devops/slow" in reminder.content and "still waits for your approval" in \
+        reminder.content and "left)" in reminder.content
+    assert cards(kube, "slow")["admin"]["reminders"] == 1
+    assert sweep(ff).get("reminded") is None  # the next one is an hour away
+    decide(kube, "slow", ("bob", True), ("admin", True))
+    assert sweep(ff)["updated"] == 2
+    assert len([d for d in wecom.delivered if d.msgtype == "text"]) == 1
+    assert all(card_title(wecom, d.userid, d.task_id or "").startswith(
+        "已由 admin 批准 / Approved by admin") for d in wecom.delivered
+        if d.msgtype == "template_card")
+
+
+def test_under_any_nobody_is_reminded_once_one_approved(kube, wecom, ff):
+    obj = run(kube, "quick")
+    post(ff, pending(obj, "admin", "bob"))
+    decide(kube, "quick", ("admin", True))
+    done = sweep(ff)
+    assert done.get("reminded") is None and done["updated"] == 2
+    assert [d.msgtype for d in wecom.delivered] == ["template_card", "template_card"]
+
+
+def test_under_in_order_only_the_approver_whose_turn_it_is_is_reminded(kube, wecom, ff):
+    obj = run(kube, "ordered", policy="InOrder", approvers=("bob", "admin"))
+    post(ff, pending(obj, "admin", "bob"))
+    assert sweep(ff)["reminded"] == 1
+    assert [d.userid for d in wecom.delivered if d.msgtype == "text"] == ["bob.wx"]
