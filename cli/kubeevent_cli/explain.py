@@ -15,7 +15,7 @@ from typing import Any
 
 from . import bridge, pipeline, rbac
 from .errors import UserError
-from .history import records_of_object
+from .history import follow_up, records_of_object
 from .simulate import close, connect, decide
 from .yamlio import Document, Position
 
@@ -45,6 +45,7 @@ def delivered(record: dict[str, Any] | None, channel: str) -> dict[str, Any]:
     status = (record or {}).get("status") or {}
     return {"channel": channel, "notified": status.get("phase") == "Sent",
             "when": status.get("finishedAt"),
+            "follow_up": follow_up(status.get("card")) or None,
             "why": ("sent" if status.get("phase") == "Sent" else
                     f"{status.get('phase') or 'being sent'}: {status.get('reason') or ''}"
                     .rstrip(": ") if record else
@@ -132,4 +133,7 @@ def run(args: argparse.Namespace) -> int:
             mark = "notified" if person["notified"] else "not notified"
             print(f"  {person['subscriber']:<16} {mark:<13} {person['why']}"
                   f"  [{person['subscription']}]")
+            for told in person.get("channels") or []:
+                if told.get("follow_up"):
+                    print(f"  {'':<16} {'':<13} {told['channel']}: {told['follow_up']}")
     return 0

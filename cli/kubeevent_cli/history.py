@@ -13,7 +13,22 @@ from .errors import UserError
 
 _SINCE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-COLUMNS = ("WHEN", "EVENT", "OBJECT", "CHANNEL", "PHASE", "REASON")
+COLUMNS = ("WHEN", "EVENT", "OBJECT", "CHANNEL", "PHASE", "REASON", "FOLLOW-UP")
+
+
+def follow_up(card: Any) -> str:
+    """What became of a message that asked its recipient to decide (``status.card``):
+    ``updated: 已由 bob 批准 / Approved by bob at 14:02 UTC``, ``waiting, reminded 2×``…;
+    empty for a message that asked nothing."""
+    if not isinstance(card, dict) or not card.get("state"):
+        return ""
+    state = {"Open": "waiting", "Updated": "card updated", "FollowedUp": "followed up",
+             "Closed": "closed"}.get(str(card["state"]), str(card["state"]).lower())
+    reminders = card.get("reminders")
+    if isinstance(reminders, int) and reminders:
+        state += f", reminded {reminders}×"
+    outcome = card.get("outcome")
+    return f"{state}: {outcome}" if isinstance(outcome, str) and outcome else state
 
 
 def seconds(text: str) -> int:
@@ -86,6 +101,7 @@ def rows(items: list[dict[str, Any]], since: int, now: float) -> list[dict[str, 
             "channel": str(spec.get("channel") or ""),
             "phase": str(status.get("phase") or "Sending"),
             "reason": str(status.get("reason") or ""),
+            "follow_up": follow_up(status.get("card")),
             "notification": str(spec.get("notification") or ""),
             "record": str(meta.get("name") or ""),
         })
@@ -113,7 +129,7 @@ def run(args: Any) -> int:
         print(f"nothing was sent to {args.user} in the last {args.since}")
         return 0
     table = [COLUMNS] + [(r["when"], r["event"], r["object"], r["channel"], r["phase"],
-                          r["reason"]) for r in found]
+                          r["reason"], r["follow_up"]) for r in found]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())

@@ -314,10 +314,10 @@ class Linter:
 
     def rendered(self, doc: Document, spec: Any, message: Any, against: str) -> None:
         section = message.section()
-        if spec.msgtype == "textcard" and message.msgtype != "textcard":
+        if spec.msgtype in ("textcard", "template_card") and message.msgtype != spec.msgtype:
             self.add(WARNING, "render", f"the url renders empty against {against}: the "
-                     "textcard is sent as a text message", doc.at("spec", "corpwechat", "url"),
-                     doc)
+                     f"{spec.msgtype} is sent as a text message",
+                     doc.at("spec", "corpwechat", "url"), doc)
         url = section.get("url", "")
         if url and not url.startswith(("http://", "https://")):
             self.add(WARNING, "render", f"url is not an absolute link against {against} "

@@ -49,7 +49,7 @@ def test_admin_receives_the_pending_message_and_the_requester_is_explained(
     admin = out[out.index(f"MATCH     {ADMIN}"):out.index(f"NO MATCH  {ALICE}")]
     assert "subscriber  admin (User, admin@example.com)" in admin
     assert f"corpwechat  to admin, template {PENDING_TEMPLATE}" in admin
-    assert "msgtype      textcard" in admin
+    assert "msgtype      template_card" in admin
     assert "Artifact promotion awaiting your approval" in admin
     assert "Requested by: alice" in admin
     assert f"url          {PENDING_URL}" in admin
@@ -80,9 +80,9 @@ def test_json_gives_the_same_answer(pending: Case) -> None:
     [message] = admin["messages"]
     assert message["channel"] == "corpwechat" and message["to"] == "admin"
     assert message["template"] == PENDING_TEMPLATE
-    assert message["msgtype"] == "textcard"
+    assert message["msgtype"] == "template_card"
     assert message["title"] == "制品晋级待您审批 / Artifact promotion awaiting your approval"
-    assert "请审批 Please review: devops/my-promotion" in message["description"]
+    assert "请审批 Please review: devops/my-promotion" in message["content"]
     assert message["url"] == PENDING_URL
     assert (alice["status"], alice["match"]) == ("NO MATCH", False)
     assert alice["reason"]["check"] == "cel"
@@ -251,7 +251,7 @@ def test_each_channel_a_subscription_names_gets_its_own_message(pending: Case) -
                subscription_for("admin", name=ADMIN, channels="corpwechat,email"))
     payload = run(*simulate(pending, "--json")).json()
     card, email = by_name(payload)[ADMIN]["messages"]
-    assert (card["channel"], card["msgtype"]) == ("corpwechat", "textcard")
+    assert (card["channel"], card["msgtype"]) == ("corpwechat", "template_card")
     assert (email["channel"], email["msgtype"], email["to"]) == ("email", "email", "admin")
     assert email["template"] == PENDING_TEMPLATE
     assert email["subject"].startswith(

@@ -21,7 +21,8 @@ SEED_SCENARIOS = [
 def reaches_exactly_its_people(chain: ClusterChain, reason: str, message: str | None,
                                who: set[str]) -> None:
     """An Event created with kubectl about a new run in devops: exactly ``who`` get one
-    textcard each (and one email each, but admin, who subscribes on CorpWeChat only), and
+    message each (a card for the approvers, a textcard for the requester; and one email
+    each, but admin, who subscribes on CorpWeChat only), and
     the broker took one notification request (one id) for their subscriptions."""
     run = chain.new_run(promotion_run(f"run-{uuid.uuid4().hex[:8]}", "devops"))
     chain.happen(controller_event(run, reason, message))
@@ -40,7 +41,8 @@ def reaches_exactly_its_people(chain: ClusterChain, reason: str, message: str | 
     name = run["metadata"]["name"]
     for user in who:
         (delivery,) = got[user]
-        assert delivery.msgtype == "textcard"
+        assert delivery.msgtype == ("template_card" if reason == "ApprovalPending"
+                                    else "textcard")
         assert TITLES[reason] in (delivery.title or "")
         assert f"devops/{name}" in (delivery.description or "")
         if message:

@@ -284,6 +284,41 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
     assert {a: len(m) for a, m in chain.mailed().items()} == {"bob@example.com": 1}
 
 
+def test_an_approval_is_followed_to_its_end(chain: ClusterChain,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """admin and bob get the pending card; bob approves (his decision written through
+    ``/status``, as the platform writes it) and the Running Event follows: both cards now
+    say approved by bob (updated in place through the notifier's own RBAC on the run),
+    alice gets her running message, nobody gets anything twice, and the history says so."""
+    run = run_in(chain, approvers=("admin", "bob"))
+    chain.happen(event_about(run, "ApprovalPending"))
+    got = chain.received()
+    assert {u: [d.msgtype for d in m] for u, m in got.items()} == {
+        "admin": ["template_card"], "bob": ["template_card"]}
+    cards = {user: got[user][0] for user in ("admin", "bob")}
+    name = run["metadata"]["name"]
+    decision = {"status": {"phase": "Running", "approval": {"users": [
+        {"kind": "User", "name": "bob", "input": {"approved": True}}]}}}
+    chain.plane.kubectl("patch", "artifactpromotionruns.artifacts.katanomi.dev", name, "-n",
+                        "devops", "--subresource=status", "--type=merge", "--patch-file",
+                        "/dev/stdin", input=json.dumps(decision))
+    chain.happen(event_about(run, "Running"))
+    sandbox = chain.running().sandbox
+    assert sandbox is not None
+    for user, card in cards.items():
+        now = sandbox.card_of(user, card.task_id or "")
+        assert now is not None and now["main_title"]["title"].startswith(
+            "已由 bob 批准 / Approved by bob at "), (user, now)
+    assert len(sandbox.card_updates) == 2
+    assert {u: len(m) for u, m in chain.received().items()} == {
+        "admin": 1, "bob": 1, "alice": 1}
+    assert kubeevent(["history", "--user", "admin", "--since", "1h", "--json",
+                      "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+    told = json.loads(capsys.readouterr().out)["deliveries"]
+    (card,) = [d for d in told if d["object"] == f"devops/{name}"]
+    assert card["follow_up"].startswith("card updated: 已由 bob 批准"), card
+
+
 def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) -> None:
     """While Knative's adapter is down (as when a namespace's label changes), an Event
     is created: the restarted adapter does not send it. The catch-up ping does, through

@@ -336,7 +336,7 @@ def test_template_store_caches_for_its_ttl_and_says_what_is_missing():
     clock = Clock()
     store = TemplateStore(read_config, read_template, ttl=30, clock=clock)
     pending = factory.KUBEEVENT.format("approvalpending")
-    assert store.lookup(pending).spec.msgtype == "textcard"
+    assert store.lookup(pending).spec.msgtype == "template_card"
     assert store.lookup(pending).name == "kubeevent.artifactpromotionrun.approvalpending"
     assert reads == ["config", "kubeevent.artifactpromotionrun.approvalpending"]
     assert "no template mapped" in store.lookup("other.type").missing

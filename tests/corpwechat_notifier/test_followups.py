@@ -27,6 +27,7 @@ from tests.corpwechat_notifier.test_http import (
     SWEEP,
     SWEPT,
     environment,
+    forget_member_counts,
     start,
 )
 
@@ -65,7 +66,12 @@ def wecom() -> Iterator[WeComSandbox]:
 
 
 @pytest.fixture(autouse=True)
-def clean(wecom: WeComSandbox) -> Iterator[None]:
+def clean(kube: FakeKubeAPI, wecom: WeComSandbox) -> Iterator[None]:
+    """Each test starts with no records (nothing another test left to follow, remind or
+    send) and no member counts."""
+    for record in kube.objects(DELIVERY_API, "NotificationDelivery", NS):
+        kube.delete_object(DELIVERY_API, "NotificationDelivery", record["metadata"]["name"], NS)
+    forget_member_counts(kube)
     wecom.reset()
     yield
 
@@ -274,3 +280,115 @@ def test_under_in_order_only_the_approver_whose_turn_it_is_is_reminded(kube, wec
     post(ff, pending(obj, "admin", "bob"))
     assert sweep(ff)["reminded"] == 1
     assert [d.userid for d in wecom.delivered if d.msgtype == "text"] == ["bob.wx"]
+
+
+# ---------------------------------------------------------------- quiet hours and digests
+
+
+def quiet_now() -> str:
+    """Quiet hours (UTC) that hold now and end in about two hours."""
+    now = time.gmtime()
+    start = (now.tm_hour * 60 + now.tm_min - 60) % 1440
+    end = (now.tm_hour * 60 + now.tm_min + 120) % 1440
+    return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d} UTC"
+
+
+def quiet_recipient(name: str, quiet: str) -> dict[str, Any]:
+    entry = factory.recipient(name)
+    entry["quietHours"] = quiet
+    return entry
+
+
+def records_about(kube: FakeKubeAPI, *names: str) -> list[dict[str, Any]]:
+    return [o for o in kube.objects(DELIVERY_API, "NotificationDelivery", NS)
+            if o["spec"]["object"]["name"] in names]
+
+
+def as_if_due(kube: FakeKubeAPI, *names: str) -> None:
+    """The time of every waiting record about these runs has come."""
+    for record in records_about(kube, *names):
+        status = record.get("status") or {}
+        if status.get("deferredUntil"):
+            status["deferredUntil"] = "2000-01-01T00:00:00Z"
+            kube.update_object(record)
+
+
+def test_what_arrives_in_quiet_hours_waits_and_comes_as_one_digest(kube, wecom, ff):
+    names = [f"night-{i}" for i in range(3)]
+    for name in names:
+        post(ff, factory.notification_request(
+            factory.enriched_event("approvalpending", obj=run(kube, name)),
+            recipients=[quiet_recipient("admin", quiet_now())]))
+    assert wecom.delivered == [], "nothing while admin sleeps"
+    held = records_about(kube, *names)
+    assert {(r["status"]["phase"], r["status"]["reason"]) for r in held} \
+        == {("Deferred", "QuietHours")}
+    ends = {r["status"]["deferredUntil"] for r in held}
+    assert len(ends) == 1 and ends.pop() > time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                         time.gmtime(time.time() + 3600))
+    as_if_due(kube, *names)  # the morning
+    sweep(ff)
+    (digest,) = wecom.delivered
+    assert (digest.userid, digest.msgtype) == ("AdminWx", "markdown")
+    heading, *lines = digest.content.splitlines()
+    assert heading == "**3 × 制品晋级待您审批 / Artifact promotion awaiting your approval**"
+    for name in names:  # one linked line each
+        (line,) = [line for line in lines if f"devops/{name}]" in line]
+        assert line == f"- [请审批 Please review: devops/{name}]" \
+                       f"(https://acp.example.com/runs/{name})"
+    assert {(r["status"]["phase"], r["status"]["reason"])
+            for r in records_about(kube, *names)} == {("Sent", "Digest")}
+
+
+def test_an_approval_that_would_time_out_in_the_night_is_sent_at_once(kube, wecom, ff):
+    obj = factory.promotion_run("urgent", timeout="30m")
+    obj["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    kube.add(obj)
+    post(ff, factory.notification_request(factory.enriched_event("approvalpending", obj=obj),
+                                          recipients=[quiet_recipient("admin", quiet_now())]))
+    assert [(d.userid, d.msgtype) for d in wecom.delivered] == [("AdminWx", "template_card")]
+
+
+def test_everyones_quiet_hours_unless_the_subscription_says_off(kube, wecom, tmp_path):
+    proc = start("ff", environment(kube, wecom, tmp_path, **FOLLOWING,
+                                   QUIET_HOURS=quiet_now()))
+    try:
+        obj = run(kube, "default-quiet")
+        post(proc, factory.notification_request(
+            factory.enriched_event("approvalpending", obj=obj),
+            recipients=[factory.recipient("admin"), quiet_recipient("bob", "off")]))
+        assert [d.userid for d in wecom.delivered] == ["bob.wx"]
+        held = {r["spec"]["recipient"]["name"]: r["status"]
+                for r in records_about(kube, "default-quiet")}
+        assert held["admin"]["reason"] == "QuietHours"
+    finally:
+        proc.stop()
+
+
+def test_forty_approvals_in_a_minute_reach_their_approver_as_a_few_messages(
+        kube, wecom, tmp_path):
+    proc = start("ff", environment(kube, wecom, tmp_path, **{
+        **FOLLOWING, "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": "30",
+        "CORPWECHAT_DIGEST_AFTER_PER_MINUTE": "3", "APPROVAL_REMIND_AFTER_SECONDS": "0"}))
+    try:
+        names = [f"burst-{i:02d}" for i in range(40)]
+        for name in names:
+            post(proc, factory.notification_request(
+                factory.enriched_event("approvalpending", obj=run(kube, name)),
+                recipients=[factory.recipient("bob")]))
+        assert len(wecom.delivered) == 3, "three cards, the rest wait"
+        assert {r["status"]["reason"] for r in records_about(kube, *names)} \
+            == {"Sent", "Burst"}
+        for _minute in range(3):  # a minute later: their time has come, the minute is over
+            as_if_due(kube, *names)
+            forget_member_counts(kube)
+            sweep(proc)
+        got = wecom.delivered_to("bob.wx")
+        assert len(got) <= 10, f"{len(got)} messages"
+        text = "\n".join((d.description or "") + (d.content or "") for d in got)
+        for name in names:  # none lost, none twice
+            assert text.count(f"devops/{name}\n") + text.count(f"devops/{name}]") \
+                + text.count(f"devops/{name} ") == 1, name
+        assert {r["status"]["phase"] for r in records_about(kube, *names)} == {"Sent"}
+    finally:
+        proc.stop()

@@ -188,6 +188,10 @@ def deliver(proc: FunctionProcess, event: Event, *, mode: str = "binary",
     return answers
 
 
+# A message sent to many members in one call (a textcard), for what is not about cards.
+FAILED = factory.enriched_event("failed")
+
+
 def approval_pending(**kwargs: Any) -> Event:
     """The seed's approval-pending request: approvers admin (the seed subscriber) and bob."""
     return factory.notification_request(
@@ -212,17 +216,22 @@ def logged(proc: FunctionProcess, message: str, notification: str) -> list[dict[
 
 @pytest.mark.parametrize("runtime", ["ff", "func"])
 @pytest.mark.parametrize("mode", ["binary", "structured"])
-def test_seed_approval_pending_is_one_message_to_the_right_users(request, wecom, runtime, mode):
+def test_seed_approval_pending_is_one_card_to_each_approver(request, wecom, runtime, mode):
     proc = request.getfixturevalue(runtime)
     answer = factory.post(proc.url, approval_pending(), mode=mode)
     assert answer.status_code == 202, answer.text
     assert answer.content == b""
-    (call,) = wecom.calls_to(MESSAGE_SEND)
-    assert sorted(call.body["touser"].split("|")) == ["AdminWx", "bob.wx"]
-    assert call.body["agentid"] == AGENT and call.body["enable_duplicate_check"] == 1
+    calls = wecom.calls_to(MESSAGE_SEND)
+    # one card per approver, each with its own task id: each can be changed on its own
+    assert sorted(c.body["touser"] for c in calls) == ["AdminWx", "bob.wx"]
+    assert all(c.body["agentid"] == AGENT and c.body["enable_duplicate_check"] == 1
+               for c in calls)
+    assert len({c.body["template_card"]["task_id"] for c in calls}) == 2
     assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
     card = wecom.delivered[0]
-    assert card.msgtype == "textcard" and card.url == RUN_URL
+    assert card.msgtype == "template_card" and card.url == RUN_URL
+    assert card.card is not None and card.card["card_type"] == "text_notice"
+    assert card.card["action_menu"]["action_list"], "a card WeCom lets us update"
     assert "待您审批" in card.title and "awaiting your approval" in card.title
     for expected in ("Requested by: alice", "registry.example.com/devops/app:v1.2.3",
                      "From: registry.example.com/devops/app",
@@ -235,7 +244,7 @@ def test_user_ids_come_from_configmap_then_mail_then_username(ff, wecom):
                   factory.recipient("dave", mail="dave@example.com"),
                   factory.recipient("erin", mail="erin@example.com"),
                   factory.recipient("frank")]
-    answer = factory.post(ff.url, factory.notification_request(recipients=recipients))
+    answer = factory.post(ff.url, factory.notification_request(FAILED, recipients=recipients))
     assert answer.status_code == 202, answer.text
     (call,) = wecom.calls_to(MESSAGE_SEND)
     assert call.body["touser"] == "carol-cm|dave-mail|erin|frank"
@@ -275,7 +284,7 @@ def test_a_group_goes_to_its_mapped_departments_and_tags_only(defaults, wecom):
     named_like_a_user = factory.recipient("alice")
     named_like_a_user["subscriber"]["kind"] = "Group"
     answer = factory.post(defaults.url, factory.notification_request(
-        recipients=[group, named_like_a_user]))
+        FAILED, recipients=[group, named_like_a_user]))
     assert answer.status_code == 202, answer.text
     (call,) = wecom.calls_to(MESSAGE_SEND)
     assert (call.body.get("toparty"), call.body.get("totag")) == ("2", "7")
@@ -297,7 +306,7 @@ def test_a_failed_lookup_among_many_sends_nothing(ff, wecom):
                   factory.recipient("dave", mail="dave@example.com"),
                   factory.recipient("admin", mail="admin@example.com"),
                   factory.recipient("erin", mail="erin@example.com")]
-    event = factory.notification_request(recipients=recipients)
+    event = factory.notification_request(FAILED, recipients=recipients)
     wecom.inject(USERID_BY_EMAIL, -1, times=100)
     answer = factory.post(ff.url, event)
     assert answer.status_code == 503, answer.text
@@ -458,7 +467,7 @@ def test_api_server_trouble_is_503_not_a_fallback(kube, ff, wecom):
     answers = deliver(ff, event)
     assert [a.status_code for a in answers] == [503, 202]
     assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
-    assert all(m.msgtype == "textcard" for m in wecom.delivered)
+    assert all(m.msgtype == "template_card" for m in wecom.delivered)
 
 
 def test_long_values_are_cut_to_what_wecom_accepts(ff, wecom):
@@ -517,7 +526,7 @@ def test_redelivery_sends_nothing_twice(ff, wecom):
     event = approval_pending()
     assert factory.post(ff.url, event).status_code == 202
     assert factory.post(ff.url, event, mode="structured").status_code == 202
-    assert wecom.send_count == 1
+    assert wecom.send_count == 2  # a card to each approver, once
     assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
     handled = [r for r in ff.log_records() if r.get("id") == event["id"]
                and r.get("message") == "handled"]
@@ -540,7 +549,7 @@ def test_redelivery_to_another_replica_is_skipped_by_the_delivery_record(
     assert factory.post(ff.url, event).status_code == 202
     assert factory.post(func.url, event).status_code == 202
     assert deliveries(wecom) == {"AdminWx": 1, "bob.wx": 1}
-    assert wecom.send_count == 1 and wecom.suppressed == [], "the other replica did not call"
+    assert wecom.send_count == 2 and wecom.suppressed == [], "the other replica did not call"
     found = records_of(kube, event["id"])
     assert set(found) == {"admin", "bob"}
     for name, target in (("admin", "AdminWx"), ("bob", "bob.wx")):
@@ -641,7 +650,10 @@ def test_permanent_faults_end_in_a_dead_letterable_4xx(ff, wecom, endpoint, faul
     if endpoint == GETTOKEN:
         wecom.revoke_tokens()
     wecom.inject(endpoint, fault)
-    answers = deliver(ff, approval_pending())
+    # a message to both in one call (a card goes to one member per call, and 81013 for
+    # one member is that member unknown: tested with the cards)
+    answers = deliver(ff, factory.notification_request(
+        FAILED, recipients=[factory.seed_recipient(), factory.recipient("bob")]))
     assert len(answers) == 1
     answer = answers[0]
     assert 400 <= answer.status_code < 500 and answer.status_code not in RETRIED
@@ -884,13 +896,19 @@ def test_two_replicas_share_one_member_limit_and_the_rest_goes_out_when_slots_fr
             assert record["status"]["pending"]["target"] == "bob.wx"
         # Before its time nothing is sent again.
         assert sweep(replicas[0])["waiting"] >= 3 and len(wecom.delivered_to("bob.wx")) == 5
-        # A minute later (both counters forget it): the sweep sends the three.
+        # A minute later (both counters forget it): the sweep sends the three, as one
+        # digest (one message where three waited).
         wecom.reset()
         forget_member_counts(kube)
         for request in requests_:
             as_if_due(kube, request["id"])
         assert sweep(replicas[1])["resent"] >= 3
-        assert len(wecom.delivered_to("bob.wx")) == 3 and wecom.dropped == []
+        (digest,) = wecom.delivered_to("bob.wx")
+        assert wecom.dropped == []
+        assert digest.content.startswith("**3 × 制品晋级待您审批")
+        for record in waiting:
+            run = record["spec"]["object"]["name"]
+            assert digest.content.count(f"devops/{run}]") == 1, run
         for request in requests_:
             record = records_of(kube, request["id"])["bob"]
             assert record["status"]["phase"] == "Sent"
@@ -915,7 +933,7 @@ def test_a_message_wecom_would_drop_as_a_duplicate_spends_no_slot(kube, wecom, t
         same = factory.promotion_run("same-run")
         for _ in range(6):  # six notifications, one identical message
             request = factory.notification_request(
-                factory.enriched_event("approvalpending", obj=same),
+                factory.enriched_event("approvaldenied", obj=same),
                 recipients=[factory.recipient("alice")])
             assert factory.post(proc.url, request).status_code == 202
         real = factory.notification_request(
@@ -1172,3 +1190,18 @@ def test_the_ping_sweeps_records_past_their_retention(kube, wecom, tmp_path):
     assert kube.objects(QUOTA_API, "NotificationQuota", NS), "the busy ones are kept"
     assert kube.get_object(DELIVERY_API, "NotificationDelivery", "nd-old", NS) is None
     assert set(records_of(kube, event["id"])) == {"admin", "bob"}, "recent ones are kept"
+
+
+def test_a_card_for_a_member_wecom_does_not_know_is_refused_for_that_member_only(
+        ff, wecom, kube):
+    """A card goes to one member per call: WeCom's 81013 for that call is that member
+    unknown (as invaliduser in a batch), not a request to dead-letter."""
+    event = factory.notification_request(
+        factory.enriched_event("approvalpending"),
+        recipients=[factory.recipient("bob"), factory.recipient("ghost")])
+    assert factory.post(ff.url, event).status_code == 202
+    assert deliveries(wecom) == {"bob.wx": 1}
+    found = records_of(kube, event["id"])
+    assert (found["ghost"]["status"]["phase"], found["ghost"]["status"]["reason"]) \
+        == ("Refused", "InvalidUser")
+    assert found["bob"]["status"]["phase"] == "Sent"

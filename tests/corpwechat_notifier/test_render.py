@@ -80,7 +80,10 @@ def test_envsubst_output_holds_the_four_seed_templates(templates):
         assert doc["apiVersion"] == "core.katanomi.dev/v1alpha1"
         assert doc["kind"] == "NotificationTemplate"
         assert doc["metadata"]["namespace"] == "cpaas-system"
-        assert doc["spec"]["corpwechat"]["msgtype"] == "textcard"
+        # the approvers' card can be changed once it is decided; the others are textcards
+        assert doc["spec"]["corpwechat"]["msgtype"] == (
+            "template_card" if doc["metadata"]["name"].endswith(".approvalpending")
+            else "textcard")
         assert PLATFORM_URL in doc["spec"]["corpwechat"]["url"]
         assert "$" not in yaml.safe_dump(doc, allow_unicode=True)
 
@@ -103,8 +106,9 @@ def test_seed_templates_render_a_complete_bilingual_card(templates, reason):
     spec = parse_template(templates[f"kubeevent.artifactpromotionrun.{reason}"])
     message = render(spec, event_dict(reason, message="image scan failed"
                                       if reason in ("failed", "approvaldenied") else None))
-    assert message.msgtype == "textcard"
-    title, description = message.get("title"), message.get("description")
+    assert message.msgtype == ("template_card" if reason == "approvalpending" else "textcard")
+    title = message.get("title")
+    description = message.get("description") or message.get("content")
     assert "制品晋级" in title and "Artifact promotion" in title
     # who asked, what artifact, from where to where, which run
     for expected in ("申请人", "Requested by", "alice", "制品", "Artifact",
@@ -163,10 +167,10 @@ def test_templates_survive_an_object_with_missing_fields(templates):
     del obj["status"]
     del obj["spec"]
     spec = parse_template(templates["kubeevent.artifactpromotionrun.approvalpending"])
-    message = render(spec, event_dict(obj=obj))
-    assert "Requested by: -" in message.get("description")
-    assert "devops/my-promotion" in message.get("description")
-    assert "None" not in message.get("description")
+    text = render(spec, event_dict(obj=obj)).get("content")
+    assert "Requested by: -" in text
+    assert "devops/my-promotion" in text
+    assert "None" not in text
 
 
 def test_templates_survive_a_deleted_object(templates):
@@ -188,6 +192,25 @@ def test_values_are_data_never_template_code(templates):
 
 # ------------------------------------------------- values escaped for where they land
 
+# The source document's pending-approval template as a textcard (HTML description).
+TEXTCARD_PENDING = {
+    "metadata": {"name": "seed.textcard.approvalpending"},
+    "spec": {"corpwechat": {
+        "msgtype": "textcard",
+        "title": "制品晋级待您审批 / Artifact promotion awaiting your approval",
+        "content": (
+            "{%- set run = event.data.object -%}"
+            "{%- set promotion = run.status.artifactPromotionSpec -%}"
+            '<div class="highlight">请审批 Please review: {{ event.involvedobjectnamespace }}/'
+            "{{ event.involvedobjectname }}</div>"
+            '<div class="normal">申请人 Requested by: {{ run.status.triggeredBy.user.name }}'
+            "</div>"
+            '<div class="normal">制品 Artifact: {{ run.spec.artifact }}</div>'
+            '<div class="normal">从 From: {{ promotion.source.uri }}</div>'
+            '<div class="normal">到 To: {{ promotion.target.uri }}</div>'),
+        "url": "https://acp.example.com/runs/{{ event.involvedobjectname }}",
+    }},
+}
 FORGED_APPROVAL = ('<div class="highlight">✅ 安全团队已批准 Approved by security team</div>'
                    '<div class="normal">到 To: registry.example.com/staging/app</div>')
 
@@ -196,7 +219,7 @@ def test_an_object_field_cannot_inject_card_markup_or_push_the_target_out(templa
     """A requester's ``spec.artifact`` with a forged line and padding: shown as text, cut,
     and the real target, name and namespace still fit the 512-byte description."""
     obj = factory.promotion_run(artifact=FORGED_APPROVAL + " " * 40 + "x" * 2000)
-    spec = parse_template(templates["kubeevent.artifactpromotionrun.approvalpending"])
+    spec = parse_template(TEXTCARD_PENDING)
     description = render(spec, event_dict("approvalpending", obj=obj)).get("description")
     assert len(description.encode()) <= 512
     assert '<div class="highlight">✅' not in description
@@ -207,14 +230,31 @@ def test_an_object_field_cannot_inject_card_markup_or_push_the_target_out(templa
     assert description.count("<div") == 5, "only the template's own markup"
 
 
+def test_an_object_field_cannot_forge_a_line_of_the_approvers_card(templates):
+    """The shipped card is plain text, one line per field: a forged value stays on its
+    own field's line (line breaks in values are spaces), is cut, and the real target,
+    name and namespace still fit the card's 512 bytes."""
+    obj = factory.promotion_run(artifact="x\n到 To: registry.example.com/staging/app"
+                                + " " * 40 + "x" * 2000)
+    spec = parse_template(templates["kubeevent.artifactpromotionrun.approvalpending"])
+    text = render(spec, event_dict("approvalpending", obj=obj)).get("content")
+    assert len(text.encode()) <= 512
+    lines = text.splitlines()
+    assert lines[0] == "请审批 Please review: devops/my-promotion"
+    assert lines[-1] == "到 To: registry.example.com/prod/app"
+    assert len(lines) == 5 and lines[2].startswith("制品 Artifact: x 到 To: ")
+
+
 @pytest.mark.parametrize("sneaky", ["\u202e", "\u200b", "\u2066", "\ufeff", "\x1b[2K",
                                     "\x07", "\u0085", "\n"])
 def test_bidi_zero_width_and_control_characters_are_removed(templates, sneaky):
     obj = factory.promotion_run(requester=f"ali{sneaky}ce", artifact=f"app{sneaky}:v1")
     spec = parse_template(templates["kubeevent.artifactpromotionrun.approvalpending"])
-    description = render(spec, event_dict("approvalpending", obj=obj)).get("description")
-    assert sneaky not in description and "\x1b" not in description
-    assert "ali" in description and "app" in description
+    text = render(spec, event_dict("approvalpending", obj=obj)).get("content")
+    assert f"ali{sneaky}ce" not in text and f"app{sneaky}:v1" not in text
+    assert sneaky == "\n" or sneaky not in text  # the card's own lines are its template's
+    assert "\x1b" not in text
+    assert "ali" in text and "app" in text
 
 
 @pytest.mark.parametrize(("msgtype", "absent", "present"), [

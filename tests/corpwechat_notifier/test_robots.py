@@ -117,7 +117,7 @@ def test_a_group_mapped_to_a_chat_gets_the_card_as_markdown_in_the_chat(ff, kube
 
 def test_a_robots_limit_is_held_to_and_what_waits_goes_out_later(kube, wecom, tmp_path):
     """At most N a minute for one robot (WeCom's 20; here 3): the rest is Deferred in its
-    record and sent by the sweep when the minute has passed, once each."""
+    record and sent by the sweep when the minute has passed, together as one digest."""
     proc = start("ff", {**environment(kube, wecom, tmp_path, **ENV_CREDENTIALS), **SWEPT,
                         "CORPWECHAT_ROBOT_MESSAGES_PER_MINUTE": "3"})
     try:
@@ -136,7 +136,10 @@ def test_a_robots_limit_is_held_to_and_what_waits_goes_out_later(kube, wecom, tm
             as_if_due(kube, event["id"])
         swept = sweep(proc)
         assert swept["resent"] == 2
-        assert len(chat(wecom)) == 5
+        *_, digest = chat(wecom)
+        assert len(chat(wecom)) == 4 and digest.content.startswith("**2 × ")
+        for run in ("run-3", "run-4"):
+            assert digest.content.count(f"devops/{run}]") == 1
         assert sorted({records_of(kube, e["id"])["chat-only"]["status"]["phase"]
                        for e in events}) == ["Sent"]
     finally:
@@ -158,7 +161,8 @@ def test_a_chat_full_from_elsewhere_keeps_the_message_for_later(ff, kube, wecom)
     status = records_of(kube, event["id"])["chat-only"]["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "Unreachable")
     assert status["pending"]["target"] == "robot:releases"
-    assert status["pending"]["msgtype"] == "textcard", "kept as rendered; fitted when sent"
+    assert status["pending"]["msgtype"] == "template_card", \
+        "kept as rendered; fitted when sent"
 
 
 @pytest.mark.parametrize(("name", "reason", "says"), [

@@ -62,7 +62,7 @@ def test_once_replays_the_four_scenarios_and_prints_who_received_what(tmp_path: 
     assert "bob   ← [email] 制品晋级待您审批 / Artifact promotion awaiting your approval: " \
         "devops/my-promotion" in output
     assert re.search(r"mail \(Mailpit\)\s+read at http://127\.0\.0\.1:\d+", output)
-    assert "admin ← [textcard] 制品晋级待您审批 / Artifact promotion awaiting your approval" \
+    assert "admin ← [template_card] 制品晋级待您审批 / Artifact promotion awaiting your approval" \
         in output
     assert "alice ← [textcard] 制品晋级失败 / Artifact promotion failed" in output
     # ports and logs are shown

@@ -72,7 +72,7 @@ def test_the_counters_say_what_the_chain_did(stack: Stack, kube: FakeKubeAPI) ->
     assert delta(NOTIFIER, "kubeevent_notifications_total", channel="corpwechat",
                  result="sent") == 5
     assert delta(NOTIFIER, "kubeevent_wecom_api_calls_total", api="message/send",
-                 errcode="0") == 4
+                 errcode="0") == 5, "a card to each of the 2 approvers, then alice × 3"
 
     for where, samples in after.items():
         for _, labels in samples:

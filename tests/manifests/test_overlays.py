@@ -207,7 +207,8 @@ def test_every_template_the_config_names_is_installed(overlay: str) -> None:
     for name in names:
         template = find(objs, "NotificationTemplate", name, SYSTEM_NS)
         assert template is not None, name
-        assert template["spec"]["corpwechat"]["msgtype"] in ("text", "markdown", "textcard")
+        assert template["spec"]["corpwechat"]["msgtype"] in ("text", "markdown", "textcard",
+                                                             "template_card")
 
 
 # --------------------------------------------------------------------------- wiring

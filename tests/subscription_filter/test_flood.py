@@ -105,3 +105,19 @@ def test_a_channel_no_notifier_serves_is_not_ready_and_says_which_are(api: FakeK
     run = factory.promotion_run(approvers=("bob", "carol"))
     outcome = function.handle(factory.enriched_event("approvalpending", obj=run), {})
     assert [r["subscriber"]["name"] for r in outcome.event.data["recipients"]] == ["bob"]
+
+
+def test_a_subscriptions_quiet_hours_go_to_the_notifiers_as_written(api: FakeKubeAPI,
+                                                                     make) -> None:
+    quiet = factory.cluster_subscription("carol", name="carol-quiet")
+    quiet["metadata"]["annotations"]["kubeevent.io/quiet-hours"] = " 22:00-08:00 Asia/Shanghai"
+    api.add(quiet)
+    api.add(factory.cluster_subscription("dave", name="dave-awake"))
+    function = make()
+    until(function.ready)
+    run = factory.promotion_run(approvers=("carol", "dave"))
+    outcome = until(lambda: (o := function.handle(factory.enriched_event(
+        "approvalpending", obj=run), {})) and len(o.event.data["recipients"]) == 2 and o)
+    by_name = {r["subscriber"]["name"]: r for r in outcome.event.data["recipients"]}
+    assert by_name["carol"]["quietHours"] == "22:00-08:00 Asia/Shanghai"
+    assert "quietHours" not in by_name["dave"]

@@ -19,6 +19,7 @@ from .render import (
     Message,
     Renderer,
     decided_card,
+    digest,
     fallback_message,
     follow_up,
     parse_template,
@@ -105,7 +106,11 @@ class WeComChannel(Channel):
         # for every replica with the records, else per replica. A robot has no duplicate
         # check.
         self.member_limit = self._limit(config.member_per_minute, config.member_per_hour,
-                                        config.duplicate_check_interval)
+                                        config.duplicate_check_interval, config.digest_after)
+        # A card carries the task id of its notification: never one WeCom drops as a
+        # duplicate of another notification's, so it always spends a slot.
+        self.card_limit = self._limit(config.member_per_minute, config.member_per_hour, 0,
+                                      config.digest_after)
         self.robot_limit = self._limit(config.robot_per_minute, config.robot_per_minute * 60,
                                        0)
         self.follower = CardFollower(self)
@@ -113,12 +118,13 @@ class WeComChannel(Channel):
                            f"and {config.member_per_hour} an hour for one member, and "
                            f"{config.robot_per_minute} a minute for a group chat's robot")
 
-    def _limit(self, per_minute: int, per_hour: int,
-               duplicate_window: int) -> Callable[[str, Message], Admission]:
+    def _limit(self, per_minute: int, per_hour: int, duplicate_window: int,
+               burst: int = 0) -> Callable[[str, Message], Admission]:
         if self.config.delivery.delivery_records:
             counted = quota.MemberQuota(
                 self.kube, self.config.delivery.system_namespace, core.CHANNEL,
-                per_minute=per_minute, per_hour=per_hour, duplicate_window=duplicate_window)
+                per_minute=per_minute, per_hour=per_hour, duplicate_window=duplicate_window,
+                burst=burst)
             return counted.admit
         limits = core.MemberLimits(per_minute, per_hour)
 
@@ -158,12 +164,19 @@ class WeComChannel(Channel):
         """The member limit, or a robot's: departments and tags are not members."""
         if target.startswith(("party:", "tag:")):
             return ADMITTED
-        return (self.robot_limit if is_robot(target) else self.member_limit)(target, message)
+        if is_robot(target):
+            return self.robot_limit(target, message)
+        if message.msgtype == "template_card":
+            return self.card_limit(target, message)
+        return self.member_limit(target, message)
 
     # ------------------------------------------------------------------ sending
 
     def prepare(self) -> None:
         self.credentials.get()  # before anything is made: missing credentials fail first
+
+    def digest(self, messages: Sequence[Message]) -> list[tuple[Message, list[int]]]:
+        return digest(list(messages))
 
     def send(self, message: Message, targets: list[str], on_sent: Callable[..., None], *,
              key: str = "") -> Report:

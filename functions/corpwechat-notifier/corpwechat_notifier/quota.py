@@ -49,9 +49,11 @@ def quota_name(channel: str, member: str) -> str:
 
 
 def decide(spec: Mapping[str, Any], now: float, digest: str, per_minute: int, per_hour: int,
-           duplicate_window: float) -> tuple[Admission, list[float], dict[str, float]]:
+           duplicate_window: float, burst: int = 0
+           ) -> tuple[Admission, list[float], dict[str, float]]:
     """The admission for a message with ``digest``, and the member's sends and recent
-    hashes afterwards (pure: tested with plain data)."""
+    hashes afterwards (pure: tested with plain data). ``burst``: after this many within a
+    minute the rest wait, to go out together as a digest (0: no such limit)."""
     sent = sorted(float(t) for t in spec.get("sent") or [] if isinstance(t, (int, float))
                   and now - float(t) < 3600.0)
     raw = spec.get("recent") if isinstance(spec.get("recent"), Mapping) else {}
@@ -59,6 +61,9 @@ def decide(spec: Mapping[str, Any], now: float, digest: str, per_minute: int, pe
               if isinstance(t, (int, float)) and now - float(t) < duplicate_window}
     if digest in recent:
         return Admission(True, duplicate=True), sent, recent
+    minute = [t for t in sent if now - t < 60.0]
+    if 0 < burst < per_minute and len(minute) >= burst:
+        return Admission(False, until=minute[-burst] + 60.0, burst=True), sent, recent
     for span, limit in ((60.0, per_minute), (3600.0, per_hour)):
         within = [t for t in sent if now - t < span]
         if len(within) >= limit:
@@ -68,8 +73,9 @@ def decide(spec: Mapping[str, Any], now: float, digest: str, per_minute: int, pe
 
 class MemberQuota:
     def __init__(self, kube: Kube, namespace: str, channel: str, *, per_minute: int,
-                 per_hour: int, duplicate_window: float,
+                 per_hour: int, duplicate_window: float, burst: int = 0,
                  clock: Callable[[], float] = time.time) -> None:
+        self.burst = burst
         self.kube = kube
         self.namespace = namespace
         self.channel = channel
@@ -90,7 +96,7 @@ class MemberQuota:
                                      f"install its CRD (manifests/delivery)") from None
             spec = (existing or {}).get("spec") or {}
             admission, sent, recent = decide(spec, self.clock(), digest, self.per_minute,
-                                             self.per_hour, self.duplicate_window)
+                                             self.per_hour, self.duplicate_window, self.burst)
             if not admission.admitted or admission.duplicate:  # nothing to write
                 return admission
             body = dict(existing) if existing is not None else {

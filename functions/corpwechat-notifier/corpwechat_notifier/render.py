@@ -37,7 +37,8 @@ from .shared.render import (
 __all__ = [
     "CONTENT_LIMIT", "CUT_MARK", "DESCRIPTION_LIMIT", "TITLE_LIMIT", "URL_LIMIT", "Compiled",
     "Message", "RenderError", "Renderer", "TemplateSpec", "build_message", "card_section",
-    "clean", "decided_card", "escaper", "fallback_message", "field_limit", "follow_up",
+    "clean", "decided_card", "digest", "escaper", "fallback_message", "field_limit",
+    "follow_up",
     "parse_template", "reminder", "robot_message", "summary", "template_context",
     "truncate_utf8", "utf8_len",
 ]
@@ -254,3 +255,47 @@ def follow_up(title: str, outcome: str, url: str) -> Message:
 def reminder(title: str, text: str, url: str) -> Message:
     """A reminder to decide, as a text message with the link."""
     return build_message("text", title=text, content=title, url=url)
+
+
+DIGEST_LINE_LIMIT = 200  # bytes of one message's line in a digest
+
+
+def _about(message: Message) -> tuple[str, str, str]:
+    """(title, the first line that says more, link) of a waiting message."""
+    fields = message.section()
+    title, url = summary(message)
+    body = fields.get("content") or _TAG.sub("\n", fields.get("description", ""))
+    detail = next((unescape(line).strip() for line in body.splitlines()
+                   if line.strip() and unescape(line).strip() != title), "")
+    return title, detail, url
+
+
+def digest(messages: list[Message]) -> list[tuple[Message, list[int]]]:
+    """Messages waiting for one member as markdown digests within WeCom's 2,048 bytes:
+    a heading with their number (and their title, when they share one: "3 × 制品晋级待您
+    审批"), then one linked line each, oldest first."""
+    about = [_about(m) for m in messages]
+    titles = {title for title, _, _ in about}
+    shared = titles.pop() if len(titles) == 1 else ""
+
+    def line(title: str, detail: str, link: str) -> str:
+        text = detail if shared and detail else " — ".join(t for t in (title, detail) if t)
+        text = _markdown(truncate_utf8(text, DIGEST_LINE_LIMIT))
+        return f"- [{text}]({link})" if link else f"- {text}"
+
+    heading_room = 96 + utf8_len(shared)
+    parts: list[list[tuple[int, str]]] = [[]]
+    for index, (title, detail, link) in enumerate(about):
+        text = line(title, detail, link)
+        used = sum(utf8_len(t) + 1 for _, t in parts[-1])
+        if parts[-1] and heading_room + used + utf8_len(text) + 1 > CONTENT_LIMIT:
+            parts.append([])
+        parts[-1].append((index, text))
+    out = []
+    for part in parts:
+        count = len(part)
+        heading = (f"**{count} × {_markdown(shared)}**" if shared else
+                   f"**{count} 条消息等您查看 / {count} messages for you**")
+        content = "\n".join([heading, *(text for _, text in part)])
+        out.append((Message("markdown", (("content", content),)), [i for i, _ in part]))
+    return out

@@ -401,7 +401,8 @@ class WeComClient:
         report = SendReport()
         card = message.msgtype == "template_card"
         title, url = summary(message)
-        calls = ([([t], {"touser": t}) for t in users] if card else target_batches(users))
+        calls = ([call for t in users for call in target_batches([t])] if card
+                 else target_batches(users))
         for batch, addressed in calls:
             task = task_id(key, batch[0]) if card else ""
             body = {
@@ -418,10 +419,17 @@ class WeComClient:
             except WeComRejected as exc:
                 if exc.errcode != ALL_UNREACHABLE:
                     raise
+                report.calls += 1
+                if card and not batch[0].startswith((PARTY, TAG)):
+                    # A card goes to one member: that member is not one WeCom knows (as
+                    # invaliduser in a batch), the others' cards still go.
+                    logs.warning("WeCom does not know this member (not retried)",
+                                 invaliduser=batch, errcode=exc.errcode)
+                    report.invalid.extend(batch)
+                    continue
                 # Only this batch's members are unreachable: go on with the next batch.
                 logs.warning("WeCom reached none of a batch's members", users=batch,
                              errcode=exc.errcode)
-                report.calls += 1
                 report.unreachable.append(exc)
                 continue
             report.calls += 1

@@ -51,6 +51,10 @@ class EmailChannel(Channel):
     def admit(self, target: str, message: Message) -> Admission:
         return ADMITTED
 
+    def digest(self, messages: Sequence[Message]) -> list[tuple[Message, list[int]]]:
+        """Each email alone: a mailbox keeps what waited, and each keeps its subject."""
+        return [(message, [i]) for i, message in enumerate(messages)]
+
     def prepare(self) -> None:
         self.settings.get()  # before anything is made: a missing server fails first
 

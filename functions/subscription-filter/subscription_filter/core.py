@@ -214,7 +214,8 @@ def one_per_subscriber(matched: Sequence[Subscription]) -> list[Subscription]:
 
 
 def recipient(sub: Subscription) -> dict[str, Any]:
-    return notification.recipient_entry(sub.name, sub.subscriber.as_json(), sub.channels)
+    return notification.recipient_entry(sub.name, sub.subscriber.as_json(), sub.channels,
+                                        sub.quiet_hours)
 
 
 def notifications(event: Event, recipients: Sequence[Subscription],

@@ -123,16 +123,19 @@ class Ledger:
 
     # ------------------------------------------------------------------ the sweep
 
-    def resend(self, deliver: Callable[[Pending, str, str], Result], give_up_seconds: float
-               ) -> Resent:
+    def resend(self, deliver: Callable[[Pending, str, str], Result], give_up_seconds: float,
+               deliver_many: Callable[[list[Pending], list[str], list[str]], list[Result]]
+               | None = None) -> Resent:
         """Each record waiting to be sent again whose time has come: taken over (so no
         replica sends it twice), sent through ``deliver(pending, recipient,
-        notification id)`` (an
-        exception: failed again, tried at a later sweep), its outcome written; what has
-        waited ``give_up_seconds`` is Expired and counted."""
+        notification id)`` -- or, when several wait for one target, together through
+        ``deliver_many`` (a digest) -- (an exception: failed again, tried at a later
+        sweep), its outcome written; what has waited ``give_up_seconds`` is Expired and
+        counted."""
         assert self.records is not None
         done = Resent()
         now = time.time()
+        ready: dict[str, list[tuple[Claim, Pending, str]]] = {}
         for record in self.records.retry_candidates(self.channel):
             what = records.due(record, now, give_up_seconds)
             if what == "wait":
@@ -156,15 +159,31 @@ class Ledger:
             pending = Pending.from_json((record.get("status") or {}).get("pending"))
             assert pending is not None  # due() said send
             key = str((record.get("spec") or {}).get("notification") or "")
-            try:
-                result = deliver(pending, claim.recipient, key)
-            except Exception as exc:  # the next sweep tries again, later
-                reason = getattr(exc, "reason", None) or type(exc).__name__
-                result = Result(records.FAILED, "Unreachable", str(reason), retry=pending)
-            if result.phase == records.SENT:
-                done.resent += 1
+            ready.setdefault(pending.target, []).append((claim, pending, key))
+        def failed(exc: Exception, pending: Pending) -> Result:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            return Result(records.FAILED, "Unreachable", str(reason), retry=pending)
+
+        for waiting in ready.values():
+            results: list[Result] = []
+            if len(waiting) > 1 and deliver_many is not None:
+                try:
+                    results = deliver_many([p for _, p, _ in waiting],
+                                           [c.recipient for c, _, _ in waiting],
+                                           [k for _, _, k in waiting])
+                except Exception as exc:  # the next sweep tries again, later
+                    results = [failed(exc, p) for _, p, _ in waiting]
             else:
-                done.failed_again += 1
-            self.count(result.phase.lower())
-            self.records.finish(claim, result)
+                for claim, pending, key in waiting:
+                    try:
+                        results.append(deliver(pending, claim.recipient, key))
+                    except Exception as exc:  # the next sweep tries again, later
+                        results.append(failed(exc, pending))
+            for (claim, _, _), result in zip(waiting, results, strict=True):
+                if result.phase == records.SENT:
+                    done.resent += 1
+                else:
+                    done.failed_again += 1
+                self.count(result.phase.lower())
+                self.records.finish(claim, result)
         return done

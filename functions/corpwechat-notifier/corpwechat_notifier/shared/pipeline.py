@@ -19,6 +19,7 @@ everything else went out.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from . import logs, metrics, notification, records, tracing
+from .approvals import approval_of
 from .config import ConfigError, env, env_bool, env_float, env_int, env_url
 from .delivery import KeyedLocks, Message, Receipt, SentRecord
 from .errors import PermanentError, TemporaryError
@@ -36,6 +38,8 @@ from .kube import Kube, translate
 from .lease import RunLease
 from .ledger import Ledger
 from .notification import NotificationRequest, Recipient
+from .quiet import QuietHours, QuietHoursError
+from .quiet import parse as parse_quiet
 from .render import TemplateSource
 from .signing import Signer, signer_from_env
 from .templates import (
@@ -48,9 +52,19 @@ from .templates import (
 
 PING = "dev.knative.sources.ping"
 TEMPLATE_API_VERSION, TEMPLATE_KIND = "core.katanomi.dev/v1alpha1", "NotificationTemplate"
+DIGESTS = metrics.counter(
+    "kubeevent_digests", "Digests sent: several waiting messages for one target (held "
+    "through quiet hours or over its limits) as one", ("channel",))
 TEMPLATE_FALLBACKS = metrics.counter(
     "kubeevent_template_fallbacks", "Messages sent with the built-in text because the "
     "template was missing or failed")
+
+
+def _quiet(value: str) -> QuietHours | None:
+    try:
+        return parse_quiet(value)
+    except QuietHoursError as exc:
+        raise ConfigError(f"QUIET_HOURS: {exc}") from None
 
 
 def _lease(value: str) -> str:
@@ -83,6 +97,8 @@ class DeliveryConfig:
     signer: Signer | None = field(default=None, repr=False)
     # Messages that ask someone to decide are followed until it is decided.
     follow: FollowConfig = field(default_factory=FollowConfig)
+    # Everyone's quiet hours unless their subscription says otherwise (None: none).
+    quiet_hours: QuietHours | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -107,6 +123,7 @@ class DeliveryConfig:
             sweep_lease=_lease(env("DELIVERY_SWEEP_LEASE", sweep_lease, environ)),
             signer=signer_from_env(environ),
             follow=FollowConfig.from_env(environ),
+            quiet_hours=_quiet(env("QUIET_HOURS", "", environ)),
         )
 
 
@@ -122,6 +139,7 @@ class Admission:
     until: float | None = None
     duplicate: bool = False
     contended: bool = False
+    burst: bool = False  # many at once for this target: the rest go as one digest
 
 
 ADMITTED = Admission(True)
@@ -178,6 +196,10 @@ class Channel(Protocol):
 
     def prepare(self) -> None:
         """Before a request's messages are made (e.g. credentials read once)."""
+
+    def digest(self, messages: Sequence[Message]) -> list[tuple[Message, list[int]]]:
+        """Several messages for one target as few as fit the channel's limits: each
+        digest and the indices of the messages it holds (every index once)."""
 
     def targets(self, recipients: Sequence[Recipient]) -> list[Targets]: ...
 
@@ -328,6 +350,37 @@ class Pipeline:
             return replace(outcome, fields={**outcome.fields, "handed_over": len(claims.busy)})
         return outcome
 
+    def _quiet_until(self, request: NotificationRequest, recipient: Recipient
+                     ) -> float | None:
+        """When ``recipient``'s quiet hours end, if they are in them now (their
+        subscription's, else QUIET_HOURS); ``None``: send now. An approval request whose
+        approval would time out before they end is sent now all the same."""
+        try:
+            quiet = (parse_quiet(recipient.quiet_hours) if recipient.quiet_hours
+                     else self.config.quiet_hours)
+        except QuietHoursError as exc:
+            logs.warning("quiet hours not understood: ignored", subscriber=recipient.name,
+                         subscription=recipient.subscription, problem=str(exc))
+            return None
+        now = time.time()
+        if quiet is None or not quiet.active(now):
+            return None
+        ends = quiet.ends(now)
+        event = request.event
+        kind = str(event.get("involvedobjectkind") or "")
+        if self.config.follow.follows(kind, str(event.get("eventreason") or "")):
+            data = event.get("data")
+            obj = data.get("object") if isinstance(data, Mapping) else None
+            paths = self.config.follow.paths.get(kind)
+            approval = approval_of(obj, paths) if isinstance(obj, Mapping) and paths else None
+            meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+            created = (records.parse_time(meta.get("creationTimestamp"))
+                       if isinstance(meta, Mapping) else None)
+            if approval is not None and approval.timeout is not None and created is not None \
+                    and created + approval.timeout < ends:
+                return None  # it would time out while they sleep: they are told now
+        return ends
+
     def _pending_for(self, request: NotificationRequest, recipients: list[Recipient]
                      ) -> dict[str, records.Pending | None]:
         """What each of ``recipients`` is to get, as a record keeps it (one target)."""
@@ -347,6 +400,10 @@ class Pipeline:
             return records.Result(
                 records.DEFERRED, "QuotaContended", "too many messages for this member at "
                 "once to count them: sent again by the sweep", admission.until, retry)
+        if admission.burst:
+            return records.Result(
+                records.DEFERRED, "Burst", "many messages for this member within a minute: "
+                "the rest go out together as one digest", admission.until, retry)
         return records.Result(records.DEFERRED, "MemberRateLimit", self.channel.rate_limit,
                               admission.until, retry)
 
@@ -373,6 +430,15 @@ class Pipeline:
                     results[recipient.name] = records.Result(
                         records.REFUSED, "NoTarget",
                         f"no {self.channel.name} target ({targets.how})")
+                    continue
+                quiet_until = self._quiet_until(request, recipient)
+                if quiet_until is not None:
+                    deferred.append(recipient.name)
+                    results[recipient.name] = records.Result(
+                        records.DEFERRED, "QuietHours", "the subscriber's quiet hours: sent "
+                        "with what else waits when they end", quiet_until,
+                        records.Pending(targets.to[0], message)
+                        if len(targets.to) == 1 else None)
                     continue
                 for target in targets.to:
                     admission = self.channel.admit(target, message)
@@ -511,7 +577,49 @@ class Pipeline:
                 prepared.append(True)
             return self._deliver(pending, name, key)
 
-        return self.ledger.resend(deliver, self.config.delivery_give_up_seconds).as_fields()
+        def deliver_many(pending: list[records.Pending], names: list[str], keys: list[str]
+                         ) -> list[records.Result]:
+            if not prepared:
+                self.channel.prepare()
+                prepared.append(True)
+            return self._deliver_many(pending, names, keys)
+
+        return self.ledger.resend(deliver, self.config.delivery_give_up_seconds,
+                                  deliver_many).as_fields()
+
+    def _deliver_many(self, pending: list[records.Pending], names: list[str],
+                      keys: list[str]) -> list[records.Result]:
+        """Several recorded messages for one target (held through quiet hours, or over
+        its limits) as the channel's digests: one message where many waited."""
+        target = pending[0].target
+        results: list[records.Result | None] = [None] * len(pending)
+        for message, held in self.channel.digest([p.message for p in pending]):
+            if len(held) == 1:
+                (i,) = held
+                results[i] = self._deliver(pending[i], names[i], keys[i])
+                continue
+            admission = self.channel.admit(target, message)
+            if not admission.admitted:
+                for i in held:
+                    results[i] = self._deferred(admission, pending[i])
+                continue
+            report = self.channel.send(message, [target], lambda *sent: None)
+            if report.put_off is not None:
+                raise report.put_off
+            for i in held:
+                if report.refused:
+                    refusal = report.refused[0]
+                    results[i] = records.Result(records.REFUSED, refusal.reason, refusal.text)
+                elif report.unreachable:
+                    results[i] = records.Result(records.FAILED, "Unreachable",
+                                                report.unreachable[0].reason)
+                else:
+                    results[i] = records.Result(records.SENT, "Digest", target)
+            DIGESTS.labels(self.channel.name).inc()
+            logs.info("waiting messages sent as one digest", target=target,
+                      messages=len(held), subscribers=sorted({names[i] for i in held}))
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
 
     def _deliver(self, pending: records.Pending, name: str, key: str) -> records.Result:
         """One recorded message to its target, within the channel's limits (``key``: its

@@ -39,6 +39,8 @@ class Recipient:
     channels: tuple[str, ...]
     subscriber: dict[str, Any] = field(compare=False, hash=False)
     kind: str = field(default="User", compare=False)  # User | Group
+    # The subscription's quiet hours as written (shared/quiet.py; "" for the default).
+    quiet_hours: str = field(default="", compare=False)
 
     def wants(self, channel: str) -> bool:
         return channel in self.channels
@@ -59,10 +61,14 @@ class NotificationRequest:
 
 
 def recipient_entry(subscription: str, subscriber: Mapping[str, Any],
-                    channels: Sequence[str]) -> dict[str, Any]:
-    """One recipient as the request lists it."""
-    return {"subscription": subscription, "subscriber": dict(subscriber),
-            "channels": list(channels)}
+                    channels: Sequence[str], quiet_hours: str = "") -> dict[str, Any]:
+    """One recipient as the request lists it (``quietHours`` only when the subscription
+    sets them)."""
+    entry = {"subscription": subscription, "subscriber": dict(subscriber),
+             "channels": list(channels)}
+    if quiet_hours:
+        entry["quietHours"] = quiet_hours
+    return entry
 
 
 def build_requests(event: Event, recipients: Sequence[Mapping[str, Any]],
@@ -152,6 +158,7 @@ def parse_recipient(raw: Any, index: int) -> Recipient:
         channels=_channels(raw.get("channels"), where),
         subscriber=dict(subscriber),
         kind="Group" if _text(subscriber.get("kind")) == "Group" else "User",
+        quiet_hours=_text(raw.get("quietHours"))[:100],
     )
 
 

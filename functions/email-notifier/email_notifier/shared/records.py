@@ -337,8 +337,9 @@ class DeliveryRecords:
                                   "nextAttemptAt": None, "deferredUntil": None}
         if result.phase == SENT and result.detail:
             status["target"] = result.detail
-        follow = (result.phase == SENT and self.follows is not None
-                  and self.follows(claim.kind, claim.reason))
+        # A message sent within a digest is one line among many: not followed.
+        follow = (result.phase == SENT and result.reason == "Sent"
+                  and self.follows is not None and self.follows(claim.kind, claim.reason))
         if result.phase == SENT and result.receipt is not None:
             status["card"] = card_status(result.receipt, time.time())
         if result.until is not None:
