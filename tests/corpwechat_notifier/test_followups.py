@@ -189,7 +189,10 @@ def test_when_bob_approves_every_approvers_card_says_so_once(kube, wecom, tmp_pa
         assert [h["action"] for h in kept["admin"]["history"]] == ["updated"]
         assert followed(kube, name) == set()
 
-        # the same request again (a redelivery), and the sweep: nothing is done twice
+        # the same request again (a redelivery), a restart, the sweep: nothing twice
+        post(proc, told)
+        proc.stop()
+        proc.start(wait_ready=True)
         post(proc, told)
         sweep(proc)
         assert len(wecom.card_updates) == 2
@@ -392,3 +395,16 @@ def test_forty_approvals_in_a_minute_reach_their_approver_as_a_few_messages(
         assert {r["status"]["phase"] for r in records_about(kube, *names)} == {"Sent"}
     finally:
         proc.stop()
+
+
+def test_a_subscription_can_turn_its_reminders_off(kube, wecom, ff):
+    obj = run(kube, "muted", policy="All")
+    quiet_bob = factory.recipient("bob")
+    quiet_bob["approvalReminders"] = "off"
+    post(ff, factory.notification_request(factory.enriched_event("approvalpending", obj=obj),
+                                          recipients=[factory.recipient("admin"), quiet_bob]))
+    assert sweep(ff)["reminded"] == 1
+    assert [d.userid for d in wecom.delivered if d.msgtype == "text"] == ["AdminWx"]
+    (bobs,) = [r for r in records_about(kube, "muted")
+               if r["spec"]["recipient"]["name"] == "bob"]
+    assert bobs["spec"]["recipient"]["reminders"] == "off"

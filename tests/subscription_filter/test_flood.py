@@ -121,3 +121,17 @@ def test_a_subscriptions_quiet_hours_go_to_the_notifiers_as_written(api: FakeKub
     by_name = {r["subscriber"]["name"]: r for r in outcome.event.data["recipients"]}
     assert by_name["carol"]["quietHours"] == "22:00-08:00 Asia/Shanghai"
     assert "quietHours" not in by_name["dave"]
+
+
+def test_a_subscriptions_reminders_go_to_the_notifiers_as_written(api: FakeKubeAPI,
+                                                                   make) -> None:
+    muted = factory.cluster_subscription("erin", name="erin-muted")
+    muted["metadata"]["annotations"]["kubeevent.io/approval-reminders"] = "off"
+    api.add(muted)
+    function = make()
+    until(function.ready)
+    run = factory.promotion_run(approvers=("erin",))
+    outcome = until(lambda: (o := function.handle(factory.enriched_event(
+        "approvalpending", obj=run), {})) and o.event is not None and o)
+    (erin,) = outcome.event.data["recipients"]
+    assert erin["approvalReminders"] == "off" and "quietHours" not in erin

@@ -215,7 +215,7 @@ def one_per_subscriber(matched: Sequence[Subscription]) -> list[Subscription]:
 
 def recipient(sub: Subscription) -> dict[str, Any]:
     return notification.recipient_entry(sub.name, sub.subscriber.as_json(), sub.channels,
-                                        sub.quiet_hours)
+                                        sub.quiet_hours, sub.reminders)
 
 
 def notifications(event: Event, recipients: Sequence[Subscription],

@@ -31,6 +31,8 @@ OWNER_ANNOTATION = "katanomi.dev/owned.username"
 CHANNELS_ANNOTATION = "core.katanomi.dev/sink.pluginclasses"
 # The subscriber's quiet hours (shared/quiet.py), passed on to the notifiers as written.
 QUIET_HOURS_ANNOTATION = "kubeevent.io/quiet-hours"
+# When the subscriber is reminded of an approval they have not decided (shared/followups.py).
+REMINDERS_ANNOTATION = "kubeevent.io/approval-reminders"
 SUBSCRIBER_KINDS = ("User", "Group")
 CONDITION = "Ready"
 # A filter stopped at an evaluation limit (``CelLimitError``): written by the filter as
@@ -114,8 +116,10 @@ class Subscription:
     bound: Any = field(default=None, compare=False, repr=False)
     # The binding as text: subscriptions with the same one give a filter the same answer.
     binding_key: str = field(default="", compare=False, repr=False)
-    # The annotation kubeevent.io/quiet-hours as written (the notifiers read it).
+    # The annotations kubeevent.io/quiet-hours and kubeevent.io/approval-reminders as
+    # written (the notifiers read them).
     quiet_hours: str = field(default="", compare=False)
+    reminders: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -456,6 +460,7 @@ class Compiler:
             objects=objects, bound=self.engine.value(subscriber.binding),
             binding_key=json.dumps(subscriber.binding, sort_keys=True, default=str),
             quiet_hours=str(_annotations(obj).get(QUIET_HOURS_ANNOTATION) or "").strip()[:100],
+            reminders=str(_annotations(obj).get(REMINDERS_ANNOTATION) or "").strip()[:100],
         )
 
     def _compile(self, spec: Mapping[str, Any], subscriber: Subscriber

@@ -240,7 +240,9 @@ class DeliveryRecords:
                 "notification": request.id,
                 "channel": channel,
                 "recipient": {"name": recipient.name, "kind": recipient.kind,
-                              "subscription": recipient.subscription},
+                              "subscription": recipient.subscription,
+                              **({"reminders": recipient.reminders}
+                                 if recipient.reminders else {})},
                 "event": {"id": _attr(event, "id"), "type": request.event_type,
                           "reason": reason},
                 "object": {"apiVersion": f"{group}/{version}" if group else version,

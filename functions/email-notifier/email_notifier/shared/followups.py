@@ -47,6 +47,7 @@ from .approvals import (
     ApprovalError,
     ApprovalPaths,
     approval_of,
+    parse_duration,
     paths_from,
 )
 from .config import ConfigError, env, env_float, env_list
@@ -78,6 +79,28 @@ class FollowConfig:
 
     def follows(self, kind: str, reason: str) -> bool:
         return kind in self.paths and reason.lower() in self.reasons
+
+    def reminders(self, written: str) -> tuple[float, float]:
+        """(after, every) for a subscription's ``kubeevent.io/approval-reminders``:
+        ``off``, or ``<after>,<every>`` as durations (``30m,2h``; ``every`` may be left
+        out: one reminder); empty or unreadable: the defaults (logged)."""
+        text = written.strip()
+        if not text:
+            return self.remind_after, self.remind_every
+        if text.lower() == "off":
+            return 0.0, 0.0
+        after_text, _, every_text = text.partition(",")
+
+        def seconds(part: str) -> float | None:
+            return 0.0 if part.strip() in ("", "0", "0s") else parse_duration(part)
+
+        after, every = seconds(after_text), seconds(every_text)
+        if after is None or every is None:
+            logs.warning("approval reminders not understood: the defaults apply",
+                         value=written[:100], expected="off, or <after>,<every> as "
+                         "durations (30m,2h)")
+            return self.remind_after, self.remind_every
+        return after, every
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FollowConfig:
@@ -184,7 +207,10 @@ class Followups:
                 if sent is not None:
                     pending_ages.append(now - sent)
                 if recipient in approval.waiting_on:
-                    self._remind(record, card, target, obj, approval.timeout, now, done)
+                    after, every = self.config.reminders(
+                        str((spec.get("recipient") or {}).get("reminders") or ""))
+                    self._remind(record, card, target, obj, approval.timeout, now, done,
+                                 after, every)
                 continue
             decided = approval.decided_by
             assert decided is not None  # decided: approved or denied
@@ -240,8 +266,7 @@ class Followups:
 
     def _remind(self, record: Mapping[str, Any], card: Mapping[str, Any], target: str,
                 obj: Mapping[str, Any], timeout: float | None, now: float,
-                done: Counter[str]) -> None:
-        after, every = self.config.remind_after, self.config.remind_every
+                done: Counter[str], after: float, every: float) -> None:
         sent, last = parse_time(card.get("sentAt")), parse_time(card.get("lastRemindedAt"))
         if after <= 0 or sent is None or (last is not None and every <= 0):
             return

@@ -41,6 +41,8 @@ class Recipient:
     kind: str = field(default="User", compare=False)  # User | Group
     # The subscription's quiet hours as written (shared/quiet.py; "" for the default).
     quiet_hours: str = field(default="", compare=False)
+    # The subscription's approval reminders as written (shared/followups.py).
+    reminders: str = field(default="", compare=False)
 
     def wants(self, channel: str) -> bool:
         return channel in self.channels
@@ -61,13 +63,16 @@ class NotificationRequest:
 
 
 def recipient_entry(subscription: str, subscriber: Mapping[str, Any],
-                    channels: Sequence[str], quiet_hours: str = "") -> dict[str, Any]:
-    """One recipient as the request lists it (``quietHours`` only when the subscription
-    sets them)."""
+                    channels: Sequence[str], quiet_hours: str = "", reminders: str = ""
+                    ) -> dict[str, Any]:
+    """One recipient as the request lists it (``quietHours`` and ``approvalReminders``
+    only when the subscription sets them)."""
     entry = {"subscription": subscription, "subscriber": dict(subscriber),
              "channels": list(channels)}
     if quiet_hours:
         entry["quietHours"] = quiet_hours
+    if reminders:
+        entry["approvalReminders"] = reminders
     return entry
 
 
@@ -159,6 +164,7 @@ def parse_recipient(raw: Any, index: int) -> Recipient:
         subscriber=dict(subscriber),
         kind="Group" if _text(subscriber.get("kind")) == "Group" else "User",
         quiet_hours=_text(raw.get("quietHours"))[:100],
+        reminders=_text(raw.get("approvalReminders"))[:100],
     )
 
 
