@@ -34,13 +34,15 @@ class Receipt:
     """What the channel's server answered for one target's message, kept in its delivery
     record to change the message later: its id (``msgid``: recall, follow-ups), the
     single-use code that updates a card (``response_code``, empty: it cannot be updated)
-    and the card's ``task_id``; ``title`` and ``url`` to say what it was about."""
+    and the card's ``task_id``; ``title`` and ``url`` to say what it was about; ``recall``:
+    its template asks for it to be taken back once decided."""
 
     msgid: str = ""
     response_code: str = ""
     task_id: str = ""
     title: str = ""
     url: str = ""
+    recall: bool = False  # taken back once the approval it asks for is decided
 
 
 class SentRecord:

@@ -56,7 +56,7 @@ from .records import DeliveryRecords, now_text, parse_time
 
 FOLLOWUPS = metrics.counter(
     "kubeevent_approval_followups", "What became of messages that asked someone to decide, "
-    "by channel and action: updated, followed_up, reminded, closed, failed",
+    "by channel and action: updated, recalled, followed_up, reminded, closed, failed",
     ("channel", "action"))
 PENDING_APPROVALS = metrics.gauge(
     "kubeevent_approvals_pending", "Messages asking someone to decide whose approval is "
@@ -134,8 +134,8 @@ class Follower(Protocol):
 
     def conclude(self, target: str, card: Mapping[str, Any], conclusion: Conclusion
                  ) -> str | None:
-        """Say how it ended: the action taken (``updated``, ``followed_up``, ``kept``),
-        or ``None``: not now (a limit), asked again at the next run."""
+        """Say how it ended: the action taken (``updated``, ``recalled``, ``followed_up``,
+        ``kept``), or ``None``: not now (a limit), asked again at the next run."""
 
     def remind(self, target: str, card: Mapping[str, Any], text: str) -> bool:
         """Remind the target; ``False``: not now (a limit)."""
@@ -254,7 +254,8 @@ class Followups:
         if action is None:
             self.records.card_done(record, {}, follow=True)
             return
-        state = {"updated": "Updated", "followed_up": "FollowedUp"}.get(action, "Closed")
+        state = {"updated": "Updated", "followed_up": "FollowedUp",
+                 "recalled": "Recalled"}.get(action, "Closed")
         self.records.card_done(record, {"state": state, "outcome": conclusion.outcome,
                                         "history": self._entry(card, action,
                                                                conclusion.outcome)},

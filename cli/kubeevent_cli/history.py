@@ -22,8 +22,9 @@ def follow_up(card: Any) -> str:
     empty for a message that asked nothing."""
     if not isinstance(card, dict) or not card.get("state"):
         return ""
-    state = {"Open": "waiting", "Updated": "card updated", "FollowedUp": "followed up",
-             "Closed": "closed"}.get(str(card["state"]), str(card["state"]).lower())
+    words = {"Open": "waiting", "Updated": "card updated", "Recalled": "recalled",
+             "FollowedUp": "followed up", "Closed": "closed"}
+    state = words.get(str(card["state"]), str(card["state"]).lower())
     reminders = card.get("reminders")
     if isinstance(reminders, int) and reminders:
         state += f", reminded {reminders}×"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dev.fakes.kube_api import FakeKubeAPI
-from dev.fakes.wecom import MESSAGE_SEND, RESPONSE_CODE_TTL, WeComSandbox
+from dev.fakes.wecom import MESSAGE_SEND, RECALL_WINDOW, RESPONSE_CODE_TTL, WeComSandbox
 from dev.support import factory
 from dev.support.procs import FunctionProcess
 from shared.events import Event
@@ -408,3 +408,48 @@ def test_a_subscription_can_turn_its_reminders_off(kube, wecom, ff):
     (bobs,) = [r for r in records_about(kube, "muted")
                if r["spec"]["recipient"]["name"] == "bob"]
     assert bobs["spec"]["recipient"]["reminders"] == "off"
+
+
+def test_a_template_can_ask_for_the_message_to_be_taken_back_once_decided(kube, wecom, ff):
+    recalling = {**CARD_TEMPLATE, "spec": {"corpwechat": {
+        **CARD_TEMPLATE["spec"]["corpwechat"], "msgtype": "textcard",
+        "onDecision": "recall"}}}
+    kube.add(recalling)
+    try:
+        obj = run(kube, "taken-back")
+        post(ff, pending(obj, "admin", "bob"))
+        sent = {d.userid: d for d in wecom.delivered}
+        assert {d.msgtype for d in sent.values()} == {"textcard"}
+        assert len({d.msgid for d in sent.values()}) == 2, "one message each: each recalled alone"
+        assert all("ondecision" not in c.body["textcard"]
+                   for c in wecom.calls_to(MESSAGE_SEND)), "our mark is not sent"
+        decide(kube, "taken-back", ("admin", True))
+        post(ff, requester_told(obj))
+        assert sorted(wecom.recalled) == sorted(d.msgid for d in sent.values())
+        follow_ups = [d for d in wecom.delivered if d.msgtype == "text"
+                      and d.userid != "alice.wx"]
+        assert sorted(d.userid for d in follow_ups) == ["AdminWx", "bob.wx"]
+        assert all(d.content.startswith("已由 admin 批准 / Approved by admin at ")
+                   for d in follow_ups)
+        assert {k: v["state"] for k, v in cards(kube, "taken-back").items() if k != "alice"} \
+            == {"admin": "Recalled", "bob": "Recalled"}
+    finally:
+        kube.add(CARD_TEMPLATE)
+
+
+def test_a_message_past_its_recall_window_is_followed_up(kube, wecom, ff):
+    recalling = {**CARD_TEMPLATE, "spec": {"corpwechat": {
+        **CARD_TEMPLATE["spec"]["corpwechat"], "onDecision": "recall"}}}
+    kube.add(recalling)
+    try:
+        obj = run(kube, "too-late")
+        post(ff, pending(obj, "admin"))
+        wecom.advance(RECALL_WINDOW + 60)  # WeCom refuses to take it back now
+        decide(kube, "too-late", ("bob", False))
+        post(ff, requester_told(obj, "approvaldenied"))
+        assert wecom.recalled == []
+        # the card's code still works (72 hours): it is updated instead
+        assert [u.userid for u in wecom.card_updates] == ["AdminWx"]
+        assert cards(kube, "too-late")["admin"]["state"] == "Updated"
+    finally:
+        kube.add(CARD_TEMPLATE)

@@ -231,8 +231,10 @@ class CardFollower(Follower):
     card says it, updated in place; a message that cannot be changed gets a short
     follow-up) and while it waits (a reminder), within the member's limits."""
 
-    # A response_code is good for 72 hours; one this close to its end is not tried.
+    # A response_code is good for 72 hours, a recall for 24: this close to the end, not
+    # tried.
     CODE_LIFETIME = 72 * 3600.0 - 600.0
+    RECALL_WINDOW = 24 * 3600.0 - 600.0
 
     def __init__(self, channel: WeComChannel) -> None:
         self.channel = channel
@@ -250,6 +252,23 @@ class CardFollower(Follower):
             return "kept"  # a group's message is not one approver's to change
         title, url = str(card.get("title") or ""), str(card.get("url") or "")
         code, sent = str(card.get("responseCode") or ""), parse_time(card.get("sentAt"))
+        age = time.time() - sent if sent is not None else None
+        msgid = str(card.get("msgid") or "")
+        if card.get("onDecision") == "recall" and msgid and age is not None \
+                and age < self.RECALL_WINDOW:
+            # The message is taken back and a short one says how it ended: its slot first,
+            # so the approver is never left with neither.
+            said = follow_up(title, conclusion.outcome, url)
+            if not self.channel.admit(target, said).admitted:
+                return None
+            try:
+                self.channel.client.recall(self.channel.credentials.get(), msgid)
+            except WeComRejected as exc:
+                logs.warning("WeCom would not take the message back; updated or followed "
+                             "up instead", errcode=exc.errcode, subscriber=target)
+            else:
+                self.channel.client.send(self.channel.credentials.get(), said, [target])
+                return "recalled"
         if code and url and sent is not None and time.time() - sent < self.CODE_LIFETIME:
             try:
                 self.channel.client.update_card(self.channel.credentials.get(), code,

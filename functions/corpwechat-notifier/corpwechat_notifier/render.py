@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 MSGTYPES = ("text", "markdown", "textcard", "template_card")
+ON_DECISION = ("update", "recall")
+# A message's own mark (not sent): take it back once the approval it asks for is decided.
+RECALL_MARK = "ondecision"
 FIELDS = ("title", "content", "url", "btntxt")
 # WeCom message/send limits, in UTF-8 bytes (btntxt: characters).
 CONTENT_LIMIT = 2048
@@ -90,6 +93,10 @@ class TemplateSpec:
     content: str = ""
     url: str = ""
     btntxt: str = ""
+    # What becomes of an approver's message once it is decided: ``update`` (the card is
+    # changed in place, else a short follow-up) or ``recall`` (taken back within WeCom's
+    # 24 hours, and the short follow-up says how it ended).
+    on_decision: str = "update"
 
     def sources(self) -> dict[str, str]:
         return {f: getattr(self, f) for f in FIELDS if getattr(self, f)}
@@ -105,7 +112,11 @@ def parse_template(obj: Mapping[str, Any]) -> TemplateSpec:
                           f"{', '.join(MSGTYPES)}")
     if not values.get("content") and not values.get("title"):
         raise RenderError(f"template {name!r}: spec.corpwechat has neither title nor content")
-    return TemplateSpec(name=name, msgtype=msgtype, **values)
+    on_decision = section.raw.get("onDecision") or "update"
+    if on_decision not in ON_DECISION:
+        raise RenderError(f"template {name!r}: onDecision {on_decision!r} is not one of "
+                          f"{', '.join(ON_DECISION)}")
+    return TemplateSpec(name=name, msgtype=msgtype, on_decision=str(on_decision), **values)
 
 
 def _with_suffix(body: str, suffix: str, limit: int) -> str:
@@ -176,7 +187,10 @@ class Renderer(sandbox.Renderer):
             lambda key, before: None if key == "url" else field_limit(msgtype, key, before),
             # The content last: in text and markdown it shares its room with title and link.
             last=("content",))
-        return build_message(msgtype, **values)
+        message = build_message(msgtype, **values)
+        if compiled.spec.on_decision == "recall":
+            return Message(message.msgtype, (*message.fields, (RECALL_MARK, "recall")))
+        return message
 
 
 ROBOT_MARKDOWN_LIMIT = 4096  # bytes: a group chat robot's markdown content
@@ -188,7 +202,7 @@ def robot_message(message: Message) -> Message:
     textcard (robots have none) as markdown: the title in bold, the description's text,
     the link."""
     if message.msgtype in ("text", "markdown"):
-        return message
+        return Message(message.msgtype, tuple(wire_section(message).items()))
     fields = message.section()
     lines = [f"**{_markdown(fields.get('title', ''))}**"] if fields.get("title") else []
     text = (fields.get("content", "") if message.msgtype == "template_card" else
@@ -208,6 +222,15 @@ def fallback_message(event: Mapping[str, Any], platform_url: str = "") -> Messag
 
 
 # ---------------------------------------------------------------------- cards over time
+
+
+def wire_section(message: Message) -> dict[str, str]:
+    """The message's section as WeCom takes it (without our own marks)."""
+    return {k: v for k, v in message.fields if k != RECALL_MARK}
+
+
+def recalled_once_decided(message: Message) -> bool:
+    return message.get(RECALL_MARK) == "recall"
 
 
 def card_section(message: Message, task_id: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import requests
 import urllib3
 
 from .credentials import Credentials
-from .render import Message, card_section, summary
+from .render import Message, card_section, recalled_once_decided, summary, wire_section
 from .shared import logs, metrics, tracing
 from .shared.delivery import Receipt
 from .shared.errors import RateLimited, TemporaryError, Unprocessable
@@ -58,6 +58,7 @@ TOKEN_REFRESHES = metrics.counter("kubeevent_wecom_token_refreshes",
                                   "access_token fetched from WeCom")
 MESSAGE_SEND = "message/send"
 UPDATE_CARD = "message/update_template_card"
+RECALL = "message/recall"
 USERID_BY_EMAIL = "user/get_userid_by_email"
 # A group chat's robot: POST webhook/send?key=<webhook key>, no access token.
 ROBOT_SEND = "webhook/send"
@@ -400,8 +401,11 @@ class WeComClient:
         """
         report = SendReport()
         card = message.msgtype == "template_card"
+        # A card, and a message to be taken back once decided, go to one member per call:
+        # each can be changed or recalled without touching anyone else's.
+        alone = card or recalled_once_decided(message)
         title, url = summary(message)
-        calls = ([call for t in users for call in target_batches([t])] if card
+        calls = ([call for t in users for call in target_batches([t])] if alone
                  else target_batches(users))
         for batch, addressed in calls:
             task = task_id(key, batch[0]) if card else ""
@@ -409,7 +413,7 @@ class WeComClient:
                 **addressed,
                 "msgtype": message.msgtype,
                 "agentid": credentials.agent_id,
-                message.msgtype: card_section(message, task) if card else message.section(),
+                message.msgtype: card_section(message, task) if card else wire_section(message),
                 "safe": 0,
                 "enable_duplicate_check": 1,
                 "duplicate_check_interval": self.duplicate_check_interval,
@@ -420,8 +424,8 @@ class WeComClient:
                 if exc.errcode != ALL_UNREACHABLE:
                     raise
                 report.calls += 1
-                if card and not batch[0].startswith((PARTY, TAG)):
-                    # A card goes to one member: that member is not one WeCom knows (as
+                if alone and not batch[0].startswith((PARTY, TAG)):
+                    # A call for one member: that member is not one WeCom knows (as
                     # invaliduser in a batch), the others' cards still go.
                     logs.warning("WeCom does not know this member (not retried)",
                                  invaliduser=batch, errcode=exc.errcode)
@@ -446,12 +450,18 @@ class WeComClient:
             report.unlicensed.extend(unlicensed)
             code = answer.get("response_code")
             receipt = Receipt(str(answer.get("msgid") or ""),
-                              code if isinstance(code, str) else "", task, title, url)
+                              code if isinstance(code, str) else "", task, title, url,
+                              recall=recalled_once_decided(message))
             for member in batch:
                 report.receipts[member] = receipt
             if on_sent is not None:
                 on_sent(batch, receipt)
         return report
+
+    def recall(self, credentials: Credentials, msgid: str) -> None:
+        """Take back an app message sent within 24 hours (doc 94867); WeCom's refusal is
+        a ``WeComRejected``."""
+        self.call(credentials, RECALL, {"msgid": msgid})
 
     def update_card(self, credentials: Credentials, response_code: str,
                     users: Sequence[str], card: dict[str, Any]) -> None:
@@ -467,7 +477,7 @@ class WeComClient:
         and may, rarely, show twice in the chat. 45009 (the robot's 20 a minute) is a
         ``WeComRateLimited``, an unknown key (93000) or a refused message a
         ``WeComRejected``."""
-        body = {"msgtype": message.msgtype, message.msgtype: message.section()}
+        body = {"msgtype": message.msgtype, message.msgtype: wire_section(message)}
         answer = self._retried("POST", ROBOT_SEND, {"key": key}, body)
         errcode, errmsg = answer["errcode"], str(answer.get("errmsg") or "")
         if errcode in ROBOT_RATE_LIMITED:

@@ -162,6 +162,8 @@ def card_status(receipt: Receipt, sent_at: float) -> dict[str, Any]:
     """``status.card`` of a record whose message went out: what changes it later."""
     card: dict[str, Any] = {"msgid": receipt.msgid, "sentAt": now_text(sent_at),
                             "state": "Open"}
+    if receipt.recall:
+        card["onDecision"] = "recall"
     for key, value in (("responseCode", receipt.response_code), ("taskId", receipt.task_id),
                        ("title", receipt.title[:256]), ("url", receipt.url[:2048])):
         if value:
