@@ -119,7 +119,8 @@ def measure(broker: str, workdir: Path, *, events: int, burst: int) -> dict[str,
                              wecom_member_limits=(lifted, lifted), function_env={
                                  "corpwechat-notifier": {
                                      "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": str(lifted),
-                                     "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": str(lifted)}})
+                                     "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": str(lifted),
+                                     "CORPWECHAT_DIGEST_AFTER_PER_MINUTE": "0"}})
         chain.install()
         chain.apply_yaml(json.dumps(cluster_subscription("alice")), user="alice")
         chain.start()

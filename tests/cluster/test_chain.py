@@ -35,7 +35,9 @@ def chain(eventing: KnativeEventing, tmp_path_factory: pytest.TempPathFactory
     # A catch-up may run once a second here (an hour's window, a 1 s interval).
     running = ClusterChain(eventing.plane, tmp_path_factory.mktemp("chain"),
                            eventing=eventing, function_env={
-        "kubeevent-enricher-sink": {"CATCHUP_MIN_INTERVAL_SECONDS": "1"}})
+        "kubeevent-enricher-sink": {"CATCHUP_MIN_INTERVAL_SECONDS": "1"},
+        # each message alone however many a member gets: the tests count them
+        "corpwechat-notifier": {"CORPWECHAT_DIGEST_AFTER_PER_MINUTE": "0"}})
     running.install()
     running.subscribe_examples()
     with running:

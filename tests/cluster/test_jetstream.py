@@ -69,6 +69,8 @@ def chain(nats: NatsCluster, tmp_path_factory: pytest.TempPathFactory
                                    function_env={NOTIFIER: {
                                        "CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE": str(LIFTED),
                                        "CORPWECHAT_MEMBER_MESSAGES_PER_HOUR": str(LIFTED),
+                                       # each message alone (its marker is checked)
+                                       "CORPWECHAT_DIGEST_AFTER_PER_MINUTE": "0",
                                        # A claim holds others off 20 s (not 5 min), and
                                        # the sweep may run at every tick.
                                        "DELIVERY_LEASE_SECONDS": str(LEASE),

@@ -40,8 +40,8 @@ class Config:
     # keys are in this Secret of SYSTEM_NAMESPACE.
     robot_per_minute: int = 20
     # After this many messages within a minute for one member, the rest wait and go out
-    # together as one digest (0: off; with the delivery records only).
-    digest_after: int = 0
+    # together as one digest a minute later (0: off; with the delivery records only).
+    digest_after: int = 10
     robots_secret: str = "corpwechat-robots"
     # What every notifier reads (records, sweep, templates, signature).
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -87,7 +87,7 @@ class Config:
             robot_per_minute=env_int("CORPWECHAT_ROBOT_MESSAGES_PER_MINUTE", 20, environ,
                                      minimum=1),
             robots_secret=env("CORPWECHAT_ROBOTS_SECRET", "corpwechat-robots", environ),
-            digest_after=env_int("CORPWECHAT_DIGEST_AFTER_PER_MINUTE", 0, environ,
+            digest_after=env_int("CORPWECHAT_DIGEST_AFTER_PER_MINUTE", 10, environ,
                                  minimum=0),
             delivery=DeliveryConfig.from_env(environ),
         )
