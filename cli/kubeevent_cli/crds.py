@@ -1,7 +1,10 @@
 """Schema checks with the CustomResourceDefinitions the project ships (manifests/crds).
 
 A document of a kind whose CRD is there is validated against that CRD's
-``openAPIV3Schema`` for its version, as the API server would on ``kubectl apply``.
+``openAPIV3Schema`` for its version, as the API server would on ``kubectl apply``: the
+schema's rules, and the fields the schema does not know (which the API server refuses
+with kubectl's default strict validation, ``unknown field "spec.….filters"``, rather
+than drop them silently).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ CRD_DIR = bridge.MANIFESTS / "crds"
 class SchemaError:
     path: tuple[str | int, ...]
     message: str
+    unknown: bool = False  # a field the schema does not declare (shown at its key)
 
 
 @functools.cache
@@ -65,6 +69,39 @@ def validate(api_version: str, kind: str, data: Any) -> Iterator[SchemaError]:
         path = tuple(error.absolute_path)
         shown = _dotted(path) or "(document)"
         yield SchemaError(path, f"{shown}: {error.message}")
+    for path in unknown_fields(schema, data):
+        yield SchemaError(path, f'unknown field "{_dotted(path)}"', unknown=True)
+
+
+# What every object has whatever its schema says (the API server checks metadata itself).
+_OBJECT_FIELDS = frozenset({"apiVersion", "kind", "metadata"})
+
+
+def unknown_fields(schema: Any, data: Any, path: tuple[str | int, ...] = ()
+                   ) -> Iterator[tuple[str | int, ...]]:
+    """The paths of fields in ``data`` that ``schema`` (a structural schema) does not
+    declare: an object with ``properties`` and neither
+    ``x-kubernetes-preserve-unknown-fields`` nor ``additionalProperties`` keeps no other
+    field."""
+    if not isinstance(schema, dict):
+        return
+    if isinstance(data, dict):
+        properties = schema.get("properties") if isinstance(schema.get("properties"),
+                                                             dict) else {}
+        extra = schema.get("additionalProperties")
+        keeps_unknown = schema.get("x-kubernetes-preserve-unknown-fields") is True
+        for key, value in data.items():
+            if not path and key in _OBJECT_FIELDS:
+                continue
+            if key in properties:
+                yield from unknown_fields(properties[key], value, (*path, key))
+            elif isinstance(extra, dict):
+                yield from unknown_fields(extra, value, (*path, key))
+            elif not keeps_unknown and extra is not True and (properties or "type" in schema):
+                yield (*path, key)
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            yield from unknown_fields(schema.get("items"), item, (*path, index))
 
 
 def _dotted(path: tuple[Any, ...]) -> str:

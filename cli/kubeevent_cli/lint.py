@@ -134,7 +134,8 @@ class Linter:
 
     def schema(self, doc: Document, kind: str) -> None:
         for error in crds.validate(doc.api_version, kind, doc.data):
-            self.add(ERROR, "schema", error.message, doc.at(*error.path), doc)
+            where = doc.key_at(*error.path) if error.unknown else doc.at(*error.path)
+            self.add(ERROR, "schema", error.message, where, doc)
 
     # --------------------------------------------------------------- subscriptions
 

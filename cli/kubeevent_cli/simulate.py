@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import bridge, inputs, pipeline, rbac, why
+from . import bridge, crds, inputs, pipeline, rbac, why
 from .errors import UserError
 from .report import plural, print_json
 from .yamlio import Document
@@ -205,6 +205,11 @@ def _run(args: argparse.Namespace, engine: Any, url: str, kube: Any | None) -> i
     if config is not None:
         warnings.extend(message for message, _ in config.warnings)
 
+    for doc in sub_docs:  # what the API server would refuse is not simulated as written
+        for error in crds.validate(doc.api_version, inputs.SUBSCRIPTION, doc.data):
+            if error.unknown:
+                warnings.append(f"{doc.label}: {error.message}: the API server refuses this "
+                                "subscription (kubeevent lint shows where)")
     verdicts, recipients = decide(sub_docs, enriched, engine, policy, warnings,
                                   bridge.known_channels(args.channels))
     reply, request = pipeline.notification_request(event, recipients)

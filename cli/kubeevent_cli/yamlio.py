@@ -80,6 +80,7 @@ class Document:
     lines: list[str] = field(repr=False, default_factory=list)
     nodes: dict[Path_, yaml.Node] = field(repr=False, default_factory=dict)
     duplicates: list[tuple[Path_, Position]] = field(default_factory=list)
+    keys: dict[Path_, yaml.Node] = field(repr=False, default_factory=dict)
 
     def get(self, *path: str | int) -> Any:
         value = self.data
@@ -125,12 +126,18 @@ class Document:
                 return self._mark(node)
         return self.position
 
+    def key_at(self, *path: str | int) -> Position:
+        """Where the key of the field at ``path`` is written (else ``at``)."""
+        node = self.keys.get(tuple(path))
+        return self._mark(node) if node is not None else self.at(*path)
+
     def _mark(self, node: yaml.Node) -> Position:
         return Position(self.source, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
 def _index(node: yaml.Node, path: Path_, nodes: dict[Path_, yaml.Node],
-           duplicates: list[tuple[Path_, yaml.Node]], depth: int = 0) -> None:
+           duplicates: list[tuple[Path_, yaml.Node]], depth: int = 0,
+           keys: dict[Path_, yaml.Node] | None = None) -> None:
     if depth > MAX_DEPTH or path in nodes:
         return
     nodes[path] = node
@@ -143,10 +150,12 @@ def _index(node: yaml.Node, path: Path_, nodes: dict[Path_, yaml.Node],
             if key in seen:
                 duplicates.append(((*path, key), key_node))
             seen.add(key)
-            _index(value_node, (*path, key), nodes, duplicates, depth + 1)
+            if keys is not None:
+                keys.setdefault((*path, key), key_node)
+            _index(value_node, (*path, key), nodes, duplicates, depth + 1, keys)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, (*path, i), nodes, duplicates, depth + 1)
+            _index(item, (*path, i), nodes, duplicates, depth + 1, keys)
 
 
 def _looks_like_json(text: str) -> bool:
@@ -186,10 +195,12 @@ def _load_yaml(text: str, source: str, lines: list[str]) -> list[Document]:
             data = loader.construct_document(node)
             if data is not None:
                 nodes: dict[Path_, yaml.Node] = {}
+                keys: dict[Path_, yaml.Node] = {}
                 dupes: list[tuple[Path_, yaml.Node]] = []
-                _index(node, (), nodes, dupes)
+                _index(node, (), nodes, dupes, keys=keys)
                 doc = Document(source, index, data,
-                               Position(source, node.start_mark.line + 1, 1), lines, nodes)
+                               Position(source, node.start_mark.line + 1, 1), lines, nodes,
+                               keys=keys)
                 doc.duplicates = [(p, doc._mark(n)) for p, n in dupes]
                 documents.append(doc)
             index += 1

@@ -248,3 +248,42 @@ def test_a_channel_no_notifier_serves_is_an_error_where_it_is_written(
         "corpwechatt, which no notifier here serves; known channels: corpwechat, email")
     served = run("lint", "--json", "--channels", "corpwechat,corpwechatt", typo).json()
     assert findings(served, "channels") == []
+
+
+def test_a_field_the_crd_does_not_know_is_an_error_as_the_api_server_says_it(
+        tmp_path: Path) -> None:
+    """``filters:`` for ``filter:`` once passed lint (the filter was dropped, simulate said
+    MATCH); the API server refuses it: so does lint, in its words, at its place."""
+    text = SEED_TEXT.replace("      filter:", "      filters:", 1)
+    text = text.replace("  subscriber:\n", "  subscriber:\n    nickname: boss\n", 1)
+    bad = tmp_path / "misspelled.yaml"
+    bad.write_text(text, encoding="utf-8")
+    done = run("lint", bad)
+    assert done.returncode == 1
+    payload = run("lint", "--json", bad).json()
+    unknown = [f for f in findings(payload, "schema") if "unknown field" in f["message"]]
+    assert [f["message"] for f in unknown] == [
+        'unknown field "spec.subscriber.nickname"',
+        'unknown field "spec.subscriptions[0].events[0].filters"']
+    assert unknown[1]["line"] == where(text, "      filters:")[0]
+    assert f'{bad}:{unknown[1]["line"]}:' in done.stdout
+
+
+def test_unknown_fields_follow_the_structural_schemas_rules() -> None:
+    """What the API server keeps: declared properties, anything under
+    x-kubernetes-preserve-unknown-fields, any key of an additionalProperties map (its
+    values checked in turn), apiVersion/kind/metadata at the root; nothing else."""
+    from kubeevent_cli.crds import unknown_fields
+
+    item = {"type": "object", "properties": {"y": {"type": "string"}}}
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "a": {"type": "string"},
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "map": {"type": "object", "additionalProperties": item},
+        "list": {"type": "array", "items": item}}}}}
+    data = {"apiVersion": "v1", "kind": "K", "metadata": {"anything": 1},
+            "spec": {"a": "", "b": 1, "free": {"any": {"deep": 1}},
+                     "map": {"k": {"y": "", "z": 2}}, "list": [{"y": ""}, {"w": 1}]},
+            "status": {}}
+    assert list(unknown_fields(schema, data)) == [
+        ("spec", "b"), ("spec", "map", "k", "z"), ("spec", "list", 1, "w"), ("status",)]

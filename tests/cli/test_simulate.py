@@ -260,3 +260,15 @@ def test_each_channel_a_subscription_names_gets_its_own_message(pending: Case) -
     text = run(*simulate(pending)).stdout
     assert "email       to admin, template " + PENDING_TEMPLATE in text
     assert "    subject      制品晋级待您审批" in text
+
+
+def test_a_subscription_the_api_server_would_refuse_is_said_to_be_one(pending: Case) -> None:
+    """``filters:`` for ``filter:``: simulated as written the filter is gone (everyone
+    matches); the API server refuses the file. simulate says so."""
+    admin = pending.subscriptions / "admin.yaml"
+    admin.write_text(admin.read_text(encoding="utf-8").replace("      filter:", "      filters:",
+                                                               1), encoding="utf-8")
+    payload = run(*simulate(pending, "--json")).json()
+    assert any('unknown field "spec.subscriptions[0].events[0].filters": the API server '
+               "refuses this subscription" in w for w in payload["warnings"]), \
+        payload["warnings"]
