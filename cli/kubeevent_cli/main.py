@@ -50,7 +50,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _cluster(parser: argparse.ArgumentParser) -> None:
     """The options of the commands that read the cluster."""
-    parser.add_argument("--kubeconfig", metavar="FILE", required=True)
+    parser.add_argument("--kubeconfig", metavar="FILE", default=None,
+                        help="default: $KUBECONFIG (its first file), else ~/.kube/config")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show the functions' own log lines (on stderr)")

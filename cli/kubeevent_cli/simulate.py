@@ -11,6 +11,7 @@ the request, the notifier's ``parse_request``, ``for_channel``, ``select_templat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,10 +114,32 @@ def reason(explanation: Any, sub: Any, enriched: Any) -> Reason | None:
 # --------------------------------------------------------------------- the run
 
 
-def connect(path: str) -> Any:
-    """A client for the cluster of ``--kubeconfig`` (the functions' own ``Kube``)."""
+def kubeconfig(option: str | None) -> str:
+    """The kubeconfig a cluster command uses: ``--kubeconfig``, else the first file of
+    ``$KUBECONFIG``, else ``~/.kube/config`` -- as kubectl finds it."""
+    return _kubeconfig(option)[0]
+
+
+def _kubeconfig(option: str | None) -> tuple[str, str]:
+    """(the file, where it was named)."""
+    if option:
+        return option, "--kubeconfig"
+    listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if listed:
+        return listed[0], "KUBECONFIG"
+    default = Path.home() / ".kube" / "config"
+    if default.is_file():
+        return str(default), "~/.kube/config"
+    raise UserError("no kubeconfig: give --kubeconfig FILE, set KUBECONFIG, or create "
+                    "~/.kube/config")
+
+
+def connect(option: str | None) -> Any:
+    """A client for the cluster of ``--kubeconfig`` (else ``$KUBECONFIG``, else
+    ``~/.kube/config``), the functions' own ``Kube``."""
+    path, named = _kubeconfig(option)
     if not Path(path).is_file():
-        raise UserError(f"--kubeconfig {path}: no such file")
+        raise UserError(f"{named} {path}: no such file")
     from kubernetes import client as k8s
     from kubernetes import config as k8s_config
 
@@ -126,7 +149,7 @@ def connect(path: str) -> Any:
     try:
         k8s_config.load_kube_config(config_file=path, client_configuration=configuration)
     except Exception as exc:  # the loader raises many kinds for one bad file
-        raise UserError(f"--kubeconfig {path}: unusable ({' '.join(str(exc).split())[:200]})") \
+        raise UserError(f"{named} {path}: unusable ({' '.join(str(exc).split())[:200]})") \
             from None
     return Kube(configuration)
 

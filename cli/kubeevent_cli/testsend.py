@@ -17,7 +17,7 @@ from typing import Any
 from . import bridge
 from .errors import UserError
 from .samples import enriched_sample
-from .simulate import close, connect
+from .simulate import close, connect, kubeconfig
 
 TEST_MARK = "[TEST] "
 # The fields that carry the mark: a WeCom message's title and text, an email's subject and
@@ -80,7 +80,7 @@ def notifier(args: argparse.Namespace) -> Any:
         from corpwechat_notifier import app  # type: ignore[no-redef]
         from corpwechat_notifier.shared.delivery import Message  # type: ignore[assignment]
 
-    os.environ["KUBECONFIG"] = args.kubeconfig
+    os.environ["KUBECONFIG"] = kubeconfig(args.kubeconfig)
     os.environ["KUBEEVENT_SIGNING"] = "off"
     os.environ.setdefault("SYSTEM_NAMESPACE", args.namespace)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,21 @@ def test_visible_writes_out_what_a_terminal_would_act_on() -> None:
     out = io.StringIO()
     print_json({"reason": "a\x1b]8;;x\x07\u202e\x85"}, out)
     assert out.getvalue() == '{\n  "reason": "a\\u001b]8;;x\\u0007\\u202e\\u0085"\n}\n'
+
+
+def test_the_cluster_commands_find_their_kubeconfig_as_kubectl_does(tmp_path: Path) -> None:
+    """``--kubeconfig`` once was mandatory and ``$KUBECONFIG`` and ``~/.kube/config``
+    ignored: now the first file of ``$KUBECONFIG``, else ``~/.kube/config``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    nowhere = {"HOME": str(home), "KUBECONFIG": ""}
+    run("history", "--user", "bob", env=nowhere).assert_user_error(
+        "no kubeconfig: give --kubeconfig FILE, set KUBECONFIG, or create ~/.kube/config")
+    missing = tmp_path / "gone"
+    run("history", "--user", "bob",
+        env={**nowhere, "KUBECONFIG": f"{missing}{os.pathsep}{tmp_path / 'other'}"}) \
+        .assert_user_error(f"KUBECONFIG {missing}: no such file")
+    (home / ".kube").mkdir()
+    (home / ".kube" / "config").write_text("not: [a kubeconfig", encoding="utf-8")
+    run("explain", "devops/run-1", env=nowhere).assert_user_error(
+        f"~/.kube/config {home / '.kube' / 'config'}: unusable")

@@ -20,7 +20,7 @@ from .test_chain import happen, new_run
 
 def test_when_bob_approves_admins_and_bobs_cards_say_so_and_alice_hears(
         stack: Stack, kube: FakeKubeAPI, wecom: WeComSandbox,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     run = new_run(kube)
     name = run["metadata"]["name"]
     happen(stack, "ApprovalPending", run)
@@ -48,7 +48,8 @@ def test_when_bob_approves_admins_and_bobs_cards_say_so_and_alice_hears(
     assert len(wecom.card_updates) == 2
 
     config = str(stack.kubeconfig)
-    assert kubeevent(["history", "--user", "bob", "--json", "--kubeconfig", config]) == 0
+    monkeypatch.setenv("KUBECONFIG", config)  # found as kubectl finds it
+    assert kubeevent(["history", "--user", "bob", "--json"]) == 0
     told = json.loads(capsys.readouterr().out)["deliveries"]
     by_channel = {d["channel"]: d for d in told if d["object"] == f"devops/{name}"
                   and d["event"].lower() == "approvalpending"}
