@@ -202,6 +202,12 @@ class Linter:
                              f"event type ({pipeline.ENRICHED_PREFIX}<kind>.<reason>"
                              f"{pipeline.ENRICHED_SUFFIX}): the filter never receives it",
                              where, doc)
+                elif split != (split[0].lower(), split[1].lower()):
+                    fixed = f"{pipeline.ENRICHED_PREFIX}{split[0].lower()}.{split[1].lower()}" \
+                        f"{pipeline.ENRICHED_SUFFIX}"
+                    self.add(WARNING, "type", f"event type {event_type!r} has capital "
+                             "letters: the enricher writes the kind and the reason in lower "
+                             f"case, so it never matches; did you mean {fixed!r}?", where, doc)
                 elif kind and split[0] != kind.lower():
                     self.add(WARNING, "type", f"event type {event_type!r} is about kind "
                              f"{split[0]!r} but this entry's object is {kind}: it never "

@@ -287,3 +287,16 @@ def test_unknown_fields_follow_the_structural_schemas_rules() -> None:
             "status": {}}
     assert list(unknown_fields(schema, data)) == [
         ("spec", "b"), ("spec", "map", "k", "z"), ("spec", "list", 1, "w"), ("status",)]
+
+
+def test_an_event_type_in_another_case_is_one_that_is_never_sent(tmp_path: Path) -> None:
+    text = SEED_TEXT.replace("artifactpromotionrun.failed.v1alpha1",
+                             "artifactpromotionrun.Failed.v1alpha1")
+    bad = tmp_path / "case.yaml"
+    bad.write_text(text, encoding="utf-8")
+    payload = run("lint", "--json", bad).json()
+    (found,) = [f for f in findings(payload, "type") if "capital letters" in f["message"]]
+    assert found["severity"] == "warning"
+    assert found["line"] == where(text, "artifactpromotionrun.Failed")[0]
+    assert "did you mean 'dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.failed" \
+           ".v1alpha1'?" in found["message"]
