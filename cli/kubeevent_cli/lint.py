@@ -41,6 +41,8 @@ CHECKS = {
     "InvalidSpec": "schema", "OwnerMismatch": "owner", "NoChannels": "channels",
     "UnknownChannel": "channels", "InvalidCEL": "cel",
 }
+_SHELL_BINDING = re.compile(r"\$\{\s*subscriber\.[^}]*\}")
+_EMPTY_LITERAL = re.compile(r"""(==|!=)\s*(""|'')|(""|'')\s*(==|!=)""")
 _SPEC_PATH = re.compile(r"^(spec(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
 
 
@@ -212,6 +214,8 @@ class Linter:
                     self.add(WARNING, "type", f"event type {event_type!r} is about kind "
                              f"{split[0]!r} but this entry's object is {kind}: it never "
                              "matches", where, doc)
+                self.binding_slips(doc, _dict(_dict(event).get("filter")).get("cel"),
+                                   (*base, "filter", "cel"))
                 exact = _dict(_dict(_dict(event).get("filter")).get("exact"))
                 for key, value in exact.items():
                     name = str(key).lower()
@@ -228,6 +232,22 @@ class Linter:
                                  f"from the object's group "
                                  f"{api_version.rpartition('/')[0]!r}: it never matches",
                                  at, doc)
+
+    def binding_slips(self, doc: Document, cel: Any, path: tuple[str | int, ...]) -> None:
+        """What a lost ``$(subscriber.…)`` leaves in a filter: a shell's ``${…}``
+        (written for ``$(…)``), or a comparison with an empty string (the binding the
+        shell replaced with nothing): legal CEL, a filter that names nobody."""
+        if not isinstance(cel, str):
+            return
+        for found in _SHELL_BINDING.finditer(cel):
+            self.add(WARNING, "binding", f"{found.group(0)!r} is not a binding (those are "
+                     "written $(subscriber.name)): the filter compares with that text, and "
+                     "names nobody", doc.at(*path), doc)
+        if _EMPTY_LITERAL.search(cel) and "$(subscriber." not in cel:
+            self.add(WARNING, "binding", "the filter compares with an empty string and "
+                     "binds no $(subscriber.…): was $(subscriber.name) taken by the shell "
+                     "(an unquoted heredoc runs $(…))? Quote the heredoc ('EOF')",
+                     doc.at(*path), doc)
 
     # ------------------------------------------------------------------- templates
 

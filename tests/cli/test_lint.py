@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 from tests.cli.support import (
@@ -300,3 +302,19 @@ def test_an_event_type_in_another_case_is_one_that_is_never_sent(tmp_path: Path)
     assert found["line"] == where(text, "artifactpromotionrun.Failed")[0]
     assert "did you mean 'dev.katanomi.cloudevents.kubeevent.artifactpromotionrun.failed" \
            ".v1alpha1'?" in found["message"]
+
+
+@pytest.mark.parametrize("written, says", [
+    # an unquoted heredoc ran $(subscriber.name) in the shell: nothing is left of it
+    ('item.name == "")', "compares with an empty string and binds no $(subscriber.…)"),
+    ('item.name == "${subscriber.name}")', "'${subscriber.name}' is not a binding"),
+])
+def test_a_binding_lost_on_the_way_is_shown(tmp_path: Path, written: str, says: str) -> None:
+    text = SEED_TEXT.replace('item.name == "$(subscriber.name)")', written)
+    bad = tmp_path / "lost.yaml"
+    bad.write_text(text, encoding="utf-8")
+    done = run("lint", "--json", bad)
+    assert done.returncode == 0, "legal CEL: a warning, not an error"
+    (found,) = findings(done.json(), "binding")
+    assert says in found["message"] and found["severity"] == "warning"
+    assert found["line"] == where(text, "cel:")[0], "at the filter it is in"
