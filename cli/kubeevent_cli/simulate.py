@@ -162,8 +162,7 @@ def involved_object(event: pipeline.EventInput, option: str | None,
                     kube: Any | None) -> tuple[dict[str, Any] | None, str]:
     """(the object, where it came from)."""
     if option:
-        doc = pipeline.single_document(option, "--object")
-        return doc.data, f"from {option}"
+        return object_from_file(option, event), f"from {option}"
     if event.shape == "enriched":
         return None, "from the enriched event"
     if kube is None:
@@ -176,6 +175,28 @@ def involved_object(event: pipeline.EventInput, option: str | None,
     if obj is None:
         return None, "not found in the cluster; data.object is null (as the enricher sends it)"
     return obj, "read from the cluster"
+
+
+def object_from_file(path: str, event: pipeline.EventInput) -> dict[str, Any]:
+    """The object of ``--object``: its one document, or of several (a run with its
+    Namespace, as the examples are written) the Event's involved object, else the one
+    that is not a Namespace."""
+    docs = [d for d in pipeline.load_file(path) if isinstance(d.data, dict)]
+    if len(docs) == 1:
+        return dict(docs[0].data)
+    if not docs:
+        raise UserError(f"{path}: --object holds no object")
+    if event.shape == "kube":
+        ref = pipeline.parse_kube_event(event).involved
+        named = [d for d in docs if (d.kind, d.name) == (ref.kind, ref.name)]
+        if len(named) == 1:
+            return dict(named[0].data)
+    objects = [d for d in docs if d.kind not in ("Namespace", "List")]
+    if len(objects) == 1:
+        return dict(objects[0].data)
+    shown = ", ".join(d.label for d in docs)
+    raise UserError(f"{path}: --object holds {len(docs)} documents ({shown}) and none is "
+                    "the Event's involved object: give a file with that one")
 
 
 def object_mismatch(event: pipeline.EventInput, obj: dict[str, Any]) -> str:

@@ -272,3 +272,15 @@ def test_a_subscription_the_api_server_would_refuse_is_said_to_be_one(pending: C
     assert any('unknown field "spec.subscriptions[0].events[0].filters": the API server '
                "refuses this subscription" in w for w in payload["warnings"]), \
         payload["warnings"]
+
+
+def test_the_example_run_file_is_an_object_file(pending: Case) -> None:
+    """manifests/examples/devstack/artifactpromotionrun.yaml holds the run and its
+    Namespace: the run is the object (it once had to be one document)."""
+    from tests.cli.support import ROOT
+
+    example = ROOT / "manifests" / "examples" / "devstack" / "artifactpromotionrun.yaml"
+    args = simulate(pending, "--json", object_file=False)
+    payload = run(*args, "--object", example).json()
+    assert payload["event"]["object_from"] == f"from {example}"
+    assert by_name(payload)[ADMIN]["match"] is True
