@@ -54,7 +54,16 @@ def run(args: argparse.Namespace) -> int:
     sample = enriched_sample(wanted)
     sample["id"] = f"test-send-{uuid.uuid4()}"  # a new notification every time
     (request,) = bridge.filter_core.notifications(sample, [sub])
-    outcome = notifier(args).handle(request, {})
+    built = notifier(args)
+    try:
+        outcome = built.handle(request, {})
+    except Exception as exc:  # the notifier's typed errors carry their status and reason
+        reason, status = getattr(exc, "reason", None), getattr(exc, "status", None)
+        if not isinstance(reason, str) or not isinstance(status, int):
+            raise
+        where = os.environ.get("CORPWECHAT_API_URL") if args.channel == "corpwechat" else None
+        raise UserError(f"not sent ({status}): {reason}" + (f" [CORPWECHAT_API_URL={where}]"
+                                                           if where else "")) from None
     result = {"subscription": args.subscription, "subscriber": sub.subscriber.name,
               "channel": args.channel, "event_type": wanted, "notification": request["id"],
               "status": outcome.status, "reason": outcome.reason or None,
@@ -82,6 +91,9 @@ def notifier(args: argparse.Namespace) -> Any:
 
     os.environ["KUBECONFIG"] = kubeconfig(args.kubeconfig)
     os.environ["KUBEEVENT_SIGNING"] = "off"
+    # A test message is not a delivery: no record (a failed one would be sent again by the
+    # notifiers' sweep, long after the test), nothing followed.
+    os.environ["DELIVERY_RECORDS"] = "off"
     os.environ.setdefault("SYSTEM_NAMESPACE", args.namespace)
 
     built = app.build()

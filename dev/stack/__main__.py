@@ -291,6 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
              "-H 'content-type: application/json' -d @<event.json>")
         if stack.kube_api is not None:
             _out(f"  KUBECONFIG={stack.kubeconfig} kubectl get clustersubscriptions")
+            _out("Ask the CLI about it (the test message goes to this stack's WeCom sandbox):")
+            _out(f"  KUBECONFIG={stack.kubeconfig} kubeevent history --user alice")
+            if stack.sandbox is not None:
+                _out(f"  KUBECONFIG={stack.kubeconfig} CORPWECHAT_API_URL="
+                     f"{stack.sandbox.api_url} kubeevent test-send --subscription "
+                     "admin-artifactpromotionrun-subscription")
         _out(f"Broker ingress: {stack.broker.ingress_url(SYSTEM_NAMESPACE, BROKER)}"
              if stack.broker else "")
         _out("Ctrl-C stops everything.")

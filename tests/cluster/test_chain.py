@@ -384,7 +384,7 @@ def test_test_send_reaches_the_subscriber_only_marked_as_a_test(
         monkeypatch: pytest.MonkeyPatch) -> None:
     stack = chain.running()
     assert stack.sandbox is not None
-    for name in ("KUBECONFIG", "KUBEEVENT_SIGNING", "SYSTEM_NAMESPACE"):
+    for name in ("KUBECONFIG", "KUBEEVENT_SIGNING", "SYSTEM_NAMESPACE", "DELIVERY_RECORDS"):
         monkeypatch.setenv(name, "")
     monkeypatch.setenv("CORPWECHAT_API_URL", stack.sandbox.api_url)
     assert kubeevent(["test-send", "--subscription", SEED_SUBSCRIPTIONS["bob"],
@@ -399,6 +399,19 @@ def test_test_send_reaches_the_subscriber_only_marked_as_a_test(
     assert (message.title or "").startswith("[TEST] ")
     assert TITLES["ApprovalDenied"] in (message.title or "")
     assert chain.mailed() == {}, "one channel at a time"
+
+    # WeCom out of reach: said in one line (which URL), not "a bug in kubeevent"; and no
+    # record is left for the notifiers' sweep to send the test message again later
+    before = chain.get("notificationdeliveries", "-n", "cpaas-system")["items"]
+    monkeypatch.setenv("CORPWECHAT_API_URL", "http://127.0.0.1:9/cgi-bin")
+    monkeypatch.setenv("CORPWECHAT_RETRY_ATTEMPTS", "1")
+    assert kubeevent(["test-send", "--subscription", SEED_SUBSCRIPTIONS["bob"],
+                      "--kubeconfig", str(chain.plane.kubeconfig())]) == 2
+    err = capsys.readouterr().err
+    assert "not sent (503)" in err and "CORPWECHAT_API_URL=http://127.0.0.1:9/cgi-bin" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert chain.get("notificationdeliveries", "-n", "cpaas-system")["items"] == before
+    monkeypatch.setenv("CORPWECHAT_API_URL", stack.sandbox.api_url)
 
     # by email: the SMTP server from EMAIL_*, the address from the cluster's email-users
     mailpit = stack.mailpit
