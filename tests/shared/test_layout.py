@@ -32,9 +32,10 @@ def test_top_level_layout_is_the_designed_one() -> None:
         assert (ROOT / name).exists(), name
     allowed = {"functions", "func.yaml", "shared", "manifests", "tests", "requirements.txt",
                "README.md", "Makefile", ".ci", "pyproject.toml", "bench", ".git", ".gitignore",
-               "cli", "dev"}
+               "cli", "dev", "dist"}
     # Additions to DESIGN §2: cli/, the kubeevent command (lint, simulate); dev/, the tools
-    # the tests, the benchmarks and `make dev` share (DESIGN places the test doubles in tests/).
+    # the tests, the benchmarks and `make dev` share (DESIGN places the test doubles in tests/);
+    # dist/, the files the source document's commands name (links into manifests/).
     # .cluster/: the control plane binaries dev/cluster/build.sh makes (git-ignored)
     ignored = (".venv", ".cluster", ".pytest", ".ruff", ".dev")
     tracked = {p.name for p in ROOT.iterdir() if not p.name.startswith(ignored)}
@@ -153,3 +154,11 @@ def test_the_tools_do_not_import_the_tests() -> None:
                           text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_dist_holds_what_the_source_documents_commands_name() -> None:
+    """Step 1.4 runs ``cat dist/kubeevent.artifactpromotionrun.template.yaml | envsubst |
+    kubectl apply -f -`` from the project's directory: the file is the shipped one."""
+    linked = ROOT / "dist" / "kubeevent.artifactpromotionrun.template.yaml"
+    assert linked.is_symlink() and linked.resolve() == (
+        ROOT / "manifests" / "templates" / "kubeevent.artifactpromotionrun.template.yaml")
