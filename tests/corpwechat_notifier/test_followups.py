@@ -453,3 +453,25 @@ def test_a_message_past_its_recall_window_is_followed_up(kube, wecom, ff):
         assert cards(kube, "too-late")["admin"]["state"] == "Updated"
     finally:
         kube.add(CARD_TEMPLATE)
+
+
+def test_what_failed_in_an_outage_goes_out_as_it_was_not_as_a_digest(kube, wecom, ff):
+    """Only what was held (quiet hours) or over a limit is digested: messages that failed
+    (WeCom down, a replica killed) are sent again one by one, as they were."""
+    names = ["outage-1", "outage-2"]
+    wecom.inject(MESSAGE_SEND, -1, times=100)
+    for name in names:
+        answer = factory.post(ff.url, factory.notification_request(
+            factory.enriched_event("approvaldenied", obj=run(kube, name)),
+            recipients=[factory.recipient("alice")]))
+        assert answer.status_code == 503
+    wecom.clear_faults()
+    for record in records_about(kube, *names):
+        assert record["status"]["phase"] == "Failed"
+        record["status"]["nextAttemptAt"] = "2000-01-01T00:00:00Z"
+        kube.update_object(record)
+    sweep(ff)
+    got = wecom.delivered_to("alice.wx")
+    assert sorted(d.msgtype for d in got) == ["textcard", "textcard"]
+    assert sorted(d.description.count(f"devops/{n}") for d in got for n in names) \
+        == [0, 0, 1, 1]

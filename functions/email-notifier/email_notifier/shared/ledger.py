@@ -24,6 +24,8 @@ from .records import Claim, DeliveryRecords, Pending, Result
 NOTIFICATIONS = metrics.counter(
     "kubeevent_notifications", "Recipients of notifications, by channel and what became of "
     "them: sent, skipped_duplicate, refused, failed, deferred", ("channel", "result"))
+# Why a Deferred record waits when it may go out with others for its target as a digest.
+HELD = frozenset({"QuietHours", "Burst", "MemberRateLimit"})
 EXPIRED = metrics.counter(
     "kubeevent_deliveries_expired", "Deliveries given up after DELIVERY_GIVE_UP_SECONDS of "
     "failures or deferrals (phase Expired)")
@@ -128,10 +130,10 @@ class Ledger:
                | None = None) -> Resent:
         """Each record waiting to be sent again whose time has come: taken over (so no
         replica sends it twice), sent through ``deliver(pending, recipient,
-        notification id)`` -- or, when several wait for one target, together through
-        ``deliver_many`` (a digest) -- (an exception: failed again, tried at a later
-        sweep), its outcome written; what has waited ``give_up_seconds`` is Expired and
-        counted."""
+        notification id)`` -- or, when several held or deferred by a limit (``HELD``) wait
+        for one target, together through ``deliver_many`` (a digest); an exception: failed
+        again, tried at a later sweep -- and its outcome written; what has waited
+        ``give_up_seconds`` is Expired and counted."""
         assert self.records is not None
         done = Resent()
         now = time.time()
@@ -156,10 +158,15 @@ class Ledger:
                 self.records.finish(claim, Result(
                     records.EXPIRED, "GaveUp", f"not sent within {give_up_seconds:g} s"))
                 continue
-            pending = Pending.from_json((record.get("status") or {}).get("pending"))
+            status = record.get("status") or {}
+            pending = Pending.from_json(status.get("pending"))
             assert pending is not None  # due() said send
             key = str((record.get("spec") or {}).get("notification") or "")
-            ready.setdefault(pending.target, []).append((claim, pending, key))
+            # What was held (quiet hours) or over a limit waits with others for the same
+            # target: together. What failed (an outage, a crash) goes as it was.
+            held = status.get("phase") == records.DEFERRED and status.get("reason") in HELD
+            ready.setdefault(pending.target if held else f"\x00{claim.record}",
+                             []).append((claim, pending, key))
         def failed(exc: Exception, pending: Pending) -> Result:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             return Result(records.FAILED, "Unreachable", str(reason), retry=pending)
