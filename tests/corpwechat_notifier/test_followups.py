@@ -475,3 +475,21 @@ def test_what_failed_in_an_outage_goes_out_as_it_was_not_as_a_digest(kube, wecom
     assert sorted(d.msgtype for d in got) == ["textcard", "textcard"]
     assert sorted(d.description.count(f"devops/{n}") for d in got for n in names) \
         == [0, 0, 1, 1]
+
+
+def test_a_run_the_notifier_may_not_read_is_followed_once_it_may(kube, wecom, ff):
+    """No RBAC for the run's kind (an APPROVAL_PATHS kind added without its rule): said in
+    the log, the request and the sweep still answer, and the cards follow once it can."""
+    obj = run(kube, "unreadable")
+    post(ff, pending(obj, "admin", "bob"))
+    decide(kube, "unreadable", ("bob", True))
+    kube.forbid("get", "artifactpromotionruns")
+    try:
+        post(ff, requester_told(obj))  # alice is still told
+        assert sweep(ff)["unreadable"] == 2
+        assert wecom.card_updates == [] and followed(kube, "unreadable") == {"admin", "bob"}
+        assert any(r.get("message", "").startswith("cannot read the object of an approval")
+                   for r in ff.log_records())
+    finally:
+        kube.clear_faults()
+    assert sweep(ff)["updated"] == 2

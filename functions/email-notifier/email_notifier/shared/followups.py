@@ -51,6 +51,7 @@ from .approvals import (
     paths_from,
 )
 from .config import ConfigError, env, env_float, env_list
+from .errors import FunctionError
 from .kube import Kube
 from .records import DeliveryRecords, now_text, parse_time
 
@@ -65,6 +66,7 @@ OLDEST_PENDING = metrics.gauge(
     "kubeevent_approval_pending_oldest_seconds", "Age of the oldest message asking someone "
     "to decide whose approval is still pending, by channel (at the last sweep)", ("channel",))
 HISTORY = 20  # entries kept in status.card.history
+UNREADABLE: dict[str, Any] = {}  # an object that could not be read this run (by identity)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ class Followups:
         """Follow every followed record (``about``: only those about one object)."""
         done: Counter[str] = Counter()
         objects: dict[tuple[str, str, str, str], dict[str, Any] | None] = {}
+        # An object that cannot be read (no RBAC for its kind, the server down) is skipped
+        # and followed again at the next run; the others go on.
         pending_ages: list[float] = []
         now = self.clock()
         for record in self.records.followed(self.channel, about):
@@ -189,8 +193,17 @@ class Followups:
                 self._close(record, "not an approval", done)
                 continue
             if key not in objects:
-                objects[key] = self.kube.get(key[0], key[1], key[3], key[2] or None)
+                try:
+                    objects[key] = self.kube.get(key[0], key[1], key[3], key[2] or None)
+                except FunctionError as exc:  # e.g. no RBAC for this kind: the others go on
+                    logs.warning("cannot read the object of an approval; followed again at "
+                                 "the next sweep", kind=key[1], namespace=key[2],
+                                 name=key[3], error=exc.reason)
+                    objects[key] = UNREADABLE
             obj = objects[key]
+            if obj is UNREADABLE:
+                done["unreadable"] += 1
+                continue
             if obj is None:
                 self._close(record, f"{key[1]} {key[2]}/{key[3]} was deleted", done)
                 continue
