@@ -60,7 +60,10 @@ def test_one_trace_from_the_event_to_the_message(stack: Stack, receiver: OtlpRec
         for span in receiver.spans:
             if span.trace_id == TRACE:
                 spans_of.setdefault(span.service, set()).add(span.name)
-        if {"WeCom message/send", "render"} <= spans_of.get(NOTIFIER, set()):
+        # every service's spans: the enricher's "post to broker" ends (and is exported)
+        # only once the synchronous broker's fan-out, the notifier's included, is done
+        if {"WeCom message/send", "render"} <= spans_of.get(NOTIFIER, set()) \
+                and "post to broker" in spans_of.get(ENRICHER, set()):
             break
         time.sleep(0.1)
     assert "get involved object" in spans_of.get(ENRICHER, set())
