@@ -143,6 +143,14 @@ class Follower(Protocol):
         """Remind the target; ``False``: not now (a limit)."""
 
 
+def deadline(obj: Mapping[str, Any], timeout: float | None) -> float | None:
+    """When an approval with ``timeout`` (seconds) of ``obj`` times out: counted from the
+    object's creation; ``None`` without a timeout or a creation time."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    created = parse_time(meta.get("creationTimestamp"))
+    return created + timeout if timeout is not None and created is not None else None
+
+
 def _duration(seconds: float) -> str:
     minutes = max(1, int(seconds // 60))
     hours, minutes = divmod(minutes, 60)
@@ -287,12 +295,10 @@ class Followups:
         due = last + every if last is not None else sent + after
         if now < due:
             return
-        left = None
-        created = parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
-        if timeout is not None and created is not None:
-            left = created + timeout - now
-            if left <= 0:
-                return  # timed out: the run fails, and its Event tells whom it concerns
+        ends = deadline(obj, timeout)
+        left = ends - now if ends is not None else None
+        if left is not None and left <= 0:
+            return  # timed out: the run fails, and its Event tells whom it concerns
         name = f"{(obj.get('metadata') or {}).get('namespace', '')}/" \
                f"{(obj.get('metadata') or {}).get('name', '')}".strip("/")
         text = f"提醒 Reminder: {name} 仍在等待您的审批 still waits for your approval"

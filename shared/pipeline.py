@@ -33,7 +33,7 @@ from .config import ConfigError, env, env_bool, env_float, env_int, env_url
 from .delivery import KeyedLocks, Message, Receipt, SentRecord
 from .errors import PermanentError, TemporaryError
 from .events import Event, Outcome, json_data
-from .followups import FollowConfig, Follower, Followups
+from .followups import FollowConfig, Follower, Followups, deadline
 from .kube import Kube, translate
 from .lease import RunLease
 from .ledger import Ledger
@@ -265,7 +265,8 @@ class Pipeline:
         self.locks = KeyedLocks()
         self.records = (records.DeliveryRecords(kube, config.system_namespace,
                                                 lease_seconds=config.delivery_lease_seconds,
-                                                follows=config.follow.follows)
+                                                follows=config.follow.follows
+                                                if channel.follower is not None else None)
                         if config.delivery_records else None)
         self.followups = (Followups(kube, self.records, channel.name, channel.follower,
                                     config.follow)
@@ -373,11 +374,9 @@ class Pipeline:
             obj = data.get("object") if isinstance(data, Mapping) else None
             paths = self.config.follow.paths.get(kind)
             approval = approval_of(obj, paths) if isinstance(obj, Mapping) and paths else None
-            meta = obj.get("metadata") if isinstance(obj, Mapping) else None
-            created = (records.parse_time(meta.get("creationTimestamp"))
-                       if isinstance(meta, Mapping) else None)
-            if approval is not None and approval.timeout is not None and created is not None \
-                    and created + approval.timeout < ends:
+            times_out = deadline(obj, approval.timeout) \
+                if isinstance(obj, Mapping) and approval is not None else None
+            if times_out is not None and times_out < ends:
                 return None  # it would time out while they sleep: they are told now
         return ends
 
@@ -431,14 +430,16 @@ class Pipeline:
                         records.REFUSED, "NoTarget",
                         f"no {self.channel.name} target ({targets.how})")
                     continue
-                quiet_until = self._quiet_until(request, recipient)
+                # A record keeps one message for one target: a group sent to several
+                # departments and tags is not held (it would have nothing to send later).
+                quiet_until = (self._quiet_until(request, recipient)
+                               if len(targets.to) == 1 else None)
                 if quiet_until is not None:
                     deferred.append(recipient.name)
                     results[recipient.name] = records.Result(
                         records.DEFERRED, "QuietHours", "the subscriber's quiet hours: sent "
                         "with what else waits when they end", quiet_until,
-                        records.Pending(targets.to[0], message)
-                        if len(targets.to) == 1 else None)
+                        records.Pending(targets.to[0], message))
                     continue
                 for target in targets.to:
                     admission = self.channel.admit(target, message)

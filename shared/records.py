@@ -358,10 +358,13 @@ class DeliveryRecords:
                 self.kube.custom().patch_namespaced_custom_object_status(
                     GROUP, VERSION, self.namespace, PLURAL, claim.record, {"status": status},
                     _request_timeout=self.kube.timeout)
+            labels: dict[str, str | None] = {}
             if result.retried_later != claim.retrying:
-                self._label(claim.record, "true" if result.retried_later else None)
+                labels[RETRY_LABEL] = "true" if result.retried_later else None
             if follow:
-                self._label(claim.record, "true", FOLLOW_LABEL)
+                labels[FOLLOW_LABEL] = "true"
+            if labels:  # both in one write
+                self._labels(claim.record, labels)
         except Exception as exc:
             logs.error("could not record a delivery outcome", record=claim.record,
                        subscriber=claim.recipient, phase=result.phase,
@@ -386,7 +389,7 @@ class DeliveryRecords:
                 if exc.status in (404, 409):
                     return False
                 raise
-        self._label(claim.record, "true")
+        self._labels(claim.record, {RETRY_LABEL: "true"})
         logs.info("delivery handed to the sweep: its claimant has not finished",
                   record=claim.record, subscriber=claim.recipient,
                   due=now_text(due_at))
@@ -394,13 +397,13 @@ class DeliveryRecords:
 
     def unlabel(self, record: Mapping[str, Any]) -> None:
         """Drop the retry label of a record with nothing left to send."""
-        self._label(str(record["metadata"]["name"]), None)
+        self._labels(str(record["metadata"]["name"]), {RETRY_LABEL: None})
 
-    def _label(self, name: str, value: str | None, label: str = RETRY_LABEL) -> None:
+    def _labels(self, name: str, labels: Mapping[str, str | None]) -> None:
         with translate(f"patch {PLURAL}.{GROUP} {name}"):
             self.kube.custom().patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name,
-                {"metadata": {"labels": {label: value}}},
+                {"metadata": {"labels": dict(labels)}},
                 _request_timeout=self.kube.timeout)
 
     # ------------------------------------------------------------------ retry
@@ -477,7 +480,7 @@ class DeliveryRecords:
                 {"status": {"card": {**card, "working": None}}},
                 _request_timeout=self.kube.timeout)
         if not follow:
-            self._label(name, None, FOLLOW_LABEL)
+            self._labels(name, {FOLLOW_LABEL: None})
 
     # ------------------------------------------------------------------ sweep
 

@@ -1206,3 +1206,17 @@ def test_a_card_for_a_member_wecom_does_not_know_is_refused_for_that_member_only
     assert (found["ghost"]["status"]["phase"], found["ghost"]["status"]["reason"]) \
         == ("Refused", "InvalidUser")
     assert found["bob"]["status"]["phase"] == "Sent"
+
+
+def test_a_group_sent_to_several_departments_is_not_held_by_quiet_hours(ff, wecom, kube):
+    """A record keeps one message for one target: a group mapped to a department and a
+    tag is sent now rather than held with nothing to send when the quiet hours end."""
+    from tests.corpwechat_notifier.test_followups import quiet_now
+
+    group = factory.recipient("release-managers")
+    group["subscriber"]["kind"] = "Group"
+    group["quietHours"] = quiet_now()
+    event = factory.notification_request(FAILED, recipients=[group])
+    assert factory.post(ff.url, event).status_code == 202
+    assert deliveries(wecom) == {"ann": 1, "amy": 1}
+    assert records_of(kube, event["id"])["release-managers"]["status"]["phase"] == "Sent"
