@@ -67,6 +67,7 @@ LABEL = "kubeevent.io/"
 SENT, REFUSED, FAILED, DEFERRED, EXPIRED = "Sent", "Refused", "Failed", "Deferred", "Expired"
 RETRY_LABEL = LABEL + "retry"
 FOLLOW_LABEL = LABEL + "follow"
+CARD_OPEN = "Open"  # status.card.state of a message still followed
 # A failed delivery is tried again after 1, 2, 4 … minutes, at most an hour apart.
 FIRST_BACKOFF = 60.0
 MAX_BACKOFF = 3600.0
@@ -161,7 +162,7 @@ class Result:
 def card_status(receipt: Receipt, sent_at: float) -> dict[str, Any]:
     """``status.card`` of a record whose message went out: what changes it later."""
     card: dict[str, Any] = {"msgid": receipt.msgid, "sentAt": now_text(sent_at),
-                            "state": "Open"}
+                            "state": CARD_OPEN}
     if receipt.recall:
         card["onDecision"] = "recall"
     for key, value in (("responseCode", receipt.response_code), ("taskId", receipt.task_id),
@@ -398,6 +399,11 @@ class DeliveryRecords:
     def unlabel(self, record: Mapping[str, Any]) -> None:
         """Drop the retry label of a record with nothing left to send."""
         self._labels(str(record["metadata"]["name"]), {RETRY_LABEL: None})
+
+    def unfollow(self, record: Mapping[str, Any]) -> None:
+        """Drop the follow label of a record whose card was already concluded (a replica
+        stopped between writing the card's end and this label)."""
+        self._labels(str(record["metadata"]["name"]), {FOLLOW_LABEL: None})
 
     def _labels(self, name: str, labels: Mapping[str, str | None]) -> None:
         with translate(f"patch {PLURAL}.{GROUP} {name}"):

@@ -53,7 +53,7 @@ from .approvals import (
 from .config import ConfigError, env, env_float, env_list
 from .errors import FunctionError
 from .kube import Kube
-from .records import DeliveryRecords, now_text, parse_time
+from .records import CARD_OPEN, DeliveryRecords, now_text, parse_time
 
 FOLLOWUPS = metrics.counter(
     "kubeevent_approval_followups", "What became of messages that asked someone to decide, "
@@ -192,6 +192,13 @@ class Followups:
         pending_ages: list[float] = []
         now = self.clock()
         for record in self.records.followed(self.channel, about):
+            status = record.get("status") if isinstance(record.get("status"), Mapping) else {}
+            card = status.get("card") if isinstance(status.get("card"), Mapping) else {}
+            if card.get("state") not in (None, "", CARD_OPEN):
+                # Concluded, the label not yet dropped (its writer is between the card's
+                # write and the label's, or stopped there): never acted on twice.
+                self.records.unfollow(record)
+                continue
             spec = record.get("spec") if isinstance(record.get("spec"), Mapping) else {}
             ref = spec.get("object") if isinstance(spec.get("object"), Mapping) else {}
             key = tuple(str(ref.get(k) or "") for k in ("apiVersion", "kind", "namespace",
@@ -220,8 +227,6 @@ class Followups:
             if approval is None or recipient not in approval.approvers:
                 self._close(record, "not an approver of it", done)
                 continue
-            status = record.get("status") if isinstance(record.get("status"), Mapping) else {}
-            card = status.get("card") if isinstance(status.get("card"), Mapping) else {}
             target = str(status.get("target") or "")
             if approval.state == PENDING:
                 sent = parse_time(card.get("sentAt"))
