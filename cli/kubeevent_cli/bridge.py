@@ -41,8 +41,9 @@ ensure_path()
 from corpwechat_notifier import core as notifier_core  # noqa: E402
 from corpwechat_notifier import render, templates  # noqa: E402
 from corpwechat_notifier.shared import logs as notifier_logs  # noqa: E402
-from corpwechat_notifier.shared import notification  # noqa: E402
+from corpwechat_notifier.shared import notification, quiet  # noqa: E402
 from corpwechat_notifier.shared import templates as shared_templates  # noqa: E402
+from corpwechat_notifier.shared.followups import FollowConfig  # noqa: E402
 from email_notifier import message as email_message  # noqa: E402
 from email_notifier.shared import logs as email_logs  # noqa: E402
 from email_notifier.shared import templates as email_templates  # noqa: E402
@@ -56,9 +57,9 @@ from subscription_filter.shared import errors as filter_errors  # noqa: E402
 from subscription_filter.shared import logs as filter_logs  # noqa: E402
 
 __all__ = [
-    "binding", "celengine", "email_message", "enricher_core", "filter_core", "filter_errors",
-    "notification", "notifier_core", "render", "shared_events", "shared_templates", "signing",
-    "subscriptions", "templates",
+    "FollowConfig", "binding", "celengine", "email_message", "enricher_core", "filter_core",
+    "filter_errors", "notification", "notifier_core", "quiet", "render", "shared_events",
+    "shared_templates", "signing", "subscriptions", "templates",
 ]
 
 def capture_logs(verbose: bool) -> None:

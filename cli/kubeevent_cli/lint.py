@@ -41,6 +41,8 @@ CHECKS = {
     "InvalidSpec": "schema", "OwnerMismatch": "owner", "NoChannels": "channels",
     "UnknownChannel": "channels", "InvalidCEL": "cel",
 }
+QUIET_ANNOTATION = subs_mod.QUIET_HOURS_ANNOTATION
+REMINDERS_ANNOTATION = subs_mod.REMINDERS_ANNOTATION
 _SHELL_BINDING = re.compile(r"\$\{\s*subscriber\.[^}]*\}")
 _EMPTY_LITERAL = re.compile(r"""(==|!=)\s*(""|'')|(""|'')\s*(==|!=)""")
 _SPEC_PATH = re.compile(r"^(spec(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
@@ -157,11 +159,33 @@ class Linter:
                 self.add(ERROR, CHECKS.get(problem.reason, "schema"),
                          f"not used ({problem.reason}): {problem.message}",
                          self.reason_position(doc, problem.reason, problem.message), doc)
+        self.annotations(doc)
         subscriber = None
         if not problems:
             spec = subs_mod.check_spec(doc.data)
             subscriber = subs_mod.parse_subscriber(spec).as_json()
         self.entries(doc, subscriber)
+
+    def annotations(self, doc: Document) -> None:
+        """The notifiers' per-subscription annotations, read by the notifiers' own
+        parsers: one they cannot read is logged there and the defaults apply."""
+        written = _dict(doc.get("metadata", "annotations"))
+        quiet = written.get(QUIET_ANNOTATION)
+        if isinstance(quiet, str):
+            try:
+                bridge.quiet.parse(quiet)
+            except bridge.quiet.QuietHoursError as exc:
+                self.add(WARNING, "annotation", f"{QUIET_ANNOTATION}: {exc}; the notifier "
+                         "ignores it (QUIET_HOURS applies)",
+                         doc.at("metadata", "annotations", QUIET_ANNOTATION), doc)
+        reminders = written.get(REMINDERS_ANNOTATION)
+        if isinstance(reminders, str):
+            defaults = bridge.FollowConfig(remind_after=-1.0, remind_every=-1.0)
+            if reminders.strip() and defaults.reminders(reminders) == (-1.0, -1.0):
+                self.add(WARNING, "annotation", f"{REMINDERS_ANNOTATION} {reminders!r} is "
+                         "not 'off' or '<after>,<every>' as durations (e.g. 30m,2h); the "
+                         "notifier ignores it (its defaults apply)",
+                         doc.at("metadata", "annotations", REMINDERS_ANNOTATION), doc)
 
     def reason_position(self, doc: Document, reason: str, message: str) -> Position:
         annotations = ("metadata", "annotations")

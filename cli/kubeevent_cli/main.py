@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the notifier's SYSTEM_NAMESPACE")
     _cluster(test_send)
 
+    from .subscribe import add_parser as add_subscribe
+
+    add_subscribe(commands)
+
     invoke = commands.add_parser(
         "invoke", help="send a running function one CloudEvent signed with the local key",
         description="Sign a CloudEvent (structured JSON/YAML) or a Kubernetes Event (wrapped "
@@ -198,12 +202,16 @@ def _main(argv: Sequence[str] | None) -> int:
         args = build_parser().parse_args(args_list)
         if args.command is None:
             raise UserError(f"a command is needed: lint, simulate, history, explain, "
-                            f"test-send or invoke "
+                            f"test-send, subscribe or invoke "
                             f"(see '{PROG} --help')")
         if args.command == "lint":
             from .lint import run as run_lint
 
             return run_lint(args)
+        if args.command == "subscribe":
+            from .subscribe import run as run_subscribe
+
+            return run_subscribe(args)
         if args.command == "invoke":
             from .invoke import run as run_invoke
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.cli.support import (
     PLATFORM_URL,
@@ -318,3 +319,19 @@ def test_a_binding_lost_on_the_way_is_shown(tmp_path: Path, written: str, says: 
     (found,) = findings(done.json(), "binding")
     assert says in found["message"] and found["severity"] == "warning"
     assert found["line"] == where(text, "cel:")[0], "at the filter it is in"
+
+
+def test_notifier_annotations_it_cannot_read_are_warned_about_at_their_place(tmp_path):
+    doc = yaml.safe_load(SEED_ADMIN.read_text(encoding="utf-8"))
+    doc["metadata"]["annotations"]["kubeevent.io/quiet-hours"] = "10pm-8am"
+    doc["metadata"]["annotations"]["kubeevent.io/approval-reminders"] = "every hour"
+    path = write_yaml(tmp_path / "admin.yaml", doc)
+    done = run("lint", "--json", path)
+    found = [f for f in done.json()["findings"] if f["check"] == "annotation"]
+    assert [f["message"].split(":")[0].split(" ")[0] for f in found] \
+        == ["kubeevent.io/quiet-hours", "kubeevent.io/approval-reminders"]
+    assert all(f["severity"] == "warning" and f["line"] for f in found)
+    doc["metadata"]["annotations"].update({"kubeevent.io/quiet-hours": "off",
+                                           "kubeevent.io/approval-reminders": "30m,2h"})
+    clean = run("lint", "--json", write_yaml(tmp_path / "fine.yaml", doc)).json()
+    assert [f for f in clean["findings"] if f["check"] == "annotation"] == []
