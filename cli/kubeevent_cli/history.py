@@ -59,6 +59,10 @@ def records_of_object(kube: Any, namespace: str, object_namespace: str, name: st
             if (i.get("spec") or {}).get("object", {}).get("name") == name]
 
 
+class Forbidden(UserError):
+    """The credentials may not list the delivery records."""
+
+
 def _listed(kube: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
     from kubernetes.client.rest import ApiException
 
@@ -75,12 +79,67 @@ def _listed(kube: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
             page = custom.list_namespaced_custom_object(
                 records.GROUP, records.VERSION, namespace, records.PLURAL, **kwargs)
         except ApiException as exc:
-            raise UserError(f"cannot list {records.PLURAL}.{records.GROUP} in {namespace}: "
-                            f"the API server answered {exc.status} {exc.reason}") from None
+            kind = Forbidden if exc.status == 403 else UserError
+            raise kind(f"cannot list {records.PLURAL}.{records.GROUP} in {namespace}: "
+                       f"the API server answered {exc.status} {exc.reason}") from None
         found.extend(page.get("items") or [])
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return found
+
+
+def whoami(kube: Any) -> str:
+    """The user the credentials are (a SelfSubjectReview, as ``kubectl auth whoami``)."""
+    from kubernetes import client as k8s
+    from kubernetes.client.rest import ApiException
+
+    try:
+        review = k8s.AuthenticationV1Api(kube.api).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            _request_timeout=kube.timeout)
+    except ApiException as exc:
+        raise UserError(f"cannot tell who these credentials are (SelfSubjectReview: "
+                        f"{exc.status} {exc.reason}); give --user") from None
+    user = ((review.status.user_info if review.status else None) or None)
+    name = getattr(user, "username", None)
+    if not name:
+        raise UserError("the API server did not say who these credentials are; give --user")
+    return str(name)
+
+
+def own_rows(kube: Any, user: str, since: int, now: float) -> list[dict[str, str]]:
+    """What the user's own ClusterSubscriptions' status says they were sent (the
+    notifiers keep their latest outcomes there): no object names, only namespaces."""
+    from kubernetes.client.rest import ApiException
+
+    from corpwechat_notifier.shared.recent import GROUP, PLURAL, VERSION
+    from corpwechat_notifier.shared.records import parse_time
+
+    try:
+        listed = kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL,
+                                                          _request_timeout=kube.timeout)
+    except ApiException as exc:
+        raise UserError(f"cannot read the delivery records, nor list {PLURAL}.{GROUP}: "
+                        f"the API server answered {exc.status} {exc.reason}") from None
+    out = []
+    for item in listed.get("items") or []:
+        meta, spec = item.get("metadata") or {}, item.get("spec") or {}
+        owner = (meta.get("annotations") or {}).get("katanomi.dev/owned.username")
+        if owner != user or (spec.get("subscriber") or {}).get("name") != user:
+            continue
+        for entry in (item.get("status") or {}).get("notifications") or []:
+            at = parse_time(entry.get("at")) if isinstance(entry, dict) else None
+            if at is None or now - at > since:
+                continue
+            out.append({
+                "when": str(entry["at"]), "event": str(entry.get("event") or ""),
+                "object": f"{entry.get('namespace') or ''}/…",
+                "kind": "", "channel": str(entry.get("channel") or ""),
+                "phase": str(entry.get("result") or ""),
+                "reason": str(entry.get("reason") or ""), "follow_up": "",
+                "notification": "", "record": "", "subscription": str(meta.get("name")),
+            })
+    return sorted(out, key=lambda r: r["when"])
 
 
 def rows(items: list[dict[str, Any]], since: int, now: float) -> list[dict[str, str]]:
@@ -114,18 +173,32 @@ def run(args: Any) -> int:
 
     bridge.capture_logs(args.verbose)
     kube = connect(args.kubeconfig)
+    source = "records"
     try:
-        found = rows(records_of(kube, args.namespace, args.user), seconds(args.since),
-                     time.time())
+        user = args.user or whoami(kube)
+        try:
+            found = rows(records_of(kube, args.namespace, user), seconds(args.since),
+                         time.time())
+        except Forbidden:
+            # A subscriber's own credentials: only what their own subscriptions say.
+            me = whoami(kube)
+            if me != user:
+                raise UserError(f"these credentials are {me!r}'s: they may read only their "
+                                f"own history, not {user!r}'s") from None
+            found = own_rows(kube, user, seconds(args.since), time.time())
+            source = "subscriptions"
     finally:
         close(kube)
     if args.json:
-        json.dump({"user": args.user, "since": args.since, "deliveries": found}, sys.stdout,
-                  indent=2, ensure_ascii=False)
+        json.dump({"user": user, "since": args.since, "source": source,
+                   "deliveries": found}, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
+    if source == "subscriptions":
+        print(f"from your ClusterSubscriptions' status (the latest outcomes the notifiers "
+              f"keep there; the records, with the objects' names, are in {args.namespace})")
     if not found:
-        print(f"nothing was sent to {args.user} in the last {args.since}")
+        print(f"nothing was sent to {user} in the last {args.since}")
         return 0
     table = [COLUMNS] + [(r["when"], r["event"], r["object"], r["channel"], r["phase"],
                           r["reason"], r["follow_up"]) for r in found]

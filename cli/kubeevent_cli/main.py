@@ -112,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         "history", help="what a user was sent (the notifier's delivery records)",
         description="List the NotificationDeliveries of one user: when, which event about "
                     "which object, on which channel, and what became of it (Sent, Refused, "
-                    "Failed, Deferred, or Sending).")
-    history.add_argument("--user", required=True, help="the Kubernetes user name")
+                    "Failed, Deferred, or Sending). With a subscriber's own credentials "
+                    "(who may not read the records): the latest outcomes their own "
+                    "ClusterSubscriptions' status keeps, and nobody else's.")
+    history.add_argument("--user", default=None,
+                         help="the Kubernetes user name (default: whom the credentials are)")
     history.add_argument("--since", default="24h", help="how far back (e.g. 30m, 24h, 7d)")
     history.add_argument("--namespace", default="cpaas-system",
                          help="where the records are (the notifier's SYSTEM_NAMESPACE)")

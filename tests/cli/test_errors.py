@@ -13,7 +13,8 @@ from tests.cli.support import SCRIPT, SEED_ADMIN, TEMPLATES, run, write_yaml
 
 def test_no_command_and_unknown_option() -> None:
     run().assert_user_error(
-        "a command is needed: lint, simulate, history, explain, test-send or invoke")
+        "a command is needed: lint, simulate, history, explain, test-send, subscribe or "
+        "invoke")
     run("lint", "--frobnicate", SEED_ADMIN).assert_user_error(
         "unrecognized arguments: --frobnicate")
     run("simulate", "--event", "x.yaml").assert_user_error(

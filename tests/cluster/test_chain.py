@@ -6,6 +6,7 @@ with exactly the RBAC of manifests/base and manifests/delivery."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -284,6 +285,56 @@ def test_a_delivery_is_recorded_and_a_restarted_notifier_does_not_send_it_again(
     assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
     assert stack.sandbox.suppressed == [], "not even sent to WeCom's duplicate check"
     assert {a: len(m) for a, m in chain.mailed().items()} == {"bob@example.com": 1}
+
+
+def test_a_subscriber_reads_their_own_history_with_their_own_credentials_and_nobody_elses(
+        chain: ClusterChain, capsys: pytest.CaptureFixture[str]) -> None:
+    """The notifiers (their own ServiceAccounts' RBAC) keep each subscriber's latest
+    outcomes on their ClusterSubscription's status; ``kubectl get`` shows LAST NOTIFIED
+    and RESULT; bob, who may not read the records, reads his own history with his own
+    kubeconfig (no --user, no --kubeconfig: $KUBECONFIG) and may not ask for alice's."""
+    run = run_in(chain, approvers=("bob",))
+    chain.happen(event_about(run, "ApprovalPending"))
+    assert {u: len(m) for u, m in chain.received().items()} == {"bob": 1}
+    deadline = time.monotonic() + 30
+    while True:
+        status = chain.get("clustersubscription", SEED_SUBSCRIPTIONS["bob"]).get("status", {})
+        if len(status.get("notifications") or []) >= 2:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    latest = status["notifications"][:2]
+    assert sorted((n["channel"], n["event"], n["namespace"], n["result"]) for n in latest) \
+        == [("corpwechat", "approvalpending", "devops", "Sent"),
+            ("email", "approvalpending", "devops", "Sent")]
+    assert run["metadata"]["name"] not in json.dumps(status), "no object's name"
+    assert status["lastResult"] == "Sent" and status["lastNotified"]
+    table = chain.plane.kubectl("get", "clustersubscription", SEED_SUBSCRIPTIONS["bob"],
+                                user="bob").stdout.splitlines()
+    assert table[0].split()[:6] == ["NAME", "SUBSCRIBER", "READY", "LAST", "NOTIFIED", "RESULT"]
+    assert table[1].split()[1:2] + table[1].split()[4:5] == ["bob", "Sent"]
+
+    denied = chain.plane.kubectl("get", "notificationdeliveries", "-n", "cpaas-system",
+                                 user="bob", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    mine = str(chain.plane.kubeconfig("bob"))
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = mine
+    try:
+        assert kubeevent(["history", "--since", "1h", "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert (got["user"], got["source"]) == ("bob", "subscriptions")
+        assert {(d["event"], d["object"], d["channel"], d["phase"])
+                for d in got["deliveries"]} >= {
+            ("approvalpending", "devops/…", "corpwechat", "Sent"),
+            ("approvalpending", "devops/…", "email", "Sent")}
+        assert kubeevent(["history", "--user", "alice", "--since", "1h"]) == 2
+        assert "may read only their own history, not 'alice'" in capsys.readouterr().err
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
 
 
 def test_an_approval_is_followed_to_its_end(chain: ClusterChain,

@@ -339,6 +339,10 @@ def grants(objs: list[dict[str, Any]]) -> dict[str, set[Grant]]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
     objs = objects(overlay)
+    # each subscriber's latest outcomes on their own subscription's status (shared/recent.py)
+    SUBSCRIPTION_STATUS = (("*", "core.katanomi.dev", "clustersubscriptions", "get", ()),
+                           ("*", "core.katanomi.dev", "clustersubscriptions/status", "patch",
+                            ()))
     expected = {
         f"{FUNCTION_NS}/kubeevent-enricher-sink": {
             ("*", "artifacts.katanomi.dev", "artifactpromotionruns", "get", ()),
@@ -377,6 +381,7 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
               for verb in ("get", "update")),
             # following an approval: the object it is about
             ("*", "artifacts.katanomi.dev", "artifactpromotionruns", "get", ()),
+            *SUBSCRIPTION_STATUS,
         },
         f"{FUNCTION_NS}/email-notifier": {
             (SYSTEM_NS, "", "configmaps", "get",
@@ -390,6 +395,7 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
             *((FUNCTION_NS, "coordination.k8s.io", "leases", verb,
                ("kubeevent-email-sweep", "kubeevent-email-sweep-retention"))
               for verb in ("get", "update")),
+            *SUBSCRIPTION_STATUS,
         },
         f"{WATCHER_NS}/kubeevent-watcher-sa": {  # the seed's
             ("*", "", "events", "get", ()), ("*", "", "events", "list", ()),

@@ -40,6 +40,7 @@ from .ledger import Ledger
 from .notification import NotificationRequest, Recipient
 from .quiet import QuietHours, QuietHoursError
 from .quiet import parse as parse_quiet
+from .recent import RecentNotifications
 from .render import TemplateSource
 from .signing import Signer, signer_from_env
 from .templates import (
@@ -99,6 +100,8 @@ class DeliveryConfig:
     follow: FollowConfig = field(default_factory=FollowConfig)
     # Everyone's quiet hours unless their subscription says otherwise (None: none).
     quiet_hours: QuietHours | None = None
+    # Outcomes kept on each subscription's status (shared/recent.py; 0: none).
+    recent_notifications: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -124,6 +127,8 @@ class DeliveryConfig:
             signer=signer_from_env(environ),
             follow=FollowConfig.from_env(environ),
             quiet_hours=_quiet(env("QUIET_HOURS", "", environ)),
+            recent_notifications=min(50, env_int("SUBSCRIPTION_RECENT_NOTIFICATIONS", 5,
+                                                 environ)),
         )
 
 
@@ -266,7 +271,9 @@ class Pipeline:
         self.records = (records.DeliveryRecords(kube, config.system_namespace,
                                                 lease_seconds=config.delivery_lease_seconds,
                                                 follows=config.follow.follows
-                                                if channel.follower is not None else None)
+                                                if channel.follower is not None else None,
+                                                recent=RecentNotifications(
+                                                    kube, config.recent_notifications))
                         if config.delivery_records else None)
         self.followups = (Followups(kube, self.records, channel.name, channel.follower,
                                     config.follow)

@@ -58,6 +58,7 @@ from .delivery import Message, Receipt
 from .errors import TemporaryError
 from .kube import Kube, translate
 from .notification import NotificationRequest, Recipient
+from .recent import Outcome, RecentNotifications
 
 GROUP = "kubeevent.io"
 VERSION = "v1alpha1"
@@ -193,6 +194,9 @@ class Claim:
     claimed_at: float | None = None  # busy: when the other claimant claimed it
     kind: str = ""  # what the notification is about: the object's kind and the
     reason: str = ""  # Event's reason (``follows``)
+    subscription: str = ""  # mine: who asked for it, on which channel, about which
+    channel: str = ""  # namespace (the subscription's status shows the outcome)
+    namespace: str = ""
 
 
 class Follows(Protocol):
@@ -208,11 +212,13 @@ def _attr(event: Mapping[str, Any], name: str) -> str:
 
 class DeliveryRecords:
     def __init__(self, kube: Kube, namespace: str, *, lease_seconds: float = 300.0,
-                 follows: Follows | None = None) -> None:
+                 follows: Follows | None = None, recent: RecentNotifications | None = None
+                 ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.lease_seconds = lease_seconds
         self.follows = follows
+        self.recent = recent  # each outcome shown on its subscription's status too
 
     # ------------------------------------------------------------------ claim
 
@@ -266,7 +272,9 @@ class DeliveryRecords:
                     _request_timeout=self.kube.timeout)
                 return Claim(recipient.name, name, "mine",
                              kind=body["spec"]["object"]["kind"],
-                             reason=body["spec"]["event"]["reason"])
+                             reason=body["spec"]["event"]["reason"],
+                             subscription=recipient.subscription, channel=channel,
+                             namespace=body["spec"]["object"]["namespace"])
             except ApiException as exc:
                 if exc.status == 404:
                     raise TemporaryError(f"the API server does not serve {PLURAL}.{GROUP}: "
@@ -325,8 +333,12 @@ class DeliveryRecords:
         retrying = RETRY_LABEL in ((existing.get("metadata") or {}).get("labels") or {})
         about = spec.get("object") if isinstance(spec.get("object"), Mapping) else {}
         event = spec.get("event") if isinstance(spec.get("event"), Mapping) else {}
+        who = spec.get("recipient") if isinstance(spec.get("recipient"), Mapping) else {}
         return Claim(recipient, name, "mine", phase, spec["attempt"], retrying,
-                     kind=str(about.get("kind") or ""), reason=str(event.get("reason") or ""))
+                     kind=str(about.get("kind") or ""), reason=str(event.get("reason") or ""),
+                     subscription=str(who.get("subscription") or ""),
+                     channel=str(spec.get("channel") or ""),
+                     namespace=str(about.get("namespace") or ""))
 
     # ---------------------------------------------------------------- outcome
 
@@ -371,6 +383,10 @@ class DeliveryRecords:
                        subscriber=claim.recipient, phase=result.phase,
                        error=getattr(exc, "reason", None) or type(exc).__name__)
             return False
+        if self.recent is not None:
+            self.recent.note(claim.subscription, Outcome(
+                status["finishedAt"], claim.channel, claim.reason, claim.namespace,
+                result.phase, result.reason))
         return True
 
     def hand_over(self, claim: Claim, pending: Pending) -> bool:
