@@ -28,7 +28,8 @@ KNOWN = f"{SUBSCRIPTION}, {TEMPLATE}, and the {CONFIG_NAME} ConfigMap (or its da
 
 def role(doc: Document) -> str:
     """``subscription``, ``template``, ``config``, ``configmap`` (another ConfigMap),
-    ``nokind``, ``notmapping`` or ``unknown``."""
+    ``crd`` (a kind's schema, for the filters' paths), ``nokind``, ``notmapping`` or
+    ``unknown``."""
     if not isinstance(doc.data, dict):
         return "notmapping"
     kind = doc.data.get("kind")
@@ -41,6 +42,8 @@ def role(doc: Document) -> str:
         if doc.name == CONFIG_NAME or (isinstance(data, dict) and MAPPING_KEY in data):
             return "config"
         return "configmap"
+    if kind == "CustomResourceDefinition":
+        return "crd"
     if kind is None:
         # The seed's `kubectl patch configmap katanomi-config --patch-file` shape.
         if isinstance(doc.data.get("data"), dict) and set(doc.data) <= {"data", "metadata"}:

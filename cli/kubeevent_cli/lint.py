@@ -26,6 +26,7 @@ from .yamlio import (
     YamlError,
     content_position,
     expand,
+    load_file,
     loads,
     parse_path,
     read_text,
@@ -43,8 +44,6 @@ CHECKS = {
 }
 QUIET_ANNOTATION = subs_mod.QUIET_HOURS_ANNOTATION
 REMINDERS_ANNOTATION = subs_mod.REMINDERS_ANNOTATION
-_SHELL_BINDING = re.compile(r"\$\{\s*subscriber\.[^}]*\}")
-_EMPTY_LITERAL = re.compile(r"""(==|!=)\s*(""|'')|(""|'')\s*(==|!=)""")
 _SPEC_PATH = re.compile(r"^(spec(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
 
 
@@ -96,8 +95,14 @@ class Linter:
     subscribed: list[Subscribed] = field(default_factory=list)
     templates: inputs.TemplateSet = field(default_factory=inputs.TemplateSet)
     linted_templates: list[Document] = field(default_factory=list)
+    checked: list[Document] = field(default_factory=list)  # for the server's dry run
     configs: list[Document] = field(default_factory=list)
     kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # (group, kind) → CustomResourceDefinition: the schemas the filters' paths are
+    # checked against (the stand-in for the seed's kind, --schema, linted CRDs, the cluster)
+    crds: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    later: list[tuple[Document, Any, tuple[str | int, ...], str, str]] = field(
+        default_factory=list)
 
     def add(self, severity: str, check: str, message: str, position: Position | None,
             doc: Document | str | None = None) -> None:
@@ -118,6 +123,8 @@ class Linter:
             self.template(doc)
         elif what == "config":
             self.configs.append(doc)
+        elif what == "crd":
+            self.add_crd(doc.data)
         elif what == "configmap":
             self.add(WARNING, "kind", f"ConfigMap {doc.name!r} is not {inputs.CONFIG_NAME}: "
                      "not checked", doc.position, doc)
@@ -144,6 +151,7 @@ class Linter:
     # --------------------------------------------------------------- subscriptions
 
     def subscription(self, doc: Document) -> None:
+        self.checked.append(doc)
         self.api_version(doc, inputs.SUBSCRIPTION)
         self.schema(doc, inputs.SUBSCRIPTION)
         if not doc.name:
@@ -222,24 +230,13 @@ class Linter:
                 event_type = event_type.strip()
                 where = doc.at(*base, "type")
                 self.subscribed.append(Subscribed(event_type, where, doc.label, subscriber))
-                split = samples.split_type(event_type)
-                if split is None:
-                    self.add(WARNING, "type", f"{event_type!r} is not an enriched Kubernetes "
-                             f"event type ({pipeline.ENRICHED_PREFIX}<kind>.<reason>"
-                             f"{pipeline.ENRICHED_SUFFIX}): the filter never receives it",
-                             where, doc)
-                elif split != (split[0].lower(), split[1].lower()):
-                    fixed = f"{pipeline.ENRICHED_PREFIX}{split[0].lower()}.{split[1].lower()}" \
-                        f"{pipeline.ENRICHED_SUFFIX}"
-                    self.add(WARNING, "type", f"event type {event_type!r} has capital "
-                             "letters: the enricher writes the kind and the reason in lower "
-                             f"case, so it never matches; did you mean {fixed!r}?", where, doc)
-                elif kind and split[0] != kind.lower():
-                    self.add(WARNING, "type", f"event type {event_type!r} is about kind "
-                             f"{split[0]!r} but this entry's object is {kind}: it never "
-                             "matches", where, doc)
-                self.binding_slips(doc, _dict(_dict(event).get("filter")).get("cel"),
-                                   (*base, "filter", "cel"))
+                problem = bridge.reach.event_type_problem(event_type, kind)
+                if problem:
+                    self.add(WARNING, "type", problem, where, doc)
+                cel = _dict(_dict(event).get("filter")).get("cel")
+                self.binding_slips(doc, cel, (*base, "filter", "cel"))
+                if isinstance(cel, str) and kind and api_version:
+                    self.later.append((doc, cel, (*base, "filter", "cel"), kind, api_version))
                 exact = _dict(_dict(_dict(event).get("filter")).get("exact"))
                 for key, value in exact.items():
                     name = str(key).lower()
@@ -258,25 +255,39 @@ class Linter:
                                  at, doc)
 
     def binding_slips(self, doc: Document, cel: Any, path: tuple[str | int, ...]) -> None:
-        """What a lost ``$(subscriber.…)`` leaves in a filter: a shell's ``${…}``
-        (written for ``$(…)``), or a comparison with an empty string (the binding the
-        shell replaced with nothing): legal CEL, a filter that names nobody."""
+        """What a lost ``$(subscriber.…)`` leaves in a filter (the filter's own check,
+        ``reach.binding_slips``): legal CEL, a filter that names nobody."""
         if not isinstance(cel, str):
             return
-        for found in _SHELL_BINDING.finditer(cel):
-            self.add(WARNING, "binding", f"{found.group(0)!r} is not a binding (those are "
-                     "written $(subscriber.name)): the filter compares with that text, and "
-                     "names nobody", doc.at(*path), doc)
-        if _EMPTY_LITERAL.search(cel) and "$(subscriber." not in cel:
-            self.add(WARNING, "binding", "the filter compares with an empty string and "
-                     "binds no $(subscriber.…): was $(subscriber.name) taken by the shell "
-                     "(an unquoted heredoc runs $(…))? Quote the heredoc ('EOF')",
-                     doc.at(*path), doc)
+        for message in bridge.reach.binding_slips(cel):
+            self.add(WARNING, "binding", message, doc.at(*path), doc)
+
+    def add_crd(self, crd: Any) -> None:
+        spec = crd.get("spec") if isinstance(crd, dict) else None
+        if isinstance(spec, dict) and isinstance(spec.get("names"), dict):
+            self.crds[(str(spec.get("group") or ""), str(spec["names"].get("kind") or ""))] \
+                = crd
+
+    def schema_for(self, api_version: str, kind: str) -> Any:
+        group, _, version = api_version.rpartition("/")
+        crd = self.crds.get((group, kind))
+        return bridge.reach.schema_of(crd, version) if crd is not None else None
+
+    def paths(self) -> None:
+        """Each filter's paths against its kind's schema (once every CRD is known)."""
+        for doc, cel, path, kind, api_version in self.later:
+            schema = self.schema_for(api_version, kind)
+            for hint in bridge.reach.field_hints(cel, schema, kind, ""):
+                position = doc.at(*path)
+                if hint.position is not None:
+                    position = content_position(doc, path, *hint.position)
+                self.add(WARNING, "field", hint.message, position, doc)
 
     # ------------------------------------------------------------------- templates
 
     def template(self, doc: Document) -> None:
         inputs.prepare_template(doc, self.platform_url)
+        self.checked.append(doc)
         self.api_version(doc, inputs.TEMPLATE)
         self.schema(doc, inputs.TEMPLATE)
         if not doc.name:
@@ -303,6 +314,7 @@ class Linter:
     # ------------------------------------------------------------------- mapping
 
     def finish(self, config: inputs.Config | None, sample: Any | None) -> None:
+        self.paths()
         if config is not None:
             for message, position in config.warnings:
                 self.add(WARNING, "mapping", message, position)
@@ -445,7 +457,22 @@ def run(args: argparse.Namespace) -> int:
         for doc in inputs.gather([args.templates], lambda d: inputs.role(d) == "template"):
             linter.templates.docs.setdefault(
                 doc.name, inputs.prepare_template(doc, linter.platform_url))
+    for path in STAND_INS + list(args.schema or []):
+        for doc in load_file(str(path)):
+            if inputs.role(doc) != "crd":
+                raise UserError(f"--schema {path}: not a CustomResourceDefinition")
+            linter.add_crd(doc.data)
+    kube = None
+    if args.kubeconfig or args.server:
+        from .simulate import connect
+
+        kube = connect(args.kubeconfig)
+    if kube is not None:
+        for crd in server_crds(kube):
+            linter.add_crd(crd)
     sources = lint_files(linter, files)
+    if kube is not None and args.server:
+        dry_run(linter, kube)
     config = choose_config(linter, args.config)
     linter.finish(config, sample)
     findings = sorted(linter.findings, key=sort_key)
@@ -465,6 +492,72 @@ def run(args: argparse.Namespace) -> int:
                        f"in {plural(linter.documents, 'document')} "
                        f"({plural(len(sources), 'file')}){mapping}")
     return FINDINGS if failed else 0
+
+
+STAND_INS = [bridge.ROOT / "dev" / "cluster" / "crds" / "artifactpromotionruns.yaml"]
+
+
+def server_crds(kube: Any) -> list[dict[str, Any]]:
+    """Every CustomResourceDefinition the cluster has (its schemas win over the stand-in)."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        listed = kube.custom().list_cluster_custom_object(
+            "apiextensions.k8s.io", "v1", "customresourcedefinitions",
+            _request_timeout=kube.timeout)
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            return []  # a subscriber's own credentials: the stand-in and --schema remain
+        raise UserError(f"--kubeconfig: cannot list customresourcedefinitions: "
+                        f"{exc.status} {exc.reason}") from None
+    except Exception as exc:
+        raise UserError(f"--kubeconfig: the API server cannot be reached "
+                        f"({type(exc).__name__})") from None
+    return list(listed.get("items") or [])
+
+
+def dry_run(linter: Linter, kube: Any) -> None:
+    """Each ClusterSubscription and NotificationTemplate sent to the API server with
+    ``dryRun=All`` (as ``kubectl apply --dry-run=server``): its schema, the admission
+    policies (the ownership policy judges the credentials' user) and webhooks answer;
+    nothing is stored. A refusal is an error at the document."""
+    from kubernetes.client.rest import ApiException
+
+    custom = kube.custom()
+    for doc in linter.checked:
+        body = doc.data
+        name = str((body.get("metadata") or {}).get("name") or "")
+        kind = body.get("kind")
+        try:
+            if kind == inputs.SUBSCRIPTION:
+                call = (custom.patch_cluster_custom_object, ("core.katanomi.dev", "v1alpha1",
+                                                             "clustersubscriptions", name))
+            else:
+                namespace = str((body.get("metadata") or {}).get("namespace")
+                                or "cpaas-system")
+                call = (custom.patch_namespaced_custom_object,
+                        ("core.katanomi.dev", "v1alpha1", namespace,
+                         "notificationtemplates", name))
+            call[0](*call[1], body, dry_run="All", field_manager="kubeevent-lint",
+                    force=True, _content_type="application/apply-patch+yaml",
+                    _request_timeout=kube.timeout)
+        except ApiException as exc:
+            message = _server_message(exc)
+            linter.add(ERROR, "server", f"the API server refuses it (dryRun=All): {message}",
+                       doc.position, doc)
+        except Exception as exc:  # no answer at all: nothing about this file is known
+            raise UserError(f"the API server cannot be reached for the dry run "
+                            f"({type(exc).__name__})") from None
+
+
+def _server_message(exc: Any) -> str:
+    import json
+
+    try:
+        said = json.loads(exc.body or "{}").get("message") or ""
+    except ValueError:
+        said = ""
+    return " ".join(str(said or f"{exc.status} {exc.reason}").split())[:500]
 
 
 def choose_config(linter: Linter, option: str | None) -> inputs.Config | None:

@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "instead of the built-in sample")
     lint.add_argument("--object", metavar="FILE", help="the involved object for --event")
     lint.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    lint.add_argument("--schema", action="append", metavar="FILE",
+                      help="a CustomResourceDefinition whose schema the filters' paths are "
+                           "checked against (repeatable; default: the stand-in for "
+                           "ArtifactPromotionRun; CRDs among the linted files count too)")
+    lint.add_argument("--kubeconfig", metavar="FILE", default=None,
+                      help="read the kinds' schemas from this cluster")
+    lint.add_argument("--server", action="store_true",
+                      help="also send each subscription and template to the API server with "
+                           "dryRun=All (its schema, admission policies, webhooks); the "
+                           "cluster of --kubeconfig, else $KUBECONFIG, else ~/.kube/config")
     _common(lint)
 
     sim = commands.add_parser(

@@ -335,3 +335,56 @@ def test_notifier_annotations_it_cannot_read_are_warned_about_at_their_place(tmp
                                            "kubeevent.io/approval-reminders": "30m,2h"})
     clean = run("lint", "--json", write_yaml(tmp_path / "fine.yaml", doc)).json()
     assert [f for f in clean["findings"] if f["check"] == "annotation"] == []
+
+
+def test_a_path_the_kinds_schema_does_not_have_is_warned_about_where_it_is_written(tmp_path):
+    """The issue's example: ``status.approvalSpec`` (the run keeps it under
+    ``status.artifactPromotionSpec``) is Ready and silent on the cluster; lint checks the
+    filter's paths against the kind's schema (the stand-in for the seed's kind) and the
+    Event's, and says what was meant."""
+    wrong = SEED_TEXT.replace("status.artifactPromotionSpec.approvalSpec.users.exists",
+                              "status.approvalSpec.users.exists").replace(
+        "!has(ce.data.event.message)", "!has(ce.data.event.mesage)")
+    path = tmp_path / "admin.yaml"
+    path.write_text(wrong, encoding="utf-8")
+    found = [f for f in run("lint", "--json", path).json()["findings"]
+             if f["check"] == "field"]
+    lines = wrong.splitlines()
+    assert [(f["severity"], lines[f["line"] - 1][f["column"] - 1:f["column"] + 20])
+            for f in found] == [("warning", "ce.data.object.status"),
+                                ("warning", "ce.data.event.mesage)")]
+    assert "did you mean ce.data.object.status.artifactPromotionSpec.approvalSpec?" \
+        in found[0]["message"]
+    assert "a Kubernetes Event: the top has no field 'mesage'" in found[1]["message"]
+    clean = run("lint", "--json", SEED_ADMIN).json()["findings"]
+    assert [f for f in clean if f["check"] == "field"] == []
+
+
+def test_a_kinds_schema_comes_from_schema_or_from_a_crd_among_the_files(tmp_path):
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "widgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"kind": "Widget", "plural": "widgets"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {
+                                      "type": "object", "properties": {
+                                          "spec": {"type": "object", "properties": {
+                                              "owner": {"type": "string"}}}}}}}]}}
+    sub = subscription_for("alice")
+    entry = sub["spec"]["subscriptions"][0]
+    entry["object"] = {"kind": "Widget", "apiVersion": "example.com/v1", "namespace": "devops"}
+    entry["events"] = [{"type": "dev.katanomi.cloudevents.kubeevent.widget.ready.v1alpha1",
+                        "filter": {"cel": 'ce.data.object.spec.ownr == "$(subscriber.name)"'}}]
+    subs = write_yaml(tmp_path / "sub.yaml", sub)
+    schema = write_yaml(tmp_path / "crd.yaml", crd)
+
+    def fields(*args) -> list[str]:
+        return [f["message"] for f in run("lint", "--json", *args).json()["findings"]
+                if f["check"] == "field"]
+
+    assert fields(subs) == [], "no schema for Widget: not checked"
+    expected = ["ce.data.object.spec.ownr: Widget's schema: spec has no field 'ownr' "
+                "(it has: owner): it is never there"]
+    assert fields(subs, "--schema", schema) == expected
+    assert fields(subs, schema) == expected
+    run("lint", subs, "--schema", subs).assert_user_error("not a CustomResourceDefinition")

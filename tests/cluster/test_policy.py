@@ -92,3 +92,33 @@ def test_the_status_subresource_is_not_policed(policed: ControlPlane) -> None:
     stored = json.loads(policed.kubectl("get", "clustersubscription", "carol-own", "-o",
                                         "json").stdout)
     assert stored["status"]["conditions"][0]["message"] == "ok"
+
+
+def test_lint_asks_the_server_as_the_author_and_stores_nothing(
+        policed: ControlPlane, tmp_path, capsys) -> None:
+    """``kubeevent lint --server``: the document goes to the API server with dryRun=All
+    under the author's own credentials, so the ownership policy and the CRD's strict
+    schema answer as they would to ``kubectl apply``; nothing is created."""
+    from tests.support.cli import kubeevent
+
+    bobs = cluster_subscription("bob", name="lint-probe")
+    path = tmp_path / "bob.yaml"
+    path.write_text(json.dumps(bobs), encoding="utf-8")
+    assert kubeevent(["lint", "--json", "--server", "--kubeconfig",
+                      str(policed.kubeconfig("alice")), str(path)]) == 1
+    found = json.loads(capsys.readouterr().out)["findings"]
+    (server,) = [f for f in found if f["check"] == "server"]
+    assert "you may only subscribe yourself" in server["message"], server
+    assert kubeevent(["lint", "--json", "--server", "--kubeconfig",
+                      str(policed.kubeconfig("bob")), str(path)]) == 0, \
+        capsys.readouterr().out
+    capsys.readouterr()
+    typo = json.loads(json.dumps(bobs))
+    typo["spec"]["subscriptions"][0]["events"][0]["filters"] = {"cel": "true"}
+    path.write_text(json.dumps(typo), encoding="utf-8")
+    assert kubeevent(["lint", "--json", "--server", "--kubeconfig",
+                      str(policed.kubeconfig("bob")), str(path)]) == 1
+    found = json.loads(capsys.readouterr().out)["findings"]
+    assert any(f["check"] == "server" and "filters" in f["message"] for f in found), found
+    gone = policed.kubectl("get", "clustersubscription", "lint-probe", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, "a dry run stores nothing"
