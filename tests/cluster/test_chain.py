@@ -135,6 +135,52 @@ def test_a_broken_subscription_says_why_in_its_status(chain: ClusterChain) -> No
     chain.plane.kubectl("delete", "clustersubscription", "bob-broken-filter", user="bob")
 
 
+def test_a_filter_that_can_never_match_is_said_on_the_status_and_still_used(
+        chain: ClusterChain) -> None:
+    """The filter reads the kind's schema from the cluster's CRD (its own RBAC): a path
+    the run does not have, a lost binding and a type in capitals are said in
+    FiltersCanMatch with their place; Ready stays True (nothing legitimate is blocked),
+    and mending the file turns the condition True."""
+    name = "bob-slips"
+    slips = cluster_subscription("bob", name=name)
+    events = slips["spec"]["subscriptions"][0]["events"]
+    events[0]["filter"]["cel"] = events[0]["filter"]["cel"].replace(
+        "status.artifactPromotionSpec.approvalSpec", "status.approvalSpec")
+    events[1]["filter"]["cel"] = 'ce.data.object.status.triggeredBy.user.name == ""'
+    events[3]["type"] = events[3]["type"].replace(".failed.", ".Failed.")
+    chain.apply_yaml(json.dumps(slips), user="bob")
+
+    def condition() -> dict[str, Any] | None:
+        for found in (chain.get("clustersubscription", name).get("status") or {}).get(
+                "conditions") or []:
+            if found.get("type") == "FiltersCanMatch":
+                return dict(found)
+        return None
+
+    deadline = time.monotonic() + 30
+    while (said := condition()) is None:
+        assert time.monotonic() < deadline, "no FiltersCanMatch condition"
+        time.sleep(0.2)
+    assert (said["status"], said["reason"]) == ("False", "UnknownField"), said
+    message = said["message"]
+    assert "spec.subscriptions[0].events[0].filter.cel: line 1, column 1: " \
+           "ce.data.object.status.approvalSpec: ArtifactPromotionRun's schema" in message
+    assert "did you mean ce.data.object.status.artifactPromotionSpec.approvalSpec?" in message
+    assert "spec.subscriptions[0].events[1].filter.cel: the filter compares with an empty " \
+           "string" in message
+    assert "spec.subscriptions[0].events[3].type: event type" in message \
+        and "has capital letters" in message
+    assert wait_ready(chain, name)["status"] == "True", "shown, not refused"
+
+    chain.apply_yaml(json.dumps(cluster_subscription("bob", name=name)), user="bob")
+    deadline = time.monotonic() + 30
+    while (said := condition()) is None or said["status"] != "True":
+        assert time.monotonic() < deadline, said
+        time.sleep(0.2)
+    assert said["reason"] == "NothingFound"
+    chain.plane.kubectl("delete", "clustersubscription", name, user="bob")
+
+
 def test_a_subscription_created_while_the_filter_runs_takes_effect(chain: ClusterChain) -> None:
     chain.plane.kubectl("create", "rolebinding", "erin-reads-runs", "-n", "staging",
                         "--role=run-reader", "--user=erin")

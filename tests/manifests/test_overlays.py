@@ -362,6 +362,8 @@ def test_rbac_is_exactly_what_each_function_needs(overlay: str) -> None:
             ("*", "core.katanomi.dev", "clustersubscriptions", "watch", ()),
             ("*", "core.katanomi.dev", "clustersubscriptions/status", "patch", ()),
             ("*", "authorization.k8s.io", "subjectaccessreviews", "create", ()),
+            # the kinds' schemas, for the filters that cannot match (FiltersCanMatch)
+            ("*", "apiextensions.k8s.io", "customresourcedefinitions", "list", ()),
         },
         f"{FUNCTION_NS}/corpwechat-notifier": {
             (SYSTEM_NS, "", "configmaps", "get",

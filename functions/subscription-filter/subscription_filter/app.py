@@ -9,14 +9,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import core
+from . import core, reach
 from .celengine import Engine, select
 from .config import Config
 from .rbac import AccessReviewer, GroupDirectory
 from .shared import logs, metrics, tracing
 from .shared.errors import FunctionError
 from .shared.events import Event, Outcome
-from .shared.kube import Kube
+from .shared.kube import Kube, translate
 from .shared.sessions import PooledSession
 from .shared.sink import post_event
 from .store import SubscriptionStore
@@ -72,7 +72,22 @@ class SubscriptionFilter:
             retry_seconds=self.config.watch_retry_seconds,
             write_status=self.config.status_updates,
             per_subscriber=self.config.subscriptions_per_subscriber,
+            schemas=reach.Schemas(self._crds),
         )
+
+    def _crds(self) -> list[dict[str, Any]] | None:
+        """The cluster's CustomResourceDefinitions (their schemas: the filters' paths are
+        checked against them); without RBAC to list them, none (logged)."""
+        try:
+            with translate("list customresourcedefinitions.apiextensions.k8s.io"):
+                listed = self.kube.custom().list_cluster_custom_object(
+                    "apiextensions.k8s.io", "v1", "customresourcedefinitions",
+                    _request_timeout=self.kube.timeout)
+        except FunctionError as exc:
+            logs.warning("cannot read the CustomResourceDefinitions: the filters' paths are "
+                         "not checked against the kinds' schemas", error=exc.reason)
+            return None
+        return list(listed.get("items") or [])
 
     def start(self) -> None:
         """Start the watch in this process (again after a fork: threads do not survive it)."""

@@ -361,7 +361,28 @@ def hints(obj: Mapping[str, Any], schemas: Any) -> list[Hint]:
             if isinstance(cel, str) and cel.strip():
                 where = f"{base}.filter.cel"
                 found += [Hint("LostBinding", where, m) for m in binding_slips(cel)]
-                found += field_hints(cel, schema, kind, where)
+                found += [Hint(h.reason, where, h.message, h.position)
+                          for h in _field_hints_cached(cel, schema, kind,
+                                                       getattr(schemas, "epoch", None))]
+    return found
+
+
+_FIELD_HINTS: dict[tuple[str, int, str, int], list[Hint]] = {}
+
+
+def _field_hints_cached(cel: str, schema: Mapping[str, Any] | None, kind: str,
+                        epoch: int | None) -> list[Hint]:
+    """``field_hints`` by text: thousands of subscriptions share a few filters. Kept only
+    for ``Schemas`` (``epoch``: its list of the CRDs, whose schemas stay alive while it
+    is current, so a schema's identity names it)."""
+    if epoch is None:
+        return field_hints(cel, schema, kind, "")
+    key = (cel, id(schema), kind, epoch)
+    found = _FIELD_HINTS.get(key)
+    if found is None:
+        if len(_FIELD_HINTS) > 4096:
+            _FIELD_HINTS.clear()
+        found = _FIELD_HINTS[key] = field_hints(cel, schema, kind, "")
     return found
 
 
@@ -378,3 +399,39 @@ def condition(found: list[Hint], generation: Any) -> dict[str, Any]:
     if isinstance(generation, int):
         body["observedGeneration"] = generation
     return body
+
+
+# ------------------------------------------------------------------ the cluster's schemas
+
+
+class Schemas:
+    """The kinds' schemas from the cluster's CustomResourceDefinitions, listed at most once
+    per ``ttl`` (``list_crds()`` → the CRDs; ``None``: they cannot be read, e.g. no RBAC:
+    then no path is checked)."""
+
+    def __init__(self, list_crds: Any, ttl: float = 300.0, clock: Any = None) -> None:
+        import time
+
+        self.list_crds = list_crds
+        self.ttl = ttl
+        self.clock = clock or time.monotonic
+        self._crds: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._read_at: float | None = None
+        self.epoch = 0  # which list of the CRDs is current
+
+    def __call__(self, api_version: str, kind: str) -> Mapping[str, Any] | None:
+        now = self.clock()
+        if self._read_at is None or now - self._read_at > self.ttl:
+            self._read_at = now
+            listed = self.list_crds()
+            self._crds = {}
+            self.epoch += 1
+            for crd in listed or []:
+                spec = crd.get("spec") if isinstance(crd, Mapping) else None
+                names = spec.get("names") if isinstance(spec, Mapping) else None
+                if isinstance(names, Mapping):
+                    self._crds[(str(spec.get("group") or ""), str(names.get("kind") or ""))] \
+                        = crd
+        group, _, version = api_version.rpartition("/")
+        crd = self._crds.get((group, kind))
+        return schema_of(crd, version) if crd is not None else None

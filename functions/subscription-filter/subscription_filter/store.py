@@ -16,6 +16,7 @@ the watch brings the newer one.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import queue
 import random
@@ -30,6 +31,7 @@ from typing import Any
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
+from . import reach
 from .shared import logs, metrics
 from .shared.errors import FunctionError
 from .shared.kube import Kube, translate
@@ -70,8 +72,14 @@ class Expired(Exception):
 class SubscriptionStore:
     def __init__(self, kube: Kube, compiler: Compiler, *, watch_timeout: int = 60,
                  retry_seconds: float = 1.0, write_status: bool = True,
-                 list_page: int = LIST_PAGE, per_subscriber: int = 0) -> None:
+                 list_page: int = LIST_PAGE, per_subscriber: int = 0,
+                 schemas: Callable[[str, str], Mapping[str, Any] | None] | None = None
+                 ) -> None:
         self.kube = kube
+        # Filters that cannot match (reach.py), said as FiltersCanMatch once per generation
+        # by the status thread; ``schemas``: the kinds' schemas (None: paths not checked).
+        self.schemas = schemas or (lambda api_version, kind: None)
+        self._hints_due: dict[str, None] = {}
         self.per_subscriber = per_subscriber
         self.list_page = list_page
         self.compiler = compiler
@@ -87,7 +95,7 @@ class SubscriptionStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watch: k8s_watch.Watch | None = None
-        self._limits: queue.Queue[tuple[str, str, str]] = queue.Queue(maxsize=LIMIT_QUEUE)
+        self._limits: queue.Queue[tuple[str, str, str] | None] = queue.Queue(maxsize=LIMIT_QUEUE)
         self._limits_reported: set[tuple[str, int, str, str]] = set()
         self._limit_lock = threading.Lock()
         # Subscriptions whose Ready condition a cap decision changed: written (read fresh
@@ -118,6 +126,11 @@ class SubscriptionStore:
         while thread is not None and thread.is_alive() and time.monotonic() < deadline:
             self._cut_watch()
             thread.join(0.05)
+        writer = self._limits_thread  # a status write under way is finished, not cut off
+        if writer is not None:
+            with contextlib.suppress(queue.Full):
+                self._limits.put_nowait(None)  # wake it from its wait
+            writer.join(max(0.0, deadline - time.monotonic()))
 
     def report_limit(self, name: str, where: str, message: str) -> None:
         """Say on subscription ``name``'s status that its filter at ``where`` stopped at
@@ -145,23 +158,72 @@ class SubscriptionStore:
                     else None)
                 continue
             try:
-                name, where, message = self._limits.get(timeout=0.5)
+                report = self._limits.get(timeout=0.5 if not self._hints_due else 0.0)
             except queue.Empty:
+                report = ()
+            if report is None:  # stop() woke it
                 continue
+            if not report:
+                with self._due_lock:
+                    hinted = next(iter(self._hints_due), None)
+                    if hinted is not None:
+                        del self._hints_due[hinted]
+                if hinted is not None:
+                    self._write_fresh(hinted, self._hints_condition)
+                continue
+            name, where, message = report
             self._write_fresh(name, lambda obj, where=where, message=message: limit_condition(
                 where, message, metadata(obj).get("generation")))
+
+    def _hints_condition(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``FiltersCanMatch`` for a subscription in use (one not used says why already)."""
+        loaded = self._loaded.get(str(metadata(obj).get("name") or ""))
+        if loaded is None or loaded.subscription is None:
+            return None
+        try:
+            found = reach.hints(obj, self.schemas)
+        except Exception as exc:  # a hint is a help: never a reason to stop
+            logs.warning("could not check the filters for mistakes", error=_describe(exc),
+                         subscription=loaded.name)
+            return None
+        said = any(c.get("type") == reach.CONDITION for c in _conditions(obj))
+        if not found and not said:
+            return None  # nothing to say: a sound subscription carries no extra condition
+        if found:
+            logs.info("a filter can never match", subscription=loaded.name,
+                      hints=len(found), first=found[0].text[:300])
+        return reach.condition(found, metadata(obj).get("generation"))
+
+    def _check_hints(self, obj: Mapping[str, Any]) -> None:
+        """Queue the filters-that-cannot-match check unless the object says it for its
+        generation already (a sound one says nothing: checked again after a restart, from
+        the texts' cache)."""
+        if not self.write_status:
+            return
+        generation = metadata(obj).get("generation")
+        for condition in _conditions(obj):
+            if condition.get("type") == reach.CONDITION \
+                    and condition.get("observedGeneration") == generation:
+                return
+        name = str(metadata(obj).get("name") or "")
+        if name:
+            with self._due_lock:
+                self._hints_due[name] = None
 
     def _write_fresh(self, name: str,
                      condition: Callable[[Mapping[str, Any]], dict[str, Any] | None]) -> None:
         for _attempt in range(3):  # a conflict: someone wrote meanwhile, read again
+            if self._stop.is_set():
+                return
             try:
                 obj = self.kube.get(f"{GROUP}/{VERSION}", KIND, name)
                 wanted = None if obj is None else condition(obj)
                 if obj is None or wanted is None or self._write(obj, wanted):
                     return
             except Exception as exc:  # one status must never stop the others
-                logs.warning("could not write subscription status", subscription=name,
-                             error=_describe(exc))
+                if not self._stop.is_set():
+                    logs.warning("could not write subscription status", subscription=name,
+                                 error=_describe(exc))
                 return
 
     def _write(self, obj: Mapping[str, Any], condition: dict[str, Any]) -> bool:
@@ -267,6 +329,8 @@ class SubscriptionStore:
                 name = str(metadata(obj).get("name") or "") if isinstance(obj, dict) else ""
                 if name:
                     loaded[name] = self.compiler.load(obj)
+                    if loaded[name].subscription is not None:
+                        self._check_hints(obj)
                     if self.write_status and condition_patch(
                             obj, ready_condition(loaded[name].readiness), "") is not None:
                         # What the write needs, not the whole object.
@@ -348,6 +412,8 @@ class SubscriptionStore:
                 else:
                     _not_used(loaded)
             self._sync_status(obj, loaded)
+            if loaded.subscription is not None:
+                self._check_hints(obj)
         rv = str(metadata(obj).get("resourceVersion") or "")
         if rv:
             self.resource_version = rv
@@ -401,6 +467,13 @@ def _collector_paused() -> Iterator[None]:
         if outermost:
             gc.freeze()
             gc.enable()
+
+
+def _conditions(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The object's status conditions, whatever its status holds."""
+    status = obj.get("status")
+    listed = status.get("conditions") if isinstance(status, Mapping) else None
+    return [c for c in listed if isinstance(c, Mapping)] if isinstance(listed, list) else []
 
 
 def _not_used(loaded: Loaded) -> None:
