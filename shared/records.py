@@ -66,6 +66,10 @@ PLURAL = "notificationdeliveries"
 KIND = "NotificationDelivery"
 LABEL = "kubeevent.io/"
 SENT, REFUSED, FAILED, DEFERRED, EXPIRED = "Sent", "Refused", "Failed", "Deferred", "Expired"
+# Left out by subscription-filter after matching (may not read the object, a filter that
+# stopped at an evaluation limit): never sent, said so to explain and history.
+SKIPPED = "Skipped"
+SKIPPED_PREFIX = "skipped:"  # the notification id of a Skipped record: of the event
 RETRY_LABEL = LABEL + "retry"
 FOLLOW_LABEL = LABEL + "follow"
 CARD_OPEN = "Open"  # status.card.state of a message still followed
@@ -221,6 +225,44 @@ class DeliveryRecords:
         self.recent = recent  # each outcome shown on its subscription's status too
 
     # ------------------------------------------------------------------ claim
+
+    def skip(self, event: Mapping[str, Any], recipient: Recipient, channel: str,
+             reason: str, detail: str) -> bool:
+        """Record that ``recipient`` matched ``event`` (the enriched event's attributes)
+        but was left out before any notifier saw it (``SKIPPED``, with why: the filter's
+        answer at that time, which a cache or a later RBAC change would not tell
+        ``explain`` afterwards). Once per event, recipient and channel; ``False``
+        (logged) when it could not be written: the event goes on all the same."""
+        request = NotificationRequest(SKIPPED_PREFIX + _attr(event, "id"), dict(event), ())
+        body = self.body(request, recipient, channel)
+        name = body["metadata"]["name"]
+        custom = self.kube.custom()
+        try:
+            with translate(f"create {PLURAL}.{GROUP} {name}"):
+                try:
+                    custom.create_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL, body,
+                        _request_timeout=self.kube.timeout)
+                except ApiException as exc:
+                    if exc.status == 409:
+                        return True  # said already (a redelivered event)
+                    raise
+            status = {"phase": SKIPPED, "reason": reason, "message": detail[:500],
+                      "finishedAt": now_text()}
+            with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
+                custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, name, {"status": status},
+                    _request_timeout=self.kube.timeout)
+        except Exception as exc:
+            logs.warning("could not record a skipped recipient", record=name,
+                         subscriber=recipient.name, reason=reason,
+                         error=getattr(exc, "reason", None) or type(exc).__name__)
+            return False
+        if self.recent is not None:
+            self.recent.note(recipient.subscription, Outcome(
+                status["finishedAt"], channel, body["spec"]["event"]["reason"],
+                body["spec"]["object"]["namespace"], SKIPPED, reason))
+        return True
 
     def body(self, request: NotificationRequest, recipient: Recipient, channel: str
              ) -> dict[str, Any]:

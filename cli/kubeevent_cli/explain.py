@@ -68,9 +68,18 @@ def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
     policy = rbac.policy("live", kube)
     docs = subscriptions(kube)
     records = records_of_object(kube, args.namespace, namespace, name)
-    told = {(r["spec"]["event"].get("id"), r["spec"]["recipient"]["name"],
-             r["spec"].get("channel")): r
-            for r in records if (r.get("spec") or {}).get("event")}
+    told: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    left_out: dict[tuple[Any, Any], dict[str, Any]] = {}  # the filter's Skipped records
+    for record in records:
+        spec = record.get("spec") or {}
+        if not spec.get("event"):
+            continue
+        key = (spec["event"].get("id"), spec["recipient"]["name"])
+        if str(spec.get("notification") or "").startswith("skipped:"):
+            left_out.setdefault(key, record)
+        else:
+            told[(*key, spec.get("channel"))] = record
+    unwatched = watched_by_source(kube, namespace)
     out = []
     for raw in sorted(events_of(kube, args.api_version, args.kind, namespace, name),
                       key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
@@ -87,10 +96,19 @@ def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
         for verdict in verdicts:
             subscriber = verdict.subscriber_json().get("name") or verdict.name
             entry: dict[str, Any] = {"subscription": verdict.name, "subscriber": subscriber}
-            if verdict.matched:
+            skipped = left_out.get((enriched.id, subscriber))
+            by_channel = [delivered(told.get((enriched.id, subscriber, channel)), channel)
+                          for channel in verdict.channels() if channel in channels]
+            if skipped is not None and not any(d["notified"] for d in by_channel):
+                # What the filter answered then: a later RBAC change or its cache would not
+                # tell now.
+                status = skipped.get("status") or {}
+                entry.update(notified=False, channels=[], why=(
+                    f"left out by the filter at {status.get('finishedAt') or '?'}: "
+                    f"{status.get('reason') or 'Skipped'}: {status.get('message') or ''}"
+                ).rstrip(": "))
+            elif verdict.matched:
                 # one delivery per channel the subscription names (and a notifier serves)
-                by_channel = [delivered(told.get((enriched.id, subscriber, channel)), channel)
-                              for channel in verdict.channels() if channel in channels]
                 entry.update(
                     notified=bool(by_channel) and all(d["notified"] for d in by_channel),
                     channels=by_channel,
@@ -101,12 +119,73 @@ def explain(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
                 entry.update(notified=False, why=f"{reason.check}: {reason.message}"
                              if reason else "no match")
             people.append(entry)
+        if unwatched:
+            warnings.append(unwatched)
         out.append({"event": raw["metadata"]["name"], "reason": kube_event.reason,
                     "message": raw.get("message"), "id": enriched.id,
                     "time": str(kube_event.time or ""), "subscribers": people,
                     "warnings": warnings})
     return {"object": {"apiVersion": args.api_version, "kind": args.kind,
-                       "namespace": namespace, "name": name}, "events": out}
+                       "namespace": namespace, "name": name}, "events": out,
+            "source": unwatched or None}
+
+
+def watched_by_source(kube: Any, namespace: str) -> str:
+    """Why the Events of ``namespace`` never reach the enricher (``""``: an
+    ApiServerSource watching Events selects it, or there is none to ask: no Knative)."""
+    try:
+        sources = [s for page in kube.pages("sources.knative.dev/v1", "ApiServerSource")
+                   for s in page]
+        ns = kube.get("v1", "Namespace", namespace)
+    except Exception:  # not served here (no Knative), or not readable: nothing to say
+        return ""
+    watching = [s for s in sources if any(
+        r.get("kind") == "Event" and str(r.get("apiVersion", "")) in ("v1", "events.k8s.io/v1")
+        for r in (s.get("spec") or {}).get("resources") or [])]
+    if not watching or ns is None:
+        return ""
+    labels = (ns.get("metadata") or {}).get("labels") or {}
+    said = []
+    for source in watching:
+        selector = (source.get("spec") or {}).get("namespaceSelector")
+        meta = source.get("metadata") or {}
+        if selector is None or selects(selector, labels):
+            return ""
+        said.append(f"ApiServerSource {meta.get('namespace')}/{meta.get('name')} selects "
+                    f"{describe_selector(selector)}")
+    return (f"namespace {namespace} is not watched: {'; '.join(said)}, and {namespace} "
+            f"has labels {json.dumps(labels, sort_keys=True)}; its Events never reach the "
+            f"enricher (label the namespace, e.g. kubectl label namespace {namespace} "
+            f"<key>=<value>)")
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions) against a namespace's labels."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for rule in selector.get("matchExpressions") or []:
+        key, operator = rule.get("key"), rule.get("operator")
+        values = rule.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def describe_selector(selector: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+    for rule in selector.get("matchExpressions") or []:
+        operator, values = rule.get("operator"), rule.get("values") or []
+        parts.append({"Exists": f"{rule.get('key')} (exists)",
+                      "DoesNotExist": f"no {rule.get('key')}"}.get(
+            str(operator), f"{rule.get('key')} {str(operator).lower()} {values}"))
+    return "namespaces with " + ", ".join(parts) if parts else "every namespace"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     ref = payload["object"]
     print(f"{ref['kind']} {ref['namespace']}/{ref['name']}")
+    if payload.get("source"):
+        print(f"  {payload['source']}")
     if not payload["events"]:
         print("  no Events")
     for event in payload["events"]:

@@ -13,10 +13,12 @@ from . import core, reach
 from .celengine import Engine, select
 from .config import Config
 from .rbac import AccessReviewer, GroupDirectory
-from .shared import logs, metrics, tracing
+from .shared import logs, metrics, notification, tracing
 from .shared.errors import FunctionError
-from .shared.events import Event, Outcome
+from .shared.events import Event, Outcome, attributes
 from .shared.kube import Kube, translate
+from .shared.recent import RecentNotifications
+from .shared.records import DeliveryRecords, now_text
 from .shared.sessions import PooledSession
 from .shared.sink import post_event
 from .store import SubscriptionStore
@@ -52,6 +54,9 @@ class SubscriptionFilter:
         self.startup_wait = STARTUP_WAIT_SECONDS
         self.http = PooledSession()
         self.store = self._new_store()
+        self.records = (DeliveryRecords(kube, config.system_namespace, recent=(
+            RecentNotifications(kube, config.recent_notifications)))
+            if config.skipped_records else None)
         self._pid: int | None = None
         self._lock = threading.Lock()
 
@@ -140,7 +145,16 @@ class SubscriptionFilter:
                          id=enriched.id, subscription=names[0] if len(names) == 1 else None,
                          subscriptions=names[:LOGGED_NAMES] if len(names) > 1 else None,
                          count=len(names), where=where, error=message)
-        recipients, denied = self._readers(core.one_per_subscriber(result.matched), enriched)
+        recipients, skipped = self._readers(core.one_per_subscriber(result.matched), enriched)
+        denied = [sub.name for sub, _, _ in skipped]
+        for error in result.errors:
+            sub = snapshot.subscriptions.get(error.subscription)
+            if error.limit and sub is not None:
+                skipped.append((sub, "EvaluationLimit", f"{error.where}.filter.cel stopped at "
+                                f"an evaluation limit: {error.message}"))
+        if skipped and self.records is not None:
+            with tracing.span("record skipped"):
+                self._record_skipped(event, skipped)
         fields: dict[str, Any] = {
             "object": enriched.object_ref, "candidates": result.candidates,
             "matched": [s.name for s in result.matched], "denied": denied or None,
@@ -168,21 +182,41 @@ class SubscriptionFilter:
         for part in parts:
             post_event(self.http, sink, part, self.config.http_timeout)
 
-    def _readers(self, matched: Sequence[Subscription],
-                 enriched: core.Enriched) -> tuple[list[Subscription], list[str]]:
-        """The matched subscriptions whose subscriber may ``get`` the object."""
+    def _record_skipped(self, event: Event,
+                        skipped: Sequence[tuple[Subscription, str, str]]) -> None:
+        """A Skipped delivery record per channel of each subscriber left out (at most
+        ``MAX_SKIPPED_RECORDS`` per event; the rest are in the log)."""
+        assert self.records is not None
+        attrs = attributes(event)
+        for sub, reason, detail in skipped[:MAX_SKIPPED_RECORDS]:
+            recipient = notification.parse_recipient(core.recipient(sub), 0)
+            for channel in sub.channels:
+                self.records.skip(attrs, recipient, channel, reason, detail)
+        if len(skipped) > MAX_SKIPPED_RECORDS:
+            logs.info("more recipients left out than are recorded", id=event["id"],
+                      left_out=len(skipped), recorded=MAX_SKIPPED_RECORDS)
+
+    def _readers(self, matched: Sequence[Subscription], enriched: core.Enriched
+                 ) -> tuple[list[Subscription], list[tuple[Subscription, str, str]]]:
+        """The matched subscriptions whose subscriber may ``get`` the object, and the
+        others with why (the SubjectAccessReview's answer, at this time)."""
         if not matched or self.reviewer is None:
             return list(matched), []
         target = self.reviewer.target(enriched)
         allowed: list[Subscription] = []
-        denied: list[str] = []
+        denied: list[tuple[Subscription, str, str]] = []
         for sub in matched:
             with tracing.span("SubjectAccessReview"):
                 ok, reason = self.reviewer.allowed(sub.subscriber, target)
             if ok:
                 allowed.append(sub)
             else:
-                denied.append(sub.name)
+                ref = enriched.object_ref
+                denied.append((sub, "Forbidden", (
+                    f"{sub.subscriber.kind} {sub.subscriber.name} may not get "
+                    f"{ref.get('kind')} {ref.get('namespace') or ''}/{ref.get('name')} "
+                    f"(SubjectAccessReview at {now_text()}: "
+                    f"{reason or 'no rule allows it'})").replace(" /", " ")))
                 RBAC_DENIALS.inc()
                 logs.info("recipient dropped: may not read the object", id=enriched.id,
                           subscription=sub.name, subscriber=sub.subscriber.name,
@@ -192,6 +226,8 @@ class SubscriptionFilter:
 
 # How many subscription names one log line of evaluation errors lists (the count is all).
 LOGGED_NAMES = 20
+# How many recipients left out of one event get a Skipped record (the count is logged).
+MAX_SKIPPED_RECORDS = 50
 
 
 def build(environ: Mapping[str, str] | None = None, *, kube: Kube | None = None,

@@ -33,6 +33,10 @@ class Config:
     # The channels a notifier serves here (NOTIFICATION_CHANNELS): a subscription naming
     # another is not Ready (UnknownChannel).
     notification_channels: tuple[str, ...] = ("corpwechat", "email")
+    # A matched subscriber left out (RBAC, an evaluation limit) is recorded as a Skipped
+    # delivery record in system_namespace, for explain and history (SKIPPED_RECORDS).
+    skipped_records: bool = True
+    recent_notifications: int = 5  # SUBSCRIPTION_RECENT_NOTIFICATIONS, as the notifiers'
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -62,6 +66,9 @@ class Config:
             http_timeout=env_float("HTTP_TIMEOUT_SECONDS", 10.0, environ, minimum=0.1),
             signer=signer_from_env(environ),
             notification_channels=channels,
+            skipped_records=env_bool("SKIPPED_RECORDS", True, environ),
+            recent_notifications=min(50, env_int("SUBSCRIPTION_RECENT_NOTIFICATIONS", 5,
+                                                 environ)),
         )
 
 
