@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 FUNC_VENV  ?= .venv-func
 FUNC_STAMP  = $(FUNC_VENV)/.installed
 
-.PHONY: dev test test-cluster cluster lint vendor bench clean
+.PHONY: dev test test-cluster cluster lint vendor bench clean dist
 
 # The real-cluster suite (tests/cluster) needs kube-apiserver, etcd, kubectl and Knative's
 # adapter, and Knative's func CLI, built from Go modules into .cluster/bin;
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt functions/*/requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-$(FUNC_STAMP): $(STAMP) functions/*/pyproject.toml dev/func_env.py
+$(FUNC_STAMP): $(STAMP) functions/*/pyproject.toml functions/*/requirements.txt dev/func_env.py
 	$(PYTHON) -m venv $(FUNC_VENV)
 	$(PY) dev/func_env.py > $(FUNC_VENV)/requirements.txt
 	$(FUNC_VENV)/bin/python -m pip install --quiet -r $(FUNC_VENV)/requirements.txt
@@ -30,6 +30,10 @@ $(FUNC_STAMP): $(STAMP) functions/*/pyproject.toml dev/func_env.py
 	rm -rf $(FUNC_VENV)/wheels
 	$(FUNC_VENV)/bin/python -m pip download --quiet --dest $(FUNC_VENV)/wheels \
 	  -r $(FUNC_VENV)/requirements.txt setuptools==84.2.1 hatchling==1.33.0 wheel==0.48.0
+	# What `make dist` packs for an air-gapped image build: each function's own pins.
+	for r in functions/*/requirements.txt; do \
+	  $(FUNC_VENV)/bin/python -m pip download --quiet --only-binary=:all: \
+	    --dest $(FUNC_VENV)/wheels -r $$r || exit 1; done
 	touch $(FUNC_STAMP)
 
 ## Run the whole chain locally on this machine (Ctrl-C stops it).
@@ -59,6 +63,11 @@ lint: $(STAMP)
 ## Copy shared/ into each function and refresh each func.yaml from the defaults.
 vendor: $(STAMP)
 	$(PY) dev/vendor.py
+
+## The offline package in dist/ (README "Offline package"):
+## `make dist REGISTRY=registry.local/kubeevent TAG=1.4.0 [OFFLINE=1]`.
+dist: $(STAMP) $(FUNC_STAMP)
+	$(PY) dev/dist.py --registry "$(REGISTRY)" --tag "$(TAG)" $(if $(OFFLINE),--offline)
 
 ## Benchmarks (on demand, not in CI).
 bench: $(STAMP)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -149,6 +150,9 @@ class ClusterChain:
         self.log = log
         self.stack: Stack | None = None
         self.adapter: ReceiveAdapter | None = None
+        self._adapter_lock = threading.Lock()
+        self._following: threading.Thread | None = None
+        self._stop_following = threading.Event()
 
     def install(self) -> None:
         if self.eventing is not None:  # the Broker's channel resolves from its creation on
@@ -195,12 +199,8 @@ class ClusterChain:
             # the enricher's Knative Service address.
             enricher = (f"http://{service_host(ENRICHER, FUNCTION_NAMESPACE)}"
                         if self.eventing is not None else self.stack.enricher.url)
-            self.adapter = ReceiveAdapter(
-                self.plane, sink=f"{enricher}/?broker={BROKER}",
-                namespaces=install.PROJECT_NAMESPACES,
-                kubeconfig=self.plane.service_account_kubeconfig(SOURCE_NAMESPACE,
-                                                                 WATCHER_SERVICE_ACCOUNT),
-                log=self.workdir / "adapter.log").start()
+            self._sink = f"{enricher}/?broker={BROKER}"
+            self.adapter = self._adapter(install.PROJECT_NAMESPACES).start()
             self.adapter.handshake(self.enricher_saw)
         except BaseException:
             self.stop()
@@ -240,7 +240,58 @@ class ClusterChain:
         assert self.eventing is not None
         self.eventing.publish(name, FUNCTION_NAMESPACE, port)
 
+    def _adapter(self, namespaces: Sequence[str]) -> ReceiveAdapter:
+        return ReceiveAdapter(
+            self.plane, sink=self._sink, namespaces=namespaces,
+            kubeconfig=self.plane.service_account_kubeconfig(SOURCE_NAMESPACE,
+                                                             WATCHER_SERVICE_ACCOUNT),
+            log=self.workdir / "adapter.log")
+
+    def selected_namespaces(self) -> list[str]:
+        """The namespaces the seed's ApiServerSource selects now (its label)."""
+        out = self.plane.kubectl("get", "namespaces", "-l", install.INNER_NAMESPACE_LABEL,
+                                 "-o", "jsonpath={.items[*].metadata.name}").stdout
+        return sorted(out.split())
+
+    def follow_namespaces(self) -> list[str]:
+        """What Knative's ApiServerSource reconciler does when a namespace gains or loses
+        the source's label: the adapter is deployed again with the namespaces its selector
+        picks now (and, as in Knative, what happens during the restart is not sent: the
+        enricher's catch-up finds it). Returns the namespaces added."""
+        with self._adapter_lock:
+            if self.adapter is None or not self.adapter.alive():
+                return []
+            selected = self.selected_namespaces()
+            if selected == sorted(self.adapter.namespaces):
+                return []
+            added = [n for n in selected if n not in self.adapter.namespaces]
+            self.adapter.stop()
+            self.adapter = self._adapter(selected).start()
+            self.adapter.handshake(self.enricher_saw, namespaces=added or selected[:1])
+        if self.log is not None:
+            self.log(f"the source's namespaces changed: now watching {', '.join(selected)} "
+                     f"(the receive adapter restarted with them, as Knative's reconciler "
+                     f"does)")
+        return added
+
+    def follow_in_background(self, every: float = 3.0) -> None:
+        """Keep the watched namespaces those labelled now, checked every ``every`` s."""
+        def loop() -> None:
+            while not self._stop_following.wait(every):
+                try:
+                    self.follow_namespaces()
+                except Exception as exc:  # say it, and try again at the next check
+                    if self.log is not None:
+                        self.log(f"could not follow the source's namespaces: {exc}")
+
+        self._following = threading.Thread(target=loop, name="namespace-follower",
+                                           daemon=True)
+        self._following.start()
+
     def stop(self) -> None:
+        self._stop_following.set()
+        if self._following is not None:
+            self._following.join(30)
         if self.adapter is not None:
             self.adapter.stop()
         if self.stack is not None:
@@ -476,6 +527,8 @@ class DevCluster:
                 if doc["kind"] == "ArtifactPromotionRun":
                     self._run_uid = self.chain.new_run(doc)["metadata"]["uid"]
             self.chain.start()
+            # A namespace labelled later is watched too (its Events reach the chain).
+            self.chain.follow_in_background()
         except BaseException:
             self.stop()
             raise

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dev.cluster import install
 from dev.cluster.adapter import ReceiveAdapter
 from dev.cluster.chain import ClusterChain
 from dev.cluster.chain import controller_event as event_about
@@ -179,6 +180,32 @@ def test_a_filter_that_can_never_match_is_said_on_the_status_and_still_used(
         time.sleep(0.2)
     assert said["reason"] == "NothingFound"
     chain.plane.kubectl("delete", "clustersubscription", name, user="bob")
+
+
+def test_a_namespace_labelled_later_is_watched_from_then_on(chain: ClusterChain) -> None:
+    """As Knative's reconciler does for a namespaceSelector, the cluster stack follows the
+    label: the adapter is restarted with the namespaces selected now (make dev runs this
+    check every few seconds)."""
+    chain.plane.kubectl("create", "namespace", "labelled-later")
+    chain.follow_in_background(every=0.5)
+    try:
+        chain.plane.kubectl("label", "namespace", "labelled-later",
+                            f"{install.INNER_NAMESPACE_LABEL}=true")
+        deadline = time.monotonic() + 60
+        while "labelled-later" not in (chain.adapter.namespaces if chain.adapter else []):
+            assert time.monotonic() < deadline, "the labelled namespace was never watched"
+            time.sleep(0.2)
+    finally:
+        chain._stop_following.set()
+        if chain._following is not None:
+            chain._following.join(60)
+        chain._stop_following.clear()
+    run = chain.new_run(promotion_run(f"run-{uuid.uuid4().hex[:8]}", "labelled-later"))
+    created = chain.create(event_about(run, "ApprovalPending"))
+    deadline = time.monotonic() + 30
+    while not chain.enricher_saw("labelled-later", run["metadata"]["name"]):
+        assert time.monotonic() < deadline, f"{created['metadata']['name']} never came"
+        time.sleep(0.2)
 
 
 def test_a_subscription_created_while_the_filter_runs_takes_effect(chain: ClusterChain) -> None:
@@ -471,9 +498,43 @@ def test_explain_says_who_was_told_and_why_the_others_were_not(
         assert [c["channel"] for c in told["channels"]] == \
             (["corpwechat"] if told is admin else ["corpwechat", "email"])
     assert carol["notified"] is False
-    assert carol["why"].startswith("rbac: RBAC denied: carol may not get"), carol
+    assert carol["why"].startswith("left out by the filter at "), carol
+    assert f": Forbidden: User carol may not get ArtifactPromotionRun devops/{name} " \
+           "(SubjectAccessReview at " in carol["why"], carol
     assert alice["notified"] is False
     assert alice["why"].startswith("cel: CEL returned false"), alice
+
+    # carol may read the run now: what she was not told then still says why
+    chain.plane.kubectl("create", "rolebinding", "carol-reads-runs-later", "-n", "devops",
+                        "--role=run-reader", "--user=carol")
+    try:
+        assert kubeevent(["explain", f"devops/{name}", "--json",
+                          "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+        (event,) = json.loads(capsys.readouterr().out)["events"]
+        (carol,) = [p for p in event["subscribers"]
+                    if p["subscription"] == SEED_SUBSCRIPTIONS["carol"]]
+        assert carol["notified"] is False and "Forbidden: User carol" in carol["why"]
+        assert kubeevent(["history", "--user", "carol", "--since", "1h", "--json",
+                          "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+        rows = json.loads(capsys.readouterr().out)["deliveries"]
+        assert sorted((r["channel"], r["phase"], r["reason"]) for r in rows
+                      if r["object"] == f"devops/{name}") \
+            == [("corpwechat", "Skipped", "Forbidden"), ("email", "Skipped", "Forbidden")]
+    finally:
+        chain.plane.kubectl("delete", "rolebinding", "carol-reads-runs-later", "-n", "devops")
+
+
+def test_explain_says_when_the_source_does_not_watch_the_namespace(
+        chain: ClusterChain, capsys: pytest.CaptureFixture[str]) -> None:
+    chain.plane.kubectl("create", "namespace", "unwatched")
+    run = chain.new_run(promotion_run(f"run-{uuid.uuid4().hex[:8]}", "unwatched"))
+    chain.create(event_about(run, "ApprovalPending"))
+    assert kubeevent(["explain", f"unwatched/{run['metadata']['name']}",
+                      "--kubeconfig", str(chain.plane.kubeconfig())]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1].strip().startswith(
+        "namespace unwatched is not watched: ApiServerSource kubeevent-watcher/"
+        "kubeevent-watcher selects namespaces with cpaas.io/inner-namespace (exists)"), shown
 
 
 def test_test_send_reaches_the_subscriber_only_marked_as_a_test(

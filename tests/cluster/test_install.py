@@ -4,6 +4,9 @@ CRDs, Knative's (from its own modules), and server-side dry runs of every overla
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +161,43 @@ def test_the_katanomi_overlay_merges_into_katanomis_own_config(plane: ControlPla
     assert data["katanomi.own.key"] == "kept"
     assert "notification.templates" in data
     assert "cloudeventsDelivery.sinkPluginclasses" in data
+
+
+def uninstall_blocks() -> list[str]:
+    """The ```bash blocks of manifests/README.md's "Uninstall" section, as written."""
+    text = (MANIFESTS / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Uninstall", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n", 1)[1] for block in section.split("```bash")[1:]
+            for block in [block.split("```", 1)[0]]]
+
+
+def test_the_uninstall_commands_remove_ours_and_keep_katanomis(plane: ControlPlane) -> None:
+    """Last in this module (it deletes the CRDs): the README's commands, verbatim from the
+    project's root, after the katanomi overlay was applied for real above. This control
+    plane runs no namespace controller, so nothing waits for a namespace to empty."""
+    common, crds_only = uninstall_blocks()
+    root = MANIFESTS.parent
+    wrapper = 'kubectl() { command kubectl "$@" --wait=false; }\nset -e\n'
+    env = {"PATH": f"{plane.bin}:{os.environ.get('PATH', '')}",
+           "KUBECONFIG": str(plane.kubeconfig()), "HOME": str(plane.dir)}
+    done = subprocess.run(["bash", "-c", wrapper + common], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    left = plane.kubectl("get", "ksvc,sa,apiserversource,role,rolebinding,clusterrole,"
+                         "clusterrolebinding", "-A", "-l",
+                         "app.kubernetes.io/part-of=kubeevent-enricher", "-o", "name").stdout
+    assert left.strip() == ""
+    data = json.loads(plane.kubectl("get", "configmap", "katanomi-config", "-n",
+                                    "cpaas-system", "-o", "json").stdout)["data"]
+    assert data["katanomi.own.key"] == "kept", "Katanomi's own config stays"
+    done = subprocess.run(["bash", "-c", wrapper + crds_only], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 60  # the API server's own finalizer empties them first
+    while True:
+        names = set(plane.kubectl("get", "crd", "-o", "name").stdout.split())
+        ours = {n for n in names if n.endswith((".core.katanomi.dev", ".kubeevent.io"))}
+        if not ours:
+            break
+        assert time.monotonic() < deadline, ours
+        time.sleep(0.5)
