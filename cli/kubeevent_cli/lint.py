@@ -168,11 +168,22 @@ class Linter:
                          f"not used ({problem.reason}): {problem.message}",
                          self.reason_position(doc, problem.reason, problem.message), doc)
         self.annotations(doc)
+        self.policy(doc)
         subscriber = None
         if not problems:
             spec = subs_mod.check_spec(doc.data)
             subscriber = subs_mod.parse_subscriber(spec).as_json()
         self.entries(doc, subscriber)
+
+    def policy(self, doc: Document) -> None:
+        """What the shipped ownership policy (manifests/policy) refuses whoever applies it,
+        unless an admin does; what it says of the author is the API server's to judge
+        (``--server``)."""
+        kind = doc.get("spec", "subscriber", "kind")
+        if kind == "Group":
+            self.add(WARNING, "policy", "a Group subscriber: the admission policy "
+                     "kubeevent-clustersubscription-owner lets only its admin groups create "
+                     "it (anyone else is refused)", doc.at("spec", "subscriber", "kind"), doc)
 
     def annotations(self, doc: Document) -> None:
         """The notifiers' per-subscription annotations, read by the notifiers' own

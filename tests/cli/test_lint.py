@@ -388,3 +388,11 @@ def test_a_kinds_schema_comes_from_schema_or_from_a_crd_among_the_files(tmp_path
     assert fields(subs, "--schema", schema) == expected
     assert fields(subs, schema) == expected
     run("lint", subs, "--schema", subs).assert_user_error("not a CustomResourceDefinition")
+
+
+def test_a_group_subscriber_is_said_to_need_an_admin(tmp_path):
+    doc = subscription_for("platform-team")
+    doc["spec"]["subscriber"]["kind"] = "Group"
+    found = run("lint", "--json", write_yaml(tmp_path / "group.yaml", doc)).json()["findings"]
+    (policy,) = [f for f in found if f["check"] == "policy"]
+    assert policy["severity"] == "warning" and "only its admin groups" in policy["message"]
