@@ -34,7 +34,7 @@ from kubernetes.client.rest import ApiException
 from . import reach
 from .shared import logs, metrics
 from .shared.errors import FunctionError
-from .shared.kube import Kube, translate
+from .shared.kube import Kube, NotFound, translate
 from .subscriptions import (
     GROUP,
     KIND,
@@ -57,7 +57,6 @@ MAX_BACKOFF = 30.0
 # A watch that ends this soon without a single event, or a list whose watch at once says
 # 410, is the server (or something between) refusing: wait before the next one.
 QUICK_WATCH_SECONDS = 0.5
-MERGE_PATCH = "application/merge-patch+json"
 _WRITE_META = ("name", "generation", "resourceVersion")
 
 
@@ -233,15 +232,11 @@ class SubscriptionStore:
         patch = condition_patch(obj, condition, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         if patch is None:
             return True
-        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
-            try:
-                self.kube.custom().patch_cluster_custom_object_status(
-                    GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
-                    _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status == 409:
-                    return False
-                raise
+        written = self.kube.merge_status(GROUP, VERSION, PLURAL, name, patch)
+        if written is None:
+            raise NotFound(f"clustersubscription {name} is gone")
+        if not written:
+            return False
         self.status_writes += 1
         logs.info("subscription status written", subscription=name, condition=condition["type"],
                   status=condition["status"], reason=condition["reason"])

@@ -187,6 +187,25 @@ class Kube:
     def custom(self) -> k8s.CustomObjectsApi:
         return k8s.CustomObjectsApi(self.api)
 
+    def merge_status(self, group: str, version: str, plural: str, name: str,
+                     patch: dict[str, Any]) -> bool | None:
+        """Merge ``patch`` into a cluster-scoped custom object's ``/status`` (guarded by
+        the resourceVersion the patch carries, if any): ``True`` written, ``False`` a
+        conflict (it changed since it was read: read again), ``None`` it is gone."""
+        with translate(f"patch {plural}.{group}/status {name}"):
+            try:
+                self.custom().patch_cluster_custom_object_status(
+                    group, version, plural, name, patch,
+                    _content_type="application/merge-patch+json",
+                    _request_timeout=self.timeout)
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                if exc.status == 404:
+                    return None
+                raise
+        return True
+
     def close(self) -> None:
         self.api.close()
         shutil.rmtree(os.path.dirname(self._discovery_cache), ignore_errors=True)

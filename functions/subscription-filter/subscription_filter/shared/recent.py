@@ -25,15 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
 from . import logs
-from .kube import Kube, translate
+from .kube import Kube
 
 GROUP = "core.katanomi.dev"
 VERSION = "v1alpha1"
 PLURAL = "clustersubscriptions"
-MERGE_PATCH = "application/merge-patch+json"
 SENT = "Sent"
 
 
@@ -96,15 +93,4 @@ class RecentNotifications:
             body["lastNotified"] = outcome.at
         patch = {"metadata": {"resourceVersion": str(
             (obj.get("metadata") or {}).get("resourceVersion") or "")}, "status": body}
-        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
-            try:
-                self.kube.custom().patch_cluster_custom_object_status(
-                    GROUP, VERSION, PLURAL, name, patch, _content_type=MERGE_PATCH,
-                    _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status == 409:
-                    return False
-                if exc.status == 404:
-                    return True
-                raise
-        return True
+        return self.kube.merge_status(GROUP, VERSION, PLURAL, name, patch) is not False
