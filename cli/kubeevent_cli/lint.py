@@ -101,6 +101,8 @@ class Linter:
     # (group, kind) → CustomResourceDefinition: the schemas the filters' paths are
     # checked against (the stand-in for the seed's kind, --schema, linted CRDs, the cluster)
     crds: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    author: str = ""  # --as: who applies the documents (the ownership policy judges)
+    author_groups: tuple[str, ...] = ()
     later: list[tuple[Document, Any, tuple[str | int, ...], str, str]] = field(
         default_factory=list)
 
@@ -176,14 +178,21 @@ class Linter:
         self.entries(doc, subscriber)
 
     def policy(self, doc: Document) -> None:
-        """What the shipped ownership policy (manifests/policy) refuses whoever applies it,
-        unless an admin does; what it says of the author is the API server's to judge
-        (``--server``)."""
-        kind = doc.get("spec", "subscriber", "kind")
-        if kind == "Group":
-            self.add(WARNING, "policy", "a Group subscriber: the admission policy "
-                     "kubeevent-clustersubscription-owner lets only its admin groups create "
-                     "it (anyone else is refused)", doc.at("spec", "subscriber", "kind"), doc)
+        """The shipped ownership policy's own rules (manifests/policy), evaluated here
+        with the filter's CEL engine for a CREATE by ``--as`` (an error when refused), or
+        by the subscription's owner when no author is given (a warning: an admin may)."""
+        author = self.author or str(doc.get("metadata", "annotations",
+                                            subs_mod.OWNER_ANNOTATION) or "")
+        if not author:
+            return
+        for message in policy_refusals(doc.data, author, self.author_groups):
+            if self.author:
+                self.add(ERROR, "policy", f"the admission policy refuses it from "
+                         f"{author}: {message}", doc.position, doc)
+            else:
+                self.add(WARNING, "policy", f"the admission policy refuses it even from its "
+                         f"owner {author} (an admin may create it): {message}",
+                         doc.position, doc)
 
     def annotations(self, doc: Document) -> None:
         """The notifiers' per-subscription annotations, read by the notifiers' own
@@ -457,7 +466,8 @@ def run(args: argparse.Namespace) -> int:
     if sum(1 for f in args.files if f == "-") > 1:
         raise UserError("'-' (standard input) can be given once")
     linter = Linter(bridge.engine(args.cel_engine), inputs.platform_url(args.platform_url),
-                    bridge.known_channels(args.channels))
+                    bridge.known_channels(args.channels), author=args.author or "",
+                    author_groups=tuple(args.author_groups or ()))
     files = expand(args.files)
     sample = None
     if args.event:
@@ -506,6 +516,69 @@ def run(args: argparse.Namespace) -> int:
 
 
 STAND_INS = [bridge.ROOT / "dev" / "cluster" / "crds" / "artifactpromotionruns.yaml"]
+POLICY = bridge.MANIFESTS / "policy" / "subscription-owner-policy.yaml"
+# ``m[?'key'].orValue(d)`` (CEL's optional syntax, which the API server has and the
+# filter's engines do not) as the same test written without it.
+_OPTIONAL = re.compile(r"([A-Za-z_][\w.]*)\[\?'([^']*)'\]\.orValue\(([^()]*)\)")
+
+
+def _without_optionals(expression: str) -> str:
+    return _OPTIONAL.sub(lambda m: f"(({m[1]}.exists(k, k == '{m[2]}')) ? {m[1]}['{m[2]}'] "
+                                   f": {m[3]})", expression)
+
+
+def policy_refusals(obj: Any, user: str, groups: tuple[str, ...] = ()) -> list[str]:
+    """What the ValidatingAdmissionPolicy in manifests/policy says of ``user`` creating
+    ``obj``: the messages of the validations that fail (none: admitted). Evaluated with
+    cel-cpp (the filter's cel-expr engine), as the API server's cel-go would."""
+    try:
+        from cel_expr_python import cel
+    except ImportError:  # a platform without its wheels: only the server can say
+        return []
+
+    policy = next(d for d in load_file(str(POLICY))
+                  if isinstance(d.data, dict)
+                  and d.data.get("kind") == "ValidatingAdmissionPolicy").data
+    names = ("object", "oldObject", "request", "variables")
+    env = cel.NewEnv(variables={name: cel.Type.DYN for name in names})
+    values: dict[str, Any] = {
+        "object": obj, "oldObject": None, "variables": {},
+        "request": {"operation": "CREATE", "userInfo": {"username": user,
+                                                        "groups": list(groups)}}}
+
+    def value(expression: str) -> Any:
+        result = env.compile(_without_optionals(expression)).eval(env.Activation(values))
+        if result.type() == cel.Type.ERROR:
+            raise ValueError(str(result.value()))
+        return _plain(result)
+
+    refused: list[str] = []
+    try:
+        for variable in policy["spec"].get("variables") or []:
+            values["variables"] = {**values["variables"],
+                                   variable["name"]: value(variable["expression"])}
+        for rule in policy["spec"]["validations"]:
+            if value(rule["expression"]) is not True:
+                said = rule.get("messageExpression")
+                refused.append(str(value(said)) if said
+                               else str(rule.get("message") or "refused"))
+    except Exception as exc:  # the shipped policy changed beyond what is evaluated here
+        refused.append(f"(the rest of the policy could not be evaluated here: "
+                       f"{' '.join(str(exc).split())[:200]}; --server asks the API server)")
+    return refused
+
+
+def _plain(result: Any) -> Any:
+    """A cel-expr value as Python's."""
+    from cel_expr_python import cel
+
+    kind = result.type()
+    if kind == cel.Type.LIST:
+        return [_plain(item) for item in result.value()]
+    if kind == cel.Type.MAP:
+        return {_plain(k): _plain(v) for k, v in result.value().items()}
+    return result.value()
+
 
 
 def server_crds(kube: Any) -> list[dict[str, Any]]:

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "ArtifactPromotionRun; CRDs among the linted files count too)")
     lint.add_argument("--kubeconfig", metavar="FILE", default=None,
                       help="read the kinds' schemas from this cluster")
+    lint.add_argument("--as", dest="author", metavar="USER", default="",
+                      help="who applies the documents: the ownership admission policy's "
+                           "rules are evaluated for them (default: each subscription's "
+                           "owner)")
+    lint.add_argument("--as-group", dest="author_groups", action="append", metavar="GROUP",
+                      default=[], help="a group of --as (repeatable)")
     lint.add_argument("--server", action="store_true",
                       help="also send each subscription and template to the API server with "
                            "dryRun=All (its schema, admission policies, webhooks); the "

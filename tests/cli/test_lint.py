@@ -390,9 +390,28 @@ def test_a_kinds_schema_comes_from_schema_or_from_a_crd_among_the_files(tmp_path
     run("lint", subs, "--schema", subs).assert_user_error("not a CustomResourceDefinition")
 
 
-def test_a_group_subscriber_is_said_to_need_an_admin(tmp_path):
-    doc = subscription_for("platform-team")
-    doc["spec"]["subscriber"]["kind"] = "Group"
-    found = run("lint", "--json", write_yaml(tmp_path / "group.yaml", doc)).json()["findings"]
-    (policy,) = [f for f in found if f["check"] == "policy"]
-    assert policy["severity"] == "warning" and "only its admin groups" in policy["message"]
+def test_the_ownership_policys_own_rules_judge_the_author(tmp_path):
+    """manifests/policy's ValidatingAdmissionPolicy, evaluated offline with its own CEL
+    (its optional-syntax tests written out): as the API server would answer --as."""
+    bobs = write_yaml(tmp_path / "bob.yaml", subscription_for("bob"))
+
+    def policy(*args) -> list[tuple[str, str]]:
+        done = run("lint", "--json", *args)
+        return [(f["severity"], f["message"]) for f in done.json()["findings"]
+                if f["check"] == "policy"]
+
+    assert policy(bobs) == [], "its owner may create it"
+    assert policy(bobs, "--as", "bob") == []
+    assert policy(bobs, "--as", "alice") == [
+        ("error", "the admission policy refuses it from alice: spec.subscriber must be the "
+                  "User alice: you may only subscribe yourself"),
+        ("error", "the admission policy refuses it from alice: the annotation "
+                  "katanomi.dev/owned.username must be alice")]
+    assert run("lint", bobs, "--as", "alice").returncode == 1
+    assert policy(bobs, "--as", "root", "--as-group", "system:masters") == []
+    group = subscription_for("platform-team")
+    group["spec"]["subscriber"]["kind"] = "Group"
+    (said,) = policy(write_yaml(tmp_path / "group.yaml", group))
+    assert said == ("warning", "the admission policy refuses it even from its owner "
+                    "platform-team (an admin may create it): spec.subscriber must be the User "
+                    "platform-team: you may only subscribe yourself")
