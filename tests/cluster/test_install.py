@@ -21,10 +21,11 @@ from dev.support.seed import example
 
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
 TARGETS = [MANIFESTS / "overlays" / name for name in OVERLAYS] + [
-    MANIFESTS, MANIFESTS / "policy", MANIFESTS / "network-policy"]
+    MANIFESTS, MANIFESTS / "policy", MANIFESTS / "network-policy", MANIFESTS / "callback"]
 # What a cluster already has before an overlay is installed: Katanomi/ACP brings the
 # CRDs (installed by the fixture) and its system namespace.
 PROVIDED_NAMESPACES = {"katanomi": ("cpaas-system",), "network-policy": ("kubeevent-enricher",),
+                       "callback": ("kubeevent-enricher", "cpaas-system"),
                        "jetstream": ("knative-eventing",)}  # where Knative lives
 
 

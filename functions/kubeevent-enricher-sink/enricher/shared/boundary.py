@@ -70,14 +70,32 @@ def _health(function: Function, path: str) -> Response:
     return _text(200 if ready else 503, "OK" if ready else "not ready")
 
 
-def dispatch(function: Function, request: Request) -> Response:
-    if request.method in ("GET", "HEAD"):
-        if request.path.rstrip("/") == "/metrics":
-            body, content_type = metrics.exposition()
-            return Response(200, body, {"Content-Type": content_type})
-        return _health(function, request.path)
+class HttpFunction(Protocol):
+    """A function that answers plain HTTP (a caller outside the cluster, e.g. WeCom's
+    callbacks) instead of CloudEvents: every request but ``/metrics`` and the health paths
+    goes to ``handle_http``."""
+
+    name: str
+
+    def handle_http(self, request: Request) -> Response: ...
+
+    def ready(self) -> bool: ...
+
+
+def _is_health(path: str) -> bool:
+    return path.rstrip("/").endswith(("/health/liveness", "/health/readiness"))
+
+
+def dispatch(function: Function | HttpFunction, request: Request) -> Response:
+    http = getattr(function, "handle_http", None)
+    if request.method in ("GET", "HEAD") and request.path.rstrip("/") == "/metrics":
+        body, content_type = metrics.exposition()
+        return Response(200, body, {"Content-Type": content_type})
+    if request.method in ("GET", "HEAD") and (http is None or _is_health(request.path)):
+        return _health(function, request.path)  # type: ignore[arg-type]
     started = time.perf_counter()
-    response = _dispatch_event(function, request)
+    response = _dispatch_http(http, request) if http is not None \
+        else _dispatch_event(function, request)  # type: ignore[arg-type]
     name = getattr(function, "name", "") or "function"
     if response.status != 405:
         metrics.REQUESTS.labels(name, str(response.status)).inc()
@@ -121,6 +139,22 @@ def _dispatch_event(function: Function, request: Request) -> Response:
         headers, body = binary_http(outcome.event)
         return Response(200, body, headers)
     return _text(outcome.status, "" if outcome.status == 202 else outcome.reason)
+
+
+def _dispatch_http(handle: Callable[[Request], Response], request: Request) -> Response:
+    """A plain-HTTP function's request: the error type decides the status, as for events."""
+    try:
+        return handle(request)
+    except FunctionError as exc:
+        status = status_for(exc)
+        logs.log("ERROR" if status >= 500 else "WARNING",
+                 "rejected" if status < 500 else "failed", status=status, reason=exc.reason,
+                 method=request.method)
+        return _text(status, exc.reason)
+    except Exception as exc:  # a bug: 500, details in the log only
+        logs.error("internal error", status=500, error=f"{type(exc).__name__}: {exc}",
+                   exception=traceback.format_exc())
+        return _text(500, "internal error")
 
 
 def read_body(request: Any, limit: int = MAX_BODY_BYTES) -> bytes:

@@ -1,0 +1,1 @@
+"""corpwechat-callback: WeCom's callbacks for our cards (approve or deny, as yourself)."""

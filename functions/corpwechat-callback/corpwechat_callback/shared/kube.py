@@ -1,0 +1,302 @@
+"""Kubernetes access: one pooled client per process, discovery cached, errors typed.
+
+In-cluster configuration first, else ``KUBECONFIG`` / ``~/.kube/config``. Every
+call goes through ``translate`` so that a library exception never picks a status:
+an API server that is down or slow becomes a ``TemporaryError`` (503), a missing
+RBAC permission is logged by name and also retried (an operator can fix it), and
+an unknown kind is a ``PermanentError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ApiException as DynamicApiException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from . import logs
+from .errors import FunctionError, PermanentError, RateLimited, TemporaryError, Unprocessable
+
+# (connect, read) seconds for ordinary requests.
+DEFAULT_TIMEOUT = (3.0, 10.0)
+
+
+class NotFound(PermanentError):
+    status = 404
+
+
+class Conflict(Unprocessable):
+    """409: the object exists already (create) or changed since it was read (replace)."""
+
+    status = 409
+
+
+class AccessDenied(TemporaryError):
+    """The function's own ServiceAccount lacks a permission (retry after RBAC is fixed)."""
+
+
+def load_configuration() -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        try:
+            # KUBECONFIG as it is now (the client library reads it once, at import).
+            k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                        client_configuration=configuration)
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise k8s_config.ConfigException(
+                f"no Kubernetes configuration: not in a cluster and KUBECONFIG unusable ({exc})"
+            ) from None
+    configuration.retries = 1
+    configuration.connection_pool_maxsize = 16
+    # Both config loaders install a hook that re-assigns ``host`` before every request,
+    # and assigning ``host`` re-reads the proxy settings from the whole environment
+    # while the proxy still "comes from the environment" (a scan of every variable per
+    # call; pods carry one set of service variables per Service). Pin the value it has
+    # now: the environment does not change, and the connection pool already uses it.
+    configuration.proxy = configuration.proxy
+    if configuration.api_key:
+        for value in configuration.api_key.values():
+            logs.register_secret(str(value).removeprefix("Bearer ").strip())
+    return configuration
+
+
+class Kube:
+    """A pooled API client plus a lazily built, cached dynamic client."""
+
+    def __init__(self, configuration: k8s.Configuration | None = None,
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+        self.configuration = configuration or load_configuration()
+        self.api = k8s.ApiClient(self.configuration)
+        self.timeout = timeout
+        self._dynamic: DynamicClient | None = None
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self._lock = threading.Lock()
+        self._discovery_cache = os.path.join(
+            tempfile.mkdtemp(prefix="kubeevent-discovery-"), "discovery.json"
+        )
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic is None:
+                with translate("discover the API"):
+                    self._dynamic = DynamicClient(self.api, cache_file=self._discovery_cache)
+            return self._dynamic
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        """The API resource serving ``kind``, looked up in discovery once per process."""
+        key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is not None:
+            return found
+        try:
+            with translate(f"discover {kind} {api_version}"):
+                found = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise Unprocessable(f"the API server has no kind {kind} in {api_version}") from None
+        self._resources[key] = found
+        return found
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None:
+        """The object as a plain dict, or ``None`` when it does not exist."""
+        resource = self.resource(api_version, kind)
+        what = describe("get", resource, name, namespace)
+        try:
+            with translate(what):
+                kwargs: dict[str, Any] = {"name": name, "_request_timeout": self.timeout}
+                if resource.namespaced:
+                    kwargs["namespace"] = namespace
+                # The raw body, parsed once: the dynamic client's own result wraps every
+                # field in a ResourceField and ``to_dict()`` unwraps them again (a
+                # recursive walk each way per call, growing with the object's size).
+                response = resource.get(serialize=False, **kwargs)
+        except NotFound:
+            return None
+        return json_body(response, what)
+
+    def write(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``create`` or ``replace`` (guarded by the body's resourceVersion) ``body``; the
+        object as stored. ``Conflict`` when it exists (create) or changed (replace)."""
+        resource = self.resource(str(body.get("apiVersion")), str(body.get("kind")))
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") if resource.namespaced else None
+        what = describe(verb, resource, str(meta.get("name") or ""), namespace)
+        call = resource.create if verb == "create" else resource.replace
+        with translate(what):
+            kwargs: dict[str, Any] = {"body": body, "_request_timeout": self.timeout}
+            if namespace:
+                kwargs["namespace"] = namespace
+            response = call(serialize=False, **kwargs)
+        return json_body(response, what)
+
+    def list_page(self, api_version: str, kind: str, *, namespace: str | None = None,
+                  label_selector: str = "", field_selector: str = "", limit: int = 500,
+                  token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a list: (the objects as plain dicts, the continue token or
+        ``None`` when it was the last page)."""
+        resource = self.resource(api_version, kind)
+        what = describe("list", resource, None, namespace)
+        kwargs: dict[str, Any] = {"limit": limit, "_request_timeout": self.timeout}
+        if resource.namespaced and namespace:
+            kwargs["namespace"] = namespace
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        if token:
+            kwargs["_continue"] = token
+        with translate(what):
+            response = resource.get(serialize=False, **kwargs)
+        body = json_body(response, what)
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise TemporaryError(f"{what}: the API server answered with no list")
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        return [i for i in items if isinstance(i, dict)], (meta.get("continue") or None)
+
+    def pages(self, api_version: str, kind: str, *, namespace: str | None = None,
+              label_selector: str = "", field_selector: str = "", limit: int = 500
+              ) -> Iterator[list[dict[str, Any]]]:
+        """Every page of a list, in order (stop iterating to stop listing)."""
+        token: str | None = None
+        while True:
+            page, token = self.list_page(api_version, kind, namespace=namespace,
+                                         label_selector=label_selector,
+                                         field_selector=field_selector, limit=limit,
+                                         token=token)
+            yield page
+            if token is None:
+                return
+
+    def custom(self) -> k8s.CustomObjectsApi:
+        return k8s.CustomObjectsApi(self.api)
+
+    def patch_as(self, user: str, groups: tuple[str, ...], path: str, body: dict[str, Any]
+                 ) -> tuple[int, dict[str, Any]]:
+        """A merge patch of ``path`` (``/apis/...``) made *as* ``user`` in ``groups``
+        (Kubernetes impersonation: the API server's RBAC and admission judge it as theirs;
+        this client needs ``impersonate`` on those users and groups; ``user`` empty: as
+        this client itself). Returns the status
+        and the JSON answer (a ``Status`` when refused); an unreachable server is a
+        ``TemporaryError``."""
+        headers = urllib3.HTTPHeaderDict()
+        headers.add("Content-Type", "application/merge-patch+json")
+        headers.add("Accept", "application/json")
+        if user:
+            headers.add("Impersonate-User", user)
+            for group in groups:  # one header line each, as the API server reads them
+                headers.add("Impersonate-Group", group)
+        token = self.configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers.add("Authorization", token)
+        url = self.configuration.host.rstrip("/") + path
+        try:
+            response = self.api.rest_client.pool_manager.request(
+                "PATCH", url, body=json.dumps(body).encode("utf-8"), headers=headers,
+                timeout=urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1]),
+                retries=False)
+        except urllib3.exceptions.HTTPError as exc:
+            raise TemporaryError(f"patch {path} as {user}: API server unreachable "
+                                 f"({type(exc).__name__})") from None
+        try:
+            answer = json.loads(response.data or b"{}")
+        except ValueError:
+            answer = {}
+        return response.status, answer if isinstance(answer, dict) else {}
+
+    def merge_status(self, group: str, version: str, plural: str, name: str,
+                     patch: dict[str, Any]) -> bool | None:
+        """Merge ``patch`` into a cluster-scoped custom object's ``/status`` (guarded by
+        the resourceVersion the patch carries, if any): ``True`` written, ``False`` a
+        conflict (it changed since it was read: read again), ``None`` it is gone."""
+        with translate(f"patch {plural}.{group}/status {name}"):
+            try:
+                self.custom().patch_cluster_custom_object_status(
+                    group, version, plural, name, patch,
+                    _content_type="application/merge-patch+json",
+                    _request_timeout=self.timeout)
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                if exc.status == 404:
+                    return None
+                raise
+        return True
+
+    def close(self) -> None:
+        self.api.close()
+        shutil.rmtree(os.path.dirname(self._discovery_cache), ignore_errors=True)
+
+
+def json_body(response: Any, what: str) -> dict[str, Any]:
+    """The JSON object of a raw (``serialize=False``) dynamic-client response."""
+    try:
+        body = json.loads(response.data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TemporaryError(f"{what}: the API server answered with no JSON object")
+    return body
+
+
+def describe(verb: str, resource: Resource, name: str | None = None,
+             namespace: str | None = None) -> str:
+    plural = resource.name if not resource.group else f"{resource.name}.{resource.group}"
+    where = f" in namespace {namespace}" if namespace and resource.namespaced else ""
+    target = f" {name}" if name else ""
+    return f"{verb} {plural}{target}{where}"
+
+
+def _status_message(exc: ApiException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body.strip().startswith("{"):
+        try:
+            return str(json.loads(body).get("message") or exc.reason)
+        except ValueError:
+            pass
+    return str(exc.reason or exc)
+
+
+@contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Turn client library failures during ``what`` into typed errors."""
+    try:
+        yield
+    except FunctionError:
+        raise
+    except (ApiException, DynamicApiException) as exc:
+        status = int(getattr(exc, "status", 0) or 0)
+        message = _status_message(exc)
+        if status == 404:
+            raise NotFound(f"{what}: not found") from None
+        if status == 409:
+            raise Conflict(f"{what}: conflict: {message}") from None
+        if status in (401, 403):
+            logs.error("missing permission", permission=what, status=status, detail=message)
+            raise AccessDenied(f"{what}: forbidden by the API server (missing RBAC permission)") \
+                from None
+        if status == 429:
+            raise RateLimited(f"{what}: API server is throttling") from None
+        if status >= 500 or status == 0:
+            raise TemporaryError(f"{what}: API server error {status}: {message}") from None
+        raise Unprocessable(f"{what}: API server refused with {status}: {message}") from None
+    except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
+        raise TemporaryError(f"{what}: API server unreachable ({type(exc).__name__})") from None
