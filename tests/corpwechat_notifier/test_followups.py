@@ -528,3 +528,52 @@ def test_a_run_the_notifier_may_not_read_is_followed_once_it_may(kube, wecom, ff
     finally:
         kube.clear_faults()
     assert sweep(ff)["updated"] == 2
+
+
+# ---------------------------------------------------------------- approve from the card
+
+
+BUTTONS_TEMPLATE = {**CARD_TEMPLATE, "spec": {"corpwechat": {
+    **CARD_TEMPLATE["spec"]["corpwechat"], "buttons": "approval"}}}
+
+
+def test_with_buttons_on_a_pending_card_carries_approve_and_deny_and_is_findable(
+        kube, wecom, tmp_path):
+    """CORPWECHAT_APPROVAL_BUTTONS (corpwechat-callback installed): the template's
+    ``buttons: approval`` makes each approver's card a button card with our task id, and
+    its record carries the label corpwechat-callback finds it by; once decided the card
+    is still changed in place."""
+    from shared.records import task_label
+
+    kube.add(BUTTONS_TEMPLATE)
+    proc = start("ff", environment(kube, wecom, tmp_path, **FOLLOWING,
+                                   CORPWECHAT_APPROVAL_BUTTONS="true"))
+    try:
+        obj = run(kube, "buttons")
+        post(proc, pending(obj, "admin", "bob"))
+        sent = {d.userid: d for d in wecom.delivered}
+        for delivery in sent.values():
+            assert delivery.card["card_type"] == "button_interaction"
+            assert [b["key"] for b in delivery.card["button_list"]] == ["approve", "deny"]
+            assert "action_menu" not in delivery.card and "buttons" not in delivery.card
+        by_label = {r["spec"]["recipient"]["name"]: r["metadata"]["labels"]
+                    ["kubeevent.io/task"] for r in records_about(kube, "buttons")}
+        assert by_label == {"admin": task_label(sent["AdminWx"].task_id),
+                            "bob": task_label(sent["bob.wx"].task_id)}
+        decide(kube, "buttons", ("bob", True))
+        post(proc, requester_told(obj))
+        assert card_title(wecom, "AdminWx", sent["AdminWx"].task_id).startswith(
+            "已由 bob 批准 / Approved by bob")
+    finally:
+        proc.stop()
+        kube.add(CARD_TEMPLATE)
+
+
+def test_without_buttons_on_the_same_template_makes_the_plain_card(kube, wecom, ff):
+    kube.add(BUTTONS_TEMPLATE)
+    try:
+        post(ff, pending(run(kube, "no-buttons"), "bob"))
+        (delivery,) = wecom.delivered
+        assert delivery.card["card_type"] == "text_notice" and delivery.card["action_menu"]
+    finally:
+        kube.add(CARD_TEMPLATE)

@@ -25,19 +25,12 @@ from .shared.boundary import Request, Response
 from .shared.errors import Forbidden as ForbiddenError
 from .shared.errors import FunctionError
 from .shared.kube import Kube
-from .shared.records import GROUP, LABEL, PLURAL, VERSION, label_value, now_text
+from .shared.records import GROUP, PLURAL, TASK_LABEL, VERSION, now_text, task_label
 
-TASK_LABEL = LABEL + "task"
 CLICKS = metrics.counter("kubeevent_card_clicks",
                          "Approve/deny clicks on cards, by outcome: approved, denied, refused, "
                          "repeated", ("outcome",))
 HISTORY = 20  # clicks kept per card
-
-
-def task_label(task_id: str) -> str:
-    """The label that finds a card's delivery record (a task id may be longer than a
-    label value)."""
-    return label_value(hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:40])
 
 
 class CallbackFunction:

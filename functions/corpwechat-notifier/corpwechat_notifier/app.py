@@ -87,6 +87,7 @@ class WeComChannel(Channel):
         self.client = client
         self.kube = reads.kube
         self.renderer = Renderer()
+        self.renderer.buttons = config.approval_buttons
         self.credentials = CredentialStore(
             {"corp_id": config.corp_id, "corp_secret": config.corp_secret,
              "agent_id": config.agent_id},

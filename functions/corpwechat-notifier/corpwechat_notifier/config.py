@@ -32,6 +32,9 @@ class Config:
     # Where a user id may come from besides the corpwechat-users ConfigMap (both opt-in).
     userid_by_mail: bool = False
     userid_from_username: bool = False
+    # Cards that ask to decide carry Approve / Deny (templates with ``buttons: approval``):
+    # only with corpwechat-callback installed, which answers them.
+    approval_buttons: bool = False
     # WeCom drops what an app sends one member beyond these (counted for all replicas in
     # the API server with the delivery records; per replica without them).
     member_per_minute: int = 30
@@ -80,6 +83,7 @@ class Config:
             user_id_cache_size=env_int("USER_ID_CACHE_SIZE", 10000, environ, minimum=1),
             userid_by_mail=env_bool("CORPWECHAT_USERID_BY_MAIL", False, environ),
             userid_from_username=env_bool("CORPWECHAT_USERID_FROM_USERNAME", False, environ),
+            approval_buttons=env_bool("CORPWECHAT_APPROVAL_BUTTONS", False, environ),
             member_per_minute=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_MINUTE", 30, environ,
                                       minimum=1),
             member_per_hour=env_int("CORPWECHAT_MEMBER_MESSAGES_PER_HOUR", 1000, environ,

@@ -47,6 +47,13 @@ MSGTYPES = ("text", "markdown", "textcard", "template_card")
 ON_DECISION = ("update", "recall")
 # A message's own mark (not sent): take it back once the approval it asks for is decided.
 RECALL_MARK = "ondecision"
+# A card that asks to decide, with Approve / Deny buttons (corpwechat-callback answers
+# them): a template's ``buttons: approval`` where the notifier runs with
+# CORPWECHAT_APPROVAL_BUTTONS on. Like RECALL_MARK, ours: never sent to WeCom.
+BUTTONS_MARK = "buttons"
+MARKS = frozenset({RECALL_MARK, BUTTONS_MARK})
+APPROVAL_BUTTONS = [{"text": "批准 Approve", "style": 1, "key": "approve"},
+                    {"text": "拒绝 Deny", "style": 2, "key": "deny"}]
 FIELDS = ("title", "content", "url", "btntxt")
 # WeCom message/send limits, in UTF-8 bytes (btntxt: characters).
 CONTENT_LIMIT = 2048
@@ -97,6 +104,8 @@ class TemplateSpec:
     # changed in place, else a short follow-up) or ``recall`` (taken back within WeCom's
     # 24 hours, and the short follow-up says how it ended).
     on_decision: str = "update"
+    # ``approval``: a card with Approve / Deny buttons (when the notifier offers them).
+    buttons: str = ""
 
     def sources(self) -> dict[str, str]:
         return {f: getattr(self, f) for f in FIELDS if getattr(self, f)}
@@ -116,7 +125,13 @@ def parse_template(obj: Mapping[str, Any]) -> TemplateSpec:
     if on_decision not in ON_DECISION:
         raise RenderError(f"template {name!r}: onDecision {on_decision!r} is not one of "
                           f"{', '.join(ON_DECISION)}")
-    return TemplateSpec(name=name, msgtype=msgtype, on_decision=str(on_decision), **values)
+    buttons = section.raw.get("buttons") or ""
+    if buttons not in ("", "approval"):
+        raise RenderError(f"template {name!r}: buttons {buttons!r} is not approval")
+    if buttons and msgtype != "template_card":
+        raise RenderError(f"template {name!r}: buttons need msgtype template_card")
+    return TemplateSpec(name=name, msgtype=msgtype, on_decision=str(on_decision),
+                        buttons=str(buttons), **values)
 
 
 def _with_suffix(body: str, suffix: str, limit: int) -> str:
@@ -178,7 +193,10 @@ def field_limit(msgtype: str, key: str, rendered: Mapping[str, str]) -> int:
 
 
 class Renderer(sandbox.Renderer):
-    """The shared sandbox, rendering ``spec.corpwechat`` into a WeCom message."""
+    """The shared sandbox, rendering ``spec.corpwechat`` into a WeCom message
+    (``buttons``: whether cards that ask to decide carry Approve / Deny)."""
+
+    buttons = False
 
     def render(self, compiled: Compiled, context: Mapping[str, Any]) -> Message:
         msgtype = compiled.spec.msgtype
@@ -188,9 +206,12 @@ class Renderer(sandbox.Renderer):
             # The content last: in text and markdown it shares its room with title and link.
             last=("content",))
         message = build_message(msgtype, **values)
+        marks: tuple[tuple[str, str], ...] = ()
         if compiled.spec.on_decision == "recall":
-            return Message(message.msgtype, (*message.fields, (RECALL_MARK, "recall")))
-        return message
+            marks += ((RECALL_MARK, "recall"),)
+        if self.buttons and compiled.spec.buttons and message.msgtype == "template_card":
+            marks += ((BUTTONS_MARK, compiled.spec.buttons),)
+        return Message(message.msgtype, (*message.fields, *marks)) if marks else message
 
 
 ROBOT_MARKDOWN_LIMIT = 4096  # bytes: a group chat robot's markdown content
@@ -226,7 +247,7 @@ def fallback_message(event: Mapping[str, Any], platform_url: str = "") -> Messag
 
 def wire_section(message: Message) -> dict[str, str]:
     """The message's section as WeCom takes it (without our own marks)."""
-    return {k: v for k, v in message.fields if k != RECALL_MARK}
+    return {k: v for k, v in message.fields if k not in MARKS}
 
 
 def recalled_once_decided(message: Message) -> bool:
@@ -244,6 +265,9 @@ def card_section(message: Message, task_id: str) -> dict[str, Any]:
         "action_menu": CARD_MENU,
         "task_id": task_id,
     }
+    if message.get(BUTTONS_MARK) == "approval":  # asks to decide: Approve / Deny on it
+        del card["action_menu"]
+        card.update(card_type="button_interaction", button_list=APPROVAL_BUTTONS)
     if fields.get("content"):
         card["sub_title_text"] = fields["content"]
     return card

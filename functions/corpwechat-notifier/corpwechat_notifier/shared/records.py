@@ -72,6 +72,7 @@ SKIPPED = "Skipped"
 SKIPPED_PREFIX = "skipped:"  # the notification id of a Skipped record: of the event
 RETRY_LABEL = LABEL + "retry"
 FOLLOW_LABEL = LABEL + "follow"
+TASK_LABEL = LABEL + "task"  # a card's task id (hashed): corpwechat-callback finds it
 CARD_OPEN = "Open"  # status.card.state of a message still followed
 # A failed delivery is tried again after 1, 2, 4 … minutes, at most an hour apart.
 FIRST_BACKOFF = 60.0
@@ -115,6 +116,11 @@ def label_value(text: str) -> str:
     if _LABEL_VALUE.match(text):
         return text
     return "h-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def task_label(task_id: str) -> str:
+    """The label value that finds a card's record (a task id may be longer than a label)."""
+    return hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:40]
 
 
 def record_name(notification_id: str, channel: str, recipient: str) -> str:
@@ -418,7 +424,10 @@ class DeliveryRecords:
                 labels[RETRY_LABEL] = "true" if result.retried_later else None
             if follow:
                 labels[FOLLOW_LABEL] = "true"
-            if labels:  # both in one write
+            if result.phase == SENT and result.receipt is not None \
+                    and result.receipt.task_id:
+                labels[TASK_LABEL] = task_label(result.receipt.task_id)
+            if labels:  # in one write
                 self._labels(claim.record, labels)
         except Exception as exc:
             logs.error("could not record a delivery outcome", record=claim.record,
