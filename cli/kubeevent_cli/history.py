@@ -29,7 +29,13 @@ def follow_up(card: Any) -> str:
     if isinstance(reminders, int) and reminders:
         state += f", reminded {reminders}×"
     outcome = card.get("outcome")
-    return f"{state}: {outcome}" if isinstance(outcome, str) and outcome else state
+    said = f"{state}: {outcome}" if isinstance(outcome, str) and outcome else state
+    clicks = [c for c in card.get("clicks") or [] if isinstance(c, dict)]
+    if clicks:  # pressed on the card (corpwechat-callback): the last one, and how many
+        last = clicks[-1]
+        said += f"; clicked {last.get('key')} at {last.get('at')}: {last.get('outcome')}" + \
+            (f" ({len(clicks)} clicks)" if len(clicks) > 1 else "")
+    return said
 
 
 def seconds(text: str) -> int:

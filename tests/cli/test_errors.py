@@ -127,3 +127,15 @@ def test_the_cluster_commands_find_their_kubeconfig_as_kubectl_does(tmp_path: Pa
     (home / ".kube" / "config").write_text("not: [a kubeconfig", encoding="utf-8")
     run("explain", "devops/run-1", env=nowhere).assert_user_error(
         f"~/.kube/config {home / '.kube' / 'config'}: unusable")
+
+
+def test_a_click_on_the_card_shows_in_the_follow_up() -> None:
+    from kubeevent_cli.history import follow_up
+
+    card = {"state": "Open", "clicks": [
+        {"at": "2026-12-07T14:02:00Z", "user": "erin.wx", "key": "approve",
+         "outcome": "未执行 Not done: you are not an approver of this run"},
+        {"at": "2026-12-07T14:03:00Z", "user": "bob.wx", "key": "approve",
+         "outcome": "已批准 Approved"}]}
+    assert follow_up(card) == ("waiting; clicked approve at 2026-12-07T14:03:00Z: "
+                               "已批准 Approved (2 clicks)")

@@ -202,9 +202,10 @@ class Kube:
             headers.add("Impersonate-User", user)
             for group in groups:  # one header line each, as the API server reads them
                 headers.add("Impersonate-Group", group)
-        token = self.configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers.add("Authorization", token)
+        # The client's own credentials (a client certificate is in its connection pool).
+        for setting in self.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers.add(str(setting["key"]), str(setting["value"]))
         url = self.configuration.host.rstrip("/") + path
         try:
             response = self.api.rest_client.pool_manager.request(
