@@ -39,7 +39,9 @@ def chain(eventing: KnativeEventing, tmp_path_factory: pytest.TempPathFactory
                            eventing=eventing, function_env={
         "kubeevent-enricher-sink": {"CATCHUP_MIN_INTERVAL_SECONDS": "1"},
         # each message alone however many a member gets: the tests count them
-        "corpwechat-notifier": {"CORPWECHAT_DIGEST_AFTER_PER_MINUTE": "0"}})
+        "corpwechat-notifier": {"CORPWECHAT_DIGEST_AFTER_PER_MINUTE": "0",
+                                # Approve / Deny on the cards (corpwechat-callback)
+                                "CORPWECHAT_APPROVAL_BUTTONS": "true"}})
     running.install()
     running.subscribe_examples()
     with running:
@@ -443,6 +445,65 @@ def test_an_approval_is_followed_to_its_end(chain: ClusterChain,
     told = json.loads(capsys.readouterr().out)["deliveries"]
     (card,) = [d for d in told if d["object"] == f"devops/{name}"]
     assert card["follow_up"].startswith("card updated: 已由 bob 批准"), card
+
+
+def test_bob_approves_from_his_card_and_admins_card_says_so(
+        chain: ClusterChain, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole way: the notifier's button cards (its own RBAC), bob's click through
+    WeCom's signed, encrypted callback to corpwechat-callback (its own ServiceAccount,
+    manifests/callback), his decision written as bob, then the Running Event: admin's
+    card says approved by bob, bob's history shows his click."""
+    from dev.cluster.install import MANIFESTS
+    from dev.fakes.wecom_callback import WeComCallbacks
+    from dev.support.procs import FunctionProcess
+
+    plane = chain.plane
+    plane.kubectl("apply", "-k", str(MANIFESTS / "callback"))
+    plane.kubectl("create", "role", "run-decider", "-n", "devops", "--verb=patch",
+                  "--resource=artifactpromotionruns/status")
+    plane.kubectl("create", "rolebinding", "run-deciders", "-n", "devops",
+                  "--role=run-decider", "--user=admin", "--user=bob")
+    keys = {"CORPWECHAT_CALLBACK_TOKEN": "chain-token", "CORPWECHAT_CORP_ID": "ww-chain",
+            "CORPWECHAT_CALLBACK_AES_KEY": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"}
+    callback = FunctionProcess("corpwechat-callback", env={
+        "KUBECONFIG": str(plane.service_account_kubeconfig("kubeevent-enricher",
+                                                           "corpwechat-callback")),
+        "SYSTEM_NAMESPACE": "cpaas-system", **keys}).start()
+    try:
+        run = run_in(chain, approvers=("admin", "bob"))
+        chain.happen(event_about(run, "ApprovalPending"))
+        got = chain.received()
+        cards = {user: got[user][0] for user in ("admin", "bob")}
+        assert all(c.card and c.card["card_type"] == "button_interaction"
+                   for c in cards.values())
+        wecom = WeComCallbacks(callback.url, token=keys["CORPWECHAT_CALLBACK_TOKEN"],
+                               encoding_aes_key=keys["CORPWECHAT_CALLBACK_AES_KEY"],
+                               corp_id=keys["CORPWECHAT_CORP_ID"])
+        answer = wecom.click("bob", cards["bob"].task_id or "", "approve")
+        assert wecom.replaced_button(answer.reply) == "已批准 Approved"
+        name = run["metadata"]["name"]
+        stored = chain.get("artifactpromotionruns.artifacts.katanomi.dev", name, "-n",
+                           "devops")
+        assert stored["status"]["approval"]["users"] == [
+            {"kind": "User", "name": "bob", "input": {"approved": True}}]
+        chain.plane.kubectl("patch", "artifactpromotionruns.artifacts.katanomi.dev", name,
+                            "-n", "devops", "--subresource=status", "--type=merge",
+                            "-p", json.dumps({"status": {"phase": "Running"}}))
+        chain.happen(event_about(run, "Running"))
+        sandbox = chain.running().sandbox
+        assert sandbox is not None
+        now = sandbox.card_of("admin", cards["admin"].task_id or "")
+        assert now is not None and now["main_title"]["title"].startswith(
+            "已由 bob 批准 / Approved by bob at "), now
+        assert kubeevent(["history", "--user", "bob", "--since", "1h", "--json",
+                          "--kubeconfig", str(plane.kubeconfig())]) == 0
+        told = json.loads(capsys.readouterr().out)["deliveries"]
+        (card,) = [d for d in told if d["object"] == f"devops/{name}"
+                   and d["channel"] == "corpwechat"]
+        assert "clicked approve at " in card["follow_up"] and \
+            card["follow_up"].endswith(": 已批准 Approved"), card
+    finally:
+        callback.stop()
 
 
 def test_an_event_the_source_never_saw_is_caught_up_once(chain: ClusterChain) -> None:
