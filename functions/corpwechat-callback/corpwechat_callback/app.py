@@ -23,7 +23,6 @@ from .shared import logs, metrics
 from .shared.approvals import approval_of
 from .shared.boundary import Request, Response
 from .shared.errors import Forbidden as ForbiddenError
-from .shared.errors import FunctionError
 from .shared.kube import Kube
 from .shared.records import GROUP, PLURAL, TASK_LABEL, VERSION, now_text, task_label
 
@@ -233,5 +232,3 @@ def build(environ: Mapping[str, str] | None = None) -> CallbackFunction:
     logs.register_secret(config.keys.token)
     return CallbackFunction(config, Kube())
 
-
-__all__ = ["CallbackFunction", "FunctionError", "build", "task_label"]
