@@ -212,11 +212,11 @@ class SubscriptionFilter:
                 allowed.append(sub)
             else:
                 ref = enriched.object_ref
+                where = "/".join(p for p in (ref.get("namespace"), ref.get("name")) if p)
                 denied.append((sub, "Forbidden", (
                     f"{sub.subscriber.kind} {sub.subscriber.name} may not get "
-                    f"{ref.get('kind')} {ref.get('namespace') or ''}/{ref.get('name')} "
-                    f"(SubjectAccessReview at {now_text()}: "
-                    f"{reason or 'no rule allows it'})").replace(" /", " ")))
+                    f"{ref.get('kind')} {where} (SubjectAccessReview at {now_text()}: "
+                    f"{reason or 'no rule allows it'})")))
                 RBAC_DENIALS.inc()
                 logs.info("recipient dropped: may not read the object", id=enriched.id,
                           subscription=sub.name, subscriber=sub.subscriber.name,
