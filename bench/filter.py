@@ -63,6 +63,8 @@ class Case:
     first_s: float | None = None
     filed: tuple[float, float, float, float] | None = None  # p50, p95, RSS, first reply
     flood: int = 0  # subscriptions of one more user, mallory, besides the ``size``
+    own_events: int = 1  # how many of an own-text subscription's events get a text of its own
+    status: bool = False  # the objects carry the status the functions write
 
 
 CASES = (
@@ -71,6 +73,10 @@ CASES = (
          filed=(105, 111, 1387, 17)),
     Case("own texts 10k", 10_000, own_share=0.3, p50_ms=30, p95_ms=50, rss_mb=300,
          first_s=5, filed=(42, 182, 745, 13)),
+    Case("four texts 10k", 10_000, own_share=0.3, own_events=4, p50_ms=30, p95_ms=50,
+         rss_mb=300, first_s=5, filed=(24, 42, 296, 22.1)),
+    Case("seed 100k + status", 100_000, status=True, p50_ms=20, p95_ms=40, rss_mb=500,
+         first_s=15, filed=(9, 13, 455, 13.7)),
 )
 CELPY = Case("celpy seed 1k", 1_000, engine="celpy")
 FLOOD = (Case("flood: baseline", 1_000), Case("flood: + mallory's 5,000", 1_000, flood=5_000))
@@ -98,9 +104,11 @@ def seed_template() -> dict[str, Any]:
     return yaml.safe_load(example("seed-clustersubscription-admin.yaml"))
 
 
-def subscription(template: dict[str, Any], i: int, own: bool = False) -> dict[str, Any]:
-    """The seed's subscription for subscriber ``userNNNNN`` (``own``: with an approval
-    filter text of its own)."""
+def subscription(template: dict[str, Any], i: int, own: bool = False, *, own_events: int = 1,
+                 status: bool = False) -> dict[str, Any]:
+    """The seed's subscription for subscriber ``userNNNNN`` (``own``: with a filter text of
+    its own on the first ``own_events`` events; ``status``: carrying what the filter and the
+    notifiers write there, as a subscription in use for a while does)."""
     sub = copy.deepcopy(template)
     name = subscriber(i)
     sub["metadata"]["name"] = f"{name}-artifactpromotionrun-subscription"
@@ -109,10 +117,29 @@ def subscription(template: dict[str, Any], i: int, own: bool = False) -> dict[st
     sub["spec"]["subscriber"]["info"] = {"id": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex,
                                          "mail": f"{name}@example.com"}
     if own:
-        event = sub["spec"]["subscriptions"][0]["events"][0]
-        event["filter"]["cel"] = (event["filter"]["cel"].strip()
-                                  + f' && ce.data.object.spec.target != "staging-{i}"')
+        for event in sub["spec"]["subscriptions"][0]["events"][:own_events]:
+            event["filter"]["cel"] = (event["filter"]["cel"].strip()
+                                      + f' && ce.data.object.spec.target != "staging-{i}"')
+    if status:
+        sub["metadata"]["generation"] = 1
+        sub["status"] = used_status(name)
     return sub
+
+
+def used_status(name: str) -> dict[str, Any]:
+    """The status of a subscription in use: the filter's Ready condition as it writes it
+    and the notifiers' latest outcomes (shared/recent.py)."""
+    at = "2026-11-28T10:00:00Z"
+    return {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                        "message": f"4 event filters for {name}, channels: corpwechat",
+                        "observedGeneration": 1, "lastTransitionTime": at}],
+        "notifications": [{"at": at, "channel": "corpwechat", "event": reason,
+                           "namespace": "devops", "result": "Sent"}
+                          for reason in ("approvalpending", "approved", "approvalpending",
+                                         "denied", "approvalpending")],
+        "observedGeneration": 1, "lastNotified": at, "lastResult": "Sent",
+    }
 
 
 def own_text(case: Case, i: int) -> bool:
@@ -171,7 +198,7 @@ def measure(world: World, case: Case, obj: dict[str, Any]) -> dict[str, Any]:
     finally:
         proc.stop()
     result = {"case": case.name, "engine": case.engine, "subscriptions": case.size,
-              "own_texts": sum(own_text(case, i) for i in range(case.size)),
+              "own_texts": sum(own_text(case, i) for i in range(case.size)) * case.own_events,
               "p50_ms": ms(percentile(latencies, 50)), "p95_ms": ms(percentile(latencies, 95)),
               "rss_mb": rss, "first_reply_s": round(first, 1)}
     checks = [("p50_ms", case.p50_ms), ("p95_ms", case.p95_ms), ("rss_mb", case.rss_mb),
@@ -199,7 +226,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             world.kube.add(obj)
             template = seed_template()
             for i in range(case.size):
-                world.kube.add(subscription(template, i, own_text(case, i)))
+                world.kube.add(subscription(template, i, own_text(case, i),
+                                            own_events=case.own_events, status=case.status))
             for j in range(case.flood):
                 world.kube.add(flooded(template, j))
             if case.flood:
