@@ -335,6 +335,63 @@ def name_key(tree: Any, expression: str) -> str | None:
     return None
 
 
+def lookup_key(expression: str, scanned: tuple[Token, ...] | None = None) -> str | None:
+    """``name_key`` of ``expression`` without parsing all of it, so that the name lookup
+    is known before the filter is compiled: the ``&&``-joined conditions are split at the
+    top level by the scanner, and only those naming the subscriber are parsed, each kept
+    by text (thousands of filters add their own condition to one shared text). With a
+    top-level ``||`` or ``?:`` the whole expression is parsed. ``None`` also when it does
+    not parse: compiling it says why."""
+    parts = _top_level_conjuncts(tuple(scan(expression)) if scanned is None else scanned)
+    if parts is None:
+        return _parsed_key(expression)
+    for part, mentions in parts:
+        key = _parsed_key(part) if mentions else None
+        if key is not None:
+            return key
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_key(expression: str) -> str | None:
+    try:
+        with _parse_lock:
+            tree = _parser().compile(expression)
+    except Exception:
+        return None
+    return name_key(tree, expression)
+
+
+def _top_level_conjuncts(scanned: tuple[Token, ...]) -> list[tuple[str, bool]] | None:
+    """The texts between top-level ``&&`` and whether each names the subscriber; ``None``
+    when a top-level ``||`` or ``?`` makes ``&&`` not the outermost operator."""
+    parts: list[tuple[str, bool]] = []
+    current: list[str] = []
+    mentions = False
+    depth = i = 0
+    while i < len(scanned):
+        token = scanned[i]
+        follows = scanned[i + 1].text if i + 1 < len(scanned) else ""
+        if token.kind == "char" and token.text in "([{":
+            depth += 1
+        elif token.kind == "char" and token.text in ")]}":
+            depth -= 1
+        elif token.kind == "char" and depth == 0 and (
+                token.text == "?" or (token.text == "|" and follows == "|")):
+            return None
+        elif token.kind == "char" and depth == 0 and token.text == "&" and follows == "&":
+            parts.append(("".join(current), mentions))
+            current, mentions = [], False
+            i += 2
+            continue
+        elif token.kind == "ident" and token.text in SUBSCRIBER:
+            mentions = True
+        current.append(token.text)
+        i += 1
+    parts.append(("".join(current), mentions))
+    return parts
+
+
 def _conjuncts(node: Any) -> list[Any]:
     node = bare(node)
     kids = children(node)

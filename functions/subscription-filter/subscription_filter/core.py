@@ -11,7 +11,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .celengine import CelEvalError, CelLimitError, Engine, EventScope, Program, Values, plain
+from .celengine import (
+    CelCompileError,
+    CelEvalError,
+    CelLimitError,
+    Engine,
+    EventScope,
+    Program,
+    Values,
+    plain,
+)
+from .programs import Filter
 from .shared import fit, notification
 from .shared.errors import BadRequest
 from .shared.events import Event, attributes, json_data
@@ -25,7 +35,7 @@ REQUIRED_EXTENSIONS = ("involvedobjectkind", "involvedobjectversion", "involvedo
 
 @dataclass(frozen=True)
 class Enriched:
-    """An enriched event (DESIGN §5), checked and normalised."""
+    """An enriched event (docs/design.md §5), checked and normalised."""
 
     id: str
     type: str
@@ -90,20 +100,23 @@ class Scope:
         self.enriched = enriched
         self.engine = engine
         self._event: EventScope | None = None
-        self._runners: dict[Program, Callable[[Any], bool]] = {}
+        self._runners: dict[Program | Filter, Callable[[Any], bool]] = {}
         self._names: dict[Values, frozenset[str] | None] = {}
         # (filter, binding) → its answer: a subscriber's many subscriptions sharing a
         # filter are evaluated once.
-        self._decided: dict[tuple[Program, str], bool | CelEvalError] = {}
+        self._decided: dict[tuple[Program | Filter, str], bool | CelEvalError] = {}
+        # ``id`` of a subscription's rules → whether every filter of them compiles.
+        self._sound: dict[int, bool] = {}
 
     def event_scope(self) -> EventScope:
         if self._event is None:
             self._event = self.engine.event(self.engine.value(self.enriched.ce()))
         return self._event
 
-    def runner(self, program: Program) -> Callable[[Any], bool]:
+    def runner(self, program: Program | Filter) -> Callable[[Any], bool]:
         """``program`` against this event, as a function of a ``Subscription.bound``
-        (``Program.for_event``), set up once."""
+        (``Program.for_event``), set up once (a filter compiled first:
+        ``CelCompileError`` if it does not)."""
         run = self._runners.get(program)
         if run is None:
             run = self._runners[program] = program.for_event(self.event_scope())
@@ -136,8 +149,22 @@ class Scope:
                 decided = self.runner(rule.cel)(candidate.subscription.bound)
             except CelEvalError as exc:
                 decided = exc
+            except CelCompileError as exc:  # its subscription is not used (``sound``)
+                decided = CelEvalError(f"the filter does not compile: {exc.message}")
             self._decided[key] = decided
         return decided
+
+    def sound(self, sub: Subscription) -> bool:
+        """Whether every filter of ``sub`` compiles: a subscription is used only whole. (The
+        store checks them all after a start; until then an event that reaches one compiles
+        its filters here, once per text.)"""
+        key = id(sub.objects)
+        found = self._sound.get(key)
+        if found is None:
+            found = self._sound[key] = all(
+                rule.cel.compiles() for obj in sub.objects for rule in obj.events
+                if isinstance(rule.cel, Filter))
+        return found
 
 
 @dataclass(frozen=True)
@@ -190,7 +217,7 @@ def match(index: Index, enriched: Enriched, engine: Engine,
         sub = candidate.subscription
         if sub.name in matched:
             continue
-        if decision is True:
+        if decision is True and scope.sound(sub):
             matched[sub.name] = sub
         elif isinstance(decision, CelEvalError):
             result.errors.append(MatchError(sub.name, candidate.rule.where, decision.message,
@@ -221,7 +248,7 @@ def recipient(sub: Subscription) -> dict[str, Any]:
 def notifications(event: Event, recipients: Sequence[Subscription],
                   source: str = NOTIFICATION_SOURCE, limit: int = fit.MAX_BODY_BYTES
                   ) -> list[Event]:
-    """The notification requests (DESIGN §5) for the enriched ``event``, recipients by
+    """The notification requests (docs/design.md §5) for the enriched ``event``, recipients by
     subscription name (``shared/notification.py`` builds and splits them)."""
     listed = [recipient(s) for s in sorted(recipients, key=lambda s: s.name)]
     return notification.build_requests(event, listed, source, limit)

@@ -33,6 +33,7 @@ from kubernetes.client.rest import ApiException
 
 from . import reach
 from .shared import logs, metrics
+from .shared.cache import Cache
 from .shared.errors import FunctionError
 from .shared.kube import Kube, NotFound, translate
 from .subscriptions import (
@@ -41,10 +42,14 @@ from .subscriptions import (
     PLURAL,
     VERSION,
     Compiler,
+    Invalid,
     Loaded,
+    ObjectRule,
+    Readiness,
     Snapshot,
     build_snapshot,
     condition_patch,
+    first_compile_error,
     limit_condition,
     metadata,
     ready_condition,
@@ -78,7 +83,10 @@ class SubscriptionStore:
         # Filters that cannot match (reach.py), said as FiltersCanMatch once per generation
         # by the status thread; ``schemas``: the kinds' schemas (None: paths not checked).
         self.schemas = schemas or (lambda api_version, kind: None)
-        self._hints_due: dict[str, None] = {}
+        # name → whether its copy said FiltersCanMatch (then a sound one is written True).
+        self._hints_due: dict[str, bool] = {}
+        # ``id`` of a spec's rules → (the rules, their hints): thousands share one spec.
+        self._hints_of: Cache[int, tuple[Any, list[reach.Hint]]] = Cache(4096)
         self.per_subscriber = per_subscriber
         self.list_page = list_page
         self.compiler = compiler
@@ -165,10 +173,9 @@ class SubscriptionStore:
             if not report:
                 with self._due_lock:
                     hinted = next(iter(self._hints_due), None)
-                    if hinted is not None:
-                        del self._hints_due[hinted]
-                if hinted is not None:
-                    self._write_fresh(hinted, self._hints_condition)
+                    said = self._hints_due.pop(hinted) if hinted is not None else False
+                if hinted is not None and (said or self._hints_found(hinted)):
+                    self._write_fresh(hinted, self._hints_condition)  # read only to write
                 continue
             name, where, message = report
             self._write_fresh(name, lambda obj, where=where, message=message: limit_condition(
@@ -196,18 +203,39 @@ class SubscriptionStore:
     def _check_hints(self, obj: Mapping[str, Any]) -> None:
         """Queue the filters-that-cannot-match check unless the object says it for its
         generation already (a sound one says nothing: checked again after a restart, from
-        the texts' cache)."""
+        the rules in memory, and read from the API server only when there is something to
+        write)."""
         if not self.write_status:
             return
         generation = metadata(obj).get("generation")
+        said = False
         for condition in _conditions(obj):
-            if condition.get("type") == reach.CONDITION \
-                    and condition.get("observedGeneration") == generation:
-                return
+            if condition.get("type") == reach.CONDITION:
+                if condition.get("observedGeneration") == generation:
+                    return
+                said = True
         name = str(metadata(obj).get("name") or "")
         if name:
             with self._due_lock:
-                self._hints_due[name] = None
+                self._hints_due[name] = said
+
+    def _hints_found(self, name: str) -> bool:
+        """Whether subscription ``name``, as loaded, has a filter that cannot match: from its
+        rules (what ``reach.hints`` reads of the object), once per distinct spec."""
+        loaded = self._loaded.get(name)
+        if loaded is None or loaded.subscription is None:
+            return False
+        objects = loaded.subscription.objects
+        known = self._hints_of.get(id(objects))
+        if known is None or known[0] is not objects:
+            try:
+                known = (objects, reach.hints({"spec": _rules_spec(objects)}, self.schemas))
+            except Exception as exc:  # a hint is a help: never a reason to stop
+                logs.warning("could not check the filters for mistakes", error=_describe(exc),
+                             subscription=name)
+                known = (objects, [])
+            self._hints_of.put(id(objects), known)
+        return bool(known[1])
 
     def _write_fresh(self, name: str,
                      condition: Callable[[Mapping[str, Any]], dict[str, Any] | None]) -> None:
@@ -307,11 +335,44 @@ class SubscriptionStore:
 
     def _relist(self) -> None:
         """List in pages, loading each page as it comes (what serves is the compiled form:
-        the raw objects are not all held at once), then write the statuses."""
+        the raw objects are not all held at once), serve, compile every filter (those an
+        event has not compiled yet), then write the statuses."""
         with _collector_paused():
             pending = self._load_all()
+        self._compile_all()
         while pending:
             self._sync_status(*pending.popleft())
+
+    def _compile_all(self) -> None:
+        """Compile the filters the list left for later: a subscription with one that does
+        not compile is not used (``Ready=False``, ``InvalidCEL``), as when it was loaded
+        alone. Each text compiles once; each distinct ``spec.subscriptions`` is checked
+        once; requests go on meanwhile."""
+        checked: dict[int, Invalid | None] = {}
+        failed: list[str] = []
+        for n, (name, item) in enumerate(list(self._loaded.items())):
+            if self._stop.is_set():
+                return
+            sub = item.subscription
+            if sub is None:
+                continue
+            if n % 16 == 0:
+                time.sleep(0)  # a request compiling its candidates goes first
+            key = id(sub.objects)
+            if key not in checked:
+                checked[key] = first_compile_error(sub.objects)
+            problem = checked[key]
+            if problem is not None:
+                self._loaded[name] = Loaded(name, None, Readiness(
+                    False, problem.reason, problem.message, item.readiness.generation),
+                    item.created)
+                failed.append(name)
+        if failed:
+            self._publish()
+            for name in failed:
+                _not_used(self._loaded[name])
+            with self._due_lock:  # their copies may say Ready: written, read fresh
+                self._due.update(dict.fromkeys(failed))
 
     def _load_all(self) -> deque[tuple[dict[str, Any], Loaded]]:
         loaded: dict[str, Loaded] = {}
@@ -323,7 +384,7 @@ class SubscriptionStore:
                     time.sleep(0)  # let the thread reading the next page have the GIL
                 name = str(metadata(obj).get("name") or "") if isinstance(obj, dict) else ""
                 if name:
-                    loaded[name] = self.compiler.load(obj)
+                    loaded[name] = self.compiler.load(obj, compile_now=False)
                     if loaded[name].subscription is not None:
                         self._check_hints(obj)
                     if self.write_status and condition_patch(
@@ -331,7 +392,7 @@ class SubscriptionStore:
                         # What the write needs, not the whole object.
                         written = metadata(obj)
                         pending.append(({"metadata": {k: written.get(k) for k in _WRITE_META},
-                                         "status": obj.get("status")}, loaded[name]))
+                                         "status": _condition_status(obj)}, loaded[name]))
             resource_version = str((page.get("metadata") or {}).get("resourceVersion")
                                    or resource_version)
         self._loaded = loaded
@@ -469,6 +530,23 @@ def _conditions(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     status = obj.get("status")
     listed = status.get("conditions") if isinstance(status, Mapping) else None
     return [c for c in listed if isinstance(c, Mapping)] if isinstance(listed, list) else []
+
+
+def _rules_spec(objects: tuple[ObjectRule, ...]) -> dict[str, Any]:
+    """``spec.subscriptions`` as far as ``reach.hints`` reads it, from a subscription in
+    use (every entry of it valid, so in the order written)."""
+    return {"subscriptions": [
+        {"object": {"kind": o.written_kind, "apiVersion": o.api_version},
+         "events": [{"type": r.type, "filter": {"cel": r.cel_source}} for r in o.events]}
+        for o in objects]}
+
+
+def _condition_status(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Of the object's status, what a condition's write reads (not the notifications)."""
+    status = obj.get("status")
+    if not isinstance(status, Mapping):
+        return {}
+    return {k: status[k] for k in ("conditions", "observedGeneration") if k in status}
 
 
 def _not_used(loaded: Loaded) -> None:

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from . import binding, limits
 from .celengine import CelCompileError, Engine, Program, Values, plain
+from .programs import MAX_PROGRAMS, Filter, Programs
 from .shared.cache import Cache
 
 GROUP = "core.katanomi.dev"
@@ -80,12 +81,13 @@ class Subscriber:
 
 @dataclass(frozen=True)
 class EventRule:
-    """``spec.subscriptions[i].events[j]`` (at ``where``); ``cel`` is the compiled
-    ``cel_source`` (``None`` before ``check_cel``, or when there is no filter)."""
+    """``spec.subscriptions[i].events[j]`` (at ``where``); ``cel`` is ``cel_source``
+    compiled (``check_cel``) or to be compiled on first use (``Compiler``), ``None``
+    before either, or when there is no filter."""
 
     type: str
     exact: tuple[tuple[str, str], ...]
-    cel: Program | None
+    cel: Filter | Program | None
     where: str
     cel_source: str = ""
 
@@ -321,85 +323,60 @@ def check_cel(objects: Iterable[ObjectRule], subscriber: Subscriber, engine: Eng
     return done, found
 
 
-def compile_objects(spec: Mapping[str, Any], subscriber: Subscriber,
-                    engine: Engine) -> tuple[ObjectRule, ...]:
-    """``spec.subscriptions`` → rules, every CEL filter compiled; the first problem of
-    ``check_subscriptions``, else of ``check_cel``, is raised."""
-    objects, found = check_subscriptions(spec)
-    if found:
-        raise found[0]
-    compiled, failed = check_cel(objects, subscriber, engine)
-    if failed:
-        raise failed[0]
-    return compiled
-
-
 def compile_cel(source: str, subscriber: Subscriber, engine: Engine, where: str) -> Program:
     """Bind placeholders, then compile; ``InvalidCel`` on any failure, naming the place in
     ``source`` (not in the expression the placeholders were rewritten into)."""
     try:
+        return engine.compile(_bound(source, subscriber, where))
+    except CelCompileError as exc:
+        raise _invalid(source, where, exc) from None
+
+
+def filter_cel(source: str, subscriber: Subscriber, programs: Programs, where: str) -> Filter:
+    """``compile_cel`` without the compile (``programs.py``): placeholders bound, the
+    scanner's limits and the name lookup; ``InvalidCel`` for what those find."""
+    try:
+        return programs.filter(_bound(source, subscriber, where))
+    except CelCompileError as exc:
+        raise _invalid(source, where, exc) from None
+
+
+def _bound(source: str, subscriber: Subscriber, where: str) -> str:
+    """``source`` with its placeholders rewritten, each naming a field the binding has."""
+    try:
         rewritten = binding.rewrite(source)
         for path in rewritten.fields:
             binding.resolve(subscriber.binding, path)
-        return engine.compile(rewritten.expression)
     except binding.BindingError as exc:
         raise InvalidCel(where, str(exc)) from None
-    except CelCompileError as exc:
-        compiled_at = exc.position
-        position = binding.source_position(source, *compiled_at) if compiled_at else None
-        raise InvalidCel(where, exc.placed(None), position, exc.placed(position)) from None
+    return rewritten.expression
+
+
+def _invalid(source: str, where: str, exc: CelCompileError) -> InvalidCel:
+    """``exc`` placed in ``source`` as written."""
+    compiled_at = exc.position
+    position = binding.source_position(source, *compiled_at) if compiled_at else None
+    return InvalidCel(where, exc.placed(None), position, exc.placed(position))
+
+
+def first_compile_error(objects: Iterable[ObjectRule]) -> InvalidCel | None:
+    """Of rules whose filters are not compiled yet (``filter_cel``), the first filter that
+    does not compile, compiling each (once per text)."""
+    for obj in objects:
+        for rule in obj.events:
+            if isinstance(rule.cel, Filter):
+                try:
+                    rule.cel.program()
+                except CelCompileError as exc:
+                    return _invalid(rule.cel_source, f"{rule.where}.filter.cel", exc)
+    return None
 
 
 # ------------------------------------------------------------------------ loading
 
 
-MAX_PROGRAMS = 4096
 # Compiled ``spec.subscriptions`` kept by content: the seed's is the same for everyone.
 MAX_SPECS = 4096
-
-
-class Programs:
-    """``engine`` with its compiled programs kept by expression text: the text after
-    ``$(subscriber.*)`` is rewritten is the same for every subscriber (the subscriber is
-    data bound when evaluating), so subscriptions with the same filter share one program,
-    and filters with the same name lookup (``Program.key``) share its values. A compile
-    error is kept too. At most ``max_programs`` texts, least recently used dropped first
-    (a subscription keeps the programs it holds)."""
-
-    def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
-        self.engine = engine
-        self._programs: Cache[str, Program | CelCompileError] = Cache(max_programs)
-        self._values: Cache[str, Values | None] = Cache(max_programs)
-        self.compiled = 0  # how many times the engine compiled
-
-    def compile(self, expression: str) -> Program:
-        """The program, with the values of its name lookup (``Program.values``) shared
-        with every program of the same lookup."""
-        found = self._programs.get_or(expression, lambda: self._compile(expression))
-        if isinstance(found, CelCompileError):
-            raise CelCompileError(found.message)
-        return found
-
-    def _compile(self, expression: str) -> Program | CelCompileError:
-        self.compiled += 1
-        try:
-            program = self.engine.compile(expression)
-        except CelCompileError as exc:
-            return exc
-        key = program.key
-        if key is not None:
-            program.values = self._values.get_or(key, lambda: self._lookup(key))
-        return program
-
-    def _lookup(self, key: str) -> Values | None:
-        """``None`` when it does not compile: every subscriber is then evaluated."""
-        try:
-            return self.engine.compile_values(key)
-        except CelCompileError:
-            return None
-
-    def __len__(self) -> int:
-        return len(self._programs)
 
 
 def _text_fields(value: Any, prefix: str = "") -> Iterator[str]:
@@ -412,9 +389,13 @@ def _text_fields(value: Any, prefix: str = "") -> Iterator[str]:
 
 
 class Compiler:
-    """Loads ClusterSubscription objects through ``programs`` (one program per distinct
-    filter text). ``spec.subscriptions`` compiles to the same rules for every subscriber
-    whose binding has the same text fields, so that is done once per distinct content."""
+    """Loads ClusterSubscription objects through ``programs`` (one filter and one program
+    per distinct text). ``spec.subscriptions`` reads as the same rules for every subscriber
+    whose binding has the same text fields, so that is done once per distinct content.
+
+    ``load`` compiles every filter of the subscription (a watch brings one at a time);
+    ``load(..., compile_now=False)`` leaves that to the first event that makes the
+    subscription a candidate, or to ``first_compile_error`` (a start lists them all)."""
 
     def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS,
                  channels: Collection[str] | None = None) -> None:
@@ -425,13 +406,16 @@ class Compiler:
                            tuple[ObjectRule, ...] | Invalid] = Cache(MAX_SPECS)
         self._channels: Cache[tuple[str, ...], tuple[str, ...]] = Cache(MAX_SPECS)
 
-    def load(self, obj: Mapping[str, Any]) -> Loaded:
+    def load(self, obj: Mapping[str, Any], *, compile_now: bool = True) -> Loaded:
         meta = metadata(obj)
         name = _text(meta.get("name"))
         generation = meta.get("generation")
         generation = generation if isinstance(generation, int) else None
         try:
             subscription = self._load(obj, name, generation)
+            problem = first_compile_error(subscription.objects) if compile_now else None
+            if problem is not None:
+                raise problem
         except Exception as exc:  # Invalid, or a value no check foresaw: only this one fails
             detail = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace").decode()[:300]
             why = exc if isinstance(exc, Invalid) else Invalid(
@@ -451,7 +435,7 @@ class Compiler:
         # marshal (version 2: no back-references) writes equal JSON values alike, fast.
         key = (marshal.dumps(spec.get("subscriptions"), 2),
                frozenset(_text_fields(subscriber.binding)))
-        objects = self._specs.get_or(key, lambda: self._compile(spec, subscriber))
+        objects = self._specs.get_or(key, lambda: self._rules(spec, subscriber))
         if isinstance(objects, Invalid):
             raise objects
         return Subscription(
@@ -463,10 +447,23 @@ class Compiler:
             reminders=str(_annotations(obj).get(REMINDERS_ANNOTATION) or "").strip()[:100],
         )
 
-    def _compile(self, spec: Mapping[str, Any], subscriber: Subscriber
-                 ) -> tuple[ObjectRule, ...] | Invalid:
+    def _rules(self, spec: Mapping[str, Any], subscriber: Subscriber
+               ) -> tuple[ObjectRule, ...] | Invalid:
+        """``spec.subscriptions`` as rules holding their filters (not compiled), or the
+        first reason it is not valid."""
+        objects, found = check_subscriptions(spec)
+        if found:
+            return found[0]
+
+        def with_filter(rule: EventRule) -> EventRule:
+            if not rule.cel_source.strip():
+                return rule
+            return replace(rule, cel=filter_cel(rule.cel_source, subscriber, self.programs,
+                                                f"{rule.where}.filter.cel"))
+
         try:
-            return compile_objects(spec, subscriber, self.programs)
+            return tuple(replace(o, events=tuple(with_filter(r) for r in o.events))
+                         for o in objects)
         except Invalid as exc:
             return exc
 
