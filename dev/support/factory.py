@@ -145,7 +145,7 @@ def apiserver_event(data: Any, *, action: str = "add", mode: str = "resource",
 def enriched_event(reason: str = "approvalpending", *, obj: dict[str, Any] | None = None,
                    message: str | None = None, id: str | None = None,
                    event: dict[str, Any] | None = None, signed: bool = True) -> Event:
-    """An enriched event as the enricher emits it (DESIGN §5), built by hand."""
+    """An enriched event as the enricher emits it (docs/design.md §5), built by hand."""
     obj = obj if obj is not None else promotion_run()
     kevent = event or kube_event(REASONS.get(reason, reason), obj=obj, message=message)
     meta = obj["metadata"] if obj else {}
@@ -197,7 +197,7 @@ def as_json(event: Event) -> dict[str, Any]:
 def recipient(name: str = "admin", *, mail: str | None = None, id: str | None = None,
               channels: tuple[str, ...] = ("corpwechat",),
               subscription: str | None = None) -> dict[str, Any]:
-    """One entry of a notification request's ``recipients`` (DESIGN §5)."""
+    """One entry of a notification request's ``recipients`` (docs/design.md §5)."""
     info: dict[str, Any] = {}
     if id is not None:
         info["id"] = id

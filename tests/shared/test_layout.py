@@ -32,14 +32,30 @@ def test_top_level_layout_is_the_designed_one() -> None:
         assert (ROOT / name).exists(), name
     allowed = {"functions", "func.yaml", "shared", "manifests", "tests", "requirements.txt",
                "README.md", "Makefile", ".ci", "pyproject.toml", "bench", ".git", ".gitignore",
-               "cli", "dev", "dist"}
-    # Additions to DESIGN §2: cli/, the kubeevent command (lint, simulate); dev/, the tools
-    # the tests, the benchmarks and `make dev` share (DESIGN places the test doubles in tests/);
-    # dist/, the files the source document's commands name (links into manifests/).
+               "cli", "dev", "dist", "docs"}
+    # docs/design.md §2 lists them: cli/, the kubeevent command; dev/, the tools the tests,
+    # the benchmarks and `make dev` share; dist/, the files the source document's commands
+    # name (links into manifests/); docs/, the design.
     # .cluster/: the control plane binaries dev/cluster/build.sh makes (git-ignored)
     ignored = (".venv", ".cluster", ".pytest", ".ruff", ".dev")
     tracked = {p.name for p in ROOT.iterdir() if not p.name.startswith(ignored)}
     assert tracked <= allowed, tracked - allowed
+
+
+def test_every_reference_to_the_design_names_one_of_its_sections() -> None:
+    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^## (\d+)\. ", design, re.MULTILINE))
+    cited: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        if any(part.startswith((".", "__pycache__")) for part in path.relative_to(ROOT).parts):
+            continue
+        for number in re.findall(r"docs/design\.md §(\d+)", path.read_text(encoding="utf-8")):
+            cited.setdefault(number, set()).add(str(path.relative_to(ROOT)))
+    assert cited, "the docstrings point to docs/design.md"
+    assert set(cited) <= sections, {n: cited[n] for n in set(cited) - sections}
+    old = "DESIGN" + " §"  # the file it meant is not in the repository
+    assert not [p for p in ROOT.rglob("*.py") if old in p.read_text(encoding="utf-8")
+                and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
 
 
 def test_every_vendored_copy_matches_shared() -> None:

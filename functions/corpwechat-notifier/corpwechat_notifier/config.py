@@ -1,4 +1,4 @@
-"""The notifier's configuration, read once at start (DESIGN §4)."""
+"""The notifier's configuration, read once at start (docs/design.md §4)."""
 
 from __future__ import annotations
 

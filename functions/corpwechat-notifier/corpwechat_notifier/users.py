@@ -1,4 +1,4 @@
-"""CorpWeChat user ids of subscribers (DESIGN §5), first hit wins:
+"""CorpWeChat user ids of subscribers (docs/design.md §5), first hit wins:
 
 1. the ConfigMap ``corpwechat-users`` in SYSTEM_NAMESPACE (key = username, value = user
    id), which only an administrator writes;

@@ -157,7 +157,7 @@ def what_it_says(reason: str, message: Any, severity: Any, involved: Mapping[str
     """What makes an Event revision news: its reason, message, type and object (as JSON
     text; ``deterministic_id`` hashes it). Kubernetes repeats an Event by bumping ``count``
     and ``lastTimestamp`` (a new resourceVersion); such a repeat keeps its id, so nobody is
-    told twice (DESIGN §5: same input, same id)."""
+    told twice (docs/design.md §5: same input, same id)."""
     said = [reason, message, severity] + [involved.get(k) for k in
                                           ("apiVersion", "kind", "namespace", "name", "uid")]
     return json.dumps(said, default=str)

@@ -440,7 +440,7 @@ def _bounded(chunks: Any) -> str:
 
 def template_context(event: Mapping[str, Any], subscriber: Mapping[str, Any] | None,
                      platform_url: str) -> dict[str, Any]:
-    """The names a template sees (DESIGN §5)."""
+    """The names a template sees (docs/design.md §5)."""
     return {"event": event, "subscriber": subscriber or {}, "platform_url": platform_url}
 
 

@@ -4,7 +4,7 @@ On the Trigger hops Knative retries 5xx, 404, 408, 409 and 429 and gives up on o
 so a ``PermanentError`` (bad or unprocessable input, bad configuration) is never retried
 while a ``TemporaryError`` (a dependency that may recover) is. The ApiServerSource ->
 enricher hop retries only 404, 413, 425, 429, 502, 503, 504 and network errors, for about
-3 s, never a 500 (DESIGN §3).
+3 s, never a 500 (docs/design.md §3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The notification request (DESIGN §5), written once: the filter builds it, every notifier
+"""The notification request (docs/design.md §5), written once: the filter builds it, every notifier
 parses it.
 
 A request carries the enriched event and its recipients (subscription, subscriber, the
