@@ -1,10 +1,24 @@
-"""Kubernetes access: one pooled client per process, discovery cached, errors typed.
+"""Kubernetes access, the only layer that talks to the API server: one pooled client per
+process, discovery cached, errors typed.
 
-In-cluster configuration first, else ``KUBECONFIG`` / ``~/.kube/config``. Every
-call goes through ``translate`` so that a library exception never picks a status:
-an API server that is down or slow becomes a ``TemporaryError`` (503), a missing
-RBAC permission is logged by name and also retried (an operator can fix it), and
-an unknown kind is a ``PermanentError``.
+In-cluster configuration first, else ``KUBECONFIG`` / ``~/.kube/config``. Every call goes
+through ``translate``, so a library exception never reaches a caller and never picks a
+status; callers catch the type, as kopf's handlers do:
+
+=====================  =====================================================  ==========
+error                  when                                                   status
+=====================  =====================================================  ==========
+``NotFound``           404: no such object (``get`` answers ``None`` instead)  404
+``Conflict``           409: it exists (create) or changed since it was read    409
+``Gone``               410: a watch's or a list's resourceVersion is too old   410
+``AccessDenied``       401/403: this function's own ServiceAccount lacks a     503
+                       permission (logged by name; retried: an operator can
+                       fix it)
+``Unavailable``        5xx, a timeout, unreachable: the API server may recover 503
+``RateLimited``        429: the API server is throttling                       429
+``NoSuchKind``         the API server does not serve the kind                  422
+``Unprocessable``      any other refusal                                       422
+=====================  =====================================================  ==========
 """
 
 from __future__ import annotations
@@ -44,8 +58,22 @@ class Conflict(Unprocessable):
     status = 409
 
 
+class Gone(PermanentError):
+    """410: the resourceVersion a watch or a continued list asked from is too old."""
+
+    status = 410
+
+
+class NoSuchKind(Unprocessable):
+    """The API server does not serve the kind (its CRD is not installed)."""
+
+
 class AccessDenied(TemporaryError):
     """The function's own ServiceAccount lacks a permission (retry after RBAC is fixed)."""
+
+
+class Unavailable(TemporaryError):
+    """The API server answered 5xx, timed out or could not be reached."""
 
 
 def load_configuration() -> k8s.Configuration:
@@ -108,7 +136,7 @@ class Kube:
             with translate(f"discover {kind} {api_version}"):
                 found = self.dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
-            raise Unprocessable(f"the API server has no kind {kind} in {api_version}") from None
+            raise NoSuchKind(f"the API server has no kind {kind} in {api_version}") from None
         self._resources[key] = found
         return found
 
@@ -213,8 +241,8 @@ class Kube:
                 timeout=urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1]),
                 retries=False)
         except urllib3.exceptions.HTTPError as exc:
-            raise TemporaryError(f"patch {path} as {user}: API server unreachable "
-                                 f"({type(exc).__name__})") from None
+            raise Unavailable(f"patch {path} as {user}: API server unreachable "
+                              f"({type(exc).__name__})") from None
         try:
             answer = json.loads(response.data or b"{}")
         except ValueError:
@@ -226,19 +254,70 @@ class Kube:
         """Merge ``patch`` into a cluster-scoped custom object's ``/status`` (guarded by
         the resourceVersion the patch carries, if any): ``True`` written, ``False`` a
         conflict (it changed since it was read: read again), ``None`` it is gone."""
-        with translate(f"patch {plural}.{group}/status {name}"):
-            try:
+        try:
+            with translate(f"patch {plural}.{group}/status {name}"):
                 self.custom().patch_cluster_custom_object_status(
                     group, version, plural, name, patch,
                     _content_type="application/merge-patch+json",
                     _request_timeout=self.timeout)
-            except ApiException as exc:
-                if exc.status == 409:
-                    return False
-                if exc.status == 404:
-                    return None
-                raise
+        except Conflict:
+            return False
+        except NotFound:
+            return None
         return True
+
+    def patch(self, api_version: str, kind: str, name: str, namespace: str | None,
+              patch: dict[str, Any], *, status: bool = False) -> dict[str, Any]:
+        """Merge ``patch`` into a custom object (``status``: its ``/status``), guarded by
+        the resourceVersion the patch carries, if any; the object as stored. ``Conflict``
+        when it changed since it was read, ``NotFound`` when it is gone."""
+        resource = self.resource(api_version, kind)
+        custom = self.custom()
+        args: tuple[Any, ...] = (resource.group, resource.api_version)
+        if resource.namespaced:
+            call = custom.patch_namespaced_custom_object_status if status \
+                else custom.patch_namespaced_custom_object
+            args += (namespace,)
+        else:
+            call = custom.patch_cluster_custom_object_status if status \
+                else custom.patch_cluster_custom_object
+        with translate(describe("patch", resource, name + ("/status" if status else ""),
+                                namespace)):
+            return call(*args, resource.name, name, patch,
+                        _content_type="application/merge-patch+json",
+                        _request_timeout=self.timeout)
+
+    def delete(self, api_version: str, kind: str, name: str,
+               namespace: str | None = None) -> bool:
+        """Delete the object: ``False`` when it was gone already."""
+        resource = self.resource(api_version, kind)
+        kwargs: dict[str, Any] = {"name": name, "_request_timeout": self.timeout}
+        if resource.namespaced:
+            kwargs["namespace"] = namespace
+        try:
+            with translate(describe("delete", resource, name, namespace)):
+                resource.delete(serialize=False, **kwargs)
+        except NotFound:
+            return False
+        return True
+
+    def list_all(self, api_version: str, kind: str, *, namespace: str | None = None,
+                 label_selector: str = "", field_selector: str = "", limit: int = 500
+                 ) -> list[dict[str, Any]]:
+        """Every object of the list, read in pages."""
+        return [item for page in self.pages(api_version, kind, namespace=namespace,
+                                            label_selector=label_selector,
+                                            field_selector=field_selector, limit=limit)
+                for item in page]
+
+    def config_map(self, name: str, namespace: str) -> dict[str, str] | None:
+        """A ConfigMap's ``data`` (``{}`` when it has none), ``None`` when it does not
+        exist."""
+        found = self.get("v1", "ConfigMap", name, namespace)
+        if found is None:
+            return None
+        data = found.get("data")
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def close(self) -> None:
         self.api.close()
@@ -294,10 +373,12 @@ def translate(what: str) -> Iterator[None]:
             logs.error("missing permission", permission=what, status=status, detail=message)
             raise AccessDenied(f"{what}: forbidden by the API server (missing RBAC permission)") \
                 from None
+        if status == 410:
+            raise Gone(f"{what}: expired: {message}") from None
         if status == 429:
             raise RateLimited(f"{what}: API server is throttling") from None
         if status >= 500 or status == 0:
-            raise TemporaryError(f"{what}: API server error {status}: {message}") from None
+            raise Unavailable(f"{what}: API server error {status}: {message}") from None
         raise Unprocessable(f"{what}: API server refused with {status}: {message}") from None
     except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
-        raise TemporaryError(f"{what}: API server unreachable ({type(exc).__name__})") from None
+        raise Unavailable(f"{what}: API server unreachable ({type(exc).__name__})") from None

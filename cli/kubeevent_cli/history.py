@@ -119,7 +119,7 @@ def own_rows(kube: Any, user: str, since: int, now: float) -> list[dict[str, str
     from kubernetes.client.rest import ApiException
 
     from corpwechat_notifier.shared.recent import GROUP, PLURAL, VERSION
-    from corpwechat_notifier.shared.records import parse_time
+    from corpwechat_notifier.shared.times import parse_time
 
     try:
         listed = kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL,
@@ -149,7 +149,7 @@ def own_rows(kube: Any, user: str, since: int, now: float) -> list[dict[str, str
 
 
 def rows(items: list[dict[str, Any]], since: int, now: float) -> list[dict[str, str]]:
-    from corpwechat_notifier.shared.records import parse_time
+    from corpwechat_notifier.shared.times import parse_time
 
     out = []
     for item in items:

@@ -24,7 +24,8 @@ from .shared.approvals import approval_of
 from .shared.boundary import Request, Response
 from .shared.errors import Forbidden as ForbiddenError
 from .shared.kube import Kube
-from .shared.records import GROUP, PLURAL, TASK_LABEL, VERSION, now_text, task_label
+from .shared.records import GROUP, PLURAL, TASK_LABEL, VERSION, task_label
+from .shared.times import now_text
 
 CLICKS = metrics.counter("kubeevent_card_clicks",
                          "Approve/deny clicks on cards, by outcome: approved, denied, refused, "
@@ -200,8 +201,7 @@ class CallbackFunction:
                 for name, value in data.items()}
 
     def _config_map(self, name: str) -> dict[str, str]:
-        found = self.kube.get("v1", "ConfigMap", name, self.config.system_namespace)
-        return dict((found or {}).get("data") or {})
+        return self.kube.config_map(name, self.config.system_namespace) or {}
 
     def remember(self, record: Mapping[str, Any], click: core.Click, outcome: str) -> None:
         card = (record.get("status") or {}).get("card") or {}

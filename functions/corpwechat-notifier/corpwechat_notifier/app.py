@@ -28,9 +28,8 @@ from .render import (
 )
 from .robots import RobotKeys, is_robot
 from .shared import logs
-from .shared.errors import TemporaryError
 from .shared.followups import Conclusion, Follower
-from .shared.kube import AccessDenied, Kube, json_body, translate
+from .shared.kube import AccessDenied, Kube
 from .shared.notification import Recipient
 from .shared.pipeline import (
     ADMITTED,
@@ -42,7 +41,7 @@ from .shared.pipeline import (
     SystemReads,
     Targets,
 )
-from .shared.records import parse_time
+from .shared.times import parse_time
 from .users import DIRECTORY, GROUPS_DIRECTORY, GroupTargets, UserDirectory, valid_userid
 from .wecom import UNKNOWN_ROBOT, WeComClient, WeComRateLimited, WeComRejected
 
@@ -62,15 +61,8 @@ class KubeReads(SystemReads):
         key, _, value = SECRET_LABEL.partition("=")
         if named is not None and secret_labels(named).get(key) == value:
             return [named]
-        what = f"list secrets in namespace {self.namespace}"
-        with translate(what):
-            response = self.kube.resource("v1", "Secret").get(
-                namespace=self.namespace, label_selector=SECRET_LABEL, serialize=False,
-                _request_timeout=self.kube.timeout)
-        items = json_body(response, what).get("items")
-        if not isinstance(items, list):
-            raise TemporaryError(f"{what}: the API server answered with no list")
-        return [item for item in items if isinstance(item, dict)]
+        return self.kube.list_all("v1", "Secret", namespace=self.namespace,
+                                  label_selector=SECRET_LABEL)
 
 
 class WeComChannel(Channel):

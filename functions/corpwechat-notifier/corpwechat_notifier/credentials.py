@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .shared import logs
-from .shared.cache import Cache
+from .shared.cache import Expiring
 from .shared.errors import Unprocessable
 
 SECRET_LABEL = "cpaas.io/notification.server.type=CorpWeChat"
@@ -126,13 +126,13 @@ class CredentialStore:
         self.env = {k: v for k, v in env.items() if v}
         self.list_secrets = list_secrets
         self.namespace = namespace
-        self._cached: Cache[None, Credentials] = Cache(1, ttl, clock)
+        self._cached: Expiring[Credentials] = Expiring(ttl, clock)
         self._lock = threading.Lock()  # one read of the Secrets at a time
         logs.register_secret(self.env.get("corp_secret"))
 
     def get(self) -> Credentials:
         with self._lock:
-            return self._cached.get_or(None, self._load)
+            return self._cached.get_or(self._load)
 
     def _load(self) -> Credentials:
         if all(self.env.get(k) for k in ("corp_id", "corp_secret", "agent_id")):

@@ -23,7 +23,7 @@ from typing import Any
 
 from .render import Message
 from .shared.errors import TemporaryError
-from .shared.kube import Conflict, Kube, NotFound, Unprocessable, translate
+from .shared.kube import Conflict, Kube, Unprocessable
 from .shared.pipeline import Admission
 from .shared.records import GROUP, VERSION
 
@@ -129,12 +129,5 @@ def sweep(kube: Kube, namespace: str, *, idle: float = 3600.0, page: int = 500,
                      if isinstance(t, (int, float))]
             if times and now - max(times) < idle:
                 continue
-            try:
-                with translate(f"delete {PLURAL}.{GROUP}"):
-                    kube.custom().delete_namespaced_custom_object(
-                        GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"],
-                        _request_timeout=kube.timeout)
-                deleted += 1
-            except NotFound:
-                pass
+            deleted += kube.delete(API_VERSION, KIND, item["metadata"]["name"], namespace)
     return deleted

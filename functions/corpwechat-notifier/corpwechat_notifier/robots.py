@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .shared import logs
-from .shared.cache import Cache
+from .shared.cache import Expiring
 
 ROBOT = "robot:"
 SECRET = "corpwechat-robots"
@@ -29,13 +29,13 @@ class RobotKeys:
     def __init__(self, read_secret: Callable[[], dict[str, Any] | None], ttl: float = 300.0
                  ) -> None:
         self.read_secret = read_secret
-        self._keys: Cache[None, dict[str, str]] = Cache(1, ttl)
+        self._keys: Expiring[dict[str, str]] = Expiring(ttl)
         self._lock = threading.Lock()
 
     def key(self, target: str) -> str | None:
         """The webhook key of ``robot:<name>``, or ``None`` when the Secret has none."""
         with self._lock:
-            keys = self._keys.get_or(None, self._load)
+            keys = self._keys.get_or(self._load)
         return keys.get(target.removeprefix(ROBOT)) if keys is not None else None
 
     def _load(self) -> dict[str, str]:

@@ -47,6 +47,7 @@ from .render import Message, card_section, recalled_once_decided, summary, wire_
 from .shared import logs, metrics, tracing
 from .shared.delivery import Receipt
 from .shared.errors import RateLimited, TemporaryError, Unprocessable
+from .shared.retry import backoff
 from .shared.sessions import PooledSession
 
 GETTOKEN = "gettoken"
@@ -127,7 +128,12 @@ def classify(errcode: int, errmsg: str, endpoint: str) -> Exception:
 
 
 class _Transient(Exception):
-    """A transport failure worth retrying; ``str()`` says what, never the URL."""
+    """A transport failure worth retrying; ``str()`` says what, never the URL; ``label``
+    is what the calls metric counts it as: ``network``, ``http_5xx`` or ``invalid``."""
+
+    def __init__(self, message: str, label: str = "network") -> None:
+        super().__init__(message)
+        self.label = label
 
 
 @dataclass
@@ -231,9 +237,7 @@ class WeComClient:
             with tracing.span(f"WeCom {endpoint}"):
                 answer = self._exchange(method, url, endpoint, deadline, kwargs)
         except _Transient as exc:
-            text = str(exc)
-            WECOM_CALLS.labels(endpoint, "http_5xx" if "HTTP 5" in text else
-                               "invalid" if "answered" in text else "network").inc()
+            WECOM_CALLS.labels(endpoint, exc.label).inc()
             raise
         except (WeComRateLimited, WeComRejected) as exc:
             WECOM_CALLS.labels(endpoint, "http_429" if isinstance(exc, WeComRateLimited)
@@ -260,21 +264,21 @@ class WeComClient:
             raise _with_code(WeComRateLimited(f"WeCom {endpoint} answered HTTP 429",
                                               retry_after=60), None, "")
         if status >= 500:
-            raise _Transient(f"answered HTTP {status}")
+            raise _Transient(f"answered HTTP {status}", "http_5xx")
         if status != 200:
             raise _with_code(WeComRejected(
                 f"WeCom {endpoint} answered HTTP {status} (check CORPWECHAT_API_URL)"), None, "")
         try:
             answer = json.loads(content)
         except ValueError:
-            raise _Transient("answered something that is not JSON") from None
+            raise _Transient("answered something that is not JSON", "invalid") from None
         if not isinstance(answer, dict):
-            raise _Transient("answered JSON that is not an object")
+            raise _Transient("answered JSON that is not an object", "invalid")
         errcode = answer.get("errcode")
         # Only a JSON integer is an errcode: a missing one, "0", false or 1e999 is not a
         # success (bool is an int in Python, so it is ruled out by name).
         if isinstance(errcode, bool) or not isinstance(errcode, int):
-            raise _Transient("answered without a numeric errcode")
+            raise _Transient("answered without a numeric errcode", "invalid")
         return answer
 
     def _read_within(self, response: requests.Response, deadline: float) -> bytes:
@@ -289,11 +293,11 @@ class WeComClient:
                 return bytes(body)
             body += chunk
             if len(body) > MAX_ANSWER_BYTES:
-                raise _Transient(f"answered more than {MAX_ANSWER_BYTES} bytes")
+                raise _Transient(f"answered more than {MAX_ANSWER_BYTES} bytes", "invalid")
 
     def _pause(self, failures: int) -> None:
         if self.backoff > 0:
-            self.sleep(self.backoff * (2 ** (failures - 1)))
+            self.sleep(backoff(failures, self.backoff))
 
     # ------------------------------------------------------------------ access token
 

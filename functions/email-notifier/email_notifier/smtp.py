@@ -32,7 +32,7 @@ from typing import Any
 
 from .message import mime
 from .shared import logs, metrics
-from .shared.cache import Cache
+from .shared.cache import Cache, Expiring
 from .shared.delivery import Message
 from .shared.errors import TemporaryError, Unprocessable
 from .shared.pipeline import Refusal, Report
@@ -111,12 +111,12 @@ class SettingsStore:
         self.env = {k: v for k, v in env.items() if v}
         self.read_secret = read_secret
         self.secret_name = secret_name
-        self._cached: Cache[None, Settings] = Cache(1, ttl)
+        self._cached: Expiring[Settings] = Expiring(ttl)
         self._lock = threading.Lock()
 
     def get(self) -> Settings:
         with self._lock:
-            return self._cached.get_or(None, self._load)
+            return self._cached.get_or(self._load)
 
     def _load(self) -> Settings:
         complete = all(self.env.get(k) for k in ("host", "from"))

@@ -18,9 +18,10 @@ from .shared.errors import FunctionError
 from .shared.events import Event, Outcome, attributes
 from .shared.kube import Kube, translate
 from .shared.recent import RecentNotifications
-from .shared.records import DeliveryRecords, now_text
+from .shared.records import DeliveryRecords
 from .shared.sessions import PooledSession
 from .shared.sink import post_event
+from .shared.times import now_text
 from .store import SubscriptionStore
 from .subscriptions import Compiler, Subscription
 
@@ -66,8 +67,7 @@ class SubscriptionFilter:
             return GroupDirectory(None)
 
         def read() -> Mapping[str, str] | None:
-            found = self.kube.get("v1", "ConfigMap", name, namespace)
-            return None if found is None else (found.get("data") or {})
+            return self.kube.config_map(name, namespace)
 
         return GroupDirectory(read, ttl=self.config.rbac_cache_seconds)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import queue
-import random
 import threading
 import time
 from collections import deque
@@ -29,13 +28,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from kubernetes import watch as k8s_watch
-from kubernetes.client.rest import ApiException
 
 from . import reach
 from .shared import logs, metrics
 from .shared.cache import Cache
 from .shared.errors import FunctionError
-from .shared.kube import Kube, NotFound, translate
+from .shared.kube import Gone, Kube, NotFound, translate
+from .shared.retry import backoff
+from .shared.times import now_text
 from .subscriptions import (
     GROUP,
     KIND,
@@ -257,7 +257,7 @@ class SubscriptionStore:
         """Set ``condition`` on the status of ``obj`` unless it says so already. False on a
         conflict: the object changed since ``obj`` was read."""
         name = str(metadata(obj).get("name"))
-        patch = condition_patch(obj, condition, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        patch = condition_patch(obj, condition, now_text())
         if patch is None:
             return True
         written = self.kube.merge_status(GROUP, VERSION, PLURAL, name, patch)
@@ -312,7 +312,7 @@ class SubscriptionStore:
             except Exception as exc:  # keep watching whatever happens; log why
                 if self._stop.is_set():
                     return
-                if isinstance(exc, Expired) or getattr(exc, "status", None) == 410:
+                if isinstance(exc, (Expired, Gone)):
                     logs.info("subscription watch expired; listing again", detail=str(exc))
                     self.resource_version = None
                     refusals += 1
@@ -328,8 +328,7 @@ class SubscriptionStore:
     def _pause(self, times: int, message: str, **fields: Any) -> bool:
         """Wait ``retry_seconds`` doubled per time in a row (at most ``MAX_BACKOFF``), with
         jitter so many replicas do not come back together. True when stopped meanwhile."""
-        wait = min(self.retry_seconds * 2 ** (times - 1), MAX_BACKOFF)
-        wait *= random.uniform(0.5, 1.0)
+        wait = backoff(times, self.retry_seconds, MAX_BACKOFF, jitter=True)
         logs.warning(message, retry_in=round(wait, 2), times=times, **fields)
         return self._stop.wait(wait)
 
@@ -433,10 +432,11 @@ class SubscriptionStore:
                 timeout_seconds=self.watch_timeout,
                 _request_timeout=(connect, self.watch_timeout + 15),
             )
-            for event in stream:
-                if self._stop.is_set():
-                    break
-                self._on_event(event)
+            with translate(f"watch {PLURAL}.{GROUP}"):
+                for event in stream:
+                    if self._stop.is_set():
+                        break
+                    self._on_event(event)
         finally:
             watcher.stop()
             self._watch = None
@@ -557,8 +557,4 @@ def _not_used(loaded: Loaded) -> None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, FunctionError):
         return exc.reason
-    status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", None)
-    if isinstance(exc, ApiException):
-        return f"API server answered {status}: {reason}"
     return f"{type(exc).__name__}: {exc}"[:300]

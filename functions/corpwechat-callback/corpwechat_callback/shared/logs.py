@@ -12,11 +12,10 @@ import logging
 import re
 import sys
 import threading
-import time
 import traceback
 from typing import Any, TextIO
 
-from . import tracing
+from . import times, tracing
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(
@@ -66,7 +65,7 @@ def set_stream(stream: TextIO | None) -> None:
 
 def log(severity: str, message: str, **fields: Any) -> None:
     record: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": times.now_text(),
         "severity": severity.upper(),
         "message": redact_text(str(message)),
     }

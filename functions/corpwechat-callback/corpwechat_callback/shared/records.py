@@ -43,7 +43,6 @@ single-use ``responseCode`` and ``taskId``, when it was sent) and the label
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import re
 import time
@@ -51,19 +50,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubernetes.client.rest import ApiException
-
-from . import logs
+from . import logs, retry
 from .delivery import Message, Receipt
 from .errors import TemporaryError
-from .kube import Kube, translate
+from .kube import Conflict, Kube, NoSuchKind, NotFound
 from .notification import NotificationRequest, Recipient
 from .recent import Outcome, RecentNotifications
+from .times import now_text, parse_time
 
 GROUP = "kubeevent.io"
 VERSION = "v1alpha1"
 PLURAL = "notificationdeliveries"
 KIND = "NotificationDelivery"
+API_VERSION = f"{GROUP}/{VERSION}"
 LABEL = "kubeevent.io/"
 SENT, REFUSED, FAILED, DEFERRED, EXPIRED = "Sent", "Refused", "Failed", "Deferred", "Expired"
 # Left out by subscription-filter after matching (may not read the object, a filter that
@@ -78,10 +77,6 @@ CARD_OPEN = "Open"  # status.card.state of a message still followed
 FIRST_BACKOFF = 60.0
 MAX_BACKOFF = 3600.0
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-
-
-def now_text(at: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
 
 
 def due(record: Mapping[str, Any], now: float, give_up: float) -> str:
@@ -99,15 +94,6 @@ def due(record: Mapping[str, Any], now: float, give_up: float) -> str:
         return "skip"  # told already, never can be, or nothing recorded to send
     when = parse_time(status.get("deferredUntil" if phase == DEFERRED else "nextAttemptAt"))
     return "wait" if when is not None and when > now else "send"
-
-
-def parse_time(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
-    except ValueError:
-        return None
 
 
 def label_value(text: str) -> str:
@@ -185,7 +171,7 @@ def card_status(receipt: Receipt, sent_at: float) -> dict[str, Any]:
 
 def backoff(attempt: int) -> float:
     """Seconds before a delivery that failed ``attempt`` times is tried again."""
-    return min(FIRST_BACKOFF * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
+    return retry.backoff(attempt, FIRST_BACKOFF, MAX_BACKOFF)
 
 
 @dataclass(frozen=True)
@@ -242,23 +228,14 @@ class DeliveryRecords:
         request = NotificationRequest(SKIPPED_PREFIX + _attr(event, "id"), dict(event), ())
         body = self.body(request, recipient, channel)
         name = body["metadata"]["name"]
-        custom = self.kube.custom()
         try:
-            with translate(f"create {PLURAL}.{GROUP} {name}"):
-                try:
-                    custom.create_namespaced_custom_object(
-                        GROUP, VERSION, self.namespace, PLURAL, body,
-                        _request_timeout=self.kube.timeout)
-                except ApiException as exc:
-                    if exc.status == 409:
-                        return True  # said already (a redelivered event)
-                    raise
+            try:
+                self.kube.write("create", body)
+            except Conflict:
+                return True  # said already (a redelivered event)
             status = {"phase": SKIPPED, "reason": reason, "message": detail[:500],
                       "finishedAt": now_text()}
-            with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
-                custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, self.namespace, PLURAL, name, {"status": status},
-                    _request_timeout=self.kube.timeout)
+            self._patch_status(name, {"status": status})
         except Exception as exc:
             logs.warning("could not record a skipped recipient", record=name,
                          subscriber=recipient.name, reason=reason,
@@ -312,33 +289,22 @@ class DeliveryRecords:
     def claim(self, request: NotificationRequest, recipient: Recipient, channel: str) -> Claim:
         body = self.body(request, recipient, channel)
         name = body["metadata"]["name"]
-        custom = self.kube.custom()
-        with translate(f"create {PLURAL}.{GROUP} {name}"):
-            try:
-                custom.create_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, body,
-                    _request_timeout=self.kube.timeout)
-                return Claim(recipient.name, name, "mine",
-                             kind=body["spec"]["object"]["kind"],
-                             reason=body["spec"]["event"]["reason"],
-                             subscription=recipient.subscription, channel=channel,
-                             namespace=body["spec"]["object"]["namespace"])
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise TemporaryError(f"the API server does not serve {PLURAL}.{GROUP}: "
-                                         f"install its CRD (manifests/delivery) or set "
-                                         f"DELIVERY_RECORDS=off") from None
-                if exc.status != 409:
-                    raise
-        with translate(f"get {PLURAL}.{GROUP} {name}"):
-            try:
-                existing = custom.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name,
-                    _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status != 404:  # deleted meanwhile (a sweep): claim again next time
-                    raise
-                return Claim(recipient.name, name, "busy")
+        try:
+            self.kube.write("create", body)
+            return Claim(recipient.name, name, "mine",
+                         kind=body["spec"]["object"]["kind"],
+                         reason=body["spec"]["event"]["reason"],
+                         subscription=recipient.subscription, channel=channel,
+                         namespace=body["spec"]["object"]["namespace"])
+        except Conflict:
+            pass  # claimed already: what it says decides
+        except (NotFound, NoSuchKind):
+            raise TemporaryError(f"the API server does not serve {PLURAL}.{GROUP}: install "
+                                 f"its CRD (manifests/delivery) or set DELIVERY_RECORDS=off"
+                                 ) from None
+        existing = self.kube.get(API_VERSION, KIND, name, self.namespace)
+        if existing is None:  # deleted meanwhile (a sweep): claim again next time
+            return Claim(recipient.name, name, "busy")
         return self._decide(recipient.name, existing)
 
     def _decide(self, recipient: str, existing: Mapping[str, Any]) -> Claim:
@@ -367,15 +333,10 @@ class DeliveryRecords:
         spec["claimedAt"] = now_text()
         spec["attempt"] = int(spec.get("attempt") or 1) + 1
         replaced["spec"] = spec
-        with translate(f"replace {PLURAL}.{GROUP} {name}"):
-            try:
-                self.kube.custom().replace_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name, replaced,
-                    _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status in (404, 409):  # someone else took it, or it was swept
-                    return Claim(recipient, name, "busy")
-                raise
+        try:
+            self.kube.write("replace", replaced)
+        except (Conflict, NotFound):  # someone else took it, or it was swept
+            return Claim(recipient, name, "busy")
         logs.info("delivery taken over", record=name, subscriber=recipient,
                   previous=phase or "claimed", attempt=spec["attempt"])
         retrying = RETRY_LABEL in ((existing.get("metadata") or {}).get("labels") or {})
@@ -415,10 +376,7 @@ class DeliveryRecords:
             if result.phase == FAILED:
                 status["nextAttemptAt"] = now_text(time.time() + backoff(claim.attempt))
         try:
-            with translate(f"patch {PLURAL}.{GROUP}/status {claim.record}"):
-                self.kube.custom().patch_namespaced_custom_object_status(
-                    GROUP, VERSION, self.namespace, PLURAL, claim.record, {"status": status},
-                    _request_timeout=self.kube.timeout)
+            self._patch_status(claim.record, {"status": status})
             labels: dict[str, str | None] = {}
             if result.retried_later != claim.retrying:
                 labels[RETRY_LABEL] = "true" if result.retried_later else None
@@ -448,15 +406,10 @@ class DeliveryRecords:
         due_at = (claim.claimed_at or time.time()) + self.lease_seconds
         body = {"metadata": {"resourceVersion": claim.version},
                 "status": {"pending": pending.as_json(), "nextAttemptAt": now_text(due_at)}}
-        with translate(f"patch {PLURAL}.{GROUP}/status {claim.record}"):
-            try:
-                self.kube.custom().patch_namespaced_custom_object_status(
-                    GROUP, VERSION, self.namespace, PLURAL, claim.record, body,
-                    _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status in (404, 409):
-                    return False
-                raise
+        try:
+            self._patch_status(claim.record, body)
+        except (Conflict, NotFound):
+            return False
         self._labels(claim.record, {RETRY_LABEL: "true"})
         logs.info("delivery handed to the sweep: its claimant has not finished",
                   record=claim.record, subscriber=claim.recipient,
@@ -473,11 +426,11 @@ class DeliveryRecords:
         self._labels(str(record["metadata"]["name"]), {FOLLOW_LABEL: None})
 
     def _labels(self, name: str, labels: Mapping[str, str | None]) -> None:
-        with translate(f"patch {PLURAL}.{GROUP} {name}"):
-            self.kube.custom().patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name,
-                {"metadata": {"labels": dict(labels)}},
-                _request_timeout=self.kube.timeout)
+        self.kube.patch(API_VERSION, KIND, name, self.namespace,
+                        {"metadata": {"labels": dict(labels)}})
+
+    def _patch_status(self, name: str, patch: dict[str, Any]) -> None:
+        self.kube.patch(API_VERSION, KIND, name, self.namespace, patch, status=True)
 
     # ------------------------------------------------------------------ retry
 
@@ -486,7 +439,7 @@ class DeliveryRecords:
         ``kubeevent.io/retry``), at most ``page`` of them, oldest first: another channel's
         are its notifier's to send."""
         selector = f"{RETRY_LABEL}=true,{LABEL}channel={label_value(channel)}"
-        items, _ = self.kube.list_page(f"{GROUP}/{VERSION}", KIND, namespace=self.namespace,
+        items, _ = self.kube.list_page(API_VERSION, KIND, namespace=self.namespace,
                                        label_selector=selector, limit=page)
         return sorted(items, key=lambda i: str((i.get("metadata") or {})
                                                .get("creationTimestamp") or ""))
@@ -512,7 +465,7 @@ class DeliveryRecords:
             if value:
                 value = value.lower() if key == "kind" else value
                 selector += f",{LABEL}{label}={label_value(value)}"
-        items, _ = self.kube.list_page(f"{GROUP}/{VERSION}", KIND, namespace=self.namespace,
+        items, _ = self.kube.list_page(API_VERSION, KIND, namespace=self.namespace,
                                        label_selector=selector, limit=page)
         return sorted(items, key=lambda i: str((i.get("metadata") or {})
                                                .get("creationTimestamp") or ""))
@@ -531,15 +484,10 @@ class DeliveryRecords:
                 return False
         body = {"metadata": {"resourceVersion": str(meta.get("resourceVersion") or "")},
                 "status": {"card": {"working": {"action": action, "at": now_text()}}}}
-        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
-            try:
-                self.kube.custom().patch_namespaced_custom_object_status(
-                    GROUP, VERSION, self.namespace, PLURAL, name, body,
-                    _request_timeout=self.kube.timeout)
-            except ApiException as exc:
-                if exc.status in (404, 409):
-                    return False
-                raise
+        try:
+            self._patch_status(name, body)
+        except (Conflict, NotFound):
+            return False
         return True
 
     def card_done(self, record: Mapping[str, Any], card: Mapping[str, Any], *,
@@ -547,11 +495,7 @@ class DeliveryRecords:
         """Write what was done to ``record``'s card (the hold released); ``follow``:
         whether it is still followed."""
         name = str(record["metadata"]["name"])
-        with translate(f"patch {PLURAL}.{GROUP}/status {name}"):
-            self.kube.custom().patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, name,
-                {"status": {"card": {**card, "working": None}}},
-                _request_timeout=self.kube.timeout)
+        self._patch_status(name, {"status": {"card": {**card, "working": None}}})
         if not follow:
             self._labels(name, {FOLLOW_LABEL: None})
 
@@ -563,31 +507,15 @@ class DeliveryRecords:
         run: (records seen, records deleted)."""
         cutoff = time.time() - retention_seconds
         seen = deleted = 0
-        token: str | None = None
-        custom = self.kube.custom()
-        while deleted < limit:
-            with translate(f"list {PLURAL}.{GROUP}"):
-                kwargs: dict[str, Any] = {"limit": page, "_request_timeout": self.kube.timeout}
-                if token:
-                    kwargs["_continue"] = token
-                listed = custom.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, **kwargs)
-            for item in listed.get("items") or []:
+        for listed in self.kube.pages(API_VERSION, KIND, namespace=self.namespace, limit=page):
+            for item in listed:
                 seen += 1
                 made = parse_time((item.get("metadata") or {}).get("creationTimestamp"))
                 if made is None or made >= cutoff or deleted >= limit:
                     continue
-                name = item["metadata"]["name"]
-                with translate(f"delete {PLURAL}.{GROUP} {name}"):
-                    try:
-                        custom.delete_namespaced_custom_object(
-                            GROUP, VERSION, self.namespace, PLURAL, name,
-                            _request_timeout=self.kube.timeout)
-                        deleted += 1
-                    except ApiException as exc:
-                        if exc.status != 404:
-                            raise
-            token = (listed.get("metadata") or {}).get("continue") or None
-            if not token:
+                if self.kube.delete(API_VERSION, KIND, item["metadata"]["name"],
+                                    self.namespace):
+                    deleted += 1
+            if deleted >= limit:
                 break
         return seen, deleted

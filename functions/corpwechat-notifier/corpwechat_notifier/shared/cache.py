@@ -59,6 +59,21 @@ class Cache(Generic[K, V]):
             return len(self._entries)
 
 
+class Expiring(Generic[V]):
+    """One value, made again once it is ``ttl`` seconds old (a Secret's settings, a
+    ConfigMap's data): ``get_or(make)``."""
+
+    def __init__(self, ttl: float | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._cache: Cache[None, V] = Cache(1, ttl, clock)
+
+    def get_or(self, make: Callable[[], V]) -> V:
+        return self._cache.get_or(None, make)
+
+    def clear(self) -> None:
+        self._cache.discard(None)
+
+
 class CachedMap:
     """A ConfigMap's non-empty string values, read again after ``ttl`` seconds.
 
@@ -69,10 +84,10 @@ class CachedMap:
     def __init__(self, read: Callable[[], Mapping[str, str] | None], ttl: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.read = read
-        self._data: Cache[None, dict[str, str]] = Cache(1, ttl, clock)
+        self._data: Expiring[dict[str, str]] = Expiring(ttl, clock)
 
     def __call__(self) -> dict[str, str]:
-        return self._data.get_or(None, lambda: {
+        return self._data.get_or(lambda: {
             str(k): str(v).strip() for k, v in (self.read() or {}).items()
             if isinstance(v, str) and v.strip()})
 

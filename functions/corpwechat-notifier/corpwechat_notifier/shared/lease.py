@@ -12,25 +12,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
 
 from .kube import Conflict, Kube
+from .times import micro_text, parse_micro_time
 
 API_VERSION, KIND = "coordination.k8s.io/v1", "Lease"
-
-
-def micro_time(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_micro_time(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class RunLease:
@@ -48,7 +34,7 @@ class RunLease:
         """``None``: this process may run now (and holds the Lease); else why not."""
         now = self.clock()
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration,
-                "acquireTime": micro_time(now), "renewTime": micro_time(now)}
+                "acquireTime": micro_text(now), "renewTime": micro_text(now)}
         existing = self.kube.get(API_VERSION, KIND, self.name, self.namespace)
         try:
             if existing is None:
@@ -77,7 +63,7 @@ class RunLease:
                 != self.identity:
             return
         spec = {k: v for k, v in existing["spec"].items() if k != "holderIdentity"}
-        spec["renewTime"] = micro_time(self.clock())
+        spec["renewTime"] = micro_text(self.clock())
         try:
             self.kube.write("replace", {**existing, "spec": spec})
         except Conflict:  # taken over after our duration ran out: theirs now

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import yaml
 
 from . import logs
-from .cache import Cache
+from .cache import Cache, Expiring
 from .delivery import Message
 from .render import Compiled, Renderer, RenderError, TemplateSource, template_context
 
@@ -89,12 +89,12 @@ class TemplateStore:
         self.read_template = read_template
         self.parse = parse  # the channel's section of a template (RenderError: unusable)
         self.namespace = namespace
-        self._mapping: Cache[None, dict[str, str] | None] = Cache(1, ttl, clock)
+        self._mapping: Expiring[dict[str, str] | None] = Expiring(ttl, clock)
         # Names come from the mapping: few.
         self._templates: Cache[str, dict[str, Any] | None] = Cache(512, ttl, clock)
 
     def mapping(self) -> dict[str, str] | None:
-        return self._mapping.get_or(None, self._read_mapping)
+        return self._mapping.get_or(self._read_mapping)
 
     def _read_mapping(self) -> dict[str, str] | None:
         data = self.read_config()

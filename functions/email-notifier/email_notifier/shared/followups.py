@@ -53,7 +53,8 @@ from .approvals import (
 from .config import ConfigError, env, env_float, env_list
 from .errors import FunctionError
 from .kube import Kube
-from .records import CARD_OPEN, DeliveryRecords, now_text, parse_time
+from .records import CARD_OPEN, DeliveryRecords
+from .times import now_text, parse_time
 
 FOLLOWUPS = metrics.counter(
     "kubeevent_approval_followups", "What became of messages that asked someone to decide, "

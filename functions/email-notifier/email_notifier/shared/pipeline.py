@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from . import logs, metrics, notification, records, tracing
+from . import logs, metrics, notification, records, times, tracing
 from .approvals import approval_of
 from .config import ConfigError, env, env_bool, env_float, env_int, env_url
 from .delivery import KeyedLocks, Message, Receipt, SentRecord
@@ -227,11 +227,7 @@ class SystemReads:
         self._templates_served = False
 
     def config_map(self, name: str) -> dict[str, str] | None:
-        found = self.kube.get("v1", "ConfigMap", name, self.namespace)
-        if found is None:
-            return None
-        data = found.get("data")
-        return dict(data) if isinstance(data, dict) else {}
+        return self.kube.config_map(name, self.namespace)
 
     def secret(self, name: str) -> dict[str, Any] | None:
         return self.kube.get("v1", "Secret", name, self.namespace)
@@ -457,7 +453,7 @@ class Pipeline:
                         logs.warning("member quota contended: deferred" if admission.contended
                                      else "member rate limit: deferred",
                                      subscriber=recipient.name, notification=request.id,
-                                     until=records.now_text(admission.until))
+                                     until=times.now_text(admission.until))
                         continue
                     plan.setdefault(message, OrderedDict()).setdefault(target, []).append(
                         recipient.name)
