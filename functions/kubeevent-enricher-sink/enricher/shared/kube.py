@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -46,6 +47,8 @@ from .errors import FunctionError, PermanentError, RateLimited, TemporaryError, 
 
 # (connect, read) seconds for ordinary requests.
 DEFAULT_TIMEOUT = (3.0, 10.0)
+# How long a kind the API server does not serve is taken as still not served.
+MISSING_KIND_SECONDS = 30.0
 
 
 class NotFound(PermanentError):
@@ -113,7 +116,9 @@ class Kube:
         self.timeout = timeout
         self._dynamic: DynamicClient | None = None
         self._resources: dict[tuple[str, str], Resource] = {}
+        self._missing: dict[tuple[str, str], float] = {}  # kind → when it was not served
         self._lock = threading.Lock()
+        self._discovery_lock = threading.Lock()
         self._discovery_cache = os.path.join(
             tempfile.mkdtemp(prefix="kubeevent-discovery-"), "discovery.json"
         )
@@ -127,18 +132,31 @@ class Kube:
             return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Resource:
-        """The API resource serving ``kind``, looked up in discovery once per process."""
+        """The API resource serving ``kind``, looked up in discovery once per process; a
+        kind the server does not serve is looked up again at most every
+        ``MISSING_KIND_SECONDS`` (each miss makes the client fetch all of discovery again).
+        Lookups are one at a time: the client's discovery cache is not safe to read while
+        a miss rebuilds it."""
         key = (api_version, kind)
         found = self._resources.get(key)
         if found is not None:
             return found
-        try:
-            with translate(f"discover {kind} {api_version}"):
-                found = self.dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:
-            raise NoSuchKind(f"the API server has no kind {kind} in {api_version}") from None
-        self._resources[key] = found
-        return found
+        with self._discovery_lock:
+            found = self._resources.get(key)
+            if found is not None:
+                return found
+            missed = self._missing.get(key)
+            if missed is None or time.monotonic() - missed >= MISSING_KIND_SECONDS:
+                try:
+                    with translate(f"discover {kind} {api_version}"):
+                        found = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                except ResourceNotFoundError:
+                    self._missing[key] = time.monotonic()
+                else:
+                    self._missing.pop(key, None)
+                    self._resources[key] = found
+                    return found
+        raise NoSuchKind(f"the API server has no kind {kind} in {api_version}")
 
     def get(self, api_version: str, kind: str, name: str,
             namespace: str | None = None) -> dict[str, Any] | None:
