@@ -9,9 +9,12 @@ inject faults, and assert on the request log.
 Kubernetes' own behaviour (RBAC, schemas, admission, watch) is tested against a real
 kube-apiserver (tests/cluster); this fake serves the faults a real one cannot be made to
 show (injected 5xx, delays, hung-up streams, compaction on demand), scale runs, and the
-dev stack's embedded API. It implements only what the functions and tests use: merge
-patches (no JSON patch), label selectors, and the field selectors a real API server
-serves (``metadata.name``/``namespace``, and an Event's ``involvedObject.kind`` and such).
+dev stack's embedded API. It implements only what the functions and those tests use:
+create, get, list (in pages), replace, merge patches, delete, watch; equality and
+existence label selectors; the field selectors a real API server serves
+(``metadata.name``/``namespace``, and an Event's ``involvedObject.kind`` and such). No
+dry runs, apply patches, collection deletes, ``generateName``, set-based or numeric
+selectors: the real control plane is the reference for those.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import copy
 import datetime as dt
 import itertools
 import json
-import random
 import re
 import select
 import socket
@@ -56,10 +58,9 @@ __all__ = [
 
 DEFAULT_USER = "system:serviceaccount:default:default"
 DEFAULT_TOKEN = "fake-token"
-ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+ALL_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 STATUS_VERBS = ("get", "patch", "update")
-_NAMESPACE_SUBRESOURCES = ("status", "finalize")
-_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+_NAMESPACE_SUBRESOURCES = ("status",)
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _REASONS = {
     400: "BadRequest",
@@ -330,50 +331,20 @@ _Predicate = Callable[[dict[str, Any]], bool]
 
 
 def _split_requirements(selector: str) -> list[str]:
-    parts, depth, current = [], 0, []
-    for char in selector:
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() for p in selector.split(",") if p.strip()]
 
 
 _KEY = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
-_SET_RE = re.compile(rf"^({_KEY})\s+(in|notin)\s*\(([^)]*)\)$")
 _EQ_RE = re.compile(rf"^({_KEY})\s*(==|=|!=)\s*([-A-Za-z0-9_.]*)$")
-_CMP_RE = re.compile(rf"^({_KEY})\s*([<>])\s*(-?\d+)$")
 _EXISTS_RE = re.compile(rf"^(!?)\s*({_KEY})$")
 
 
 def _label_requirement(req: str) -> Callable[[dict[str, str]], bool]:
-    if m := _SET_RE.match(req):
-        key, op = m.group(1), m.group(2)
-        values = {v.strip() for v in m.group(3).split(",") if v.strip()}
-        if op == "in":
-            return lambda labels: key in labels and labels[key] in values
-        return lambda labels: key not in labels or labels[key] not in values
     if m := _EQ_RE.match(req):
         key, op, value = m.groups()
         if op == "!=":
             return lambda labels: labels.get(key) != value
         return lambda labels: key in labels and labels[key] == value
-    if m := _CMP_RE.match(req):
-        key, op, number = m.group(1), m.group(2), int(m.group(3))
-
-        def compare(labels: dict[str, str]) -> bool:
-            raw = labels.get(key, "")
-            if not re.fullmatch(r"-?\d+", raw):
-                return False
-            return int(raw) > number if op == ">" else int(raw) < number
-
-        return compare
     if m := _EXISTS_RE.match(req):
         negate, key = m.group(1) == "!", m.group(2)
         return lambda labels: (key in labels) != negate
@@ -1164,7 +1135,6 @@ class FakeKubeAPI(LoopbackServer):
         body: dict[str, Any],
         *,
         via_api: bool,
-        dry_run: bool = False,
     ) -> dict[str, Any]:
         obj = copy.deepcopy(body)
         self._check_identity(rtype, obj)
@@ -1179,9 +1149,6 @@ class FakeKubeAPI(LoopbackServer):
             meta["namespace"] = ns or meta.get("namespace") or "default"
         else:
             meta.pop("namespace", None)
-        if not meta.get("name") and meta.get("generateName"):
-            suffix = "".join(random.choices(_NAME_CHARS, k=5))
-            meta["name"] = f"{meta['generateName']}{suffix}"
         name = meta.get("name") or ""
         self._validate_name(rtype, name)
         if self._get(rtype, meta.get("namespace"), name) is not None:
@@ -1203,11 +1170,7 @@ class FakeKubeAPI(LoopbackServer):
             _fold_string_data(obj)
             obj.setdefault("type", "Opaque")
         if rtype.kind == "Namespace" and rtype.group == "":
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj.setdefault("status", {"phase": "Active"})
-        if dry_run:
-            meta["resourceVersion"] = ""
-            return obj
         return self._commit(rtype, "ADDED", obj, None)
 
     @staticmethod
@@ -1228,7 +1191,7 @@ class FakeKubeAPI(LoopbackServer):
     def _validate_name(rtype: ResourceType, name: str) -> None:
         problem = None
         if not name:
-            problem = ("FieldValueRequired", "Required value: name or generateName is required")
+            problem = ("FieldValueRequired", "Required value: name is required")
         elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
             problem = (
                 "FieldValueInvalid",
@@ -1259,7 +1222,6 @@ class FakeKubeAPI(LoopbackServer):
         *,
         sub: str | None,
         keep_status: bool,
-        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Write ``candidate`` over ``existing`` applying server-side rules."""
         old_meta = existing["metadata"]
@@ -1300,8 +1262,6 @@ class FakeKubeAPI(LoopbackServer):
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if new == existing:  # a no-op write is not stored and not announced
             return copy.deepcopy(existing)
-        if dry_run:
-            return new
         return self._commit(rtype, "MODIFIED", new, copy.deepcopy(existing))
 
     def _remove(self, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -1445,7 +1405,6 @@ class FakeKubeAPI(LoopbackServer):
             ("PUT", True): "update",
             ("PATCH", True): "patch",
             ("DELETE", True): "delete",
-            ("DELETE", False): "deletecollection",
         }.get((method, name is not None))
         record.verb = verb
         if verb is None or verb not in rtype.verbs or (sub and verb not in STATUS_VERBS):
@@ -1476,40 +1435,25 @@ class FakeKubeAPI(LoopbackServer):
         headers: dict[str, str],
     ) -> tuple[int, dict[str, Any]]:
         """Run one non-watch verb; the caller holds the lock."""
-        dry_run = query.get("dryRun") == "All"
         if verb == "get":
             return 200, copy.deepcopy(self._existing(rtype, ns, name))
         if verb == "list":
             return 200, self._list(rtype, ns, query)
         if verb == "create":
             body = self._json_object(raw)
-            return 201, self._create(rtype, ns, body, via_api=True, dry_run=dry_run)
+            return 201, self._create(rtype, ns, body, via_api=True)
         if verb == "update":
             body = self._json_object(raw)
             existing = self._existing(rtype, ns, name)
             self._check_identity(rtype, body)
             self._check_name(body, name or "", ns)
             return 200, self._replace(
-                rtype, existing, body, sub=sub, keep_status=rtype.has_status, dry_run=dry_run
+                rtype, existing, body, sub=sub, keep_status=rtype.has_status
             )
         if verb == "patch":
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-            return self._patch(rtype, ns, name or "", sub, ctype, raw, dry_run)
-        if verb == "delete":
-            return 200, self._delete(rtype, ns, name or "", raw, dry_run)
-        # deletecollection
-        deleted = [
-            self._delete(
-                rtype,
-                o["metadata"].get("namespace"),
-                o["metadata"]["name"],
-                b"",
-                dry_run,
-                as_object=True,
-            )
-            for o in self._items(rtype, ns, self._selectors(query, rtype.kind))
-        ]
-        return 200, self._list_doc(rtype, deleted)
+            return self._patch(rtype, ns, name or "", sub, ctype, raw)
+        return 200, self._delete(rtype, ns, name or "", raw)
 
     def _authorize(
         self,
@@ -1616,49 +1560,26 @@ class FakeKubeAPI(LoopbackServer):
         sub: str | None,
         ctype: str,
         raw: bytes,
-        dry_run: bool,
     ) -> tuple[int, dict[str, Any]]:
-        if ctype == "application/apply-patch+yaml":
-            try:
-                body = yaml.safe_load(raw or b"{}")
-            except yaml.YAMLError as err:
-                raise KubeError(400, f"invalid apply patch: {err}") from None
-            if not isinstance(body, dict):
-                raise KubeError(400, "an apply patch must be an object")
-            body = _plain(body)
-            existing = self._get(rtype, ns, name)
-            if existing is None:
-                if sub:
-                    raise self._not_found(rtype, name)
-                self._check_identity(rtype, body)
-                self._check_name(body, name, ns)
-                body["metadata"]["name"] = name
-                return 201, self._create(rtype, ns, body, via_api=True, dry_run=dry_run)
-            patched = merge_patch(existing, body)
-        else:
-            existing = self._existing(rtype, ns, name)
-            body = self._json_body(raw)
-            if ctype in (
-                "application/merge-patch+json",
-                "application/strategic-merge-patch+json",
-            ):
-                if not isinstance(body, dict):
-                    raise KubeError(400, "a merge patch must be a JSON object")
-                patched = merge_patch(existing, body)
-            else:
-                raise KubeError(
-                    415,
-                    f"the body of the request was in an unknown format - accepted media types "
-                    f"include: application/merge-patch+json, "
-                    f"application/apply-patch+yaml (got {ctype or 'none'})",
-                    "UnsupportedMediaType",
-                )
+        existing = self._existing(rtype, ns, name)
+        body = self._json_body(raw)
+        if ctype not in ("application/merge-patch+json",
+                         "application/strategic-merge-patch+json"):
+            raise KubeError(
+                415,
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/merge-patch+json (got {ctype or 'none'})",
+                "UnsupportedMediaType",
+            )
+        if not isinstance(body, dict):
+            raise KubeError(400, "a merge patch must be a JSON object")
+        patched = merge_patch(existing, body)
         if not isinstance(patched, dict):
             raise KubeError(422, "the patch did not produce an object")
         self._check_identity(rtype, patched)
         self._check_name(patched, name, ns)
         return 200, self._replace(
-            rtype, existing, patched, sub=sub, keep_status=rtype.has_status, dry_run=dry_run
+            rtype, existing, patched, sub=sub, keep_status=rtype.has_status
         )
 
     def _delete(
@@ -1667,9 +1588,6 @@ class FakeKubeAPI(LoopbackServer):
         ns: str | None,
         name: str,
         raw: bytes,
-        dry_run: bool,
-        *,
-        as_object: bool = False,
     ) -> dict[str, Any]:
         existing = self._existing(rtype, ns, name)
         options = self._json_body(raw) if raw else None
@@ -1687,8 +1605,8 @@ class FakeKubeAPI(LoopbackServer):
                     {"name": name, "group": rtype.group, "kind": rtype.plural},
                 )
         # Finalizers are not modelled: deletion is immediate.
-        deleted = copy.deepcopy(existing) if dry_run else self._remove(rtype, existing)
-        if as_object or rtype.return_deleted_object:
+        deleted = self._remove(rtype, existing)
+        if rtype.return_deleted_object:
             return deleted
         return {
             "kind": "Status",
