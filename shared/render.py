@@ -1,4 +1,7 @@
-"""NotificationTemplate rendering for every channel: a Jinja2 sandbox, values made safe
+"""(Over 400 lines on purpose: every value a template prints is made safe here, for every
+channel, so no channel renders by other rules.)
+
+NotificationTemplate rendering for every channel: a Jinja2 sandbox, values made safe
 for where they land, fields fitted to a channel's limits, and the built-in message.
 
 Templates are written by cluster administrators, the values they print come from events

@@ -456,7 +456,7 @@ def test_the_mapped_template_makes_the_message(templates):
     name = "kubeevent.artifactpromotionrun.approvalpending"
     selected = select_template(store_for(templates, mapped(event["type"], name)), renderer,
                                event["type"])
-    assert (selected.name, selected.template, selected.problem) == (name, name, None)
+    assert (selected.name, selected.used, selected.problem) == (name, name, None)
     message, template, problem = message_for(selected, renderer, event, {"name": "admin"},
                                              PLATFORM_URL)
     assert (template, problem) == (name, None)
@@ -483,7 +483,7 @@ def test_without_a_usable_template_the_builtin_message_is_sent(templates, mappin
     renderer = Renderer()
     selected = select_template(store_for({**templates, **extra}, text), renderer,
                                event["type"])
-    assert selected.compiled is None and selected.template == BUILTIN == "builtin"
+    assert selected.compiled is None and selected.used == BUILTIN == "builtin"
     assert problem in selected.problem
     assert selected.name == (mapping or "")
     assert message_for(selected, renderer, event, {"name": "alice"}, PLATFORM_URL) == (
@@ -499,7 +499,7 @@ def test_a_template_that_fails_for_one_subscriber_falls_back_for_that_one(templa
     selected = select_template(store_for({"per-person": failing},
                                          mapped(event["type"], "per-person")),
                                renderer, event["type"])
-    assert selected.uses_subscriber and selected.template == "per-person"
+    assert selected.uses_subscriber and selected.used == "per-person"
     alice = message_for(selected, renderer, event, {"name": "alice"}, "")
     assert alice[1:] == ("per-person", None) and alice[0].get("content") == "hello alice"
     bob = message_for(selected, renderer, event, {"name": "bob", "info": {"mail": "b@x"}}, "")

@@ -1,4 +1,7 @@
-"""A WeCom (CorpWeChat) server API client: gettoken, message/send (a template card one
+"""(Over 400 lines on purpose: one server's API, its transport, token cache and errcode
+table together, so every call shares one retry and one classification.)
+
+A WeCom (CorpWeChat) server API client: gettoken, message/send (a template card one
 member at a time, with our task id), message/update_template_card,
 user/get_userid_by_email, and a group chat robot's webhook/send.
 

@@ -1,4 +1,7 @@
-"""The delivery pipeline every notifier runs, written once; a notifier is a ``Channel``
+"""(Over 400 lines on purpose: the one delivery pipeline, read top to bottom in the order a
+request goes through it; the ledger, records, follow-ups and render are its own modules.)
+
+The delivery pipeline every notifier runs, written once; a notifier is a ``Channel``
 (how its messages are made, where they go, how they are sent) plus its configuration.
 
 For each notification request (signed by subscription-filter): the recipients whose
@@ -534,11 +537,11 @@ class Pipeline:
             return message
 
         if not selected.uses_subscriber:
-            return [(one(None), recipients)], selected.template
+            return [(one(None), recipients)], selected.used
         groups: OrderedDict[Message, list[Recipient]] = OrderedDict()
         for recipient in recipients:
             groups.setdefault(one(recipient.subscriber), []).append(recipient)
-        return list(groups.items()), selected.template
+        return list(groups.items()), selected.used
 
     # ------------------------------------------------------------------ the sweep
 

@@ -1,4 +1,7 @@
-"""Durable delivery records: who was told what, across replicas, restarts and scale to zero.
+"""(Over 400 lines on purpose: every read and write of a NotificationDelivery is here, so
+the claim rules below hold in one place.)
+
+Durable delivery records: who was told what, across replicas, restarts and scale to zero.
 
 Before a message goes to a recipient the notifier *claims* (notification id, channel,
 recipient) by creating a ``NotificationDelivery`` in ``SYSTEM_NAMESPACE`` named from the

@@ -137,8 +137,8 @@ class Selected:
     problem: str | None = None
 
     @property
-    def template(self) -> str:
-        """The template's name, or ``BUILTIN``."""
+    def used(self) -> str:
+        """The name of what the messages are made with: the template's, or ``BUILTIN``."""
         return self.name if self.compiled is not None else BUILTIN
 
     @property
