@@ -29,8 +29,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds and smaller sizes (a smoke run, noisier numbers)")
-    parser.add_argument("--full", action="store_true",
-                        help="also the slow cases (the filter with celpy)")
     parser.add_argument("--profile", action="store_true",
                         help="serve the measured function under cProfile (slower; numbers "
                              "are for reading the profile, not for the targets); stats go "
@@ -53,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
         prepare()
     facts = emit("machine", {**machine(), "quick": args.quick, "profile": args.profile,
-                             "full": args.full,
                              "command": "python -m bench " + " ".join(sys.argv[1:])})
     lines: list[dict[str, Any]] = [facts]
     failed = []

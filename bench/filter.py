@@ -15,8 +15,6 @@ still be going on), and the resident memory of the whole process tree (gunicorn'
 master and worker). The numbers the targets were set against ("at filing") are shown
 beside each case.
 
-``--full`` adds the pure-Python engine (celpy) at 1,000 subscriptions.
-
 The flood case: 1,000 seed subscriptions, then the same plus one user (``mallory``)
 holding 5,000 subscriptions whose approval filter matches every event (one text, as a
 script would create them), in the same run; the event names three other approvers, so
@@ -78,7 +76,6 @@ CASES = (
     Case("seed 100k + status", 100_000, status=True, p50_ms=20, p95_ms=40, rss_mb=500,
          first_s=15, filed=(9, 13, 455, 13.7)),
 )
-CELPY = Case("celpy seed 1k", 1_000, engine="celpy")
 FLOOD = (Case("flood: baseline", 1_000), Case("flood: + mallory's 5,000", 1_000, flood=5_000))
 FLOOD_TARGET = 2.0
 
@@ -217,8 +214,6 @@ def measure(world: World, case: Case, obj: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = [c for c in CASES if not (args.quick and c.size > 10_000)]
     plan.extend(FLOOD)
-    if args.full:
-        plan.append(CELPY)
     results = []
     for case in plan:
         with World() as world:

@@ -35,7 +35,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="PLATFORM_URL for templates: replaces $PLATFORM_URL in "
                              "NotificationTemplates (as the install command's envsubst does) "
                              "and is their platform_url (default: $PLATFORM_URL, else empty)")
-    parser.add_argument("--cel-engine", choices=("auto", "celpy", "cel-expr"), default=None,
+    parser.add_argument("--cel-engine", choices=("auto", "cel-expr"), default=None,
                         help="CEL engine, as the filter's CEL_ENGINE (default: $CEL_ENGINE, "
                              "else auto)")
     parser.add_argument("--channels", metavar="LIST", default=None,
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--namespace", default="cpaas-system",
                          help="where the delivery records are (the notifier's "
                               "SYSTEM_NAMESPACE)")
-    explain.add_argument("--cel-engine", choices=("auto", "celpy", "cel-expr"), default=None)
+    explain.add_argument("--cel-engine", choices=("auto", "cel-expr"), default=None)
     explain.add_argument("--channels", metavar="LIST", default=None,
                          help="the filter's NOTIFICATION_CHANNELS (default: its manifest)")
     _cluster(explain)

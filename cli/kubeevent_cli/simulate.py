@@ -304,7 +304,7 @@ def decide(sub_docs: Sequence[Document], enriched: Any, engine: Any, policy: rba
                             f"({by_name[loaded.name][0].position}, {doc.position}): the "
                             "later one is used, as in a cluster")
         by_name[loaded.name] = (doc, loaded)
-    snapshot = subs_mod.build_snapshot(loaded for _, loaded in by_name.values())
+    snapshot = bridge.index.build_snapshot(loaded for _, loaded in by_name.values())
     scope = filter_core.Scope(enriched, engine)
     result = filter_core.match(snapshot.index, enriched, engine, scope)
     matched = {s.name for s in result.matched}

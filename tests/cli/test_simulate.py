@@ -39,7 +39,7 @@ def simulate(case: Case, *extra: str | Path, subscriptions: Path | None = None,
     return [*args, *extra]
 
 
-@pytest.mark.parametrize("engine", ["celpy", "cel-expr"])
+@pytest.mark.parametrize("engine", ["auto", "cel-expr"])
 def test_admin_receives_the_pending_message_and_the_requester_is_explained(
         pending: Case, engine: str) -> None:
     done = run(*simulate(pending, "--cel-engine", engine))

@@ -16,11 +16,11 @@ from dev.support import factory
 from subscription_filter import core
 from subscription_filter.binding import rewrite, source_position
 from subscription_filter.celengine import CelEvalError, Engine
+from subscription_filter.index import build_snapshot
 from subscription_filter.subscriptions import (
     Compiler,
     InvalidCel,
     Loaded,
-    build_snapshot,
     check_cel,
     check_subscriptions,
     compile_cel,

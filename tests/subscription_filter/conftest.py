@@ -22,7 +22,7 @@ from subscription_filter.celengine import (
 )
 from subscription_filter.shared.kube import Kube
 
-ENGINE_NAMES = ["celpy", "cel-expr"]
+ENGINE_NAMES = ["cel-expr"]
 
 
 def make_engine(name: str) -> Engine:

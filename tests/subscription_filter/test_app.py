@@ -51,14 +51,15 @@ def test_config_defaults_and_errors() -> None:
         Config.from_env({})
     assert Config.from_env({"KUBEEVENT_SIGNING": "off"}) == Config()
     config = Config.from_env({**factory.SIGNING_ENV,
-                              "SUBSCRIPTION_RBAC_CHECK": "false", "CEL_ENGINE": "celpy",
+                              "SUBSCRIPTION_RBAC_CHECK": "false", "CEL_ENGINE": "cel-expr",
                               "SUBSCRIPTION_RBAC_CACHE_SECONDS": "5",
                               "SUBSCRIPTION_WATCH_TIMEOUT_SECONDS": "30",
                               "SUBSCRIPTION_STATUS_UPDATES": "off"})
     assert (config.rbac_check, config.cel_engine, config.rbac_cache_seconds,
-            config.watch_timeout_seconds, config.status_updates) == (False, "celpy", 5.0, 30,
+            config.watch_timeout_seconds, config.status_updates) == (False, "cel-expr", 5.0, 30,
                                                                      False)
     for env, name in (({"CEL_ENGINE": "v8"}, "CEL_ENGINE"),
+                      ({"CEL_ENGINE": "celpy"}, "CEL_ENGINE=celpy: that engine is gone"),
                       ({"SUBSCRIPTION_RBAC_CHECK": "maybe"}, "SUBSCRIPTION_RBAC_CHECK"),
                       ({"SUBSCRIPTION_WATCH_TIMEOUT_SECONDS": "0"},
                        "SUBSCRIPTION_WATCH_TIMEOUT_SECONDS"),
@@ -72,10 +73,10 @@ def test_config_defaults_and_errors() -> None:
         "corpwechat", "email")
 
 
-@pytest.mark.parametrize("engine", ["celpy", "cel-expr"])
-def test_both_engines_serve_the_seed(make, engine) -> None:
+@pytest.mark.parametrize("engine", ["auto", "cel-expr"])
+def test_the_engine_serves_the_seed(make, engine) -> None:
     function = make(CEL_ENGINE=engine)
-    assert function.engine.name == engine
+    assert function.engine.name == "cel-expr"
     assert until(function.ready)
     run = factory.promotion_run()
     assert recipients(function, "approvalpending", run) == ["admin", "bob"]
@@ -108,7 +109,7 @@ def test_decisions_expire_after_the_ttl(api) -> None:
     now = [1000.0]
     reviewer = AccessReviewer(Kube(api.new_api_client().configuration), ttl=30,
                               clock=lambda: now[0])
-    loaded = Compiler(select("celpy")).load(factory.seed_subscription())
+    loaded = Compiler(select("cel-expr")).load(factory.seed_subscription())
     assert loaded.subscription is not None
     admin = loaded.subscription.subscriber
     target = reviewer.target(parse_enriched(factory.enriched_event("failed")))
@@ -158,7 +159,7 @@ def test_the_list_is_read_in_pages(api) -> None:
     for i in range(5):
         api.add(factory.cluster_subscription(f"user{i}"))
     store = SubscriptionStore(Kube(api.new_api_client().configuration),
-                              Compiler(select("celpy")), list_page=2, write_status=False)
+                              Compiler(select("cel-expr")), list_page=2, write_status=False)
     store.start()
     try:
         assert store.wait_ready(15)
@@ -176,7 +177,7 @@ def test_building_a_snapshot_leaves_the_collector_on_and_earlier_cycles_collecta
     """The store pauses the cycle collector while it builds and freezes what it built;
     garbage cycles made before must not be frozen with it."""
     store = SubscriptionStore(Kube(api.new_api_client().configuration),
-                              Compiler(select("celpy")), write_status=False)
+                              Compiler(select("cel-expr")), write_status=False)
 
     class Node:
         pass

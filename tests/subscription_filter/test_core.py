@@ -12,20 +12,13 @@ import yaml
 from dev.support import factory, seed
 from dev.support.wire import event as plain_event
 from shared.events import Event
-from subscription_filter import binding, celengine, core
-from subscription_filter.celengine import CelPyEngine, Engine, Program
+from subscription_filter import binding, celparse, core
+from subscription_filter.celengine import CelExprEngine, Engine, Program
+from subscription_filter.conditions import condition_patch, ready_condition
+from subscription_filter.index import Candidate, Index, build_snapshot
 from subscription_filter.rbac import Target, review_body
 from subscription_filter.shared.errors import BadRequest
-from subscription_filter.subscriptions import (
-    Candidate,
-    Compiler,
-    Index,
-    Readiness,
-    build_snapshot,
-    channels_of,
-    condition_patch,
-    ready_condition,
-)
+from subscription_filter.subscriptions import Compiler, Readiness, channels_of
 
 RUN = factory.promotion_run(requester="alice", approvers=("admin", "bob"))
 
@@ -86,11 +79,11 @@ def test_scan_knows_literals_and_comments() -> None:
     kinds = [t.kind for t in tokens if t.kind != "char"]
     assert kinds == ["ident", "literal", "literal", "comment"]
     # Brackets count towards the nesting limit only outside literals and comments.
-    deep = celengine.MAX_NESTING + 1
-    celengine.check_limits("f('" + "(" * deep + "') // " + "[" * deep + "\n")
-    celengine.check_limits("[{(" * (celengine.MAX_NESTING // 3) + "x" + ")}]" * 10)
-    with pytest.raises(celengine.CelCompileError, match=f"nested {deep} deep"):
-        celengine.check_limits("[" * deep + "x" + "]" * deep)
+    deep = celparse.MAX_NESTING + 1
+    celparse.check_limits("f('" + "(" * deep + "') // " + "[" * deep + "\n")
+    celparse.check_limits("[{(" * (celparse.MAX_NESTING // 3) + "x" + ")}]" * 10)
+    with pytest.raises(celparse.CelCompileError, match=f"nested {deep} deep"):
+        celparse.check_limits("[" * deep + "x" + "]" * deep)
 
 
 @pytest.mark.parametrize("text", [
@@ -231,10 +224,10 @@ def test_channels_annotation() -> None:
 
 
 class CountingEngine:
-    """The real celpy engine, counting compilations."""
+    """The real engine, counting compilations."""
 
     def __init__(self) -> None:
-        self.inner = CelPyEngine()
+        self.inner = CelExprEngine()
         self.name = "counting"
         self.compiled: list[str] = []
 
@@ -528,7 +521,7 @@ def test_notification_request(engine: Engine) -> None:
 def test_review_body() -> None:
     target = Target("artifacts.katanomi.dev", "v1alpha1", "artifactpromotionruns", "devops",
                     "run-1")
-    user = Compiler(CelPyEngine()).load(factory.seed_subscription()).subscription
+    user = Compiler(CelExprEngine()).load(factory.seed_subscription()).subscription
     assert user is not None
     assert review_body(user.subscriber, target) == {
         "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
@@ -536,7 +529,7 @@ def test_review_body() -> None:
             "group": "artifacts.katanomi.dev", "version": "v1alpha1",
             "resource": "artifactpromotionruns", "namespace": "devops", "name": "run-1",
             "verb": "get"}}}
-    group = Compiler(CelPyEngine()).load(
+    group = Compiler(CelExprEngine()).load(
         factory.cluster_subscription("team-a", subscriber_kind="Group")).subscription
     assert group is not None
     cluster = Target("", "v1", "nodes", "", "node-1")

@@ -9,7 +9,8 @@ from dev.fakes.kube_api import FakeKubeAPI
 from dev.support import factory
 from subscription_filter import core
 from subscription_filter.celengine import select
-from subscription_filter.subscriptions import TOO_MANY, Compiler, build_snapshot
+from subscription_filter.index import TOO_MANY, build_snapshot
+from subscription_filter.subscriptions import Compiler
 
 from .test_app import until
 from .test_hostile_objects import ready_condition
@@ -22,7 +23,7 @@ def stamped(doc: dict, seconds: int) -> dict:
 
 
 def test_a_subscribers_newest_subscriptions_beyond_the_cap_are_not_used() -> None:
-    compiler = Compiler(select("celpy"))
+    compiler = Compiler(select("cel-expr"))
     loaded = [compiler.load(stamped(factory.cluster_subscription("mallory", name=f"m-{i}"),
                                     100 - i)) for i in range(5)]
     loaded.append(compiler.load(factory.cluster_subscription("bob")))
@@ -68,7 +69,7 @@ def test_a_person_is_one_recipient_with_every_channel_they_asked_for(api: FakeKu
 
 
 def test_a_filter_shared_by_one_subscribers_subscriptions_is_evaluated_once() -> None:
-    engine = select("celpy")
+    engine = select("cel-expr")
     compiler = Compiler(engine)
     snapshot = build_snapshot([compiler.load(factory.cluster_subscription("mallory",
                                                                           name=f"m-{i}"))

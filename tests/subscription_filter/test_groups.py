@@ -69,7 +69,7 @@ def test_a_user_review_names_the_groups() -> None:
     from subscription_filter.celengine import select
     from subscription_filter.subscriptions import Compiler
 
-    subscription = Compiler(select("celpy")).load(loaded).subscription
+    subscription = Compiler(select("cel-expr")).load(loaded).subscription
     assert subscription is not None
     spec = review_body(subscription.subscriber, TARGET, groups=("dev", AUTHENTICATED))["spec"]
     assert spec["user"] == "admin" and spec["groups"] == ["dev", AUTHENTICATED]

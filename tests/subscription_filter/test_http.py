@@ -421,7 +421,7 @@ def func(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FunctionProcess]:
     with FakeKubeAPI() as fake:
         fake.add(factory.seed_subscription())
         fake.add(factory.cluster_subscription("alice"))
-        proc = start(fake, tmp_path_factory.mktemp("func"), "func", CEL_ENGINE="celpy")
+        proc = start(fake, tmp_path_factory.mktemp("func"), "func", CEL_ENGINE="cel-expr")
         yield proc
         proc.stop()
 

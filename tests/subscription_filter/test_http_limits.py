@@ -27,7 +27,7 @@ def api() -> Iterator[FakeKubeAPI]:
         yield fake
 
 
-@pytest.fixture(scope="module", params=["cel-expr", "celpy"])
+@pytest.fixture(scope="module", params=["cel-expr"])
 def fn(request: pytest.FixtureRequest, api: FakeKubeAPI,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[FunctionProcess]:
     proc = start(api, tmp_path_factory.mktemp("limits"), "ff", CEL_ENGINE=request.param)

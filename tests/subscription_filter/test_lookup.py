@@ -1,6 +1,6 @@
-"""The name lookup (``celengine.name_key``): evaluated once per event, it picks the only
+"""The name lookup (``namelookup.name_key``): evaluated once per event, it picks the only
 subscribers a filter can be true for. Held equal to evaluating every subscriber's filter
-on generated filters, events and subscribers, with both engines."""
+on generated filters, events and subscribers."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from dev.support import factory
-from subscription_filter import celengine, core
+from subscription_filter import celparse, core, namelookup
 from subscription_filter.binding import rewrite
 from subscription_filter.celengine import CelEvalError, Engine
-from subscription_filter.subscriptions import Compiler, build_snapshot
+from subscription_filter.index import build_snapshot
+from subscription_filter.subscriptions import Compiler
 
 NAMES = ("admin", "bob", "carol", "x y", "")
 
@@ -45,7 +46,7 @@ UNKEYED = [
 
 def name_key(source: str) -> str | None:
     expression = rewrite(source).expression
-    return celengine.name_key(celengine.parse(expression), expression)
+    return namelookup.name_key(celparse.parse(expression), expression)
 
 
 @pytest.mark.parametrize(("source", "key"), KEYED)

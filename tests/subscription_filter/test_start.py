@@ -10,13 +10,14 @@ import pytest
 
 from dev.fakes.kube_api import FakeKubeAPI
 from dev.support import factory
-from subscription_filter import celengine, core
+from subscription_filter import celparse, core, namelookup
 from subscription_filter.binding import rewrite
 from subscription_filter.celengine import Engine, select
+from subscription_filter.index import build_snapshot
 from subscription_filter.programs import Programs
 from subscription_filter.shared.kube import Kube
 from subscription_filter.store import SubscriptionStore
-from subscription_filter.subscriptions import Compiler, build_snapshot
+from subscription_filter.subscriptions import Compiler
 
 from .test_app import until
 from .test_lookup import KEYED, UNKEYED
@@ -41,13 +42,13 @@ MORE = [
 def test_the_lookup_known_without_a_full_parse_is_the_full_parses(source: str) -> None:
     expression = rewrite(source).expression
     try:
-        expected = celengine.name_key(celengine.parse(expression), expression)
-    except celengine.CelCompileError:
+        expected = namelookup.name_key(celparse.parse(expression), expression)
+    except celparse.CelCompileError:
         # Whatever lookup it gets, it is never used: it does not compile, so its
         # subscription is not (``Scope.sound``).
-        assert not Programs(select("celpy")).filter(expression).compiles()
+        assert not Programs(select("cel-expr")).filter(expression).compiles()
         return
-    assert celengine.lookup_key(expression) == expected
+    assert namelookup.lookup_key(expression) == expected
 
 
 def own(i: int, *, broken: str = "") -> dict:
@@ -60,7 +61,7 @@ def own(i: int, *, broken: str = "") -> dict:
     return factory.cluster_subscription(f"user{i}", events=events)
 
 
-@pytest.fixture(params=["celpy", "cel-expr"])
+@pytest.fixture(params=["cel-expr"])
 def engine(request: pytest.FixtureRequest) -> Engine:
     from .conftest import make_engine
 

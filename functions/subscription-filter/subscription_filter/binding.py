@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 BINDING_VARIABLE = "__subscriber__"
+SUBSCRIBER = ("subscriber", BINDING_VARIABLE)  # the names of the subscriber's binding
 PLACEHOLDER = re.compile(r"\$\(subscriber((?:\.[A-Za-z0-9_-]+)+)\)")
 MAX_BINDING_DEPTH = 16
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -98,7 +99,6 @@ def _literal(expression: str, start: int, i: int, prefix: str) -> Token:
     return Token("literal", expression[start:], prefix, expression[body_start:], False)
 
 
-COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 def reference(path: str) -> str:

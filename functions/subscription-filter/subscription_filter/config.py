@@ -41,11 +41,15 @@ class Config:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         engine = env("CEL_ENGINE", "auto", environ).lower()
+        if engine == "celpy":
+            raise ConfigError("CEL_ENGINE=celpy: that engine is gone; cel-expr evaluates every "
+                              "filter (use auto or cel-expr)")
         if engine not in CEL_ENGINES:
             raise ConfigError(f"CEL_ENGINE must be one of {', '.join(CEL_ENGINES)}, "
                               f"got {engine!r}")
-        if engine == "cel-expr" and not cel_expr_available():
-            raise ConfigError("CEL_ENGINE is cel-expr but cel-expr-python is not installed")
+        if not cel_expr_available():
+            raise ConfigError(f"CEL_ENGINE={engine}: cel-expr-python is not installed (or its "
+                              f"native part does not load on this platform)")
         groups = env("SUBSCRIBER_GROUPS_CONFIGMAP", "kubeevent-user-groups", environ)
         channels = notification_channels(environ)
         return cls(

@@ -21,11 +21,12 @@ from .celengine import (
     Values,
     plain,
 )
+from .index import Candidate, Index, NameLookup
 from .programs import Filter
 from .shared import fit, notification
 from .shared.errors import BadRequest
 from .shared.events import Event, attributes, json_data
-from .subscriptions import Candidate, Index, Lookup, Subscription
+from .subscriptions import Subscription
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
 NOTIFICATION_TYPE = notification.NOTIFICATION_REQUESTED
@@ -122,7 +123,7 @@ class Scope:
             run = self._runners[program] = program.for_event(self.event_scope())
         return run
 
-    def names(self, lookup: Lookup) -> frozenset[str] | None:
+    def names(self, lookup: NameLookup) -> frozenset[str] | None:
         """The names a lookup's values give for this event (``None``: not a list of
         strings, so every subscriber of it is evaluated)."""
         values = lookup.values

@@ -1,6 +1,6 @@
 """What one evaluation of a filter can cost at most, worked out from its text alone.
 
-A filter is refused at compile time, by the same rule for both engines, when the
+A filter is refused when it is compiled when the
 worst event it may see could make one evaluation do more than ``MAX_COST`` units of
 work (one unit: one operation, or 16 bytes compared or copied) or build a value over
 ``MAX_VALUE_BYTES``. What the estimate assumes:
@@ -9,8 +9,7 @@ work (one unit: one operation, or 16 bytes compared or copied) or build a value 
   function accepts), the subscriber's binding at most ``SUBSCRIBER_BYTES``; a list
   of ``n`` bytes has at most ``n / 2`` elements.
 * A comprehension (``all``, ``exists``, ``exists_one``, ``map``, ``filter``) runs at
-  most ``ITERATIONS`` times per evaluation: cel-cpp stops there, and the celpy engine
-  enforces the same budget (see ``celengine``).
+  most ``ITERATIONS`` times per evaluation: cel-cpp stops there (``celengine``).
 * The elements of a collection together are no bigger than the collection, so a
   body that reads its element (``x.name``) costs in total what the collection
   weighs, not its length times its size: sizes and costs are kept as
@@ -23,11 +22,18 @@ fifth of the limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .binding import COMPREHENSIONS
+from .celtree import (
+    COMPREHENSIONS,
+    LISTS,
+    children,
+    expressions,
+    identifier,
+    place_of,
+    unwrapped,
+)
 
 ITERATIONS = 10_000
 EVENT_BYTES = 1024 * 1024
@@ -48,7 +54,7 @@ class TooCostly(ValueError):
 
 
 @dataclass(frozen=True)
-class Lin:
+class Bound:
     """At most ``fixed + k·|var|``: ``|var|`` is the size of comprehension variable
     ``var``'s current element (``var`` ``None``: a constant)."""
 
@@ -58,19 +64,19 @@ class Lin:
 
 
 @dataclass(frozen=True)
-class Est:
-    size: Lin  # bytes of the value
-    count: Lin  # elements, when iterated
-    cost: Lin  # work, comprehensions summed element by element
-    flat: float  # work, every node in a comprehension counted ``ITERATIONS`` times
+class Estimate:
+    size: Bound  # bytes of the value
+    count: Bound  # elements, when iterated
+    cost: Bound  # work, comprehensions summed element by element
+    budgeted: float  # work, every node in a comprehension counted ``ITERATIONS`` times
 
 
-_ONE = Lin(1.0)
+_ONE = Bound(1.0)
 
 
 class _Estimator:
     """Two bounds of the work, the least of which counts: ``cost`` sums a comprehension's
-    body over its elements (tight when the body reads its element); ``flat`` counts
+    body over its elements (tight when the body reads its element); ``budgeted`` counts
     every node inside a comprehension ``ITERATIONS`` times, the budget every
     comprehension of an evaluation shares (tight for nested ones)."""
 
@@ -80,57 +86,57 @@ class _Estimator:
 
     # ------------------------------------------------------------ linear forms
 
-    def worst(self, lin: Lin) -> float:
+    def worst(self, lin: Bound) -> float:
         return lin.fixed + (lin.k * self.env.get(lin.var, EVENT_BYTES) if lin.var else 0.0)
 
-    def add(self, *lins: Lin) -> Lin:
+    def add(self, *lins: Bound) -> Bound:
         var = next((x.var for x in lins if x.var), None)
         if any(x.var not in (None, var) for x in lins):
-            return Lin(sum(self.worst(x) for x in lins))
-        return Lin(sum(x.fixed for x in lins), sum(x.k for x in lins), var)
+            return Bound(sum(self.worst(x) for x in lins))
+        return Bound(sum(x.fixed for x in lins), sum(x.k for x in lins), var)
 
-    def scale(self, lin: Lin, by: float) -> Lin:
-        return Lin(lin.fixed * by, lin.k * by, lin.var)
+    def scale(self, lin: Bound, by: float) -> Bound:
+        return Bound(lin.fixed * by, lin.k * by, lin.var)
 
-    def least(self, a: Lin, b: Lin) -> Lin:
+    def least(self, a: Bound, b: Bound) -> Bound:
         return a if self.worst(a) <= self.worst(b) else b
 
-    def most(self, a: Lin, b: Lin) -> Lin:
+    def most(self, a: Bound, b: Bound) -> Bound:
         return self.add(a, b) if a.var != b.var else (
             a if self.worst(a) >= self.worst(b) else b)
 
-    def times(self, n: Lin, lin: Lin) -> Lin:
+    def times(self, n: Bound, lin: Bound) -> Bound:
         """``n`` times ``lin`` (both bounds), kept linear where it can be."""
         if n.var is None:
             return self.scale(lin, n.fixed)
         if lin.var is None:
             return self.scale(n, lin.fixed)
-        return Lin(self.worst(n) * self.worst(lin))
+        return Bound(self.worst(n) * self.worst(lin))
 
-    def units(self, size: Lin) -> Lin:
+    def units(self, size: Bound) -> Bound:
         return self.scale(size, 1 / _BYTES_PER_UNIT)
 
     # --------------------------------------------------------------- the tree
 
-    def node(self, parts: list[Est], own: Lin, size: Lin, count: Lin = _ONE) -> Est:
+    def node(self, parts: list[Estimate], own: Bound, size: Bound, count: Bound = _ONE) -> Estimate:
         """A node doing ``own`` work besides its ``parts``."""
         times = ITERATIONS if self.depth else 1
-        return Est(size, count, self.add(own, *(p.cost for p in parts)),
-                   sum(p.flat for p in parts) + self.worst(own) * times)
+        return Estimate(size, count, self.add(own, *(p.cost for p in parts)),
+                   sum(p.budgeted for p in parts) + self.worst(own) * times)
 
-    def small(self, parts: list[Est], own: Lin = _ONE, size: float = _SMALL) -> Est:
-        return self.node(parts, own, Lin(size))
+    def small(self, parts: list[Estimate], own: Bound = _ONE, size: float = _SMALL) -> Estimate:
+        return self.node(parts, own, Bound(size))
 
-    def of(self, node: Any) -> Est:
-        node = bare(node)  # a level that only wraps one child costs what the child does
+    def of(self, node: Any) -> Estimate:
+        node = unwrapped(node)  # a level that only wraps one child costs what the child does
         est = self._of(node)
         size = self.worst(est.size)
         if size > MAX_VALUE_BYTES:
-            raise TooCostly(f"{_where(node)}can build a value of up to {_bytes(size)} for one "
+            raise TooCostly(f"{place_of(node)}can build a value of up to {_bytes(size)} for one "
                             f"event, over the limit of {_bytes(MAX_VALUE_BYTES)}")
         return est
 
-    def _of(self, node: Any) -> Est:
+    def _of(self, node: Any) -> Estimate:
         data = str(getattr(node, "data", ""))
         kids = children(node)
         trees = [k for k in kids if hasattr(k, "children")]
@@ -152,29 +158,29 @@ class _Estimator:
         if data in ("ident", "dot_ident"):
             name = str(kids[-1]) if kids else ""
             if name in self.env:
-                return self.node([], _ONE, Lin(0, 1, name), Lin(1, 0.5, name))
+                return self.node([], _ONE, Bound(0, 1, name), Bound(1, 0.5, name))
             size = {"ce": EVENT_BYTES, "subscriber": SUBSCRIBER_BYTES,
                     "__subscriber__": SUBSCRIBER_BYTES}.get(name, _SMALL)
-            return self.node([], _ONE, Lin(size), Lin(size / 2 + 1))
+            return self.node([], _ONE, Bound(size), Bound(size / 2 + 1))
         if data == "literal":
             size = len((str(kids[0]) if kids else "").encode("utf-8"))
-            return self.node([], _ONE, Lin(size), Lin(size / 2 + 1))
+            return self.node([], _ONE, Bound(size), Bound(size / 2 + 1))
         if data in ("list_lit", "map_lit", "member_object"):
-            parts = [self.of(e) for t in trees if str(getattr(t, "data", "")) in _LISTS
-                     for e in _exprs(t)]
+            parts = [self.of(e) for t in trees if str(getattr(t, "data", "")) in LISTS
+                     for e in expressions(t)]
             if data == "member_object":
                 parts.insert(0, self.of(trees[0]))
-            return self.node(parts, Lin(len(parts) + 1),
-                             self.add(Lin(len(parts)), *(p.size for p in parts)),
-                             Lin(len(parts)))
+            return self.node(parts, Bound(len(parts) + 1),
+                             self.add(Bound(len(parts)), *(p.size for p in parts)),
+                             Bound(len(parts)))
         return self.together([self.of(t) for t in trees], _ONE)  # anything else
 
-    def together(self, parts: list[Est], own: Lin) -> Est:
+    def together(self, parts: list[Estimate], own: Bound) -> Estimate:
         """A node as big as its ``parts`` are together."""
-        return self.node(parts, own, self.add(Lin(_SMALL), *(p.size for p in parts)),
+        return self.node(parts, own, self.add(Bound(_SMALL), *(p.size for p in parts)),
                          self.add(_ONE, *(p.count for p in parts)))
 
-    def binary(self, left_node: Any, right_node: Any) -> Est:
+    def binary(self, left_node: Any, right_node: Any) -> Estimate:
         operator = str(getattr(left_node, "data", ""))
         left = self.of(children(left_node)[0])
         right = self.of(right_node)
@@ -190,12 +196,12 @@ class _Estimator:
                              self.add(left.count, right.count))
         return self.small(parts)
 
-    def call(self, data: str, kids: list[Any], trees: list[Any]) -> Est:
+    def call(self, data: str, kids: list[Any], trees: list[Any]) -> Estimate:
         names = [str(k) for k in kids if not hasattr(k, "children")]
         name = names[0] if names else ""
         target = self.of(trees[0]) if data == "member_dot_arg" else None
         arguments = [t for t in trees if str(getattr(t, "data", "")) == "exprlist"]
-        args = _exprs(arguments[0]) if arguments else []
+        args = expressions(arguments[0]) if arguments else []
         if target is not None and name in COMPREHENSIONS and len(args) in (2, 3):
             variable = identifier(args[0])
             if variable is not None:
@@ -209,10 +215,11 @@ class _Estimator:
                                            self.add(_ONE, self.units(parts[1].size))))
         return self.small(parts, own) if name in _SMALL_RESULTS else self.together(parts, own)
 
-    def comprehension(self, name: str, target: Est, variable: str, body: list[Any]) -> Est:
+    def comprehension(self, name: str, target: Estimate, variable: str,
+                      body: list[Any]) -> Estimate:
         count = target.count
         n = count if count.var is not None or self.worst(count) <= ITERATIONS \
-            else Lin(ITERATIONS)
+            else Bound(ITERATIONS)
         outer = self.env.get(variable)
         self.env[variable] = self.worst(target.size)
         self.depth += 1
@@ -225,71 +232,21 @@ class _Estimator:
             else:
                 self.env[variable] = outer
 
-        def total(lin: Lin) -> Lin:
+        def total(lin: Bound) -> Bound:
             """``lin`` summed over the iterations: an element's share is its own size."""
             if lin.var != variable:
                 return self.times(n, lin)
-            return self.add(self.times(n, Lin(lin.fixed)), self.scale(target.size, lin.k))
+            return self.add(self.times(n, Bound(lin.fixed)), self.scale(target.size, lin.k))
 
         cost = self.add(target.cost, n, *(total(p.cost) for p in parts))
-        flat = target.flat + sum(p.flat for p in parts) + ITERATIONS
+        flat = target.budgeted + sum(p.budgeted for p in parts) + ITERATIONS
         if name == "map":
             size, count = self.add(n, total(parts[-1].size)), n
         elif name == "filter":
             size, count = target.size, target.count
         else:
             size, count = _ONE, _ONE
-        return Est(size, count, cost, flat)
-
-
-_LISTS = frozenset({"exprlist", "mapinits", "fieldinits"})
-# Levels of the parse tree that only wrap one child (parentheses included).
-WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
-                      "multiplication", "unary", "member", "primary", "paren_expr"})
-
-
-def children(node: Any) -> list[Any]:
-    """A parse-tree node's children (celpy's parser leaves no ``None`` placeholders)."""
-    return getattr(node, "children", [])
-
-
-def walk(tree: Any) -> Iterator[Any]:
-    """Every node of a parse tree, without recursion."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(k for k in children(node) if hasattr(k, "children"))
-
-
-def bare(node: Any) -> Any:
-    """``node`` without the levels that only wrap it."""
-    while (kids := children(node)) and len(kids) == 1 and hasattr(kids[0], "children") \
-            and getattr(node, "data", "") in WRAPPERS:
-        node = kids[0]
-    return node
-
-
-def _exprs(node: Any) -> list[Any]:
-    """The expressions of an ``exprlist``, ``mapinits`` or ``fieldinits``."""
-    return [k for k in children(node) if hasattr(k, "children")]
-
-
-def identifier(node: Any) -> str | None:
-    """The name when ``node`` is a bare identifier (a macro's variable)."""
-    node = bare(node)
-    found = children(node)
-    return str(found[0]) if str(getattr(node, "data", "")) == "ident" and found else None
-
-
-def at(line: Any, column: Any) -> str:
-    """How a compile error names a place (1-based): ``""`` when it is not known."""
-    return f"line {line}, column {column}: " if line is not None and column is not None else ""
-
-
-def _where(node: Any) -> str:
-    meta = getattr(node, "meta", None)
-    return at(getattr(meta, "line", None), getattr(meta, "column", None))
+        return Estimate(size, count, cost, flat)
 
 
 def _bytes(size: float) -> str:
@@ -301,7 +258,7 @@ def worst_case(tree: Any) -> tuple[float, float]:
     against the worst event; ``TooCostly`` as soon as a value is over the limit."""
     estimator = _Estimator()
     est = estimator.of(tree)
-    return min(estimator.worst(est.cost), est.flat), estimator.worst(est.size)
+    return min(estimator.worst(est.cost), est.budgeted), estimator.worst(est.size)
 
 
 def check(tree: Any) -> None:

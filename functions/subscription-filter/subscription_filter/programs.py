@@ -19,15 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .celengine import (
-    CelCompileError,
-    Engine,
-    EventScope,
-    Program,
-    Values,
-    check_limits,
-    lookup_key,
-)
+from .celengine import Engine, EventScope, Program, Values
+from .celparse import CelCompileError, check_limits
+from .namelookup import lookup_key
 from .shared.cache import Cache
 
 MAX_PROGRAMS = 4096

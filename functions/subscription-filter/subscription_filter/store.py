@@ -6,19 +6,15 @@ ends; a 410 Gone (as an HTTP status or as an ERROR event) makes it list again.
 The store is ready after the first list. Each change rebuilds an immutable
 ``Snapshot`` that request threads read without locks.
 
-Status: the store writes an object's ``Ready`` condition when it differs from what the
-copy it loaded says; a filter that stopped at an evaluation limit is reported by
-request threads (``report_limit``) and written as ``FilterEvaluated=False`` by a second
-thread, once per subscription generation, place and message. Both are merge patches
-guarded by the copy's resourceVersion: a copy that is no longer current is refused, and
-the watch brings the newer one.
+A start reads every subscription cheaply (``Compiler.load(..., compile_now=False)``),
+answers, then compiles the filters no event has compiled yet and takes out the
+subscriptions whose filters do not compile. What goes on their statuses is the
+``StatusWriter``'s (``status.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import queue
 import threading
 import time
 from collections import deque
@@ -29,30 +25,22 @@ from typing import Any
 
 from kubernetes import watch as k8s_watch
 
-from . import reach
+from .conditions import condition_patch, ready_condition
+from .index import Snapshot, build_snapshot
 from .shared import logs, metrics
-from .shared.cache import Cache
-from .shared.errors import FunctionError
-from .shared.kube import Gone, Kube, NotFound, translate
+from .shared.kube import Gone, Kube, translate
 from .shared.retry import backoff
-from .shared.times import now_text
+from .status import StatusWriter, describe
 from .subscriptions import (
     GROUP,
-    KIND,
     PLURAL,
     VERSION,
     Compiler,
     Invalid,
     Loaded,
-    ObjectRule,
     Readiness,
-    Snapshot,
-    build_snapshot,
-    condition_patch,
     first_compile_error,
-    limit_condition,
     metadata,
-    ready_condition,
 )
 
 LIST_PAGE = 500
@@ -80,13 +68,6 @@ class SubscriptionStore:
                  schemas: Callable[[str, str], Mapping[str, Any] | None] | None = None
                  ) -> None:
         self.kube = kube
-        # Filters that cannot match (reach.py), said as FiltersCanMatch once per generation
-        # by the status thread; ``schemas``: the kinds' schemas (None: paths not checked).
-        self.schemas = schemas or (lambda api_version, kind: None)
-        # name → whether its copy said FiltersCanMatch (then a sound one is written True).
-        self._hints_due: dict[str, bool] = {}
-        # ``id`` of a spec's rules → (the rules, their hints): thousands share one spec.
-        self._hints_of: Cache[int, tuple[Any, list[reach.Hint]]] = Cache(4096)
         self.per_subscriber = per_subscriber
         self.list_page = list_page
         self.compiler = compiler
@@ -94,7 +75,6 @@ class SubscriptionStore:
         self.retry_seconds = retry_seconds
         self.write_status = write_status
         self.resource_version: str | None = None
-        self.status_writes = 0
         self.events_seen = 0
         self._loaded: dict[str, Loaded] = {}
         self._snapshot = Snapshot()
@@ -102,14 +82,10 @@ class SubscriptionStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watch: k8s_watch.Watch | None = None
-        self._limits: queue.Queue[tuple[str, str, str] | None] = queue.Queue(maxsize=LIMIT_QUEUE)
-        self._limits_reported: set[tuple[str, int, str, str]] = set()
-        self._limit_lock = threading.Lock()
-        # Subscriptions whose Ready condition a cap decision changed: written (read fresh
-        # first) by the status thread, however many there are.
-        self._due: dict[str, None] = {}
-        self._due_lock = threading.Lock()
-        self._limits_thread: threading.Thread | None = None
+        self.status = StatusWriter(
+            kube, enabled=write_status, schemas=schemas,
+            loaded=lambda name: self._loaded.get(name),
+            readiness=lambda name: self._snapshot.readiness.get(name))
 
     # ------------------------------------------------------------------ public
 
@@ -120,10 +96,7 @@ class SubscriptionStore:
         self._thread = threading.Thread(target=self._run, name="subscription-watch",
                                         daemon=True)
         self._thread.start()
-        if self.write_status and not (self._limits_thread and self._limits_thread.is_alive()):
-            self._limits_thread = threading.Thread(target=self._write_limits,
-                                                   name="subscription-limits", daemon=True)
-            self._limits_thread.start()
+        self.status.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread: an open watch is cut off rather than waited for."""
@@ -133,142 +106,18 @@ class SubscriptionStore:
         while thread is not None and thread.is_alive() and time.monotonic() < deadline:
             self._cut_watch()
             thread.join(0.05)
-        writer = self._limits_thread  # a status write under way is finished, not cut off
-        if writer is not None:
-            with contextlib.suppress(queue.Full):
-                self._limits.put_nowait(None)  # wake it from its wait
-            writer.join(max(0.0, deadline - time.monotonic()))
+        self.status.stop(max(0.0, deadline - time.monotonic()))
 
     def report_limit(self, name: str, where: str, message: str) -> None:
         """Say on subscription ``name``'s status that its filter at ``where`` stopped at
         an evaluation limit; written in the background, once per generation."""
-        if not self.write_status:
-            return
         sub = self._snapshot.subscriptions.get(name)
-        key = (name, sub.generation if sub is not None else -1, where, message)
-        with self._limit_lock:  # only reporters put: a queue not full here takes one more
-            if key in self._limits_reported or self._limits.full():
-                return
-            self._limits_reported.add(key)
-            self._limits.put_nowait((name, where, message))
+        self.status.report_limit(name, sub.generation if sub is not None else -1, where,
+                                 message)
 
-    def _write_limits(self) -> None:
-        """Writes, read fresh: the limits reported, and the Ready conditions a cap changed."""
-        while not self._stop.is_set():
-            with self._due_lock:
-                due = next(iter(self._due), None)
-                if due is not None:
-                    del self._due[due]
-            if due is not None:
-                self._write_fresh(due, lambda obj, name=due: ready_condition(
-                    self._snapshot.readiness[name]) if name in self._snapshot.readiness
-                    else None)
-                continue
-            try:
-                report = self._limits.get(timeout=0.5 if not self._hints_due else 0.0)
-            except queue.Empty:
-                report = ()
-            if report is None:  # stop() woke it
-                continue
-            if not report:
-                with self._due_lock:
-                    hinted = next(iter(self._hints_due), None)
-                    said = self._hints_due.pop(hinted) if hinted is not None else False
-                if hinted is not None and (said or self._hints_found(hinted)):
-                    self._write_fresh(hinted, self._hints_condition)  # read only to write
-                continue
-            name, where, message = report
-            self._write_fresh(name, lambda obj, where=where, message=message: limit_condition(
-                where, message, metadata(obj).get("generation")))
-
-    def _hints_condition(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        """``FiltersCanMatch`` for a subscription in use (one not used says why already)."""
-        loaded = self._loaded.get(str(metadata(obj).get("name") or ""))
-        if loaded is None or loaded.subscription is None:
-            return None
-        try:
-            found = reach.hints(obj, self.schemas)
-        except Exception as exc:  # a hint is a help: never a reason to stop
-            logs.warning("could not check the filters for mistakes", error=_describe(exc),
-                         subscription=loaded.name)
-            return None
-        said = any(c.get("type") == reach.CONDITION for c in _conditions(obj))
-        if not found and not said:
-            return None  # nothing to say: a sound subscription carries no extra condition
-        if found:
-            logs.info("a filter can never match", subscription=loaded.name,
-                      hints=len(found), first=found[0].text[:300])
-        return reach.condition(found, metadata(obj).get("generation"))
-
-    def _check_hints(self, obj: Mapping[str, Any]) -> None:
-        """Queue the filters-that-cannot-match check unless the object says it for its
-        generation already (a sound one says nothing: checked again after a restart, from
-        the rules in memory, and read from the API server only when there is something to
-        write)."""
-        if not self.write_status:
-            return
-        generation = metadata(obj).get("generation")
-        said = False
-        for condition in _conditions(obj):
-            if condition.get("type") == reach.CONDITION:
-                if condition.get("observedGeneration") == generation:
-                    return
-                said = True
-        name = str(metadata(obj).get("name") or "")
-        if name:
-            with self._due_lock:
-                self._hints_due[name] = said
-
-    def _hints_found(self, name: str) -> bool:
-        """Whether subscription ``name``, as loaded, has a filter that cannot match: from its
-        rules (what ``reach.hints`` reads of the object), once per distinct spec."""
-        loaded = self._loaded.get(name)
-        if loaded is None or loaded.subscription is None:
-            return False
-        objects = loaded.subscription.objects
-        known = self._hints_of.get(id(objects))
-        if known is None or known[0] is not objects:
-            try:
-                known = (objects, reach.hints({"spec": _rules_spec(objects)}, self.schemas))
-            except Exception as exc:  # a hint is a help: never a reason to stop
-                logs.warning("could not check the filters for mistakes", error=_describe(exc),
-                             subscription=name)
-                known = (objects, [])
-            self._hints_of.put(id(objects), known)
-        return bool(known[1])
-
-    def _write_fresh(self, name: str,
-                     condition: Callable[[Mapping[str, Any]], dict[str, Any] | None]) -> None:
-        for _attempt in range(3):  # a conflict: someone wrote meanwhile, read again
-            if self._stop.is_set():
-                return
-            try:
-                obj = self.kube.get(f"{GROUP}/{VERSION}", KIND, name)
-                wanted = None if obj is None else condition(obj)
-                if obj is None or wanted is None or self._write(obj, wanted):
-                    return
-            except Exception as exc:  # one status must never stop the others
-                if not self._stop.is_set():
-                    logs.warning("could not write subscription status", subscription=name,
-                                 error=_describe(exc))
-                return
-
-    def _write(self, obj: Mapping[str, Any], condition: dict[str, Any]) -> bool:
-        """Set ``condition`` on the status of ``obj`` unless it says so already. False on a
-        conflict: the object changed since ``obj`` was read."""
-        name = str(metadata(obj).get("name"))
-        patch = condition_patch(obj, condition, now_text())
-        if patch is None:
-            return True
-        written = self.kube.merge_status(GROUP, VERSION, PLURAL, name, patch)
-        if written is None:
-            raise NotFound(f"clustersubscription {name} is gone")
-        if not written:
-            return False
-        self.status_writes += 1
-        logs.info("subscription status written", subscription=name, condition=condition["type"],
-                  status=condition["status"], reason=condition["reason"])
-        return True
+    @property
+    def status_writes(self) -> int:
+        return self.status.writes
 
     def _cut_watch(self) -> None:
         current = self._watch
@@ -322,7 +171,7 @@ class SubscriptionStore:
                     continue
                 failures += 1
                 if self._pause(failures, "subscription list/watch failed; retrying",
-                               error=_describe(exc), resource_version=self.resource_version):
+                               error=describe(exc), resource_version=self.resource_version):
                     return
 
     def _pause(self, times: int, message: str, **fields: Any) -> bool:
@@ -370,8 +219,7 @@ class SubscriptionStore:
             self._publish()
             for name in failed:
                 _not_used(self._loaded[name])
-            with self._due_lock:  # their copies may say Ready: written, read fresh
-                self._due.update(dict.fromkeys(failed))
+            self.status.ready_due(failed)  # their copies may say Ready: written, read fresh
 
     def _load_all(self) -> deque[tuple[dict[str, Any], Loaded]]:
         loaded: dict[str, Loaded] = {}
@@ -385,7 +233,7 @@ class SubscriptionStore:
                 if name:
                     loaded[name] = self.compiler.load(obj, compile_now=False)
                     if loaded[name].subscription is not None:
-                        self._check_hints(obj)
+                        self.status.check_hints(obj)
                     if self.write_status and condition_patch(
                             obj, ready_condition(loaded[name].readiness), "") is not None:
                         # What the write needs, not the whole object.
@@ -469,7 +317,7 @@ class SubscriptionStore:
                     _not_used(loaded)
             self._sync_status(obj, loaded)
             if loaded.subscription is not None:
-                self._check_hints(obj)
+                self.status.check_hints(obj)
         rv = str(metadata(obj).get("resourceVersion") or "")
         if rv:
             self.resource_version = rv
@@ -481,8 +329,7 @@ class SubscriptionStore:
             self._snapshot = build_snapshot(self._loaded.values(), self.per_subscriber)
         changed = before ^ self._snapshot.capped
         if changed and self.write_status:
-            with self._due_lock:
-                self._due.update(dict.fromkeys(sorted(changed)))
+            self.status.ready_due(sorted(changed))
             logs.info("subscriptions over the per-subscriber cap changed",
                       capped=len(self._snapshot.capped), changed=len(changed),
                       per_subscriber=self.per_subscriber)
@@ -500,10 +347,10 @@ class SubscriptionStore:
             return
         readiness = self._snapshot.readiness.get(loaded.name, loaded.readiness)
         try:
-            self._write(obj, ready_condition(readiness))
+            self.status.write(obj, ready_condition(readiness))
         except Exception as exc:  # one object's status must never stop the watch
             logs.warning("could not write subscription status", subscription=loaded.name,
-                         error=_describe(exc))
+                         error=describe(exc))
 
 
 @contextmanager
@@ -525,22 +372,6 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _conditions(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The object's status conditions, whatever its status holds."""
-    status = obj.get("status")
-    listed = status.get("conditions") if isinstance(status, Mapping) else None
-    return [c for c in listed if isinstance(c, Mapping)] if isinstance(listed, list) else []
-
-
-def _rules_spec(objects: tuple[ObjectRule, ...]) -> dict[str, Any]:
-    """``spec.subscriptions`` as far as ``reach.hints`` reads it, from a subscription in
-    use (every entry of it valid, so in the order written)."""
-    return {"subscriptions": [
-        {"object": {"kind": o.written_kind, "apiVersion": o.api_version},
-         "events": [{"type": r.type, "filter": {"cel": r.cel_source}} for r in o.events]}
-        for o in objects]}
-
-
 def _condition_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Of the object's status, what a condition's write reads (not the notifications)."""
     status = obj.get("status")
@@ -552,9 +383,3 @@ def _condition_status(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _not_used(loaded: Loaded) -> None:
     logs.warning("subscription not used", subscription=loaded.name,
                  reason=loaded.readiness.reason, detail=loaded.readiness.message)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, FunctionError):
-        return exc.reason
-    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,5 +1,6 @@
-"""ClusterSubscription objects → validated, compiled subscriptions, their Ready
-condition, and the index an event is matched through. Pure: plain dicts in.
+"""ClusterSubscription objects → validated subscriptions holding their filters, or the
+reason they are not used. Pure: plain dicts in. (Over 400 lines on purpose: the checks of
+one object in the order they decide Ready, read top to bottom.)
 
 A subscription is used only when it is valid as a whole; otherwise it gets
 ``Ready=False`` with the reason, and it never affects another. ``Compiler.load`` runs
@@ -17,10 +18,10 @@ import json
 import marshal
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import binding, limits
-from .celengine import CelCompileError, Engine, Program, Values, plain
+from .celengine import CelCompileError, Engine, Program, plain
 from .programs import MAX_PROGRAMS, Filter, Programs
 from .shared.cache import Cache
 
@@ -466,187 +467,3 @@ class Compiler:
                          for o in objects)
         except Invalid as exc:
             return exc
-
-
-# -------------------------------------------------------------------------- index
-
-IndexKey = tuple[str, str, str, str]
-
-
-class Candidate(NamedTuple):  # a tuple: there is one per entry of every subscription
-    """One entry of a subscription; ``entry`` is its place among the subscription's
-    entries, in the order written."""
-
-    subscription: Subscription
-    rule: EventRule
-    entry: int = 0
-
-
-class Lookup(NamedTuple):
-    """The candidates of filters with one name lookup, by subscriber name: for an event,
-    only those named in its ``values`` can match (see ``celengine.name_key``)."""
-
-    values: Values
-    by_name: dict[str, tuple[Candidate, ...]]
-
-
-@dataclass
-class Bucket:
-    """The candidates of one index key: in name lookups, and the others by (exact
-    filter, program), each exact filter checked once for all of its candidates."""
-
-    lookups: dict[str, Lookup] = field(default_factory=dict)
-    others: dict[tuple[tuple[tuple[str, str], ...], Program | None], list[Candidate]] = \
-        field(default_factory=dict)
-
-
-class Index:
-    """(event type, group, kind, namespace) → candidates; namespace ``""`` = every one."""
-
-    def __init__(self, subscriptions: Iterable[Subscription]) -> None:
-        self._buckets: dict[IndexKey, Bucket] = {}
-        self.size = 0  # entries
-        # Where each entry goes, worked out once per ``objects`` (shared by every
-        # subscription of the same spec): a lookup's ``by_name`` or a list of others.
-        plans: dict[int, list[tuple[EventRule, int, Any]]] = {}
-        for sub in subscriptions:
-            plan = plans.get(id(sub.objects))
-            if plan is None:
-                plan = plans[id(sub.objects)] = self._plan(sub.objects)
-            name = sub.subscriber.name
-            for rule, entry, target in plan:
-                candidate = Candidate(sub, rule, entry)
-                if type(target) is dict:
-                    found = target.get(name)
-                    target[name] = (candidate,) if found is None else (*found, candidate)
-                else:
-                    target.append(candidate)
-            self.size += len(plan)
-
-    def _plan(self, objects: tuple[ObjectRule, ...]) -> list[tuple[EventRule, int, Any]]:
-        plan: list[tuple[EventRule, int, Any]] = []
-        for obj in objects:
-            for rule in obj.events:
-                bucket = self._buckets.setdefault(
-                    (rule.type, obj.group, obj.kind, obj.namespace), Bucket())
-                program = rule.cel
-                if program is not None and program.values is not None:
-                    lookup = bucket.lookups.setdefault(str(program.key),
-                                                       Lookup(program.values, {}))
-                    plan.append((rule, len(plan), lookup.by_name))
-                else:
-                    plan.append((rule, len(plan),
-                                 bucket.others.setdefault((rule.exact, program), [])))
-        return plan
-
-    def buckets(self, type_: str, group: str, kind: str, namespace: str) -> list[Bucket]:
-        group, kind = group.lower(), kind.lower()
-        keys = [(type_, group, kind, namespace)] + ([(type_, group, kind, "")]
-                                                    if namespace else [])
-        return [self._buckets[k] for k in keys if k in self._buckets]
-
-    def __len__(self) -> int:
-        return self.size
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """An immutable view of every subscription the filter knows (swapped whole);
-    ``capped``: those not used because their subscriber has too many."""
-
-    subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
-    readiness: Mapping[str, Readiness] = field(default_factory=dict)
-    index: Index = field(default_factory=lambda: Index(()))
-    capped: frozenset[str] = frozenset()
-
-
-TOO_MANY = "TooManySubscriptions"
-
-
-def build_snapshot(loaded: Iterable[Loaded], per_subscriber: int = 0) -> Snapshot:
-    """The snapshot of ``loaded``. With ``per_subscriber``, a subscriber's usable
-    subscriptions beyond that many (the newest) are not used and not Ready: one user's
-    thousands (cluster-scoped, so no quota holds them) would tax every event."""
-    items = list(loaded)
-    readiness = {item.name: item.readiness for item in items}
-    usable = [item for item in items if item.subscription is not None]
-    capped: set[str] = set()
-    if per_subscriber > 0:
-        own: dict[tuple[str, str], list[Loaded]] = {}
-        for item in usable:
-            subscriber = item.subscription.subscriber  # type: ignore[union-attr]
-            own.setdefault((subscriber.kind, subscriber.name), []).append(item)
-        for (_, who), theirs in own.items():
-            if len(theirs) <= per_subscriber:
-                continue
-            theirs.sort(key=lambda i: (i.created, i.name))
-            for extra in theirs[per_subscriber:]:
-                capped.add(extra.name)
-                readiness[extra.name] = Readiness(
-                    False, TOO_MANY, f"{who} has {len(theirs)} subscriptions; the oldest "
-                    f"{per_subscriber} are used (the filter's SUBSCRIPTIONS_PER_SUBSCRIBER): "
-                    f"delete some, or merge their filters into one",
-                    extra.readiness.generation)
-    subs = {i.name: i.subscription for i in usable if i.name not in capped}
-    return Snapshot(subs, readiness, Index(subs.values()),  # type: ignore[arg-type]
-                    frozenset(capped))
-
-
-# ------------------------------------------------------------------------- status
-
-
-def ready_condition(readiness: Readiness) -> dict[str, Any]:
-    return _condition(CONDITION, "True" if readiness.ready else "False", readiness.reason,
-                      readiness.message, readiness.generation)
-
-
-def limit_condition(where: str, message: str, generation: Any) -> dict[str, Any]:
-    """The filter at ``where`` stopped at an evaluation limit (``message``)."""
-    text = (f"{where}: {message}; the events it could not evaluate were not notified to "
-            f"this subscriber")[:1000]
-    return _condition(LIMIT_CONDITION, "False", LIMIT_REASON, text, generation)
-
-
-def _condition(type_: str, status: str, reason: str, message: str,
-               generation: Any) -> dict[str, Any]:
-    condition = {"type": type_, "status": status, "reason": reason, "message": message}
-    if isinstance(generation, int):
-        condition["observedGeneration"] = generation
-    return condition
-
-
-def _said(condition: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (condition.get("status"), condition.get("reason"), condition.get("message") or "",
-            condition.get("observedGeneration"))
-
-
-def condition_patch(obj: Mapping[str, Any], condition: Mapping[str, Any],
-                    now: str) -> dict[str, Any] | None:
-    """The merge patch for ``/status`` setting ``condition`` (in place of the one of its
-    type), or ``None`` when the object already says so. Other conditions are kept, but
-    a ``FilterEvaluated`` of another generation is dropped; a merge patch replaces the
-    list whole, so it is guarded by the object's resourceVersion. ``lastTransitionTime``
-    only moves when the status flips; ``Ready`` also sets ``status.observedGeneration``."""
-    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-    listed = status.get("conditions") if isinstance(status.get("conditions"), list) else []
-    conditions = [c for c in listed if isinstance(c, Mapping)]
-    kind, generation = condition["type"], condition.get("observedGeneration")
-    current = next((c for c in conditions if c.get("type") == kind), None)
-    if current is not None and _said(current) == _said(condition) and (
-            kind != CONDITION or status.get("observedGeneration") == generation):
-        return None
-    transition = now
-    if current is not None and current.get("status") == condition["status"] \
-            and current.get("lastTransitionTime"):
-        transition = str(current["lastTransitionTime"])
-    others = [c for c in conditions if c.get("type") != kind and not (
-        c.get("type") == LIMIT_CONDITION and c.get("observedGeneration") != generation)]
-    body: dict[str, Any] = {
-        "conditions": [*others, {**condition, "lastTransitionTime": transition}]}
-    if kind == CONDITION and generation is not None:
-        body["observedGeneration"] = generation
-    patch: dict[str, Any] = {"status": body}
-    version = metadata(obj).get("resourceVersion")
-    if version:
-        patch["metadata"] = {"resourceVersion": version}
-    return patch
