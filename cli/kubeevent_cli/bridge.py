@@ -51,15 +51,30 @@ from enricher import core as enricher_core  # noqa: E402
 from enricher.shared import events as shared_events  # noqa: E402
 from enricher.shared import logs as enricher_logs  # noqa: E402
 from enricher.shared import signing  # noqa: E402
-from subscription_filter import binding, celengine, reach, subscriptions  # noqa: E402
+from subscription_filter import binding, celengine, index, reach, subscriptions  # noqa: E402
 from subscription_filter import core as filter_core  # noqa: E402
 from subscription_filter.shared import errors as filter_errors  # noqa: E402
 from subscription_filter.shared import logs as filter_logs  # noqa: E402
 
 __all__ = [
-    "FollowConfig", "binding", "celengine", "email_message", "enricher_core", "filter_core",
-    "filter_errors", "notification", "notifier_core", "quiet", "reach", "render", "shared_events",
-    "shared_templates", "signing", "subscriptions", "templates",
+    "FollowConfig",
+    "binding",
+    "celengine",
+    "email_message",
+    "enricher_core",
+    "filter_core",
+    "filter_errors",
+    "index",
+    "notification",
+    "notifier_core",
+    "quiet",
+    "reach",
+    "render",
+    "shared_events",
+    "shared_templates",
+    "signing",
+    "subscriptions",
+    "templates",
 ]
 
 def capture_logs(verbose: bool) -> None:

@@ -228,7 +228,7 @@ def test_the_shared_event_and_an_own_activation_agree(cel_expr: CelExprEngine,
     text = rewrite(source).expression
     program = cel_expr.compile(text)
     assert isinstance(program, CelExprProgram) and program.shares_the_event
-    as_written = CelExprProgram(cel_expr._env.compile(text), cel_expr, False, None)
+    as_written = CelExprProgram(cel_expr._env.compile(text), cel_expr, False)
     assert not as_written.shares_the_event
     scope = cel_expr.event(cel_expr.value(plain({"data": {"people": ["admin", "bob"]}})))
     for who in ({"name": "admin", "kind": "User"}, {"name": "x", "info": {"mail": "m"}}):
