@@ -127,7 +127,7 @@ class SubscriptionFilter:
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
         started = time.perf_counter()
-        with tracing.span("match"):
+        with tracing.span("match"), self.store.serving():
             result = core.match(snapshot.index, enriched, self.engine)
         MATCH_SECONDS.observe(time.perf_counter() - started)
         CANDIDATES.observe(result.candidates)

@@ -82,6 +82,8 @@ class SubscriptionStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watch: k8s_watch.Watch | None = None
+        self._serving = 0  # requests matching now: the start's compile waits for them
+        self._serving_lock = threading.Lock()
         self.status = StatusWriter(
             kube, enabled=write_status, schemas=schemas,
             loaded=lambda name: self._loaded.get(name),
@@ -130,6 +132,17 @@ class SubscriptionStore:
                 shutdown()
             except Exception as exc:  # best effort: the thread is a daemon anyway
                 logs.debug("could not cut the watch off", error=str(exc))
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around a request's matching: the compile a start leaves for later yields to it."""
+        with self._serving_lock:
+            self._serving += 1
+        try:
+            yield
+        finally:
+            with self._serving_lock:
+                self._serving -= 1
 
     def ready(self) -> bool:
         return self._ready.is_set()
@@ -189,23 +202,26 @@ class SubscriptionStore:
             pending = self._load_all()
         self._compile_all()
         while pending:
-            self._sync_status(*pending.popleft())
+            meta, status, loaded = pending.popleft()
+            self._sync_status({"metadata": dict(zip(_WRITE_META, meta, strict=True)),
+                               "status": status or {}}, loaded)
 
     def _compile_all(self) -> None:
         """Compile the filters the list left for later: a subscription with one that does
         not compile is not used (``Ready=False``, ``InvalidCEL``), as when it was loaded
         alone. Each text compiles once; each distinct ``spec.subscriptions`` is checked
-        once; requests go on meanwhile."""
+        once; it pauses while a request is matching (``serving``), so a start's first
+        answers are not slowed by it."""
         checked: dict[int, Invalid | None] = {}
         failed: list[str] = []
-        for n, (name, item) in enumerate(list(self._loaded.items())):
+        for name, item in list(self._loaded.items()):
             if self._stop.is_set():
                 return
             sub = item.subscription
             if sub is None:
                 continue
-            if n % 16 == 0:
-                time.sleep(0)  # a request compiling its candidates goes first
+            while self._serving and not self._stop.is_set():
+                time.sleep(0.002)
             key = id(sub.objects)
             if key not in checked:
                 checked[key] = first_compile_error(sub.objects)
@@ -221,9 +237,11 @@ class SubscriptionStore:
                 _not_used(self._loaded[name])
             self.status.ready_due(failed)  # their copies may say Ready: written, read fresh
 
-    def _load_all(self) -> deque[tuple[dict[str, Any], Loaded]]:
+    def _load_all(self) -> deque[tuple[tuple[Any, ...], dict[str, Any] | None, Loaded]]:
         loaded: dict[str, Loaded] = {}
-        pending: deque[tuple[dict[str, Any], Loaded]] = deque()
+        # What a Ready write needs, as tuples (100,000 of them after an upgrade that changes
+        # every Ready message): the metadata it is guarded by, the conditions, the result.
+        pending: deque[tuple[tuple[Any, ...], dict[str, Any] | None, Loaded]] = deque()
         resource_version = ""
         for page in self._pages():
             for n, obj in enumerate(page.get("items") or []):
@@ -238,8 +256,8 @@ class SubscriptionStore:
                             obj, ready_condition(loaded[name].readiness), "") is not None:
                         # What the write needs, not the whole object.
                         written = metadata(obj)
-                        pending.append(({"metadata": {k: written.get(k) for k in _WRITE_META},
-                                         "status": _condition_status(obj)}, loaded[name]))
+                        pending.append((tuple(written.get(k) for k in _WRITE_META),
+                                        _condition_status(obj) or None, loaded[name]))
             resource_version = str((page.get("metadata") or {}).get("resourceVersion")
                                    or resource_version)
         self._loaded = loaded
