@@ -29,8 +29,9 @@ default broker (MT channel-based, on InMemoryChannel) as far as they go:
   ``knativeerrorcode`` 400 and the ingress as ``knativeerrordest`` (no retry); so is a
   reply the broker refuses;
 * 5xx, 404, 408, 409, 429 and network errors are retried by the Trigger's DeliverySpec
-  (``retry``; ``backoffPolicy`` and ``backoffDelay`` both set, else retries come at once;
-  linear waits 0, d, 2d …, exponential d, 2d, 4d …), other statuses are not; a Broker's
+  (``retry``; ``backoffPolicy: exponential`` and ``backoffDelay`` both set, else retries
+  come at once; waits d, 2d, 4d …; ``linear``, which no manifest uses, is refused when
+  loading), other statuses are not; a Broker's
   spec is the fallback, and a Broker without one gets Knative's defaults (retry 10,
   exponential, PT0.2S); then the event goes to the dead-letter sink with
   ``knativeerrordest``, ``knativeerrorcode`` (an integer; 500 for a network error) and
@@ -150,8 +151,10 @@ class DeliverySpec:
         if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
             raise TriggerError(f"{where}: delivery.retry must be a non-negative integer")
         policy = spec.get("backoffPolicy")
-        if policy not in (None, "exponential", "linear"):
-            raise TriggerError(f"{where}: delivery.backoffPolicy must be exponential or linear")
+        if policy == "linear":
+            raise _not_here(where, "delivery.backoffPolicy linear")
+        if policy not in (None, "exponential"):
+            raise TriggerError(f"{where}: delivery.backoffPolicy must be exponential")
         delay = parse_duration(spec["backoffDelay"]) if spec.get("backoffDelay") else 0.0
         timeout = parse_duration(spec["timeout"]) if spec.get("timeout") else None
         sink = spec.get("deadLetterSink")
@@ -161,12 +164,9 @@ class DeliverySpec:
 
     def backoff(self, retry_number: int) -> float:
         """Seconds before retry ``retry_number`` (1 = the first retry), as Knative waits:
-        nothing unless both the policy and the delay are set; linear 0, d, 2d …;
-        exponential d, 2d, 4d …."""
+        nothing unless both the policy and the delay are set; exponential d, 2d, 4d …."""
         if self.backoff_policy is None or not self.backoff_delay:
             return 0.0
-        if self.backoff_policy == "linear":
-            return self.backoff_delay * (retry_number - 1)
         return self.backoff_delay * (2 ** (retry_number - 1))
 
 
@@ -219,10 +219,10 @@ DIALECTS = ("exact", "prefix")
 
 
 def _not_here(where: str, what: str) -> TriggerError:
-    return TriggerError(f"{where}: the dev broker evaluates only the filters the manifests "
-                        f"use ({', '.join(DIALECTS)} in spec.filters); {what} is left to "
-                        f"Knative's broker (tests/cluster, make dev DEV_ARGS=\"--kube "
-                        f"cluster\")")
+    return TriggerError(f"{where}: the dev broker does only what the manifests use "
+                        f"({', '.join(DIALECTS)} in spec.filters, exponential backoff); "
+                        f"{what} is left to Knative's broker (tests/cluster, make dev "
+                        f"DEV_ARGS=\"--kube cluster\")")
 
 
 def compile_filter(spec: Any, where: str = "filter") -> Filter:

@@ -204,8 +204,9 @@ def test_durations_and_backoff() -> None:
             parse_duration(bad)
     exponential = DeliverySpec(retry=5, backoff_policy="exponential", backoff_delay=0.5)
     assert [exponential.backoff(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 8]
-    linear = DeliverySpec(retry=3, backoff_policy="linear", backoff_delay=0.5)
-    assert [linear.backoff(n) for n in range(1, 4)] == [0.0, 0.5, 1.0]
+    with pytest.raises(TriggerError, match=r"linear.*Knative's broker"):
+        DeliverySpec.parse({"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT1S"},
+                           "ns", "t")
     no_policy = DeliverySpec.parse({"retry": 3, "backoffDelay": "PT1S"}, "ns", "t")
     assert no_policy is not None and no_policy.backoff(1) == no_policy.backoff(3) == 0.0, \
         "a delay without a policy: Knative retries at once"
