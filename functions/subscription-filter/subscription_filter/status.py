@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import reach
-from .conditions import condition_patch, limit_condition, ready_condition
+from .conditions import condition_patch, conditions_of, limit_condition, ready_condition
 from .shared import logs
 from .shared.cache import Cache
 from .shared.errors import FunctionError
 from .shared.kube import Kube, NotFound
 from .shared.times import now_text
-from .subscriptions import GROUP, KIND, PLURAL, VERSION, Loaded, ObjectRule, Readiness, metadata
+from .subscriptions import GROUP, KIND, VERSION, Loaded, ObjectRule, Readiness, metadata
 
 # Limit reports waiting to be written; more at once are dropped (and logged by the caller).
 LIMIT_QUEUE = 256
@@ -125,7 +125,7 @@ class StatusWriter:
             logs.warning("could not check the filters for mistakes", error=describe(exc),
                          subscription=loaded.name)
             return None
-        said = any(c.get("type") == reach.CONDITION for c in _conditions(obj))
+        said = any(c.get("type") == reach.CONDITION for c in conditions_of(obj))
         if not found and not said:
             return None  # nothing to say: a sound subscription carries no extra condition
         if found:
@@ -142,7 +142,7 @@ class StatusWriter:
             return
         generation = metadata(obj).get("generation")
         said = False
-        for condition in _conditions(obj):
+        for condition in conditions_of(obj):
             if condition.get("type") == reach.CONDITION:
                 if condition.get("observedGeneration") == generation:
                     return
@@ -193,7 +193,7 @@ class StatusWriter:
         patch = condition_patch(obj, condition, now_text())
         if patch is None:
             return True
-        written = self.kube.merge_status(GROUP, VERSION, PLURAL, name, patch)
+        written = self.kube.merge_status(f"{GROUP}/{VERSION}", KIND, name, patch)
         if written is None:
             raise NotFound(f"clustersubscription {name} is gone")
         if not written:
@@ -202,13 +202,6 @@ class StatusWriter:
         logs.info("subscription status written", subscription=name, condition=condition["type"],
                   status=condition["status"], reason=condition["reason"])
         return True
-
-
-def _conditions(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The object's status conditions, whatever its status holds."""
-    status = obj.get("status")
-    listed = status.get("conditions") if isinstance(status, Mapping) else None
-    return [c for c in listed if isinstance(c, Mapping)] if isinstance(listed, list) else []
 
 
 def _rules_spec(objects: tuple[ObjectRule, ...]) -> dict[str, Any]:

@@ -70,9 +70,6 @@ class Expiring(Generic[V]):
     def get_or(self, make: Callable[[], V]) -> V:
         return self._cache.get_or(None, make)
 
-    def clear(self) -> None:
-        self._cache.discard(None)
-
 
 class CachedMap:
     """A ConfigMap's non-empty string values, read again after ``ttl`` seconds.

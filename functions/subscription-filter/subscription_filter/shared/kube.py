@@ -267,17 +267,12 @@ class Kube:
             answer = {}
         return response.status, answer if isinstance(answer, dict) else {}
 
-    def merge_status(self, group: str, version: str, plural: str, name: str,
-                     patch: dict[str, Any]) -> bool | None:
-        """Merge ``patch`` into a cluster-scoped custom object's ``/status`` (guarded by
-        the resourceVersion the patch carries, if any): ``True`` written, ``False`` a
+    def merge_status(self, api_version: str, kind: str, name: str, patch: dict[str, Any],
+                     namespace: str | None = None) -> bool | None:
+        """``patch`` of the object's ``/status`` as an answer: ``True`` written, ``False`` a
         conflict (it changed since it was read: read again), ``None`` it is gone."""
         try:
-            with translate(f"patch {plural}.{group}/status {name}"):
-                self.custom().patch_cluster_custom_object_status(
-                    group, version, plural, name, patch,
-                    _content_type="application/merge-patch+json",
-                    _request_timeout=self.timeout)
+            self.patch(api_version, kind, name, namespace, patch, status=True)
         except Conflict:
             return False
         except NotFound:

@@ -31,6 +31,7 @@ from .kube import Kube
 GROUP = "core.katanomi.dev"
 VERSION = "v1alpha1"
 PLURAL = "clustersubscriptions"
+KIND = "ClusterSubscription"
 SENT = "Sent"
 
 
@@ -78,7 +79,7 @@ class RecentNotifications:
 
     def _write(self, name: str, outcome: Outcome) -> bool:
         """False on a conflict (written meanwhile: read again)."""
-        obj = self.kube.get(f"{GROUP}/{VERSION}", "ClusterSubscription", name)
+        obj = self.kube.get(f"{GROUP}/{VERSION}", KIND, name)
         if obj is None:  # deleted since: nobody to show it to
             return True
         status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
@@ -93,4 +94,4 @@ class RecentNotifications:
             body["lastNotified"] = outcome.at
         patch = {"metadata": {"resourceVersion": str(
             (obj.get("metadata") or {}).get("resourceVersion") or "")}, "status": body}
-        return self.kube.merge_status(GROUP, VERSION, PLURAL, name, patch) is not False
+        return self.kube.merge_status(f"{GROUP}/{VERSION}", KIND, name, patch) is not False
