@@ -35,6 +35,13 @@ def _stated(condition: Mapping[str, Any]) -> tuple[Any, ...]:
             condition.get("observedGeneration"))
 
 
+def conditions_of(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The object's status conditions, whatever its status holds."""
+    status = obj.get("status")
+    listed = status.get("conditions") if isinstance(status, Mapping) else None
+    return [c for c in listed if isinstance(c, Mapping)] if isinstance(listed, list) else []
+
+
 def condition_patch(obj: Mapping[str, Any], condition: Mapping[str, Any],
                     now: str) -> dict[str, Any] | None:
     """The merge patch for ``/status`` setting ``condition`` (in place of the one of its
@@ -43,8 +50,7 @@ def condition_patch(obj: Mapping[str, Any], condition: Mapping[str, Any],
     list whole, so it is guarded by the object's resourceVersion. ``lastTransitionTime``
     only moves when the status flips; ``Ready`` also sets ``status.observedGeneration``."""
     status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
-    listed = status.get("conditions") if isinstance(status.get("conditions"), list) else []
-    conditions = [c for c in listed if isinstance(c, Mapping)]
+    conditions = conditions_of(obj)
     kind, generation = condition["type"], condition.get("observedGeneration")
     current = next((c for c in conditions if c.get("type") == kind), None)
     if current is not None and _stated(current) == _stated(condition) and (

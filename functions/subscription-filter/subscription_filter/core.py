@@ -26,7 +26,7 @@ from .programs import Filter
 from .shared import fit, notification
 from .shared.errors import BadRequest
 from .shared.events import Event, attributes, json_data
-from .subscriptions import Subscription
+from .subscriptions import Subscription, first_compile_error
 
 ENRICHED_PREFIX = "dev.katanomi.cloudevents.kubeevent."
 NOTIFICATION_TYPE = notification.NOTIFICATION_REQUESTED
@@ -162,9 +162,7 @@ class Scope:
         key = id(sub.objects)
         found = self._sound.get(key)
         if found is None:
-            found = self._sound[key] = all(
-                rule.cel.compiles() for obj in sub.objects for rule in obj.events
-                if isinstance(rule.cel, Filter))
+            found = self._sound[key] = first_compile_error(sub.objects) is None
         return found
 
 

@@ -50,13 +50,6 @@ class Filter:
             raise CelCompileError(found.message)
         return found
 
-    def compiles(self) -> bool:
-        try:
-            self.program()
-        except CelCompileError:
-            return False
-        return True
-
     def for_event(self, event: EventScope) -> Callable[[Any], bool]:
         """``Program.for_event`` of the compiled program."""
         return self.program().for_event(event)

@@ -57,10 +57,6 @@ SUBSCRIPTIONS = metrics.gauge("kubeevent_subscriptions",
                               "ClusterSubscriptions known: ready, not_ready", ("state",))
 
 
-class Expired(Exception):
-    """The watch's resourceVersion is gone: list again."""
-
-
 class SubscriptionStore:
     def __init__(self, kube: Kube, compiler: Compiler, *, watch_timeout: int = 60,
                  retry_seconds: float = 1.0, write_status: bool = True,
@@ -174,7 +170,7 @@ class SubscriptionStore:
             except Exception as exc:  # keep watching whatever happens; log why
                 if self._stop.is_set():
                     return
-                if isinstance(exc, (Expired, Gone)):
+                if isinstance(exc, Gone):  # as an HTTP status or an ERROR event
                     logs.info("subscription watch expired; listing again", detail=str(exc))
                     self.resource_version = None
                     refusals += 1
@@ -315,7 +311,7 @@ class SubscriptionStore:
             return
         if kind == "ERROR":
             if obj.get("code") == 410:
-                raise Expired(str(obj.get("message") or "410 Gone"))
+                raise Gone(str(obj.get("message") or "410 Gone"))
             raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
         name = str(metadata(obj).get("name") or "")  # a BOOKMARK only moves the version on
         if kind == "DELETED" and name:

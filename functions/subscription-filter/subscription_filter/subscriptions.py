@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import marshal
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -307,20 +307,27 @@ def check_cel(objects: Iterable[ObjectRule], subscriber: Subscriber, engine: Eng
               ) -> tuple[tuple[ObjectRule, ...], list[InvalidCel]]:
     """Every filter of ``objects`` compiled for ``subscriber``: the rules with their
     programs, and every filter that does not compile, in the order written."""
+    return _with_cel(objects, lambda rule, where: compile_cel(rule.cel_source, subscriber,
+                                                             engine, where))
+
+
+def _with_cel(objects: Iterable[ObjectRule],
+              make: Callable[[EventRule, str], Filter | Program]
+              ) -> tuple[tuple[ObjectRule, ...], list[InvalidCel]]:
+    """``objects`` with each filter's ``cel`` made by ``make(rule, where)``, and every
+    ``InvalidCel`` it raised, in the order written (such a rule keeps no ``cel``)."""
     found: list[InvalidCel] = []
 
-    def compiled(rule: EventRule) -> EventRule:
+    def made(rule: EventRule) -> EventRule:
         if not rule.cel_source.strip():
             return rule
         try:
-            program = compile_cel(rule.cel_source, subscriber, engine,
-                                  f"{rule.where}.filter.cel")
+            return replace(rule, cel=make(rule, f"{rule.where}.filter.cel"))
         except InvalidCel as exc:
             found.append(exc)
             return rule
-        return replace(rule, cel=program)
 
-    done = tuple(replace(o, events=tuple(compiled(r) for r in o.events)) for o in objects)
+    done = tuple(replace(o, events=tuple(made(r) for r in o.events)) for o in objects)
     return done, found
 
 
@@ -455,15 +462,6 @@ class Compiler:
         objects, found = check_subscriptions(spec)
         if found:
             return found[0]
-
-        def with_filter(rule: EventRule) -> EventRule:
-            if not rule.cel_source.strip():
-                return rule
-            return replace(rule, cel=filter_cel(rule.cel_source, subscriber, self.programs,
-                                                f"{rule.where}.filter.cel"))
-
-        try:
-            return tuple(replace(o, events=tuple(with_filter(r) for r in o.events))
-                         for o in objects)
-        except Invalid as exc:
-            return exc
+        rules, bad = _with_cel(objects, lambda rule, where: filter_cel(
+            rule.cel_source, subscriber, self.programs, where))
+        return bad[0] if bad else rules
