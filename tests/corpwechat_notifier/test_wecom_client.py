@@ -494,3 +494,23 @@ def test_an_answer_dripped_a_byte_at_a_time_is_given_up_at_the_deadline() -> Non
         listener.close()
         client.close()
     assert time.monotonic() - started < 10, "given up at the deadline, not after the drip"
+
+
+def calls(result: str) -> float:
+    """``kubeevent_wecom_api_calls`` of message/send counted as ``result``."""
+    from corpwechat_notifier.shared.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value("kubeevent_wecom_api_calls_total",
+                                     {"api": MESSAGE_SEND, "errcode": result}) or 0.0
+
+
+@pytest.mark.parametrize(("fault", "result"), [("http500", "http_5xx"), ("http502", "http_5xx"),
+                                               ("disconnect", "network")])
+def test_each_transport_fault_is_counted_by_its_kind(sandbox, client, fault, result):
+    """The calls metric is labelled from the error's own kind, not from its text."""
+    before = {r: calls(r) for r in ("http_5xx", "network", "invalid")}
+    sandbox.inject(MESSAGE_SEND, fault)
+    client.send(CREDS, MESSAGE, ["alice"])  # retried: delivered once
+    after = {r: calls(r) for r in before}
+    assert {r: after[r] - before[r] for r in before} == {
+        r: (1.0 if r == result else 0.0) for r in before}
