@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .bridge import celengine
+from .bridge import celengine, index
 
 # What an entry is checked for, in order (``cel-error`` is the ``cel`` stage failing).
 STAGES = ("object", "namespace", "type", "exact", "cel")
@@ -85,17 +85,16 @@ def evaluate(sub: Any, obj: Any, rule: Any, scope: Any) -> tuple[Check, ...]:
         return tuple(done)
     if rule.cel is not None:
         at = f"{rule.where}.filter.cel"
-        try:
-            passed = scope.runner(rule.cel)(sub.bound)  # as the filter evaluates it
-        except celengine.CelEvalError as exc:
+        decided = scope.decide(index.Candidate(sub, rule))  # as the filter evaluates it
+        if isinstance(decided, celengine.CelEvalError):
             said = ("CEL evaluation stopped at a limit (not notified; shown on the "
-                    "subscription's status)" if isinstance(exc, celengine.CelLimitError)
+                    "subscription's status)" if isinstance(decided, celengine.CelLimitError)
                     else "CEL error (treated as no match)")
-            done.append(Check("cel-error", False, at, f"{said}: {exc.message}; expression: "
-                              f"{_shown(rule)}", exc.message))
+            done.append(Check("cel-error", False, at, f"{said}: {decided.message}; "
+                              f"expression: {_shown(rule)}", decided.message))
             return tuple(done)
-        done.append(Check("cel", passed, at,
-                          "" if passed else f"CEL returned false: {_shown(rule)}"))
+        done.append(Check("cel", decided, at,
+                          "" if decided else f"CEL returned false: {_shown(rule)}"))
     return tuple(done)
 
 

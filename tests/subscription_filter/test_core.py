@@ -57,7 +57,20 @@ def people() -> list[dict[str, Any]]:
     ('"unterminated $(subscriber.name)', '"unterminated $(subscriber.name)'),
 ])
 def test_rewrite(source: str, expected: str) -> None:
-    assert binding.rewrite(source).expression == expected
+    rewritten = binding.rewrite(source)
+    assert rewritten.expression == expected
+    # Its tokens, shared by the limits and the name lookup, are the expression's own.
+    assert rewritten.tokens == tuple(binding.scan(expected))
+
+
+@pytest.mark.parametrize("source", [
+    "x$(subscriber.name)y", "r'$(subscriber.name)'b", 'f("$(subscriber.name)")//c\n"',
+    "a'''$(subscriber.name)'''.size()", '$(subscriber.name)"open', "b'$(subscriber.name)'",
+    '"$(subscriber.name)"&&"$(subscriber.info.mail)"', "$(subscriber.name)$(subscriber.name)",
+])
+def test_the_tokens_of_a_rewritten_text_are_those_it_scans_to(source: str) -> None:
+    rewritten = binding.rewrite(source)
+    assert rewritten.tokens == tuple(binding.scan(rewritten.expression))
 
 
 def test_rewrite_reports_the_fields_once_in_order() -> None:

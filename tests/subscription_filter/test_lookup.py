@@ -111,7 +111,7 @@ def test_the_lookup_decides_as_evaluating_everyone_would(engine: Engine) -> None
         [s for s, _ in KEYED] + UNKEYED)]
     assert all(item.readiness.ready for item in loaded), [
         item.readiness.message for item in loaded if not item.readiness.ready]
-    keyed = sum(1 for item in loaded if item.subscription.objects[0].events[0].cel.values)
+    keyed = sum(1 for item in loaded if item.subscription.objects[0].events[0].cel.read().values)
     assert keyed == len(KEYED) * (len(NAMES) - 1)
     snapshot = build_snapshot(loaded)
     looked_up = seen_matches = seen_errors = 0

@@ -11,7 +11,6 @@ is a compile error: a typo shows in the status instead of never matching.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -107,14 +106,18 @@ def reference(path: str) -> str:
 
 
 class Rewritten(NamedTuple):
+    """``expression`` as compiled, the field paths its placeholders named and the
+    expression's ``tokens`` (``scan``), which its readers share instead of scanning it
+    again."""
+
     expression: str
     fields: tuple[str, ...]
+    tokens: tuple[Token, ...]
 
 
-@functools.lru_cache(maxsize=4096)
 def rewrite(expression: str) -> Rewritten:
-    """Replace every placeholder with a reference to the bound subscriber (see the module doc).
-    Kept by text: thousands of subscriptions share a few filters."""
+    """Replace every placeholder with a reference to the bound subscriber (see the module
+    doc)."""
     fields: list[str] = []
 
     def use(path: str) -> str:
@@ -122,19 +125,35 @@ def rewrite(expression: str) -> Rewritten:
             fields.append(path)
         return reference(path)
 
-    text = "".join(rewritten for _, rewritten in _pieces(expression, use))
-    return Rewritten(text, tuple(fields))
+    texts: list[str] = []
+    tokens: list[Token] = []
+    for token, compiled in _pieces(expression, use):
+        texts.append(compiled)
+        if compiled == token.text:
+            tokens.append(token)
+        else:  # bracketed: its tokens are its own, whatever is around it
+            tokens.extend(scan(compiled))
+    return Rewritten("".join(texts), tuple(fields), tuple(tokens))
 
 
-def _pieces(expression: str, use: Callable[[str], str]) -> Iterator[tuple[str, str]]:
-    """(text as written, text as compiled) for each token of ``expression``."""
+def bind(source: str, binding: Mapping[str, Any]) -> Rewritten:
+    """``source`` rewritten for subscribers with ``binding``; ``BindingError`` when a
+    placeholder names no text field of it."""
+    rewritten = rewrite(source)
+    for path in rewritten.fields:
+        resolve(binding, path)
+    return rewritten
+
+
+def _pieces(expression: str, use: Callable[[str], str]) -> Iterator[tuple[Token, str]]:
+    """Each token of ``expression`` and its text as compiled."""
     for token in scan(expression):
         if token.kind == "literal":
-            yield token.text, _rewrite_literal(token, use)
+            yield token, _rewrite_literal(token, use)
         elif token.kind == "placeholder":  # ``$(subscriber.<path>)``
-            yield token.text, f"({use(token.text[len('$(subscriber.'):-1])})"
+            yield token, f"({use(token.text[len('$(subscriber.'):-1])})"
         else:
-            yield token.text, token.text
+            yield token, token.text
 
 
 def source_position(source: str, line: int, column: int) -> tuple[int, int]:
@@ -151,7 +170,8 @@ def source_position(source: str, line: int, column: int) -> tuple[int, int]:
     target = sum(len(text) + 1 for text in compiled_lines[:line - 1]) + max(column - 1, 0)
     compiled_at = written_at = 0
     offset = len(source)
-    for written, rewritten in pieces:
+    for token, rewritten in pieces:
+        written = token.text
         if compiled_at <= target < compiled_at + len(rewritten):
             offset = written_at + (target - compiled_at if written == rewritten else 0)
             break

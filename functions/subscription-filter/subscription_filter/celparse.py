@@ -56,16 +56,17 @@ class CelLimitError(CelEvalError):
 
 
 
-def check_limits(expression: str) -> tuple[Token, ...]:
+def check_limits(expression: str, scanned: tuple[Token, ...] | None = None
+                 ) -> tuple[Token, ...]:
     """The limits on a text, before anything parses it; ``CelCompileError`` if refused.
-    Returns the expression's tokens."""
+    Returns the expression's tokens (``scanned``: them, when the caller has them)."""
     size = len(expression.encode("utf-8"))
     if size > MAX_EXPRESSION_BYTES:
         raise CelCompileError(
             f"expression is {size} bytes, over the limit of {MAX_EXPRESSION_BYTES}")
     if not expression.strip():
         raise CelCompileError("expression is empty")
-    scanned = tuple(scan(expression))
+    scanned = tuple(scan(expression)) if scanned is None else scanned
     bad_escape = ""  # the first invalid escape in a non-raw literal
     for literal in (t for t in scanned if t.kind == "literal"):
         if literal.closed and "r" not in literal.prefix.lower() and not bad_escape:

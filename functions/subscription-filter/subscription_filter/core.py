@@ -101,11 +101,11 @@ class Scope:
         self.enriched = enriched
         self.engine = engine
         self._event: EventScope | None = None
-        self._runners: dict[Program | Filter, Callable[[Any], bool]] = {}
+        self._runners: dict[Program, Callable[[Any], bool]] = {}
         self._names: dict[Values, frozenset[str] | None] = {}
-        # (filter, binding) → its answer: a subscriber's many subscriptions sharing a
-        # filter are evaluated once.
-        self._decided: dict[tuple[Program | Filter, str], bool | CelEvalError] = {}
+        # (program, binding) → its answer: a subscriber's many subscriptions sharing a
+        # filter text are evaluated once.
+        self._decided: dict[tuple[Program, str], bool | CelEvalError] = {}
         # ``id`` of a subscription's rules → whether every filter of them compiles.
         self._sound: dict[int, bool] = {}
 
@@ -114,10 +114,9 @@ class Scope:
             self._event = self.engine.event(self.engine.value(self.enriched.ce()))
         return self._event
 
-    def runner(self, program: Program | Filter) -> Callable[[Any], bool]:
+    def runner(self, program: Program) -> Callable[[Any], bool]:
         """``program`` against this event, as a function of a ``Subscription.bound``
-        (``Program.for_event``), set up once (a filter compiled first:
-        ``CelCompileError`` if it does not)."""
+        (``Program.for_event``), set up once."""
         run = self._runners.get(program)
         if run is None:
             run = self._runners[program] = program.for_event(self.event_scope())
@@ -140,18 +139,20 @@ class Scope:
         """Whether the entry's CEL filter passes (its ``CelEvalError`` when the filter
         fails), for a candidate whose object, namespace, event type (the index's) and
         exact filter (``candidates``) are the event's."""
-        rule = candidate.rule
-        if rule.cel is None:
+        cel = candidate.rule.cel
+        if cel is None:
             return True
-        key = (rule.cel, candidate.subscription.binding_key)
+        try:  # a filter is compiled on its first use
+            program = cel.program() if isinstance(cel, Filter) else cel
+        except CelCompileError as exc:  # its subscription is not used (``sound``)
+            return CelEvalError(f"the filter does not compile: {exc.message}")
+        key = (program, candidate.subscription.binding_key)
         decided = self._decided.get(key)
         if decided is None:
             try:
-                decided = self.runner(rule.cel)(candidate.subscription.bound)
+                decided = self.runner(program)(candidate.subscription.bound)
             except CelEvalError as exc:
                 decided = exc
-            except CelCompileError as exc:  # its subscription is not used (``sound``)
-                decided = CelEvalError(f"the filter does not compile: {exc.message}")
             self._decided[key] = decided
         return decided
 
@@ -204,8 +205,9 @@ def match(index: Index, enriched: Enriched, engine: Engine,
 
     Each subscription appears once (sorted by name) however many of its entries
     match. A CEL evaluation error means "does not match" and is reported back, unless an
-    entry written before it matched. ``scope`` (for ``enriched`` and ``engine``) may be
-    shared with the caller.
+    entry written before it matched. A subscription with a filter that does not compile
+    is not used at all (``Scope.sound``): neither matched nor reported (its status says
+    why). ``scope`` (for ``enriched`` and ``engine``) may be shared with the caller.
     """
     scope = scope or Scope(enriched, engine)
     decided = [(c, scope.decide(c)) for c in candidates(index, scope)]
@@ -214,11 +216,11 @@ def match(index: Index, enriched: Enriched, engine: Engine,
     matched: dict[str, Subscription] = {}
     for candidate, decision in decided:
         sub = candidate.subscription
-        if sub.name in matched:
+        if decision is False or sub.name in matched or not scope.sound(sub):
             continue
-        if decision is True and scope.sound(sub):
+        if decision is True:
             matched[sub.name] = sub
-        elif isinstance(decision, CelEvalError):
+        else:
             result.errors.append(MatchError(sub.name, candidate.rule.where, decision.message,
                                             isinstance(decision, CelLimitError)))
     result.matched = sorted(matched.values(), key=lambda s: s.name)

@@ -1,6 +1,6 @@
 """Where an event finds its candidates: (event type, group, kind, namespace) → the entries
-of the subscriptions in use, namespace ``""`` meaning every one, in an immutable snapshot
-the store swaps whole.
+of the subscriptions in use, namespace ``""`` meaning every one, in a snapshot the store
+swaps whole.
 
 Within one key, entries whose filter has a name lookup (``namelookup``) are kept by
 subscriber name under that lookup: an event evaluates the lookup once and reaches only the
@@ -9,15 +9,25 @@ and a few evaluations. The other entries are kept by (exact filter, filter), eac
 filter checked once for all who share it. Entries are tuples and the placement of a spec's
 entries is worked out once per distinct ``spec.subscriptions`` (the seed's is everyone's),
 so 100,000 subscriptions stay small.
+
+Where an entry goes depends on its filter's name lookup, known once the filter is read
+(``programs.Filter``). After a start nothing is read yet: a key's entries wait in
+``Bucket.unread`` and are placed, their filters read, when the first event with that key
+comes (``Index.buckets``, under a lock; a bucket is never changed after it is placed, so
+events read placed buckets without one). An entry whose filter cannot be read is not
+placed: its subscription is not used, and the store takes it out. Filters keep their
+reading, so the next snapshot places them at once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .celengine import Program, Values
+from .celengine import CelCompileError, Program, Values
+from .programs import Filter
 from .subscriptions import EventRule, Loaded, ObjectRule, Readiness, Subscription
 
 IndexKey = tuple[str, str, str, str]
@@ -43,11 +53,51 @@ class NameLookup(NamedTuple):
 @dataclass
 class Bucket:
     """The candidates of one index key: in name lookups, and the others by (exact
-    filter, program), each exact filter checked once for all of its candidates."""
+    filter, filter), each exact filter checked once for all of its candidates;
+    ``unread``: those whose filter is not read yet (placed on the key's first event)."""
 
     lookups: dict[str, NameLookup] = field(default_factory=dict)
-    others: dict[tuple[tuple[tuple[str, str], ...], Program | None], list[Candidate]] = \
-        field(default_factory=dict)
+    others: dict[tuple[tuple[tuple[str, str], ...], Filter | Program | None],
+                 list[Candidate]] = field(default_factory=dict)
+    unread: list[Candidate] = field(default_factory=list)
+
+    def target(self, rule: EventRule) -> dict[str, tuple[Candidate, ...]] | list[Candidate]:
+        """Where the entries of ``rule`` go: a name lookup's ``by_name`` or a list."""
+        cel = rule.cel
+        if isinstance(cel, Filter):
+            if not cel.is_read:
+                return self.unread
+            reading = cel.read()
+            if reading.values is not None:
+                return self.lookups.setdefault(str(reading.key),
+                                               NameLookup(reading.values, {})).by_name
+        return self.others.setdefault((rule.exact, cel), [])
+
+    def place_unread(self) -> None:
+        """Read the filters of the entries waiting, and place them."""
+        targets: dict[int, Any] = {}  # by rule: a spec's rule is shared by its subscribers
+        for candidate in self.unread:
+            rule = candidate.rule
+            target = targets.get(id(rule))
+            if target is None:
+                try:
+                    rule.cel.read()  # type: ignore[union-attr]
+                except CelCompileError:
+                    target = ()  # not placed: its subscription is not used
+                else:
+                    target = self.target(rule)
+                targets[id(rule)] = target
+            _add(target, candidate)
+        self.unread = []  # last: until then, an event waits for the placing to end
+
+
+def _add(target: Any, candidate: Candidate) -> None:
+    if type(target) is dict:
+        name = candidate.subscription.subscriber.name
+        found = target.get(name)
+        target[name] = (candidate,) if found is None else (*found, candidate)
+    elif type(target) is list:
+        target.append(candidate)
 
 
 class Index:
@@ -55,22 +105,17 @@ class Index:
 
     def __init__(self, subscriptions: Iterable[Subscription]) -> None:
         self._buckets: dict[IndexKey, Bucket] = {}
+        self._placing = threading.Lock()
         self.size = 0  # entries
         # Where each entry goes, worked out once per ``objects`` (shared by every
-        # subscription of the same spec): a lookup's ``by_name`` or a list of others.
+        # subscription of the same spec): a lookup's ``by_name`` or a list.
         plans: dict[int, list[tuple[EventRule, int, Any]]] = {}
         for sub in subscriptions:
             plan = plans.get(id(sub.objects))
             if plan is None:
                 plan = plans[id(sub.objects)] = self._plan(sub.objects)
-            name = sub.subscriber.name
             for rule, entry, target in plan:
-                candidate = Candidate(sub, rule, entry)
-                if type(target) is dict:
-                    found = target.get(name)
-                    target[name] = (candidate,) if found is None else (*found, candidate)
-                else:
-                    target.append(candidate)
+                _add(target, Candidate(sub, rule, entry))
             self.size += len(plan)
 
     def _plan(self, objects: tuple[ObjectRule, ...]) -> list[tuple[EventRule, int, Any]]:
@@ -79,21 +124,24 @@ class Index:
             for rule in obj.events:
                 bucket = self._buckets.setdefault(
                     (rule.type, obj.group, obj.kind, obj.namespace), Bucket())
-                program = rule.cel
-                if program is not None and program.values is not None:
-                    lookup = bucket.lookups.setdefault(str(program.key),
-                                                       NameLookup(program.values, {}))
-                    plan.append((rule, len(plan), lookup.by_name))
-                else:
-                    plan.append((rule, len(plan),
-                                 bucket.others.setdefault((rule.exact, program), [])))
+                try:
+                    target: Any = bucket.target(rule)
+                except CelCompileError:
+                    target = ()  # not placed: its subscription is not used
+                plan.append((rule, len(plan), target))
         return plan
 
     def buckets(self, type_: str, group: str, kind: str, namespace: str) -> list[Bucket]:
+        """The event's buckets, their entries all placed."""
         group, kind = group.lower(), kind.lower()
         keys = [(type_, group, kind, namespace)] + ([(type_, group, kind, "")]
                                                     if namespace else [])
-        return [self._buckets[k] for k in keys if k in self._buckets]
+        found = [self._buckets[k] for k in keys if k in self._buckets]
+        if any(bucket.unread for bucket in found):
+            with self._placing:
+                for bucket in found:
+                    bucket.place_unread()
+        return found
 
     def __len__(self) -> int:
         return self.size

@@ -1,24 +1,28 @@
-"""Filter texts → programs, set up cheaply when a subscription is read and compiled when
-an event first makes it a candidate.
+"""Filters as written → programs: nothing is done with a filter when a subscription is
+read; it is read (its ``$(subscriber.*)`` placeholders bound, the scanner's limits checked,
+its name lookup found) when the index first places it, and compiled when an event first
+makes its subscription a candidate.
 
-A text here is a filter after its ``$(subscriber.*)`` placeholders are rewritten
-(``binding.py``): the same for every subscriber, who is data bound when evaluating. So
-subscriptions with the same filter share one ``Filter``, one compiled program and, for
-filters with the same name lookup, one compiled lookup (its ``values``).
+A text here is a filter after its placeholders are rewritten (``binding.py``): the same
+for every subscriber, who is data bound when evaluating. So subscriptions with the same
+filter share one reading, one compiled program and, for filters with the same name
+lookup, one compiled lookup (its ``values``), kept by text in ``Programs``.
 
-Reading a subscription costs the scanner's limits and the name lookup (``lookup_key``:
-only the conditions that name the subscriber are parsed, each text once); the program is
-compiled the first time an event reaches a subscription holding it, or when the store
-checks every subscription in the background after listing (a filter that does not compile
-makes its subscription not Ready, as it always did). A compile error is kept like a
-program: a text is compiled once either way.
+Reading costs the scanner and the name lookup (``lookup_key``: only the conditions that
+name the subscriber are parsed, each text once); a start reads none of it, so it answers
+after listing. The index reads the filters of one key (event type, object, namespace) on
+the first event with that key (``index.Index``); the store reads and compiles every filter
+in the background after listing, and takes out the subscriptions with one that cannot be
+read or does not compile (``Ready=False``, ``InvalidCEL``, as when loaded alone). An error
+is kept like a program: a text is read and compiled once either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
+from .binding import BindingError, Rewritten, bind
 from .celengine import Engine, EventScope, Program, Values
 from .celparse import CelCompileError, check_limits
 from .namelookup import lookup_key
@@ -27,25 +31,52 @@ from .shared.cache import Cache
 MAX_PROGRAMS = 4096
 
 
+class Reading(NamedTuple):
+    """A filter read: the text it compiles (placeholders rewritten) and its name lookup,
+    ``key`` (the expression of ``ce`` listing every name it can be true for) and
+    ``values`` (that expression compiled; ``None``: no lookup)."""
+
+    expression: str
+    key: str | None
+    values: Values | None
+
+
 class Filter:
-    """One filter text: its name lookup (``key``, ``values``), known when it is read, and
-    its program, compiled on first use and then kept (by the rules holding it)."""
+    """One filter as written, for the subscribers whose bindings have the same text fields
+    (``binding``: one of them): read and compiled on first use, each kept. One that
+    cannot be read or compiled raises ``CelCompileError`` each time it is used."""
 
-    __slots__ = ("_compiled", "_programs", "expression", "key", "values")
+    __slots__ = ("_binding", "_compiled", "_programs", "_read", "source")
 
-    def __init__(self, expression: str, key: str | None, values: Values | None,
-                 programs: Programs) -> None:
-        self.expression = expression
-        self.key = key  # the expression of ``ce`` listing every name it can be true for
-        self.values = values  # that expression compiled (``None``: no lookup)
+    def __init__(self, source: str, binding: Mapping[str, Any], programs: Programs) -> None:
+        self.source = source
+        self._binding = binding
         self._programs = programs
+        self._read: Reading | CelCompileError | None = None
         self._compiled: Program | CelCompileError | None = None
 
+    @property
+    def is_read(self) -> bool:
+        return self._read is not None
+
+    def read(self) -> Reading:
+        found = self._read
+        if found is None:
+            try:
+                rewritten = bind(self.source, self._binding)
+            except BindingError as exc:
+                found = CelCompileError(str(exc))
+            else:
+                found = self._programs.read(rewritten)
+            self._read = found
+        if isinstance(found, CelCompileError):
+            raise CelCompileError(found.message)
+        return found
+
     def program(self) -> Program:
-        """``CelCompileError`` when the text does not compile (said once, then kept)."""
         found = self._compiled
         if found is None:
-            found = self._compiled = self._programs.compile_or_error(self.expression)
+            found = self._compiled = self._programs.compile_or_error(self.read().expression)
         if isinstance(found, CelCompileError):
             raise CelCompileError(found.message)
         return found
@@ -55,30 +86,34 @@ class Filter:
         return self.program().for_event(event)
 
     def __repr__(self) -> str:
-        return f"Filter({self.expression!r})"
+        return f"Filter({self.source!r})"
 
 
 class Programs:
-    """``engine`` with its filters and compiled programs kept by text (at most
-    ``max_programs`` of each, least recently used dropped first; a subscription keeps the
-    filters it holds, and a filter its program)."""
+    """``engine`` with the readings and compiled programs of filters kept by text (at
+    most ``max_programs`` of each, least recently used dropped first; a subscription's
+    filters keep theirs)."""
 
     def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS) -> None:
         self.engine = engine
-        self._filters: Cache[str, Filter] = Cache(max_programs)
+        self._reads: Cache[str, Reading | CelCompileError] = Cache(max_programs)
         self._programs: Cache[str, Program | CelCompileError] = Cache(max_programs)
         self._values: Cache[str, Values | None] = Cache(max_programs)
         self.compiled = 0  # how many times the engine compiled a filter
 
-    def filter(self, expression: str) -> Filter:
-        """The text's filter, not compiled yet; ``CelCompileError`` when it is over the
-        scanner's limits (size, nesting, operators, escapes)."""
-        return self._filters.get_or(expression, lambda: self._filter(expression))
+    def read(self, rewritten: Rewritten) -> Reading | CelCompileError:
+        """The reading of a text (its placeholders rewritten), or why it is refused: over
+        the scanner's limits (size, nesting, operators, escapes)."""
+        return self._reads.get_or(rewritten.expression, lambda: self._reading(rewritten))
 
-    def _filter(self, expression: str) -> Filter:
-        key = lookup_key(expression, check_limits(expression))
+    def _reading(self, rewritten: Rewritten) -> Reading | CelCompileError:
+        expression = rewritten.expression
+        try:
+            key = lookup_key(expression, check_limits(expression, rewritten.tokens))
+        except CelCompileError as exc:
+            return exc
         values = None if key is None else self._values.get_or(key, lambda: self._lookup(key))
-        return Filter(expression, key, values, self)
+        return Reading(expression, key, values)
 
     def compile(self, expression: str) -> Program:
         """The program of ``expression`` (``CelCompileError`` if it does not compile)."""

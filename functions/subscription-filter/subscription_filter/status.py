@@ -32,13 +32,15 @@ class StatusWriter:
     def __init__(self, kube: Kube, *, enabled: bool,
                  schemas: Callable[[str, str], Mapping[str, Any] | None] | None,
                  loaded: Callable[[str], Loaded | None],
-                 readiness: Callable[[str], Readiness | None]) -> None:
+                 readiness: Callable[[str], Readiness | None],
+                 idle: Callable[[], None] = lambda: None) -> None:
         self.kube = kube
         self.enabled = enabled
         # The kinds' schemas for FiltersCanMatch (None: paths not checked).
         self.schemas = schemas or (lambda api_version, kind: None)
         self._loaded = loaded  # a subscription as the store loaded it
         self._readiness = readiness  # its Ready as the snapshot says it
+        self._idle = idle  # returns when no request is being matched
         self.writes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,6 +109,7 @@ class StatusWriter:
                 with self._due_lock:
                     hinted = next(iter(self._hints_due), None)
                     said = self._hints_due.pop(hinted) if hinted is not None else False
+                self._idle()  # working hints out is the heavy part: requests first
                 if hinted is not None and (said or self._hints_found(hinted)):
                     self._write_fresh(hinted, self._hints_condition)  # read only to write
                 continue

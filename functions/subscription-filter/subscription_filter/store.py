@@ -3,13 +3,14 @@
 One daemon thread lists (in pages), then watches from the list's resourceVersion,
 resuming from the last version it saw (events and bookmarks) each time a watch
 ends; a 410 Gone (as an HTTP status or as an ERROR event) makes it list again.
-The store is ready after the first list. Each change rebuilds an immutable
-``Snapshot`` that request threads read without locks.
+The store is ready after the first list. Each change rebuilds a ``Snapshot`` that
+request threads read without locks (its index places a key's entries once, on the key's
+first event: ``index.py``).
 
-A start reads every subscription cheaply (``Compiler.load(..., compile_now=False)``),
-answers, then compiles the filters no event has compiled yet and takes out the
-subscriptions whose filters do not compile. What goes on their statuses is the
-``StatusWriter``'s (``status.py``).
+A start checks every subscription's spec but reads none of its filters
+(``Compiler.load(..., compile_now=False)``), answers, then reads and compiles the filters
+no event has yet and takes out the subscriptions with one that cannot be read or does not
+compile. What goes on their statuses is the ``StatusWriter``'s (``status.py``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class SubscriptionStore:
         self.status = StatusWriter(
             kube, enabled=write_status, schemas=schemas,
             loaded=lambda name: self._loaded.get(name),
-            readiness=lambda name: self._snapshot.readiness.get(name))
+            readiness=lambda name: self._snapshot.readiness.get(name),
+            idle=self._yield_to_requests)
 
     # ------------------------------------------------------------------ public
 
@@ -131,7 +133,8 @@ class SubscriptionStore:
 
     @contextmanager
     def serving(self) -> Iterator[None]:
-        """Around a request's matching: the compile a start leaves for later yields to it."""
+        """Around a request's matching: the work a start leaves for later (compiling, the
+        FiltersCanMatch check) yields to it (``_yield_to_requests``)."""
         with self._serving_lock:
             self._serving += 1
         try:
@@ -139,6 +142,12 @@ class SubscriptionStore:
         finally:
             with self._serving_lock:
                 self._serving -= 1
+
+    def _yield_to_requests(self) -> None:
+        """Wait while a request is matching, so that work in the background does not slow
+        a start's first answers."""
+        while self._serving and not self._stop.is_set():
+            time.sleep(0.002)
 
     def ready(self) -> bool:
         return self._ready.is_set()
@@ -203,11 +212,11 @@ class SubscriptionStore:
                                "status": status or {}}, loaded)
 
     def _compile_all(self) -> None:
-        """Compile the filters the list left for later: a subscription with one that does
-        not compile is not used (``Ready=False``, ``InvalidCEL``), as when it was loaded
-        alone. Each text compiles once; each distinct ``spec.subscriptions`` is checked
-        once; it pauses while a request is matching (``serving``), so a start's first
-        answers are not slowed by it."""
+        """Read and compile the filters the list left for later: a subscription with one
+        that cannot be read or does not compile is not used (``Ready=False``,
+        ``InvalidCEL``), as when it was loaded alone. Each text compiles once; each
+        distinct ``spec.subscriptions`` is checked once; it pauses while a request is
+        matching (``serving``), so a start's first answers are not slowed by it."""
         checked: dict[int, Invalid | None] = {}
         failed: list[str] = []
         for name, item in list(self._loaded.items()):
@@ -216,8 +225,7 @@ class SubscriptionStore:
             sub = item.subscription
             if sub is None:
                 continue
-            while self._serving and not self._stop.is_set():
-                time.sleep(0.002)
+            self._yield_to_requests()
             key = id(sub.objects)
             if key not in checked:
                 checked[key] = first_compile_error(sub.objects)

@@ -83,8 +83,8 @@ class Subscriber:
 @dataclass(frozen=True)
 class EventRule:
     """``spec.subscriptions[i].events[j]`` (at ``where``); ``cel`` is ``cel_source``
-    compiled (``check_cel``) or to be compiled on first use (``Compiler``), ``None``
-    before either, or when there is no filter."""
+    compiled (``check_cel``) or to be read and compiled on first use (``Compiler``),
+    ``None`` before either, or when there is no filter."""
 
     type: str
     exact: tuple[tuple[str, str], ...]
@@ -340,24 +340,12 @@ def compile_cel(source: str, subscriber: Subscriber, engine: Engine, where: str)
         raise _invalid(source, where, exc) from None
 
 
-def filter_cel(source: str, subscriber: Subscriber, programs: Programs, where: str) -> Filter:
-    """``compile_cel`` without the compile (``programs.py``): placeholders bound, the
-    scanner's limits and the name lookup; ``InvalidCel`` for what those find."""
-    try:
-        return programs.filter(_bound(source, subscriber, where))
-    except CelCompileError as exc:
-        raise _invalid(source, where, exc) from None
-
-
 def _bound(source: str, subscriber: Subscriber, where: str) -> str:
     """``source`` with its placeholders rewritten, each naming a field the binding has."""
     try:
-        rewritten = binding.rewrite(source)
-        for path in rewritten.fields:
-            binding.resolve(subscriber.binding, path)
+        return binding.bind(source, subscriber.binding).expression
     except binding.BindingError as exc:
         raise InvalidCel(where, str(exc)) from None
-    return rewritten.expression
 
 
 def _invalid(source: str, where: str, exc: CelCompileError) -> InvalidCel:
@@ -368,8 +356,9 @@ def _invalid(source: str, where: str, exc: CelCompileError) -> InvalidCel:
 
 
 def first_compile_error(objects: Iterable[ObjectRule]) -> InvalidCel | None:
-    """Of rules whose filters are not compiled yet (``filter_cel``), the first filter that
-    does not compile, compiling each (once per text)."""
+    """Of rules whose filters are not read or compiled yet (``programs.Filter``), the first
+    filter that cannot be read or does not compile, reading and compiling each (once per
+    text)."""
     for obj in objects:
         for rule in obj.events:
             if isinstance(rule.cel, Filter):
@@ -401,8 +390,9 @@ class Compiler:
     per distinct text). ``spec.subscriptions`` reads as the same rules for every subscriber
     whose binding has the same text fields, so that is done once per distinct content.
 
-    ``load`` compiles every filter of the subscription (a watch brings one at a time);
-    ``load(..., compile_now=False)`` leaves that to the first event that makes the
+    ``load`` reads and compiles every filter of the subscription (a watch brings one at a
+    time); ``load(..., compile_now=False)`` leaves that to the index (which reads the
+    filters of an event's key on its first event), to the first event that makes the
     subscription a candidate, or to ``first_compile_error`` (a start lists them all)."""
 
     def __init__(self, engine: Engine, max_programs: int = MAX_PROGRAMS,
@@ -457,11 +447,11 @@ class Compiler:
 
     def _rules(self, spec: Mapping[str, Any], subscriber: Subscriber
                ) -> tuple[ObjectRule, ...] | Invalid:
-        """``spec.subscriptions`` as rules holding their filters (not compiled), or the
+        """``spec.subscriptions`` as rules holding their filters (not read yet), or the
         first reason it is not valid."""
         objects, found = check_subscriptions(spec)
         if found:
             return found[0]
-        rules, bad = _with_cel(objects, lambda rule, where: filter_cel(
-            rule.cel_source, subscriber, self.programs, where))
-        return bad[0] if bad else rules
+        rules, _ = _with_cel(objects, lambda rule, _: Filter(
+            rule.cel_source, subscriber.binding, self.programs))
+        return rules
