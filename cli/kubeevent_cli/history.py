@@ -70,42 +70,36 @@ class Forbidden(UserError):
 
 
 def _listed(kube: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
-    from kubernetes.client.rest import ApiException
-
     from corpwechat_notifier.shared import records
+    from subscription_filter.shared.errors import FunctionError
+    from subscription_filter.shared.kube import AccessDenied
 
-    found: list[dict[str, Any]] = []
-    token = None
-    custom = kube.custom()
-    while True:
-        kwargs: dict[str, Any] = {"label_selector": selector, "limit": 500}
-        if token:
-            kwargs["_continue"] = token
-        try:
-            page = custom.list_namespaced_custom_object(
-                records.GROUP, records.VERSION, namespace, records.PLURAL, **kwargs)
-        except ApiException as exc:
-            kind = Forbidden if exc.status == 403 else UserError
-            raise kind(f"cannot list {records.PLURAL}.{records.GROUP} in {namespace}: "
-                       f"the API server answered {exc.status} {exc.reason}") from None
-        found.extend(page.get("items") or [])
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return found
+    try:
+        return kube.list_all(f"{records.GROUP}/{records.VERSION}", records.KIND,
+                             namespace=namespace, label_selector=selector)
+    except AccessDenied:
+        raise Forbidden(f"cannot list {records.PLURAL}.{records.GROUP} in {namespace}: "
+                        f"these credentials may not") from None
+    except FunctionError as exc:
+        raise UserError(f"cannot list {records.PLURAL}.{records.GROUP} in {namespace}: "
+                        f"{exc.reason}") from None
 
 
 def whoami(kube: Any) -> str:
     """The user the credentials are (a SelfSubjectReview, as ``kubectl auth whoami``)."""
     from kubernetes import client as k8s
-    from kubernetes.client.rest import ApiException
+
+    from subscription_filter.shared.errors import FunctionError
+    from subscription_filter.shared.kube import translate
 
     try:
-        review = k8s.AuthenticationV1Api(kube.api).create_self_subject_review(
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-            _request_timeout=kube.timeout)
-    except ApiException as exc:
-        raise UserError(f"cannot tell who these credentials are (SelfSubjectReview: "
-                        f"{exc.status} {exc.reason}); give --user") from None
+        with translate("create selfsubjectreviews.authentication.k8s.io"):
+            review = k8s.AuthenticationV1Api(kube.api).create_self_subject_review(
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                _request_timeout=kube.timeout)
+    except FunctionError as exc:
+        raise UserError(f"cannot tell who these credentials are ({exc.reason}); "
+                        f"give --user") from None
     user = ((review.status.user_info if review.status else None) or None)
     name = getattr(user, "username", None)
     if not name:
@@ -116,19 +110,17 @@ def whoami(kube: Any) -> str:
 def own_rows(kube: Any, user: str, since: int, now: float) -> list[dict[str, str]]:
     """What the user's own ClusterSubscriptions' status says they were sent (the
     notifiers keep their latest outcomes there): no object names, only namespaces."""
-    from kubernetes.client.rest import ApiException
-
-    from corpwechat_notifier.shared.recent import GROUP, PLURAL, VERSION
+    from corpwechat_notifier.shared.recent import GROUP, KIND, PLURAL, VERSION
     from corpwechat_notifier.shared.times import parse_time
+    from subscription_filter.shared.errors import FunctionError
 
     try:
-        listed = kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL,
-                                                          _request_timeout=kube.timeout)
-    except ApiException as exc:
+        listed = kube.list_all(f"{GROUP}/{VERSION}", KIND)
+    except FunctionError as exc:
         raise UserError(f"cannot read the delivery records, nor list {PLURAL}.{GROUP}: "
-                        f"the API server answered {exc.status} {exc.reason}") from None
+                        f"{exc.reason}") from None
     out = []
-    for item in listed.get("items") or []:
+    for item in listed:
         meta, spec = item.get("metadata") or {}, item.get("spec") or {}
         owner = (meta.get("annotations") or {}).get("katanomi.dev/owned.username")
         if owner != user or (spec.get("subscriber") or {}).get("name") != user:

@@ -583,28 +583,28 @@ def _plain(result: Any) -> Any:
 
 def server_crds(kube: Any) -> list[dict[str, Any]]:
     """Every CustomResourceDefinition the cluster has (its schemas win over the stand-in)."""
-    from kubernetes.client.rest import ApiException
+    from subscription_filter.shared.errors import FunctionError
+    from subscription_filter.shared.kube import AccessDenied, Unavailable
 
     try:
-        listed = kube.custom().list_cluster_custom_object(
-            "apiextensions.k8s.io", "v1", "customresourcedefinitions",
-            _request_timeout=kube.timeout)
-    except ApiException as exc:
-        if exc.status in (401, 403):
-            return []  # a subscriber's own credentials: the stand-in and --schema remain
+        return kube.list_all("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    except AccessDenied:
+        return []  # a subscriber's own credentials: the stand-in and --schema remain
+    except Unavailable as exc:
+        raise UserError(f"--kubeconfig: the API server cannot be reached ({exc.reason})") \
+            from None
+    except FunctionError as exc:
         raise UserError(f"--kubeconfig: cannot list customresourcedefinitions: "
-                        f"{exc.status} {exc.reason}") from None
-    except Exception as exc:
-        raise UserError(f"--kubeconfig: the API server cannot be reached "
-                        f"({type(exc).__name__})") from None
-    return list(listed.get("items") or [])
+                        f"{exc.reason}") from None
 
 
 def dry_run(linter: Linter, kube: Any) -> None:
     """Each ClusterSubscription and NotificationTemplate sent to the API server with
     ``dryRun=All`` (as ``kubectl apply --dry-run=server``): its schema, the admission
     policies (the ownership policy judges the credentials' user) and webhooks answer;
-    nothing is stored. A refusal is an error at the document."""
+    nothing is stored. A refusal is an error at the document, in the server's own words
+    (its Status message: a policy's reason is the point of asking), so this one call reads
+    the client's exception itself rather than the functions' typed errors."""
     from kubernetes.client.rest import ApiException
 
     custom = kube.custom()
