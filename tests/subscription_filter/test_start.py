@@ -282,3 +282,20 @@ def test_what_a_start_leaves_for_later_waits_while_a_request_is_matching() -> No
             assert patched
         finally:
             store.stop()
+
+
+def test_a_filter_that_fails_as_no_check_foresaw_fails_alone(engine: Engine) -> None:
+    """Reading moved out of loading (whose catch-all says ``InvalidObject``): a reading
+    that raises anything is that filter's compile error, kept, never a failed request."""
+
+    class Hostile(dict):
+        def __contains__(self, key: object) -> bool:
+            raise RuntimeError("no")
+
+    broken = Filter('ce.data.x == "$(subscriber.name)"', Hostile(name="x"),
+                    Programs(engine))
+    for use in (broken.read, broken.program, broken.read):
+        with pytest.raises(celparse.CelCompileError,
+                           match="the filter cannot be read: RuntimeError"):
+            use()
+    assert broken.is_read

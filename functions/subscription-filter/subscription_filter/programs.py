@@ -63,11 +63,11 @@ class Filter:
         found = self._read
         if found is None:
             try:
-                rewritten = bind(self.source, self._binding)
+                found = self._programs.read(bind(self.source, self._binding))
             except BindingError as exc:
                 found = CelCompileError(str(exc))
-            else:
-                found = self._programs.read(rewritten)
+            except Exception as exc:  # a text no check foresaw: only this filter fails
+                found = CelCompileError(f"the filter cannot be read: {type(exc).__name__}")
             self._read = found
         if isinstance(found, CelCompileError):
             raise CelCompileError(found.message)
