@@ -120,6 +120,10 @@ class SubscriptionFilter:
 
     def handle(self, event: Event, params: Mapping[str, str]) -> Outcome:
         self.start()
+        with self.store.serving():  # what a start leaves for later waits meanwhile
+            return self._handle(event)
+
+    def _handle(self, event: Event) -> Outcome:
         signer = self.config.signer
         if signer is not None:
             signer.verify(event, "kubeevent-enricher-sink")
@@ -127,7 +131,7 @@ class SubscriptionFilter:
         enriched = core.parse_enriched(event)
         snapshot = self.store.snapshot()
         started = time.perf_counter()
-        with tracing.span("match"), self.store.serving():
+        with tracing.span("match"):
             result = core.match(snapshot.index, enriched, self.engine)
         MATCH_SECONDS.observe(time.perf_counter() - started)
         CANDIDATES.observe(result.candidates)

@@ -51,6 +51,11 @@ MAX_BACKOFF = 30.0
 # A watch that ends this soon without a single event, or a list whose watch at once says
 # 410, is the server (or something between) refusing: wait before the next one.
 QUICK_WATCH_SECONDS = 0.5
+# Work a start leaves for later waits while a request is served, then until none has been
+# for ``QUIET_SECONDS`` (a burst of events is answered first), but for that quiet at most
+# ``YIELD_AT_MOST`` at a time (so it still gets done under a steady flow of events).
+QUIET_SECONDS = 0.02
+YIELD_AT_MOST = 0.5
 _WRITE_META = ("name", "generation", "resourceVersion")
 
 
@@ -79,7 +84,8 @@ class SubscriptionStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watch: k8s_watch.Watch | None = None
-        self._serving = 0  # requests matching now: the start's compile waits for them
+        self._serving = 0  # requests served now: the start's compile waits for them
+        self._served_at = 0.0  # when the last one ended (monotonic)
         self._serving_lock = threading.Lock()
         self.status = StatusWriter(
             kube, enabled=write_status, schemas=schemas,
@@ -133,7 +139,7 @@ class SubscriptionStore:
 
     @contextmanager
     def serving(self) -> Iterator[None]:
-        """Around a request's matching: the work a start leaves for later (compiling, the
+        """Around a request: the work a start leaves for later (compiling, the
         FiltersCanMatch check) yields to it (``_yield_to_requests``)."""
         with self._serving_lock:
             self._serving += 1
@@ -142,12 +148,19 @@ class SubscriptionStore:
         finally:
             with self._serving_lock:
                 self._serving -= 1
+                self._served_at = time.monotonic()
 
     def _yield_to_requests(self) -> None:
-        """Wait while a request is matching, so that work in the background does not slow
-        a start's first answers."""
-        while self._serving and not self._stop.is_set():
-            time.sleep(0.002)
+        """Wait while a request is served, and until none has been for ``QUIET_SECONDS``
+        (at most ``YIELD_AT_MOST``), so that work in the background does not slow a
+        start's first answers: it shares the interpreter with them."""
+        quiet_by = time.monotonic() + YIELD_AT_MOST
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if not self._serving and (now - self._served_at >= QUIET_SECONDS
+                                      or now >= quiet_by):
+                return
+            time.sleep(0.005)
 
     def ready(self) -> bool:
         return self._ready.is_set()
