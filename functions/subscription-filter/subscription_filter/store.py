@@ -1,4 +1,6 @@
-"""Every ClusterSubscription in memory, kept current by list + watch.
+"""Every ClusterSubscription in memory, kept current by list + watch. (Over 400 lines on
+purpose: one thread's whole life, from the list through the work a start leaves for later
+to the watch, read top to bottom.)
 
 One daemon thread lists (in pages), then watches from the list's resourceVersion,
 resuming from the last version it saw (events and bookmarks) each time a watch
