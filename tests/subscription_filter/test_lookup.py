@@ -98,7 +98,7 @@ def everyone(loaded: list[Any], event: core.Enriched, engine: Engine) -> tuple[s
         sub = item.subscription
         rule = sub.objects[0].events[0]
         try:
-            if rule.cel.for_event(scope.event_scope())(sub.bound):
+            if rule.cel.program().for_event(scope.event_scope())(sub.bound):
                 matched.add(sub.name)
         except CelEvalError as exc:
             errors.add((sub.name, exc.message))

@@ -186,7 +186,7 @@ def test_one_activation_per_event(cel_expr: CelExprEngine) -> None:
             if s is not None]
     scope = core.Scope(pending(), cel_expr)
     activation = scope.event_scope().activation
-    runners = {id(scope.runner(rule.cel)) for sub in subs for obj in sub.objects
+    runners = {id(scope.runner(rule.cel.program())) for sub in subs for obj in sub.objects
                for rule in obj.events if rule.cel is not None}
     assert len(subs) == len(PEOPLE) and len(runners) == 1
     assert [scope.decide(core.Candidate(sub, sub.objects[0].events[0])) for sub in subs] == \
@@ -248,8 +248,9 @@ def test_threads_each_see_their_own_subscriber(engine: Engine) -> None:
     compiler = Compiler(engine)
     subs = [s for s in (compiler.load(approval_only(name)).subscription for name in PEOPLE)
             if s is not None]
-    program = subs[0].objects[0].events[0].cel
-    assert program is not None
+    cel = subs[0].objects[0].events[0].cel
+    assert cel is not None
+    program = cel.program()
     wrong: list[str] = []
 
     def work(offset: int) -> None:

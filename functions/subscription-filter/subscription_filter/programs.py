@@ -19,11 +19,11 @@ is kept like a program: a text is read and compiled once either way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .binding import BindingError, Rewritten, bind
-from .celengine import Engine, EventScope, Program, Values
+from .celengine import Engine, Program, Values
 from .celparse import CelCompileError, check_limits
 from .namelookup import lookup_key
 from .shared.cache import Cache
@@ -80,10 +80,6 @@ class Filter:
         if isinstance(found, CelCompileError):
             raise CelCompileError(found.message)
         return found
-
-    def for_event(self, event: EventScope) -> Callable[[Any], bool]:
-        """``Program.for_event`` of the compiled program."""
-        return self.program().for_event(event)
 
     def __repr__(self) -> str:
         return f"Filter({self.source!r})"

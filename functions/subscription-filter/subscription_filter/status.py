@@ -40,7 +40,7 @@ class StatusWriter:
         self.schemas = schemas or (lambda api_version, kind: None)
         self._loaded = loaded  # a subscription as the store loaded it
         self._readiness = readiness  # its Ready as the snapshot says it
-        self._idle = idle  # returns when no request is being matched
+        self._idle = idle  # returns when requests leave room (``store._yield_to_requests``)
         self.writes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,9 +109,10 @@ class StatusWriter:
                 with self._due_lock:
                     hinted = next(iter(self._hints_due), None)
                     said = self._hints_due.pop(hinted) if hinted is not None else False
-                self._idle()  # working hints out is the heavy part: requests first
-                if hinted is not None and (said or self._hints_found(hinted)):
-                    self._write_fresh(hinted, self._hints_condition)  # read only to write
+                if hinted is not None:
+                    self._idle()  # working hints out is the heavy part: requests first
+                    if said or self._hints_found(hinted):
+                        self._write_fresh(hinted, self._hints_condition)  # read to write
                 continue
             name, where, message = report
             self._write_fresh(name, lambda obj, where=where, message=message: limit_condition(

@@ -230,8 +230,8 @@ class SubscriptionStore:
         """Read and compile the filters the list left for later: a subscription with one
         that cannot be read or does not compile is not used (``Ready=False``,
         ``InvalidCEL``), as when it was loaded alone. Each text compiles once; each
-        distinct ``spec.subscriptions`` is checked once; it pauses while a request is
-        matching (``serving``), so a start's first answers are not slowed by it."""
+        distinct ``spec.subscriptions`` is checked once, each after waiting for requests
+        (``_yield_to_requests``), so a start's first answers are not slowed by it."""
         checked: dict[int, Invalid | None] = {}
         failed: list[str] = []
         for name, item in list(self._loaded.items()):
@@ -240,9 +240,9 @@ class SubscriptionStore:
             sub = item.subscription
             if sub is None:
                 continue
-            self._yield_to_requests()
             key = id(sub.objects)
             if key not in checked:
+                self._yield_to_requests()
                 checked[key] = first_compile_error(sub.objects)
             problem = checked[key]
             if problem is not None:
