@@ -299,3 +299,24 @@ def test_a_filter_that_fails_as_no_check_foresaw_fails_alone(engine: Engine) -> 
                            match="the filter cannot be read: RuntimeError"):
             use()
     assert broken.is_read
+
+
+def test_work_left_for_later_waits_for_a_quiet_moment_but_not_for_ever(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a request it waits ``QUIET_SECONDS``, but at most ``YIELD_AT_MOST``; never
+    served, it does not wait at all."""
+    from subscription_filter import store as store_module
+
+    monkeypatch.setattr(store_module, "QUIET_SECONDS", 60.0)
+    monkeypatch.setattr(store_module, "YIELD_AT_MOST", 0.3)
+    with FakeKubeAPI() as api:
+        store = SubscriptionStore(Kube(api.new_api_client().configuration),
+                                  Compiler(select("cel-expr")))
+        started = time.monotonic()
+        store._yield_to_requests()  # nothing served yet: no quiet to wait for
+        assert time.monotonic() - started < 0.3
+        with store.serving():
+            pass
+        started = time.monotonic()
+        store._yield_to_requests()  # a request just ended: waits, but only so long
+        assert 0.3 <= time.monotonic() - started < 60.0

@@ -87,7 +87,7 @@ class SubscriptionStore:
         self._thread: threading.Thread | None = None
         self._watch: k8s_watch.Watch | None = None
         self._serving = 0  # requests served now: the start's compile waits for them
-        self._served_at = 0.0  # when the last one ended (monotonic)
+        self._served_at = float("-inf")  # when the last one ended (monotonic)
         self._serving_lock = threading.Lock()
         self.status = StatusWriter(
             kube, enabled=write_status, schemas=schemas,
