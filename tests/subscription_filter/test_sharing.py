@@ -106,11 +106,11 @@ def test_programs_keep_at_most_their_limit(engine: Engine) -> None:
     programs = Programs(engine, max_programs=2)
     texts = ["ce.data.a == 1", "ce.data.b == 1", "ce.data.c == 1"]
     for text in texts:
-        programs.compile(text)
+        programs.compile_or_error(text)
     assert len(programs) == 2
-    programs.compile(texts[2])
+    programs.compile_or_error(texts[2])
     assert programs.compiled == 3
-    programs.compile(texts[0])  # dropped as the least recently used: compiled again
+    programs.compile_or_error(texts[0])  # dropped as the least recently used: compiled again
     assert programs.compiled == 4
     assert len(programs) == 2
 

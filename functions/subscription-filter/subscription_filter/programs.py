@@ -111,14 +111,8 @@ class Programs:
         values = None if key is None else self._values.get_or(key, lambda: self._lookup(key))
         return Reading(expression, key, values)
 
-    def compile(self, expression: str) -> Program:
-        """The program of ``expression`` (``CelCompileError`` if it does not compile)."""
-        found = self.compile_or_error(expression)
-        if isinstance(found, CelCompileError):
-            raise CelCompileError(found.message)
-        return found
-
     def compile_or_error(self, expression: str) -> Program | CelCompileError:
+        """The program of ``expression``, or why it does not compile (kept alike)."""
         return self._programs.get_or(expression, lambda: self._compile(expression))
 
     def _compile(self, expression: str) -> Program | CelCompileError:
