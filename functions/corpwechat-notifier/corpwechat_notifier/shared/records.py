@@ -181,7 +181,7 @@ def backoff(attempt: int) -> float:
 class Claim:
     """The outcome of a claim: ``mine`` (send it), ``done`` (told already, or never can
     be, or deferred until later: ``phase`` says which) or ``busy`` (being sent by
-    another claimant)."""
+    another claimant); ``look`` also answers ``open`` (anyone's to take)."""
 
     recipient: str
     record: str
@@ -311,6 +311,15 @@ class DeliveryRecords:
         return self._decide(recipient.name, existing)
 
     def _decide(self, recipient: str, existing: Mapping[str, Any]) -> Claim:
+        found = self._state(recipient, existing)
+        if found.outcome == "open":
+            return self._take_over(recipient, existing, found.phase)
+        return found
+
+    def _state(self, recipient: str, existing: Mapping[str, Any]) -> Claim:
+        """What a record says, without acting on it: ``done``, ``busy`` (claimed, no
+        outcome, inside the lease) or ``open`` (failed, due again, or its claim ran out:
+        whoever claims it next takes it over)."""
         name = str(existing["metadata"]["name"])
         status = existing.get("status") if isinstance(existing.get("status"), Mapping) else {}
         spec = existing.get("spec") if isinstance(existing.get("spec"), Mapping) else {}
@@ -327,7 +336,16 @@ class DeliveryRecords:
             if claimed is not None and now - claimed < self.lease_seconds:
                 version = str((existing.get("metadata") or {}).get("resourceVersion") or "")
                 return Claim(recipient, name, "busy", version=version, claimed_at=claimed)
-        return self._take_over(recipient, existing, phase)
+        return Claim(recipient, name, "open", phase)
+
+    def look(self, claim: Claim) -> Claim:
+        """The record of a ``busy`` claim read again (it changed since it was read):
+        ``done`` when its claimant finished, ``busy`` (with the new version) while one
+        still holds it, ``open`` when it is anyone's to take (or was swept)."""
+        existing = self.kube.get(API_VERSION, KIND, claim.record, self.namespace)
+        if existing is None:
+            return Claim(claim.recipient, claim.record, "open")
+        return self._state(claim.recipient, existing)
 
     def _take_over(self, recipient: str, existing: Mapping[str, Any], phase: str) -> Claim:
         name = str(existing["metadata"]["name"])

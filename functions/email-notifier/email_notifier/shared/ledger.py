@@ -26,6 +26,8 @@ NOTIFICATIONS = metrics.counter(
     "them: sent, skipped_duplicate, refused, failed, deferred", ("channel", "result"))
 # Why a Deferred record waits when it may go out with others for its target as a digest.
 HELD = frozenset({"QuietHours", "Burst", "MemberRateLimit"})
+# Reads of a busy record that keeps changing under a hand-over before it is asked again.
+HAND_OVER_TRIES = 3
 EXPIRED = metrics.counter(
     "kubeevent_deliveries_expired", "Deliveries given up after DELIVERY_GIVE_UP_SECONDS of "
     "failures or deferrals (phase Expired)")
@@ -116,12 +118,24 @@ class Ledger:
         finishes (it may have died mid-send; the broker's retries end long before its
         lease). Returns the names that could not be handed over (asked again later)."""
         assert self.records is not None
-        still = []
-        for name, claim in busy.items():
-            left = pending.get(name)
-            if left is None or not self.records.hand_over(claim, left):
-                still.append(name)
-        return still
+        return [name for name, claim in busy.items()
+                if (left := pending.get(name)) is None or not self._handed(claim, left)]
+
+    def _handed(self, claim: Claim, left: Pending) -> bool:
+        """Hand ``left`` over to ``claim``'s record; when the record changed since it was
+        read, read it again: its claimant finished (nothing to leave), or it is held by a
+        claimant again (the new version is tried, a few times at most). ``False``: it is
+        anyone's to take now, so the broker's redelivery is what claims it."""
+        assert self.records is not None
+        for _ in range(HAND_OVER_TRIES):
+            if self.records.hand_over(claim, left):
+                return True
+            claim = self.records.look(claim)
+            if claim.outcome == "done":
+                return True
+            if claim.outcome != "busy":
+                return False
+        return False
 
     # ------------------------------------------------------------------ the sweep
 
